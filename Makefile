@@ -1,0 +1,66 @@
+# Reproducible imaging/ML research scripts. `make help` lists every target.
+#
+# Prerequisites: Python >= 3.10 with venv, and GNU make. Every target that
+# runs Python depends on the virtual environment, which is created from
+# requirements.lock on first use and re-created when the lock changes.
+# Recipes call Python, not Unix tools, so they also work with GNU make on
+# Windows (where the venv keeps its programs in Scripts/).
+
+ifeq ($(OS),Windows_NT)
+  PYTHON ?= python
+  VENV_PY = $(VENV)/Scripts/python.exe
+else
+  PYTHON ?= python3
+  VENV_PY = $(VENV)/bin/python
+endif
+VENV ?= .venv
+VENV_STAMP = $(VENV)/.lock-sha256
+PY = $(VENV_PY)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-gpu lock test bench clean clean-venv \
+        phase5 phase6 phase7 phase8 phase9 verify
+
+help:
+	$(info Targets:)
+	$(info   help        list the targets (this text))
+	$(info   setup       create the virtual environment $(VENV) from requirements.lock)
+	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
+	$(info   lock        re-resolve requirements.in into requirements.lock (and the GPU lock) with uv)
+	$(info   test        run the test suite (pytest; PYTEST_ARGS=... passes options))
+	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
+	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
+	$(info   clean-venv  remove the virtual environment)
+	$(info   phase5..9   the phase pipeline (not available yet: see README))
+	$(info   verify      run everything twice and compare every artifact (not available yet: see README))
+	@$(PYTHON) -c "pass"
+
+$(VENV_STAMP): requirements.lock scripts/utils/venv_setup.py
+	$(PYTHON) scripts/utils/venv_setup.py --venv $(VENV) --lock requirements.lock
+
+setup: $(VENV_STAMP)
+
+setup-gpu: $(VENV_STAMP)
+	$(PY) -m pip install --require-hashes --no-input --disable-pip-version-check -r requirements-gpu.lock
+
+lock: $(VENV_STAMP)
+	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
+	    --custom-compile-command "make lock" requirements.in -o requirements.lock
+	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
+	    --custom-compile-command "make lock" requirements-gpu.in -c requirements.lock -o requirements-gpu.lock
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV_STAMP)
+	$(PY) bench/run_bench.py
+
+clean: $(VENV_STAMP)
+	$(PY) scripts/utils/clean_workspace.py
+
+clean-venv:
+	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
+
+phase5 phase6 phase7 phase8 phase9 verify:
+	@$(PYTHON) -c "import sys; sys.stderr.write('{\"level\": \"error\", \"script\": \"make\", \"event\": \"not_available\", \"target\": \"$@\", \"error\": \"the phase pipeline is not built yet (see README: Status)\"}\n'); sys.exit(2)"

@@ -1,0 +1,58 @@
+"""Remove generated outputs from a workspace, keeping its folders.
+
+Empties data/, meta/chronicle/, experiments/results/ and env/ (each folder's
+.gitkeep stays). Source files, configs and the venv are never touched.
+
+Usage:
+    python scripts/utils/clean_workspace.py --workspace /tmp/ws
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from scripts.utils import cli
+from scripts.utils.run_records import LAYOUT, resolve_workspace
+
+
+def clean(workspace: Path) -> int:
+    """Delete every generated entry under the layout folders; return the count."""
+    removed = 0
+    for folder in LAYOUT:
+        root = workspace / folder
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            if entry.name == ".gitkeep":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+    return removed
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "clean_workspace",
+        description="Remove generated outputs (data/, meta/chronicle/, experiments/results/, env/).",
+        example="python scripts/utils/clean_workspace.py --workspace /tmp/ws",
+    )
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        workspace = resolve_workspace(args.workspace)
+        log.info("cleaned", workspace=str(workspace), removed=clean(workspace))
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The command-line frame every script shares.
+
+* ``ScriptParser``: argparse with defaults shown, an example in ``--help``,
+  and usage errors reported as one JSON record (exit 2), never plain text.
+* ``add_common_options``: --workspace, --log-file, --quiet (design.md).
+* ``run``: parse, build the JSON logger, call the script's handler, and map
+  exceptions to exit codes: InputError -> 2, CheckFailed -> 1, an unexpected
+  exception -> 3 (a bug here, reported as JSON with its traceback).
+
+A script looks like::
+
+    def main(argv=None):
+        parser = cli.ScriptParser("my_script", description=..., example=...)
+        cli.add_common_options(parser)
+        parser.add_argument(...)
+        return cli.run(parser, handler, argv)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+import orjson
+
+from scripts.utils import time_utils
+from scripts.utils.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CheckFailed, InputError
+from scripts.utils.log_formatter import JsonLogger
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows every default."""
+
+
+class ScriptParser(argparse.ArgumentParser):
+    def __init__(self, script: str | None = None, *, example: str | None = None, **kwargs):
+        self.script = script
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        if script is not None:
+            kwargs.setdefault("prog", f"{script}.py")
+        if example:
+            kwargs["epilog"] = "example:\n  " + example
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        record = {
+            "ts": time_utils.format_iso(time_utils.wall_clock(), "milliseconds"),
+            "level": "error",
+            "script": self.script or self.prog.split(".py")[0],
+            "event": "usage_error",
+            "error": message,
+            "usage": self.format_usage().strip(),
+        }
+        sys.stderr.write(orjson.dumps(record).decode() + "\n")
+        sys.stderr.flush()
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def add_common_options(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
+    if workspace:
+        parser.add_argument(
+            "--workspace", metavar="DIR", default=None,
+            help="workspace folder (default: $CRH_WORKSPACE, else the repository root)",
+        )
+    parser.add_argument("--log-file", metavar="PATH", default=None, help="write JSON log lines here instead of stderr")
+    parser.add_argument("--quiet", action="store_true", help="log only warnings and errors")
+
+
+def print_json(value) -> None:
+    """Write a script's primary result to stdout (indented on a terminal)."""
+    from scripts.utils.jsonio import encode_nonfinite
+
+    option = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    if sys.stdout.isatty():
+        option |= orjson.OPT_INDENT_2
+    sys.stdout.buffer.write(orjson.dumps(encode_nonfinite(value), option=option))
+    sys.stdout.flush()
+
+
+def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int:
+    """Parse ``argv`` and call ``handler(args, log)``; return the exit code."""
+    if not any(action.dest == "quiet" for action in parser._actions):
+        add_common_options(parser, workspace=workspace)
+    args = parser.parse_args(argv)
+    script = parser.script or parser.prog
+    try:
+        log = JsonLogger(script, log_file=args.log_file, quiet=args.quiet)
+    except OSError as exc:
+        log = JsonLogger(script)
+        log.error("bad_input", error=f"cannot open the log file: {exc.strerror}", file=args.log_file)
+        return EXIT_BAD_INPUT
+    try:
+        return handler(args, log) or 0
+    except (InputError, CheckFailed) as exc:
+        log.error("bad_input" if isinstance(exc, InputError) else "check_failed", **exc.record())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted", error="interrupted by the user")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one JSON record, never a bare traceback
+        log.error(
+            "internal_error",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc().splitlines(),
+        )
+        return EXIT_INTERNAL
+    finally:
+        log.close()

@@ -1,0 +1,307 @@
+"""Load TOML, JSON or YAML configs into one plain structure, with a hash.
+
+* Every format loads into dicts, lists, str, int, float, bool and None.
+  Dates and times become ISO 8601 strings (zoned ones in canonical UTC, like
+  ``2025-10-31T12:00:00Z``), so the same settings hash the same in any format.
+* Duplicate keys are an error in every format, JSON and YAML included.
+* YAML loads safely: tags that construct objects are refused, only
+  true/false are booleans (no ``on``/``no`` surprises), keys must be strings,
+  and alias expansion is bounded, so an alias bomb is refused at once.
+* Errors name the file, line and column: exit 2 with one JSON record.
+* ``--set key.sub=value`` overrides (or adds) a key; the value is read as
+  TOML where it parses (``1e-3``, ``true``, ``[1, 2]``), else as a string.
+* The config hash is the SHA-256 of the resolved config's canonical JSON
+  (sorted keys, UTF-8, trailing newline): see ``jsonio.canonical_json``.
+
+Usage:
+    python scripts/utils/config_loader.py trainer/config/phase7.toml --set learner.lr=0.01
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json  # parsing only, for duplicate-key detection; all output is orjson
+import json.decoder
+import json.scanner
+import re
+import sys
+from datetime import date, datetime, time
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+import yaml
+
+from scripts.utils import time_utils
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import canonical_json
+
+FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+MAX_YAML_NODES = 1_000_000  # expanded size, aliases counted every time they are used
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def load_config_file(path) -> dict:
+    """Load one config file into a plain dict (see the module docstring)."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"unknown config format {path.suffix!r}: use .toml, .json, .yaml or .yml", file=path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("config file not found", file=path)
+    except IsADirectoryError:
+        raise InputError("config path is a folder, not a file", file=path)
+    except OSError as exc:
+        raise InputError(f"cannot read config file: {exc.strerror}", file=path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, column = _line_column(raw.decode("utf-8", "replace"), exc.start)
+        raise InputError("config file is not valid UTF-8", file=path, line=line, column=column)
+    try:
+        data = {"toml": _load_toml, "json": _load_json, "yaml": _load_yaml}[fmt](text, path)
+    except RecursionError:
+        raise InputError("config is nested too deeply", file=path)
+    if data is None and fmt == "yaml":
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"the top level of a config must be a mapping, not {type(data).__name__}", file=path)
+    return _plain(data, path, "")
+
+
+def _line_column(text: str, offset: int):
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _load_toml(text: str, path: Path):
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line = int(where.group(1)) if where else getattr(exc, "lineno", None)
+        column = int(where.group(2)) if where else getattr(exc, "colno", None)
+        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+        raise InputError(f"invalid TOML: {message}", file=path, line=line, column=column)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, offset):
+        self.key, self.offset = key, offset
+
+
+def _json_decoder() -> json.JSONDecoder:
+    """A JSON decoder that refuses duplicate keys and knows where they are.
+
+    The C scanner does not let us see object positions, so this uses the
+    pure-Python scanner (configs are small) with a checking object parser.
+    """
+    decoder = json.JSONDecoder()
+
+    def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
+        text, start = s_and_end
+        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo)
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key, start - 1)
+            seen.add(key)
+        return dict(pairs), end
+
+    decoder.parse_object = parse_object
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    return decoder
+
+
+def _load_json(text: str, path: Path):
+    try:
+        return _json_decoder().decode(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)
+    except _DuplicateKey as exc:
+        line, column = _line_column(text, exc.offset)
+        raise InputError(f"duplicate key {exc.key!r} in the object that starts here", file=path,
+                         line=line, column=column, key=exc.key)
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """SafeLoader + YAML 1.2 booleans + string keys only + no duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges may be overridden by explicit keys
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"mapping keys must be strings (quote it: '{_node_text(key_node)}')",
+                    key_node.start_mark)
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+            seen[key_node.value] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+def _node_text(node) -> str:
+    return node.value if isinstance(node, yaml.ScalarNode) else node.tag
+
+
+# YAML 1.1 reads yes/no/on/off as booleans; configs mean the words.
+_StrictSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _expanded_size(root) -> int:
+    """Count nodes as if every alias were copied out; refuse cycles and bombs."""
+    sizes: dict = {}
+    visiting: set = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise yaml.composer.ComposerError(None, None, "recursive alias (a node that contains itself)", node.start_mark)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            visiting.add(key)
+            total += sum(size(child) for child in node.value)
+            visiting.discard(key)
+        elif isinstance(node, yaml.MappingNode):
+            visiting.add(key)
+            total += sum(size(k) + size(v) for k, v in node.value)
+            visiting.discard(key)
+        if total > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)", node.start_mark)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _load_yaml(text: str, path: Path):
+    loader = _StrictSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "could not determine a constructor" in problem:
+            problem = "YAML tag not allowed (only plain data loads): " + problem.split("for the tag ")[-1]
+        raise InputError(f"invalid YAML: {problem}", file=path,
+                         line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}", file=path)
+    finally:
+        loader.dispose()
+
+
+def _plain(value, path: Path, where: str):
+    """Normalize to JSON-compatible types; dates and times become strings."""
+    if isinstance(value, dict):
+        return {key: _plain(item, path, f"{where}.{key}" if where else key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item, path, f"{where}[{index}]") for index, item in enumerate(value)]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, datetime):
+        return time_utils.format_iso(value, "microseconds" if value.microsecond else "seconds") \
+            if value.tzinfo is not None else value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    raise InputError(f"unsupported value type {type(value).__name__} (use plain data)", file=path, key=where or None)
+
+
+# --------------------------------------------------------------------------
+# Overrides and hashing
+# --------------------------------------------------------------------------
+
+
+def parse_override_value(text: str):
+    """Read an override value as TOML where it parses, else as a string."""
+    if "\n" in text or "\r" in text:
+        return text
+    try:
+        return _plain(tomllib.loads(f"value = {text}")["value"], Path("--set"), "")
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: dict, overrides, log=None) -> dict:
+    """Apply ``key.sub=value`` strings to a copy of ``config``."""
+    config = _plain(config, Path("--set"), "")  # a deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise InputError("--set needs key.sub=value with non-empty key parts", value=item)
+        parts = [part.strip() for part in parts]
+        node = config
+        for depth, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set cannot go inside {'.'.join(parts[:depth + 1])!r}: it is not a table",
+                                 value=item, key=".".join(parts[:depth + 1]))
+        if parts[-1] not in node and log is not None:
+            log.warning("override_adds_key", key=".".join(parts), note="the key was not in the config: a typo?")
+        node[parts[-1]] = parse_override_value(raw.strip())
+    return config
+
+
+def config_sha256(config: dict) -> str:
+    return hashlib.sha256(canonical_json(config)).hexdigest()
+
+
+def load_config(path, overrides=(), log=None) -> tuple[dict, str]:
+    """Load, apply overrides, and hash: returns ``(config, sha256)``."""
+    config = apply_overrides(load_config_file(path), overrides, log)
+    return config, config_sha256(config)
+
+
+def main(argv=None) -> int:
+    from scripts.utils import cli
+
+    parser = cli.ScriptParser(
+        "config_loader",
+        description="Load a .toml/.json/.yaml config, apply --set overrides, and print the\n"
+                    "resolved config with its sha256 as JSON.",
+        example="python scripts/utils/config_loader.py trainer/config/phase7.toml --set learner.lr=0.01",
+    )
+    parser.add_argument("file", metavar="FILE", help="config file (.toml, .json, .yaml, .yml)")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                        help="override a key, e.g. learner.lr=0.01 (repeatable)")
+    cli.add_common_options(parser, workspace=False)
+
+    def run(args, log):
+        config, digest = load_config(args.file, args.overrides, log)
+        cli.print_json({"file": args.file, "format": FORMATS[Path(args.file).suffix.lower()],
+                        "config": config, "sha256": digest})
+        return 0
+
+    return cli.run(parser, run, argv, workspace=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

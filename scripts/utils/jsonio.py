@@ -1,0 +1,216 @@
+"""Canonical JSON, atomic file writes, and locked read-modify-write.
+
+Everything that writes a registry, manifest or report goes through here:
+
+* ``canonical_json(obj)``: orjson, sorted keys, UTF-8, trailing newline, and
+  non-finite floats written as the strings "NaN", "Infinity", "-Infinity"
+  (orjson alone would silently write ``null``).
+* ``atomic_write_bytes(path, data)``: temp file in the same folder, flush,
+  fsync, ``os.replace``. A reader sees the old file or the new one, never a
+  torn one, even if the writer is killed.
+* ``locked_update(path, change)``: read, change and rewrite a JSON file
+  under a cross-platform lock (filelock), so concurrent writers lose nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from filelock import FileLock, Timeout
+
+from scripts.utils.errors import InputError
+
+NONFINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+LOCK_TIMEOUT_S = 300
+
+
+def encode_nonfinite(value):
+    """Return ``value`` with non-finite floats as strings and NumPy values as plain Python.
+
+    Tuples become lists. Sets are refused: their order is not defined.
+    """
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if kind is dict:
+        return {key: encode_nonfinite(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [encode_nonfinite(item) for item in value]
+    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
+        return encode_nonfinite(value.tolist())
+    if isinstance(value, (set, frozenset)):
+        raise TypeError("sets have no defined order: sort them into a list first")
+    if isinstance(value, os.PathLike):
+        raise TypeError("paths must be written workspace-relative, as strings")
+    return value
+
+
+def as_float(value) -> float:
+    """Read a number written by ``canonical_json`` (turns "NaN" etc. back)."""
+    if isinstance(value, str):
+        if value in NONFINITE_NAMES:
+            return NONFINITE_NAMES[value]
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def restore_nonfinite(value):
+    """Inverse of ``encode_nonfinite`` for a whole structure of numbers.
+
+    Use it only on structures whose strings are all numbers (metric rows):
+    it turns every "NaN", "Infinity" and "-Infinity" string into a float.
+    """
+    if isinstance(value, str):
+        return NONFINITE_NAMES.get(value, value)
+    if isinstance(value, dict):
+        return {key: restore_nonfinite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [restore_nonfinite(item) for item in value]
+    return value
+
+
+def canonical_json(value) -> bytes:
+    """The canonical bytes of ``value``: sorted keys, UTF-8, trailing newline."""
+    return orjson.dumps(encode_nonfinite(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+
+def json_line(value) -> bytes:
+    """One JSON-lines record (key order kept, non-finite encoded)."""
+    return orjson.dumps(encode_nonfinite(value), option=orjson.OPT_APPEND_NEWLINE, default=str)
+
+
+def read_json(path: Path):
+    """Parse a JSON file; a bad file is an InputError naming it, line and column."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", file=path)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", file=path)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable. Folders cannot be opened for fsync on Windows."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(source: Path, target: Path) -> None:
+    # On Windows a reader holding the target open makes os.replace fail for a
+    # moment (sharing violation); retry briefly rather than fail the run.
+    for attempt in range(50):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if os.name == "posix" or attempt == 49:
+                raise
+            time.sleep(0.02)
+
+
+@contextmanager
+def atomic_output(path: Path):
+    """Yield a binary file; on success it replaces ``path`` atomically.
+
+    On any exception the temp file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(path)
+    try:
+        with open(temp, "xb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        _replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as handle:
+        handle.write(data)
+
+
+def lock_for(path: Path) -> FileLock:
+    """The lock guarding ``path``: a hidden ``.NAME.lock`` file beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_TIMEOUT_S)
+
+
+@contextmanager
+def holding(lock: FileLock, path: Path):
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise InputError(f"could not lock the file within {LOCK_TIMEOUT_S} s: another process holds it", file=path)
+
+
+def locked_update(path: Path, change, empty):
+    """Read ``path`` (or ``empty()`` when absent), apply ``change``, write back.
+
+    ``change(current)`` returns the new value. The whole cycle holds the
+    file's lock; the write is atomic. Returns the new value.
+    """
+    path = Path(path)
+    with holding(lock_for(path), path):
+        current = read_json(path) if path.exists() else empty()
+        updated = change(current)
+        atomic_write_bytes(path, canonical_json(updated))
+    return updated
+
+
+def append_json_line(path: Path, record) -> None:
+    """Append one record to a JSON-lines file under its lock, durably."""
+    path = Path(path)
+    line = json_line(record)
+    with holding(lock_for(path), path):
+        with open(path, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_json_lines(path: Path) -> list:
+    """Read a JSON-lines file; a torn last line (a killed writer) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_bytes().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise InputError(f"invalid JSON line: {exc.msg}", file=path, line=number, column=exc.colno)
+    return records

@@ -1,0 +1,504 @@
+"""Structured JSON logging, and a converter from raw log text to JSON lines.
+
+The logger (``JsonLogger``) is what every script logs through: one orjson
+object per line with ``ts``, ``level``, ``script``, ``event`` and fields, on
+stderr or in ``--log-file``; ``--quiet`` keeps warnings and errors only.
+``progress()`` draws a tqdm bar on stderr when stderr is a terminal, and log
+lines written meanwhile go around the bar instead of through it.
+
+The converter turns raw logs into standardized JSON lines with the fields
+``ts`` (canonical UTC, or null), ``level``, ``source``, ``msg``, ``format``
+and ``line`` (where the record starts), plus any extra fields. It
+recognises, line by line:
+
+* Python logging: the default ``LEVEL:name:message``; asctime formats such as
+  ``2025-10-31 12:00:00,123 - name - LEVEL - message``,
+  ``2025-10-31 12:00:00,123 LEVEL name: message`` and
+  ``[2025-10-31 12:00:00,123] LEVEL in module: message``;
+* Rust env_logger: ``[2025-10-31T12:00:00Z INFO  crate::module] message``;
+* logfmt: ``ts=... level=info msg="hello world" key=value``;
+* JSON objects (already structured: fields are mapped, the rest kept);
+* anything else as a plain record.
+
+A line that matches no header and follows a Python or env_logger record is
+a continuation (multi-line messages, tracebacks) and joins that record.
+Invalid UTF-8 is kept as ``\\xNN`` escapes and flagged ``invalid_utf8``;
+control characters are kept (JSON-escaped) and flagged ``control_chars``.
+Time stamps without a zone (Python's asctime) are read as UTC unless
+``--utc-offset`` says otherwise. Memory stays constant: input is read in
+blocks, and over-long lines and joined records are cut at fixed bounds.
+
+Usage:
+    python scripts/utils/log_formatter.py raw.log > raw.jsonl
+    cargo run 2>&1 | python scripts/utils/log_formatter.py -o experiments/results/run.jsonl
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import orjson
+
+from scripts.utils import time_utils
+from scripts.utils.errors import InputError
+
+# --------------------------------------------------------------------------
+# The logger every script uses
+# --------------------------------------------------------------------------
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_RESERVED = ("ts", "level", "script", "event")
+_active_bars = 0  # tqdm bars open on stderr; log lines must go around them
+
+
+class JsonLogger:
+    """One JSON object per line: ts, level, script, event, then fields.
+
+    With ``log_file`` the records go to that file (appended); errors are
+    also written to stderr, so a failing run is never silent.
+    """
+
+    def __init__(self, script: str, log_file=None, quiet: bool = False):
+        self.script = script
+        self.threshold = LEVELS["warning"] if quiet else LEVELS["info"]
+        self._file = open(log_file, "ab") if log_file else None
+
+    def log(self, level: str, event: str, **fields) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        record = {
+            "ts": time_utils.format_iso(time_utils.wall_clock(), "milliseconds"),
+            "level": level,
+            "script": self.script,
+            "event": event,
+        }
+        for key, value in fields.items():
+            record["field_" + key if key in _RESERVED else key] = value
+        from scripts.utils.jsonio import json_line
+
+        line = json_line(record)
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()
+            if level != "error":
+                return
+        _write_stderr(line.decode("utf-8"))
+
+    def debug(self, event: str, **fields) -> None:
+        self.log("debug", event, **fields)
+
+    def info(self, event: str, **fields) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields) -> None:
+        self.log("error", event, **fields)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _write_stderr(text: str) -> None:
+    if _active_bars:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr, end="")
+    else:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+class progress:
+    """A tqdm bar on stderr, drawn only when stderr is a terminal.
+
+    ``with progress(total=n, desc="hashing") as bar: ... bar.update(1)``
+    """
+
+    def __init__(self, iterable=None, total=None, desc=None, unit="it"):
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
+            disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
+        )
+
+    def __enter__(self):
+        global _active_bars
+        _active_bars += 1
+        return self.bar
+
+    def __exit__(self, *exc):
+        global _active_bars
+        _active_bars -= 1
+        self.bar.close()
+        return False
+
+    def __iter__(self):
+        with self as bar:
+            yield from bar
+
+
+# --------------------------------------------------------------------------
+# The converter
+# --------------------------------------------------------------------------
+
+MAX_LINE_BYTES = 1 << 20       # a longer line is cut into pieces (flagged "split")
+MAX_JOINED_LINES = 10_000      # continuation lines joined into one record at most
+MAX_JOINED_CHARS = 4 << 20
+
+_LEVEL_NAMES = {
+    "TRACE": "trace", "DEBUG": "debug", "INFO": "info", "NOTICE": "info",
+    "WARNING": "warning", "WARN": "warning", "ERROR": "error", "ERR": "error",
+    "CRITICAL": "critical", "FATAL": "critical", "NOTSET": "notset",
+}
+_FIELD_ALIASES = {
+    "ts": "ts", "time": "ts", "timestamp": "ts", "t": "ts", "@timestamp": "ts", "asctime": "ts",
+    "level": "level", "lvl": "level", "severity": "level", "levelname": "level",
+    "msg": "msg", "message": "msg",
+    "source": "source", "logger": "source", "name": "source", "target": "source",
+    "module": "source", "caller": "source", "component": "source",
+}
+
+# Header patterns, tried by the line's first character (a digit, '[', or a
+# level's initial), each with few capture groups: groups cost time on every
+# line. `[ \t]` rather than `\s` between fields, as loggers write them.
+_TS = r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
+_LVL = r"(TRACE|DEBUG|INFO|NOTICE|WARNING|WARN|ERROR|CRITICAL|FATAL|NOTSET)"
+# [ts LEVEL target] msg                       -> ts, level, source, msg
+_ENV_LOGGER = re.compile(r"\[(?:" + _TS + r"[ \t]+)?" + _LVL + r"[ \t]*([^\]\s]*)[ \t]*\][ \t]?(.*)", re.S)
+# ts - name - LEVEL - msg                     -> ts, source, level, msg
+_ASCTIME_DASHED = re.compile(_TS + r" - (.*?) - " + _LVL + r" - (.*)", re.S)
+# ts LEVEL name: msg | ts:LEVEL:name:msg | [ts] LEVEL in module: msg  -> ts, level, source, msg
+_ASCTIME = re.compile(
+    r"\[?" + _TS + r"\]?[ \t:|]+\[?" + _LVL + r"\]?(?:[ \t]+in)?"
+    r"(?:[ \t:|]+([\w.<>\-]+?)(?::| -|[ \t])|[ \t:|-]+)[ \t]*(.*)", re.S)
+# LEVEL:name:msg (logging.basicConfig's default) -> level, source, msg
+_PY_DEFAULT = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL|WARN|TRACE):([^:\s]*):[ \t]?(.*)", re.S)
+_LOGFMT_LINE = re.compile(r'[ \t]*(?:[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)[ \t]*){2,}')
+_LOGFMT_PAIR = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_LOGFMT_UNESCAPE = re.compile(r"\\(.)")
+_TS_FULL = re.compile(_TS)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
+
+
+def parse_utc_offset(text: str) -> timedelta:
+    """``+02:00`` / ``-0530`` / ``Z`` -> timedelta; InputError otherwise."""
+    match = re.fullmatch(r"([+-])(\d\d):?(\d\d)|Z|UTC", text)
+    if not match:
+        raise InputError("--utc-offset must look like +02:00, -0530 or Z", value=text)
+    if match.group(1) is None:
+        return timedelta(0)
+    delta = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+    return delta if match.group(1) == "+" else -delta
+
+
+class _TimestampCanon:
+    """Turns a time stamp matched by ``_TS`` into canonical UTC, fast.
+
+    Zone offsets move hours and minutes only, so the minute prefix
+    (``YYYY-MM-DD?HH:MM`` + zone) is converted once and cached; seconds and
+    the fraction (cut to microseconds) are carried over. A date that does
+    not exist (month 13) gives None.
+    """
+
+    def __init__(self, utc_offset: timedelta):
+        sign = "+" if utc_offset >= timedelta(0) else "-"
+        minutes = abs(int(utc_offset.total_seconds())) // 60
+        self.default_zone = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        self.cache: dict = {}
+
+    def __call__(self, raw: str):
+        rest = raw[19:]  # fraction and zone, both optional
+        if not rest:
+            key, fraction = raw[:16], ""
+        elif rest[-1] == "Z":
+            key, fraction = raw[:16] + "Z", rest[:-1]
+        elif "+" in rest or "-" in rest:
+            cut = max(rest.find("+"), rest.find("-"))
+            key, fraction = raw[:16] + rest[cut:], rest[:cut]
+        else:
+            key, fraction = raw[:16], rest
+        prefix = self.cache.get(key)
+        if prefix is None:
+            prefix = self._minute_prefix(key)
+        seconds = raw[16:19]
+        if not prefix or seconds > ":60":
+            return None
+        return prefix + seconds + ("." + fraction[1:7] if fraction else "") + "Z"
+
+    def _minute_prefix(self, key: str) -> str:
+        try:
+            zone = key[16:] or self.default_zone
+            prefix = time_utils.format_iso(time_utils.parse_timestamp(key[:16] + ":00" + zone))[:16]
+        except InputError:
+            prefix = ""
+        if len(self.cache) > 4096:
+            self.cache.clear()
+        self.cache[key] = prefix
+        return prefix
+
+
+def _plain_record(text: str, number: int) -> dict:
+    return {"ts": None, "level": None, "source": None, "msg": text, "format": "plain", "line": number}
+
+
+def _read_lines(stream):
+    """Yield the lines of a binary stream as text, in constant memory.
+
+    A clean line comes as a ``str``; a line that needed care comes as
+    ``(str, flags)``: invalid UTF-8 (kept as \\xNN escapes), control
+    characters (kept, JSON-escaped on output), or a piece of a line longer
+    than MAX_LINE_BYTES.
+    """
+    readline = stream.readline
+    while True:
+        raw = readline(MAX_LINE_BYTES)
+        if not raw:
+            return
+        flags = None
+        if raw[-1:] == b"\n":
+            raw = raw[:-1]
+        elif len(raw) == MAX_LINE_BYTES:
+            flags = {"split": True}
+        if raw[-1:] == b"\r":
+            raw = raw[:-1]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "backslashreplace")
+            flags = dict(flags or {}, invalid_utf8=True)
+        if not text.isprintable() and _CONTROL.search(text):  # isprintable: a fast first test
+            flags = dict(flags or {}, control_chars=True)
+        yield text if flags is None else (text, flags)
+
+
+def _records(lines, utc_offset: timedelta, label, counts: dict):
+    """Turn lines into JSON-lines records; yield each record's bytes when it is complete.
+
+    A Python or env_logger record stays open while the lines after it are
+    continuations, so it is yielded when the next record starts. Records go
+    out one at a time (never held in a list): on this hot path that keeps
+    memory traffic, and so time, close to a plain line-copy loop.
+    """
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    canon, levels = _TimestampCanon(utc_offset), _LEVEL_NAMES
+    env_match, dashed_match = _ENV_LOGGER.match, _ASCTIME_DASHED.match
+    asctime_match, default_match = _ASCTIME.match, _PY_DEFAULT.match
+    label_field = {"file": label} if label is not None else None
+    pending = None        # the open record
+    pending_parts = None  # its continuation lines, once it has any
+    pending_chars = 0
+    number = 0
+    for item in lines:
+        number += 1
+        if type(item) is tuple:
+            line, flags = item
+        else:
+            line, flags = item, None
+        first = line[:1]
+        match = None
+        if first == "[":
+            match = env_match(line)
+            if match:
+                raw_ts, level, source, msg = match.groups()
+                fmt = "env_logger"
+            else:
+                match = asctime_match(line)
+                if match:
+                    raw_ts, level, source, msg = match.groups()
+                    fmt = "python"
+        elif "0" <= first <= "9":
+            match = dashed_match(line)
+            if match:
+                raw_ts, source, level, msg = match.groups()
+            else:
+                match = asctime_match(line)
+                if match:
+                    raw_ts, level, source, msg = match.groups()
+            fmt = "python"
+        elif first in "DIWECT":
+            match = default_match(line)
+            if match:
+                level, source, msg = match.groups()
+                raw_ts, fmt = None, "python"
+
+        if match is None:  # JSON, logfmt, a continuation line, or plain text
+            record = None
+            if first == "{" or (first in " \t" and line.lstrip()[:1] == "{"):
+                record = _mapped(line, "json", number, canon)
+            elif "=" in line and _LOGFMT_LINE.fullmatch(line):
+                record = _mapped(line, "logfmt", number, canon)
+            if record is None:
+                if pending is not None and pending_chars + len(line) < MAX_JOINED_CHARS \
+                        and (pending_parts is None or len(pending_parts) < MAX_JOINED_LINES):
+                    if pending_parts is None:
+                        pending_parts = [pending["msg"]]
+                    pending_parts.append(line)
+                    pending_chars += len(line) + 1
+                    if flags:
+                        pending.update(flags)
+                    continue
+                record = _plain_record(line, number)
+        else:
+            ts = canon(raw_ts) if raw_ts else None
+            record = {"ts": ts, "level": levels[level], "source": source or None, "msg": msg,
+                      "format": fmt, "line": number}
+            if ts is None and raw_ts:
+                record["ts_raw"] = raw_ts
+        if label_field:
+            record.update(label_field)
+        if flags:
+            record.update(flags)
+        fmt = record["format"]
+        counts[fmt] = counts.get(fmt, 0) + 1
+        if pending is not None:
+            if pending_parts is not None:
+                _join_message(pending, pending_parts)
+                pending_parts = None
+            yield dumps(pending, option=newline)
+            pending = None
+        if match is None:
+            yield dumps(record, option=newline)
+        else:
+            pending, pending_chars = record, len(msg)
+    if pending is not None:
+        if pending_parts is not None:
+            _join_message(pending, pending_parts)
+        yield dumps(pending, option=newline)
+
+
+def _join_message(record: dict, parts: list) -> None:
+    while len(parts) > 1 and not parts[-1].strip():
+        parts.pop()  # trailing blank lines belong to no message
+    record["msg"] = "\n".join(parts)
+
+
+def _mapped(text: str, fmt: str, number: int, canon):
+    """A JSON or logfmt line as a record with its known fields mapped, or None."""
+    if fmt == "json":
+        try:
+            fields = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(fields, dict):
+            return None
+    else:
+        fields = {}
+        for key, value in _LOGFMT_PAIR.findall(text):
+            fields[key] = _LOGFMT_UNESCAPE.sub(r"\1", value[1:-1]) if value.startswith('"') else value
+    record = {"ts": None, "level": None, "source": None, "msg": None, "format": fmt, "line": number}
+    extra = {}
+    for key, value in fields.items():
+        target = _FIELD_ALIASES.get(key)
+        if target is None or record[target] is not None:
+            extra[key if key not in record else "field_" + key] = value
+        else:
+            record[target] = value
+    if isinstance(record["level"], str):
+        record["level"] = _LEVEL_NAMES.get(record["level"].upper(), record["level"].lower())
+    raw_ts = record["ts"]
+    if raw_ts is not None:
+        record["ts"] = canon(raw_ts) if isinstance(raw_ts, str) and _TS_FULL.fullmatch(raw_ts) else None
+        if record["ts"] is None:
+            record["ts_raw"] = raw_ts
+    record.update(extra)
+    return record
+
+
+def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None) -> dict:
+    """Convert a binary input stream to JSON lines written to a binary sink.
+
+    Returns ``{"lines", "records", "formats"}``.
+    """
+    counts: dict = {}
+    reader = _read_lines(source)
+    lines = 0
+
+    def counted():
+        nonlocal lines
+        for lines, item in enumerate(reader, start=1):
+            yield item
+
+    write = sink.write
+    for data in _records(counted(), utc_offset, file_label, counts):
+        write(data)
+    formats = dict(sorted(counts.items()))
+    return {"lines": lines, "records": sum(formats.values()), "formats": formats}
+
+
+def convert_lines(lines, utc_offset: timedelta = timedelta(0)):
+    """Library form: convert an iterable of text lines, yield records as dicts (streaming)."""
+    stripped = (line.rstrip("\r\n") for line in lines)
+    for data in _records(stripped, utc_offset, None, {}):
+        yield orjson.loads(data)
+
+
+def main(argv=None) -> int:
+    from scripts.utils import cli
+    from scripts.utils.jsonio import atomic_output
+
+    parser = cli.ScriptParser(
+        "log_formatter",
+        description="Convert raw log text (Python logging, Rust env_logger, logfmt, JSON, plain)\n"
+                    "into standardized JSON lines. Reads stdin when no FILE is given.",
+        example="python scripts/utils/log_formatter.py train.log -o experiments/results/train.jsonl",
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="raw log files ('-' for stdin)")
+    parser.add_argument("-o", "--output", metavar="PATH", help="write here (atomically) instead of stdout; "
+                        "the file is recorded as a run output and must lie in the workspace")
+    parser.add_argument("--utc-offset", default="+00:00", help="zone of time stamps that carry none (Python asctime)")
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        offset = parse_utc_offset(args.utc_offset)
+        names = args.files or ["-"]
+        for name in names:
+            if name != "-" and not Path(name).is_file():
+                raise InputError("input log not found" if not Path(name).exists() else "input is not a file", file=name)
+        label_files = len(names) > 1
+        timer = time_utils.Stopwatch()
+        totals = {"lines": 0, "records": 0}
+
+        def convert_all(sink):
+            for name in names:
+                label = name if label_files else None
+                if name == "-":
+                    stats = convert_stream(sys.stdin.buffer, sink, offset, label)
+                else:
+                    with open(name, "rb") as source:
+                        stats = convert_stream(source, sink, offset, label)
+                log.info("converted", file=name, **stats)
+                totals["lines"] += stats["lines"]
+                totals["records"] += stats["records"]
+
+        if args.output:
+            from scripts.utils.run_records import RunRecorder
+
+            with RunRecorder("log_formatter", workspace=args.workspace, log=log) as run_record:
+                target = run_record.claim_output(args.output)
+                with atomic_output(target) as sink:
+                    convert_all(sink)
+                run_record.results.update(totals)
+        else:
+            convert_all(sys.stdout.buffer)
+            sys.stdout.flush()
+        elapsed = timer.elapsed()
+        log.info("done", **totals, seconds=round(elapsed, 3),
+                 lines_per_s=round(totals["lines"] / elapsed) if elapsed > 0 else None)
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

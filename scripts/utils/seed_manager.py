@@ -1,0 +1,156 @@
+"""Deterministic seeds: one base seed, named streams, explicit Generators.
+
+``seeds.toml`` holds ``base_seed`` (0 <= seed < 2**63) and an optional
+``[streams]`` table of explicit per-stream seeds. Any other stream's seed is
+derived from the base seed and the stream's key with NumPy's SeedSequence:
+
+    key     = the stream name, or (name, sub-key, ...) such as (name, sample_id, epoch)
+    key_int = int.from_bytes(sha256(orjson.dumps([name, sub-key, ...])), "little")
+    seed    = SeedSequence(base_seed, spawn_key=(key_int,)).generate_state(1, uint64)[0] >> 1
+
+The key is hashed with SHA-256, never Python's salted ``hash()``, so a seed
+is the same on every platform and under every PYTHONHASHSEED. Code receives
+``numpy.random.Generator`` objects (PCG64) and never touches global state;
+``seed_globals()`` seeds Python's ``random``, NumPy's legacy global state
+and CuPy (only if already imported) as a safety net for third-party code.
+
+Usage:
+    python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml --stream dreamer --stream learner
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+import orjson
+
+from scripts.utils.errors import InputError
+
+DEFAULT_SEEDS_FILE = Path(__file__).resolve().parent / "seeds.toml"
+SEED_LIMIT = 2**63
+SEED_LOG = "meta/chronicle/seeds.jsonl"
+
+
+def _check_seed(value, where: str, file) -> int:
+    if type(value) is not int or not 0 <= value < SEED_LIMIT:
+        raise InputError(f"{where} must be an integer with 0 <= seed < 2**63, got {value!r}", file=file, key=where)
+    return value
+
+
+def key_to_int(*key) -> int:
+    """A platform-stable integer for a stream key (strings and ints)."""
+    for part in key:
+        if not isinstance(part, (str, int)) or isinstance(part, bool):
+            raise TypeError(f"stream key parts must be str or int, got {type(part).__name__}")
+    return int.from_bytes(hashlib.sha256(orjson.dumps(list(key))).digest(), "little")
+
+
+def derive_seed(base_seed: int, *key) -> int:
+    """The seed of stream ``key`` under ``base_seed`` (see the module docstring)."""
+    sequence = np.random.SeedSequence(base_seed, spawn_key=(key_to_int(*key),))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class SeedManager:
+    """Hands out named seeds and Generators; remembers which streams were used."""
+
+    base_seed: int
+    streams: dict = field(default_factory=dict)   # explicit seeds from [streams]
+    source: str | None = None                     # the seeds file, as given
+    file_sha256: str | None = None
+    used: dict = field(default_factory=dict)      # stream name -> seed handed out
+
+    @classmethod
+    def from_file(cls, path=None) -> "SeedManager":
+        from scripts.utils.config_loader import load_config_file
+
+        path = Path(path) if path is not None else DEFAULT_SEEDS_FILE
+        data = load_config_file(path)
+        if "base_seed" not in data:
+            raise InputError("missing required key 'base_seed' (integer)", file=path, key="base_seed")
+        base = _check_seed(data["base_seed"], "base_seed", path)
+        streams = data.get("streams", {})
+        if not isinstance(streams, dict):
+            raise InputError("'streams' must be a table of name = seed", file=path, key="streams")
+        explicit = {name: _check_seed(value, f"streams.{name}", path) for name, value in sorted(streams.items())}
+        unknown = sorted(set(data) - {"base_seed", "streams"})
+        if unknown:
+            raise InputError(f"unknown keys in seeds file: {', '.join(unknown)}", file=path, key=unknown[0])
+        return cls(base, explicit, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+    def seed(self, name: str, *subkey) -> int:
+        """The seed of stream ``name`` (or of ``(name, *subkey)``)."""
+        if not subkey and name in self.streams:
+            value = self.streams[name]
+        else:
+            value = derive_seed(self.base_seed, name, *subkey)
+        if not subkey:
+            self.used[name] = value
+        return value
+
+    def generator(self, name: str, *subkey) -> np.random.Generator:
+        """A fresh PCG64 Generator for stream ``name`` (or ``(name, *subkey)``)."""
+        return np.random.Generator(np.random.PCG64(self.seed(name, *subkey)))
+
+    def seed_globals(self) -> None:
+        """Seed global RNGs as a safety net (our code never draws from them)."""
+        import random
+
+        random.seed(self.base_seed)
+        np.random.seed(self.base_seed % 2**32)
+        cupy = sys.modules.get("cupy")  # only when the run already asked for CuPy
+        if cupy is not None:
+            cupy.random.seed(self.base_seed % 2**32)
+
+    def summary(self) -> dict:
+        """What a run records about its seeds."""
+        return {
+            "base_seed": self.base_seed,
+            "seeds_file_sha256": self.file_sha256,
+            "streams": dict(sorted(self.used.items())),
+        }
+
+
+def log_seed(workspace: Path, run_id: str, script: str, seeds: SeedManager) -> None:
+    """Append this run's seeds to the append-only log in meta/chronicle/."""
+    from scripts.utils.jsonio import append_json_line
+
+    append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **seeds.summary()})
+
+
+def main(argv=None) -> int:
+    from scripts.utils import cli
+
+    parser = cli.ScriptParser(
+        "seed_manager",
+        description="Print the seeds of named streams, derived from a seeds file, as JSON.",
+        example="python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml --stream dreamer --stream learner",
+    )
+    parser.add_argument("--seeds", metavar="FILE", default=None,
+                        help=f"seeds file (default: {DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})")
+    parser.add_argument("--stream", metavar="NAME", action="append", default=[], help="a stream name (repeatable)")
+    cli.add_common_options(parser, workspace=False)
+
+    def run(args, log):
+        seeds = SeedManager.from_file(args.seeds)
+        result = {
+            "base_seed": seeds.base_seed,
+            "seeds_file_sha256": seeds.file_sha256,
+            "streams": {name: seeds.seed(name) for name in args.stream},
+        }
+        cli.print_json(result)
+        return 0
+
+    return cli.run(parser, run, argv, workspace=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

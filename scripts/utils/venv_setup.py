@@ -1,0 +1,87 @@
+"""Create the project's virtual environment from requirements.lock.
+
+Stdlib only: this runs with the system Python before any dependency exists.
+The venv is (re)created when it is missing or when the lock's SHA-256
+differs from the one recorded at the last install; otherwise it is left as
+it is. Every package is installed with ``--require-hashes``.
+
+Usage (the Makefile does this for you):
+    python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json  # stdlib only here: orjson is not installed yet
+import os
+import subprocess
+import sys
+import venv
+from datetime import datetime, timezone
+from pathlib import Path
+
+MIN_PYTHON = (3, 10)
+STAMP = ".lock-sha256"
+
+
+def log(level: str, event: str, **fields) -> None:
+    record = {"ts": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "level": level,
+              "script": "venv_setup", "event": event, **fields}
+    sys.stderr.write(json.dumps(record) + "\n")
+    sys.stderr.flush()
+
+
+def venv_python(folder: Path) -> Path:
+    return folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Create or refresh the virtual environment from the lock file.",
+        epilog="example:\n  python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--venv", default=".venv", help="venv folder (default: .venv)")
+    parser.add_argument("--lock", default="requirements.lock", help="hashed lock file (default: requirements.lock)")
+    args = parser.parse_args(argv)
+
+    if sys.version_info < MIN_PYTHON:
+        log("error", "bad_input", error=f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} is required, "
+            f"this is {sys.version.split()[0]}", file=sys.executable)
+        return 2
+    lock = Path(args.lock)
+    if not lock.is_file():
+        log("error", "bad_input", error="lock file not found", file=str(lock))
+        return 2
+    folder = Path(args.venv)
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    stamp = folder / STAMP
+    python = venv_python(folder)
+    if python.exists() and stamp.is_file() and stamp.read_text().strip() == digest:
+        stamp.touch()  # the lock's mtime changed but not its content
+        log("info", "venv_up_to_date", venv=str(folder), lock_sha256=digest)
+        return 0
+
+    log("info", "venv_create", venv=str(folder), lock=str(lock), lock_sha256=digest,
+        python=sys.version.split()[0])
+    try:
+        venv.EnvBuilder(clear=True, with_pip=True).create(folder)
+    except Exception as exc:  # e.g. Debian without python3-venv
+        log("error", "venv_failed", error=f"cannot create the venv: {exc}",
+            hint="install Python's venv module (Debian/Ubuntu: apt install python3-venv)")
+        return 2
+    command = [str(python), "-m", "pip", "install", "--require-hashes", "--no-input",
+               "--disable-pip-version-check", "--quiet", "-r", str(lock)]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        log("error", "install_failed", error="pip could not install the lock",
+            exit_code=result.returncode, pip_output=result.stdout.splitlines()[-30:])
+        return 2
+    stamp.write_text(digest + "\n")
+    log("info", "venv_ready", venv=str(folder), lock_sha256=digest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
