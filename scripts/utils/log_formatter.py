@@ -35,8 +35,12 @@ Usage:
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import sys
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -152,9 +156,11 @@ class progress:
 # The converter
 # --------------------------------------------------------------------------
 
+BLOCK_BYTES = 1 << 20          # input is read in blocks of whole lines
 MAX_LINE_BYTES = 1 << 20       # a longer line is cut into pieces (flagged "split")
 MAX_JOINED_LINES = 10_000      # continuation lines joined into one record at most
 MAX_JOINED_CHARS = 4 << 20
+PARALLEL_AFTER_BLOCKS = 4      # with --workers > 1, start the processes once the input is this large
 
 _LEVEL_NAMES = {
     "TRACE": "trace", "DEBUG": "debug", "INFO": "info", "NOTICE": "info",
@@ -252,53 +258,102 @@ def _plain_record(text: str, number: int) -> dict:
     return {"ts": None, "level": None, "source": None, "msg": text, "format": "plain", "line": number}
 
 
-def _read_lines(stream):
-    """Yield the lines of a binary stream as text, in constant memory.
+def _decode_line(raw: bytes):
+    """One line of bytes as ``str``, or ``(str, flags)`` when it needed care.
 
-    A clean line comes as a ``str``; a line that needed care comes as
-    ``(str, flags)``: invalid UTF-8 (kept as \\xNN escapes), control
-    characters (kept, JSON-escaped on output), or a piece of a line longer
-    than MAX_LINE_BYTES.
+    Invalid UTF-8 is kept as \\xNN escapes (flag ``invalid_utf8``); control
+    characters are kept, JSON-escaped on output (flag ``control_chars``).
     """
-    readline = stream.readline
+    flags = None
+    if raw[-1:] == b"\r":
+        raw = raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "backslashreplace")
+        flags = {"invalid_utf8": True}
+    if not text.isprintable() and _CONTROL.search(text):  # isprintable: a fast first test
+        flags = dict(flags or {}, control_chars=True)
+    return text if flags is None else (text, flags)
+
+
+def _blocks(stream, block_bytes: int, max_line: int):
+    """Yield ``(data, line_count, split)`` from a binary stream, in constant memory.
+
+    ``data`` holds whole lines joined by newlines (without the last one). A
+    line longer than ``max_line`` is cut into pieces of exactly ``max_line``
+    bytes, each yielded alone with ``split`` set, so the cut does not depend
+    on where blocks fall.
+    """
+    tail = b""
     while True:
-        raw = readline(MAX_LINE_BYTES)
-        if not raw:
-            return
-        flags = None
-        if raw[-1:] == b"\n":
-            raw = raw[:-1]
-        elif len(raw) == MAX_LINE_BYTES:
-            flags = {"split": True}
-        if raw[-1:] == b"\r":
-            raw = raw[:-1]
+        block = stream.read(block_bytes)
+        if not block:
+            break
+        tail += block
+        cut = tail.rfind(b"\n")
+        if cut >= 0:
+            first_newline = tail.find(b"\n")
+            while first_newline > max_line:  # the pending line was already too long
+                yield tail[:max_line], 1, True
+                tail = tail[max_line:]
+                first_newline -= max_line
+                cut -= max_line
+            yield tail[:cut], tail.count(b"\n", 0, cut) + 1, False
+            tail = tail[cut + 1:]
+        while len(tail) > max_line:
+            yield tail[:max_line], 1, True
+            tail = tail[max_line:]
+    if tail:
+        yield tail, tail.count(b"\n") + 1, False
+
+
+def _block_lines(data: bytes, split: bool) -> list:
+    """The lines of one block: ``str`` for clean ones, ``(str, flags)`` otherwise."""
+    if not split:
         try:
-            text = raw.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            text = raw.decode("utf-8", "backslashreplace")
-            flags = dict(flags or {}, invalid_utf8=True)
-        if not text.isprintable() and _CONTROL.search(text):  # isprintable: a fast first test
-            flags = dict(flags or {}, control_chars=True)
-        yield text if flags is None else (text, flags)
+            text = None
+        if text is not None and not _CONTROL.search(text):  # the fast path: clean text
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            lines = text.split("\n")
+            if lines[-1][-1:] == "\r":
+                lines[-1] = lines[-1][:-1]
+            return lines
+    lines = [_decode_line(raw) for raw in data.split(b"\n")]
+    if split:
+        line = lines[0]
+        text, flags = line if type(line) is tuple else (line, {})
+        lines = [(text, dict(flags, split=True))]
+    return lines
 
 
-def _records(lines, utc_offset: timedelta, label, counts: dict):
+def _records(lines, utc_offset: timedelta, label, counts: dict, first_line: int = 1,
+             limits=(MAX_JOINED_LINES, MAX_JOINED_CHARS), block=None):
     """Turn lines into JSON-lines records; yield each record's bytes when it is complete.
 
     A Python or env_logger record stays open while the lines after it are
-    continuations, so it is yielded when the next record starts. Records go
-    out one at a time (never held in a list): on this hot path that keeps
-    memory traffic, and so time, close to a plain line-copy loop.
+    continuations, so it is yielded when the next record starts. ``counts``
+    receives records per format.
+
+    With ``block`` (a dict) the lines are one block of a larger input: plain
+    lines before the block's first record go to ``block["head"]`` (they may
+    continue a record from the block before), and the record still open at
+    the end goes to ``block["tail"]`` instead of being yielded; see ``_merge``.
     """
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     canon, levels = _TimestampCanon(utc_offset), _LEVEL_NAMES
     env_match, dashed_match = _ENV_LOGGER.match, _ASCTIME_DASHED.match
     asctime_match, default_match = _ASCTIME.match, _PY_DEFAULT.match
+    max_lines, max_chars = limits
     label_field = {"file": label} if label is not None else None
     pending = None        # the open record
     pending_parts = None  # its continuation lines, once it has any
     pending_chars = 0
-    number = 0
+    started = block is None
+    number = first_line - 1
     for item in lines:
         number += 1
         if type(item) is tuple:
@@ -339,14 +394,17 @@ def _records(lines, utc_offset: timedelta, label, counts: dict):
             elif "=" in line and _LOGFMT_LINE.fullmatch(line):
                 record = _mapped(line, "logfmt", number, canon)
             if record is None:
-                if pending is not None and pending_chars + len(line) < MAX_JOINED_CHARS \
-                        and (pending_parts is None or len(pending_parts) < MAX_JOINED_LINES):
+                if pending is not None and pending_chars + len(line) < max_chars \
+                        and (pending_parts is None or len(pending_parts) < max_lines):
                     if pending_parts is None:
                         pending_parts = [pending["msg"]]
                     pending_parts.append(line)
                     pending_chars += len(line) + 1
                     if flags:
                         pending.update(flags)
+                    continue
+                if not started:
+                    block["head"].append((line, number, flags))
                     continue
                 record = _plain_record(line, number)
         else:
@@ -355,6 +413,7 @@ def _records(lines, utc_offset: timedelta, label, counts: dict):
                       "format": fmt, "line": number}
             if ts is None and raw_ts:
                 record["ts_raw"] = raw_ts
+        started = True
         if label_field:
             record.update(label_field)
         if flags:
@@ -362,25 +421,26 @@ def _records(lines, utc_offset: timedelta, label, counts: dict):
         fmt = record["format"]
         counts[fmt] = counts.get(fmt, 0) + 1
         if pending is not None:
-            if pending_parts is not None:
-                _join_message(pending, pending_parts)
-                pending_parts = None
-            yield dumps(pending, option=newline)
-            pending = None
+            yield _dump_open(pending, pending_parts)
+            pending = pending_parts = None
         if match is None:
             yield dumps(record, option=newline)
         else:
             pending, pending_chars = record, len(msg)
-    if pending is not None:
-        if pending_parts is not None:
-            _join_message(pending, pending_parts)
-        yield dumps(pending, option=newline)
+    if block is not None:
+        block["started"] = started
+        block["tail"] = None if pending is None else [pending, pending_parts, pending_chars]
+    elif pending is not None:
+        yield _dump_open(pending, pending_parts)
 
 
-def _join_message(record: dict, parts: list) -> None:
-    while len(parts) > 1 and not parts[-1].strip():
-        parts.pop()  # trailing blank lines belong to no message
-    record["msg"] = "\n".join(parts)
+def _dump_open(record: dict, parts) -> bytes:
+    """Serialize an open record, joining its continuation lines into ``msg``."""
+    if parts is not None:
+        while len(parts) > 1 and not parts[-1].strip():
+            parts.pop()  # trailing blank lines belong to no message
+        record["msg"] = "\n".join(parts)
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _mapped(text: str, fmt: str, number: int, canon):
@@ -415,31 +475,123 @@ def _mapped(text: str, fmt: str, number: int, canon):
     return record
 
 
-def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None) -> dict:
+def _convert_block(data: bytes, split: bool, first_line: int, utc_offset: timedelta, label, limits):
+    """Convert one block on its own: in a worker process, or inline for small inputs."""
+    block = {"head": []}
+    counts: dict = {}
+    collect = gc.isenabled()
+    gc.disable()  # a block makes many short-lived acyclic objects: nothing for the collector
+    try:
+        lines = _block_lines(data, split)
+        body = b"".join(_records(lines, utc_offset, label, counts, first_line, limits, block))
+    finally:
+        if collect:
+            gc.enable()
+    return block["head"], body, block["tail"], block["started"], counts
+
+
+def _block_results(blocks, utc_offset: timedelta, label, limits, workers: int):
+    """Convert blocks in input order; in ``workers`` processes once the input is large."""
+    pool = None
+    in_flight: deque = deque()
+    first_line = 1
+    try:
+        for index, (data, line_count, split) in enumerate(blocks):
+            if pool is None and index == PARALLEL_AFTER_BLOCKS:
+                pool = ProcessPoolExecutor(max_workers=workers)
+            args = (data, split, first_line, utc_offset, label, limits)
+            if pool is None:
+                yield _convert_block(*args)
+            else:
+                in_flight.append(pool.submit(_convert_block, *args))
+                if len(in_flight) >= 2 * workers:
+                    yield in_flight.popleft().result()
+            first_line += line_count
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _merge(results, label, limits, counts: dict):
+    """Join converted blocks in order, exactly as one sequential pass would."""
+    max_lines, max_chars = limits
+    newline = orjson.OPT_APPEND_NEWLINE
+    pending = None  # [record, continuation parts or None, chars]
+    for head, body, tail, started, block_counts in results:
+        out = []
+        for text, number, flags in head:  # plain lines before the block's first record
+            if pending is not None and pending[2] + len(text) < max_chars \
+                    and (pending[1] is None or len(pending[1]) < max_lines):
+                if pending[1] is None:
+                    pending[1] = [pending[0]["msg"]]
+                pending[1].append(text)
+                pending[2] += len(text) + 1
+                if flags:
+                    pending[0].update(flags)
+                continue
+            if pending is not None:
+                out.append(_dump_open(pending[0], pending[1]))
+                pending = None
+            record = _plain_record(text, number)
+            if label is not None:
+                record["file"] = label
+            if flags:
+                record.update(flags)
+            counts["plain"] = counts.get("plain", 0) + 1
+            out.append(orjson.dumps(record, option=newline))
+        if started:
+            if pending is not None:
+                out.append(_dump_open(pending[0], pending[1]))
+            out.append(body)
+            pending = tail
+        for fmt, count in block_counts.items():
+            counts[fmt] = counts.get(fmt, 0) + count
+        yield b"".join(out)
+    if pending is not None:
+        yield _dump_open(pending[0], pending[1])
+
+
+def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None, workers: int = 1) -> dict:
     """Convert a binary input stream to JSON lines written to a binary sink.
 
-    Returns ``{"lines", "records", "formats"}``.
+    ``workers`` > 1 converts a large input in that many processes; the bytes
+    written are the same for any count. Returns ``{"lines", "records", "formats"}``.
     """
+    limits = (MAX_JOINED_LINES, MAX_JOINED_CHARS)
     counts: dict = {}
-    reader = _read_lines(source)
-    lines = 0
+    total_lines = 0
 
-    def counted():
-        nonlocal lines
-        for lines, item in enumerate(reader, start=1):
-            yield item
+    def blocks():
+        nonlocal total_lines
+        for block in _blocks(source, BLOCK_BYTES, MAX_LINE_BYTES):
+            total_lines += block[1]
+            yield block
 
+    if workers <= 1:
+        def lines():
+            for data, _, split in blocks():
+                yield from _block_lines(data, split)
+
+        chunks = _records(lines(), utc_offset, file_label, counts, 1, limits)
+    else:
+        chunks = _merge(_block_results(blocks(), utc_offset, file_label, limits, workers), file_label, limits, counts)
     write = sink.write
-    for data in _records(counted(), utc_offset, file_label, counts):
+    for data in chunks:
         write(data)
     formats = dict(sorted(counts.items()))
-    return {"lines": lines, "records": sum(formats.values()), "formats": formats}
+    return {"lines": total_lines, "records": sum(formats.values()), "formats": formats}
 
 
 def convert_lines(lines, utc_offset: timedelta = timedelta(0)):
     """Library form: convert an iterable of text lines, yield records as dicts (streaming)."""
-    stripped = (line.rstrip("\r\n") for line in lines)
-    for data in _records(stripped, utc_offset, None, {}):
+    def checked():
+        for line in lines:
+            line = line.rstrip("\r\n")
+            yield line if line.isprintable() or not _CONTROL.search(line) else (line, {"control_chars": True})
+
+    for data in _records(checked(), utc_offset, None, {}):
         yield orjson.loads(data)
 
 
@@ -457,10 +609,17 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", metavar="PATH", help="write here (atomically) instead of stdout; "
                         "the file is recorded as a run output and must lie in the workspace")
     parser.add_argument("--utc-offset", default="+00:00", help="zone of time stamps that carry none (Python asctime)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for large inputs (the output bytes are the same for any count)")
     cli.add_common_options(parser)
 
     def run(args, log):
-        offset = parse_utc_offset(args.utc_offset)
+        # Through the importable module, so that worker processes can unpickle the work.
+        from scripts.utils import log_formatter as lib
+
+        offset = lib.parse_utc_offset(args.utc_offset)
+        if args.workers < 1:
+            raise InputError("--workers must be at least 1", value=args.workers)
         names = args.files or ["-"]
         for name in names:
             if name != "-" and not Path(name).is_file():
@@ -473,10 +632,10 @@ def main(argv=None) -> int:
             for name in names:
                 label = name if label_files else None
                 if name == "-":
-                    stats = convert_stream(sys.stdin.buffer, sink, offset, label)
+                    stats = lib.convert_stream(sys.stdin.buffer, sink, offset, label, args.workers)
                 else:
                     with open(name, "rb") as source:
-                        stats = convert_stream(source, sink, offset, label)
+                        stats = lib.convert_stream(source, sink, offset, label, args.workers)
                 log.info("converted", file=name, **stats)
                 totals["lines"] += stats["lines"]
                 totals["records"] += stats["records"]

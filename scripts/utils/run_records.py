@@ -240,6 +240,7 @@ class RunRecorder:
 
     def __enter__(self):
         ensure_layout(self.workspace)
+        self.seeds.seed_globals()  # safety net for third-party code that uses global RNGs
         self._reserve()
         self._timer = time_utils.Stopwatch()
         if self.log:

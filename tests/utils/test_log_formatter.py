@@ -123,6 +123,40 @@ def test_zone_less_stamps_use_the_given_offset_and_bad_dates_stay_raw():
     assert bad["ts"] is None and bad["ts_raw"] == "2025-13-40 12:00:00,000"
 
 
+def _corpus(kind: str) -> bytes:
+    sys.path.insert(0, str(REPO))
+    from bench.sample_logs import sample_lines
+
+    if kind == "mixed":
+        return ("\n".join(sample_lines(3000)) + "\n").encode()
+    if kind == "continuations":  # records whose continuation lines span many blocks
+        parts = ["plain before any record", "another"]
+        for index in range(40):
+            parts.append(f"[2025-10-31T12:00:{index % 60:02d}Z INFO  core::x] record {index}")
+            parts += [f"  continuation {index}.{k}" for k in range(index % 13)]
+            parts += ["", "ts=2025-10-31T12:00:00Z level=info msg=break"] if index % 7 == 0 else []
+        return "\n".join(parts).encode()
+    junk = np.random.Generator(np.random.PCG64(3)).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    return b"INFO:a:start\n" + junk + b"\nINFO:a:end\n" + b"z" * 700 + b"\n"
+
+
+@pytest.mark.parametrize("kind", ["mixed", "continuations", "junk"])
+def test_output_is_the_same_for_any_worker_count(monkeypatch, kind):
+    data = _corpus(kind)
+    monkeypatch.setattr(log_formatter, "BLOCK_BYTES", 256)       # many blocks
+    monkeypatch.setattr(log_formatter, "MAX_LINE_BYTES", 300)    # and cut lines
+    monkeypatch.setattr(log_formatter, "MAX_JOINED_LINES", 7)    # and capped joins
+    monkeypatch.setattr(log_formatter, "PARALLEL_AFTER_BLOCKS", 0)
+    outputs, stats = [], []
+    for workers in (1, 2, 3):
+        sink = io.BytesIO()
+        stats.append(convert_stream(io.BytesIO(data), sink, file_label="x.log", workers=workers))
+        outputs.append(sink.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert stats[0] == stats[1] == stats[2]
+    assert stats[0]["records"] == len(json_lines(outputs[0]))
+
+
 def test_convert_lines_streams_dicts():
     records = list(convert_lines(iter(["INFO:a:one\n", "cont\n", "plain?"])))
     assert [r["msg"] for r in records] == ["one\ncont\nplain?"]

@@ -49,6 +49,18 @@ def test_a_run_writes_report_registry_manifest_and_seed_log(workspace):
     assert not list(workspace.rglob("*.partial"))
 
 
+def test_global_rngs_are_seeded_for_every_run(workspace):
+    import random
+
+    import numpy as np
+
+    draws = []
+    for _ in range(2):
+        with RunRecorder("demo", workspace=workspace):
+            draws.append((random.random(), np.random.random()))
+    assert draws[0] == draws[1]
+
+
 def test_paths_are_relative_posix(workspace):
     record_demo(workspace, outputs=("deep/er/x.txt",))
     text = (workspace / REGISTRY).read_text() + (workspace / MANIFEST).read_text()
