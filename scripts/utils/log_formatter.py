@@ -132,7 +132,7 @@ class progress:
         from tqdm import tqdm
 
         self.bar = tqdm(
-            iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
+            iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr,
             disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
         )
 
@@ -553,11 +553,13 @@ def _merge(results, label, limits, counts: dict):
         yield _dump_open(pending[0], pending[1])
 
 
-def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None, workers: int = 1) -> dict:
+def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None, workers: int = 1,
+                   on_progress=None) -> dict:
     """Convert a binary input stream to JSON lines written to a binary sink.
 
     ``workers`` > 1 converts a large input in that many processes; the bytes
-    written are the same for any count. Returns ``{"lines", "records", "formats"}``.
+    written are the same for any count. ``on_progress(n)`` is called with the
+    number of input bytes of each block read. Returns ``{"lines", "records", "formats"}``.
     """
     limits = (MAX_JOINED_LINES, MAX_JOINED_CHARS)
     counts: dict = {}
@@ -567,6 +569,8 @@ def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_labe
         nonlocal total_lines
         for block in _blocks(source, BLOCK_BYTES, MAX_LINE_BYTES):
             total_lines += block[1]
+            if on_progress is not None:
+                on_progress(len(block[0]) + (not block[2]))
             yield block
 
     if workers <= 1:
@@ -632,10 +636,12 @@ def main(argv=None) -> int:
             for name in names:
                 label = name if label_files else None
                 if name == "-":
-                    stats = lib.convert_stream(sys.stdin.buffer, sink, offset, label, args.workers)
+                    with progress(desc="stdin", unit="B") as bar:
+                        stats = lib.convert_stream(sys.stdin.buffer, sink, offset, label, args.workers, bar.update)
                 else:
-                    with open(name, "rb") as source:
-                        stats = lib.convert_stream(source, sink, offset, label, args.workers)
+                    with open(name, "rb") as source, \
+                            progress(total=os.fstat(source.fileno()).st_size, desc=name, unit="B") as bar:
+                        stats = lib.convert_stream(source, sink, offset, label, args.workers, bar.update)
                 log.info("converted", file=name, **stats)
                 totals["lines"] += stats["lines"]
                 totals["records"] += stats["records"]

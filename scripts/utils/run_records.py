@@ -276,6 +276,7 @@ class RunRecorder:
 
             config_hash = config_sha256(self.config)
         report = {
+            **self.extra,
             "run_id": self.run_id,
             "script": self.script,
             "status": "ok",
@@ -286,7 +287,6 @@ class RunRecorder:
             "environment": fingerprint,
             "outputs": {path: {"sha256": h["sha256"], "size": h["size"]} for path, h in sorted(hashed.items())},
             "results": self.results,
-            **self.extra,
         }
         report_bytes = canonical_json(report)
         atomic_write_bytes(report_path, report_bytes)

@@ -1,9 +1,9 @@
 """Create the project's virtual environment from requirements.lock.
 
 Stdlib only: this runs with the system Python before any dependency exists.
-The venv is (re)created when it is missing or when the lock's SHA-256
-differs from the one recorded at the last install; otherwise it is left as
-it is. Every package is installed with ``--require-hashes``.
+The venv is (re)created when it is missing, or when the lock's content or
+the Python version differ from those recorded at the last install;
+otherwise it is left as it is. Every package is installed with ``--require-hashes``.
 
 Usage (the Makefile does this for you):
     python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock
@@ -55,15 +55,16 @@ def main(argv=None) -> int:
         log("error", "bad_input", error="lock file not found", file=str(lock))
         return 2
     folder = Path(args.venv)
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    # The venv is rebuilt when the lock or the Python that builds it changes.
+    digest = hashlib.sha256(lock.read_bytes() + sys.version.encode()).hexdigest()
     stamp = folder / STAMP
     python = venv_python(folder)
     if python.exists() and stamp.is_file() and stamp.read_text().strip() == digest:
         stamp.touch()  # the lock's mtime changed but not its content
-        log("info", "venv_up_to_date", venv=str(folder), lock_sha256=digest)
+        log("info", "venv_up_to_date", venv=str(folder), stamp=digest)
         return 0
 
-    log("info", "venv_create", venv=str(folder), lock=str(lock), lock_sha256=digest,
+    log("info", "venv_create", venv=str(folder), lock=str(lock), stamp=digest,
         python=sys.version.split()[0])
     try:
         venv.EnvBuilder(clear=True, with_pip=True).create(folder)
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
             exit_code=result.returncode, pip_output=result.stdout.splitlines()[-30:])
         return 2
     stamp.write_text(digest + "\n")
-    log("info", "venv_ready", venv=str(folder), lock_sha256=digest)
+    log("info", "venv_ready", venv=str(folder), stamp=digest)
     return 0
 
 
