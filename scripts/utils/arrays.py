@@ -1,0 +1,75 @@
+"""Array backends (NumPy or CuPy from one code path) and deterministic .npz files.
+
+* ``array_module(backend)`` returns ``(xp, name)``: NumPy, or CuPy when asked
+  for (``cupy``) or when ``auto`` finds a usable CUDA device. CuPy is never
+  imported otherwise. Asking for CuPy where it cannot run is bad input.
+* ``to_numpy(array)`` brings an array back to the host.
+* ``save_npz(path, arrays)`` writes an .npz whose bytes depend only on the
+  arrays: ``numpy.savez`` stamps each zip entry with the current time, this
+  writes entries in name order with a fixed date, atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_output
+
+BACKENDS = ("auto", "numpy", "cupy")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def _cupy_or_reason():
+    """(cupy module, None) when CuPy can run here, else (None, why not)."""
+    try:
+        import cupy
+    except ImportError:
+        return None, "CuPy is not installed (run `make setup-gpu`)"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None, "no CUDA device is visible"
+    except Exception as exc:  # CUDA driver missing or broken
+        return None, f"CUDA is not usable: {exc}"
+    return cupy, None
+
+
+def array_module(backend: str = "auto"):
+    """``(xp, name)`` for ``numpy``, ``cupy`` or ``auto`` (CuPy if usable, else NumPy)."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}", value=backend)
+    if backend == "numpy":
+        return np, "numpy"
+    cupy, reason = _cupy_or_reason()
+    if cupy is not None:
+        return cupy, "cupy"
+    if backend == "cupy":
+        raise InputError(f"--backend cupy was asked for, but {reason}", value=backend)
+    return np, "numpy"
+
+
+def to_numpy(array) -> np.ndarray:
+    """A NumPy array from a NumPy or CuPy array."""
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """The deterministic .npz bytes of ``{name: array}`` (stored, not compressed)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            entry.external_attr = 0o644 << 16
+            payload = io.BytesIO()
+            np.lib.format.write_array(payload, np.ascontiguousarray(to_numpy(arrays[name])), allow_pickle=False)
+            archive.writestr(entry, payload.getvalue())
+    return buffer.getvalue()
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    with atomic_output(path) as handle:
+        handle.write(npz_bytes(arrays))
