@@ -1,0 +1,416 @@
+"""DICOM and PNG metadata -> one table (JSON lines and CSV), PHI removed by default.
+
+One row per file under the given folders (default: the sample dataset):
+
+* every row: ``path`` (workspace-relative, or relative to the folder given
+  when that lies outside the workspace), ``kind`` (dicom, png, or null),
+  ``error`` (null, or why the file could not be read), ``warnings``;
+* DICOM: patient, study, series and SOP identifiers, modality, rows,
+  columns, frames, pixel spacing, rescale slope/intercept/type, window
+  center/width, photometric interpretation, bits allocated/stored, pixel
+  representation, transfer syntax, and the number of private tags;
+* PNG: width, height, mode, bit depth, color type, and every text chunk
+  (tEXt, zTXt, iTXt) wherever it sits, before or after the image data.
+
+De-identification (default), after the DICOM PS3.15 Annex E Basic
+Application Level Confidentiality Profile, for the columns this table has:
+Patient's Name and Birth Date are emptied (action Z); Patient ID becomes a
+keyed pseudonym ``anon-<16 hex>`` = HMAC-SHA256(key, id), stable within a
+dataset so that patient-level splits still work; Study, Series, SOP and
+Frame of Reference UIDs are replaced consistently (action U) by ``2.25.``
+UIDs derived the same way; private tags are dropped (only counted). The key
+comes from ``--deid-key-file`` or ``$CRH_DEID_KEY``; without one it is
+derived from the seeds, which is fine for the sample data but not for real
+patients (anyone with the seeds file could re-identify), and a warning says
+so. ``--keep-phi`` keeps the original values and adds name and birth date.
+
+A file that cannot be read (truncated, not DICOM, not PNG) becomes a row
+with ``error`` set; the run still exits 0 unless ``--strict`` (then 2).
+
+Usage:
+    python scripts/data_tools/metadata_extractor.py
+    python scripts/data_tools/metadata_extractor.py /data/ct --workers 2 --strict
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import os
+import struct
+import sys
+import warnings
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import orjson
+
+from scripts.utils import cli
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_output
+from scripts.utils.log_formatter import progress
+from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.seed_manager import SeedManager
+
+DEFAULT_INPUT = "data/sample"
+KEY_ENV = "CRH_DEID_KEY"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
+PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+
+# PS3.15 Annex E actions for the attributes this table can show.
+ANNEX_E_ACTIONS = {
+    "PatientName (0010,0010)": "Z: emptied",
+    "PatientID (0010,0020)": "Z: replaced by a keyed pseudonym",
+    "PatientBirthDate (0010,0030)": "Z: emptied",
+    "StudyInstanceUID (0020,000D)": "U: replaced by a consistent UID",
+    "SeriesInstanceUID (0020,000E)": "U: replaced by a consistent UID",
+    "SOPInstanceUID (0008,0018)": "U: replaced by a consistent UID",
+    "FrameOfReferenceUID (0020,0052)": "U: replaced by a consistent UID",
+    "private tags": "X: removed (counted only)",
+}
+COLUMNS = (
+    "path", "kind", "error", "warnings", "deidentified",
+    "patient_id", "patient_name", "patient_birth_date", "study_uid", "series_uid", "sop_uid",
+    "frame_of_reference_uid", "sop_class_uid", "modality", "rows", "columns", "frames",
+    "pixel_spacing", "rescale_slope", "rescale_intercept", "rescale_type", "window_center", "window_width",
+    "photometric_interpretation", "samples_per_pixel", "bits_allocated", "bits_stored", "pixel_representation",
+    "transfer_syntax", "private_tags",
+    "width", "height", "mode", "bit_depth", "color_type", "text_chunks",
+)
+
+
+# --------------------------------------------------------------------------
+# De-identification
+# --------------------------------------------------------------------------
+
+class Pseudonymizer:
+    """Keyed, stable replacements for identifiers (HMAC-SHA256)."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def _digest(self, kind: str, value: str) -> bytes:
+        return hmac.new(self.key, f"{kind}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+
+    def patient_id(self, value):
+        return None if value in (None, "") else "anon-" + self._digest("patient", value).hex()[:16]
+
+    def uid(self, value):
+        # 2.25.<integer> (PS3.5 B.2): 120 bits keep the UID within 64 characters.
+        return None if value in (None, "") else "2.25." + str(int.from_bytes(self._digest("uid", value)[:15], "big"))
+
+    def fingerprint(self) -> str:
+        """Identifies the key in reports without revealing it."""
+        return hashlib.sha256(b"crh-deid-key\x00" + self.key).hexdigest()[:16]
+
+
+def deidentification_key(key_file, seeds: SeedManager, log):
+    """``(key bytes, source)``: --deid-key-file, else $CRH_DEID_KEY, else from the seeds."""
+    if key_file:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise InputError(f"cannot read the de-identification key: {exc.strerror}", file=key_file)
+        if len(key) < 16:
+            raise InputError("the de-identification key must have at least 16 bytes", file=key_file)
+        return key, "key file"
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode("utf-8"), f"${KEY_ENV}"
+    if log is not None:
+        log.warning("deid_key_from_seeds", note=f"pseudonyms are keyed by the seeds file; for real patient data "
+                    f"set ${KEY_ENV} or --deid-key-file, or anyone with the seeds can re-identify")
+    return seeds.seed("deidentification").to_bytes(8, "big") * 4, "seeds (not secret)"
+
+
+# --------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------
+
+def _png_text(kind: bytes, data: bytes) -> dict:
+    keyword, _, rest = data.partition(b"\x00")
+    entry = {"type": kind.decode(), "keyword": keyword.decode("latin-1")}
+    if kind == b"tEXt":
+        entry["text"] = rest.decode("latin-1")
+    elif kind == b"zTXt":
+        entry["text"] = _inflate(rest[1:]).decode("latin-1")
+    else:  # iTXt: flag, method, language\0, translated keyword\0, text (UTF-8)
+        compressed = rest[:1] == b"\x01"
+        language, _, rest = rest[2:].partition(b"\x00")
+        translated, _, text = rest.partition(b"\x00")
+        entry["language"] = language.decode("ascii", "replace")
+        entry["translated_keyword"] = translated.decode("utf-8", "replace")
+        entry["text"] = (_inflate(text) if compressed else text).decode("utf-8", "replace")
+    return entry
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, MAX_TEXT_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"a compressed text chunk inflates beyond {MAX_TEXT_BYTES} bytes")
+    return out
+
+
+def png_row(data: bytes) -> dict:
+    """Read the IHDR and every text chunk of a PNG, checking chunk CRCs."""
+    position, row, texts, seen_idat = 8, {}, [], False
+    while True:
+        if position + 8 > len(data):
+            raise ValueError("truncated PNG: the file ends before the IEND chunk")
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        crc = data[position + 8 + length:position + 12 + length]
+        if len(body) < length or len(crc) < 4:
+            raise ValueError(f"truncated PNG: chunk {kind.decode('latin-1')!r} is cut short")
+        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
+            raise ValueError(f"bad CRC in PNG chunk {kind.decode('latin-1')!r} at byte {position}")
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            row.update(width=width, height=height, bit_depth=depth, color_type=color,
+                       mode=PNG_COLOR_MODES.get(color), rows=height, columns=width)
+        elif kind == b"IDAT":
+            seen_idat = True
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            texts.append(dict(_png_text(kind, body), position="after_image_data" if seen_idat else "before_image_data"))
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    if "width" not in row:
+        raise ValueError("PNG without an IHDR chunk")
+    row["text_chunks"] = texts
+    return row
+
+
+def _value(ds, keyword):
+    """A plain JSON value for a DICOM attribute (lists for multi-valued), or None.
+
+    A value that cannot be decoded (a malformed number, say) is None, with a warning.
+    """
+    try:
+        value = ds.get(keyword)  # for a keyword, Dataset.get returns the value
+    except Exception as exc:
+        warnings.warn(f"{keyword}: unreadable value ({exc})")
+        return None
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [_scalar(v) for v in value]
+    return _scalar(value)
+
+
+def _scalar(value):
+    if isinstance(value, (int, float, str)) and type(value) in (int, float, str):
+        return value
+    if isinstance(value, int):   # pydicom IS
+        return int(value)
+    if isinstance(value, float):  # pydicom DS
+        return float(value)
+    return str(value)
+
+
+def dicom_row(path: Path, pseudonyms: Pseudonymizer | None) -> dict:
+    """The table row of one DICOM file (``pseudonyms=None`` keeps PHI)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
+            raise ValueError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)")
+    meta = getattr(ds, "file_meta", None)
+    transfer = _value(meta, "TransferSyntaxUID") if meta is not None else None
+    frames = _value(ds, "NumberOfFrames")
+    try:
+        frames = int(frames) if frames is not None else (1 if "Rows" in ds else None)
+    except (TypeError, ValueError):
+        warnings.warn(f"NumberOfFrames: not an integer ({frames!r})")
+        frames = None
+    row = {
+        "patient_id": _value(ds, "PatientID"),
+        "study_uid": _value(ds, "StudyInstanceUID"),
+        "series_uid": _value(ds, "SeriesInstanceUID"),
+        "sop_uid": _value(ds, "SOPInstanceUID"),
+        "frame_of_reference_uid": _value(ds, "FrameOfReferenceUID"),
+        "sop_class_uid": _value(ds, "SOPClassUID"),
+        "modality": _value(ds, "Modality"),
+        "rows": _value(ds, "Rows"),
+        "columns": _value(ds, "Columns"),
+        "frames": frames,
+        "pixel_spacing": _value(ds, "PixelSpacing"),
+        "rescale_slope": _value(ds, "RescaleSlope"),
+        "rescale_intercept": _value(ds, "RescaleIntercept"),
+        "rescale_type": _value(ds, "RescaleType"),
+        "window_center": _value(ds, "WindowCenter"),
+        "window_width": _value(ds, "WindowWidth"),
+        "photometric_interpretation": _value(ds, "PhotometricInterpretation"),
+        "samples_per_pixel": _value(ds, "SamplesPerPixel"),
+        "bits_allocated": _value(ds, "BitsAllocated"),
+        "bits_stored": _value(ds, "BitsStored"),
+        "pixel_representation": _value(ds, "PixelRepresentation"),
+        "transfer_syntax": transfer,
+        "private_tags": sum(1 for element in ds.iterall() if element.tag.is_private),
+    }
+    if pseudonyms is None:
+        name = _value(ds, "PatientName")
+        row.update(patient_name=None if name is None else str(name), patient_birth_date=_value(ds, "PatientBirthDate"),
+                   deidentified=False)
+    else:
+        row["patient_id"] = pseudonyms.patient_id(row["patient_id"])
+        for key in ("study_uid", "series_uid", "sop_uid", "frame_of_reference_uid"):
+            row[key] = pseudonyms.uid(row[key])
+        row.update(patient_name=None, patient_birth_date=None, deidentified=True)
+    return row
+
+
+def extract_row(path: Path, relative: str, key) -> dict:
+    """One file -> one row; never raises (errors become the row's ``error``)."""
+    row = {"path": relative, "kind": None, "error": None, "warnings": []}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+            if head == PNG_SIGNATURE:
+                row["kind"] = "png"
+                row.update(png_row(path.read_bytes()))
+            else:
+                row["kind"] = "dicom"
+                row.update(dicom_row(path, None if key is None else Pseudonymizer(key)))
+        except Exception as exc:  # a bad file is a row, not a crash
+            row["kind"] = row["kind"] if row["kind"] == "png" else None
+            row["error"] = f"{type(exc).__name__}: {exc}"
+    row["warnings"] = sorted({str(w.message) for w in caught})
+    return row
+
+
+# --------------------------------------------------------------------------
+# Table
+# --------------------------------------------------------------------------
+
+def list_inputs(workspace: Path, inputs) -> list:
+    """``(absolute path, row path)`` for every file under the inputs, sorted by row path."""
+    found = {}
+    for given in inputs:
+        root = Path(given).resolve()
+        if not root.exists():
+            raise InputError("input not found", file=given)
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+        for path in files:
+            try:
+                relative = relative_to_workspace(workspace, path)
+            except InputError:
+                relative = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
+            found[relative] = path
+    if not found:
+        raise InputError("no files found", file=inputs[0])
+    return [(found[key], key) for key in sorted(found)]
+
+
+def extract_rows(files, key, workers: int = 1) -> list:
+    """Rows for ``files`` in the given order; ``workers`` > 1 uses a process pool."""
+    paths = [path for path, _ in files]
+    names = [name for _, name in files]
+    keys = [key] * len(files)
+    rows = []
+    with progress(total=len(files), desc="metadata", unit="file") as bar:
+        if workers > 1 and len(files) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for row in pool.map(extract_row, paths, names, keys, chunksize=max(1, min(64, len(files) // (4 * workers)))):
+                    rows.append(row)
+                    bar.update(1)
+        else:
+            for row in map(extract_row, paths, names, keys):
+                rows.append(row)
+                bar.update(1)
+    return rows
+
+
+def table_jsonl(rows) -> bytes:
+    return b"".join(orjson.dumps({column: row.get(column) for column in COLUMNS}, option=orjson.OPT_APPEND_NEWLINE)
+                    for row in rows)
+
+
+def table_csv(rows) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        cells = []
+        for column in COLUMNS:
+            value = row.get(column)
+            if value is None:
+                cells.append("")
+            elif isinstance(value, (list, dict, bool)):
+                cells.append(orjson.dumps(value).decode())
+            else:
+                cells.append(value)
+        writer.writerow(cells)
+    return text.getvalue().encode("utf-8")
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "metadata_extractor",
+        description="Extract DICOM and PNG metadata into one table (JSON lines + CSV), de-identified by default.",
+        example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
+    parser.add_argument("--keep-phi", action="store_true", help="keep names, IDs, birth dates and UIDs as they are")
+    parser.add_argument("--deid-key-file", metavar="FILE", help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)")
+    parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        from scripts.data_tools import metadata_extractor as lib  # importable, for the worker processes
+
+        if args.workers < 1:
+            raise InputError("--workers must be at least 1", value=args.workers)
+        workspace = resolve_workspace(args.workspace)
+        seeds = SeedManager.from_file(args.seeds)
+        inputs = args.inputs or [workspace / DEFAULT_INPUT]
+        files = lib.list_inputs(workspace, inputs)
+        key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
+        rows = lib.extract_rows(files, key, args.workers)
+        failed = [row for row in rows if row["error"]]
+        for row in failed:
+            log.warning("unreadable_file", file=row["path"], error=row["error"])
+        if failed and args.strict:
+            raise InputError(f"{len(failed)} of {len(rows)} files could not be read (--strict)",
+                             file=failed[0]["path"], first_error=failed[0]["error"])
+        deid = None if key is None else {
+            "profile": "DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile (table columns)",
+            "actions": ANNEX_E_ACTIONS, "pseudonyms": "HMAC-SHA256", "key_source": key_source,
+            "key_fingerprint": Pseudonymizer(key).fingerprint(),
+        }
+        config = {"keep_phi": args.keep_phi, "inputs": sorted(name.split("/")[0] for _, name in files[:1])}
+        with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+            with atomic_output(record.output_path("metadata.jsonl")) as handle:
+                handle.write(lib.table_jsonl(rows))
+            with atomic_output(record.output_path("metadata.csv")) as handle:
+                handle.write(lib.table_csv(rows))
+            kinds = {}
+            for row in rows:
+                kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
+            record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
+                                  deidentification=deid or "none: --keep-phi",
+                                  table=f"experiments/results/{record.run_id}/metadata.jsonl")
+        log.info("extracted", files=len(rows), errors=len(failed),
+                 table=f"experiments/results/{record.run_id}/metadata.jsonl")
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
