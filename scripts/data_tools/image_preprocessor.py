@@ -1,0 +1,456 @@
+"""DICOM/PNG -> normalized float32 arrays (npz) with a record per sample.
+
+For each image (default: every file in the sample dataset):
+
+1. DICOM, monochrome: the Modality LUT (a LUT sequence, else Rescale
+   Slope/Intercept) gives modality values (Hounsfield units for CT); then the
+   VOI LUT (a LUT sequence, else a window) maps them to [0, 1] following
+   DICOM PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT, SIGMOID; the file's VOI LUT
+   Function unless ``--voi-function``); MONOCHROME1 is inverted. Without any
+   window the modality values' own range is used (recorded). Color DICOM
+   and PNG (8/16-bit, gray or RGB) are scaled by their bit depth. Compressed
+   transfer syntaxes decode through pydicom's pylibjpeg plugins.
+2. Optional mask: ``--mask-threshold V`` keeps pixels whose modality value
+   is >= V (e.g. -500 HU for the body), ``--mask FILE`` applies a mask image
+   or .npy of the same shape; outside the mask the value is 0.
+3. Optional resize to ``--size HxW`` (bilinear, scipy.ndimage / cupyx).
+4. Optional seeded augmentation (``--augment``): horizontal/vertical flips,
+   90-degree rotations, intensity jitter (scale, shift) and Gaussian noise.
+   Each sample's generator is derived from (seed, sample id, epoch), so a
+   sample gets the same draws whatever the order or worker count; the drawn
+   parameters are recorded.
+
+Outputs, under ``experiments/results/image_preprocessor_<stamp>/``:
+``samples/<index>.npz`` (array ``image``, float32) and ``records.jsonl`` (one
+record per sample: source, shape, the transforms applied and their
+parameters, the array's SHA-256). The bytes are the same for any
+``--workers``. ``--backend cupy`` runs the arithmetic on the GPU (one
+process; results agree with NumPy within float32 rounding).
+
+Usage:
+    python scripts/data_tools/image_preprocessor.py
+    python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 --augment --epoch 3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+import orjson
+
+from scripts.utils import cli
+from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, to_numpy
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes
+from scripts.utils.log_formatter import progress
+from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.seed_manager import SeedManager, derive_seed
+
+DEFAULT_INPUT = "data/sample"
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SEED_STREAM = "image_preprocessor"
+
+
+# --------------------------------------------------------------------------
+# Reading: pixels and the parameters that say how to normalize them
+# --------------------------------------------------------------------------
+
+def _lut(item) -> dict:
+    """A LUT (Modality or VOI) item as entries, first mapped value, bits, data."""
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    data = item.LUTData
+    data = np.asarray(data if isinstance(data, (list, tuple)) or hasattr(data, "__len__") and not isinstance(data, bytes)
+                      else np.frombuffer(data, dtype="<u2" if bits > 8 else "u1"), dtype=np.float64)
+    entries = entries or 65536  # 0 means 2**16 (PS3.3 C.11.1.1)
+    return {"first": first, "bits": bits, "data": data[:entries]}
+
+
+def read_dicom(path: Path) -> tuple:
+    """``(stored pixel array, parameters)`` of a DICOM file."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputError("DICOM file has no pixel data", file=path)
+    pixels = ds.pixel_array
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    params = {"kind": "dicom", "photometric": photometric,
+              "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+              "pixel_representation": int(ds.get("PixelRepresentation", 0))}
+    if not photometric.startswith("MONOCHROME"):
+        params["color"] = True
+        return pixels, params
+    params["color"] = False
+    if ds.get("ModalityLUTSequence"):
+        params["modality_lut"] = _lut(ds.ModalityLUTSequence[0])
+    elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        params["rescale"] = [float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)]
+    if ds.get("VOILUTSequence"):
+        params["voi_lut"] = _lut(ds.VOILUTSequence[0])
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        centers, widths = ds.WindowCenter, ds.WindowWidth
+        first = lambda v: float(v[0]) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else float(v)
+        params["window"] = [first(centers), first(widths)]
+    params["voi_function"] = str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
+    return pixels, params
+
+
+def read_png(path: Path) -> tuple:
+    import imageio.v3 as iio
+
+    pixels = iio.imread(path)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported PNG sample type {pixels.dtype}", file=path)
+    if pixels.ndim == 3 and pixels.shape[-1] == 4:
+        pixels = pixels[..., :3]  # drop alpha
+    elif pixels.ndim == 3 and pixels.shape[-1] == 2:
+        pixels = pixels[..., 0]   # gray + alpha
+    return pixels, {"kind": "png", "color": pixels.ndim == 3, "bits_stored": 16 if pixels.dtype == np.uint16 else 8}
+
+
+def read_image(path: Path) -> tuple:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return read_png(path) if head == PNG_SIGNATURE else read_dicom(path)
+
+
+# --------------------------------------------------------------------------
+# Normalizing (one code path for NumPy and CuPy: ``xp``)
+# --------------------------------------------------------------------------
+
+def apply_lut(xp, values, lut: dict):
+    """Look values up in a LUT; values below/above the mapped range clamp."""
+    table = xp.asarray(lut["data"], dtype=xp.float64)
+    index = xp.clip(xp.rint(values).astype(xp.int64) - lut["first"], 0, table.shape[0] - 1)
+    return table[index]
+
+
+def modality_values(xp, pixels, params: dict):
+    """Stored values -> modality values (float64), per PS3.3 C.11.1."""
+    values = xp.asarray(pixels).astype(xp.float64)
+    if "modality_lut" in params:
+        return apply_lut(xp, values, params["modality_lut"])
+    if "rescale" in params:
+        slope, intercept = params["rescale"]
+        return values * slope + intercept
+    return values
+
+
+def window(xp, values, center: float, width: float, function: str):
+    """PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError("Window Width must be >= 1 for LINEAR")
+        if width == 1:  # the formula degenerates to a threshold
+            return (values > center - 0.5).astype(xp.float64)
+        center, width = center - 0.5, width - 1
+        return xp.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ValueError("Window Width must be > 0 for LINEAR_EXACT")
+        return xp.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if function == "SIGMOID":
+        if width <= 0:
+            raise ValueError("Window Width must be > 0 for SIGMOID")
+        return 1.0 / (1.0 + xp.exp(-4.0 * (values - center) / width))
+    raise ValueError(f"unsupported VOI LUT Function {function!r}")
+
+
+def normalize(xp, pixels, params: dict, window_override=None, function_override=None):
+    """Pixels -> (float image in [0, 1], modality values or None, what was done)."""
+    done = {}
+    if params["color"]:
+        image = xp.asarray(pixels).astype(xp.float64) / (2 ** params["bits_stored"] - 1)
+        done["scaled_by_bit_depth"] = params["bits_stored"]
+        return xp.clip(image, 0.0, 1.0), None, done
+    values = modality_values(xp, pixels, params)
+    done["modality"] = "lut" if "modality_lut" in params else ("rescale" if "rescale" in params else "none")
+    if "rescale" in params:
+        done["rescale"] = params["rescale"]
+    if window_override is None and "voi_lut" in params:
+        lut = params["voi_lut"]
+        image = apply_lut(xp, values, lut) / (2 ** lut["bits"] - 1)
+        done["voi"] = {"lut": True, "bits": lut["bits"]}
+    else:
+        if params.get("kind") == "png":
+            center, width, source = None, None, None
+        elif window_override is not None:
+            (center, width), source = window_override, "argument"
+        elif "window" in params:
+            (center, width), source = params["window"], "file"
+        else:
+            low, high = float(values.min()), float(values.max())
+            center, width, source = (low + high) / 2, max(high - low, 1.0), "data range"
+        if center is None:  # gray PNG: by bit depth
+            image = values / (2 ** params["bits_stored"] - 1)
+            done["scaled_by_bit_depth"] = params["bits_stored"]
+        else:
+            function = function_override or params.get("voi_function", "LINEAR")
+            image = window(xp, values, center, width, function)
+            done["voi"] = {"center": center, "width": width, "function": function, "from": source}
+    if params.get("photometric") == "MONOCHROME1":
+        image = 1.0 - image
+        done["inverted"] = "MONOCHROME1"
+    return image, values, done
+
+
+def resize(xp, image, shape):
+    """Bilinear resize of the two spatial axes to ``shape``."""
+    if tuple(image.shape[:2]) == tuple(shape):
+        return image
+    if xp is np:
+        from scipy import ndimage
+    else:
+        from cupyx.scipy import ndimage
+    factors = [shape[0] / image.shape[0], shape[1] / image.shape[1]] + [1] * (image.ndim - 2)
+    out = ndimage.zoom(image, factors, order=1, mode="nearest", grid_mode=True)
+    return out[: shape[0], : shape[1]]
+
+
+def augmentation_parameters(seed: int, sample_id: str, epoch: int) -> dict:
+    """The draws for one sample, from its own generator (seed, sample id, epoch)."""
+    rng = np.random.Generator(np.random.PCG64(derive_seed(seed, SEED_STREAM, sample_id, epoch)))
+    return {
+        "flip_horizontal": bool(rng.random() < 0.5),
+        "flip_vertical": bool(rng.random() < 0.5),
+        "rot90": int(rng.integers(0, 4)),
+        "intensity_scale": float(rng.uniform(0.9, 1.1)),
+        "intensity_shift": float(rng.uniform(-0.05, 0.05)),
+        "noise_sigma": float(rng.uniform(0.0, 0.02)),
+        "noise_seed": int(rng.integers(0, 2**63)),
+    }
+
+
+def augment(xp, image, draws: dict):
+    if draws["flip_horizontal"]:
+        image = image[:, ::-1]
+    if draws["flip_vertical"]:
+        image = image[::-1]
+    if draws["rot90"]:
+        image = xp.rot90(image, draws["rot90"], axes=(0, 1))
+    image = image * draws["intensity_scale"] + draws["intensity_shift"]
+    # Noise is drawn on the host so that both backends see the same numbers.
+    noise = np.random.Generator(np.random.PCG64(draws["noise_seed"])).standard_normal(image.shape)
+    image = image + xp.asarray(noise) * draws["noise_sigma"]
+    return xp.clip(image, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# One sample, end to end (runs in worker processes)
+# --------------------------------------------------------------------------
+
+def process_sample(task: dict) -> dict:
+    """Read, normalize, mask, resize, augment one image; write its npz; return its record."""
+    xp, backend = array_module(task["backend"])
+    path = Path(task["path"])
+    record = {"index": task["index"], "source": task["source"], "error": None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pixels, params = read_image(path)
+            image, values, done = normalize(xp, pixels, params, task["window"], task["voi_function"])
+            if task["mask_threshold"] is not None:
+                if values is None:
+                    raise InputError("--mask-threshold needs a monochrome DICOM (modality values)", file=path)
+                image = image * (values >= task["mask_threshold"])
+                done["mask"] = {"threshold": task["mask_threshold"]}
+            if task["mask"] is not None:
+                mask = xp.asarray(task["mask"])
+                if tuple(mask.shape) != tuple(image.shape[:2]):
+                    raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {tuple(image.shape[:2])}",
+                                     file=path)
+                image = image * (mask if image.ndim == 2 else mask[..., None])
+                done["mask"] = {"file": task["mask_name"]}
+            if task["size"] is not None:
+                image = resize(xp, image, task["size"])
+                done["resize"] = list(task["size"])
+            if task["augment"]:
+                draws = augmentation_parameters(task["seed"], task["source"], task["epoch"])
+                image = augment(xp, image, draws)
+                done["augmentation"] = draws
+            array = np.ascontiguousarray(to_numpy(image).astype(np.float32))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot preprocess image: {type(exc).__name__}: {exc}", file=task["source"])
+    atomic_write_bytes(Path(task["output"]), npz_bytes({"image": array}))
+    record.update({
+        "output": task["output_name"], "shape": list(array.shape), "dtype": "float32",
+        "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+        "min": float(array.min()), "max": float(array.max()), "mean": float(array.mean(dtype=np.float64)),
+        "transforms": done, "backend": backend, "warnings": sorted({str(w.message) for w in caught}),
+    })
+    return record
+
+
+def run_tasks(tasks: list, workers: int, skip_errors: bool) -> list:
+    """Process every task; results in task order whatever the worker count."""
+    records = []
+    with progress(total=len(tasks), desc="preprocess", unit="image") as bar:
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_guarded_sample, task, skip_errors) for task in tasks]
+                for future in futures:
+                    records.append(future.result())
+                    bar.update(1)
+        else:
+            for task in tasks:
+                records.append(_guarded_sample(task, skip_errors))
+                bar.update(1)
+    return records
+
+
+def _guarded_sample(task: dict, skip_errors: bool) -> dict:
+    """``process_sample``, with a bad image as an error record when ``skip_errors``."""
+    try:
+        return process_sample(task)
+    except InputError as exc:
+        if not skip_errors:
+            raise
+        return {"index": task["index"], "source": task["source"], "error": exc.message}
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def parse_size(text):
+    if text is None:
+        return None
+    parts = text.lower().replace("x", " ").split()
+    try:
+        size = [int(p) for p in parts] * (2 if len(parts) == 1 else 1)
+    except ValueError:
+        size = []
+    if len(size) != 2 or not all(1 <= s <= 16384 for s in size):
+        raise InputError("--size must be HxW (or N for NxN) with 1..16384 pixels", value=text)
+    return size
+
+
+def parse_window(text):
+    if text is None:
+        return None
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("--window must be CENTER,WIDTH, e.g. 40,400", value=text)
+    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+        raise InputError("--window needs finite numbers and a positive width", value=text)
+    return [center, width]
+
+
+def load_mask(path):
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            mask = np.load(path, allow_pickle=False)
+        else:
+            import imageio.v3 as iio
+
+            mask = iio.imread(path)
+    except FileNotFoundError:
+        raise InputError("mask file not found", file=path)
+    except Exception as exc:
+        raise InputError(f"cannot read the mask: {exc}", file=path)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise InputError("the mask must be a 2-D image", file=path)
+    return (mask > 0).astype(np.float64)
+
+
+def list_images(workspace: Path, inputs) -> list:
+    found = {}
+    for given in inputs:
+        root = Path(given).resolve()
+        if not root.exists():
+            raise InputError("input not found", file=given)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        for path in files:
+            try:
+                name = relative_to_workspace(workspace, path)
+            except InputError:
+                name = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
+            found[name] = path
+    if not found:
+        raise InputError("no files found", file=inputs[0])
+    return [(found[name], name) for name in sorted(found)]
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "image_preprocessor",
+        description="Normalize DICOM/PNG images to float32 arrays (npz) with a record per sample.",
+        example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment --epoch 0",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
+    parser.add_argument("--window", metavar="CENTER,WIDTH", help="override every DICOM window (e.g. 40,400)")
+    parser.add_argument("--voi-function", choices=VOI_FUNCTIONS, help="override the VOI LUT Function (default: the file's)")
+    parser.add_argument("--size", metavar="HxW", help="resize to this shape (bilinear)")
+    parser.add_argument("--mask-threshold", type=float, metavar="VALUE", help="keep pixels whose modality value >= VALUE")
+    parser.add_argument("--mask", metavar="FILE", help="mask image or .npy (non-zero = keep), same shape as the images")
+    parser.add_argument("--augment", action="store_true", help="seeded flips, rot90, intensity jitter, noise")
+    parser.add_argument("--epoch", type=int, default=0, help="epoch number (part of each sample's generator key)")
+    parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (NumPy backend)")
+    parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
+    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        from scripts.data_tools import image_preprocessor as lib  # importable, for the worker processes
+
+        if args.workers < 1:
+            raise InputError("--workers must be at least 1", value=args.workers)
+        if args.mask is not None and args.mask_threshold is not None:
+            raise InputError("use --mask or --mask-threshold, not both")
+        size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
+        _, backend = array_module(args.backend)
+        workers = args.workers if backend == "numpy" else 1
+        workspace = resolve_workspace(args.workspace)
+        seeds = SeedManager.from_file(args.seeds)
+        seed = seeds.seed(SEED_STREAM)
+        images = lib.list_images(workspace, args.inputs or [workspace / DEFAULT_INPUT])
+        mask = lib.load_mask(args.mask)
+        config = {"window": window_override, "voi_function": args.voi_function, "size": size,
+                  "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
+                  "augment": args.augment, "epoch": args.epoch, "backend": backend}
+        with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
+                         extra={"backend": backend}) as record:
+            tasks = [{
+                "index": index, "path": str(path), "source": name,
+                "output": str(record.output_path(f"samples/{index:06d}.npz")),
+                "output_name": f"samples/{index:06d}.npz",
+                "window": window_override, "voi_function": args.voi_function, "size": size,
+                "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
+                "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
+            } for index, (path, name) in enumerate(images)]
+            records = lib.run_tasks(tasks, workers, args.skip_errors)
+            with atomic_output(record.output_path("records.jsonl")) as handle:
+                for item in records:
+                    handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))
+            failed = [item for item in records if item.get("error")]
+            record.results.update(samples=len(records), errors=len(failed),
+                                  records=f"experiments/results/{record.run_id}/records.jsonl")
+        log.info("preprocessed", samples=len(records), errors=len(failed), backend=backend,
+                 records=f"experiments/results/{record.run_id}/records.jsonl")
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
