@@ -18,7 +18,9 @@ Patient's Name and Birth Date are emptied (action Z); Patient ID becomes a
 keyed pseudonym ``anon-<16 hex>`` = HMAC-SHA256(key, id), stable within a
 dataset so that patient-level splits still work; Study, Series, SOP and
 Frame of Reference UIDs are replaced consistently (action U) by ``2.25.``
-UIDs derived the same way; private tags are dropped (only counted). The key
+UIDs derived the same way; private tags are dropped (only counted). Paths are kept, since they are how
+rows find their files: a row whose path holds the Patient ID is flagged
+``phi_in_path`` and the run warns. The key
 comes from ``--deid-key-file`` or ``$CRH_DEID_KEY``; without one it is
 derived from the seeds, which is fine for the sample data but not for real
 patients (anyone with the seeds file could re-identify), and a warning says
@@ -81,7 +83,7 @@ COLUMNS = (
     "frame_of_reference_uid", "sop_class_uid", "modality", "rows", "columns", "frames",
     "pixel_spacing", "rescale_slope", "rescale_intercept", "rescale_type", "window_center", "window_width",
     "photometric_interpretation", "samples_per_pixel", "bits_allocated", "bits_stored", "pixel_representation",
-    "transfer_syntax", "private_tags",
+    "transfer_syntax", "private_tags", "phi_in_path",
     "width", "height", "mode", "bit_depth", "color_type", "text_chunks",
 )
 
@@ -215,8 +217,12 @@ def _scalar(value):
     return str(value)
 
 
-def dicom_row(path: Path, pseudonyms: Pseudonymizer | None) -> dict:
-    """The table row of one DICOM file (``pseudonyms=None`` keeps PHI)."""
+def dicom_row(path: Path, pseudonyms: Pseudonymizer | None, relative: str = "") -> dict:
+    """The table row of one DICOM file (``pseudonyms=None`` keeps PHI).
+
+    ``phi_in_path`` flags a row whose path contains the Patient ID: the path
+    is kept (it is how rows find their files), so such a layout leaks it.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -264,6 +270,10 @@ def dicom_row(path: Path, pseudonyms: Pseudonymizer | None) -> dict:
         row.update(patient_name=None if name is None else str(name), patient_birth_date=_value(ds, "PatientBirthDate"),
                    deidentified=False)
     else:
+        original = row["patient_id"]
+        row["phi_in_path"] = bool(original) and len(str(original)) >= 3 and str(original) in relative
+        if row["phi_in_path"]:
+            warnings.warn("the file's path contains its Patient ID: the path column is not de-identified")
         row["patient_id"] = pseudonyms.patient_id(row["patient_id"])
         for key in ("study_uid", "series_uid", "sop_uid", "frame_of_reference_uid"):
             row[key] = pseudonyms.uid(row[key])
@@ -284,7 +294,7 @@ def extract_row(path: Path, relative: str, key) -> dict:
                 row.update(png_row(path.read_bytes()))
             else:
                 row["kind"] = "dicom"
-                row.update(dicom_row(path, None if key is None else Pseudonymizer(key)))
+                row.update(dicom_row(path, None if key is None else Pseudonymizer(key), relative))
         except Exception as exc:  # a bad file is a row, not a crash
             row["kind"] = row["kind"] if row["kind"] == "png" else None
             row["error"] = f"{type(exc).__name__}: {exc}"
@@ -383,6 +393,10 @@ def main(argv=None) -> int:
         key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
         rows = lib.extract_rows(files, key, args.workers)
         failed = [row for row in rows if row["error"]]
+        leaking = [row["path"] for row in rows if row.get("phi_in_path")]
+        if leaking:
+            log.warning("phi_in_paths", files=len(leaking), first=leaking[0],
+                        note="these paths contain Patient IDs; rename the folders before sharing the table")
         for row in failed:
             log.warning("unreadable_file", file=row["path"], error=row["error"])
         if failed and args.strict:
@@ -403,6 +417,7 @@ def main(argv=None) -> int:
             for row in rows:
                 kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
             record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
+                                  paths_with_patient_ids=len(leaking),
                                   deidentification=deid or "none: --keep-phi",
                                   table=f"experiments/results/{record.run_id}/metadata.jsonl")
         log.info("extracted", files=len(rows), errors=len(failed),

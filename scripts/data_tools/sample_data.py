@@ -2,7 +2,7 @@
 
 Deterministic (seeded, no network): the same seeds give the same bytes.
 
-* ``data/sample/dicom/<patient>/<study>/<series>/<slice>.dcm``: several
+* ``data/sample/dicom/case<NN>/study<N>/series1/slice<NNN>.dcm``: several
   patients, each with one or two studies of one CT series. Each slice is an
   elliptical phantom (air, soft tissue, bone ring, lungs, a lesion) in
   Hounsfield units, stored as 12-bit unsigned values with Rescale Slope 1
@@ -21,6 +21,7 @@ Usage:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import struct
@@ -46,9 +47,13 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _uid(seeds: SeedManager, *key) -> str:
-    from pydicom.uid import generate_uid
+    """A ``2.25.`` UID (PS3.5 B.2) from 128 bits of SHA-256 over the seed and ``key``.
 
-    return generate_uid(prefix=None, entropy_srcs=[str(seeds.base_seed), *map(str, key)])
+    (pydicom's ``generate_uid(prefix=None, ...)`` ignores its entropy sources
+    and returns a random UUID, so it cannot be used for reproducible data.)
+    """
+    digest = hashlib.sha256("\x00".join(map(str, (seeds.base_seed, *key))).encode("utf-8")).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
 def phantom_hu(size: int, slice_index: int, slices: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,7 +155,7 @@ def dicom_slices(seeds: SeedManager, patients: int, slices: int, size: int):
 
                 buffer = io.BytesIO()
                 ds.save_as(buffer, enforce_file_format=True)
-                path = f"dicom/{patient_id}/study{s + 1}/series1/slice{k + 1:03d}.dcm"
+                path = f"dicom/case{p + 1:02d}/study{s + 1}/series1/slice{k + 1:03d}.dcm"  # no IDs in paths
                 yield path, buffer.getvalue()
 
 
