@@ -66,14 +66,16 @@ SEED_STREAM = "image_preprocessor"
 # Reading: pixels and the parameters that say how to normalize them
 # --------------------------------------------------------------------------
 
-def _lut(item) -> dict:
-    """A LUT (Modality or VOI) item as entries, first mapped value, bits, data."""
+def _lut(item, signed: bool) -> dict:
+    """A Modality or VOI LUT item: first mapped value, bits per entry, the table."""
     entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    if signed and first >= 2**15:
+        first -= 2**16  # the first mapped value is signed for signed pixel data (PS3.3 C.11.1.1)
     data = item.LUTData
-    data = np.asarray(data if isinstance(data, (list, tuple)) or hasattr(data, "__len__") and not isinstance(data, bytes)
-                      else np.frombuffer(data, dtype="<u2" if bits > 8 else "u1"), dtype=np.float64)
-    entries = entries or 65536  # 0 means 2**16 (PS3.3 C.11.1.1)
-    return {"first": first, "bits": bits, "data": data[:entries]}
+    if isinstance(data, bytes):
+        data = np.frombuffer(data, dtype="<u2" if bits > 8 else "u1")
+    data = np.asarray(list(data) if not isinstance(data, np.ndarray) else data, dtype=np.float64)
+    return {"first": first, "bits": bits, "data": data[: entries or 65536]}  # 0 entries means 2**16
 
 
 def read_dicom(path: Path) -> tuple:
@@ -85,19 +87,25 @@ def read_dicom(path: Path) -> tuple:
         raise InputError("DICOM file has no pixel data", file=path)
     pixels = ds.pixel_array
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
     params = {"kind": "dicom", "photometric": photometric,
               "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
-              "pixel_representation": int(ds.get("PixelRepresentation", 0))}
+              "frames": int(ds.get("NumberOfFrames", 1) or 1)}
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+        params["bits_stored"] = int(ds.RedPaletteColorLookupTableDescriptor[2])
     if not photometric.startswith("MONOCHROME"):
         params["color"] = True
         return pixels, params
     params["color"] = False
     if ds.get("ModalityLUTSequence"):
-        params["modality_lut"] = _lut(ds.ModalityLUTSequence[0])
+        params["modality_lut"] = _lut(ds.ModalityLUTSequence[0], signed)
     elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
         params["rescale"] = [float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)]
     if ds.get("VOILUTSequence"):
-        params["voi_lut"] = _lut(ds.VOILUTSequence[0])
+        params["voi_lut"] = _lut(ds.VOILUTSequence[0], signed)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         centers, widths = ds.WindowCenter, ds.WindowWidth
         first = lambda v: float(v[0]) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else float(v)
@@ -116,7 +124,8 @@ def read_png(path: Path) -> tuple:
         pixels = pixels[..., :3]  # drop alpha
     elif pixels.ndim == 3 and pixels.shape[-1] == 2:
         pixels = pixels[..., 0]   # gray + alpha
-    return pixels, {"kind": "png", "color": pixels.ndim == 3, "bits_stored": 16 if pixels.dtype == np.uint16 else 8}
+    return pixels, {"kind": "png", "color": pixels.ndim == 3, "bits_stored": 16 if pixels.dtype == np.uint16 else 8,
+                    "frames": 1}
 
 
 def read_image(path: Path) -> tuple:
@@ -205,17 +214,23 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
     return image, values, done
 
 
-def resize(xp, image, shape):
-    """Bilinear resize of the two spatial axes to ``shape``."""
-    if tuple(image.shape[:2]) == tuple(shape):
+def spatial_axes(image, color: bool) -> tuple:
+    """Rows and columns: (H, W), (F, H, W), (H, W, 3) and (F, H, W, 3) layouts."""
+    return (image.ndim - 3, image.ndim - 2) if color else (image.ndim - 2, image.ndim - 1)
+
+
+def resize(xp, image, shape, axes):
+    """Bilinear resize of the spatial ``axes`` to ``shape``."""
+    if (image.shape[axes[0]], image.shape[axes[1]]) == tuple(shape):
         return image
     if xp is np:
         from scipy import ndimage
     else:
         from cupyx.scipy import ndimage
-    factors = [shape[0] / image.shape[0], shape[1] / image.shape[1]] + [1] * (image.ndim - 2)
-    out = ndimage.zoom(image, factors, order=1, mode="nearest", grid_mode=True)
-    return out[: shape[0], : shape[1]]
+    factors = [1.0] * image.ndim
+    factors[axes[0]] = shape[0] / image.shape[axes[0]]
+    factors[axes[1]] = shape[1] / image.shape[axes[1]]
+    return ndimage.zoom(image, factors, order=1, mode="nearest", grid_mode=True)
 
 
 def augmentation_parameters(seed: int, sample_id: str, epoch: int) -> dict:
@@ -232,13 +247,13 @@ def augmentation_parameters(seed: int, sample_id: str, epoch: int) -> dict:
     }
 
 
-def augment(xp, image, draws: dict):
+def augment(xp, image, draws: dict, axes):
     if draws["flip_horizontal"]:
-        image = image[:, ::-1]
+        image = xp.flip(image, axis=axes[1])
     if draws["flip_vertical"]:
-        image = image[::-1]
+        image = xp.flip(image, axis=axes[0])
     if draws["rot90"]:
-        image = xp.rot90(image, draws["rot90"], axes=(0, 1))
+        image = xp.rot90(image, draws["rot90"], axes=axes)
     image = image * draws["intensity_scale"] + draws["intensity_shift"]
     # Noise is drawn on the host so that both backends see the same numbers.
     noise = np.random.Generator(np.random.PCG64(draws["noise_seed"])).standard_normal(image.shape)
@@ -260,6 +275,7 @@ def process_sample(task: dict) -> dict:
         try:
             pixels, params = read_image(path)
             image, values, done = normalize(xp, pixels, params, task["window"], task["voi_function"])
+            axes = spatial_axes(image, params["color"])
             if task["mask_threshold"] is not None:
                 if values is None:
                     raise InputError("--mask-threshold needs a monochrome DICOM (modality values)", file=path)
@@ -267,17 +283,17 @@ def process_sample(task: dict) -> dict:
                 done["mask"] = {"threshold": task["mask_threshold"]}
             if task["mask"] is not None:
                 mask = xp.asarray(task["mask"])
-                if tuple(mask.shape) != tuple(image.shape[:2]):
-                    raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {tuple(image.shape[:2])}",
-                                     file=path)
-                image = image * (mask if image.ndim == 2 else mask[..., None])
+                spatial = (image.shape[axes[0]], image.shape[axes[1]])
+                if tuple(mask.shape) != spatial:
+                    raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {spatial}", file=path)
+                image = image * (mask[..., None] if params["color"] else mask)
                 done["mask"] = {"file": task["mask_name"]}
             if task["size"] is not None:
-                image = resize(xp, image, task["size"])
+                image = resize(xp, image, task["size"], axes)
                 done["resize"] = list(task["size"])
             if task["augment"]:
                 draws = augmentation_parameters(task["seed"], task["source"], task["epoch"])
-                image = augment(xp, image, draws)
+                image = augment(xp, image, draws, axes)
                 done["augmentation"] = draws
             array = np.ascontiguousarray(to_numpy(image).astype(np.float32))
         except InputError:
