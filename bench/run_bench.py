@@ -4,7 +4,8 @@ Writes ``experiments/results/bench_<stamp>.json`` through the run records.
 Timings are the point of this report, so unlike every other artifact it
 differs from run to run (``make verify`` does not include it).
 
-Anchors and targets (from the issues):
+Anchors and targets (from the issues); the data-tool benchmarks are in
+``bench/bench_data_tools.py``:
 
 * log_converter: ``log_formatter.convert_stream`` on a mixed realistic log
   (Python logging, env_logger with continuations, logfmt, plain), in one
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 
+from bench import bench_data_tools  # noqa: E402
 from bench.sample_logs import write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
 from scripts.utils.log_formatter import convert_stream  # noqa: E402
@@ -90,7 +92,7 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
     return figures
 
 
-BENCHMARKS = {"log_converter": bench_log_converter}
+BENCHMARKS = {"log_converter": bench_log_converter, **bench_data_tools.BENCHMARKS}
 
 
 def main(argv=None) -> int:

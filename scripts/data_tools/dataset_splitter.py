@@ -1,8 +1,8 @@
 """Deterministic group-level train/val/test splits that never move a record.
 
 Each group (the patient by default) goes to a split by a keyed hash of its
-key: ``u = HMAC-SHA256(key, group) / 2**256`` in [0, 1), then the first split
-whose cumulative ratio exceeds ``u``. A group's split depends on nothing but
+key: ``u`` = keyed BLAKE2b(group, 8 bytes) as a big-endian integer, then
+the first split whose cumulative bound (ratio x 2**64) exceeds ``u``. A group's split depends on nothing but
 its own key, so adding records never moves an existing one (scikit-learn's
 GroupShuffleSplit re-shuffles everything when the dataset grows). The key is
 derived from the seeds (stream ``dataset_splitter``): change the seed, get
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import hmac
 import math
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+import numpy as np
 import orjson
 
 from scripts.utils import cli
@@ -81,32 +81,43 @@ def split_key(seeds: SeedManager) -> bytes:
     return seeds.seed(SEED_STREAM).to_bytes(8, "big")
 
 
+def _keyed_hash(key: bytes, group: str) -> bytes:
+    """8 bytes of keyed BLAKE2b (a MAC: without the key the split cannot be predicted)."""
+    return hashlib.blake2b(group.encode("utf-8"), key=key, digest_size=8).digest()
+
+
 def group_position(key: bytes, group: str) -> float:
     """The group's place in [0, 1): platform-stable, keyed."""
-    digest = hmac.new(key, group.encode("utf-8"), hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int.from_bytes(_keyed_hash(key, group), "big") / 2**64
+
+
+def _bounds(ratios: dict) -> np.ndarray:
+    """Cumulative upper bounds of the splits, in 64-bit fixed point; the last is 2**64."""
+    cumulative = np.cumsum([ratios[name] for name in ratios])
+    fixed = [min(2**64 - 1, int(round(c * 2**64))) for c in cumulative[:-1]]
+    return np.array(fixed, dtype=np.uint64)
+
+
+def assign_records(groups, ratios: dict, key: bytes):
+    """Split index (into ``list(ratios)``) for every record, and ``{group: split index}``.
+
+    Vectorized: the distinct groups are found with ``numpy.unique`` (as
+    scikit-learn does), each is hashed once with keyed BLAKE2b (8 bytes, read
+    as a big-endian integer), and the positions are compared with the bounds.
+    """
+    groups = np.asarray(groups, dtype=str)
+    distinct, inverse = np.unique(groups, return_inverse=True)
+    digests = b"".join([_keyed_hash(key, group) for group in distinct.tolist()])
+    positions = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+    per_group = np.searchsorted(_bounds(ratios), positions, side="right")
+    return per_group[inverse.reshape(-1)], dict(zip(distinct.tolist(), per_group.tolist()))
 
 
 def assign_groups(groups, ratios: dict, key: bytes) -> dict:
-    """``{group: split}`` for every distinct group key."""
+    """``{group: split name}`` for every distinct group key."""
     names = list(ratios)
-    bounds = []
-    total = 0.0
-    for name in names:
-        total += ratios[name]
-        bounds.append(total)
-    assignment = {}
-    for group in groups:
-        if group in assignment:
-            continue
-        position = group_position(key, group)
-        for name, bound in zip(names, bounds):
-            if position < bound:
-                break
-        else:
-            name = names[-1]  # only when rounding leaves the bounds a hair below 1
-        assignment[group] = name
-    return assignment
+    _, per_group = assign_records(list(groups), ratios, key)
+    return {group: names[index] for group, index in per_group.items()}
 
 
 def read_records(path: Path) -> list:
@@ -169,8 +180,11 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
             group, without_group = "record:" + record_id, without_group + 1
         records[record_id] = (group, _text(row.get(stratify)) if stratify else None)
 
-    groups = assign_groups((group for group, _ in records.values()), ratios, key)
-    assignments = {record_id: groups[group] for record_id, (group, _) in records.items()}
+    names = list(ratios)
+    ids = list(records)
+    per_record, per_group = assign_records([records[i][0] for i in ids], ratios, key)
+    assignments = dict(zip(ids, (names[index] for index in per_record.tolist())))
+    groups = {group: names[index] for group, index in per_group.items()}
     check_disjoint(records, assignments)
 
     counts = {name: {"records": 0, "groups": 0} for name in ratios}
@@ -184,7 +198,8 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
         # and canonical JSON sorts mapping keys.
         "splits": [[name, ratio] for name, ratio in ratios.items()],
         "id_column": id_column, "group_column": group_column, "stratify": stratify,
-        "assignment": "HMAC-SHA256(seed-derived key, group) / 2**256 against cumulative ratios",
+        "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, against cumulative "
+                      "ratios x 2**64",
         "assignments": dict(sorted(assignments.items())),
         "groups": dict(sorted(groups.items())),
         "counts": counts,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import zlib
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -53,30 +54,42 @@ CATEGORIES = ("matched", "changed", "new", "missing", "moved")
 # Listing and hashing
 # --------------------------------------------------------------------------
 
+def _bookkeeping(name: str) -> bool:
+    return name.startswith(".") and name.endswith((".lock", ".tmp", ".statcache.json"))
+
+
 def list_files(workspace: Path, paths) -> list:
     """Workspace-relative POSIX paths of every regular file under ``paths``, sorted.
 
     Hidden bookkeeping files of this tool and of the run records (``.*.lock``,
     ``.*.tmp``, the stat cache) are skipped; symbolic links are not followed.
+    Each given path is resolved once; below it, ``os.scandir`` supplies the
+    file types without extra system calls.
     """
     found = set()
     for given in paths:
         root = Path(given)
         if not root.exists():
             raise InputError("path not found", file=given)
-        relative_to_workspace(workspace, root)
+        relative_root = relative_to_workspace(workspace, root)
+        relative_root = "" if relative_root == "." else relative_root
         if root.is_file():
-            found.add(relative_to_workspace(workspace, root))
+            found.add(relative_root)
             continue
-        for folder, dirs, files in os.walk(root):
-            dirs.sort()
-            for name in files:
-                if name.startswith(".") and name.endswith((".lock", ".tmp", ".statcache.json")):
-                    continue
-                path = Path(folder) / name
-                if path.is_file() and not path.is_symlink():
-                    found.add(relative_to_workspace(workspace, path))
+        stack = [(str(root.resolve()), relative_root)]
+        while stack:
+            folder, relative = stack.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    child = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, child))
+                    elif entry.is_file(follow_symlinks=False) and not _bookkeeping(entry.name):
+                        found.add(child)
     return sorted(found)
+
+
+_buffers = threading.local()
 
 
 def hash_one(path: Path) -> dict:
@@ -85,9 +98,11 @@ def hash_one(path: Path) -> dict:
     sha = hashlib.sha256()
     crc = 0
     size = 0
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
+        buffer = _buffers.buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
         while count := handle.readinto(buffer):
             chunk = view[:count]
             sha.update(chunk)
@@ -109,11 +124,12 @@ def hash_files(workspace: Path, relative_paths, executor: Executor | None = None
     """
     results = {}
     to_hash = []
+    root = str(workspace)
     for relative in relative_paths:
         hit = cache.get(relative) if cache else None
         if hit is not None:
             try:
-                stat = _stat_key(os.stat(workspace / relative))
+                stat = _stat_key(os.stat(os.path.join(root, relative)))
             except OSError:
                 stat = None
             if stat == hit["stat"] and stat[2] < cache_time_ns:

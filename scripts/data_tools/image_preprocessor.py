@@ -176,42 +176,93 @@ def window(xp, values, center: float, width: float, function: str):
     raise ValueError(f"unsupported VOI LUT Function {function!r}")
 
 
+def _linear_window(xp, pixels, slope: float, intercept: float, center: float, width: float):
+    """LINEAR / LINEAR_EXACT windowing of rescaled pixels, fused and in float32.
+
+    ``(x * slope + intercept - center) / width + 0.5`` is evaluated as
+    ``(x - s0) * scale + offset`` where ``s0`` is the stored value nearest the
+    window's center: the subtraction is exact in float32, so no precision is
+    lost to cancellation, and the whole chain is four passes over the image.
+    """
+    s0 = round((center - intercept) / slope) if slope else 0
+    scale = slope / width
+    offset = (s0 * slope + intercept - center) / width + 0.5
+    image = xp.asarray(pixels).astype(xp.float32)
+    image -= xp.float32(s0)
+    image *= xp.float32(scale)
+    image += xp.float32(offset)
+    return xp.clip(image, 0.0, 1.0, out=image)
+
+
 def normalize(xp, pixels, params: dict, window_override=None, function_override=None):
-    """Pixels -> (float image in [0, 1], modality values or None, what was done)."""
+    """Pixels -> (float32 image in [0, 1], what was done)."""
     done = {}
-    if params["color"]:
-        image = xp.asarray(pixels).astype(xp.float64) / (2 ** params["bits_stored"] - 1)
+    if params["color"] or params.get("kind") == "png":
+        image = xp.asarray(pixels).astype(xp.float32)
+        image *= xp.float32(1 / (2 ** params["bits_stored"] - 1))
         done["scaled_by_bit_depth"] = params["bits_stored"]
-        return xp.clip(image, 0.0, 1.0), None, done
-    values = modality_values(xp, pixels, params)
+        return xp.clip(image, 0.0, 1.0, out=image), done
     done["modality"] = "lut" if "modality_lut" in params else ("rescale" if "rescale" in params else "none")
     if "rescale" in params:
         done["rescale"] = params["rescale"]
     if window_override is None and "voi_lut" in params:
         lut = params["voi_lut"]
-        image = apply_lut(xp, values, lut) / (2 ** lut["bits"] - 1)
+        image = (apply_lut(xp, modality_values(xp, pixels, params), lut) / (2 ** lut["bits"] - 1)).astype(xp.float32)
         done["voi"] = {"lut": True, "bits": lut["bits"]}
     else:
-        if params.get("kind") == "png":
-            center, width, source = None, None, None
-        elif window_override is not None:
+        values = None
+        if window_override is not None:
             (center, width), source = window_override, "argument"
         elif "window" in params:
             (center, width), source = params["window"], "file"
         else:
+            values = modality_values(xp, pixels, params)
             low, high = float(values.min()), float(values.max())
             center, width, source = (low + high) / 2, max(high - low, 1.0), "data range"
-        if center is None:  # gray PNG: by bit depth
-            image = values / (2 ** params["bits_stored"] - 1)
-            done["scaled_by_bit_depth"] = params["bits_stored"]
+        function = function_override or params.get("voi_function", "LINEAR")
+        done["voi"] = {"center": center, "width": width, "function": function, "from": source}
+        if function in ("LINEAR", "LINEAR_EXACT") and "modality_lut" not in params and width > (function == "LINEAR"):
+            slope, intercept = params.get("rescale", (1.0, 0.0))
+            if function == "LINEAR":
+                center, width = center - 0.5, width - 1
+            image = _linear_window(xp, pixels, slope, intercept, center, width)
         else:
-            function = function_override or params.get("voi_function", "LINEAR")
-            image = window(xp, values, center, width, function)
-            done["voi"] = {"center": center, "width": width, "function": function, "from": source}
+            values = modality_values(xp, pixels, params) if values is None else values
+            image = window(xp, values, center, width, function).astype(xp.float32)
     if params.get("photometric") == "MONOCHROME1":
         image = 1.0 - image
         done["inverted"] = "MONOCHROME1"
-    return image, values, done
+    return image, done
+
+
+def preprocess_pixels(xp, pixels, params: dict, options: dict, sample_id: str):
+    """Normalize, mask, resize and augment one image: ``(float32 image, what was done)``.
+
+    ``options``: window, voi_function, mask_threshold, mask (array) and
+    mask_name, size, augment, seed, epoch.
+    """
+    image, done = normalize(xp, pixels, params, options.get("window"), options.get("voi_function"))
+    axes = spatial_axes(image, params["color"])
+    if options.get("mask_threshold") is not None:
+        if params["color"] or params.get("kind") == "png":
+            raise InputError("--mask-threshold needs a monochrome DICOM (modality values)", file=sample_id)
+        image = image * (modality_values(xp, pixels, params) >= options["mask_threshold"])
+        done["mask"] = {"threshold": options["mask_threshold"]}
+    if options.get("mask") is not None:
+        mask = xp.asarray(options["mask"], dtype=xp.float32)
+        spatial = (image.shape[axes[0]], image.shape[axes[1]])
+        if tuple(mask.shape) != spatial:
+            raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {spatial}", file=sample_id)
+        image = image * (mask[..., None] if params["color"] else mask)
+        done["mask"] = {"file": options.get("mask_name")}
+    if options.get("size") is not None:
+        image = resize(xp, image, options["size"], axes)
+        done["resize"] = list(options["size"])
+    if options.get("augment"):
+        draws = augmentation_parameters(options["seed"], sample_id, options.get("epoch", 0))
+        image = augment(xp, image, draws, axes)
+        done["augmentation"] = draws
+    return image.astype(xp.float32, copy=False), done
 
 
 def spatial_axes(image, color: bool) -> tuple:
@@ -244,6 +295,7 @@ def augmentation_parameters(seed: int, sample_id: str, epoch: int) -> dict:
         "intensity_shift": float(rng.uniform(-0.05, 0.05)),
         "noise_sigma": float(rng.uniform(0.0, 0.02)),
         "noise_seed": int(rng.integers(0, 2**63)),
+        "noise_generator": "SFC64",  # the fastest of NumPy's bit generators here, for the per-pixel draws
     }
 
 
@@ -254,11 +306,13 @@ def augment(xp, image, draws: dict, axes):
         image = xp.flip(image, axis=axes[0])
     if draws["rot90"]:
         image = xp.rot90(image, draws["rot90"], axes=axes)
-    image = image * draws["intensity_scale"] + draws["intensity_shift"]
+    image = image * xp.float32(draws["intensity_scale"])
+    image += xp.float32(draws["intensity_shift"])
     # Noise is drawn on the host so that both backends see the same numbers.
-    noise = np.random.Generator(np.random.PCG64(draws["noise_seed"])).standard_normal(image.shape)
-    image = image + xp.asarray(noise) * draws["noise_sigma"]
-    return xp.clip(image, 0.0, 1.0)
+    noise = np.random.Generator(np.random.SFC64(draws["noise_seed"])).standard_normal(image.shape, dtype=np.float32)
+    noise *= np.float32(draws["noise_sigma"])
+    image += xp.asarray(noise)
+    return xp.clip(image, 0.0, 1.0, out=image)
 
 
 # --------------------------------------------------------------------------
@@ -274,27 +328,7 @@ def process_sample(task: dict) -> dict:
         warnings.simplefilter("always")
         try:
             pixels, params = read_image(path)
-            image, values, done = normalize(xp, pixels, params, task["window"], task["voi_function"])
-            axes = spatial_axes(image, params["color"])
-            if task["mask_threshold"] is not None:
-                if values is None:
-                    raise InputError("--mask-threshold needs a monochrome DICOM (modality values)", file=path)
-                image = image * (values >= task["mask_threshold"])
-                done["mask"] = {"threshold": task["mask_threshold"]}
-            if task["mask"] is not None:
-                mask = xp.asarray(task["mask"])
-                spatial = (image.shape[axes[0]], image.shape[axes[1]])
-                if tuple(mask.shape) != spatial:
-                    raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {spatial}", file=path)
-                image = image * (mask[..., None] if params["color"] else mask)
-                done["mask"] = {"file": task["mask_name"]}
-            if task["size"] is not None:
-                image = resize(xp, image, task["size"], axes)
-                done["resize"] = list(task["size"])
-            if task["augment"]:
-                draws = augmentation_parameters(task["seed"], task["source"], task["epoch"])
-                image = augment(xp, image, draws, axes)
-                done["augmentation"] = draws
+            image, done = preprocess_pixels(xp, pixels, params, task, task["source"])
             array = np.ascontiguousarray(to_numpy(image).astype(np.float32))
         except InputError:
             raise

@@ -8,7 +8,7 @@ One row per file under the given folders (default: the sample dataset):
 * DICOM: patient, study, series and SOP identifiers, modality, rows,
   columns, frames, pixel spacing, rescale slope/intercept/type, window
   center/width, photometric interpretation, bits allocated/stored, pixel
-  representation, transfer syntax, and the number of private tags;
+  representation, transfer syntax, and the number of (top-level) private tags;
 * PNG: width, height, mode, bit depth, color type, and every text chunk
   (tEXt, zTXt, iTXt) wherever it sits, before or after the image data.
 
@@ -263,7 +263,7 @@ def dicom_row(path: Path, pseudonyms: Pseudonymizer | None, relative: str = "") 
         "bits_stored": _value(ds, "BitsStored"),
         "pixel_representation": _value(ds, "PixelRepresentation"),
         "transfer_syntax": transfer,
-        "private_tags": sum(1 for element in ds.iterall() if element.tag.is_private),
+        "private_tags": sum(1 for tag in ds.keys() if tag.is_private),  # top level; keys() decodes no values
     }
     if pseudonyms is None:
         name = _value(ds, "PatientName")

@@ -19,6 +19,7 @@ A script looks like::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -84,6 +85,9 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
         add_common_options(parser, workspace=workspace)
     args = parser.parse_args(argv)
     script = parser.script or parser.prog
+    if os.environ.get(time_utils.SOURCE_DATE_EPOCH) == "":
+        # Empty means unset (time_utils); some libraries (NumPy's f2py) crash on it otherwise.
+        del os.environ[time_utils.SOURCE_DATE_EPOCH]
     try:
         log = JsonLogger(script, log_file=args.log_file, quiet=args.quiet)
     except OSError as exc:

@@ -1,0 +1,278 @@
+"""Benchmarks of the data tools, each beside its anchor measured in the same run.
+
+Imported by ``bench/run_bench.py``; each function returns a list of figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from scripts.data_tools import dataset_splitter, hash_integrity, image_preprocessor, metadata_extractor
+from scripts.data_tools.sample_data import dicom_slices, phantom_hu
+from scripts.utils.seed_manager import SeedManager
+
+
+def best_of_alternating(functions: dict, repeat: int) -> dict:
+    """Run each function in turn, ``repeat`` rounds; keep each one's best wall time."""
+    best = {name: float("inf") for name in functions}
+    for _ in range(repeat):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def figure(name, what, ours, unit, anchor_what, anchor, target, extra=None, higher_is_better=True):
+    """One figure; ``target`` None marks a figure shown for context, with no target of its own."""
+    ratio = ours / anchor if higher_is_better else anchor / ours
+    result = {"name": name, "what": what, "value": round(ours, 3), "unit": unit,
+              "anchor": {"what": anchor_what, "value": round(anchor, 3), "unit": unit},
+              "ratio": round(ratio, 3), "target": None if target is None else {"ratio_at_least": target},
+              "met": None if target is None else ratio >= target}
+    result.update(extra or {})
+    return result
+
+
+def _write_tree(root: Path, files: int, size: int) -> list:
+    root.mkdir(parents=True, exist_ok=True)
+    block = np.random.Generator(np.random.PCG64(1)).integers(0, 256, size, dtype=np.uint8).tobytes()
+    names = []
+    for index in range(files):
+        path = root / f"d{index // 500:03d}" / f"f{index:06d}.bin"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(index.to_bytes(8, "little") + block[8:])
+        names.append(path.relative_to(root.parent).as_posix())
+    return names
+
+
+def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
+    files, size = (64, 1 << 20) if quick else (1024, 1 << 20)
+    workspace = scratch / "hash_ws"
+    names = _write_tree(workspace / "tree", files, size)
+    paths = [workspace / name for name in names]
+    total = files * size
+    cpus = os.cpu_count() or 1
+
+    def ours():
+        hash_integrity.hash_files(workspace, names, workers=cpus)
+
+    def same_work_one_thread():
+        hash_integrity.hash_files(workspace, names, workers=1)
+
+    def hashlib_one_thread():
+        for path in paths:
+            with open(path, "rb") as handle:
+                hashlib.sha256(handle.read()).digest()
+
+    runs = {"ours": ours, "same_one": same_work_one_thread, "hashlib": hashlib_one_thread}
+    sha256sum = shutil.which("sha256sum")
+    if sha256sum:
+        runs["sha256sum"] = lambda: subprocess.run([sha256sum, *map(str, paths)], stdout=subprocess.DEVNULL, check=True)
+    best = best_of_alternating(runs, repeat)
+    gib = lambda seconds: total / seconds / 2**30
+    common = {"input": {"files": files, "bytes": total}, "workers": cpus}
+    out = [
+        figure("hash_tree_vs_hashlib_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads", gib(best["ours"]),
+               "GiB/s", "hashlib SHA-256 alone, one thread, read whole files", gib(best["hashlib"]), 1.6, common),
+        figure("hash_tree_vs_same_work_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads",
+               gib(best["ours"]), "GiB/s", "hash_integrity SHA-256 + CRC32, one thread", gib(best["same_one"]), None,
+               common),
+    ]
+    if sha256sum:
+        out.append(figure("hash_tree_vs_sha256sum", f"hash_integrity SHA-256 + CRC32, {cpus} threads",
+                          gib(best["ours"]), "GiB/s", "coreutils sha256sum over the same files",
+                          gib(best["sha256sum"]), 8.0, common))
+    shutil.rmtree(workspace)
+    return out
+
+
+def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
+    files, size = (2_000, 16 << 10) if quick else (20_000, 16 << 10)
+    workspace = scratch / "reverify_ws"
+    _write_tree(workspace / "tree", files, size)
+    registry = workspace / "data" / "hash_registry.json"
+    registry.parent.mkdir(parents=True)
+    cpus = os.cpu_count() or 1
+    names = hash_integrity.list_files(workspace, [workspace / "tree"])
+    hash_integrity.save_stat_cache(registry, hash_integrity.hash_files(workspace, names, workers=cpus))
+    time.sleep(0.05)
+    os.utime(hash_integrity.stat_cache_path(registry))  # the cache is newer than every file
+
+    def full():
+        listed = hash_integrity.list_files(workspace, [workspace / "tree"])
+        hash_integrity.hash_files(workspace, listed, workers=cpus)
+
+    def cached():
+        listed = hash_integrity.list_files(workspace, [workspace / "tree"])
+        cache, stamp = hash_integrity.load_stat_cache(registry)
+        result = hash_integrity.hash_files(workspace, listed, workers=cpus, cache=cache, cache_time_ns=stamp)
+        assert all(entry["cached"] for entry in result.values())
+
+    best = best_of_alternating({"full": full, "cached": cached}, repeat)
+    shutil.rmtree(workspace)
+    return [figure("reverify_unchanged_tree", "verify with the stat cache (list, stat, compare)", best["cached"], "s",
+                   "the same verify reading and hashing every file", best["full"], 50.0,
+                   {"input": {"files": files, "bytes_each": size}}, higher_is_better=False)]
+
+
+def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
+    from sklearn.model_selection import GroupShuffleSplit
+
+    records, groups = (100_000, 10_000) if quick else (1_000_000, 100_000)
+    rows = [{"id": f"r{i}", "patient": f"p{i % groups}"} for i in range(records)]
+    group_array = np.array([row["patient"] for row in rows])
+    features = np.zeros((records, 1))
+    ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
+    key = b"bench-ke"
+
+    def ours():
+        dataset_splitter.split_records(rows, ratios, key, "id", "patient")
+
+    def ours_core():
+        dataset_splitter.assign_records(group_array, ratios, key)
+
+    def sklearn():
+        next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(features, groups=group_array))
+
+    best = best_of_alternating({"ours": ours, "core": ours_core, "sklearn": sklearn}, repeat)
+
+    # Growth by 10%: new records in new groups. How many of the old test records move?
+    grown_rows = rows + [{"id": f"n{i}", "patient": f"q{i % (groups // 10)}"} for i in range(records // 10)]
+    before = dataset_splitter.split_records(rows, ratios, key, "id", "patient")["assignments"]
+    after = dataset_splitter.split_records(grown_rows, ratios, key, "id", "patient")["assignments"]
+    ours_moved = sum(after[record_id] != split for record_id, split in before.items())
+    grown_groups = np.array([row["patient"] for row in grown_rows])
+    _, test_before = next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(features, groups=group_array))
+    _, test_after = next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(
+        np.zeros((len(grown_rows), 1)), groups=grown_groups))
+    moved_fraction = 1 - len(set(test_before) & set(test_after)) / len(test_before)
+    growth = {"records_moved_ours": ours_moved, "sklearn_test_records_moved_fraction": round(moved_fraction, 3)}
+    common = {"input": {"records": records, "groups": groups}, "growth_10_percent": growth}
+    return [
+        figure("split_full_manifest", "dataset_splitter.split_records (assignment + manifest, counts, checks)",
+               best["ours"], "s", "sklearn GroupShuffleSplit, one split", best["sklearn"], None, common,
+               higher_is_better=False),
+        figure("split_assignment_only", "dataset_splitter.assign_records: keyed-hash split of every record (same "
+               "groups array as sklearn gets)", best["core"], "s",
+               "sklearn GroupShuffleSplit, one split", best["sklearn"], 0.5, common, higher_is_better=False),
+    ]
+
+
+def bench_metadata(scratch: Path, quick: bool, repeat: int) -> list:
+    import pydicom
+
+    patients = 20 if quick else 170  # 170 patients x 1.5 studies x 8 slices = 2,040 files
+    folder = scratch / "dicom_bench"
+    seeds = SeedManager(base_seed=1)
+    for relative, data in dicom_slices(seeds, patients, 8, 64):
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    paths = sorted(folder.rglob("*.dcm"))
+    files = [(path, path.relative_to(folder).as_posix()) for path in paths]
+    cpus = os.cpu_count() or 1
+    key = b"k" * 32
+
+    def ours():
+        metadata_extractor.extract_rows(files, key, workers=cpus)
+
+    def anchor():
+        for path in paths:
+            pydicom.dcmread(path, stop_before_pixels=True)
+
+    best = best_of_alternating({"ours": ours, "anchor": anchor}, repeat)
+    shutil.rmtree(folder)
+    rate = lambda seconds: len(paths) / seconds
+    return [figure("metadata_extraction", f"metadata_extractor rows (de-identified), {cpus} processes",
+                   rate(best["ours"]), "files/s", "single-process pydicom dcmread(stop_before_pixels=True) loop",
+                   rate(best["anchor"]), 1.7, {"input": {"dicom_files": len(paths)}})]
+
+
+BENCH_PARAMS = {"kind": "dicom", "color": False, "photometric": "MONOCHROME2", "bits_stored": 16,
+                "rescale": [1.0, -1024.0], "window": [40.0, 400.0], "voi_function": "LINEAR", "frames": 1}
+BENCH_OPTIONS = {"augment": True, "seed": 5, "epoch": 0}
+
+
+def _ours_one(path):
+    pixels = np.load(path)
+    image, _ = image_preprocessor.preprocess_pixels(np, pixels, BENCH_PARAMS, BENCH_OPTIONS, Path(path).name)
+    return float(image[0, 0])
+
+
+def _naive_one(path):
+    """The chain as one would write it first: float64, one step per line, copies."""
+    pixels = np.load(path)
+    rng = np.random.default_rng(abs(hash(Path(path).name)) % 2**32)
+    x = pixels.astype(np.float64)
+    x = x * 1.0 + (-1024.0)                                   # rescale to HU
+    center, width = 40.0 - 0.5, 400.0 - 1
+    low, high = center - width / 2, center + width / 2
+    y = np.where(x <= low, 0.0, np.where(x > high, 1.0, (x - center) / width + 0.5))  # window
+    y = (y - y.min()) / (y.max() - y.min() + 1e-12)           # normalize
+    if rng.random() < 0.5:
+        y = np.fliplr(y).copy()
+    y = np.rot90(y, int(rng.integers(0, 4))).copy()
+    y = y + rng.normal(0.0, 0.01, y.shape)                    # noise
+    return np.clip(y, 0, 1).astype(np.float32)
+
+
+def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
+    count = 40 if quick else 400
+    rng = np.random.Generator(np.random.PCG64(3))
+    folder = scratch / "slices"
+    folder.mkdir()
+    base = [np.round(phantom_hu(512, k, 8, rng) + 1024).astype(np.int16) for k in range(8)]
+    paths = []
+    for index in range(count):
+        path = folder / f"slice{index:04d}.npy"
+        np.save(path, base[index % 8])
+        paths.append(str(path))
+    cpus = os.cpu_count() or 1
+    pool = ProcessPoolExecutor(max_workers=cpus)
+    list(pool.map(_ours_one, paths[:cpus]))  # start the workers outside the timing
+
+    def ours_parallel():
+        list(pool.map(_ours_one, paths, chunksize=8))
+
+    def ours_one_process():
+        for path in paths:
+            _ours_one(path)
+
+    def naive():
+        for path in paths:
+            _naive_one(path)
+
+    try:
+        best = best_of_alternating({"parallel": ours_parallel, "one": ours_one_process, "naive": naive}, repeat)
+    finally:
+        pool.shutdown()
+    shutil.rmtree(folder)
+    rate = lambda seconds: count / seconds
+    common = {"input": {"slices": count, "shape": [512, 512], "dtype": "int16", "read_from": ".npy files"},
+              "chain": "load, rescale, window (LINEAR 40/400), normalize, flip, rot90, intensity jitter, noise"}
+    return [
+        figure("preprocess_ct_slices", f"image_preprocessor.preprocess_pixels, {cpus} processes", rate(best["parallel"]),
+               "images/s", "naive per-image NumPy chain (float64, np.where), one process", rate(best["naive"]), 2.5,
+               common),
+        figure("preprocess_ct_slices_one_process", "image_preprocessor.preprocess_pixels, one process",
+               rate(best["one"]), "images/s", "naive per-image NumPy chain, one process", rate(best["naive"]), None,
+               common),
+    ]
+
+
+BENCHMARKS = {
+    "hashing": bench_hashing,
+    "reverify": bench_reverify,
+    "splitter": bench_splitter,
+    "metadata": bench_metadata,
+    "preprocess": bench_preprocess,
+}
