@@ -6,15 +6,27 @@ import sys
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO
 
+EXPECTED = {
+    "log_converter_single_process", "log_converter_workers_", "hash_tree_vs_hashlib_one_thread",
+    "hash_tree_vs_same_work_one_thread", "reverify_unchanged_tree", "split_full_manifest", "split_assignment_only",
+    "metadata_extraction", "preprocess_ct_slices", "preprocess_ct_slices_one_process",
+}
 
-def test_quick_bench_writes_a_report_with_ratios(workspace):
+
+def test_quick_bench_writes_a_report_with_every_figure(workspace):
     result = subprocess.run([sys.executable, str(REPO / "bench" / "run_bench.py"), "--quick", "--repeat", "1",
-                             "--workspace", str(workspace)], capture_output=True, timeout=300)
+                             "--workspace", str(workspace)], capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr.decode()
     (report_path,) = (workspace / "experiments" / "results").glob("bench_*.json")
     report = read_json(report_path)
     figures = report["results"]["benchmarks"]
-    assert [f["name"].startswith("log_converter") for f in figures] == [True, True]
+    names = {f["name"] if not f["name"].startswith("log_converter_workers_") else "log_converter_workers_"
+             for f in figures}
+    assert EXPECTED <= names
     for figure in figures:
-        assert figure["ratio"] > 0 and figure["anchor"]["value"] > 0 and isinstance(figure["met"], bool)
+        assert figure["ratio"] > 0 and figure["anchor"]["value"] > 0 and figure["value"] > 0
+        assert figure["met"] in (True, False, None)
+        assert (figure["target"] is None) == (figure["met"] is None)
+    splitter = [f for f in figures if f["name"] == "split_assignment_only"][0]
+    assert splitter["growth_10_percent"]["records_moved_ours"] == 0
     assert report_path.relative_to(workspace).as_posix() in read_json(workspace / "data/hash_registry.json")["files"]

@@ -32,7 +32,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
@@ -98,16 +100,31 @@ def _bounds(ratios: dict) -> np.ndarray:
     return np.array(fixed, dtype=np.uint64)
 
 
-def assign_records(groups, ratios: dict, key: bytes):
+PARALLEL_GROUPS = 100_000  # below this many distinct groups, one process is faster than a pool
+
+
+def _hash_chunk(key: bytes, groups: list) -> bytes:
+    return b"".join([_keyed_hash(key, group) for group in groups])
+
+
+def assign_records(groups, ratios: dict, key: bytes, executor: Executor | None = None):
     """Split index (into ``list(ratios)``) for every record, and ``{group: split index}``.
 
     Vectorized: the distinct groups are found with ``numpy.unique`` (as
     scikit-learn does), each is hashed once with keyed BLAKE2b (8 bytes, read
     as a big-endian integer), and the positions are compared with the bounds.
+    With an ``executor`` and many groups, chunks of groups are hashed on it;
+    the chunks are joined in order, so the result does not depend on it.
     """
     groups = np.asarray(groups, dtype=str)
     distinct, inverse = np.unique(groups, return_inverse=True)
-    digests = b"".join([_keyed_hash(key, group) for group in distinct.tolist()])
+    names = distinct.tolist()
+    if executor is not None and len(names) >= PARALLEL_GROUPS:
+        size = -(-len(names) // 16)
+        chunks = [names[start:start + size] for start in range(0, len(names), size)]
+        digests = b"".join(executor.map(_hash_chunk, [key] * len(chunks), chunks))
+    else:
+        digests = _hash_chunk(key, names)
     positions = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
     per_group = np.searchsorted(_bounds(ratios), positions, side="right")
     return per_group[inverse.reshape(-1)], dict(zip(distinct.tolist(), per_group.tolist()))
@@ -155,7 +172,7 @@ def _text(value):
 
 
 def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_column: str,
-                  stratify: str | None = None, source="records") -> dict:
+                  stratify: str | None = None, source="records", executor: Executor | None = None) -> dict:
     """The split manifest's content for ``rows`` (see the module docstring)."""
     if not rows:
         raise InputError("no records to split", file=source)
@@ -182,7 +199,7 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
 
     names = list(ratios)
     ids = list(records)
-    per_record, per_group = assign_records([records[i][0] for i in ids], ratios, key)
+    per_record, per_group = assign_records([records[i][0] for i in ids], ratios, key, executor)
     assignments = dict(zip(ids, (names[index] for index in per_record.tolist())))
     groups = {group: names[index] for group, index in per_group.items()}
     check_disjoint(records, assignments)
@@ -278,10 +295,16 @@ def main(argv=None) -> int:
     parser.add_argument("--stratify", metavar="COLUMN", default=None, help="label column to report class balance for")
     parser.add_argument("--verify", metavar="MANIFEST", default=None,
                         help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any difference")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help=f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)")
     parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
     cli.add_common_options(parser)
 
     def run(args, log):
+        from scripts.data_tools import dataset_splitter as lib  # importable, for the worker processes
+
+        if args.workers < 1:
+            raise InputError("--workers must be at least 1", value=args.workers)
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         previous = None
@@ -301,7 +324,12 @@ def main(argv=None) -> int:
         except InputError:
             source_name = source.name
         rows = read_records(source)
-        manifest = split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source)
+        if args.workers > 1 and len(rows) >= PARALLEL_GROUPS:
+            with ProcessPoolExecutor(max_workers=args.workers) as pool:
+                manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source,
+                                             pool)
+        else:
+            manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source)
         manifest["records"] = source_name
         manifest["records_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
 

@@ -39,7 +39,7 @@ import math
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
@@ -344,20 +344,23 @@ def process_sample(task: dict) -> dict:
     return record
 
 
-def run_tasks(tasks: list, workers: int, skip_errors: bool) -> list:
-    """Process every task; results in task order whatever the worker count."""
+def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None) -> list:
+    """Process every task on ``executor`` (or a pool of ``workers``, or inline); records in task order."""
+    own_pool = executor is None and workers > 1 and len(tasks) > 1
+    pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
     records = []
-    with progress(total=len(tasks), desc="preprocess", unit="image") as bar:
-        if workers > 1 and len(tasks) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_guarded_sample, task, skip_errors) for task in tasks]
-                for future in futures:
-                    records.append(future.result())
-                    bar.update(1)
-        else:
-            for task in tasks:
-                records.append(_guarded_sample(task, skip_errors))
+    try:
+        with progress(total=len(tasks), desc="preprocess", unit="image") as bar:
+            if pool is None:
+                results = (_guarded_sample(task, skip_errors) for task in tasks)
+            else:
+                results = pool.map(_guarded_sample, tasks, [skip_errors] * len(tasks))
+            for record in results:
+                records.append(record)
                 bar.update(1)
+    finally:
+        if own_pool:
+            pool.shutdown(cancel_futures=True)
     return records
 
 

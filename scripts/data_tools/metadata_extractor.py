@@ -45,7 +45,7 @@ import struct
 import sys
 import warnings
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
@@ -325,22 +325,32 @@ def list_inputs(workspace: Path, inputs) -> list:
     return [(found[key], key) for key in sorted(found)]
 
 
-def extract_rows(files, key, workers: int = 1) -> list:
-    """Rows for ``files`` in the given order; ``workers`` > 1 uses a process pool."""
+def extract_rows(files, key, workers: int = 1, executor: Executor | None = None) -> list:
+    """Rows for ``files`` in the given order.
+
+    The work runs on ``executor`` when given (any ``concurrent.futures``
+    executor), else on a process pool of ``workers``, else inline; ``map``
+    keeps the input order, so the table does not depend on the choice.
+    """
     paths = [path for path, _ in files]
     names = [name for _, name in files]
     keys = [key] * len(files)
+    own_pool = executor is None and workers > 1 and len(files) > 1
+    pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
     rows = []
-    with progress(total=len(files), desc="metadata", unit="file") as bar:
-        if workers > 1 and len(files) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for row in pool.map(extract_row, paths, names, keys, chunksize=max(1, min(64, len(files) // (4 * workers)))):
-                    rows.append(row)
-                    bar.update(1)
-        else:
-            for row in map(extract_row, paths, names, keys):
+    try:
+        with progress(total=len(files), desc="metadata", unit="file") as bar:
+            if pool is None:
+                results = map(extract_row, paths, names, keys)
+            else:
+                results = pool.map(extract_row, paths, names, keys,
+                                   chunksize=max(1, min(64, len(files) // (4 * max(workers, 1)))))
+            for row in results:
                 rows.append(row)
                 bar.update(1)
+    finally:
+        if own_pool:
+            pool.shutdown()
     return rows
 
 

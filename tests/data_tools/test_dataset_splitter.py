@@ -123,3 +123,14 @@ def test_cli_reads_csv_and_rejects_a_missing_column(workspace, tmp_path):
 def test_positions_are_uniform_enough():
     positions = np.array([sp.group_position(KEY, f"g{i}") for i in range(20_000)])
     assert 0 <= positions.min() and positions.max() < 1 and abs(positions.mean() - 0.5) < 0.01
+
+
+def test_an_executor_gives_the_same_assignment(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(sp, "PARALLEL_GROUPS", 10)
+    groups = [f"g{i % 500}" for i in range(3000)]
+    alone, _ = sp.assign_records(groups, RATIOS, KEY)
+    with ThreadPoolExecutor(4) as pool:
+        pooled, _ = sp.assign_records(groups, RATIOS, KEY, pool)
+    assert alone.tolist() == pooled.tolist()

@@ -131,3 +131,11 @@ def test_short_key_file_is_refused(sample_workspace, tmp_path):
     key.write_text("short")
     result = run_script("data_tools", "metadata_extractor", "--deid-key-file", key, "--workspace", sample_workspace)
     assert result.returncode == 2 and "16 bytes" in single_error(result.stderr)["error"]
+
+
+def test_any_executor_gives_the_same_table(sample_workspace):
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = mx.list_inputs(sample_workspace, [sample_workspace / "data/sample"])
+    with ThreadPoolExecutor(3) as pool:
+        assert mx.extract_rows(files, b"k" * 32, executor=pool) == mx.extract_rows(files, b"k" * 32)
