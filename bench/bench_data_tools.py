@@ -68,10 +68,16 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
     def same_work_one_thread():
         hash_integrity.hash_files(workspace, names, workers=1)
 
-    def hashlib_one_thread():
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+
+    def hashlib_one_thread():  # a careful single-thread loop: one reused buffer, no copies
         for path in paths:
-            with open(path, "rb") as handle:
-                hashlib.sha256(handle.read()).digest()
+            sha = hashlib.sha256()
+            with open(path, "rb", buffering=0) as handle:
+                while count := handle.readinto(buffer):
+                    sha.update(view[:count])
+            sha.digest()
 
     runs = {"ours": ours, "same_one": same_work_one_thread, "hashlib": hashlib_one_thread}
     sha256sum = shutil.which("sha256sum")
@@ -82,7 +88,7 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
     common = {"input": {"files": files, "bytes": total}, "workers": cpus}
     out = [
         figure("hash_tree_vs_hashlib_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads", gib(best["ours"]),
-               "GiB/s", "hashlib SHA-256 alone, one thread, read whole files", gib(best["hashlib"]), 1.6, common),
+               "GiB/s", "hashlib SHA-256 alone, one thread, reused 1 MiB buffer", gib(best["hashlib"]), 1.6, common),
         figure("hash_tree_vs_same_work_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads",
                gib(best["ours"]), "GiB/s", "hash_integrity SHA-256 + CRC32, one thread", gib(best["same_one"]), None,
                common),
