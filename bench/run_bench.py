@@ -27,7 +27,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,21 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 
 from bench import bench_data_tools  # noqa: E402
+from bench.common import best_of_alternating, figure  # noqa: E402
 from bench.sample_logs import write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
 from scripts.utils.log_formatter import convert_stream  # noqa: E402
 from scripts.utils.run_records import RunRecorder  # noqa: E402
-
-
-def _best_of_alternating(functions: dict, repeat: int) -> dict:
-    """Run each function in turn, ``repeat`` rounds; best wall time of each."""
-    best = {name: float("inf") for name in functions}
-    for _ in range(repeat):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
@@ -71,25 +60,17 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
                 convert_stream(reader, writer, workers=workers)
         return run
 
-    best = _best_of_alternating(
-        {"anchor": trivial_loop, "one": converter(1), "all": converter(cpus)}, repeat)
+    best = best_of_alternating({"anchor": trivial_loop, "one": converter(1), "all": converter(cpus)}, repeat)
     anchor = lines / best["anchor"]
-    figures = []
-    for key, workers in (("one", 1), ("all", cpus)):
-        ours = lines / best[key]
-        figures.append({
-            "name": f"log_converter_workers_{workers}" if key == "all" else "log_converter_single_process",
-            "what": f"log_formatter.convert_stream, workers={workers}, on a mixed 5-format log, file to file",
-            "value": round(ours), "unit": "lines/s",
-            "anchor": {"what": 'trivial loop: orjson.dumps({"msg": line}) per line, one process, file to file',
-                       "value": round(anchor), "unit": "lines/s"},
-            "ratio": round(ours / anchor, 3),
-            "target": {"ratio_at_least": 0.5},
-            "met": ours / anchor >= 0.5,
-            "input": {"lines": lines, "bytes": size},
-            "seconds": {"ours": round(best[key], 4), "anchor": round(best["anchor"], 4)},
-        })
-    return figures
+    common = {"input": {"lines": lines, "bytes": size}}
+    return [
+        figure("log_converter_single_process", "log_formatter.convert_stream, one process, on a mixed 5-format log",
+               lines / best["one"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
+               anchor, 0.5, common),
+        figure(f"log_converter_workers_{cpus}", f"log_formatter.convert_stream, workers={cpus}, same log",
+               lines / best["all"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
+               anchor, 0.5, common),
+    ]
 
 
 BENCHMARKS = {"log_converter": bench_log_converter, **bench_data_tools.BENCHMARKS}
@@ -113,9 +94,9 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory(prefix="crh-bench-") as scratch:
                 for name in names:
                     log.info("bench_start", benchmark=name)
-                    for figure in BENCHMARKS[name](Path(scratch), args.quick, max(1, args.repeat)):
-                        log.info("bench_done", **figure)
-                        results.append(figure)
+                    for result in BENCHMARKS[name](Path(scratch), args.quick, max(1, args.repeat)):
+                        log.info("bench_done", **result)
+                        results.append(result)
             record.results.update({
                 "benchmarks": results,
                 "quick": args.quick,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import os
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -295,16 +294,13 @@ def main(argv=None) -> int:
     parser.add_argument("--stratify", metavar="COLUMN", default=None, help="label column to report class balance for")
     parser.add_argument("--verify", metavar="MANIFEST", default=None,
                         help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any difference")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help=f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)")
-    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_workers_option(parser, f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)")
+    cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):
         from scripts.data_tools import dataset_splitter as lib  # importable, for the worker processes
 
-        if args.workers < 1:
-            raise InputError("--workers must be at least 1", value=args.workers)
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         previous = None

@@ -263,15 +263,13 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=("hash", "verify"), help="hash: record; verify: audit (exit 1 on differences)")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders inside the workspace")
     parser.add_argument("--registry", metavar="FILE", default=None, help=f"registry file (default: <workspace>/{REGISTRY})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="hashing threads")
+    cli.add_workers_option(parser, "hashing threads")
     parser.add_argument("--full", action="store_true", help="read every file, ignoring the stat cache")
     parser.add_argument("--export", metavar="FILE", default=None,
                         help="also write the hashes in `sha256sum -c` format ('-' for stdout), paths workspace-relative")
     cli.add_common_options(parser)
 
     def run(args, log):
-        if args.workers < 1:
-            raise InputError("--workers must be at least 1", value=args.workers)
         workspace = resolve_workspace(args.workspace)
         registry = Path(args.registry).resolve() if args.registry else workspace / REGISTRY
         files = list_files(workspace, args.paths)

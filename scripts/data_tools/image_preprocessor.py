@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sys
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -53,7 +52,7 @@ from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, to_numpy
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
 from scripts.utils.seed_manager import SeedManager, derive_seed
 
 DEFAULT_INPUT = "data/sample"
@@ -425,24 +424,6 @@ def load_mask(path):
     return (mask > 0).astype(np.float64)
 
 
-def list_images(workspace: Path, inputs) -> list:
-    found = {}
-    for given in inputs:
-        root = Path(given).resolve()
-        if not root.exists():
-            raise InputError("input not found", file=given)
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-        for path in files:
-            try:
-                name = relative_to_workspace(workspace, path)
-            except InputError:
-                name = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
-            found[name] = path
-    if not found:
-        raise InputError("no files found", file=inputs[0])
-    return [(found[name], name) for name in sorted(found)]
-
-
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "image_preprocessor",
@@ -458,16 +439,14 @@ def main(argv=None) -> int:
     parser.add_argument("--augment", action="store_true", help="seeded flips, rot90, intensity jitter, noise")
     parser.add_argument("--epoch", type=int, default=0, help="epoch number (part of each sample's generator key)")
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (NumPy backend)")
+    cli.add_workers_option(parser, "processes (NumPy backend)")
     parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
-    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):
         from scripts.data_tools import image_preprocessor as lib  # importable, for the worker processes
 
-        if args.workers < 1:
-            raise InputError("--workers must be at least 1", value=args.workers)
         if args.mask is not None and args.mask_threshold is not None:
             raise InputError("use --mask or --mask-threshold, not both")
         size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
@@ -476,7 +455,7 @@ def main(argv=None) -> int:
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         seed = seeds.seed(SEED_STREAM)
-        images = lib.list_images(workspace, args.inputs or [workspace / DEFAULT_INPUT])
+        images = input_files(workspace, args.inputs or [workspace / DEFAULT_INPUT])
         mask = lib.load_mask(args.mask)
         config = {"window": window_override, "voi_function": args.voi_function, "size": size,
                   "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,

@@ -57,7 +57,7 @@ from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_INPUT = "data/sample"
@@ -306,25 +306,6 @@ def extract_row(path: Path, relative: str, key) -> dict:
 # Table
 # --------------------------------------------------------------------------
 
-def list_inputs(workspace: Path, inputs) -> list:
-    """``(absolute path, row path)`` for every file under the inputs, sorted by row path."""
-    found = {}
-    for given in inputs:
-        root = Path(given).resolve()
-        if not root.exists():
-            raise InputError("input not found", file=given)
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-        for path in files:
-            try:
-                relative = relative_to_workspace(workspace, path)
-            except InputError:
-                relative = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
-            found[relative] = path
-    if not found:
-        raise InputError("no files found", file=inputs[0])
-    return [(found[key], key) for key in sorted(found)]
-
-
 def extract_rows(files, key, workers: int = 1, executor: Executor | None = None) -> list:
     """Rows for ``files`` in the given order.
 
@@ -387,19 +368,17 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-phi", action="store_true", help="keep names, IDs, birth dates and UIDs as they are")
     parser.add_argument("--deid-key-file", metavar="FILE", help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)")
     parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
-    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_workers_option(parser, "processes")
+    cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):
         from scripts.data_tools import metadata_extractor as lib  # importable, for the worker processes
 
-        if args.workers < 1:
-            raise InputError("--workers must be at least 1", value=args.workers)
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         inputs = args.inputs or [workspace / DEFAULT_INPUT]
-        files = lib.list_inputs(workspace, inputs)
+        files = input_files(workspace, inputs)
         key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
         rows = lib.extract_rows(files, key, args.workers)
         failed = [row for row in rows if row["error"]]

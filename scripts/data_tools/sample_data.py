@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     parser.add_argument("--patients", type=int, default=6, help="number of patients")
     parser.add_argument("--slices", type=int, default=8, help="slices per series")
     parser.add_argument("--size", type=int, default=64, help="rows and columns per slice")
-    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+    cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):

@@ -68,6 +68,25 @@ def add_common_options(parser: argparse.ArgumentParser, workspace: bool = True) 
     parser.add_argument("--quiet", action="store_true", help="log only warnings and errors")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (else a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_workers_option(parser: argparse.ArgumentParser, help: str = "parallel workers") -> None:
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help=help)
+
+
+def add_seeds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
+
+
 def print_json(value) -> None:
     """Write a script's primary result to stdout (indented on a terminal)."""
     from scripts.utils.jsonio import encode_nonfinite

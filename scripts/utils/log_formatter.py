@@ -613,8 +613,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", metavar="PATH", help="write here (atomically) instead of stdout; "
                         "the file is recorded as a run output and must lie in the workspace")
     parser.add_argument("--utc-offset", default="+00:00", help="zone of time stamps that carry none (Python asctime)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes for large inputs (the output bytes are the same for any count)")
+    cli.add_workers_option(parser, "processes for large inputs (the output bytes are the same for any count)")
     cli.add_common_options(parser)
 
     def run(args, log):
@@ -622,8 +621,6 @@ def main(argv=None) -> int:
         from scripts.utils import log_formatter as lib
 
         offset = lib.parse_utc_offset(args.utc_offset)
-        if args.workers < 1:
-            raise InputError("--workers must be at least 1", value=args.workers)
         names = args.files or ["-"]
         for name in names:
             if name != "-" and not Path(name).is_file():

@@ -83,6 +83,30 @@ def relative_to_workspace(workspace: Path, path) -> str:
         raise InputError("path lies outside the workspace", file=path, workspace=str(workspace))
 
 
+def input_files(workspace: Path, inputs) -> list:
+    """``(absolute path, name)`` for every file under ``inputs``, sorted by name.
+
+    The name is workspace-relative when the file lies in the workspace, else
+    relative to the folder given (prefixed with its name). Symbolic links are
+    not followed. A missing input, or none with a file, is bad input.
+    """
+    found = {}
+    for given in inputs:
+        root = Path(given).resolve()
+        if not root.exists():
+            raise InputError("input not found", file=given)
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+        for path in files:
+            try:
+                name = relative_to_workspace(workspace, path)
+            except InputError:
+                name = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
+            found[name] = path
+    if not found:
+        raise InputError("no files found", file=inputs[0])
+    return [(found[name], name) for name in sorted(found)]
+
+
 # --------------------------------------------------------------------------
 # Hashes and environment
 # --------------------------------------------------------------------------

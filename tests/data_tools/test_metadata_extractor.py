@@ -1,6 +1,5 @@
 import csv
 import io
-import struct
 import zlib
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from scripts.data_tools import metadata_extractor as mx
 from scripts.utils.jsonio import read_json
+from scripts.utils.run_records import input_files
 from tests.conftest import json_lines, run_script, single_error, tree
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -136,6 +136,6 @@ def test_short_key_file_is_refused(sample_workspace, tmp_path):
 def test_any_executor_gives_the_same_table(sample_workspace):
     from concurrent.futures import ThreadPoolExecutor
 
-    files = mx.list_inputs(sample_workspace, [sample_workspace / "data/sample"])
+    files = input_files(sample_workspace, [sample_workspace / "data/sample"])
     with ThreadPoolExecutor(3) as pool:
         assert mx.extract_rows(files, b"k" * 32, executor=pool) == mx.extract_rows(files, b"k" * 32)

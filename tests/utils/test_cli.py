@@ -79,3 +79,13 @@ def test_clean_workspace_keeps_folders(workspace, tmp_path):
     assert json_lines(result.stderr)[-1]["removed"] == 2
     assert sorted(p.name for p in (workspace / "data").iterdir()) == [".gitkeep"]
     assert (workspace / "experiments" / "results").is_dir() and (workspace / "trainer.toml").exists()
+
+
+@pytest.mark.parametrize("category, name", [("data_tools", "hash_integrity"), ("data_tools", "metadata_extractor"),
+                                            ("data_tools", "image_preprocessor"), ("utils", "log_formatter")])
+def test_worker_counts_below_one_are_usage_errors(category, name, tmp_path):
+    args = ["verify", "."] if name == "hash_integrity" else []
+    result = run_script(category, name, *args, "--workers", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    error = single_error(result.stderr)
+    assert error["event"] == "usage_error" and "at least 1" in error["error"]

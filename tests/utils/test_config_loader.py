@@ -2,7 +2,6 @@ import time
 
 import pytest
 
-from scripts.utils import config_loader
 from scripts.utils.config_loader import apply_overrides, config_sha256, load_config, load_config_file
 from scripts.utils.errors import InputError
 from tests.conftest import json_lines, run_script, single_error, tree

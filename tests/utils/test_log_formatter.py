@@ -164,7 +164,7 @@ def test_convert_lines_streams_dicts():
 
 def test_constant_memory_on_a_large_stream():
     """120 MB through stdin, with one 40 MB line: peak memory stays small."""
-    resource = pytest.importorskip("resource")
+    pytest.importorskip("resource")  # POSIX: the child reports its own peak memory
     code = (
         "import resource, sys; sys.path.insert(0, sys.argv[1]);"
         "from scripts.utils.log_formatter import convert_stream;"
