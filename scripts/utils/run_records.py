@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import shutil
-import sys
 from pathlib import Path
 
 try:  # ISA-L's CRC32 (SIMD) is several times faster than zlib's; same values
@@ -129,27 +127,19 @@ _ENV_CACHE: dict = {}
 
 
 def environment_fingerprint() -> dict:
-    """What of this environment can change output bytes (no host, no time)."""
-    if not _ENV_CACHE:
-        from importlib import metadata
+    """The fields of this environment that can change output bytes (see utils/environment.py).
 
-        packages = {}
-        for dist in metadata.distributions():
-            name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-            if name:
-                packages[name] = dist.version
-        _ENV_CACHE.update({
-            "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "os": platform.system(),
-            "machine": platform.machine(),
-            "byteorder": sys.byteorder,
-            "packages": dict(sorted(packages.items())),
-        })
+    Captured once per process; no host name, time, thread counts or paths.
+    """
+    if not _ENV_CACHE:
+        from scripts.utils import environment
+
+        _ENV_CACHE.update(environment.hashed_part(environment.snapshot(with_compiler=False)))
     return dict(_ENV_CACHE)
 
 
 def environment_hash(fingerprint=None) -> str:
+    """SHA-256 of the fingerprint's canonical JSON: the same value env_check writes as env_hash."""
     return hashlib.sha256(canonical_json(fingerprint or environment_fingerprint())).hexdigest()
 
 
