@@ -112,15 +112,21 @@ def cpu_features() -> dict:
 
 
 def blas_info() -> list:
-    """BLAS/OpenMP pools (threadpoolctl), without paths; thread counts kept apart."""
-    import numpy  # noqa: F401 - threadpoolctl reports the libraries loaded in this process
+    """BLAS/OpenMP pools (threadpoolctl), without paths; thread counts kept apart.
+
+    threadpoolctl reports the libraries *loaded* in this process, so both
+    NumPy's and SciPy's BLAS are loaded first: otherwise the answer would
+    depend on what the process happened to import before.
+    """
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_info
 
     pools = []
     for pool in threadpool_info():
         pools.append({key: pool.get(key) for key in ("user_api", "internal_api", "prefix", "version", "architecture",
                                                      "threading_layer", "num_threads")})
-    return sorted(pools, key=lambda p: (str(p["user_api"]), str(p["internal_api"]), str(p["prefix"])))
+    return sorted(pools, key=lambda pool: canonical_json({k: v for k, v in pool.items() if k != "num_threads"}))
 
 
 def cuda_info() -> dict:
