@@ -201,6 +201,7 @@ class RunRecorder:
         self.log = log
         self.extra = dict(extra or {})   # top-level report fields (backend, ...)
         self.results: dict = {}          # the script's own results, in the report
+        self.status = "ok"               # or "interrupted", "failed": recorded all the same
         self.run_id = None
         self._claimed: list = []
         self._staging = None
@@ -297,7 +298,7 @@ class RunRecorder:
             **self.extra,
             "run_id": self.run_id,
             "script": self.script,
-            "status": "ok",
+            "status": self.status,
             "seed": self.seeds.summary(),
             "config": self.config,
             "config_sha256": config_hash,
@@ -328,6 +329,7 @@ class RunRecorder:
             "config_sha256": config_hash,
             "env_hash": env_hash,
             "outputs": len(hashed),
+            "status": self.status,
         })
         from scripts.utils.seed_manager import log_seed
 

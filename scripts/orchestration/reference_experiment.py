@@ -1,0 +1,417 @@
+"""The built-in reference experiment: a small Dreamer + Learner on ChromaticTensors.
+
+Research code plugs its own experiment in (``experiment.kind = "external"``
+in the config); until then this one lets every phase run out of the box.
+NumPy or CuPy, one code path (``xp``).
+
+Data. The newest ``image_preprocessor`` run in the workspace (its npz
+samples), else phantom slices synthesized from the seeds, become
+ChromaticTensors: ``size x size x 3`` in [0, 1] (gray repeated over R, G, B).
+A seeded permutation sets ``data.val_fraction`` of them aside for validation.
+
+Dreamer, each cycle (generator: seeds stream ``dreamer``, key = cycle):
+``dreamer.candidates`` dreams, each a real training sample blended with
+harmonic noise (a sum of ``dreamer.harmonics`` random plane waves per
+channel) by ``dreamer.blend``, with a random rectangle (``mask_fraction`` of
+the area) replaced by the same place in another sample (masked injection).
+Each dream is scored by its *coherence*: one minus the mean absolute
+difference between every cell and the mean of its four neighbours (edges
+repeated), averaged over the three channels; 1 means perfectly smooth, and a
+dream of pure noise scores low. The ``dreamer.pool_size`` most coherent
+dreams so far are kept (ties: the older dream first).
+
+Learner: a linear autoencoder ``x -> x W1 -> x W1 W2 + b`` trained by SGD
+(``learner.steps_per_cycle`` steps of ``learner.batch`` images drawn from
+training samples and pool dreams; generator: stream ``learner``, key =
+cycle) on the mean squared reconstruction error; validated on the
+validation samples.
+
+Determinism. Every reduction over many terms is fixed-point (scale 2**20,
+summed in int64), and every matrix product is an exact int64 product of
+values quantized to 2**-20, so no result depends on the thread count or the
+BLAS. Each cycle's generators come from (seed, cycle), so a run resumed from
+a checkpoint continues exactly as an uninterrupted one.
+
+Outputs in the log folder, per cycle: a row in ``metrics.csv`` (rewritten)
+and ``metrics.jsonl`` (appended; the live file the monitor follows), the
+best dream as ``dreams/cycle_NNNN.cten`` (with its coherence map) and its
+bridge encoding as ``bridge/cycle_NNNN.sten``; every
+``experiment.checkpoint_every`` cycles and at the end, a checkpoint
+``checkpoints/cycle_NNNN.npz``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from scripts.utils.arrays import array_module, npz_bytes, to_numpy
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, json_line, read_json_lines
+from scripts.utils.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
+
+SCALE = 2.0 ** 20
+METRIC_COLUMNS = ("cycle", "phase", "loss", "val_loss", "coherence", "energy", "mean_r", "mean_g", "mean_b",
+                  "dreamer_seed", "learner_seed")
+
+# The config the reference experiment needs: key -> (type, constraint text, check)
+SCHEMA = {
+    "phase": (int, "an integer 5..9", lambda v: 5 <= v <= 9),
+    "experiment.kind": (str, '"reference" or "external"', lambda v: v in ("reference", "external")),
+    "experiment.cycles": (int, "an integer 1..100000", lambda v: 1 <= v <= 100_000),
+    "experiment.checkpoint_every": (int, "an integer >= 1", lambda v: v >= 1),
+    "experiment.backend": (str, '"auto", "numpy" or "cupy"', lambda v: v in ("auto", "numpy", "cupy")),
+    "data.source": (str, '"auto", "synthetic", or a folder', lambda v: bool(v)),
+    "data.size": (int, "an integer 4..512", lambda v: 4 <= v <= 512),
+    "data.samples": (int, "an integer 4..100000", lambda v: 4 <= v <= 100_000),
+    "data.val_fraction": (float, "a number in (0, 1)", lambda v: 0 < v < 1),
+    "dreamer.candidates": (int, "an integer >= 1", lambda v: v >= 1),
+    "dreamer.pool_size": (int, "an integer >= 1", lambda v: v >= 1),
+    "dreamer.blend": (float, "a number in [0, 1]", lambda v: 0 <= v <= 1),
+    "dreamer.harmonics": (int, "an integer >= 1", lambda v: v >= 1),
+    "dreamer.mask_fraction": (float, "a number in [0, 1)", lambda v: 0 <= v < 1),
+    "learner.hidden": (int, "an integer >= 1", lambda v: v >= 1),
+    "learner.lr": (float, "a positive number", lambda v: v > 0),
+    "learner.batch": (int, "an integer >= 1", lambda v: v >= 1),
+    "learner.steps_per_cycle": (int, "an integer >= 1", lambda v: v >= 1),
+    "bridge.f_min": (float, "a positive number (Hz)", lambda v: v > 0),
+    "bridge.octaves": (float, "a positive number", lambda v: v > 0),
+    "bridge.bins": (int, "an integer >= 1", lambda v: v >= 1),
+}
+EXTERNAL_SCHEMA = {
+    "phase": SCHEMA["phase"],
+    "experiment.kind": SCHEMA["experiment.kind"],
+    "external.command": (list, "a list of strings with {config}, {seed}, {logdir} placeholders",
+                         lambda v: bool(v) and all(isinstance(part, str) for part in v)),
+}
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def validate_config(config: dict, source=None) -> None:
+    """Every required key present with the right type; the message names key and type."""
+    kind = _lookup(config, "experiment.kind")
+    schema = EXTERNAL_SCHEMA if kind == "external" else SCHEMA
+    for key, (kind_of, wanted, check) in schema.items():
+        value = _lookup(config, key)
+        if value is _MISSING:
+            raise InputError(f"config is missing required key {key!r} ({wanted})", file=source, key=key,
+                             expected=wanted)
+        ok_type = isinstance(value, kind_of) and not (kind_of is int and isinstance(value, bool))
+        if kind_of is float and isinstance(value, int) and not isinstance(value, bool):
+            ok_type = True
+        if not ok_type or not check(value):
+            raise InputError(f"config key {key!r} must be {wanted}, got {value!r}", file=source, key=key,
+                             expected=wanted)
+
+
+# --------------------------------------------------------------------------
+# Deterministic arithmetic
+# --------------------------------------------------------------------------
+
+def fixed_sum(xp, values) -> float:
+    """Sum in fixed point (2**-20 steps, int64): the same bits on any backend or thread count."""
+    return float(xp.sum(xp.rint(values * SCALE).astype(xp.int64))) / SCALE
+
+
+def fixed_mean(xp, values) -> float:
+    return fixed_sum(xp, values) / values.size
+
+
+def det_matmul(xp, a, b):
+    """``a @ b`` exactly on values quantized to 2**-20 (int64 products: no BLAS, no thread order)."""
+    qa = xp.rint(a * SCALE).astype(xp.int64)
+    qb = xp.rint(b * SCALE).astype(xp.int64)
+    return (qa @ qb).astype(xp.float64) / (SCALE * SCALE)
+
+
+def coherence_map(xp, image):
+    """Per cell: 1 - |cell - mean of its 4 neighbours|, averaged over the channels."""
+    padded = xp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    neighbours = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4.0
+    return 1.0 - xp.abs(image - neighbours).mean(axis=2)
+
+
+def coherence(xp, image) -> float:
+    return fixed_mean(xp, coherence_map(xp, image))
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, str]:
+    """``(samples (n, size, size, 3) float64 in [0, 1], source description)``."""
+    size, count, source = config["data"]["size"], config["data"]["samples"], config["data"]["source"]
+    folder = None
+    if source == "auto":
+        runs = sorted((workspace / "experiments/results").glob("image_preprocessor_*/records.jsonl"))
+        folder = runs[-1].parent if runs else None
+    elif source != "synthetic":
+        folder = Path(source) if Path(source).is_absolute() else workspace / source
+        if not (folder / "records.jsonl").is_file():
+            raise InputError("data.source must be an image_preprocessor run folder (with records.jsonl)",
+                             file=str(folder))
+    images = []
+    if folder is not None:
+        from scipy import ndimage
+
+        for record in read_json_lines(folder / "records.jsonl"):
+            if record.get("error") or len(images) == count:
+                continue
+            image = np.load(folder / record["output"])["image"].astype(np.float64)
+            while image.ndim > 3 or (image.ndim == 3 and image.shape[-1] != 3):
+                image = image[0]  # first frame of a multi-frame image
+            if image.ndim == 2:
+                image = np.repeat(image[..., None], 3, axis=2)
+            factors = (size / image.shape[0], size / image.shape[1], 1)
+            images.append(np.clip(ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest"), 0, 1))
+        description = f"image_preprocessor run {folder.name}"
+    if len(images) < 4:
+        from scripts.data_tools.sample_data import phantom_hu
+
+        images = []
+        for index in range(count):
+            rng = seeds.generator("reference_data", index)
+            hu = phantom_hu(size, index % 8, 8, rng)
+            gray = np.clip((hu + 160) / 400, 0, 1)
+            tint = rng.uniform(0.85, 1.0, 3)
+            images.append(np.clip(gray[..., None] * tint, 0, 1))
+        description = "synthetic phantom slices"
+    return np.stack(images[:count]), description
+
+
+def split_indices(count: int, val_fraction: float, seeds) -> tuple[np.ndarray, np.ndarray]:
+    order = seeds.generator("reference_split").permutation(count)
+    val = max(1, int(round(count * val_fraction)))
+    return np.sort(order[val:]), np.sort(order[:val])
+
+
+# --------------------------------------------------------------------------
+# Dreamer, learner, bridge
+# --------------------------------------------------------------------------
+
+def harmonic_noise(xp, rng, size: int, harmonics: int):
+    y, x = np.mgrid[0:size, 0:size] / size
+    noise = np.zeros((size, size, 3))
+    for channel in range(3):
+        for _ in range(harmonics):
+            fx, fy = rng.integers(1, 6, 2)
+            phase = rng.uniform(0, 2 * math.pi)
+            noise[..., channel] += np.sin(2 * math.pi * (fx * x + fy * y) + phase)
+    noise = (noise / harmonics + 1) / 2
+    return xp.asarray(noise)
+
+
+def make_dreams(xp, train, rng, dcfg: dict):
+    """Candidate dreams: blends of real samples with harmonic noise, plus a masked injection."""
+    size = train.shape[1]
+    dreams = []
+    for _ in range(dcfg["candidates"]):
+        base, donor = (int(i) for i in rng.integers(0, train.shape[0], 2))
+        dream = (1 - dcfg["blend"]) * train[base] + dcfg["blend"] * harmonic_noise(xp, rng, size, dcfg["harmonics"])
+        side = max(1, int(round(size * math.sqrt(dcfg["mask_fraction"]))))
+        if dcfg["mask_fraction"] > 0 and side < size:
+            top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
+            dream[top:top + side, left:left + side] = train[donor][top:top + side, left:left + side]
+        dreams.append(xp.clip(dream, 0.0, 1.0))
+    return dreams
+
+
+def init_learner(xp, dim: int, hidden: int, rng) -> dict:
+    scale = 1.0 / math.sqrt(dim)
+    return {"w1": xp.asarray(rng.normal(0, scale, (dim, hidden))),
+            "w2": xp.asarray(rng.normal(0, scale, (hidden, dim))),
+            "b": xp.zeros(dim)}
+
+
+def reconstruction_loss(xp, model: dict, batch) -> float:
+    out = det_matmul(xp, det_matmul(xp, batch, model["w1"]), model["w2"]) + model["b"]
+    return fixed_mean(xp, (out - batch) ** 2)
+
+
+def sgd_step(xp, model: dict, batch, lr: float) -> float:
+    hidden = det_matmul(xp, batch, model["w1"])
+    error = det_matmul(xp, hidden, model["w2"]) + model["b"] - batch
+    loss = fixed_mean(xp, error ** 2)
+    grad_out = 2.0 * error / error.size
+    grad_w2 = det_matmul(xp, hidden.T, grad_out)
+    grad_b = det_matmul(xp, xp.ones((1, batch.shape[0])), grad_out)[0]
+    grad_hidden = det_matmul(xp, grad_out, model["w2"].T)
+    grad_w1 = det_matmul(xp, batch.T, grad_hidden)
+    model["w1"] = xp.clip(model["w1"] - lr * grad_w1, -64, 64)
+    model["w2"] = xp.clip(model["w2"] - lr * grad_w2, -64, 64)
+    model["b"] = xp.clip(model["b"] - lr * grad_b, -64, 64)
+    return loss
+
+
+def rgb_to_hsl(rgb: np.ndarray):
+    """Hue in radians [0, 2*pi), saturation and lightness in [0, 1] (HSL)."""
+    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
+    lightness = (high + low) / 2
+    delta = high - low
+    saturation = np.where(delta == 0, 0.0, delta / np.maximum(1e-12, 1 - np.abs(2 * lightness - 1)))
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    safe = np.where(delta == 0, 1.0, delta)
+    hue = np.where(high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = np.where(delta == 0, 0.0, hue) * (math.pi / 3)
+    return hue % (2 * math.pi), np.clip(saturation, 0, 1), lightness
+
+
+def bridge_encode(rgb: np.ndarray, bcfg: dict) -> SpectralTensor:
+    """design.md's bridge: hue -> f = f_min * 2**(octaves * H / 2pi), saturation -> amplitude, lightness -> sigma.
+
+    Log-frequency layout, ``bins`` bins over ``octaves`` octaves from f_min;
+    each bin holds the summed saturation of its cells (per cell of the image)
+    and the mean lightness of its cells as the kernel width.
+    """
+    hue, saturation, lightness = rgb_to_hsl(rgb)
+    octave_position = bcfg["octaves"] * hue / (2 * math.pi)
+    per_bin = bcfg["octaves"] / bcfg["bins"]
+    index = np.minimum((octave_position / per_bin).astype(np.int64), bcfg["bins"] - 1).ravel()
+    cells = index.size
+    amplitude = np.bincount(index, weights=saturation.ravel(), minlength=bcfg["bins"]) / cells
+    counts = np.bincount(index, minlength=bcfg["bins"])
+    sigma = np.bincount(index, weights=lightness.ravel(), minlength=bcfg["bins"]) / np.maximum(counts, 1)
+    return SpectralTensor(amplitude.astype(np.float32), bcfg["f_min"], per_bin, sigma.astype(np.float32),
+                          log_layout=True)
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+
+def checkpoint_name(cycle: int) -> str:
+    return f"checkpoints/cycle_{cycle:04d}.npz"
+
+
+def latest_checkpoint(logdir: Path):
+    found = sorted((logdir / "checkpoints").glob("cycle_*.npz"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(xp, logdir: Path, cycle: int, model: dict, pool: list, rows: list) -> None:
+    arrays = {"cycle": np.array(cycle), "w1": to_numpy(model["w1"]), "w2": to_numpy(model["w2"]),
+              "b": to_numpy(model["b"]),
+              "rows": np.frombuffer(orjson.dumps(encode_nonfinite(rows)), dtype=np.uint8)}
+    if pool:
+        arrays["pool"] = np.stack([to_numpy(image) for _, _, image in pool])
+        arrays["pool_scores"] = np.array([[score, order] for score, order, _ in pool])
+    atomic_write_bytes(logdir / checkpoint_name(cycle), npz_bytes(arrays))
+
+
+def load_checkpoint(xp, path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            model = {"w1": xp.asarray(data["w1"]), "w2": xp.asarray(data["w2"]), "b": xp.asarray(data["b"])}
+            rows = orjson.loads(data["rows"].tobytes())
+            pool = []
+            if "pool" in data.files:
+                pool = [(float(s), int(o), xp.asarray(img)) for (s, o), img in zip(data["pool_scores"], data["pool"])]
+            return int(data["cycle"]), model, pool, rows
+    except Exception as exc:
+        raise InputError(f"cannot resume: the checkpoint is unreadable ({type(exc).__name__}: {exc})", file=str(path))
+
+
+def write_metrics(logdir: Path, rows: list) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    for row in rows:
+        writer.writerow([encode_nonfinite(row[column]) for column in METRIC_COLUMNS])
+    atomic_write_bytes(logdir / "metrics.csv", text.getvalue().encode())
+
+
+def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: str, log=None,
+                  resume: bool = False, should_stop=lambda: False) -> dict:
+    """Run (or resume) the experiment into ``logdir``; returns a summary.
+
+    ``should_stop()`` is polled between cycles: when it says so, the run
+    returns with ``stopped`` set; ``--resume`` continues from the last checkpoint.
+    """
+    xp, backend = array_module(backend)
+    exp, dcfg, lcfg, bcfg = config["experiment"], config["dreamer"], config["learner"], config["bridge"]
+    samples, data_source = load_samples(workspace, config, seeds)
+    train_idx, val_idx = split_indices(samples.shape[0], config["data"]["val_fraction"], seeds)
+    train, val = xp.asarray(samples[train_idx]), xp.asarray(samples[val_idx])
+    dim = int(np.prod(samples.shape[1:]))
+    val_flat = val.reshape(val.shape[0], dim)
+
+    start, rows, pool = 1, [], []
+    model = init_learner(xp, dim, lcfg["hidden"], seeds.generator("learner_init"))
+    if resume:
+        checkpoint = latest_checkpoint(logdir)
+        if checkpoint is not None:
+            done, model, pool, rows = load_checkpoint(xp, checkpoint)
+            start = done + 1
+            if log:
+                log.info("resumed", checkpoint=checkpoint.relative_to(logdir).as_posix(), next_cycle=start)
+        else:
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (logdir / name).unlink(missing_ok=True)
+    # The live file holds exactly the rows of the cycles done (a resume cuts what came after the checkpoint).
+    atomic_write_bytes(logdir / "metrics.jsonl", b"".join(json_line(row) for row in rows))
+    order = len(rows) * dcfg["candidates"]
+    stopped = False
+    cycle = start - 1
+    for cycle in range(start, exp["cycles"] + 1):
+        dreamer_seed, learner_seed = seeds.seed("dreamer", cycle), seeds.seed("learner", cycle)
+        rng = np.random.Generator(np.random.PCG64(dreamer_seed))
+        for dream in make_dreams(xp, train, rng, dcfg):
+            pool.append((coherence(xp, dream), order, dream))
+            order += 1
+        pool.sort(key=lambda item: (-item[0], item[1]))
+        pool = pool[: dcfg["pool_size"]]
+
+        rng = np.random.Generator(np.random.PCG64(learner_seed))
+        bank = [train[i] for i in range(train.shape[0])] + [image for _, _, image in pool]
+        losses = []
+        for _ in range(lcfg["steps_per_cycle"]):
+            picks = rng.integers(0, len(bank), lcfg["batch"])
+            batch = xp.stack([bank[int(i)] for i in picks]).reshape(lcfg["batch"], dim)
+            losses.append(sgd_step(xp, model, batch, lcfg["lr"]))
+        best_score, _, best = pool[0]
+        best_host = to_numpy(best)
+        row = {
+            "cycle": cycle, "phase": config["phase"], "loss": losses[-1],
+            "val_loss": reconstruction_loss(xp, model, val_flat), "coherence": best_score,
+            "energy": fixed_mean(xp, best ** 2),
+            "mean_r": fixed_mean(xp, best[..., 0]), "mean_g": fixed_mean(xp, best[..., 1]),
+            "mean_b": fixed_mean(xp, best[..., 2]),
+            "dreamer_seed": dreamer_seed, "learner_seed": learner_seed,
+        }
+        rows.append(row)
+        write_cten(logdir / f"dreams/cycle_{cycle:04d}.cten",
+                   ChromaticTensor(best_host.astype(np.float32), to_numpy(coherence_map(xp, best)).astype(np.float32)))
+        write_sten(logdir / f"bridge/cycle_{cycle:04d}.sten", bridge_encode(best_host, bcfg))
+        with open(logdir / "metrics.jsonl", "ab") as live:
+            live.write(json_line(row))
+        write_metrics(logdir, rows)
+        if log:
+            log.info("cycle", cycle=cycle, of=exp["cycles"], loss=row["loss"], val_loss=row["val_loss"],
+                     coherence=row["coherence"])
+        if cycle % exp["checkpoint_every"] == 0 or cycle == exp["cycles"]:
+            save_checkpoint(xp, logdir, cycle, model, pool, rows)
+        if should_stop() and cycle < exp["cycles"]:
+            # No extra checkpoint: a resume restarts after the last regular one and
+            # rewrites the later cycles' files with the same bytes.
+            stopped = True
+            break
+    return {"cycles_done": cycle, "cycles": exp["cycles"], "stopped": stopped, "backend": backend,
+            "data": data_source, "train_samples": int(train.shape[0]), "val_samples": int(val.shape[0]),
+            "final": rows[-1] if rows else None}
