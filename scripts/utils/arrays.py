@@ -65,7 +65,8 @@ def npz_bytes(arrays: dict) -> bytes:
             entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             entry.external_attr = 0o644 << 16
             payload = io.BytesIO()
-            np.lib.format.write_array(payload, np.ascontiguousarray(to_numpy(arrays[name])), allow_pickle=False)
+            # asarray(order="C") keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d)
+            np.lib.format.write_array(payload, np.asarray(to_numpy(arrays[name]), order="C"), allow_pickle=False)
             archive.writestr(entry, payload.getvalue())
     return buffer.getvalue()
 

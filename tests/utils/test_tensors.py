@@ -76,3 +76,16 @@ def test_damage_is_refused_and_named(fmt, kind):
 def test_missing_file_is_bad_input(tmp_path):
     with pytest.raises(InputError, match="not found"):
         tensors.read_cten(tmp_path / "none.cten")
+
+
+def test_npz_keeps_shapes_and_is_deterministic(tmp_path):
+    import io
+
+    from scripts.utils.arrays import npz_bytes
+
+    arrays = {"scalar": np.array(4), "matrix": np.arange(6.0).reshape(2, 3)[:, ::-1]}
+    data = npz_bytes(arrays)
+    assert data == npz_bytes(arrays)
+    loaded = np.load(io.BytesIO(data))
+    assert loaded["scalar"].shape == () and int(loaded["scalar"]) == 4
+    assert np.array_equal(loaded["matrix"], arrays["matrix"])

@@ -1,0 +1,163 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from scripts.orchestration import reference_experiment as rx
+from scripts.utils.jsonio import read_json
+from scripts.utils.tensors import read_cten, read_sten
+from tests.conftest import REPO, json_lines, run_script, single_error, tree
+
+SMALL = ["--set", "experiment.cycles=6", "--set", "data.size=8", "--set", "data.samples=8"]
+
+
+def experiment(workspace, logdir, *args, env=None, cwd=None):
+    return run_script("orchestration", "run_experiment", "--logdir", logdir, "--workspace", workspace, *args,
+                      env=env, cwd=cwd or workspace)
+
+
+def folder_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in tree(folder)}
+
+
+def test_the_spec_example_runs_from_the_repository_root(workspace):
+    logdir = workspace / "experiments/results/run_2025_10_31"
+    result = run_script("orchestration", "run_experiment", "--config", "trainer/config/phase7.toml",
+                        "--seeds", "scripts/utils/seeds.toml", "--logdir", logdir, "--workspace", workspace, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    plan = read_json(logdir / "plan.json")
+    names = tree(logdir)
+    assert {"metrics.csv", "metrics.jsonl", "plan.json"} <= set(names)
+    assert sum(n.startswith("dreams/") for n in names) == plan["cycles"] == sum(n.startswith("bridge/") for n in names)
+    assert [n for n in names if n.startswith("checkpoints/")] == [f"checkpoints/cycle_{c:04d}.npz" for c in plan["checkpoints"]]
+    dream = read_cten(logdir / "dreams/cycle_0001.cten")
+    assert dream.rgb.shape == (16, 16, 3) and dream.coherence.shape == (16, 16)
+    assert 0 <= dream.rgb.min() and dream.rgb.max() <= 1
+    assert read_sten(logdir / "bridge/cycle_0001.sten").log_layout
+    report = read_json(workspace / "experiments/results/run_experiment_20251031T120000Z.json")
+    assert report["status"] == "ok" and report["backend"] == "numpy" and len(report["config_sha256"]) == 64
+    assert report["git"]["commit"] is None or len(report["git"]["commit"]) == 40
+    assert report["argv"][report["argv"].index("--logdir") + 1] == "experiments/results/run_2025_10_31"
+    registry = read_json(workspace / "data/hash_registry.json")["files"]
+    assert all(f"experiments/results/run_2025_10_31/{n}" in registry for n in names)
+    rows = json_lines((logdir / "metrics.jsonl").read_bytes())
+    assert [r["cycle"] for r in rows] == list(range(1, plan["cycles"] + 1))
+    assert set(rows[0]) == set(rx.METRIC_COLUMNS)
+
+
+def test_same_seeds_same_bytes_under_varied_threads_and_hash_seeds(tmp_path):
+    outputs = []
+    for index, env in enumerate(({"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
+                                 {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONHASHSEED": "99"})):
+        workspace = tmp_path / f"ws{index}"
+        workspace.mkdir()
+        result = experiment(workspace, workspace / "run", *SMALL, env=env)
+        assert result.returncode == 0, result.stderr
+        outputs.append(folder_bytes(workspace / "run"))
+    assert outputs[0] == outputs[1]
+
+
+def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
+    args = ["--set", "experiment.cycles=200", "--set", "data.size=8", "--set", "data.samples=8",
+            "--set", "dreamer.candidates=2"]
+    reference = tmp_path / "ws_ref"
+    reference.mkdir()
+    assert experiment(reference, reference / "run", *args).returncode == 0
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    logdir = workspace / "run"
+    command = [sys.executable, str(REPO / "scripts/orchestration/run_experiment.py"), "--logdir", str(logdir),
+               "--workspace", str(workspace), *args]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not (logdir / "checkpoints/cycle_0004.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err.decode()
+    interrupted = [r for r in json_lines(err) if r["event"] == "interrupted"][0]
+    assert interrupted["cycles_done"] < 200
+    report = read_json(workspace / f"experiments/results/{interrupted['run_id']}.json")
+    assert report["status"] == "interrupted"
+
+    assert experiment(workspace, logdir, *args).returncode == 2  # not empty: refused without --resume
+    resumed = experiment(workspace, logdir, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert folder_bytes(logdir) == folder_bytes(reference / "run")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
+    result = experiment(workspace, workspace / "run", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    plan = json_lines(result.stdout)[0]["plan"]
+    assert plan["cycles"] == 16 and plan["checkpoints"] == [4, 8, 12, 16] and plan["logdir"] == "run"
+    assert tree(workspace) == []
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--set", "learner.lr=fast"], "learner.lr"),
+    (["--set", "experiment.cycles=0"], "experiment.cycles"),
+    (["--set", "experiment.backend=tpu"], "experiment.backend"),
+    (["--set", "experiment.kind=magic"], "experiment.kind"),
+])
+def test_bad_config_values_name_the_key_and_type(workspace, args, key):
+    result = experiment(workspace, workspace / "run", *args)
+    assert result.returncode == 2
+    error = single_error(result.stderr)
+    assert error["key"] == key and error["expected"]
+    assert not (workspace / "run").exists()
+
+
+def test_a_missing_key_is_named(workspace, tmp_path):
+    text = (REPO / "trainer/config/phase7.toml").read_text().replace("lr = 0.05\n", "")
+    config = tmp_path / "no_lr.toml"
+    config.write_text(text)
+    result = experiment(workspace, workspace / "run", "--config", config)
+    assert result.returncode == 2 and single_error(result.stderr)["key"] == "learner.lr"
+
+
+def test_cupy_without_a_gpu_and_unwritable_logdirs_are_bad_input(workspace):
+    cupy = experiment(workspace, workspace / "run", "--backend", "cupy")
+    if cupy.returncode != 0:
+        assert cupy.returncode == 2 and "cupy" in single_error(cupy.stderr)["error"].lower()
+    blocker = workspace / "a-file"
+    blocker.write_text("x")
+    result = experiment(workspace, blocker / "run", *SMALL)
+    assert result.returncode == 2 and single_error(result.stderr)["event"] == "bad_input"
+
+
+def test_external_command_output_is_captured(workspace, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("import sys\nprint('INFO:trainer:seed', sys.argv[1])\nprint('plain progress')\n"
+                      "sys.exit(int(sys.argv[3]))\n")
+    config = tmp_path / "external.toml"
+    for code, expected in ((0, 0), (3, 1)):
+        config.write_text(f'phase = 7\n[experiment]\nkind = "external"\n[external]\n'
+                          f'command = ["{sys.executable}", "{script}", "{{seed}}", "x", "{code}"]\n')
+        logdir = workspace / f"ext{code}"
+        result = experiment(workspace, logdir, "--config", config)
+        assert result.returncode == expected, result.stderr
+        records = json_lines((logdir / "output.jsonl").read_bytes())
+        assert records[0]["source"] == "trainer" and records[0]["msg"].startswith("seed ")
+        assert read_json(logdir / "config.json")["experiment"]["kind"] == "external"
+
+
+def test_fixed_point_arithmetic_is_exact_and_order_free():
+    rng = np.random.Generator(np.random.PCG64(0))
+    a, b = rng.random((8, 96)), rng.random((96, 5))
+    exact = rx.det_matmul(np, a, b)
+    np.testing.assert_allclose(exact, a @ b, atol=1e-4)
+    assert np.array_equal(rx.det_matmul(np, a[::-1], b)[::-1], exact)  # row order cannot matter
+    values = rng.random(10_000)
+    assert rx.fixed_sum(np, values) == rx.fixed_sum(np, values[::-1])
+
+
+def test_coherence_prefers_smooth_images():
+    rng = np.random.Generator(np.random.PCG64(1))
+    smooth = np.full((16, 16, 3), 0.5)
+    assert rx.coherence(np, smooth) == 1.0 and rx.coherence(np, rng.random((16, 16, 3))) < 0.8
