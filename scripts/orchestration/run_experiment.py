@@ -48,15 +48,17 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 def git_state() -> dict:
     """The commit of the scripts and whether their tree has uncommitted changes (None without git)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=10)
+    try:  # one call: the branch header holds the commit, the other lines the changes
+        status = subprocess.run(["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    if commit.returncode != 0:
+    if status.returncode != 0:
         return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    lines = status.stdout.splitlines()
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    return {"commit": None if commit in (None, "(initial)") else commit,
+            "dirty": any(not line.startswith("#") for line in lines)}
 
 
 def portable_argv(argv, workspace: Path) -> list:

@@ -190,10 +190,14 @@ def compiler_version() -> str | None:
     return None
 
 
-def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True) -> dict:
-    """Everything env_check records (see the module docstring)."""
+def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True, with_lock: bool = True) -> dict:
+    """Everything env_check records (see the module docstring).
+
+    Run records need only the hashed part: they skip ``cc`` and the lock
+    comparison (``with_compiler=False, with_lock=False``), which are slow.
+    """
     installed = installed_packages()
-    locked = locked_packages(lock)
+    pools = blas_info()
     return {
         "os": {"system": platform.system(), "machine": platform.machine(), "byteorder": sys.byteorder},
         "kernel": {"release": platform.release(), "version": platform.version()},
@@ -202,15 +206,16 @@ def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True) -> dict:
         "compiler": compiler_version() if with_compiler else None,
         "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count()},
         "cpu_features": cpu_features(),
-        "blas": [{k: v for k, v in pool.items() if k != "num_threads"} for pool in blas_info()],
-        "threads": {"pools": [pool["num_threads"] for pool in blas_info()],
+        "blas": [{k: v for k, v in pool.items() if k != "num_threads"} for pool in pools],
+        "threads": {"pools": [pool["num_threads"] for pool in pools],
                     **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                              "MKL_NUM_THREADS")}},
         "cuda": cuda_info(),
         "byte_relevant": byte_relevant_versions(installed),
         "packages": installed,
-        "lock": {"file": lock.name, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None,
-                 **compare_with_lock(installed, locked)},
+        "lock": None if not with_lock else {
+            "file": lock.name, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None,
+            **compare_with_lock(installed, locked_packages(lock))},
     }
 
 

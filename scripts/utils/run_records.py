@@ -134,7 +134,7 @@ def environment_fingerprint() -> dict:
     if not _ENV_CACHE:
         from scripts.utils import environment
 
-        _ENV_CACHE.update(environment.hashed_part(environment.snapshot(with_compiler=False)))
+        _ENV_CACHE.update(environment.hashed_part(environment.snapshot(with_compiler=False, with_lock=False)))
     return dict(_ENV_CACHE)
 
 
