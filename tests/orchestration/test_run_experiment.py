@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from scripts.orchestration import reference_experiment as rx
+from scripts.utils.config_loader import load_config
 from scripts.utils.jsonio import read_json
 from scripts.utils.tensors import read_cten, read_sten
 from tests.conftest import REPO, json_lines, run_script, single_error, tree
@@ -34,8 +35,9 @@ def test_the_spec_example_runs_from_the_repository_root(workspace):
     assert {"metrics.csv", "metrics.jsonl", "plan.json"} <= set(names)
     assert sum(n.startswith("dreams/") for n in names) == plan["cycles"] == sum(n.startswith("bridge/") for n in names)
     assert [n for n in names if n.startswith("checkpoints/")] == [f"checkpoints/cycle_{c:04d}.npz" for c in plan["checkpoints"]]
+    size = load_config(REPO / "trainer/config/phase7.toml")[0]["data"]["size"]
     dream = read_cten(logdir / "dreams/cycle_0001.cten")
-    assert dream.rgb.shape == (16, 16, 3) and dream.coherence.shape == (16, 16)
+    assert dream.rgb.shape == (size, size, 3) and dream.coherence.shape == (size, size)
     assert 0 <= dream.rgb.min() and dream.rgb.max() <= 1
     assert read_sten(logdir / "bridge/cycle_0001.sten").log_layout
     report = read_json(workspace / "experiments/results/run_experiment_20251031T120000Z.json")
@@ -95,7 +97,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     result = experiment(workspace, workspace / "run", "--dry-run")
     assert result.returncode == 0, result.stderr
     plan = json_lines(result.stdout)[0]["plan"]
-    assert plan["cycles"] == 16 and plan["checkpoints"] == [4, 8, 12, 16] and plan["logdir"] == "run"
+    experiment_config = load_config(REPO / "trainer/config/phase7.toml")[0]["experiment"]
+    cycles, every = experiment_config["cycles"], experiment_config["checkpoint_every"]
+    assert plan["cycles"] == cycles and plan["logdir"] == "run"
+    assert plan["checkpoints"] == sorted(set(range(every, cycles + 1, every)) | {cycles})
     assert tree(workspace) == []
 
 
