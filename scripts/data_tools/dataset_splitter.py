@@ -45,7 +45,7 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json
-from scripts.utils.run_records import MANIFEST, RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import MANIFEST, RunRecorder, latest_run, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"
@@ -255,18 +255,12 @@ def class_balance(records: dict, assignments: dict, ratios: dict):
 
 def latest_table(workspace: Path) -> Path:
     """The metadata table of the newest metadata_extractor run in the manifest."""
-    path = workspace / MANIFEST
-    runs = read_json(path)["runs"] if path.exists() else {}
-
-    def order(run_id):
-        stamp, _, number = run_id.rpartition("_")[2].partition("-")
-        return stamp, int(number or 1)
-
-    candidates = sorted((run_id for run_id, run in runs.items() if run.get("script") == "metadata_extractor"), key=order)
-    if not candidates:
+    run_id = latest_run(workspace, "metadata_extractor")
+    if run_id is None:
         raise InputError("no records file given and no metadata_extractor run in this workspace: "
-                         "run scripts/data_tools/metadata_extractor.py first, or name a CSV/JSONL file", file=path)
-    return workspace / "experiments/results" / candidates[-1] / "metadata.jsonl"
+                         "run scripts/data_tools/metadata_extractor.py first, or name a CSV/JSONL file",
+                         file=workspace / MANIFEST)
+    return workspace / "experiments/results" / run_id / "metadata.jsonl"
 
 
 def differences(expected: dict, actual: dict, limit: int = 20) -> list:

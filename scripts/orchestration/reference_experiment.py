@@ -5,9 +5,11 @@ in the config); until then this one lets every phase run out of the box.
 NumPy or CuPy, one code path (``xp``).
 
 Data. The newest ``image_preprocessor`` run in the workspace (its npz
-samples), else phantom slices synthesized from the seeds, become
-ChromaticTensors: ``size x size x 3`` in [0, 1] (gray repeated over R, G, B).
-A seeded permutation sets ``data.val_fraction`` of them aside for validation.
+samples: the sample dataset once the data tools have run), else phantom
+slices synthesized from the seeds, become ChromaticTensors: ``size x size x
+3`` in [0, 1] (gray repeated over R, G, B). Training and validation follow
+the newest ``dataset_splitter`` manifest ("train" and "val") when it covers
+the samples; otherwise a seeded permutation sets ``data.val_fraction`` aside.
 
 Dreamer, each cycle (generator: seeds stream ``dreamer``, key = cycle):
 ``dreamer.candidates`` dreams, each a real training sample blended with
@@ -52,7 +54,8 @@ import orjson
 
 from scripts.utils.arrays import array_module, npz_bytes, to_numpy
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, json_line, read_json_lines
+from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, json_line, read_json, read_json_lines
+from scripts.utils.run_records import latest_run
 from scripts.utils.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
 
 SCALE = 2.0 ** 20
@@ -155,25 +158,26 @@ def coherence(xp, image) -> float:
 # Data
 # --------------------------------------------------------------------------
 
-def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, str]:
-    """``(samples (n, size, size, 3) float64 in [0, 1], source description)``."""
+def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list, str]:
+    """``(samples (n, size, size, 3) float64 in [0, 1], each sample's source, description)``."""
     size, count, source = config["data"]["size"], config["data"]["samples"], config["data"]["source"]
     folder = None
     if source == "auto":
-        runs = sorted((workspace / "experiments/results").glob("image_preprocessor_*/records.jsonl"))
-        folder = runs[-1].parent if runs else None
+        run_id = latest_run(workspace, "image_preprocessor")
+        folder = workspace / "experiments/results" / run_id if run_id else None
     elif source != "synthetic":
         folder = Path(source) if Path(source).is_absolute() else workspace / source
         if not (folder / "records.jsonl").is_file():
             raise InputError("data.source must be an image_preprocessor run folder (with records.jsonl)",
                              file=str(folder))
-    images = []
+    images, sources = [], []
     if folder is not None:
         from scipy import ndimage
 
         for record in read_json_lines(folder / "records.jsonl"):
             if record.get("error") or len(images) == count:
                 continue
+            sources.append(record["source"])
             image = np.load(folder / record["output"])["image"].astype(np.float64)
             while image.ndim > 3 or (image.ndim == 3 and image.shape[-1] != 3):
                 image = image[0]  # first frame of a multi-frame image
@@ -185,21 +189,32 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, str]
     if len(images) < 4:
         from scripts.data_tools.sample_data import phantom_hu
 
-        images = []
+        images, sources = [], []
         for index in range(count):
             rng = seeds.generator("reference_data", index)
             hu = phantom_hu(size, index % 8, 8, rng)
             gray = np.clip((hu + 160) / 400, 0, 1)
             tint = rng.uniform(0.85, 1.0, 3)
             images.append(np.clip(gray[..., None] * tint, 0, 1))
+            sources.append(f"synthetic/{index}")
         description = "synthetic phantom slices"
-    return np.stack(images[:count]), description
+    return np.stack(images[:count]), sources[:count], description
 
 
-def split_indices(count: int, val_fraction: float, seeds) -> tuple[np.ndarray, np.ndarray]:
-    order = seeds.generator("reference_split").permutation(count)
-    val = max(1, int(round(count * val_fraction)))
-    return np.sort(order[val:]), np.sort(order[:val])
+def split_indices(workspace: Path, sources: list, val_fraction: float, seeds):
+    """Train and validation indices: the newest dataset_splitter manifest's when it covers the
+    samples (its "train" and "val" splits), else a seeded split of ``val_fraction``."""
+    run_id = latest_run(workspace, "dataset_splitter")
+    if run_id is not None:
+        assignments = read_json(workspace / "experiments/results" / run_id / "split.json")["assignments"]
+        splits = [assignments.get(source) for source in sources]
+        train = np.array([i for i, s in enumerate(splits) if s == "train"], dtype=np.int64)
+        val = np.array([i for i, s in enumerate(splits) if s == "val"], dtype=np.int64)
+        if len(train) >= 1 and len(val) >= 1:
+            return train, val, f"dataset_splitter run {run_id}"
+    order = seeds.generator("reference_split").permutation(len(sources))
+    val = max(1, int(round(len(sources) * val_fraction)))
+    return np.sort(order[val:]), np.sort(order[:val]), f"seeded, val_fraction {val_fraction}"
 
 
 # --------------------------------------------------------------------------
@@ -346,8 +361,8 @@ def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: s
     """
     xp, backend = array_module(backend)
     exp, dcfg, lcfg, bcfg = config["experiment"], config["dreamer"], config["learner"], config["bridge"]
-    samples, data_source = load_samples(workspace, config, seeds)
-    train_idx, val_idx = split_indices(samples.shape[0], config["data"]["val_fraction"], seeds)
+    samples, sources, data_source = load_samples(workspace, config, seeds)
+    train_idx, val_idx, split_source = split_indices(workspace, sources, config["data"]["val_fraction"], seeds)
     train, val = xp.asarray(samples[train_idx]), xp.asarray(samples[val_idx])
     dim = int(np.prod(samples.shape[1:]))
     val_flat = val.reshape(val.shape[0], dim)
@@ -413,5 +428,6 @@ def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: s
             stopped = True
             break
     return {"cycles_done": cycle, "cycles": exp["cycles"], "stopped": stopped, "backend": backend,
-            "data": data_source, "train_samples": int(train.shape[0]), "val_samples": int(val.shape[0]),
+            "data": data_source, "split": split_source, "train_samples": int(train.shape[0]),
+            "val_samples": int(val.shape[0]),
             "final": rows[-1] if rows else None}

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - a platform without isal wheels
 
 from scripts.utils import time_utils
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_write_bytes, canonical_json, locked_update
+from scripts.utils.jsonio import atomic_write_bytes, canonical_json, locked_update, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE_ENV = "CRH_WORKSPACE"
@@ -181,6 +181,22 @@ def add_to_manifest(workspace: Path, run_id: str, entry: dict) -> dict:
         return manifest
 
     return locked_update(path, change, _empty_manifest)
+
+
+def latest_run(workspace: Path, script: str) -> str | None:
+    """The newest recorded run of ``script`` in the workspace's manifest (by stamp, then suffix)."""
+    path = workspace / MANIFEST
+    if not path.exists():
+        return None
+    runs = _checked(read_json(path), "run manifest", "runs", path)["runs"]
+
+    def order(run_id):
+        stamp, _, number = run_id.rpartition("_")[2].partition("-")
+        return stamp, int(number or 1)
+
+    candidates = [run_id for run_id, run in runs.items() if run.get("script") == script and
+                  run.get("status", "ok") == "ok"]
+    return max(candidates, key=order) if candidates else None
 
 
 # --------------------------------------------------------------------------

@@ -52,15 +52,18 @@ def test_the_spec_example_runs_from_the_repository_root(workspace):
 
 
 def test_same_seeds_same_bytes_under_varied_threads_and_hash_seeds(tmp_path):
-    outputs = []
-    for index, env in enumerate(({"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
-                                 {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONHASHSEED": "99"})):
+    outputs, registries = [], []
+    for index, env in enumerate(({"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "TZ": "Etc/GMT-14"},
+                                 {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONHASHSEED": "99",
+                                  "TZ": "Etc/GMT+12"})):
         workspace = tmp_path / f"ws{index}"
         workspace.mkdir()
         result = experiment(workspace, workspace / "run", *SMALL, env=env)
         assert result.returncode == 0, result.stderr
         outputs.append(folder_bytes(workspace / "run"))
+        registries.append(read_json(workspace / "data/hash_registry.json")["files"])
     assert outputs[0] == outputs[1]
+    assert registries[0] == registries[1]  # every artifact, the run's report included
 
 
 def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
@@ -91,6 +94,15 @@ def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
     resumed = experiment(workspace, logdir, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert folder_bytes(logdir) == folder_bytes(reference / "run")
+
+
+def test_resuming_from_a_truncated_checkpoint_is_bad_input(workspace):
+    logdir = workspace / "run"
+    assert experiment(workspace, logdir, *SMALL).returncode == 0
+    checkpoint = sorted((logdir / "checkpoints").glob("*.npz"))[-1]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    result = experiment(workspace, logdir, *SMALL, "--resume")
+    assert result.returncode == 2 and "checkpoint" in single_error(result.stderr)["error"]
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
