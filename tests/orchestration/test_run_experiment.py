@@ -178,3 +178,23 @@ def test_coherence_prefers_smooth_images():
     rng = np.random.Generator(np.random.PCG64(1))
     smooth = np.full((16, 16, 3), 0.5)
     assert rx.coherence(np, smooth) == 1.0 and rx.coherence(np, rng.random((16, 16, 3))) < 0.8
+
+
+def test_sigterm_stops_cleanly_with_a_partial_record(workspace):
+    logdir = workspace / "run"
+    command = [sys.executable, str(REPO / "scripts/orchestration/run_experiment.py"), "--logdir", str(logdir),
+               "--workspace", str(workspace), "--set", "experiment.cycles=500", "--set", "data.size=8",
+               "--set", "data.samples=8", "--set", "dreamer.candidates=2"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (logdir / "metrics.jsonl").exists() or not (logdir / "metrics.jsonl").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err.decode()
+    run_id = [r for r in json_lines(err) if r["event"] == "interrupted"][0]["run_id"]
+    report = read_json(workspace / f"experiments/results/{run_id}.json")
+    assert report["status"] == "interrupted" and report["results"]["stopped"] is True
+    manifest = read_json(workspace / "meta/chronicle/manifest.json")["runs"]
+    assert manifest[run_id]["status"] == "interrupted"
