@@ -1,0 +1,43 @@
+"""Deterministic matplotlib: the same figure, the same PNG and SVG bytes, every run.
+
+``pyplot()`` selects the Agg backend, the bundled DejaVu fonts, a fixed
+``svg.hashsalt`` (element ids) and no date in SVGs; ``save_figure`` strips
+the metadata matplotlib would write (software version, creation date) and
+writes atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from scripts.utils.jsonio import atomic_write_bytes
+
+_METADATA = {
+    ".png": {"Software": None},
+    ".svg": {"Creator": None, "Date": None, "Format": None, "Type": None},
+}
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    matplotlib.rcParams.update({
+        "svg.hashsalt": "cognitive-research-hub",
+        "svg.fonttype": "path",            # glyphs as paths: no dependency on installed fonts
+        "font.family": "DejaVu Sans",      # bundled with matplotlib
+        "figure.dpi": 100,
+        "savefig.dpi": 100,
+        "path.simplify": True,
+    })
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path) -> None:
+    path = Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix[1:], metadata=_METADATA[path.suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())

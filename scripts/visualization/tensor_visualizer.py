@@ -1,0 +1,246 @@
+"""Render ChromaticTensors (.cten) and SpectralTensors (.sten), checking energy drift.
+
+    python scripts/visualization/tensor_visualizer.py experiments/results/run_2025_10_31
+    python scripts/visualization/tensor_visualizer.py dream.cten spectrum.sten --log-axis
+
+Inputs: ``.cten``, ``.sten``, ``.npy``/``.npz`` (a (H, W) array renders as
+gray, (H, W, 3) as RGB), a folder of them, or a run folder (its ``dreams/``
+and ``bridge/``), in name order.
+
+A ``.cten`` gives direct renders, where each pixel is a value of the tensor:
+``rgb.png``, the HSL channels ``hue.png`` (H / 2pi), ``saturation.png`` and
+``lightness.png``, and ``coherence.png`` when the tensor has coherence; plus
+``panel.png``, a matplotlib overview with the coherence map as a heatmap
+with a colorbar. A ``.sten`` gives ``spectrum.png``: amplitude against
+frequency in Hz (log axis for log-layout tensors or with ``--log-axis``)
+with the sigma band shaded.
+
+Energy drift, as the spec asks: every direct render is decoded back to
+[0, 1] and ``10 log10(E_rendered / E_source)`` reported, with E the sum of
+squares. Renders are 8-bit; when 8-bit quantization alone would drift
+beyond 0.5 dB (a very dark tensor), the render is written as 16-bit and
+checked again. A tensor that still drifts beyond 0.5 dB, for example with
+values far outside [0, 1] that a PNG cannot hold, makes the run exit 1
+(after recording it). The figures go in the run report.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+
+from scripts.utils import cli
+from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.jsonio import atomic_write_bytes
+from scripts.utils.log_formatter import progress
+from scripts.utils.plotting import pyplot, save_figure
+from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.tensors import ChromaticTensor, read_cten, read_sten
+
+SUFFIXES = (".cten", ".sten", ".npy", ".npz")
+DRIFT_LIMIT_DB = 0.5
+
+
+def energy_drift_db(source: np.ndarray, rendered: np.ndarray) -> float:
+    """10 log10(E_rendered / E_source), E = sum of squares (0 when both are 0)."""
+    source_energy = float(np.sum(np.square(source, dtype=np.float64)))
+    rendered_energy = float(np.sum(np.square(rendered, dtype=np.float64)))
+    if source_energy == 0 and rendered_energy == 0:
+        return 0.0
+    if source_energy == 0 or rendered_energy == 0:
+        return math.inf if rendered_energy > 0 else -math.inf
+    return 10 * math.log10(rendered_energy / source_energy)
+
+
+def png_bytes(values: np.ndarray, bits: int) -> bytes:
+    """Values in [0, 1] (clipped) as an 8- or 16-bit gray or RGB PNG."""
+    import imageio.v3 as iio
+
+    top = 255 if bits == 8 else 65535
+    pixels = np.rint(np.clip(values, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
+    if bits == 16 and pixels.ndim == 3:
+        from PIL import Image  # Pillow cannot write 16-bit RGB: keep 16 bits with three gray planes side by side
+
+        pixels = np.concatenate([pixels[..., c] for c in range(3)], axis=1)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+    return iio.imwrite("<bytes>", pixels, extension=".png")
+
+
+def decode_png(data: bytes, shape) -> np.ndarray:
+    import imageio.v3 as iio
+
+    pixels = iio.imread(data, extension=".png")
+    top = 65535 if pixels.dtype == np.uint16 else 255
+    values = pixels.astype(np.float64) / top
+    if len(shape) == 3 and values.ndim == 2:  # 16-bit RGB written as planes side by side
+        width = shape[1]
+        values = np.stack([values[:, c * width:(c + 1) * width] for c in range(3)], axis=-1)
+    return values
+
+
+def render_direct(values: np.ndarray, path: Path) -> dict:
+    """Write a direct render (8-bit, or 16-bit when 8-bit drifts too far); return its drift."""
+    drift = None
+    for bits in (8, 16):
+        data = png_bytes(values, bits)
+        drift = energy_drift_db(values, decode_png(data, values.shape))
+        if abs(drift) <= DRIFT_LIMIT_DB:
+            break
+    atomic_write_bytes(path, data)
+    return {"file": path.name, "bits": bits, "drift_db": drift}
+
+
+def rgb_to_hsl(rgb: np.ndarray):
+    from scripts.orchestration.reference_experiment import rgb_to_hsl as convert
+
+    return convert(rgb)
+
+
+def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
+    rgb = tensor.rgb.astype(np.float64)
+    hue, saturation, lightness = rgb_to_hsl(np.clip(rgb, 0, 1))
+    views = {"rgb": rgb, "hue": hue / (2 * math.pi), "saturation": saturation, "lightness": lightness}
+    if tensor.coherence is not None:
+        views["coherence"] = tensor.coherence.astype(np.float64)
+    results = [dict(render_direct(values, folder / f"{name}.png"), view=name) for name, values in views.items()]
+
+    plt = pyplot()
+    columns = len(views)
+    figure, axes = plt.subplots(1, columns, figsize=(2.6 * columns, 2.8))
+    for axis, (name, values) in zip(axes, views.items()):
+        if name == "rgb":
+            axis.imshow(np.clip(values, 0, 1), interpolation="nearest")
+        else:
+            image = axis.imshow(values, cmap="viridis" if name == "coherence" else "gray", vmin=0, vmax=1,
+                                interpolation="nearest")
+            if name == "coherence":
+                figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_title(name)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    save_figure(figure, folder / "panel.png")
+    plt.close(figure)
+    return results
+
+
+def render_sten(tensor, folder: Path, log_axis: bool) -> None:
+    plt = pyplot()
+    frequencies = tensor.frequencies()
+    figure, axis = plt.subplots(figsize=(6.4, 3.2))
+    axis.plot(frequencies, tensor.bins, color="tab:blue", linewidth=1.2, label="amplitude")
+    if tensor.sigma is not None:
+        axis.fill_between(frequencies, np.maximum(tensor.bins - tensor.sigma * tensor.bins.max(), 0),
+                          tensor.bins + tensor.sigma * tensor.bins.max(), color="tab:blue", alpha=0.2,
+                          label="sigma band")
+    if log_axis or tensor.log_layout:
+        axis.set_xscale("log", base=2)
+    axis.set_xlabel("frequency (Hz)")
+    axis.set_ylabel("amplitude")
+    axis.legend(loc="upper right")
+    figure.tight_layout()
+    save_figure(figure, folder / "spectrum.png")
+    plt.close(figure)
+
+
+def load_array(path: Path) -> list:
+    """``(name, ChromaticTensor)`` for each usable array of a .npy/.npz file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read array file: {exc}", file=str(path))
+    arrays = {path.stem: data} if isinstance(data, np.ndarray) else {f"{path.stem}.{k}": data[k] for k in data.files}
+    tensors = []
+    for name, array in sorted(arrays.items()):
+        array = np.asarray(array, dtype=np.float64)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise InputError(f"array {name!r} has shape {array.shape}: expected (H, W) or (H, W, 3)", file=str(path))
+        tensors.append((name, ChromaticTensor(array.astype(np.float32))))
+    return tensors
+
+
+def expand_run_folders(inputs) -> list:
+    """A run folder (it has a plan.json) stands for its dreams/ and bridge/ (not its checkpoints)."""
+    expanded = []
+    for given in inputs:
+        folder = Path(given)
+        if folder.is_dir() and (folder / "plan.json").is_file():
+            parts = [folder / part for part in ("dreams", "bridge") if (folder / part).is_dir()]
+            if not parts:
+                raise InputError("the run folder has no dreams/ or bridge/ yet", file=str(given))
+            expanded += parts
+        else:
+            expanded.append(given)
+    return expanded
+
+
+def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False) -> list:
+    """Render every supported file under ``inputs``; one result dict per rendered tensor."""
+    inputs = expand_run_folders(inputs)
+    files = [(path, name) for path, name in input_files(workspace, inputs) if path.suffix.lower() in SUFFIXES]
+    if not files:
+        raise InputError("no .cten, .sten, .npy or .npz files found", file=str(inputs[0]))
+    results = []
+    with progress(total=len(files), desc="render", unit="file") as bar:
+        for path, name in files:
+            stem = name.replace("/", "__")
+            if path.suffix == ".cten":
+                renders = render_cten(read_cten(path), out_root / stem)
+                results.append({"source": name, "kind": "cten", "renders": renders})
+            elif path.suffix == ".sten":
+                render_sten(read_sten(path), out_root / stem, log_axis)
+                results.append({"source": name, "kind": "sten", "renders": [{"file": "spectrum.png"}]})
+            else:
+                for array_name, tensor in load_array(path):
+                    renders = render_cten(tensor, out_root / array_name.replace("/", "__"))
+                    results.append({"source": f"{name}:{array_name}", "kind": "array", "renders": renders})
+            bar.update(1)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "tensor_visualizer",
+        description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift check.",
+        example="python scripts/visualization/tensor_visualizer.py experiments/results/run_2025_10_31",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="tensor files, folders or run folders")
+    parser.add_argument("--log-axis", action="store_true", help="log frequency axis for every spectrum")
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        workspace = resolve_workspace(args.workspace)
+        with RunRecorder("tensor_visualizer", workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
+            results = visualize(workspace, args.inputs, record.output_dir, args.log_axis)
+            drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
+            failing = [{"source": result["source"], **r} for result in results for r in result["renders"]
+                       if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB]
+            worst = max((abs(r["drift_db"]) for r in drifts), default=0.0)
+            record.results.update(tensors=len(results), renders=sum(len(r["renders"]) for r in results),
+                                  max_abs_drift_db=worst, drift_limit_db=DRIFT_LIMIT_DB, failing=failing,
+                                  items=results)
+            if failing:
+                record.status = "check_failed"
+        log.info("rendered", tensors=len(results), max_abs_drift_db=worst, failing=len(failing),
+                 folder=f"experiments/results/{record.run_id}")
+        if failing:
+            raise CheckFailed(f"{len(failing)} renders drift beyond {DRIFT_LIMIT_DB} dB", first=failing[0],
+                              report=f"experiments/results/{record.run_id}.json")
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
