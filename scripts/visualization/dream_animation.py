@@ -1,0 +1,269 @@
+"""Replay a dream-cycle sequence as GIF and MP4, and sonify it (WAV + spectrogram).
+
+    python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31
+    python scripts/visualization/dream_animation.py frames/ --fps 8 --scale 4 --no-mp4
+
+Frames are the ``.cten`` files of a folder (or of a run folder's
+``dreams/``), in name order; they must all have the same shape. Each frame
+is scaled up by ``--scale`` (nearest neighbour; default: to at least 256
+pixels) and, unless ``--no-overlay``, carries its cycle number and mean
+coherence.
+
+* ``replay.gif``: one fixed 256-colour palette (a 6x6x6 colour cube and 40
+  grays) for every frame, no dithering, loop forever: byte-identical run to
+  run.
+* ``replay.mp4`` (unless ``--no-mp4``): H.264 through imageio-ffmpeg with
+  bit-exact flags and no metadata. ffmpeg is never allowed to resize: an
+  odd width or height (yuv420p needs even ones) is padded by one edge pixel,
+  and the report says so. Container bytes can carry the encoder's version,
+  so MP4s are compared by their decoded frames.
+* ``sonification.wav``: the Phase 7 "sonic mapping". Each frame's bridge
+  encoding (design.md: hue -> frequency f = f_min 2^(octaves H / 2pi),
+  saturation -> amplitude, lightness -> kernel width) sounds for
+  ``--seconds-per-frame``: every bin a sine partial at its centre frequency
+  with its amplitude, under a Gaussian envelope whose width grows with the
+  bin's sigma (lightness), tapered to zero at the frame's edges (no clicks);
+  phases run on across frames. 16-bit PCM, 44.1
+  kHz, mono, peak-normalized; partials are summed in a fixed order, so the
+  bytes are the same on every run.
+* ``spectrogram.png``: the WAV's short-time spectrum.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import sys
+import wave
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+
+from scripts.utils import cli
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_write_bytes
+from scripts.utils.plotting import pyplot, save_figure
+from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.tensors import read_cten
+
+SAMPLE_RATE = 44_100
+BRIDGE = {"f_min": 55.0, "octaves": 5.0, "bins": 48}
+
+
+def fixed_palette() -> list:
+    """216 colours of a 6x6x6 cube, then 40 grays: 256 RGB triples, flattened."""
+    levels = [0, 51, 102, 153, 204, 255]
+    palette = [value for r in levels for g in levels for b in levels for value in (r, g, b)]
+    for index in range(40):
+        gray = round(index * 255 / 39)
+        palette += [gray, gray, gray]
+    return palette
+
+
+def load_frames(inputs) -> list:
+    """``(cycle, name, ChromaticTensor)`` in name order; differing shapes are bad input."""
+    folders = []
+    for given in inputs:
+        folder = Path(given)
+        if folder.is_dir() and (folder / "plan.json").is_file():
+            folder = folder / "dreams"
+        folders.append(folder)
+    files = []
+    for folder in folders:
+        if not folder.exists():
+            raise InputError("input not found", file=str(folder))
+        files += [p for p in ([folder] if folder.is_file() else sorted(folder.rglob("*.cten")))]
+    files = [p for p in files if p.suffix == ".cten"]
+    if not files:
+        raise InputError("no .cten frames found", file=str(inputs[0]))
+    frames = []
+    for index, path in enumerate(files):
+        tensor = read_cten(path)
+        if frames and tensor.rgb.shape != frames[0][2].rgb.shape:
+            raise InputError(f"frame shape {tensor.rgb.shape} differs from the first frame's "
+                             f"{frames[0][2].rgb.shape}", file=str(path))
+        match = re.search(r"(\d+)", path.stem)
+        frames.append((int(match.group(1)) if match else index + 1, path.name, tensor))
+    return frames
+
+
+def frame_pixels(tensor, scale: int, caption: str | None) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    pixels = np.rint(np.clip(tensor.rgb, 0, 1) * 255).astype(np.uint8)
+    pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
+    if caption:
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((0, 0, min(image.width - 1, 8 + 6 * len(caption)), 13), fill=(0, 0, 0))
+        draw.text((3, 1), caption, fill=(255, 255, 255))
+        pixels = np.asarray(image)
+    return pixels
+
+
+def gif_bytes(frames: list, fps: float) -> bytes:
+    from PIL import Image
+
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(fixed_palette())
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=round(1000 / fps), optimize=False, disposal=1)
+    return buffer.getvalue()
+
+
+def write_mp4(frames: list, fps: float, path: Path) -> dict:
+    """H.264, bit-exact flags, no metadata; odd sizes padded by one edge pixel (never resized)."""
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    pad = (height % 2, width % 2)
+    if any(pad):
+        frames = [np.pad(f, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge") for f in frames]
+    size = (frames[0].shape[1], frames[0].shape[0])
+    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    writer = imageio_ffmpeg.write_frames(
+        str(temp), size, fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+        macro_block_size=1, quality=None, bitrate=None,
+        output_params=["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-crf", "18",
+                       "-x264-params", "threads=1"])
+    try:
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return {"size": list(size), "padded_rows": pad[0], "padded_columns": pad[1]}
+
+
+def read_mp4_frames(path: Path) -> list:
+    """Decoded frames of an MP4 (how MP4s are compared)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    meta = reader.__next__()
+    width, height = meta["size"]
+    return [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
+
+
+def sonify(tensors: list, seconds_per_frame: float) -> np.ndarray:
+    """int16 samples of the whole sequence (see the module docstring)."""
+    from scripts.orchestration.reference_experiment import bridge_encode
+
+    length = int(round(seconds_per_frame * SAMPLE_RATE))
+    local = np.arange(length) / SAMPLE_RATE
+    taper = np.sin(np.pi * (np.arange(length) + 0.5) / length)  # zero at the frame edges: no clicks
+    signal = np.zeros(length * len(tensors))
+    for index, tensor in enumerate(tensors):
+        spectrum = bridge_encode(np.clip(tensor.rgb.astype(np.float64), 0, 1), BRIDGE)
+        frequencies = spectrum.frequencies()
+        start = index * length
+        absolute = (start + np.arange(length)) / SAMPLE_RATE
+        segment = np.zeros(length)
+        for amplitude, frequency, sigma in zip(spectrum.bins, frequencies, spectrum.sigma):  # fixed order
+            if amplitude <= 0 or frequency >= SAMPLE_RATE / 2:
+                continue
+            width = (0.15 + 0.35 * float(sigma)) * seconds_per_frame
+            envelope = np.exp(-0.5 * ((local - seconds_per_frame / 2) / width) ** 2) * taper
+            segment += float(amplitude) * envelope * np.sin(2 * math.pi * float(frequency) * absolute)
+        signal[start:start + length] = segment
+    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
+    if peak > 0:
+        signal *= 0.9 / peak
+    return np.rint(signal * 32767).astype("<i2")
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def spectrogram_figure(samples: np.ndarray):
+    window, hop = 1024, 256
+    values = samples.astype(np.float64) / 32768
+    if values.size < window:
+        values = np.pad(values, (0, window - values.size))
+    count = 1 + (values.size - window) // hop
+    frames = np.stack([values[i * hop:i * hop + window] for i in range(count)]) * np.hanning(window)
+    magnitude = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-9)
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    image = axis.imshow(magnitude, origin="lower", aspect="auto", cmap="magma", vmin=-120, vmax=magnitude.max(),
+                        extent=(0, values.size / SAMPLE_RATE, 0, SAMPLE_RATE / 2))
+    axis.set_ylim(0, min(SAMPLE_RATE / 2, BRIDGE["f_min"] * 2 ** BRIDGE["octaves"] * 1.5))
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("frequency (Hz)")
+    figure.colorbar(image, ax=axis, label="dB")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "dream_animation",
+        description="Replay .cten dream frames as GIF and MP4, and sonify them (WAV + spectrogram).",
+        example="python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31 --fps 4",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="run folders, folders of .cten frames, or frames")
+    parser.add_argument("--fps", type=float, default=4.0, help="frames per second")
+    parser.add_argument("--scale", type=int, default=None, help="pixel scale (default: up to at least 256 pixels)")
+    parser.add_argument("--no-overlay", action="store_true", help="no cycle/coherence caption on the frames")
+    parser.add_argument("--no-mp4", action="store_true", help="skip the MP4")
+    parser.add_argument("--seconds-per-frame", type=float, default=0.25, help="audio length of each frame")
+    cli.add_common_options(parser)
+
+    def run(args, log):
+        if not (0 < args.fps <= 120) or not (0.01 <= args.seconds_per_frame <= 10):
+            raise InputError("--fps must be in (0, 120] and --seconds-per-frame in [0.01, 10]")
+        workspace = resolve_workspace(args.workspace)
+        for given in args.inputs:
+            input_files(workspace, [given]) if Path(given).is_file() else None
+        frames = load_frames(args.inputs)
+        height, width = frames[0][2].rgb.shape[:2]
+        scale = args.scale or max(1, -(-256 // max(height, width)))
+        if not 1 <= scale <= 64:
+            raise InputError("--scale must be between 1 and 64", value=scale)
+        pictures = []
+        for cycle, _, tensor in frames:
+            caption = None
+            if not args.no_overlay:
+                coherence = f"  coh {float(np.mean(tensor.coherence)):.3f}" if tensor.coherence is not None else ""
+                caption = f"cycle {cycle}{coherence}"
+            pictures.append(frame_pixels(tensor, scale, caption))
+        config = {"fps": args.fps, "scale": scale, "overlay": not args.no_overlay, "mp4": not args.no_mp4,
+                  "seconds_per_frame": args.seconds_per_frame}
+        with RunRecorder("dream_animation", workspace=workspace, log=log, config=config) as record:
+            atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
+            results = {"frames": len(frames), "frame_size": [height * scale, width * scale], "first": frames[0][1],
+                       "last": frames[-1][1]}
+            if not args.no_mp4:
+                results["mp4"] = write_mp4(pictures, args.fps, record.output_path("replay.mp4"))
+            samples = sonify([tensor for _, _, tensor in frames], args.seconds_per_frame)
+            atomic_write_bytes(record.output_path("sonification.wav"), wav_bytes(samples))
+            figure = spectrogram_figure(samples)
+            save_figure(figure, record.output_path("spectrogram.png"))
+            pyplot().close(figure)
+            results["audio_seconds"] = round(samples.size / SAMPLE_RATE, 3)
+            record.results.update(results)
+        log.info("animated", frames=len(frames), folder=f"experiments/results/{record.run_id}")
+        return 0
+
+    return cli.run(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
