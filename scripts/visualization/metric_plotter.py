@@ -37,7 +37,6 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import as_float
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 
@@ -58,10 +57,13 @@ def metrics_file(given: str) -> Path:
 
 
 def _value(raw):
+    """A number from a CSV cell or JSON value ("NaN", "Infinity", "-Infinity" included); None if not one."""
     if raw is None or raw == "":
         return math.nan
+    if isinstance(raw, bool):
+        return None
     try:
-        return as_float(raw) if isinstance(raw, str) else float(raw)
+        return float(raw)  # also reads "NaN", "Infinity", "-Infinity" as written by canonical JSON
     except (TypeError, ValueError):
         return None
 
@@ -97,7 +99,7 @@ def read_series(path: Path, columns) -> dict:
             value = _value(row.get(column))
             if value is None:
                 raise InputError(f"{column!r} is not a number in row {number}: {row.get(column)!r}", file=str(path),
-                                 line=number)
+                                 row=number, line=number + 1 if path.suffix == ".csv" else number)
             values.append(value)
         series[column] = np.array(values, dtype=np.float64)
     order = np.argsort(series["cycle"], kind="stable")
