@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 
-from bench import bench_data_tools, bench_orchestration  # noqa: E402
+from bench import bench_data_tools, bench_orchestration, bench_visualization  # noqa: E402
 from bench.common import best_of_alternating, figure  # noqa: E402
 from bench.sample_logs import write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
@@ -73,7 +73,8 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
     ]
 
 
-BENCHMARKS = {"log_converter": bench_log_converter, **bench_data_tools.BENCHMARKS, **bench_orchestration.BENCHMARKS}
+BENCHMARKS = {"log_converter": bench_log_converter, **bench_data_tools.BENCHMARKS, **bench_orchestration.BENCHMARKS,
+              **bench_visualization.BENCHMARKS}
 
 
 def main(argv=None) -> int:
