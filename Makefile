@@ -14,6 +14,8 @@ else
   VENV_PY = $(VENV)/bin/python
 endif
 VENV ?= .venv
+WORKSPACE ?= .
+DATA ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
@@ -32,7 +34,7 @@ help:
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
-	$(info   phase5..9   the phase pipeline (not available yet: see README))
+	$(info   phase5..9   the phase pipeline on the sample data (DATA=dir for yours, WORKSPACE=dir for where))
 	$(info   verify      run everything twice and compare every artifact (not available yet: see README))
 	@$(PYTHON) -c "pass"
 
@@ -62,5 +64,11 @@ clean: $(VENV_STAMP)
 clean-venv:
 	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
 
-phase5 phase6 phase7 phase8 phase9 verify:
-	@$(PYTHON) -c "import sys; sys.stderr.write('{\"level\": \"error\", \"script\": \"make\", \"event\": \"not_available\", \"target\": \"$@\", \"error\": \"the phase pipeline is not built yet (see README: Status)\"}\n'); sys.exit(2)"
+phase5 phase6 phase7 phase8 phase9: $(VENV_STAMP)
+	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)" $(if $(DATA),--data "$(DATA)")
+
+phase%: $(VENV_STAMP)
+	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)"
+
+verify:
+	@$(PYTHON) -c "import sys; sys.stderr.write('{\"level\": \"error\", \"script\": \"make\", \"event\": \"not_available\", \"target\": \"$@\", \"error\": \"make verify is not built yet (see README: Status)\"}\n'); sys.exit(2)"

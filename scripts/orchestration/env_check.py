@@ -13,8 +13,9 @@ gives the same hash run after run.
 
 ``--check`` compares with the saved snapshot (``env/environment.json`` or
 the file named) and with the lock, and exits 1 with the differences when the
-hash or the packages differ. Fields outside the hash (kernel, thread counts,
-compiler) are listed but do not fail the check.
+hash or the packages differ. Fields outside the hash (kernel, compiler) are
+listed but do not fail the check. Thread counts go to the log, not the
+snapshot: the snapshot stays the same when only they change.
 
 Usage:
     python scripts/orchestration/env_check.py
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
                 target = record.claim_output(workspace / SNAPSHOT)
                 atomic_write_bytes(target, canonical_json(current))
                 record.results.update(env_hash=current["env_hash"], lock_matches=current["lock"]["matches"])
-            log.info("snapshot", file=SNAPSHOT, env_hash=current["env_hash"], lock_matches=current["lock"]["matches"])
+            log.info("snapshot", file=SNAPSHOT, env_hash=current["env_hash"], lock_matches=current["lock"]["matches"],
+                     threads=environment.thread_counts())
             if not current["lock"]["matches"]:
                 log.warning("lock_mismatch", **{k: current["lock"][k] for k in ("missing", "extra", "mismatched")})
             return 0

@@ -12,7 +12,8 @@ can change between releases, and the installed packages against
 family and architecture, Python implementation and version, the SIMD
 features, BLAS builds, CUDA and GPU, byte-relevant versions and installed
 packages. Not the host name, the time, the kernel release, thread counts
-(``make verify`` varies them on purpose) or paths. The same machine gives the
+(``make verify`` varies them on purpose; ``thread_counts()`` reports them
+for logs) or paths. The same machine gives the
 same hash, run after run.
 """
 
@@ -129,6 +130,12 @@ def blas_info() -> list:
     return sorted(pools, key=lambda pool: canonical_json({k: v for k, v in pool.items() if k != "num_threads"}))
 
 
+def thread_counts() -> dict:
+    """Threads per BLAS/OpenMP pool and the variables that set them: for logs, not snapshots."""
+    return {"pools": [pool["num_threads"] for pool in blas_info()],
+            **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+
 def cuda_info() -> dict:
     """CUDA and GPU through CuPy when it is installed; ``present: false`` otherwise."""
     if importlib.util.find_spec("cupy") is None:
@@ -207,9 +214,6 @@ def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True, with_lock: bool
         "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count()},
         "cpu_features": cpu_features(),
         "blas": [{k: v for k, v in pool.items() if k != "num_threads"} for pool in pools],
-        "threads": {"pools": [pool["num_threads"] for pool in pools],
-                    **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                             "MKL_NUM_THREADS")}},
         "cuda": cuda_info(),
         "byte_relevant": byte_relevant_versions(installed),
         "packages": installed,

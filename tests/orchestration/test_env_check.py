@@ -18,7 +18,7 @@ def check(workspace, *args, env=None):
 
 def test_snapshot_has_every_section_and_a_stable_hash(workspace):
     first = snapshot_of(workspace)
-    for section in ("os", "kernel", "python", "compiler", "cpu", "cpu_features", "blas", "threads", "cuda",
+    for section in ("os", "kernel", "python", "compiler", "cpu", "cpu_features", "blas", "cuda",
                     "byte_relevant", "packages", "lock"):
         assert section in first
     assert first["lock"]["matches"] is True and first["packages"]["numpy"]
@@ -33,8 +33,7 @@ def test_thread_counts_do_not_change_the_hash(workspace, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     second = snapshot_of(other, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    assert second["env_hash"] == first["env_hash"]
-    assert second["threads"] != first["threads"]
+    assert second == first  # the whole snapshot, not only the hash: make verify varies thread counts
 
 
 def test_check_passes_against_itself(workspace):
