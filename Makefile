@@ -35,7 +35,7 @@ help:
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
 	$(info   phase5..9   the phase pipeline on the sample data (DATA=dir for yours, WORKSPACE=dir for where))
-	$(info   verify      run everything twice and compare every artifact (not available yet: see README))
+	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	@$(PYTHON) -c "pass"
 
 $(VENV_STAMP): requirements.lock scripts/utils/venv_setup.py
@@ -70,5 +70,5 @@ phase5 phase6 phase7 phase8 phase9: $(VENV_STAMP)
 phase%: $(VENV_STAMP)
 	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)"
 
-verify:
-	@$(PYTHON) -c "import sys; sys.stderr.write('{\"level\": \"error\", \"script\": \"make\", \"event\": \"not_available\", \"target\": \"$@\", \"error\": \"make verify is not built yet (see README: Status)\"}\n'); sys.exit(2)"
+verify: $(VENV_STAMP)
+	$(PY) scripts/orchestration/verify.py --workspace "$(WORKSPACE)"

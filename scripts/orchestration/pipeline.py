@@ -172,7 +172,7 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     code = code_fingerprint()
     seeds = hashlib.sha256(SEEDS.read_bytes()).hexdigest()
     data_fingerprint = tree_fingerprint(Path(data)) if external else "sample"
-    fingerprints, summary = {}, []
+    fingerprints, summary, redone = {}, [], set()
     for name, argv, depends, output in steps_for(phase, data, external):
         fingerprint = hashlib.sha256(canonical_json({
             "argv": [relative_or_name(a, workspace) for a in argv], "code": code, "seeds": seeds,
@@ -182,6 +182,7 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
         previous = state.get(name)
         output_ok = output is None or (workspace / output).exists()
         if not force and previous and previous["fingerprint"] == fingerprint and output_ok \
+                and not redone.intersection(depends) \
                 and (previous.get("report") is None or (workspace / previous["report"]).exists()):
             summary.append({"step": name, "status": "up to date", "report": previous.get("report")})
             continue
@@ -191,6 +192,7 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
         done = run_step(name, argv, workspace, log)
         state[name] = {"fingerprint": fingerprint, "report": done["report"]}
         atomic_write_bytes(state_path, canonical_json(state))
+        redone.add(name)
         summary.append({"step": name, "status": "done", "report": done["report"]})
     return summary
 
