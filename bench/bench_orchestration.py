@@ -83,3 +83,22 @@ def bench_cupy(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 BENCHMARKS = {"record_keeping": bench_record_keeping, "cupy": bench_cupy}
+
+
+def bench_verify(scratch: Path, quick: bool, repeat: int) -> list:
+    """make verify's time against one full pipeline run (both measured in the same verify)."""
+    import orjson
+
+    from scripts.orchestration import verify
+
+    log_file = scratch / "verify.log"
+    phases = "phase9" if quick else "phase5,phase6,phase7,phase8,phase9"
+    code = verify.main(["--phases", phases, "--workspace", str(scratch / "verify_ws"), "--log-file", str(log_file)])
+    timing = [orjson.loads(line) for line in log_file.read_bytes().splitlines()
+              if b'"event":"timing"' in line][-1]
+    return [figure("make_verify_time", f"verify: two runs of {phases} (the second varied) and the comparison",
+                   timing["total_seconds"], "s", "one run of the same phases", timing["one_run_seconds"], 1 / 2.3,
+                   {"identical": code == 0, "phases": phases}, higher_is_better=False)]
+
+
+BENCHMARKS["verify"] = bench_verify

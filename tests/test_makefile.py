@@ -38,6 +38,13 @@ def test_recipes_call_python_not_unix_tools():
         assert not re.match(r"@?(rm|cp|mv|mkdir|touch|cat|sed|grep|find|ln)\b", line), line
 
 
-def test_unfinished_phase_targets_say_so():
-    result = subprocess.run(["make", "-s", "phase7"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and '"event": "not_available"' in result.stderr
+def test_an_unknown_phase_is_a_json_error():
+    result = subprocess.run(["make", "-s", "phase4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and '"unknown phase' in result.stderr
+
+
+def test_data_and_workspace_reach_the_pipeline(tmp_path):
+    result = subprocess.run(["make", "-s", "phase5", f"DATA={tmp_path / 'missing'}", f"WORKSPACE={tmp_path / 'ws'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "DATA must be a folder" in result.stderr
+    assert not (tmp_path / "ws").exists()
