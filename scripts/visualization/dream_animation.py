@@ -48,7 +48,7 @@ from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.run_records import RunRecorder, resolve_workspace
 from scripts.utils.tensors import read_cten
 
 SAMPLE_RATE = 44_100
@@ -230,8 +230,6 @@ def main(argv=None) -> int:
         if not (0 < args.fps <= 120) or not (0.01 <= args.seconds_per_frame <= 10):
             raise InputError("--fps must be in (0, 120] and --seconds-per-frame in [0.01, 10]")
         workspace = resolve_workspace(args.workspace)
-        for given in args.inputs:
-            input_files(workspace, [given]) if Path(given).is_file() else None
         frames = load_frames(args.inputs)
         height, width = frames[0][2].rgb.shape[:2]
         scale = args.scale or max(1, -(-256 // max(height, width)))
