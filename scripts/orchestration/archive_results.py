@@ -37,11 +37,14 @@ import shutil
 import sys
 import tarfile
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import orjson
 
 from scripts.utils import cli, time_utils
 from scripts.utils.errors import CheckFailed, InputError
@@ -194,8 +197,14 @@ def pack(destination: Path, kind: str, target: Path) -> None:
 
 
 def verify_archive(path: Path) -> dict:
-    """Re-hash every member against the manifest inside the archive."""
-    members = {}
+    """Re-hash every member against the manifest inside the archive (one pass over it)."""
+    members, contents = {}, {}
+
+    def take(name: str, data: bytes) -> None:
+        members[name] = hashlib.sha256(data).hexdigest()
+        if name.endswith("/" + MANIFEST_NAME) and name.count("/") == 1:
+            contents[name] = data
+
     try:
         if path.name.endswith((".tar.gz", ".tgz")):
             with tarfile.open(path, "r:gz") as tar:
@@ -203,26 +212,21 @@ def verify_archive(path: Path) -> dict:
                     name = safe_member(member.name)
                     if not member.isfile():
                         raise InputError("archive member is not a regular file", file=str(path), member=name)
-                    members[name] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+                    take(name, tar.extractfile(member).read())
         elif path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
-                    name = safe_member(info.filename)
-                    members[name] = hashlib.sha256(archive.read(info)).hexdigest()
+                    take(safe_member(info.filename), archive.read(info))
         else:
             raise InputError("unknown archive type: use .tar.gz or .zip", file=str(path))
     except FileNotFoundError:
         raise InputError("archive not found", file=str(path))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib_error()) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise InputError(f"corrupt archive: {exc}", file=str(path))
-    manifests = [name for name in members if name.endswith("/" + MANIFEST_NAME) and name.count("/") == 1]
-    if len(manifests) != 1:
+    if len(contents) != 1:
         raise InputError(f"the archive holds no single top-level {MANIFEST_NAME}", file=str(path))
-    prefix = manifests[0].split("/")[0]
-    with (tarfile.open(path, "r:gz") if path.suffix != ".zip" else zipfile.ZipFile(path)) as archive:
-        raw = archive.extractfile(manifests[0]).read() if isinstance(archive, tarfile.TarFile) else archive.read(manifests[0])
-    import orjson
-
+    (manifest_name, raw), = contents.items()
+    prefix = manifest_name.split("/")[0]
     expected = orjson.loads(raw)["files"]
     result = {"matched": [], "changed": [], "missing": [], "unexpected": []}
     for name, entry in sorted(expected.items()):
@@ -234,14 +238,8 @@ def verify_archive(path: Path) -> dict:
         else:
             result["matched"].append(name)
     result["unexpected"] = sorted(n[len(prefix) + 1:] for n in members
-                                  if n != manifests[0] and n[len(prefix) + 1:] not in expected)
+                                  if n != manifest_name and n[len(prefix) + 1:] not in expected)
     return result
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 def main(argv=None) -> int:
