@@ -1,20 +1,30 @@
 """SHA-256/CRC32 hash registry for a tree of files: record, audit, export.
 
-    hash    PATH...   hash every file under PATH into the registry
+    hash    PATH...   hash every file under PATH into the registry; entries
+                      under PATH whose files are gone are removed
     verify  PATH...   audit the files under PATH against the registry, like
                       hashdeep: matched, changed, new, missing, moved; exit 1
                       on any difference
 
 The registry is ``data/hash_registry.json`` (the one the run records use) or
-``--registry FILE``; its paths are workspace-relative. An entry that is
-already right keeps the run that produced it; new and changed files are
-credited to this run.
+``--registry FILE``. Files in the workspace are named workspace-relative; a
+folder outside it is a data root, whose files are named
+``@<root>/<path>`` (``--data-name`` names it; see scripts/utils/data_roots.py):
+the data folder is only read, never written. An entry that is already right
+keeps the run that produced it; new and changed files are credited to this
+run. The registry changes with the run's commit, so a failed or killed run
+changes nothing.
 
 A stat cache beside the registry (``.<registry>.statcache.json``: inode,
-size, mtime_ns, ctime_ns per file) lets ``verify`` skip reading files that
-have not changed. Following git's racy-timestamp rule, a file whose mtime is
-not older than the cache file itself is hashed again (it may have changed in
-the same clock tick as the cache was written). ``--full`` ignores the cache.
+size, mtime_ns, ctime_ns per file) lets both commands skip reading files
+that have not changed. Following git's racy-timestamp rule, a file whose
+mtime is not older than the cache file itself is hashed again (it may have
+changed in the same clock tick as the cache was written). ``--full`` ignores
+the cache.
+
+A file that cannot be read, and anything that is not a regular file
+(symbolic links, FIFOs, sockets, devices), is skipped and listed with its
+reason in the report; ``--strict`` makes any skipped file bad input (exit 2).
 
 Hashing runs on a thread pool (hashlib releases the GIL; CRC32 comes from
 ISA-L, several times faster than zlib's), through
@@ -24,186 +34,48 @@ stdout) writes the hashed files in ``sha256sum -c`` format.
 
 Usage:
     python scripts/data_tools/hash_integrity.py hash data/sample
+    python scripts/data_tools/hash_integrity.py hash /mnt/scans --data-name scans
     python scripts/data_tools/hash_integrity.py verify data/sample --export -
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
-import threading
-from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from scripts.utils import cli
+from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, locked_update, read_json
+from scripts.utils.jsonio import atomic_output
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import (REGISTRY, RunRecorder, _checked, _empty_registry, crc32,
-                                       relative_to_workspace, resolve_workspace)
+from scripts.utils.registry import REGISTRY, StatCache, hash_files, prune, read_registry, update_registry, under
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import resolve_workspace
 
-CHUNK = 1 << 20
 CATEGORIES = ("matched", "changed", "new", "missing", "moved")
 
 
-# --------------------------------------------------------------------------
-# Listing and hashing
-# --------------------------------------------------------------------------
+def registry_changes(files: dict, hashed: dict, scopes, keep, run_id: str) -> dict:
+    """Bring the registry ``files`` in line with ``hashed`` (in place); return the counts.
 
-def _bookkeeping(name: str) -> bool:
-    return name.startswith(".") and name.endswith((".lock", ".tmp", ".statcache.json"))
-
-
-def list_files(workspace: Path, paths) -> list:
-    """Workspace-relative POSIX paths of every regular file under ``paths``, sorted.
-
-    Hidden bookkeeping files of this tool and of the run records (``.*.lock``,
-    ``.*.tmp``, the stat cache) are skipped; symbolic links are not followed.
-    Each given path is resolved once; below it, ``os.scandir`` supplies the
-    file types without extra system calls.
+    Entries that are already right keep their run; new and changed ones are
+    credited to ``run_id``; entries under ``scopes`` that are neither hashed
+    nor in ``keep`` (files skipped this time) are removed.
     """
-    found = set()
-    for given in paths:
-        root = Path(given)
-        if not root.exists():
-            raise InputError("path not found", file=given)
-        relative_root = relative_to_workspace(workspace, root)
-        relative_root = "" if relative_root == "." else relative_root
-        if root.is_file():
-            found.add(relative_root)
+    counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": 0}
+    for name, entry in hashed.items():
+        old = files.get(name)
+        new = {"sha256": entry["sha256"], "crc32": entry["crc32"], "size": entry["size"]}
+        if old is not None and {key: old.get(key) for key in new} == new:
+            counts["unchanged"] += 1
             continue
-        stack = [(str(root.resolve()), relative_root)]
-        while stack:
-            folder, relative = stack.pop()
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    child = f"{relative}/{entry.name}" if relative else entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((entry.path, child))
-                    elif entry.is_file(follow_symlinks=False) and not _bookkeeping(entry.name):
-                        found.add(child)
-    return sorted(found)
-
-
-_buffers = threading.local()
-
-
-def hash_one(path: Path) -> dict:
-    """SHA-256, CRC32 and size of one file, with the stat seen before reading."""
-    stat = os.stat(path)
-    sha = hashlib.sha256()
-    crc = 0
-    size = 0
-    buffer = getattr(_buffers, "buffer", None)
-    if buffer is None:  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
-        buffer = _buffers.buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            chunk = view[:count]
-            sha.update(chunk)
-            crc = crc32(chunk, crc)
-            size += count
-    return {"sha256": sha.hexdigest(), "crc32": f"{crc:08x}", "size": size, "stat": _stat_key(stat)}
-
-
-def _stat_key(stat) -> list:
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-
-
-def hash_files(workspace: Path, relative_paths, executor: Executor | None = None, workers: int = 1,
-               cache: dict | None = None, cache_time_ns: int = 0) -> dict:
-    """``{path: {sha256, crc32, size, stat, cached}}`` for the given paths, in path order.
-
-    With ``cache`` (from ``load_stat_cache``), a file whose stat matches and
-    whose mtime is older than ``cache_time_ns`` is not read again.
-    """
-    results = {}
-    to_hash = []
-    root = str(workspace)
-    for relative in relative_paths:
-        hit = cache.get(relative) if cache else None
-        if hit is not None:
-            try:
-                stat = _stat_key(os.stat(os.path.join(root, relative)))
-            except OSError:
-                stat = None
-            if stat == hit["stat"] and stat[2] < cache_time_ns:
-                results[relative] = dict(hit, cached=True)
-                continue
-        to_hash.append(relative)
-
-    own_pool = executor is None and workers > 1 and len(to_hash) > 1
-    pool = ThreadPoolExecutor(max_workers=workers) if own_pool else executor
-    try:
-        with progress(total=len(to_hash), desc="hashing", unit="file") as bar:
-            mapper = pool.map if pool is not None else map
-            for relative, result in zip(to_hash, mapper(hash_one, [workspace / p for p in to_hash])):
-                results[relative] = dict(result, cached=False)
-                bar.update(1)
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=exc.filename)
-    finally:
-        if own_pool:
-            pool.shutdown()
-    return {path: results[path] for path in sorted(results)}
-
-
-# --------------------------------------------------------------------------
-# Stat cache
-# --------------------------------------------------------------------------
-
-def stat_cache_path(registry: Path) -> Path:
-    return registry.with_name(f".{registry.name}.statcache.json")
-
-
-def load_stat_cache(registry: Path):
-    """``(entries, cache file mtime_ns)``; an unreadable cache is simply empty."""
-    path = stat_cache_path(registry)
-    try:
-        entries = read_json(path)["files"]
-        return entries, os.stat(path).st_mtime_ns
-    except (InputError, KeyError, TypeError, OSError):
-        return {}, 0
-
-
-def save_stat_cache(registry: Path, hashed: dict) -> None:
-    path = stat_cache_path(registry)
-    old, _ = load_stat_cache(registry)
-    old.update({p: {k: h[k] for k in ("sha256", "crc32", "size", "stat")} for p, h in hashed.items()})
-    atomic_write_bytes(path, canonical_json({"files": old}))
-
-
-# --------------------------------------------------------------------------
-# Registry update and audit
-# --------------------------------------------------------------------------
-
-def update_registry(registry: Path, hashed: dict, run_id: str) -> dict:
-    """Record ``hashed`` in the registry; count added, changed and unchanged entries."""
-    counts = {"added": 0, "changed": 0, "unchanged": 0}
-
-    def change(document):
-        files = _checked(document, "hash registry", "files", registry)["files"]
-        for path, entry in hashed.items():
-            old = files.get(path)
-            new = {"sha256": entry["sha256"], "crc32": entry["crc32"], "size": entry["size"]}
-            if old is not None and {k: old.get(k) for k in new} == new:
-                counts["unchanged"] += 1
-                continue
-            counts["changed" if old is not None else "added"] += 1
-            files[path] = dict(new, run=run_id)
-        return document
-
-    locked_update(registry, change, _empty_registry)
+        counts["changed" if old is not None else "added"] += 1
+        files[name] = dict(new, run=run_id)
+    counts["removed"] = len(prune(files, scopes, set(hashed) | set(keep)))
     return counts
-
-
-def _under(path: str, scopes) -> bool:
-    return any(scope in ("", ".") or path == scope or path.startswith(scope + "/") for scope in scopes)
 
 
 def audit(registry_files: dict, scopes, hashed: dict) -> dict:
@@ -212,7 +84,7 @@ def audit(registry_files: dict, scopes, hashed: dict) -> dict:
     Returns sorted lists per category. ``moved`` pairs a missing entry with
     a new file of the same SHA-256.
     """
-    expected = {p: e for p, e in registry_files.items() if _under(p, scopes)}
+    expected = {p: e for p, e in registry_files.items() if under(p, scopes)}
     result = {name: [] for name in CATEGORIES}
     new = []
     for path, entry in hashed.items():
@@ -261,47 +133,65 @@ def main(argv=None) -> int:
         example="python scripts/data_tools/hash_integrity.py verify data/sample --workers 2",
     )
     parser.add_argument("command", choices=("hash", "verify"), help="hash: record; verify: audit (exit 1 on differences)")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders inside the workspace")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (outside the workspace: data roots)")
     parser.add_argument("--registry", metavar="FILE", default=None, help=f"registry file (default: <workspace>/{REGISTRY})")
+    parser.add_argument("--data-name", metavar="NAME", default=None,
+                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
     cli.add_workers_option(parser, "hashing threads")
     parser.add_argument("--full", action="store_true", help="read every file, ignoring the stat cache")
+    parser.add_argument("--strict", action="store_true", help="exit 2 if any file is skipped (unreadable, not a file)")
     parser.add_argument("--export", metavar="FILE", default=None,
-                        help="also write the hashes in `sha256sum -c` format ('-' for stdout), paths workspace-relative")
+                        help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the registry")
     cli.add_common_options(parser)
 
     def run(args, log):
         workspace = resolve_workspace(args.workspace)
-        registry = Path(args.registry).resolve() if args.registry else workspace / REGISTRY
-        files = list_files(workspace, args.paths)
-        scopes = sorted({relative_to_workspace(workspace, p) if Path(p).resolve() != workspace else "" for p in args.paths})
-        if args.command == "hash" and not files:
-            raise InputError("no files to hash under the given paths", file=args.paths[0])
-        cache, cache_time = ({}, 0) if args.full else load_stat_cache(registry)
-        timer_start = os.times()
-        hashed = hash_files(workspace, files, workers=args.workers, cache=cache, cache_time_ns=cache_time)
+        default_registry = workspace / REGISTRY
+        registry = Path(args.registry).resolve() if args.registry else default_registry
+        inputs = collect_inputs(workspace, args.paths, args.data_name, log)
+        scopes = inputs.given
+        skipped = list(inputs.skipped)
+        cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
+        with progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
+            hashed = hash_files([(name, path) for name, path, _ in inputs.files], cache, workers=args.workers,
+                                progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
+                                                                                            "reason": reason}))
+        skipped.sort(key=lambda item: item["file"])
         read = sum(1 for h in hashed.values() if not h["cached"])
-        log.info("hashed", files=len(hashed), read=read, from_cache=len(hashed) - read,
-                 cpu_seconds=round(sum(os.times()[:2]) - sum(timer_start[:2]), 3))
+        log.info("hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped))
+        for item in skipped[:20]:
+            log.warning("skipped_file", **item)
+        if skipped and args.strict:
+            raise InputError(f"{len(skipped)} files were skipped (--strict)", file=skipped[0]["file"],
+                             reason=skipped[0]["reason"])
+        if args.command == "hash" and not hashed:
+            raise InputError("no file could be hashed under the given paths", file=args.paths[0])
 
         with RunRecorder("hash_integrity", workspace=workspace, log=log,
                          config={"command": args.command, "paths": scopes, "full": args.full}) as record:
+            record.data_roots = inputs.root_records()
             if args.command == "hash":
-                counts = update_registry(registry, hashed, record.run_id)
+                keep = {item["file"] for item in skipped}
+                counts = registry_changes(dict(read_registry(registry)), hashed, scopes, keep, record.run_id)
+                apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)  # noqa: E731
+                if registry == default_registry:
+                    record.change_registry(apply)  # with the run's own commit: all or nothing
+                else:
+                    update_registry(registry, apply)
                 record.results.update(counts, files=len(hashed))
                 outcome = None
             else:
-                registry_files = _checked(read_json(registry), "hash registry", "files", registry)["files"] \
-                    if registry.exists() else {}
-                outcome = audit(registry_files, scopes, hashed)
+                outcome = audit(read_registry(registry), scopes, hashed)
                 record.results.update({name: outcome[name] for name in CATEGORIES})
                 record.results["summary"] = {name: len(outcome[name]) for name in CATEGORIES}
+            record.results["skipped"] = skipped
             if args.export == "-":
                 sys.stdout.buffer.write(sha256sum_lines(hashed))
                 sys.stdout.flush()
             elif args.export:
                 with atomic_output(record.claim_output(args.export)) as handle:
                     handle.write(sha256sum_lines(hashed))
-        save_stat_cache(registry, hashed)
+        cache.save()
 
         if outcome is not None:
             summary = {name: len(outcome[name]) for name in CATEGORIES}

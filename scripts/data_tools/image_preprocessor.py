@@ -20,6 +20,14 @@ For each image (default: every file in the sample dataset):
    sample gets the same draws whatever the order or worker count; the drawn
    parameters are recorded.
 
+Inputs are files or folders: in the workspace (named workspace-relative) or
+anywhere else (a data root, named ``@<root>/<path>``, never written to; see
+scripts/utils/data_roots.py). ``--table METADATA_JSONL`` takes only the
+files that metadata_extractor read without error; the others are left out,
+each listed under ``skipped`` in the report with its reason, as are images
+that fail here with ``--skip-errors``. ``--strict`` makes any skipped file
+bad input (exit 2).
+
 Outputs, under ``experiments/results/image_preprocessor_<stamp>/``:
 ``samples/<index>.npz`` (array ``image``, float32) and ``records.jsonl`` (one
 record per sample: source, shape, the transforms applied and their
@@ -30,6 +38,8 @@ process; results agree with NumPy within float32 rounding).
 Usage:
     python scripts/data_tools/image_preprocessor.py
     python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 --augment --epoch 3
+    python scripts/data_tools/image_preprocessor.py /mnt/scans --skip-errors \
+        --table experiments/results/metadata_extractor_<stamp>/metadata.jsonl
 """
 
 from __future__ import annotations
@@ -50,9 +60,10 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, to_numpy
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes
+from scripts.utils.data_roots import collect_inputs
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager, derive_seed
 
 DEFAULT_INPUT = "data/sample"
@@ -373,6 +384,39 @@ def _guarded_sample(task: dict, skip_errors: bool) -> dict:
         return {"index": task["index"], "source": task["source"], "error": exc.message}
 
 
+def record_name(workspace: Path, path) -> str:
+    """How a file given on the command line is named in the record: workspace-relative, else its name."""
+    try:
+        return relative_to_workspace(workspace, path)
+    except InputError:
+        return Path(path).name
+
+
+def select_from_table(files: list, table_path) -> tuple[list, list]:
+    """``(files to process, skipped)``: only the files a metadata table read without error.
+
+    ``files`` is ``[(name, path)]``; the table is a metadata_extractor
+    ``metadata.jsonl`` whose ``path`` column holds the same names. A row
+    with an error is left out with that error as the reason; a file the
+    table does not list is left out too (it came after the table was made).
+    """
+    rows = {}
+    for row in read_json_lines(Path(table_path)):
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+            raise InputError("not a metadata table (rows need a 'path')", file=table_path)
+        rows[row["path"]] = row
+    chosen, skipped = [], []
+    for name, path in files:
+        row = rows.get(name)
+        if row is None:
+            skipped.append({"file": name, "reason": "not in the metadata table"})
+        elif row.get("error"):
+            skipped.append({"file": name, "reason": f"metadata_extractor: {row['error']}"})
+        else:
+            chosen.append((name, path))
+    return chosen, skipped
+
+
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
@@ -441,6 +485,12 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
     cli.add_workers_option(parser, "processes (NumPy backend)")
     parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
+    parser.add_argument("--table", metavar="METADATA_JSONL",
+                        help="take only the files this metadata table read without error (others: skipped)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 2 if any file is skipped (by the table, the listing, or --skip-errors)")
+    parser.add_argument("--data-name", metavar="NAME", default=None,
+                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
@@ -455,13 +505,25 @@ def main(argv=None) -> int:
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         seed = seeds.seed(SEED_STREAM)
-        images = input_files(workspace, args.inputs or [workspace / DEFAULT_INPUT])
+        found = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+        images = [(name, path) for name, path, _ in found.files]
+        skipped = list(found.skipped)
+        if args.table:
+            images, left_out = lib.select_from_table(images, args.table)
+            skipped += left_out
+        if skipped and args.strict:
+            skipped.sort(key=lambda item: item["file"])
+            raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
+                             reason=skipped[0]["reason"])
         mask = lib.load_mask(args.mask)
         config = {"window": window_override, "voi_function": args.voi_function, "size": size,
                   "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
                   "augment": args.augment, "epoch": args.epoch, "backend": backend}
+        if args.table:
+            config["table"] = record_name(workspace, args.table)
         with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
                          extra={"backend": backend}) as record:
+            record.data_roots = found.root_records()
             tasks = [{
                 "index": index, "path": str(path), "source": name,
                 "output": str(record.output_path(f"samples/{index:06d}.npz")),
@@ -469,15 +531,19 @@ def main(argv=None) -> int:
                 "window": window_override, "voi_function": args.voi_function, "size": size,
                 "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
                 "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
-            } for index, (path, name) in enumerate(images)]
-            records = lib.run_tasks(tasks, workers, args.skip_errors)
+            } for index, (name, path) in enumerate(images)]
+            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict)
             with atomic_output(record.output_path("records.jsonl")) as handle:
                 for item in records:
                     handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))
             failed = [item for item in records if item.get("error")]
-            record.results.update(samples=len(records), errors=len(failed),
+            skipped = sorted(skipped + [{"file": item["source"], "reason": item["error"]} for item in failed],
+                             key=lambda item: item["file"])
+            record.results.update(samples=len(records), errors=len(failed), skipped=skipped,
                                   records=f"experiments/results/{record.run_id}/records.jsonl")
-        log.info("preprocessed", samples=len(records), errors=len(failed), backend=backend,
+        for item in skipped[:20]:
+            log.warning("skipped_file", **item)
+        log.info("preprocessed", samples=len(records), errors=len(failed), skipped=len(skipped), backend=backend,
                  records=f"experiments/results/{record.run_id}/records.jsonl")
         return 0
 

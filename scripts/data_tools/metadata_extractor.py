@@ -2,8 +2,9 @@
 
 One row per file under the given folders (default: the sample dataset):
 
-* every row: ``path`` (workspace-relative, or relative to the folder given
-  when that lies outside the workspace), ``kind`` (dicom, png, or null),
+* every row: ``path`` (workspace-relative, or ``@<root>/<path>`` for a
+  folder outside the workspace, a data root: see scripts/utils/data_roots.py;
+  ``--data-name`` names it), ``kind`` (dicom, png, or null),
   ``error`` (null, or why the file could not be read), ``warnings``;
 * DICOM: patient, study, series and SOP identifiers, modality, rows,
   columns, frames, pixel spacing, rescale slope/intercept/type, window
@@ -27,7 +28,10 @@ patients (anyone with the seeds file could re-identify), and a warning says
 so. ``--keep-phi`` keeps the original values and adds name and birth date.
 
 A file that cannot be read (truncated, not DICOM, not PNG) becomes a row
-with ``error`` set; the run still exits 0 unless ``--strict`` (then 2).
+with ``error`` set, and the report lists it under ``skipped`` with the
+reason, beside what is not a regular file at all (symbolic links, FIFOs,
+sockets, devices: never opened); the run still exits 0 unless ``--strict``
+(then 2).
 
 Usage:
     python scripts/data_tools/metadata_extractor.py
@@ -57,7 +61,8 @@ from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.data_roots import collect_inputs
+from scripts.utils.run_records import RunRecorder, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_INPUT = "data/sample"
@@ -367,7 +372,9 @@ def main(argv=None) -> int:
     parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
     parser.add_argument("--keep-phi", action="store_true", help="keep names, IDs, birth dates and UIDs as they are")
     parser.add_argument("--deid-key-file", metavar="FILE", help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)")
-    parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read")
+    parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read or is skipped")
+    parser.add_argument("--data-name", metavar="NAME", default=None,
+                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
     cli.add_workers_option(parser, "processes")
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
@@ -377,27 +384,30 @@ def main(argv=None) -> int:
 
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
-        inputs = args.inputs or [workspace / DEFAULT_INPUT]
-        files = input_files(workspace, inputs)
+        inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+        files = [(path, name) for name, path, _ in inputs.files]
         key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
         rows = lib.extract_rows(files, key, args.workers)
         failed = [row for row in rows if row["error"]]
+        skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
+                         key=lambda item: item["file"])
         leaking = [row["path"] for row in rows if row.get("phi_in_path")]
         if leaking:
             log.warning("phi_in_paths", files=len(leaking), first=leaking[0],
                         note="these paths contain Patient IDs; rename the folders before sharing the table")
-        for row in failed:
-            log.warning("unreadable_file", file=row["path"], error=row["error"])
-        if failed and args.strict:
-            raise InputError(f"{len(failed)} of {len(rows)} files could not be read (--strict)",
-                             file=failed[0]["path"], first_error=failed[0]["error"])
+        for item in skipped[:20]:
+            log.warning("skipped_file", **item)
+        if skipped and args.strict:
+            raise InputError(f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
+                             file=skipped[0]["file"], reason=skipped[0]["reason"])
         deid = None if key is None else {
             "profile": "DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile (table columns)",
             "actions": ANNEX_E_ACTIONS, "pseudonyms": "HMAC-SHA256", "key_source": key_source,
             "key_fingerprint": Pseudonymizer(key).fingerprint(),
         }
-        config = {"keep_phi": args.keep_phi, "inputs": sorted(name.split("/")[0] for _, name in files[:1])}
+        config = {"keep_phi": args.keep_phi, "inputs": inputs.given}
         with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+            record.data_roots = inputs.root_records()
             with atomic_output(record.output_path("metadata.jsonl")) as handle:
                 handle.write(lib.table_jsonl(rows))
             with atomic_output(record.output_path("metadata.csv")) as handle:
@@ -406,10 +416,10 @@ def main(argv=None) -> int:
             for row in rows:
                 kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
             record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
-                                  paths_with_patient_ids=len(leaking),
+                                  paths_with_patient_ids=len(leaking), skipped=skipped,
                                   deidentification=deid or "none: --keep-phi",
                                   table=f"experiments/results/{record.run_id}/metadata.jsonl")
-        log.info("extracted", files=len(rows), errors=len(failed),
+        log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped),
                  table=f"experiments/results/{record.run_id}/metadata.jsonl")
         return 0
 

@@ -12,8 +12,9 @@ the SHA-256 of the source; only when all files are verified is
 source files that still match it removed. Running the same command again
 after an interruption finishes the job without copying twice: files already
 in place with the right hash are kept, and a source already gone is fine
-once the manifest lists it. Registry entries move with their files and keep
-the run that produced them.
+once the manifest lists it. Registry entries move with their files (in the
+run's commit) and keep the run that produced them. The report holds what
+was archived, not how the move went (resumed or not), which is logged.
 
 ``--archive tar.gz|zip`` also packs the destination into
 ``<destination>.tar.gz`` or ``.zip`` whose bytes depend only on the files:
@@ -48,9 +49,8 @@ import orjson
 
 from scripts.utils import cli, time_utils
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, canonical_json, locked_update, read_json
-from scripts.utils.run_records import REGISTRY, RunRecorder, _checked, _empty_registry, relative_to_workspace, \
-    resolve_workspace
+from scripts.utils.jsonio import atomic_output, canonical_json, read_json
+from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 
 MANIFEST_NAME = "MANIFEST.json"
 DEFAULT_ARCHIVE_DIR = "experiments/results/archive"
@@ -101,7 +101,12 @@ def _copy_verified(source: Path, target: Path, expected: str) -> None:
 
 
 def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict:
-    """Copy, verify, record, then remove the source (see the module docstring)."""
+    """Copy, verify, record, then remove the source (see the module docstring).
+
+    Returns ``{"files": {name: {sha256, size}}, ...counts}``; the counts say
+    how the move went (logged, not part of the report: a resumed move and
+    an uninterrupted one produce the same record).
+    """
     manifest_path = destination / MANIFEST_NAME
     previous = read_json(manifest_path)["files"] if manifest_path.exists() else {}
     current = source_files(workspace, source) if source.exists() else {}
@@ -139,29 +144,23 @@ def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict
                 folder.rmdir()
         if not any(source.iterdir()):
             source.rmdir()
-    _move_registry_entries(workspace, source, destination, entries)
     if log is not None:
         log.info("moved", files=len(entries), copied=copied, already_in_place=kept, removed_from_source=removed)
-    return {"files": len(entries), "copied": copied, "already_in_place": kept, "removed_from_source": removed}
+    return {"files": entries, "copied": copied, "already_in_place": kept, "removed_from_source": removed}
 
 
-def _move_registry_entries(workspace: Path, source: Path, destination: Path, entries: dict) -> None:
-    """Registry entries follow their files, keeping the run that produced them."""
-    registry = workspace / REGISTRY
-    if not registry.exists():
-        return
+def registry_moves(workspace: Path, source: Path, destination: Path, entries: dict):
+    """A registry change: entries follow their files, keeping the run that produced them."""
     old_root = relative_to_workspace(workspace, source)
     new_root = relative_to_workspace(workspace, destination)
 
-    def change(document):
-        files = _checked(document, "hash registry", "files", registry)["files"]
+    def change(files):
         for name, entry in entries.items():
             old = files.pop(f"{old_root}/{name}", None)
             if old is not None and old.get("sha256") == entry["sha256"]:
                 files[f"{new_root}/{name}"] = old
-        return document
 
-    locked_update(registry, change, _empty_registry)
+    return change
 
 
 def archive_time() -> int:
@@ -280,13 +279,14 @@ def main(argv=None) -> int:
                                  "destination": relative_to_workspace(workspace, destination),
                                  "archive": args.archive}) as record:
             moved = move_run(workspace, source, destination, log)
+            record.change_registry(registry_moves(workspace, source, destination, moved["files"]))
             record.claim_output(destination / MANIFEST_NAME)
+            record.results.update(files=len(moved["files"]), destination=relative_to_workspace(workspace, destination))
             if args.archive:
                 target = destination.with_name(f"{destination.name}.{args.archive}")
                 pack(destination, args.archive, target)
                 record.claim_output(target)
-                moved["archive"] = relative_to_workspace(workspace, target)
-            record.results.update(moved, destination=relative_to_workspace(workspace, destination))
+                record.results["archive"] = relative_to_workspace(workspace, target)
         return 0
 
     return cli.run(parser, run, argv)

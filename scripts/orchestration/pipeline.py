@@ -1,14 +1,15 @@
 """The phase pipeline behind ``make phase5`` ... ``make phase9``.
 
     python scripts/orchestration/pipeline.py phase7
-    python scripts/orchestration/pipeline.py phase5 --data /path/to/dicoms --workspace /tmp/ws
+    python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --workspace /tmp/ws
+    python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --data-name cohort_a --strict
 
 Phases (the spec's phase table), each building on the steps before it:
 
 * phase5, phase6 (Dreamer + Learner testing): sample data (unless ``--data``)
-  -> metadata -> split -> preprocess -> hash registry -> run_experiment with
-  ``trainer/config/phaseN.toml`` into ``experiments/results/phaseN/`` ->
-  tensor_visualizer. Outputs: loss/coherence CSVs, renders.
+  -> metadata -> split and preprocess (the files metadata could read) ->
+  hash registry -> run_experiment with ``trainer/config/phaseN.toml`` into
+  ``experiments/results/phaseN/`` -> tensor_visualizer.
 * phase7 (Bridge & Sonic Encoding): the same chain for phase 7, then
   dream_animation and metric_plotter: FFT and loss/coherence plots, GIF and
   MP4 replay, the WAV and its spectrogram.
@@ -19,194 +20,226 @@ Phases (the spec's phase table), each building on the steps before it:
 * phase9 (Deployment Tooling): env_check's snapshot in ``env/`` and every
   phase config resolved by config_loader into ``env/config_phaseN.json``.
 
-Every step is a real run of its script, recorded like any other. A step is
-skipped when its fingerprint (the command, the contents of its configs, the
-seeds, the data listing, the code, and the fingerprints of the steps it
-depends on) matches the last successful run and its outputs are there; a
-changed input or config redoes that step and everything after it.
-The fingerprints live in ``meta/chronicle/pipeline_state.json``.
+Your data. ``--data DIR`` may be anywhere (another disk, a read-only or
+network mount) and is only read. Its files are named ``@<name>/<path>`` in
+every record, ``<name>`` being the folder's name or ``--data-name``
+(scripts/utils/data_roots.py). A file a step cannot use (not an image, no
+pixel data, truncated, an unsupported codec) is skipped with its reason and
+left out of the steps after it; the summary counts the skipped files of each
+step and the step's report names them. ``--strict`` makes any skipped file
+a failure (exit 2).
+
+Skipping and repairing. A step is skipped when its fingerprint matches its
+last successful run and that run's outputs are intact. The fingerprint
+covers the command, the contents of the config and seeds files it names,
+the code of its script and of every project module that script imports,
+the data (file names and contents, through the stat cache: an unchanged
+folder is not read again), and the fingerprints of the steps it depends
+on. The outputs are checked against the registry: a stat when size and
+mtime are unchanged, a hash otherwise. A changed input, or a missing or
+altered output (any file a step produced, its report, the sample data),
+redoes that step and the steps after it: the old runs are retracted first,
+so the workspace ends exactly as one clean run would leave it.
+
+Interrupted runs. Kill the pipeline at any moment (SIGKILL included) and run
+it again: the step that was running is redone from scratch (a run it
+completed is retracted), the leftovers of killed runs are removed by the
+run records (scripts/utils/run_records.py), and the result equals one
+uninterrupted run, file for file. Fingerprints and step states live in
+``meta/chronicle/pipeline_state.json``; one pipeline at a time runs in a
+workspace (``meta/chronicle/.pipeline.lock``).
 
 The last JSON record is a summary of what was produced and where; on a
-terminal a plain table follows on stderr. Bad input (a missing or empty
-``--data`` folder, an unknown phase, an unwritable workspace) is exit 2
-before any work starts.
+terminal a plain table follows on stderr. Bad input (a missing, empty or
+unsuitable ``--data`` folder, an unknown phase, an unwritable workspace) is
+exit 2 before any work starts; a step that fails passes its exit code and
+its error on.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import orjson
+from filelock import FileLock, Timeout
 
 from scripts.utils import cli
+from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
-from scripts.utils.run_records import REPO_ROOT, ensure_layout, relative_to_workspace, resolve_workspace
+from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
+from scripts.utils.registry import REGISTRY, StatCache, damaged_files, hash_files, read_manifest, read_registry
+from scripts.utils.run_records import MANIFEST, check_records, recover, records_lock, retract_runs
+from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
 STATE = "meta/chronicle/pipeline_state.json"
+PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
+SHOWN_SKIPPED = 5
+
+
+class StepFailed(CheckFailed):
+    """A step's script failed: the pipeline exits with the step's own code (1, 2 or 3)."""
+
+    def __init__(self, message: str, exit_code: int, **details):
+        super().__init__(message, **details)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Step:
+    name: str
+    script: str                 # the name its runs are recorded under
+    argv: list                  # the script's path and arguments; "{table}" is the metadata step's table
+    after: list = field(default_factory=list)
+    folders: list = field(default_factory=list)   # workspace folders it fills outside its run folder
+    files: list = field(default_factory=list)     # workspace files it writes outside its run folder
+    keep_folders_on_resume: bool = False          # archive: a resumed move must keep what it moved
+
+    @property
+    def in_process(self) -> bool:
+        return self.script == "config_loader"  # prints to stdout; the pipeline records what it writes
 
 
 def script(category: str, name: str) -> str:
     return str(REPO_ROOT / "scripts" / category / f"{name}.py")
 
 
-def code_fingerprint() -> str:
-    """Changes whenever a script or config of the project changes."""
-    digest = hashlib.sha256()
-    for folder in ("scripts", "trainer/config"):
-        for path in sorted((REPO_ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".toml"):
-                digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def tree_fingerprint(folder: Path) -> str:
-    """The names, sizes and contents' SHA-256 of every file under ``folder``."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def steps_for(phase: str, data: str, external_data: bool) -> list:
-    """``(name, argv, depends on, output checked)`` for each step of a phase, in order."""
+def steps_for(phase: str, data: str, external: bool, data_name: str | None, strict: bool) -> list:
+    """The steps of a phase, in order."""
     number = phase[-1]
-    config = f"trainer/config/phase{number}.toml"
+    config = str(REPO_ROOT / f"trainer/config/phase{number}.toml")
     if phase == "phase9":  # deployment tooling needs no data
-        steps = [("env_check", [script("orchestration", "env_check")], [], "env/environment.json")]
+        steps = [Step("env_check", "env_check", [script("orchestration", "env_check")],
+                      files=["env/environment.json"])]
         for n in "56789":
-            steps.append((f"config_phase{n}", [script("utils", "config_loader"),
-                                               str(REPO_ROOT / f"trainer/config/phase{n}.toml")], [],
-                          f"env/config_phase{n}.json"))
+            steps.append(Step(f"config_phase{n}", "config_loader",
+                              [script("utils", "config_loader"), str(REPO_ROOT / f"trainer/config/phase{n}.toml")],
+                              files=[f"env/config_phase{n}.json"]))
         return steps
-    steps = [] if external_data else [("sample", [script("data_tools", "sample_data")], [], data)]
-    base = [] if external_data else ["sample"]
+    naming = ["--data-name", data_name] if data_name else []
+    strictness = ["--strict"] if strict else []
+    steps = [] if external else [Step("sample", "sample_data", [script("data_tools", "sample_data")],
+                                      folders=["data/sample"])]
+    base = [] if external else ["sample"]
+    table = "{table}"
     steps += [
-        ("metadata", [script("data_tools", "metadata_extractor"), data], base, None),
-        ("split", [script("data_tools", "dataset_splitter")], ["metadata"], None),
-        ("preprocess", [script("data_tools", "image_preprocessor"), data], base, None),
-        ("hash", [script("data_tools", "hash_integrity"), "hash", data], base, None),
+        Step("metadata", "metadata_extractor", [script("data_tools", "metadata_extractor"), data, *naming, *strictness],
+             base),
+        Step("split", "dataset_splitter", [script("data_tools", "dataset_splitter"), table], ["metadata"]),
+        Step("preprocess", "image_preprocessor", [script("data_tools", "image_preprocessor"), data, "--table", table,
+                                                  *naming, *(strictness or ["--skip-errors"])], ["metadata"]),
+        Step("hash", "hash_integrity", [script("data_tools", "hash_integrity"), "hash", data, *naming, *strictness],
+             base),
     ]
-    data_steps = ["metadata", "split", "preprocess", "hash"]
+    data_steps = ["split", "preprocess", "hash"]
     if phase in ("phase5", "phase6", "phase7"):
         logdir = f"experiments/results/{phase}"
         steps += [
-            (f"experiment_{phase}", [script("orchestration", "run_experiment"), "--config", str(REPO_ROOT / config),
-                                     "--seeds", str(SEEDS), "--logdir", logdir], data_steps, f"{logdir}/plan.json"),
-            (f"render_{phase}", [script("visualization", "tensor_visualizer"), logdir], [f"experiment_{phase}"], None),
+            Step(f"experiment_{phase}", "run_experiment",
+                 [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS),
+                  "--logdir", logdir], data_steps, folders=[logdir]),
+            Step(f"render_{phase}", "tensor_visualizer", [script("visualization", "tensor_visualizer"), logdir],
+                 [f"experiment_{phase}"]),
         ]
         if phase == "phase7":
             steps += [
-                ("animate_phase7", [script("visualization", "dream_animation"), logdir], ["experiment_phase7"], None),
-                ("plot_phase7", [script("visualization", "metric_plotter"), logdir], ["experiment_phase7"], None),
+                Step("animate_phase7", "dream_animation", [script("visualization", "dream_animation"), logdir],
+                     ["experiment_phase7"]),
+                Step("plot_phase7", "metric_plotter", [script("visualization", "metric_plotter"), logdir],
+                     ["experiment_phase7"]),
             ]
     elif phase == "phase8":
+        logdir, archive = "experiments/results/phase8", "experiments/results/archive/phase8"
         steps += [
-            ("experiment_phase8", [script("orchestration", "run_experiment"), "--config", str(REPO_ROOT / config),
-                                   "--seeds", str(SEEDS), "--logdir", "experiments/results/phase8"], data_steps, None),
-            ("archive_phase8", [script("orchestration", "archive_results"), "experiments/results/phase8",
-                                "--archive", "tar.gz"], ["experiment_phase8"],
-             "experiments/results/archive/phase8.tar.gz"),
-            ("verify_archive_phase8", [script("orchestration", "archive_results"), "--verify",
-                                       "experiments/results/archive/phase8.tar.gz"], ["archive_phase8"], None),
-            ("verify_hashes_phase8", [script("data_tools", "hash_integrity"), "verify",
-                                      "experiments/results/archive/phase8", data], ["archive_phase8", "hash"], None),
+            Step("experiment_phase8", "run_experiment",
+                 [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS),
+                  "--logdir", logdir], data_steps, folders=[logdir]),
+            Step("archive_phase8", "archive_results",
+                 [script("orchestration", "archive_results"), logdir, "--archive", "tar.gz"], ["experiment_phase8"],
+                 folders=[archive], files=[f"{archive}.tar.gz"], keep_folders_on_resume=True),
+            Step("verify_archive_phase8", "archive_results",
+                 [script("orchestration", "archive_results"), "--verify", f"{archive}.tar.gz"], ["archive_phase8"]),
+            Step("verify_hashes_phase8", "hash_integrity",
+                 [script("data_tools", "hash_integrity"), "verify", archive, data, *naming],
+                 ["archive_phase8", "hash"]),
         ]
     return steps
 
 
-def run_step(name: str, argv: list, workspace: Path, log) -> dict:
-    """Run one step's script; return what it recorded (run id, report) or raise."""
-    query = argv[0].endswith("config_loader.py")  # prints to stdout; the pipeline records what it writes
-    command = [sys.executable, *argv] + ([] if query else ["--workspace", str(workspace)])
-    result = subprocess.run(command, cwd=workspace, capture_output=True)
-    records = []
-    for line in result.stderr.splitlines():
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            records.append({"event": "raw", "text": line.decode(errors="replace")})
-    if query and result.returncode == 0:
-        from scripts.utils.run_records import RunRecorder
+# --------------------------------------------------------------------------
+# Fingerprints
+# --------------------------------------------------------------------------
 
-        resolved = orjson.loads(result.stdout)
-        resolved["file"] = relative_or_name(resolved["file"], workspace)
-        with RunRecorder("config_loader", workspace=workspace, config={"file": resolved["file"]}) as record:
-            atomic_write_bytes(record.claim_output(workspace / f"env/{name}.json"), canonical_json(resolved))
-        return {"run_id": record.run_id, "report": f"experiments/results/{record.run_id}.json"}
-    if result.returncode != 0:
-        error = next((r for r in records if r.get("level") == "error"), {"error": "no error record"})
-        raise CheckFailed(f"step {name!r} failed (exit {result.returncode})", step=name,
-                          exit_code=result.returncode, cause=error)
-    recorded = next((r for r in records if r.get("event") == "run_recorded"), None)
-    return {"run_id": recorded["run_id"] if recorded else None, "report": recorded["report"] if recorded else None}
+_MODULE_CACHE: dict = {}
 
 
-def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: bool = False) -> list:
-    if phase not in PHASES:
-        raise InputError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}", value=phase)
-    external = data_arg is not None
-    if external:
-        data_path = Path(data_arg).absolute()
-        if not data_path.is_dir():
-            raise InputError("DATA must be a folder", file=data_arg)
-        if not any(p.is_file() for p in data_path.rglob("*")):
-            raise InputError("DATA folder is empty", file=data_arg)
-        data = str(data_path)
-    else:
-        data = "data/sample"
-    ensure_layout(workspace)
-    state_path = workspace / STATE
-    state = read_json(state_path) if state_path.exists() else {}
-    code = code_fingerprint()
-    seeds = hashlib.sha256(SEEDS.read_bytes()).hexdigest()
-    data_fingerprint = tree_fingerprint(Path(data)) if external else "sample"
-    fingerprints, summary, redone = {}, [], set()
-    for name, argv, depends, output in steps_for(phase, data, external):
-        fingerprint = hashlib.sha256(canonical_json({
-            "argv": [relative_or_name(a, workspace) for a in argv], "code": code, "seeds": seeds,
-            "data": data_fingerprint, "after": [fingerprints.get(d) for d in depends],
-        })).hexdigest()
-        fingerprints[name] = fingerprint
-        previous = state.get(name)
-        output_ok = output is None or (workspace / output).exists()
-        if not force and previous and previous["fingerprint"] == fingerprint and output_ok \
-                and not redone.intersection(depends) \
-                and (previous.get("report") is None or (workspace / previous["report"]).exists()):
-            summary.append({"step": name, "status": "up to date", "report": previous.get("report")})
+def _module_file(dotted: str) -> Path | None:
+    base = REPO_ROOT.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(path: Path) -> list:
+    """The project modules (``scripts.*``) that ``path`` imports anywhere in its code, as files."""
+    if path in _MODULE_CACHE:
+        return _MODULE_CACHE[path]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name == "scripts" or name.startswith("scripts."):
+                module = _module_file(name)
+                if module is not None:
+                    found.add(module)
+    _MODULE_CACHE[path] = sorted(found)
+    return _MODULE_CACHE[path]
+
+
+def code_fingerprint(entry: Path, also=()) -> str:
+    """SHA-256 of ``entry`` and every project module it imports, transitively (and of ``also``)."""
+    seen, pending = set(), [Path(entry), *map(Path, also)]
+    while pending:
+        path = pending.pop()
+        if path in seen:
             continue
-        for folder in _fresh_folders(name, argv, workspace):
-            shutil.rmtree(folder, ignore_errors=True)  # a redone step starts from an empty log folder
-        log.info("step", step=name)
-        done = run_step(name, argv, workspace, log)
-        state[name] = {"fingerprint": fingerprint, "report": done["report"]}
-        atomic_write_bytes(state_path, canonical_json(state))
-        redone.add(name)
-        summary.append({"step": name, "status": "done", "report": done["report"]})
-    return summary
+        seen.add(path)
+        pending.extend(project_imports(path))
+    digest = hashlib.sha256()
+    for path in sorted(seen):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
-def _fresh_folders(name: str, argv: list, workspace: Path) -> list:
-    if name.startswith("experiment_"):
-        logdir = argv[argv.index("--logdir") + 1]
-        return [workspace / logdir]
-    if name.startswith("archive_"):
-        return [workspace / "experiments/results/archive" / name.split("_", 1)[1]]
-    return []
+def data_fingerprint(inputs, cache: StatCache) -> str:
+    """Names and contents of the data files, read only where the stat cache cannot vouch for them."""
+    hashed = hash_files([(name, path) for name, path, _ in inputs.files], cache, on_error=lambda name, reason: None)
+    digest = hashlib.sha256()
+    for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
+        entry = hashed.get(name)
+        digest.update(f"{name}\0{entry['sha256'] if entry else 'unreadable'}\n".encode("utf-8"))
+    for item in inputs.skipped:
+        digest.update(f"{item['file']}\0skipped\n".encode("utf-8"))
+    return digest.hexdigest()
 
 
-def relative_or_name(arg: str, workspace: Path) -> str:
+def portable(arg: str, workspace: Path) -> str:
+    """An argument as it goes into a fingerprint: paths relative to the repository or workspace, else a name."""
     path = Path(arg)
     if not path.is_absolute():
         return arg
@@ -216,6 +249,252 @@ def relative_or_name(arg: str, workspace: Path) -> str:
         except ValueError:
             continue
     return path.name
+
+
+def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> str:
+    files = {}
+    for arg in step.argv[1:]:
+        path = Path(arg)
+        if path.is_absolute() and path.is_file() and inside(REPO_ROOT, path):
+            files[portable(arg, workspace)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    also = [Path(__file__)] if step.in_process else []
+    return hashlib.sha256(canonical_json({
+        "argv": [portable(a, workspace) for a in step.argv], "files": files,
+        "code": code_fingerprint(Path(step.argv[0]), also), "data": data, "after": upstream,
+    })).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Running a step
+# --------------------------------------------------------------------------
+
+def run_step(step: Step, argv: list, workspace: Path) -> str:
+    """Run one step's script; return the id of the run it recorded, or raise StepFailed."""
+    if step.in_process:
+        return _record_config(step, argv, workspace)
+    command = [sys.executable, *argv, "--workspace", str(workspace)]
+    result = subprocess.run(command, cwd=workspace, capture_output=True)
+    records = []
+    for line in result.stderr.splitlines():
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            records.append({"event": "raw", "text": line.decode(errors="replace")})
+    if result.returncode != 0:
+        error = next((r for r in records if isinstance(r, dict) and r.get("level") == "error"),
+                     {"error": "no error record", "stderr_tail": [r.get("text") for r in records[-3:]]})
+        cause = {k: v for k, v in error.items() if k not in ("ts", "level", "script")}
+        message = f"step {step.name!r} failed (exit {result.returncode}): {error.get('error')}"
+        if result.returncode == 2:  # bad input stays bad input, naming the file
+            raise InputError(message, file=cause.get("file"), step=step.name, cause=cause)
+        raise StepFailed(message, result.returncode if result.returncode in (1, 3) else 1, step=step.name,
+                         exit_code=result.returncode, cause=cause)
+    recorded = next((r for r in records if isinstance(r, dict) and r.get("event") == "run_recorded"), None)
+    if recorded is None:
+        raise StepFailed(f"step {step.name!r} recorded no run", 3, step=step.name)
+    return recorded["run_id"]
+
+
+def _record_config(step: Step, argv: list, workspace: Path) -> str:
+    from scripts.utils.run_records import RunRecorder
+
+    result = subprocess.run([sys.executable, *argv], cwd=workspace, capture_output=True)
+    if result.returncode != 0:
+        raise StepFailed(f"step {step.name!r} failed (exit {result.returncode})", result.returncode
+                         if result.returncode in (1, 2, 3) else 1, step=step.name,
+                         cause=result.stderr.decode(errors="replace").splitlines()[-1:])
+    resolved = orjson.loads(result.stdout)
+    resolved["file"] = portable(resolved["file"], workspace)
+    with RunRecorder("config_loader", workspace=workspace, config={"file": resolved["file"]}) as record:
+        atomic_write_bytes(record.claim_output(workspace / step.files[0]), canonical_json(resolved))
+    return record.run_id
+
+
+def clear_places(step: Step, workspace: Path, keep_folders: bool) -> None:
+    """Remove what a killed or outdated attempt of ``step`` left outside its run folder."""
+    if not keep_folders:
+        for folder in step.folders:
+            shutil.rmtree(workspace / folder, ignore_errors=True)
+    for name in step.files:
+        remove_stale_temps(workspace / name)
+
+
+# --------------------------------------------------------------------------
+# The phase
+# --------------------------------------------------------------------------
+
+class Pipeline:
+    """One call of a phase in one workspace (holding its pipeline lock)."""
+
+    def __init__(self, workspace: Path, log):
+        self.workspace = workspace
+        self.log = log
+        self.state_path = workspace / STATE
+        remove_stale_temps(self.state_path)
+        self.state = read_json(self.state_path) if self.state_path.exists() else {}
+        if not isinstance(self.state, dict):
+            self.state = {}
+        self.cache = StatCache.load(workspace / REGISTRY)
+        self._registry = None
+
+    def save_state(self) -> None:
+        atomic_write_bytes(self.state_path, canonical_json(self.state))
+
+    def registry(self) -> dict:
+        if self._registry is None:
+            self._registry = read_registry(self.workspace / REGISTRY)
+        return self._registry
+
+    def runs_of(self, script_name: str) -> set:
+        return {run_id for run_id, run in read_manifest(self.workspace / MANIFEST).items()
+                if run.get("script") == script_name}
+
+    def intact(self, step: Step, run_id: str) -> list:
+        """What is wrong with a finished step's run: [] when its outputs are all there and unchanged."""
+        manifest = read_manifest(self.workspace / MANIFEST)
+        report = run_report(run_id)
+        entries = {name: entry for name, entry in self.registry().items()
+                   if entry.get("run") == run_id and not name.startswith("@")}
+        if run_id not in manifest or report not in entries:
+            return [{"file": report, "problem": "the run is not recorded"}]
+        if manifest[run_id].get("report_sha256") != entries[report].get("sha256"):
+            return [{"file": report, "problem": "the report differs from the manifest"}]
+        return damaged_files(entries, lambda name: self.workspace / name, self.cache)
+
+    def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str:
+        previous = self.state.get(step.name) or {}
+        retract = set()
+        resumed = previous.get("status") == "running"
+        if resumed:  # killed or failed last time: whatever it recorded since it started goes
+            retract |= set(previous.get("retract", [])) | (self.runs_of(step.script) - set(previous.get("before", [])))
+        elif previous.get("run"):
+            retract.add(previous["run"])
+        self.state[step.name] = {"status": "running", "fingerprint": fingerprint, "retract": sorted(retract),
+                                 "before": sorted(self.runs_of(step.script) - retract)}
+        self.save_state()
+        if retract:
+            retract_runs(self.workspace, retract, self.log)
+        self._registry = None
+        clear_places(step, self.workspace, step.keep_folders_on_resume and not upstream_redone)
+        self.log.info("step", step=step.name)
+        run_id = run_step(step, argv, self.workspace)
+        self.state[step.name] = {"status": "done", "fingerprint": fingerprint, "run": run_id}
+        self.save_state()
+        return run_id
+
+    def run(self, steps: list, data: str, force: bool) -> list:
+        fingerprints, redone, summary, runs = {}, set(), [], {}
+        for step in steps:
+            upstream = [fingerprints.get(name) for name in step.after]
+            fingerprint = step_fingerprint(step, self.workspace, data, upstream)
+            fingerprints[step.name] = fingerprint
+            previous = self.state.get(step.name) or {}
+            run_id = previous.get("run") or _legacy_run(previous)
+            upstream_redone = bool(redone.intersection(step.after))
+            reason = None
+            if force:
+                reason = "forced"
+            elif previous.get("status", "done") != "done" or not run_id:
+                reason = "interrupted" if previous.get("status") == "running" else "new"
+            elif previous.get("fingerprint") != fingerprint:
+                reason = "inputs changed"
+            elif upstream_redone:
+                reason = "a step before it was redone"
+            else:
+                problems = self.intact(step, run_id)
+                if problems:
+                    reason = "outputs damaged"
+                    self.log.warning("damaged_outputs", step=step.name, run_id=run_id, files=len(problems),
+                                     first=problems[:SHOWN_SKIPPED])
+            if reason is None:
+                runs[step.name] = run_id
+                summary.append({"step": step.name, "status": "up to date", "report": run_report(run_id)})
+                continue
+            argv = [runs_table(runs) if arg == "{table}" else arg for arg in step.argv]
+            if reason != "new":
+                self.log.info("redo", step=step.name, reason=reason)
+            run_id = self.redo(step, fingerprint, argv, upstream_redone)
+            runs[step.name] = run_id
+            redone.add(step.name)
+            summary.append({"step": step.name, "status": "done", "report": run_report(run_id)})
+        self.cache.save()
+        for item in summary:
+            item["skipped"] = self.skipped_of(item["report"])
+        return summary
+
+    def skipped_of(self, report: str) -> list:
+        try:
+            skipped = read_json(self.workspace / report).get("results", {}).get("skipped", [])
+        except (InputError, AttributeError):
+            return []
+        return skipped if isinstance(skipped, list) else []
+
+
+def runs_table(runs: dict) -> str:
+    if "metadata" not in runs:
+        raise InputError("the metadata step has not run")
+    return f"{run_folder(runs['metadata'])}/metadata.jsonl"
+
+
+def _legacy_run(previous: dict) -> str | None:
+    """State written before step states had a status: the run id is the report's stem."""
+    report = previous.get("report")
+    return Path(report).stem if isinstance(report, str) else None
+
+
+def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
+    """The --data folder, validated and listed (bad input: exit 2 before any work)."""
+    path = Path(data_arg).expanduser()
+    if not path.is_dir():
+        raise InputError("DATA must be a folder", file=data_arg)
+    resolved = path.resolve()
+    if resolved == workspace:
+        raise InputError("DATA is the workspace itself: give the folder that holds your images", file=data_arg)
+    for records in (REGISTRY, "meta/chronicle", "experiments/results", "env"):
+        if inside(resolved, workspace / records):
+            raise InputError("DATA holds the workspace's own records: give the folder that holds your images",
+                             file=data_arg, records=records)
+    try:
+        inputs = collect_inputs(workspace, [resolved], data_name, log, bind=False)
+    except InputError as exc:
+        if exc.message == "no files found":
+            raise InputError("DATA folder is empty (no regular files)", file=data_arg)
+        raise
+    return inputs
+
+
+def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: bool = False,
+              data_name: str | None = None, strict: bool = False) -> list:
+    if phase not in PHASES:
+        raise InputError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}", value=phase)
+    if data_name is not None and data_arg is None:
+        raise InputError("--data-name names the --data folder; give --data too", value=data_name)
+    external = data_arg is not None and phase != "phase9"
+    inputs = check_data(data_arg, workspace, data_name, log) if external else None
+    ensure_layout(workspace)
+    check_records(workspace)
+    if inputs is not None:
+        bind_roots(workspace, inputs.roots, log)
+    lock = FileLock(str(workspace / PIPELINE_LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError("another pipeline is running in this workspace; wait for it to finish",
+                         file=workspace / PIPELINE_LOCK)
+    try:
+        with records_lock(workspace):
+            recover(workspace, log)
+        pipeline = Pipeline(workspace, log)
+        if inputs is not None:
+            data = str(Path(data_arg).expanduser().resolve())
+            fingerprint = data_fingerprint(inputs, pipeline.cache)
+            pipeline.cache.save()
+        else:
+            data, fingerprint = "data/sample", "sample"
+        steps = steps_for(phase, data, inputs is not None, data_name, strict)
+        return pipeline.run(steps, fingerprint, force)
+    finally:
+        lock.release()
 
 
 PRODUCES = {
@@ -228,28 +507,50 @@ PRODUCES = {
 }
 
 
+def print_table(phase: str, summary: list) -> None:
+    width = max(len(item["step"]) for item in summary)
+    lines = [f"{phase}: {PRODUCES[phase]}", ""]
+    for item in summary:
+        skipped = f"{len(item['skipped'])} skipped" if item["skipped"] else ""
+        lines.append(f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  {item['report'] or ''}")
+    for item in summary:
+        for skipped in item["skipped"][:SHOWN_SKIPPED]:
+            lines.append(f"  {item['step']}: skipped {skipped.get('file')}: {skipped.get('reason')}")
+        if len(item["skipped"]) > SHOWN_SKIPPED:
+            lines.append(f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "pipeline",
         description="Run a phase of the pipeline (phase5 ... phase9) on the sample data or --data.",
-        example="python scripts/orchestration/pipeline.py phase7",
+        example="python scripts/orchestration/pipeline.py phase7 --data /mnt/scans",
     )
     parser.add_argument("phase", help=", ".join(PHASES))
-    parser.add_argument("--data", metavar="DIR", default=None, help="your DICOM/PNG folder (default: the sample data)")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="your DICOM/PNG folder, anywhere; only read (default: the sample data)")
+    parser.add_argument("--data-name", metavar="NAME", default=None,
+                        help="the name of --data in the records (default: the folder's name)")
+    parser.add_argument("--strict", action="store_true", help="any skipped file is a failure (exit 2)")
     parser.add_argument("--force", action="store_true", help="redo every step")
     cli.add_common_options(parser)
 
     def run(args, log):
         workspace = resolve_workspace(args.workspace)
-        summary = run_phase(args.phase, workspace, args.data or None, log, args.force)
-        reports = [item["report"] for item in summary if item["report"]]
+        summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
+                            args.strict)
+        skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
+        for item in summary:
+            if item["skipped"]:
+                log.warning("skipped_files", step=item["step"], count=len(item["skipped"]),
+                            first=item["skipped"][:SHOWN_SKIPPED], report=item["report"])
+        steps = [{"step": item["step"], "status": item["status"], "report": item["report"],
+                  "skipped": len(item["skipped"])} for item in summary]
         log.info("summary", phase=args.phase, workspace=str(workspace), produced=PRODUCES[args.phase],
-                 steps=summary, reports=len(reports))
+                 steps=steps, reports=len(summary), skipped=skipped)
         if sys.stderr.isatty():
-            width = max(len(item["step"]) for item in summary)
-            lines = [f"{args.phase}: {PRODUCES[args.phase]}", ""]
-            lines += [f"  {item['step']:<{width}}  {item['status']:<10}  {item['report'] or ''}" for item in summary]
-            sys.stderr.write("\n".join(lines) + "\n")
+            print_table(args.phase, summary)
         return 0
 
     return cli.run(parser, run, argv)

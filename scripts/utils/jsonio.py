@@ -14,6 +14,7 @@ Everything that writes a registry, manifest or report goes through here:
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import secrets
@@ -180,21 +181,73 @@ def locked_update(path: Path, change, empty):
     """
     path = Path(path)
     with holding(lock_for(path), path):
+        remove_stale_temps(path)
         current = read_json(path) if path.exists() else empty()
         updated = change(current)
         atomic_write_bytes(path, canonical_json(updated))
     return updated
 
 
-def append_json_line(path: Path, record) -> None:
-    """Append one record to a JSON-lines file under its lock, durably."""
+def remove_stale_temps(path: Path) -> list:
+    """Delete temp files that a killed writer of ``path`` left beside it; call it holding ``path``'s lock.
+
+    Every writer of a locked file holds the lock while its temp file exists,
+    so a temp file seen under the lock belongs to a writer that died.
+    """
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale.name)
+    return removed
+
+
+def append_json_line(path: Path, record) -> str | None:
+    """Append one record to a JSON-lines file under its lock, durably.
+
+    A last line without its newline (a writer killed mid-append) is never
+    glued to the new record: a complete JSON value gets its newline, a torn
+    fragment is cut off. Returns what was repaired (None when nothing was),
+    for the caller to log.
+    """
     path = Path(path)
     line = json_line(record)
     with holding(lock_for(path), path):
-        with open(path, "ab") as handle:
+        with open(path, "a+b") as handle:
+            repaired = _repair_tail(handle)
+            handle.seek(0, os.SEEK_END)
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+    return repaired
+
+
+def _repair_tail(handle) -> str | None:
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return None
+    handle.seek(size - 1)
+    if handle.read(1) == b"\n":
+        return None
+    start = max(0, size - (1 << 20))
+    while True:  # find the start of the last line
+        handle.seek(start)
+        tail = handle.read(size - start)
+        cut = tail.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            break
+        start = max(0, start - (1 << 20))
+    line_start = start + cut + 1 if cut >= 0 else 0
+    fragment = tail[cut + 1:] if cut >= 0 else tail
+    try:
+        orjson.loads(fragment)
+        handle.seek(size)
+        handle.write(b"\n")
+        return "the last line had no newline; added it"
+    except orjson.JSONDecodeError:
+        handle.truncate(line_start)
+        return f"cut a torn last line of {len(fragment)} bytes (a writer was killed mid-append)"
 
 
 def read_json_lines(path: Path) -> list:

@@ -644,8 +644,9 @@ def main(argv=None) -> int:
                 totals["records"] += stats["records"]
 
         if args.output:
-            from scripts.utils.run_records import RunRecorder
+            from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 
+            relative_to_workspace(resolve_workspace(args.workspace), args.output)  # refused before any work
             with RunRecorder("log_formatter", workspace=args.workspace, log=log) as run_record:
                 target = run_record.claim_output(args.output)
                 with atomic_output(target) as sink:

@@ -1,4 +1,4 @@
-"""Run records: the workspace, reports, the hash registry, the manifest, the seed log.
+"""Run records: reports, the registry and manifest entries of a run, the seed log; recovery.
 
 Every script that produces something does it inside a ``RunRecorder``::
 
@@ -7,121 +7,77 @@ Every script that produces something does it inside a ``RunRecorder``::
         figure.savefig(run.output_path("loss.png"))   # bulky outputs
         run.results["points"] = 120                    # goes into the report
 
-On success the recorder, in this order:
+A run is a small transaction on the workspace, guarded by the records lock
+(``meta/chronicle/.records.lock``):
 
-1. moves the run's bulky outputs from ``experiments/results/<run_id>.partial/``
-   to ``experiments/results/<run_id>/`` (a killed run leaves only a
-   ``.partial`` folder that nothing refers to);
-2. hashes every output (SHA-256, CRC32, size);
-3. writes the report ``experiments/results/<run_id>.json`` atomically;
-4. adds every file it wrote, the report included, to ``data/hash_registry.json``
-   in one locked, atomic rewrite (10,000 outputs cost one rewrite);
-5. adds the run to ``meta/chronicle/manifest.json`` (locked, atomic);
-6. appends the seeds to ``meta/chronicle/seeds.jsonl``.
+* on entry: the registry and manifest are checked (invalid or unwritable:
+  exit 2 before any output exists), the workspace is *recovered* from any
+  run that was killed (see ``recover``), and the run claims its name
+  ``<script>_<stamp>[-N]`` by creating ``experiments/results/<run_id>.partial/``
+  and locking ``.run.lock`` inside it for as long as it lives;
+* bulky outputs are written into the ``.partial`` folder;
+* on success (the commit): the outputs are hashed, then, under the records
+  lock, the report ``experiments/results/<run_id>.json`` is written, the
+  ``.partial`` folder becomes ``experiments/results/<run_id>/``, every file
+  is added to ``data/hash_registry.json`` in one rewrite, and the run is added
+  to ``meta/chronicle/manifest.json``: the commit point. Its seeds are then
+  appended to ``meta/chronicle/seeds.jsonl``;
+* a failed commit (disk full, file too large, a registry gone bad) is rolled
+  back (no report, no outputs, no entries) and is bad input (exit 2);
+* on an exception in the script nothing is recorded and the ``.partial``
+  folder is removed.
 
-On an exception nothing is recorded and the ``.partial`` folder is removed.
+A run killed at any point leaves either nothing, or a ``.partial`` folder
+whose lock nobody holds, or a report that the manifest does not list. The
+next run in the workspace removes such leftovers and the registry entries
+credited to them, and gives their name to the next run that asks, so a
+killed run leaves no trace (``recover``). ``retract_runs`` undoes complete
+runs (the pipeline redoes a step that way, so that the result equals a
+clean run).
+
 ``run_id`` is ``<script>_<YYYYMMDDTHHMMSSZ>`` (SOURCE_DATE_EPOCH honoured),
 with ``-2``, ``-3``... when the name is taken. Paths in every record are
-workspace-relative POSIX.
+workspace-relative POSIX, or data-root names (data_roots.py).
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
-try:  # ISA-L's CRC32 (SIMD) is several times faster than zlib's; same values
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover - a platform without isal wheels
-    from zlib import crc32
+from filelock import FileLock, Timeout
 
 from scripts.utils import time_utils
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_write_bytes, canonical_json, locked_update, read_json
+from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, lock_for, read_json,
+                                  read_json_lines, remove_stale_temps)
+from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, bytes_entry, check_writable, hash_file,
+                                    read_manifest, read_registry, register_files, registry_entry, update_manifest,
+                                    update_registry)
+from scripts.utils.workspace import (LAYOUT, REPO_ROOT, RESULTS, SEED_LOG, WORKSPACE_ENV, ensure_layout, relative_to_workspace,
+                                     resolve_workspace, run_folder, run_report)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKSPACE_ENV = "CRH_WORKSPACE"
-LAYOUT = ("data", "meta/chronicle", "experiments/results", "env")
-REGISTRY = "data/hash_registry.json"
-MANIFEST = "meta/chronicle/manifest.json"
-RESULTS = "experiments/results"
-HASH_CHUNK = 1 << 20
+__all__ = [
+    "LAYOUT", "MANIFEST", "REGISTRY", "REPO_ROOT", "RESULTS", "WORKSPACE_ENV", "RunRecorder", "ensure_layout",
+    "environment_fingerprint", "environment_hash", "latest_run", "recover", "records_lock", "register_files",
+    "relative_to_workspace", "resolve_workspace", "retract_runs", "run_folder", "run_report", "SEED_LOG",
+]
 
-# --------------------------------------------------------------------------
-# Workspace
-# --------------------------------------------------------------------------
-
-
-def resolve_workspace(workspace=None) -> Path:
-    """``--workspace``, else $CRH_WORKSPACE, else the repository root."""
-    chosen = workspace or os.environ.get(WORKSPACE_ENV) or REPO_ROOT
-    return Path(chosen).expanduser().resolve()
-
-
-def ensure_layout(workspace: Path) -> None:
-    """Create the workspace folders; an unwritable workspace is bad input."""
-    for folder in LAYOUT:
-        target = workspace / folder
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create workspace folder: {exc.strerror}", file=target)
-        if not os.access(target, os.W_OK):
-            raise InputError("workspace folder is not writable", file=target)
-
-
-def relative_to_workspace(workspace: Path, path) -> str:
-    """Workspace-relative POSIX form of ``path``; outside the workspace is an error."""
-    absolute = Path(path).resolve()
-    try:
-        return absolute.relative_to(workspace).as_posix()
-    except ValueError:
-        raise InputError("path lies outside the workspace", file=path, workspace=str(workspace))
-
-
-def input_files(workspace: Path, inputs) -> list:
-    """``(absolute path, name)`` for every file under ``inputs``, sorted by name.
-
-    The name is workspace-relative when the file lies in the workspace, else
-    relative to the folder given (prefixed with its name). Symbolic links are
-    not followed. A missing input, or none with a file, is bad input.
-    """
-    found = {}
-    for given in inputs:
-        root = Path(given).resolve()
-        if not root.exists():
-            raise InputError("input not found", file=given)
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
-        for path in files:
-            try:
-                name = relative_to_workspace(workspace, path)
-            except InputError:
-                name = (root.name + "/" + path.relative_to(root).as_posix()) if root.is_dir() else path.name
-            found[name] = path
-    if not found:
-        raise InputError("no files found", file=inputs[0])
-    return [(found[name], name) for name in sorted(found)]
+RECORDS_LOCK = "meta/chronicle/.records.lock"
+RUN_LOCK = ".run.lock"
+PARTIAL = ".partial"
+RUN_ID = re.compile(r"^[A-Za-z0-9_]+_[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
+# Write failures that are the environment's, not a bug: exit 2 with the file named.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 # --------------------------------------------------------------------------
-# Hashes and environment
+# Environment
 # --------------------------------------------------------------------------
-
-
-def hash_file(path: Path) -> dict:
-    """SHA-256, CRC32 (8 hex digits) and size of one file, in one read."""
-    sha = hashlib.sha256()
-    crc = 0
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            sha.update(chunk)
-            crc = crc32(chunk, crc)
-            size += len(chunk)
-    return {"sha256": sha.hexdigest(), "crc32": f"{crc:08x}", "size": size}
-
 
 _ENV_CACHE: dict = {}
 
@@ -140,63 +96,199 @@ def environment_fingerprint() -> dict:
 
 def environment_hash(fingerprint=None) -> str:
     """SHA-256 of the fingerprint's canonical JSON: the same value env_check writes as env_hash."""
+    import hashlib
+
     return hashlib.sha256(canonical_json(fingerprint or environment_fingerprint())).hexdigest()
 
 
 # --------------------------------------------------------------------------
-# Registry and manifest
+# Queries
 # --------------------------------------------------------------------------
 
 
-def _empty_registry() -> dict:
-    return {"format": "crh-hash-registry", "version": 1, "files": {}}
-
-
-def _empty_manifest() -> dict:
-    return {"format": "crh-manifest", "version": 1, "runs": {}}
-
-
-def _checked(document, kind: str, table: str, path: Path) -> dict:
-    if not isinstance(document, dict) or not isinstance(document.get(table), dict):
-        raise InputError(f"not a {kind} (expected an object with a '{table}' table)", file=path)
-    return document
-
-
-def register_files(workspace: Path, entries: dict) -> dict:
-    """Add ``{relative path: {sha256, crc32, size, run}}`` to the registry in one write."""
-    path = workspace / REGISTRY
-
-    def change(registry):
-        _checked(registry, "hash registry", "files", path)["files"].update(entries)
-        return registry
-
-    return locked_update(path, change, _empty_registry)
-
-
-def add_to_manifest(workspace: Path, run_id: str, entry: dict) -> dict:
-    path = workspace / MANIFEST
-
-    def change(manifest):
-        _checked(manifest, "run manifest", "runs", path)["runs"][run_id] = entry
-        return manifest
-
-    return locked_update(path, change, _empty_manifest)
+def run_order(run_id: str) -> tuple:
+    """Sort key of run ids of one script: by stamp, then suffix."""
+    stamp, _, number = run_id.rpartition("_")[2].partition("-")
+    return stamp, int(number or 1)
 
 
 def latest_run(workspace: Path, script: str) -> str | None:
     """The newest recorded run of ``script`` in the workspace's manifest (by stamp, then suffix)."""
-    path = workspace / MANIFEST
-    if not path.exists():
-        return None
-    runs = _checked(read_json(path), "run manifest", "runs", path)["runs"]
-
-    def order(run_id):
-        stamp, _, number = run_id.rpartition("_")[2].partition("-")
-        return stamp, int(number or 1)
-
+    runs = read_manifest(Path(workspace) / MANIFEST)
     candidates = [run_id for run_id, run in runs.items() if run.get("script") == script and
                   run.get("status", "ok") == "ok"]
-    return max(candidates, key=order) if candidates else None
+    return max(candidates, key=run_order) if candidates else None
+
+
+def check_records(workspace: Path) -> None:
+    """The registry and manifest are valid and writable (else InputError: exit 2)."""
+    for relative, read in ((REGISTRY, read_registry), (MANIFEST, read_manifest)):
+        path = Path(workspace) / relative
+        check_writable(path)
+        read(path)
+
+
+def write_error(exc: OSError, fallback=None) -> InputError:
+    """An InputError naming the file a write failed on (disk full, too large, read-only...)."""
+    return InputError(f"cannot write: {exc.strerror or exc}", file=exc.filename or fallback,
+                      errno=errno.errorcode.get(exc.errno))
+
+
+# --------------------------------------------------------------------------
+# Recovery and retraction
+# --------------------------------------------------------------------------
+
+
+def records_lock(workspace: Path) -> FileLock:
+    """The lock that makes reserving a name, committing, recovering and retracting one at a time."""
+    path = Path(workspace) / RECORDS_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=LOCK_TIMEOUT_S)
+
+
+def _partial_alive(partial: Path) -> bool:
+    lock_path = partial / RUN_LOCK
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:
+        return False
+    lock.release()
+    return False
+
+
+def _is_report_of(path: Path, run_id: str) -> bool:
+    try:
+        report = read_json(path)
+    except InputError:
+        return True  # a report torn by a crash has no other owner either
+    return isinstance(report, dict) and report.get("run_id") == run_id and "script" in report
+
+
+def recover(workspace: Path, log=None) -> dict:
+    """Remove what killed runs left behind; call it holding ``records_lock``.
+
+    * a ``.partial`` folder whose ``.run.lock`` nobody holds: its run died;
+    * a report (and its folder) of a run the manifest does not list: its run
+      died during the commit;
+    * registry entries credited to those runs;
+    * a run the manifest lists but the seed log lacks (killed between the
+      two): its seed line is appended from its report.
+
+    Returns what was done (also logged as warnings).
+    """
+    workspace = Path(workspace)
+    results = workspace / RESULTS
+    runs = read_manifest(workspace / MANIFEST)
+    dead, removed = set(), []
+    if results.is_dir():
+        for entry in sorted(os.scandir(results), key=lambda e: e.name):
+            name = entry.name
+            if name.endswith(PARTIAL) and entry.is_dir(follow_symlinks=False):
+                if not _partial_alive(Path(entry.path)):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    dead.add(name[: -len(PARTIAL)])
+                    removed.append(f"{RESULTS}/{name}")
+            elif name.startswith(".") and name.endswith(".tmp") and ".json." in name:
+                Path(entry.path).unlink(missing_ok=True)  # a report's temp file: reports are written under the lock
+                removed.append(f"{RESULTS}/{name}")
+            elif name.endswith(".json") and RUN_ID.match(name[:-5]) and name[:-5] not in runs \
+                    and entry.is_file(follow_symlinks=False) and _is_report_of(Path(entry.path), name[:-5]):
+                run_id = name[:-5]
+                Path(entry.path).unlink(missing_ok=True)
+                shutil.rmtree(results / run_id, ignore_errors=True)
+                dead.add(run_id)
+                removed.append(run_report(run_id))
+    dropped = []
+    if dead and (workspace / REGISTRY).exists():
+        def drop(files):
+            for name in [n for n, e in files.items() if e.get("run") in dead]:
+                dropped.append(name)
+                del files[name]
+
+        update_registry(workspace / REGISTRY, drop)
+    appended = _roll_seed_log_forward(workspace, runs)
+    if log is not None and (removed or dropped or appended):
+        log.warning("recovered", note="a run in this workspace was killed earlier; its leftovers are gone",
+                    removed=removed[:20], removed_count=len(removed), registry_entries_dropped=len(dropped),
+                    seed_lines_added=appended)
+    return {"removed": removed, "registry_entries_dropped": dropped, "seed_lines_added": appended}
+
+
+def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
+    from scripts.utils.seed_manager import append_seed_line
+
+    path = workspace / SEED_LOG
+    if not runs:
+        return []
+    logged = {record.get("run_id") for record in read_json_lines(path) if isinstance(record, dict)}
+    missing = sorted((run_id for run_id in runs if run_id not in logged), key=lambda r: (r.rpartition("_")[2], r))
+    appended = []
+    for run_id in missing:
+        try:
+            report = read_json(workspace / runs[run_id].get("report", run_report(run_id)))
+            append_seed_line(workspace, run_id, report["script"], report["seed"])
+            appended.append(run_id)
+        except (InputError, KeyError, TypeError):
+            continue  # a report gone or foreign: nothing to roll forward from
+    return appended
+
+
+def retract_runs(workspace: Path, run_ids, log=None) -> list:
+    """Undo complete runs as if they had never happened; return the other workspace files they had written.
+
+    Their reports and run folders are deleted, and their registry entries,
+    manifest entries and seed lines removed. Files they wrote elsewhere in
+    the workspace (claimed outputs) stay where they are: their names are
+    returned for the caller to deal with. Files under data roots are never
+    touched.
+    """
+    workspace = Path(workspace)
+    targets = set(run_ids)
+    if not targets:
+        return []
+    elsewhere = []
+    with holding(records_lock(workspace), workspace / RECORDS_LOCK):
+        def drop(files):
+            for name in sorted(n for n, e in files.items() if e.get("run") in targets):
+                run = files.pop(name)["run"]
+                if name != run_report(run) and not name.startswith(run_folder(run) + "/") \
+                        and not name.startswith("@"):
+                    elsewhere.append(name)
+
+        if (workspace / REGISTRY).exists():
+            update_registry(workspace / REGISTRY, drop)
+        _drop_seed_lines(workspace / SEED_LOG, targets)
+        if (workspace / MANIFEST).exists():
+            update_manifest(workspace / MANIFEST, lambda runs: [runs.pop(r, None) for r in targets])
+        for run_id in sorted(targets):
+            (workspace / run_report(run_id)).unlink(missing_ok=True)
+            shutil.rmtree(workspace / run_folder(run_id), ignore_errors=True)
+    if log is not None:
+        log.info("retracted", runs=sorted(targets), files_elsewhere=len(elsewhere))
+    return elsewhere
+
+
+def _drop_seed_lines(path: Path, run_ids: set) -> None:
+    import orjson
+
+    if not path.exists():
+        return
+    with holding(lock_for(path), path):
+        remove_stale_temps(path)
+        kept = []
+        for line in path.read_bytes().splitlines(keepends=True):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a torn line: drop it too
+            if not (isinstance(record, dict) and record.get("run_id") in run_ids):
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+        atomic_write_bytes(path, b"".join(kept))
 
 
 # --------------------------------------------------------------------------
@@ -218,32 +310,32 @@ class RunRecorder:
         self.extra = dict(extra or {})   # top-level report fields (backend, ...)
         self.results: dict = {}          # the script's own results, in the report
         self.status = "ok"               # or "interrupted", "failed": recorded all the same
+        self.data_roots: dict = {}       # {name: {files, listing_sha256}} of data roots read
         self.run_id = None
         self._claimed: list = []
+        self._registry_changes: list = []
         self._staging = None
+        self._run_lock = None
 
     # -- naming ------------------------------------------------------------
 
     def _reserve(self) -> None:
-        """Claim ``<script>_<stamp>[-N]``: the first name with no report, folder or .partial.
+        """Claim ``<script>_<stamp>[-N]``: the first name with no report, folder or live .partial.
 
-        ``mkdir`` of the .partial folder is the atomic claim; the commit
-        creates the final folder or report before removing .partial, so at
-        every moment one of the three names exists.
+        Runs under the records lock, right after ``recover`` removed the
+        leftovers of dead runs, so a killed run's name is free again.
         """
         results = self.workspace / RESULTS
         stem = f"{self.script}_{time_utils.run_stamp()}"
         for number in range(1, 100_000):
             name = stem if number == 1 else f"{stem}-{number}"
-            staging = results / f"{name}.partial"
-            try:
-                staging.mkdir()
-            except FileExistsError:
+            staging = results / f"{name}{PARTIAL}"
+            if staging.exists() or (results / name).exists() or (results / f"{name}.json").exists():
                 continue
-            if (results / name).exists() or (results / f"{name}.json").exists():
-                staging.rmdir()
-                continue
-            self.run_id, self._staging = name, staging
+            staging.mkdir()
+            lock = FileLock(str(staging / RUN_LOCK))
+            lock.acquire(timeout=0)
+            self.run_id, self._staging, self._run_lock = name, staging, lock
             return
         raise InputError("no free report name (100,000 runs in the same second?)", file=results)
 
@@ -258,7 +350,7 @@ class RunRecorder:
 
     def output_path(self, name: str) -> Path:
         """A path for a bulky output, ``experiments/results/<run_id>/<name>`` once committed."""
-        if Path(name).is_absolute() or ".." in Path(name).parts:
+        if Path(name).is_absolute() or ".." in Path(name).parts or Path(name).name == RUN_LOCK:
             raise ValueError(f"output names are relative and stay inside the run folder: {name!r}")
         target = self._staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -271,12 +363,19 @@ class RunRecorder:
         self._claimed.append(target)
         return target
 
+    def change_registry(self, change) -> None:
+        """Apply ``change(files)`` to the registry in the commit's rewrite (so a failed run changes nothing)."""
+        self._registry_changes.append(change)
+
     # -- lifecycle ---------------------------------------------------------
 
     def __enter__(self):
         ensure_layout(self.workspace)
+        check_records(self.workspace)
         self.seeds.seed_globals()  # safety net for third-party code that uses global RNGs
-        self._reserve()
+        with holding(records_lock(self.workspace), self.workspace / RECORDS_LOCK):
+            recover(self.workspace, self.log)
+            self._reserve()
         self._timer = time_utils.Stopwatch()
         if self.log:
             self.log.info("run_started", run_id=self.run_id, workspace=str(self.workspace))
@@ -284,27 +383,28 @@ class RunRecorder:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            self._abandon()
             return False
-        self._commit()
+        try:
+            self._commit()
+        except OSError as error:
+            if error.errno in WRITE_ERRNOS:
+                raise write_error(error) from error
+            raise
         return False
 
-    def _commit(self) -> None:
-        results = self.workspace / RESULTS
-        report_path = results / f"{self.run_id}.json"
-        outputs = []
-        staged = sorted(p for p in self._staging.rglob("*") if p.is_file())
-        if staged:
-            os.replace(self._staging, self.final_dir)
-            outputs += [self.final_dir / p.relative_to(self._staging) for p in staged]
-        outputs += self._claimed
-        for path in outputs:
-            if not path.is_file():
-                raise RuntimeError(f"declared output was never written: {path}")
+    def _release_run_lock(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            (self._staging / RUN_LOCK).unlink(missing_ok=True)
+            self._run_lock = None
 
-        hashed = {relative_to_workspace(self.workspace, p): hash_file(p) for p in outputs}
+    def _abandon(self) -> None:
+        self._release_run_lock()
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def _report(self, hashed: dict) -> dict:
         fingerprint = environment_fingerprint()
-        env_hash = environment_hash(fingerprint)
         config_hash = None
         if self.config is not None:
             from scripts.utils.config_loader import config_sha256
@@ -318,38 +418,102 @@ class RunRecorder:
             "seed": self.seeds.summary(),
             "config": self.config,
             "config_sha256": config_hash,
-            "env_hash": env_hash,
+            "env_hash": environment_hash(fingerprint),
             "environment": fingerprint,
             "outputs": {path: {"sha256": h["sha256"], "size": h["size"]} for path, h in sorted(hashed.items())},
             "results": self.results,
         }
-        report_bytes = canonical_json(report)
-        atomic_write_bytes(report_path, report_bytes)
-        if not staged:
-            self._staging.rmdir()  # only now: the report holds the name
+        if self.data_roots:
+            report["data_roots"] = dict(sorted(self.data_roots.items()))
+        return report
 
-        report_rel = relative_to_workspace(self.workspace, report_path)
-        entries = {path: {**h, "run": self.run_id} for path, h in hashed.items()}
-        entries[report_rel] = {
-            "sha256": hashlib.sha256(report_bytes).hexdigest(),
-            "crc32": f"{crc32(report_bytes):08x}",
-            "size": len(report_bytes),
-            "run": self.run_id,
-        }
-        register_files(self.workspace, entries)
-        add_to_manifest(self.workspace, self.run_id, {
-            "script": self.script,
-            "report": report_rel,
-            "report_sha256": entries[report_rel]["sha256"],
-            "seed": self.seeds.base_seed,
-            "config_sha256": config_hash,
-            "env_hash": env_hash,
-            "outputs": len(hashed),
-            "status": self.status,
-        })
-        from scripts.utils.seed_manager import log_seed
+    def _commit(self) -> None:
+        results = self.workspace / RESULTS
+        report_path = results / f"{self.run_id}.json"
+        folder = run_folder(self.run_id)
+        try:
+            staged = sorted(p for p in self._staging.rglob("*") if p.is_file() and p.name != RUN_LOCK)
+            hashed = {f"{folder}/{p.relative_to(self._staging).as_posix()}": hash_file(p) for p in staged}
+            for path in self._claimed:
+                if not path.is_file():
+                    raise RuntimeError(f"declared output was never written: {path}")
+                hashed[relative_to_workspace(self.workspace, path)] = hash_file(path)
+            report = self._report(hashed)
+            report_bytes = canonical_json(report)
+        except BaseException:
+            self._abandon()
+            raise
+        report_rel = run_report(self.run_id)
+        entries = {path: registry_entry(h, self.run_id) for path, h in hashed.items()}
+        entries[report_rel] = {**bytes_entry(report_bytes), "run": self.run_id}
 
-        log_seed(self.workspace, self.run_id, self.script, self.seeds)
+        def change(files):
+            for apply in self._registry_changes:
+                apply(files)
+            files.update(entries)
+
+        registry_path, manifest_path = self.workspace / REGISTRY, self.workspace / MANIFEST
+        with holding(records_lock(self.workspace), self.workspace / RECORDS_LOCK):
+            previous_registry = registry_path.read_bytes() if registry_path.exists() else None
+            registry_written = False
+            try:
+                atomic_write_bytes(report_path, report_bytes)
+                self._release_run_lock()
+                if staged:
+                    os.replace(self._staging, self.final_dir)
+                else:
+                    self._staging.rmdir()
+                update_registry(registry_path, change)
+                registry_written = True
+                update_manifest(manifest_path, lambda runs: runs.__setitem__(self.run_id, {
+                    "script": self.script, "report": report_rel, "report_sha256": entries[report_rel]["sha256"],
+                    "seed": self.seeds.base_seed, "config_sha256": report["config_sha256"],
+                    "env_hash": report["env_hash"], "outputs": len(hashed), "status": self.status,
+                }))
+            except BaseException:
+                self._roll_back(report_path, previous_registry if registry_written else False)
+                raise
+            self._log_seed()  # still under the lock: recovery must not see the run without its seed line
+        cache = StatCache.load(registry_path)
+        for path, h in hashed.items():
+            cache.remember(path, h)
+        cache.save()
         if self.log:
             self.log.info("run_recorded", run_id=self.run_id, report=report_rel, outputs=len(hashed),
                           seconds=round(self._timer.elapsed(), 3))
+
+    def _log_seed(self) -> None:
+        from scripts.utils.seed_manager import log_seed
+
+        try:
+            repaired = log_seed(self.workspace, self.run_id, self.script, self.seeds)
+            if repaired and self.log:
+                self.log.warning("seed_log_repaired", file=SEED_LOG, note=repaired)
+        except OSError as exc:  # committed all the same: the next run appends the line from the report
+            if self.log:
+                self.log.warning("seed_log_not_written", file=SEED_LOG, error=exc.strerror)
+
+    def _roll_back(self, report_path: Path, previous_registry) -> None:
+        """Undo a commit that failed halfway: no report, no outputs, no entries.
+
+        Files are deleted first (that frees space on a full disk), then the
+        registry is restored. If even that fails, an empty ``.partial``
+        folder is left as the evidence the next run's ``recover`` needs.
+        """
+        report_path.unlink(missing_ok=True)
+        shutil.rmtree(self.final_dir, ignore_errors=True)
+        shutil.rmtree(self._staging, ignore_errors=True)
+        if previous_registry is False:
+            return
+        registry_path = self.workspace / REGISTRY
+        try:
+            with holding(lock_for(registry_path), registry_path):
+                if previous_registry is None:
+                    registry_path.unlink(missing_ok=True)
+                else:
+                    atomic_write_bytes(registry_path, previous_registry)
+        except OSError:
+            try:
+                self._staging.mkdir()
+            except OSError:
+                pass

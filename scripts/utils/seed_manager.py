@@ -32,10 +32,10 @@ import numpy as np
 import orjson
 
 from scripts.utils.errors import InputError
+from scripts.utils.workspace import SEED_LOG
 
 DEFAULT_SEEDS_FILE = Path(__file__).resolve().parent / "seeds.toml"
 SEED_LIMIT = 2**63
-SEED_LOG = "meta/chronicle/seeds.jsonl"
 
 
 def _check_seed(value, where: str, file) -> int:
@@ -119,11 +119,19 @@ class SeedManager:
         }
 
 
-def log_seed(workspace: Path, run_id: str, script: str, seeds: SeedManager) -> None:
-    """Append this run's seeds to the append-only log in meta/chronicle/."""
+def log_seed(workspace: Path, run_id: str, script: str, seeds: SeedManager) -> str | None:
+    """Append this run's seeds to the append-only log in meta/chronicle/.
+
+    Returns what was repaired in the log first (a torn last line), or None.
+    """
+    return append_seed_line(workspace, run_id, script, seeds.summary())
+
+
+def append_seed_line(workspace: Path, run_id: str, script: str, summary: dict) -> str | None:
+    """Append one seed line from a seeds summary (also used to roll a killed run's line forward)."""
     from scripts.utils.jsonio import append_json_line
 
-    append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **seeds.summary()})
+    return append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary})
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,8 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.log_formatter import progress
 from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder, input_files, resolve_workspace
+from scripts.utils.data_roots import collect_inputs
+from scripts.utils.run_records import RunRecorder, resolve_workspace
 from scripts.utils.tensors import ChromaticTensor, read_cten, read_sten
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
@@ -185,10 +186,16 @@ def expand_run_folders(inputs) -> list:
     return expanded
 
 
-def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False) -> list:
-    """Render every supported file under ``inputs``; one result dict per rendered tensor."""
+def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, record=None) -> list:
+    """Render every supported file under ``inputs``; one result dict per rendered tensor.
+
+    ``record`` (a RunRecorder), when given, notes the data roots read.
+    """
     inputs = expand_run_folders(inputs)
-    files = [(path, name) for path, name in input_files(workspace, inputs) if path.suffix.lower() in SUFFIXES]
+    found = collect_inputs(workspace, inputs)
+    if record is not None:
+        record.data_roots = found.root_records()
+    files = [(path, name) for name, path, _ in found.files if path.suffix.lower() in SUFFIXES]
     if not files:
         raise InputError("no .cten, .sten, .npy or .npz files found", file=str(inputs[0]))
     results = []
@@ -222,7 +229,7 @@ def main(argv=None) -> int:
     def run(args, log):
         workspace = resolve_workspace(args.workspace)
         with RunRecorder("tensor_visualizer", workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
-            results = visualize(workspace, args.inputs, record.output_dir, args.log_axis)
+            results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
             drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
             failing = [{"source": result["source"], **r} for result in results for r in result["renders"]
                        if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB]

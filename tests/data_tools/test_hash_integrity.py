@@ -7,6 +7,7 @@ import pytest
 
 from scripts.data_tools import hash_integrity
 from scripts.utils.jsonio import read_json
+from scripts.utils.registry import StatCache
 from tests.conftest import json_lines, run_script, single_error
 
 
@@ -50,7 +51,7 @@ def test_unchanged_entries_keep_their_producing_run(sample_workspace):
 def test_stat_cache_is_used_and_the_racy_rule_rehashes(sample_workspace):
     hash_tree(sample_workspace)
     registry = sample_workspace / "data/hash_registry.json"
-    cache_path = hash_integrity.stat_cache_path(registry)
+    cache_path = StatCache.path_for(registry)
     target = "data/sample/png/phantom_gray8.png"
     stat = os.stat(sample_workspace / target)
     cache = read_json(cache_path)

@@ -9,7 +9,7 @@ import pytest
 
 from scripts.data_tools import metadata_extractor as mx
 from scripts.utils.jsonio import read_json
-from scripts.utils.run_records import input_files
+from scripts.utils.data_roots import collect_inputs
 from tests.conftest import json_lines, run_script, single_error, tree
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -85,7 +85,7 @@ def test_png_rows_have_every_text_chunk(sample_workspace):
 def test_every_pydicom_test_file_is_a_row_or_a_per_file_error(workspace):
     files = sorted(p for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file())
     rows, _, _ = extract(workspace, PYDICOM_TEST_FILES)
-    assert [row["path"] for row in rows] == sorted(f"test_files/{p.relative_to(PYDICOM_TEST_FILES).as_posix()}" for p in files)
+    assert [row["path"] for row in rows] == sorted(f"@test_files/{p.relative_to(PYDICOM_TEST_FILES).as_posix()}" for p in files)
     readable = [row for row in rows if not row["error"]]
     assert len(readable) > 150
     by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
@@ -136,6 +136,6 @@ def test_short_key_file_is_refused(sample_workspace, tmp_path):
 def test_any_executor_gives_the_same_table(sample_workspace):
     from concurrent.futures import ThreadPoolExecutor
 
-    files = input_files(sample_workspace, [sample_workspace / "data/sample"])
+    files = [(path, name) for name, path, _ in collect_inputs(sample_workspace, [sample_workspace / "data/sample"]).files]
     with ThreadPoolExecutor(3) as pool:
         assert mx.extract_rows(files, b"k" * 32, executor=pool) == mx.extract_rows(files, b"k" * 32)

@@ -71,7 +71,17 @@ def test_run_names_get_suffixes_never_overwrite(workspace):
     ids = [record_demo(workspace) for _ in range(3)]
     assert ids == ["demo_20251031T120000Z", "demo_20251031T120000Z-2", "demo_20251031T120000Z-3"]
     (workspace / "experiments/results/demo_20251031T120000Z-4.partial").mkdir()  # a killed run's leftover
-    assert record_demo(workspace) == "demo_20251031T120000Z-5"
+    assert record_demo(workspace) == "demo_20251031T120000Z-4"  # removed, and its name given out again
+    assert not list((workspace / "experiments/results").glob("*.partial"))
+
+
+def test_a_live_run_keeps_its_name_and_folder(workspace):
+    with RunRecorder("demo", workspace=workspace) as outer:
+        outer.output_path("a.txt").write_text("outer\n")
+        inner = record_demo(workspace)  # its recovery must not take the live run's folder for a leftover
+        assert outer.output_dir.is_dir() and (outer.output_dir / "a.txt").exists()
+    assert (outer.run_id, inner) == ("demo_20251031T120000Z", "demo_20251031T120000Z-2")
+    assert (workspace / "experiments/results/demo_20251031T120000Z/a.txt").read_text() == "outer\n"
 
 
 def test_a_failing_run_records_nothing(workspace):

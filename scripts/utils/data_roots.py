@@ -1,0 +1,253 @@
+"""Input files anywhere: the workspace's own, or under named data roots.
+
+A folder given as input that lies outside the workspace (another disk, a
+read-only mount, a network share) is a *data root*. Nothing is ever written
+into it. Its files are named in every record as
+
+    @<root name>/<root-relative POSIX path>        e.g. @scans/case01/slice001.dcm
+
+The root name is the folder's own name, or ``--data-name NAME``; it is the
+only trace of the root in reports, tables and registries, so the same data
+at two absolute paths (or on Linux and Windows) gives byte-identical
+records. A run that reads a data root records it once, in its report's
+``data_roots`` section: ``{name: {files, listing_sha256}}``, where the
+listing fingerprint is the SHA-256 of every root-relative path and size.
+The absolute path appears only in the logs. Names starting with ``@`` are
+never workspace files (workspace.relative_to_workspace refuses them).
+
+Two different folders must not share a name in one workspace: the workspace
+binds each name to the folder it was first used with (a hash of its
+location, in ``meta/chronicle/.data_roots.json``, machine-local bookkeeping
+like the lock files). Using the name for another folder is bad input (exit 2)
+unless that folder holds exactly the same listing: then the data was moved,
+and the name follows it.
+
+Listing skips what is not a regular file, with the reason: symbolic links
+(not followed), FIFOs, sockets and devices (never opened), and names that are
+not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_module
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import locked_update
+from scripts.utils.workspace import DATA_ROOT_MARK, inside, relative_to_workspace
+
+BINDINGS = "meta/chronicle/.data_roots.json"
+FORBIDDEN_IN_NAMES = set('/\\:*?"<>|') | {chr(code) for code in range(32)}
+BOOKKEEPING_SUFFIXES = (".lock", ".tmp", ".statcache.json")
+
+
+@dataclass
+class DataRoot:
+    name: str
+    path: Path           # absolute, resolved; logs only
+    files: int = 0
+    listing_sha256: str = ""
+
+    def record(self) -> dict:
+        """What a report says of the root: never its location."""
+        return {"files": self.files, "listing_sha256": self.listing_sha256}
+
+
+@dataclass
+class Inputs:
+    workspace: Path
+    files: list      # [(name, absolute path, os.stat_result)], sorted by name
+    roots: dict      # {root name: DataRoot}
+    skipped: list    # [{"file": name, "reason": why}], sorted by name
+    given: list      # the record name of each input given ("" for the workspace itself), sorted
+
+    def locate(self, name: str) -> Path:
+        return locate(self.workspace, name, self.roots)
+
+    def root_records(self) -> dict:
+        return {name: root.record() for name, root in sorted(self.roots.items())}
+
+
+def check_root_name(name: str, given_as=None) -> str:
+    """A data root name: a plain folder-like name (no separators, no ':' or control characters)."""
+    if not name or name in (".", "..") or name.startswith(DATA_ROOT_MARK) or FORBIDDEN_IN_NAMES & set(name):
+        raise InputError("not a usable data root name: give one with --data-name (letters, digits, '.', '-', '_')",
+                         value=name, file=given_as)
+    return name
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Hidden lock, temp and cache files of the records (never inputs)."""
+    return name.startswith(".") and name.endswith(BOOKKEEPING_SUFFIXES)
+
+
+def _printable(raw_name: str) -> str:
+    return os.fsencode(raw_name).decode("utf-8", "backslashreplace")
+
+
+def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
+    """``[(name, absolute path, stat)]`` of the regular files under ``folder`` (names ``prefix`` + relative)."""
+    found = []
+    stack = [(str(folder), prefix)]
+    while stack:
+        current, relative = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            skipped.append({"file": relative.rstrip("/") or ".", "reason": f"cannot list folder: {exc.strerror}"})
+            continue
+        for entry in entries:
+            name = relative + entry.name
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                skipped.append({"file": relative + _printable(entry.name), "reason": "file name is not valid UTF-8"})
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append({"file": name, "reason": f"cannot stat: {exc.strerror}"})
+                continue
+            if stat_module.S_ISDIR(info.st_mode):
+                stack.append((entry.path, name + "/"))
+            elif stat_module.S_ISREG(info.st_mode):
+                if not (skip_bookkeeping and is_bookkeeping(entry.name)):
+                    found.append((name, Path(entry.path), info))
+            elif stat_module.S_ISLNK(info.st_mode):
+                skipped.append({"file": name, "reason": "symbolic link (not followed)"})
+            else:
+                skipped.append({"file": name, "reason": "not a regular file (FIFO, socket or device)"})
+    return found
+
+
+def listing_sha256(files, strip: int) -> str:
+    """SHA-256 of every (root-relative path, size), in name order."""
+    digest = hashlib.sha256()
+    for name, _, info in files:
+        digest.update(f"{name[strip:]}\0{info.st_size}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=None, bind: bool = True) -> Inputs:
+    """Every regular file under ``inputs`` with its record name, the data roots used, and what was skipped.
+
+    A workspace path is named workspace-relative; anything outside the
+    workspace through its data root (see the module docstring). A missing
+    input is bad input, as is a folder that contains the workspace (its
+    outputs would become its inputs). An empty result is bad input too.
+    ``bind=False`` leaves the binding of root names to the caller (``bind_roots``).
+    """
+    files, skipped, roots = [], [], {}
+    outside, given_names = [], set()
+    for given in inputs:
+        path = Path(given)
+        if not path.exists() and not path.is_symlink():
+            raise InputError("input not found", file=given)
+        resolved = path.resolve()
+        if inside(workspace, resolved):
+            relative = relative_to_workspace(workspace, resolved)
+            given_names.add("" if relative == "." else relative)
+            if resolved.is_dir():
+                files += list_folder(resolved, "" if relative == "." else relative + "/", skipped, True)
+            elif resolved.is_file():
+                info = resolved.stat()
+                files.append((relative_to_workspace(workspace, resolved), resolved, info))
+            else:
+                skipped.append({"file": relative_to_workspace(workspace, resolved), "reason": "not a regular file"})
+            continue
+        if inside(resolved, workspace):
+            raise InputError("the workspace lies inside this input folder: its own outputs would become inputs",
+                             file=given, workspace=str(workspace))
+        outside.append((given, resolved))
+
+    if root_name is not None and len({(r if r.is_dir() else r.parent) for _, r in outside}) > 1:
+        raise InputError("--data-name names one data folder; several are given outside the workspace", value=root_name)
+    for given, resolved in outside:
+        folder = resolved if resolved.is_dir() else resolved.parent
+        name = check_root_name(root_name or folder.name, given)
+        root = roots.get(name)
+        if root is not None and root.path != folder:
+            raise InputError(f"two data folders are both named {name!r}: give one at a time, each with --data-name",
+                             file=given)
+        roots[name] = root or DataRoot(name, folder)
+        prefix = f"{DATA_ROOT_MARK}{name}/"
+        given_names.add(f"{DATA_ROOT_MARK}{name}" if resolved.is_dir() else prefix + resolved.name)
+        if resolved.is_dir():
+            listed = list_folder(resolved, prefix, skipped, False)
+        elif resolved.is_file():
+            listed = [(prefix + resolved.name, resolved, resolved.stat())]
+        else:
+            skipped.append({"file": prefix + resolved.name, "reason": "not a regular file (FIFO, socket or device)"})
+            listed = []
+        files += listed
+
+    unique = {}
+    for item in files:
+        unique.setdefault(item[0], item)
+    files = [unique[name] for name in sorted(unique)]
+    for name, root in roots.items():
+        prefix = f"{DATA_ROOT_MARK}{name}/"
+        own = [item for item in files if item[0].startswith(prefix)]
+        root.files, root.listing_sha256 = len(own), listing_sha256(own, len(prefix))
+    if log is not None:
+        for root in roots.values():
+            log.info("data_root", name=root.name, path=str(root.path), files=root.files)
+    if roots and bind:
+        bind_roots(workspace, roots, log)
+    skipped.sort(key=lambda item: item["file"])
+    if not files:
+        raise InputError("no files found", file=inputs[0] if inputs else None,
+                         skipped=len(skipped) or None)
+    return Inputs(workspace, files, roots, skipped, sorted(given_names))
+
+
+def bind_roots(workspace: Path, roots: dict, log=None) -> None:
+    """Bind each root name to its folder in this workspace (see the module docstring)."""
+    path = Path(workspace) / BINDINGS
+    moved = []
+
+    def change(bindings):
+        if not isinstance(bindings, dict):
+            bindings = {}
+        for name, root in roots.items():
+            location = hashlib.sha256(os.fsencode(str(root.path))).hexdigest()
+            known = bindings.get(name)
+            if isinstance(known, dict) and known.get("location") != location:
+                if known.get("listing") != root.listing_sha256:
+                    raise InputError(f"the data root name {name!r} already names another folder in this workspace; "
+                                     f"name this one differently with --data-name (make: DATA_NAME=...)",
+                                     file=str(root.path), data_root=name)
+                moved.append(name)
+            bindings[name] = {"location": location, "listing": root.listing_sha256}
+        return bindings
+
+    try:
+        locked_update(path, change, dict)
+    except InputError as exc:
+        if "invalid JSON" not in exc.message:
+            raise
+        path.unlink(missing_ok=True)  # bookkeeping only: start it again
+        locked_update(path, change, dict)
+    if log is not None:
+        for name in moved:
+            log.info("data_root_moved", name=name, note="same listing at a new location: the name follows it")
+
+
+def root_of(name: str) -> str | None:
+    """The data root a record name belongs to, or None for a workspace name."""
+    if not name.startswith(DATA_ROOT_MARK):
+        return None
+    return name[len(DATA_ROOT_MARK):].split("/", 1)[0]
+
+
+def locate(workspace: Path, name: str, roots: dict) -> Path:
+    """The file a record name stands for (data roots from ``roots``)."""
+    root = root_of(name)
+    if root is None:
+        return Path(workspace) / name
+    if root not in roots:
+        raise InputError(f"no data folder is given for the data root {root!r}", file=name)
+    return roots[root].path / name.split("/", 1)[1]

@@ -1,0 +1,332 @@
+"""The hash registry, the run manifest and the stat cache: their one public home.
+
+Every script reads, writes, checks and prunes these through this module::
+
+    from scripts.utils import registry
+
+    files = registry.read_registry(workspace / registry.REGISTRY)        # {name: entry}
+    registry.update_registry(path, lambda files: files.pop("old/x", None))
+    digest = registry.hash_file(path)            # sha256, crc32, size, stat
+    cache = registry.StatCache.load(path)        # skip re-reading unchanged files
+    damaged = registry.damaged_files(files, locate, cache)
+
+``data/hash_registry.json`` maps a file's name (workspace-relative POSIX, or
+``@<root>/<path>`` for a file under a named data root, see data_roots.py) to
+``{sha256, crc32, size, run}``. ``meta/chronicle/manifest.json`` maps a run
+id to its record. Both are rewritten atomically under a cross-platform lock
+(jsonio.locked_update); a file that is not one of them is bad input (exit 2)
+and is left as it is.
+
+The stat cache (``.<registry>.statcache.json`` beside the registry) keeps,
+per name, the hashes last computed and the file's stat when they were
+(inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
+mtime is older than the cache file itself (git's racy-timestamp rule: it may
+have changed within the same clock tick), is not read again. The cache is
+machine-local bookkeeping, never an artifact: deleting it only costs time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+
+try:  # ISA-L's CRC32 (SIMD) is several times faster than zlib's; same values
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - a platform without isal wheels
+    from zlib import crc32
+
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import canonical_json, holding, lock_for, locked_update, read_json, atomic_write_bytes
+
+REGISTRY = "data/hash_registry.json"
+MANIFEST = "meta/chronicle/manifest.json"
+HASH_CHUNK = 1 << 20
+
+# --------------------------------------------------------------------------
+# Documents
+# --------------------------------------------------------------------------
+
+
+def empty_registry() -> dict:
+    return {"format": "crh-hash-registry", "version": 1, "files": {}}
+
+
+def empty_manifest() -> dict:
+    return {"format": "crh-manifest", "version": 1, "runs": {}}
+
+
+def _checked(document, kind: str, table: str, path: Path) -> dict:
+    if not isinstance(document, dict) or not isinstance(document.get(table), dict):
+        raise InputError(f"not a {kind} (expected an object with a '{table}' table)", file=path)
+    if not all(isinstance(entry, dict) for entry in document[table].values()):
+        raise InputError(f"not a {kind}: every entry of '{table}' must be an object", file=path)
+    return document
+
+
+def checked_registry(document, path: Path) -> dict:
+    """``document`` if it is a hash registry, else an InputError naming ``path``."""
+    return _checked(document, "hash registry", "files", path)
+
+
+def checked_manifest(document, path: Path) -> dict:
+    return _checked(document, "run manifest", "runs", path)
+
+
+def read_registry(path: Path) -> dict:
+    """The ``files`` table of a registry file (empty when the file does not exist)."""
+    path = Path(path)
+    return checked_registry(read_json(path), path)["files"] if path.exists() else {}
+
+
+def read_manifest(path: Path) -> dict:
+    """The ``runs`` table of a manifest file (empty when the file does not exist)."""
+    path = Path(path)
+    return checked_manifest(read_json(path), path)["runs"] if path.exists() else {}
+
+
+def update_registry(path: Path, change) -> dict:
+    """Apply ``change(files)`` (it edits the table in place) under the lock; one atomic rewrite."""
+    path = Path(path)
+
+    def apply(document):
+        change(checked_registry(document, path)["files"])
+        return document
+
+    return locked_update(path, apply, empty_registry)["files"]
+
+
+def update_manifest(path: Path, change) -> dict:
+    path = Path(path)
+
+    def apply(document):
+        change(checked_manifest(document, path)["runs"])
+        return document
+
+    return locked_update(path, apply, empty_manifest)["runs"]
+
+
+def register_files(workspace: Path, entries: dict) -> dict:
+    """Add ``{name: {sha256, crc32, size, run}}`` to the workspace registry in one write."""
+    return update_registry(Path(workspace) / REGISTRY, lambda files: files.update(entries))
+
+
+def add_to_manifest(workspace: Path, run_id: str, entry: dict) -> dict:
+    return update_manifest(Path(workspace) / MANIFEST, lambda runs: runs.__setitem__(run_id, entry))
+
+
+def check_writable(path: Path) -> None:
+    """A registry or manifest that exists must be a valid, writable file in a writable folder."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_file():
+            raise InputError("expected a file here, found something else", file=path)
+        if not os.access(path, os.W_OK):
+            raise InputError("the file is not writable", file=path)
+    if path.parent.exists() and not os.access(path.parent, os.W_OK):
+        raise InputError("the folder is not writable", file=path.parent)
+
+
+def entries_of_run(files: dict, run_id: str) -> dict:
+    return {name: entry for name, entry in files.items() if entry.get("run") == run_id}
+
+
+def under(name: str, scopes) -> bool:
+    """Whether ``name`` lies under one of ``scopes`` ("" or "." is everything)."""
+    return any(scope in ("", ".") or name == scope or name.startswith(scope + "/") for scope in scopes)
+
+
+def prune(files: dict, scopes, present) -> list:
+    """Remove the entries under ``scopes`` whose names are not in ``present``; return them, sorted."""
+    gone = sorted(name for name in files if under(name, scopes) and name not in present)
+    for name in gone:
+        del files[name]
+    return gone
+
+
+# --------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------
+
+_buffers = threading.local()
+
+
+def stat_key(stat) -> list:
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def hash_file(path) -> dict:
+    """SHA-256, CRC32 (8 hex digits), size, and the stat seen before reading, in one pass."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
+        buffer = _buffers.buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    sha, crc, size = hashlib.sha256(), 0, 0
+    with open(path, "rb", buffering=0) as handle:
+        stat = os.fstat(handle.fileno())
+        while count := handle.readinto(buffer):
+            chunk = view[:count]
+            sha.update(chunk)
+            crc = crc32(chunk, crc)
+            size += count
+    return {"sha256": sha.hexdigest(), "crc32": f"{crc:08x}", "size": size, "stat": stat_key(stat)}
+
+
+def bytes_entry(data: bytes) -> dict:
+    """The registry fields of bytes already in memory (a report just written)."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "crc32": f"{crc32(data):08x}", "size": len(data)}
+
+
+def registry_entry(hashed: dict, run_id: str) -> dict:
+    return {"sha256": hashed["sha256"], "crc32": hashed["crc32"], "size": hashed["size"], "run": run_id}
+
+
+class StatCache:
+    """Hashes of files whose stat has not changed since they were computed (see the module docstring)."""
+
+    def __init__(self, path: Path, entries: dict, written_ns: int):
+        self.path = path
+        self.entries = entries
+        self.written_ns = written_ns
+        self.updates: dict = {}
+
+    @staticmethod
+    def path_for(registry_path: Path) -> Path:
+        registry_path = Path(registry_path)
+        return registry_path.with_name(f".{registry_path.name}.statcache.json")
+
+    @classmethod
+    def load(cls, registry_path: Path) -> "StatCache":
+        """The cache beside ``registry_path``; a missing or unreadable cache is simply empty."""
+        path = cls.path_for(registry_path)
+        try:
+            entries = read_json(path)["files"]
+            if not isinstance(entries, dict):
+                raise TypeError
+            return cls(path, entries, os.stat(path).st_mtime_ns)
+        except (InputError, KeyError, TypeError, OSError):
+            return cls(path, {}, 0)
+
+    def lookup(self, name: str, stat) -> dict | None:
+        """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else None."""
+        hit = self.entries.get(name)
+        if hit is None or not isinstance(hit, dict):
+            return None
+        if hit.get("stat") == stat_key(stat) and stat.st_mtime_ns < self.written_ns:
+            return hit
+        return None
+
+    def remember(self, name: str, hashed: dict) -> None:
+        self.updates[name] = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
+
+    def forget(self, names) -> None:
+        for name in names:
+            self.updates[name] = None
+
+    def save(self) -> None:
+        """Merge this process's updates into the file (locked, atomic). Failing to save is harmless."""
+        if not self.updates:
+            return
+        try:
+            with holding(lock_for(self.path), self.path):
+                try:
+                    current = read_json(self.path)["files"] if self.path.exists() else {}
+                    if not isinstance(current, dict):
+                        current = {}
+                except (InputError, KeyError, TypeError):
+                    current = {}
+                for name, entry in self.updates.items():
+                    if entry is None:
+                        current.pop(name, None)
+                    else:
+                        current[name] = entry
+                atomic_write_bytes(self.path, canonical_json({"files": current}))
+            self.updates = {}
+        except (OSError, InputError):
+            pass
+
+
+def hash_files(files, cache: StatCache | None = None, executor: Executor | None = None, workers: int = 1,
+               progress=None, on_error=None) -> dict:
+    """``{name: {sha256, crc32, size, stat, cached}}`` for ``files`` = ``[(name, absolute path)]``, in name order.
+
+    A file the cache vouches for is not read. Files are hashed on ``executor``
+    (or a thread pool of ``workers``: hashlib releases the GIL). A file that
+    cannot be read raises InputError, unless ``on_error(name, reason)`` is
+    given: then it is left out and reported there.
+    """
+    results, to_hash = {}, []
+    for name, path in files:
+        if cache is not None:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stat = None
+            hit = cache.lookup(name, stat) if stat is not None else None
+            if hit is not None:
+                results[name] = dict(hit, cached=True)
+                continue
+        to_hash.append((name, path))
+
+    def guarded(item):
+        name, path = item
+        try:
+            return hash_file(path)
+        except OSError as exc:
+            if on_error is None:
+                raise InputError(f"cannot read file: {exc.strerror}", file=name)
+            return exc
+
+    own_pool = executor is None and workers > 1 and len(to_hash) > 1
+    pool = ThreadPoolExecutor(max_workers=workers) if own_pool else executor
+    try:
+        mapper = pool.map if pool is not None else map
+        for (name, _), result in zip(to_hash, mapper(guarded, to_hash)):
+            if progress is not None:
+                progress.update(1)
+            if isinstance(result, OSError):
+                on_error(name, f"cannot read file: {result.strerror}")
+                continue
+            results[name] = dict(result, cached=False)
+            if cache is not None:
+                cache.remember(name, result)
+    finally:
+        if own_pool:
+            pool.shutdown()
+    return {name: results[name] for name in sorted(results)}
+
+
+def damaged_files(entries: dict, locate, cache: StatCache | None = None) -> list:
+    """The names among registry ``entries`` whose file is missing or differs from its entry.
+
+    ``locate(name)`` gives the file's path. A stat that matches the cache and
+    a cached SHA-256 equal to the entry's cost no read; anything else is
+    hashed again. Sorted; each item is ``{"file", "problem"}``.
+    """
+    damaged = []
+    for name in sorted(entries):
+        expected = entries[name]
+        path = locate(name)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            damaged.append({"file": name, "problem": "missing"})
+            continue
+        if stat.st_size != expected.get("size"):
+            damaged.append({"file": name, "problem": "size differs"})
+            continue
+        hit = cache.lookup(name, stat) if cache is not None else None
+        if hit is not None and hit.get("sha256") == expected.get("sha256"):
+            continue
+        try:
+            hashed = hash_file(path)
+        except OSError:
+            damaged.append({"file": name, "problem": "unreadable"})
+            continue
+        if hashed["sha256"] != expected.get("sha256"):
+            damaged.append({"file": name, "problem": "content differs"})
+        elif cache is not None:
+            cache.remember(name, hashed)
+    return damaged

@@ -1,0 +1,71 @@
+"""The workspace: where it is, its folders, and workspace-relative names.
+
+A workspace is a folder holding ``data/``, ``meta/chronicle/``,
+``experiments/results/`` and ``env/`` (design.md). It is ``--workspace``,
+else ``$CRH_WORKSPACE``, else the repository root. Every name written into
+a record is workspace-relative POSIX; a file outside the workspace is named
+through a data root instead (data_roots.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scripts.utils.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE_ENV = "CRH_WORKSPACE"
+LAYOUT = ("data", "meta/chronicle", "experiments/results", "env")
+RESULTS = "experiments/results"
+SEED_LOG = "meta/chronicle/seeds.jsonl"
+DATA_ROOT_MARK = "@"  # names starting with it are data-root files, never workspace files
+
+
+def resolve_workspace(workspace=None) -> Path:
+    """``--workspace``, else $CRH_WORKSPACE, else the repository root."""
+    chosen = workspace or os.environ.get(WORKSPACE_ENV) or REPO_ROOT
+    return Path(chosen).expanduser().resolve()
+
+
+def ensure_layout(workspace: Path) -> None:
+    """Create the workspace folders; an unwritable workspace is bad input."""
+    for folder in LAYOUT:
+        target = workspace / folder
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create workspace folder: {exc.strerror}", file=target)
+        if not os.access(target, os.W_OK):
+            raise InputError("workspace folder is not writable", file=target)
+
+
+def relative_to_workspace(workspace: Path, path) -> str:
+    """Workspace-relative POSIX form of ``path``; outside the workspace is an error."""
+    absolute = Path(path).resolve()
+    try:
+        relative = absolute.relative_to(workspace).as_posix()
+    except ValueError:
+        raise InputError("path lies outside the workspace", file=path, workspace=str(workspace))
+    if relative.startswith(DATA_ROOT_MARK):
+        raise InputError(f"workspace names starting with {DATA_ROOT_MARK!r} are reserved for data roots", file=path)
+    return relative
+
+
+def inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def run_folder(run_id: str) -> str:
+    """The workspace-relative folder of a run's bulky outputs."""
+    return f"{RESULTS}/{run_id}"
+
+
+def run_report(run_id: str) -> str:
+    """The workspace-relative path of a run's report."""
+    return f"{RESULTS}/{run_id}.json"
