@@ -16,6 +16,8 @@ endif
 VENV ?= .venv
 WORKSPACE ?= .
 DATA ?=
+DATA_NAME ?=
+STRICT ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
@@ -34,7 +36,8 @@ help:
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
-	$(info   phase5..9   the phase pipeline on the sample data (DATA=dir for yours, WORKSPACE=dir for where))
+	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)
+	$(info   ..........  DATA_NAME=name names it, STRICT=1 fails on any skipped file, WORKSPACE=dir for where)
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	@$(PYTHON) -c "pass"
 
@@ -65,7 +68,8 @@ clean-venv:
 	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
 
 phase5 phase6 phase7 phase8 phase9: $(VENV_STAMP)
-	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)" $(if $(DATA),--data "$(DATA)")
+	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)" $(if $(DATA),--data "$(DATA)") \
+	    $(if $(DATA_NAME),--data-name "$(DATA_NAME)") $(if $(filter 1 yes true,$(STRICT)),--strict)
 
 phase%: $(VENV_STAMP)
 	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)"

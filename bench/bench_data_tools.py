@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import best_of_alternating, figure
-from scripts.data_tools import dataset_splitter, hash_integrity, image_preprocessor, metadata_extractor
+from scripts.data_tools import dataset_splitter, image_preprocessor, metadata_extractor
 from scripts.data_tools.sample_data import dicom_slices, phantom_hu
+from scripts.utils.data_roots import collect_inputs
+from scripts.utils.registry import StatCache, hash_files
 from scripts.utils.seed_manager import SeedManager
 
 
@@ -41,11 +43,13 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
     total = files * size
     cpus = os.cpu_count() or 1
 
+    items = list(zip(names, paths))
+
     def ours():
-        hash_integrity.hash_files(workspace, names, workers=cpus)
+        hash_files(items, workers=cpus)
 
     def same_work_one_thread():
-        hash_integrity.hash_files(workspace, names, workers=1)
+        hash_files(items, workers=1)
 
     buffer = bytearray(1 << 20)
     view = memoryview(buffer)
@@ -87,19 +91,20 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
     registry = workspace / "data" / "hash_registry.json"
     registry.parent.mkdir(parents=True)
     cpus = os.cpu_count() or 1
-    names = hash_integrity.list_files(workspace, [workspace / "tree"])
-    hash_integrity.save_stat_cache(registry, hash_integrity.hash_files(workspace, names, workers=cpus))
+    def listed():
+        return [(name, path) for name, path, _ in collect_inputs(workspace, [workspace / "tree"]).files]
+
+    cache = StatCache.load(registry)
+    hash_files(listed(), cache, workers=cpus)
+    cache.save()
     time.sleep(0.05)
-    os.utime(hash_integrity.stat_cache_path(registry))  # the cache is newer than every file
+    os.utime(StatCache.path_for(registry))  # the cache is newer than every file
 
     def full():
-        listed = hash_integrity.list_files(workspace, [workspace / "tree"])
-        hash_integrity.hash_files(workspace, listed, workers=cpus)
+        hash_files(listed(), workers=cpus)
 
     def cached():
-        listed = hash_integrity.list_files(workspace, [workspace / "tree"])
-        cache, stamp = hash_integrity.load_stat_cache(registry)
-        result = hash_integrity.hash_files(workspace, listed, workers=cpus, cache=cache, cache_time_ns=stamp)
+        result = hash_files(listed(), StatCache.load(registry), workers=cpus)
         assert all(entry["cached"] for entry in result.values())
 
     best = best_of_alternating({"full": full, "cached": cached}, repeat)

@@ -11,7 +11,7 @@ EXPECTED = {
     "hash_tree_vs_same_work_one_thread", "reverify_unchanged_tree", "split_full_manifest", "split_assignment_only",
     "metadata_extraction", "preprocess_ct_slices", "preprocess_ct_slices_one_process",
     "run_experiment_record_keeping", "reference_experiment_cupy_vs_numpy",
-    "dream_animation_gif", "tensor_visualizer_files", "make_verify_time",
+    "dream_animation_gif", "tensor_visualizer_files", "make_verify_time", "pipeline_second_call",
 }
 
 

@@ -199,11 +199,15 @@ def write_sample_dataset(workspace: Path, seeds: SeedManager, run: RunRecorder,
     shutil.rmtree(staging, ignore_errors=True)
     counts = {"dicom": 0, "png": 0}
     written = []
-    for kind, files in (("dicom", dicom_slices(seeds, patients, slices, size)), ("png", png_files(seeds, size))):
-        for relative, data in files:
-            atomic_write_bytes(staging / relative, data)
-            written.append(relative)
-            counts[kind] += 1
+    try:
+        for kind, files in (("dicom", dicom_slices(seeds, patients, slices, size)), ("png", png_files(seeds, size))):
+            for relative, data in files:
+                atomic_write_bytes(staging / relative, data)
+                written.append(relative)
+                counts[kind] += 1
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed run leaves nothing half written
+        raise
     old = target.with_name(".sample.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

@@ -104,6 +104,8 @@ class Step:
     folders: list = field(default_factory=list)   # workspace folders it fills outside its run folder
     files: list = field(default_factory=list)     # workspace files it writes outside its run folder
     keep_folders_on_resume: bool = False          # archive: a resumed move must keep what it moved
+    consumes: list = field(default_factory=list)  # workspace folders it moves away (archive: its source)
+    resume_from: str | None = None                # what lets it be redone once its source is gone
 
     @property
     def in_process(self) -> bool:
@@ -129,7 +131,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
     naming = ["--data-name", data_name] if data_name else []
     strictness = ["--strict"] if strict else []
     steps = [] if external else [Step("sample", "sample_data", [script("data_tools", "sample_data")],
-                                      folders=["data/sample"])]
+                                      folders=["data/sample", "data/.sample.partial", "data/.sample.old"])]
     base = [] if external else ["sample"]
     table = "{table}"
     steps += [
@@ -166,7 +168,8 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
                   "--logdir", logdir], data_steps, folders=[logdir]),
             Step("archive_phase8", "archive_results",
                  [script("orchestration", "archive_results"), logdir, "--archive", "tar.gz"], ["experiment_phase8"],
-                 folders=[archive], files=[f"{archive}.tar.gz"], keep_folders_on_resume=True),
+                 folders=[archive], files=[f"{archive}.tar.gz"], keep_folders_on_resume=True, consumes=[logdir],
+                 resume_from=f"{archive}/MANIFEST.json"),
             Step("verify_archive_phase8", "archive_results",
                  [script("orchestration", "archive_results"), "--verify", f"{archive}.tar.gz"], ["archive_phase8"]),
             Step("verify_hashes_phase8", "hash_integrity",
@@ -258,6 +261,7 @@ def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> 
         if path.is_absolute() and path.is_file() and inside(REPO_ROOT, path):
             files[portable(arg, workspace)] = hashlib.sha256(path.read_bytes()).hexdigest()
     also = [Path(__file__)] if step.in_process else []
+    files["seeds"] = hashlib.sha256(SEEDS.read_bytes()).hexdigest()  # every step draws its seeds from it
     return hashlib.sha256(canonical_json({
         "argv": [portable(a, workspace) for a in step.argv], "files": files,
         "code": code_fingerprint(Path(step.argv[0]), also), "data": data, "after": upstream,
@@ -268,8 +272,8 @@ def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> 
 # Running a step
 # --------------------------------------------------------------------------
 
-def run_step(step: Step, argv: list, workspace: Path) -> str:
-    """Run one step's script; return the id of the run it recorded, or raise StepFailed."""
+def run_step(step: Step, argv: list, workspace: Path) -> str | None:
+    """Run one step's script; return the id of the run it recorded (None if none), or raise."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
@@ -290,9 +294,7 @@ def run_step(step: Step, argv: list, workspace: Path) -> str:
         raise StepFailed(message, result.returncode if result.returncode in (1, 3) else 1, step=step.name,
                          exit_code=result.returncode, cause=cause)
     recorded = next((r for r in records if isinstance(r, dict) and r.get("event") == "run_recorded"), None)
-    if recorded is None:
-        raise StepFailed(f"step {step.name!r} recorded no run", 3, step=step.name)
-    return recorded["run_id"]
+    return recorded["run_id"] if recorded else None  # a pure check (archive_results --verify) records none
 
 
 def _record_config(step: Step, argv: list, workspace: Path) -> str:
@@ -361,7 +363,7 @@ class Pipeline:
             return [{"file": report, "problem": "the report differs from the manifest"}]
         return damaged_files(entries, lambda name: self.workspace / name, self.cache)
 
-    def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str:
+    def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str | None:
         previous = self.state.get(step.name) or {}
         retract = set()
         resumed = previous.get("status") == "running"
@@ -382,44 +384,80 @@ class Pipeline:
         self.save_state()
         return run_id
 
+    def reason_to_redo(self, step: Step, fingerprint: str, upstream_redone: bool, force: bool):
+        """Why ``step`` must run again (None: it is up to date), and what is damaged."""
+        previous = self.state.get(step.name) or {}
+        run_id = previous.get("run") or _legacy_run(previous)
+        if force:
+            return "forced", []
+        if not previous:
+            return "new", []
+        if previous.get("status", "done") != "done":
+            return "interrupted", []
+        if previous.get("fingerprint") != fingerprint:
+            return "inputs changed", []
+        if upstream_redone:
+            return "a step before it was redone", []
+        problems = self.intact(step, run_id) if run_id else []  # a pure check records no run: nothing to look at
+        return ("outputs damaged", problems) if problems else (None, [])
+
+    def plan(self, steps: list, data: str, force: bool) -> dict:
+        """``{step name: (fingerprint, reason or None)}``; a step that cannot be redone alone pulls in its producer.
+
+        archive_results moves its source away: once the source is gone, it can
+        only be redone from its own MANIFEST.json, so without that the
+        experiment that made the source runs again first.
+        """
+        forced = set()
+        while True:
+            fingerprints, planned = {}, {}
+            for step in steps:
+                fingerprint = step_fingerprint(step, self.workspace, data, [fingerprints.get(n) for n in step.after])
+                fingerprints[step.name] = fingerprint
+                upstream_redone = any(planned[n][1] is not None for n in step.after if n in planned)
+                reason, problems = self.reason_to_redo(step, fingerprint, upstream_redone, force)
+                if reason is None and step.name in forced:
+                    reason = "its source is gone and a step after it must be redone"
+                planned[step.name] = (fingerprint, reason, problems)
+            stuck = [step for step in steps if planned[step.name][1] is not None and step.consumes
+                     and not upstream_of(step, planned) and not self.resumable(step, planned[step.name][2])]
+            producers = {name for step in stuck for name in step.after} - forced
+            if not producers:
+                break
+            forced |= producers
+        for name, (_, _, problems) in planned.items():
+            if problems:
+                self.log.warning("damaged_outputs", step=name, files=len(problems), first=problems[:SHOWN_SKIPPED])
+        return {name: (fingerprint, reason) for name, (fingerprint, reason, _) in planned.items()}
+
+    def resumable(self, step: Step, problems: list) -> bool:
+        if any((self.workspace / folder).is_dir() for folder in step.consumes):
+            return True
+        marker = step.resume_from
+        return bool(marker) and (self.workspace / marker).is_file() and marker not in {p["file"] for p in problems}
+
     def run(self, steps: list, data: str, force: bool) -> list:
-        fingerprints, redone, summary, runs = {}, set(), [], {}
+        planned = self.plan(steps, data, force)
+        redone, summary, runs = set(), [], {}
         for step in steps:
-            upstream = [fingerprints.get(name) for name in step.after]
-            fingerprint = step_fingerprint(step, self.workspace, data, upstream)
-            fingerprints[step.name] = fingerprint
+            fingerprint, reason = planned[step.name]
             previous = self.state.get(step.name) or {}
-            run_id = previous.get("run") or _legacy_run(previous)
-            upstream_redone = bool(redone.intersection(step.after))
-            reason = None
-            if force:
-                reason = "forced"
-            elif previous.get("status", "done") != "done" or not run_id:
-                reason = "interrupted" if previous.get("status") == "running" else "new"
-            elif previous.get("fingerprint") != fingerprint:
-                reason = "inputs changed"
-            elif upstream_redone:
-                reason = "a step before it was redone"
-            else:
-                problems = self.intact(step, run_id)
-                if problems:
-                    reason = "outputs damaged"
-                    self.log.warning("damaged_outputs", step=step.name, run_id=run_id, files=len(problems),
-                                     first=problems[:SHOWN_SKIPPED])
             if reason is None:
+                run_id = previous.get("run") or _legacy_run(previous)
                 runs[step.name] = run_id
-                summary.append({"step": step.name, "status": "up to date", "report": run_report(run_id)})
+                summary.append({"step": step.name, "status": "up to date",
+                                "report": run_report(run_id) if run_id else None})
                 continue
             argv = [runs_table(runs) if arg == "{table}" else arg for arg in step.argv]
             if reason != "new":
                 self.log.info("redo", step=step.name, reason=reason)
-            run_id = self.redo(step, fingerprint, argv, upstream_redone)
+            run_id = self.redo(step, fingerprint, argv, bool(redone.intersection(step.after)))
             runs[step.name] = run_id
             redone.add(step.name)
-            summary.append({"step": step.name, "status": "done", "report": run_report(run_id)})
+            summary.append({"step": step.name, "status": "done", "report": run_report(run_id) if run_id else None})
         self.cache.save()
         for item in summary:
-            item["skipped"] = self.skipped_of(item["report"])
+            item["skipped"] = self.skipped_of(item["report"]) if item["report"] else []
         return summary
 
     def skipped_of(self, report: str) -> list:
@@ -428,6 +466,11 @@ class Pipeline:
         except (InputError, AttributeError):
             return []
         return skipped if isinstance(skipped, list) else []
+
+
+def upstream_of(step: Step, planned: dict) -> bool:
+    """Whether a step that ``step`` depends on is planned to run again."""
+    return any(planned[name][1] is not None for name in step.after if name in planned)
 
 
 def runs_table(runs: dict) -> str:

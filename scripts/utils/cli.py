@@ -26,7 +26,8 @@ import traceback
 import orjson
 
 from scripts.utils import time_utils
-from scripts.utils.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CheckFailed, InputError
+from scripts.utils.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CheckFailed, InputError,
+                                  environment_failure)
 from scripts.utils.log_formatter import JsonLogger
 
 
@@ -121,12 +122,22 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
     except KeyboardInterrupt:
         log.error("interrupted", error="interrupted by the user")
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        failure = environment_failure(exc)
+        if failure is None:
+            return _internal_error(log, exc)
+        log.error("bad_input", **failure.record())
+        return failure.exit_code
     except Exception as exc:  # a bug: still one JSON record, never a bare traceback
-        log.error(
-            "internal_error",
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc().splitlines(),
-        )
-        return EXIT_INTERNAL
+        return _internal_error(log, exc)
     finally:
         log.close()
+
+
+def _internal_error(log, exc: BaseException) -> int:
+    log.error(
+        "internal_error",
+        error=f"{type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc().splitlines(),
+    )
+    return EXIT_INTERNAL

@@ -19,8 +19,9 @@ Two different folders must not share a name in one workspace: the workspace
 binds each name to the folder it was first used with (a hash of its
 location, in ``meta/chronicle/.data_roots.json``, machine-local bookkeeping
 like the lock files). Using the name for another folder is bad input (exit 2)
-unless that folder holds exactly the same listing: then the data was moved,
-and the name follows it.
+unless that folder holds exactly the same listing (names, sizes and
+modification times, as ``mv`` or ``rsync -a`` keep them): then the data was
+moved, and the name follows it.
 
 Listing skips what is not a regular file, with the reason: symbolic links
 (not followed), FIFOs, sockets and devices (never opened), and names that are
@@ -50,6 +51,7 @@ class DataRoot:
     path: Path           # absolute, resolved; logs only
     files: int = 0
     listing_sha256: str = ""
+    quick_check: str = ""  # the listing with times: tells a moved folder from another one (bindings only)
 
     def record(self) -> dict:
         """What a report says of the root: never its location."""
@@ -123,11 +125,17 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
     return found
 
 
-def listing_sha256(files, strip: int) -> str:
-    """SHA-256 of every (root-relative path, size), in name order."""
+def listing_sha256(files, strip: int, with_times: bool = False) -> str:
+    """SHA-256 of every (root-relative path, size[, mtime in whole seconds]), in name order.
+
+    Reports use names and sizes, so that a copy of the data gives the same
+    record; the binding of a root name adds the times, the quick check that
+    tells a moved folder (``mv``, ``rsync -a``) from another one.
+    """
     digest = hashlib.sha256()
     for name, _, info in files:
-        digest.update(f"{name[strip:]}\0{info.st_size}\n".encode("utf-8"))
+        times = f"\0{info.st_mtime_ns // 10**9}" if with_times else ""
+        digest.update(f"{name[strip:]}\0{info.st_size}{times}\n".encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -192,6 +200,7 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
         prefix = f"{DATA_ROOT_MARK}{name}/"
         own = [item for item in files if item[0].startswith(prefix)]
         root.files, root.listing_sha256 = len(own), listing_sha256(own, len(prefix))
+        root.quick_check = listing_sha256(own, len(prefix), with_times=True)
     if log is not None:
         for root in roots.values():
             log.info("data_root", name=root.name, path=str(root.path), files=root.files)
@@ -216,12 +225,13 @@ def bind_roots(workspace: Path, roots: dict, log=None) -> None:
             location = hashlib.sha256(os.fsencode(str(root.path))).hexdigest()
             known = bindings.get(name)
             if isinstance(known, dict) and known.get("location") != location:
-                if known.get("listing") != root.listing_sha256:
+                if known.get("listing") != root.quick_check:
                     raise InputError(f"the data root name {name!r} already names another folder in this workspace; "
-                                     f"name this one differently with --data-name (make: DATA_NAME=...)",
+                                     f"name this one differently with --data-name (make: DATA_NAME=...), or, if "
+                                     f"it is the same data moved and changed, delete {BINDINGS} to rebind it",
                                      file=str(root.path), data_root=name)
                 moved.append(name)
-            bindings[name] = {"location": location, "listing": root.listing_sha256}
+            bindings[name] = {"location": location, "listing": root.quick_check}
         return bindings
 
     try:

@@ -7,6 +7,8 @@ error record. ``CheckFailed`` means a check ran and failed (exit 1).
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -46,3 +48,17 @@ class CheckFailed(Exception):
         fields = {"error": self.message}
         fields.update(self.details)
         return fields
+
+
+# Failures of the machine, not of this code: a full disk, a file over the size
+# limit, a read-only or unwritable place, an I/O error. Exit 2, naming the file.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                                getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def environment_failure(exc: BaseException) -> InputError | None:
+    """The InputError for an OSError the environment caused (see ENVIRONMENT_ERRNOS), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    return InputError(f"cannot read or write: {exc.strerror or exc}", file=exc.filename,
+                      errno=errno.errorcode.get(exc.errno))

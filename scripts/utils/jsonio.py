@@ -146,8 +146,10 @@ def atomic_output(path: Path):
             handle.flush()
             os.fsync(handle.fileno())
         _replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(temp)):
+            exc.filename = str(path)  # name the file being written, not its temp
         raise
     _fsync_folder(path.parent)
 
@@ -203,19 +205,35 @@ def remove_stale_temps(path: Path) -> list:
     return removed
 
 
-def append_json_line(path: Path, record) -> str | None:
+def append_json_line(path: Path, record, key: str | None = None) -> str | None:
     """Append one record to a JSON-lines file under its lock, durably.
 
     A last line without its newline (a writer killed mid-append) is never
     glued to the new record: a complete JSON value gets its newline, a torn
-    fragment is cut off. Returns what was repaired (None when nothing was),
-    for the caller to log.
+    fragment is cut off. With ``key``, a line whose ``key`` field equals the
+    record's is found first: if it is the same record nothing is written, if
+    not it is replaced in place (atomic rewrite). Returns what was repaired
+    (None when nothing was), for the caller to log.
     """
     path = Path(path)
     line = json_line(record)
     with holding(lock_for(path), path):
+        remove_stale_temps(path)
         with open(path, "a+b") as handle:
             repaired = _repair_tail(handle)
+            if key is not None:
+                handle.seek(0)
+                lines = handle.read().splitlines(keepends=True)
+                for index, existing in enumerate(lines):
+                    try:
+                        found = orjson.loads(existing)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(found, dict) and found.get(key) == record.get(key):
+                        if existing != line:
+                            lines[index] = line
+                            atomic_write_bytes(path, b"".join(lines))
+                        return repaired
             handle.seek(0, os.SEEK_END)
             handle.write(line)
             handle.flush()

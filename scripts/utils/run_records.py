@@ -33,7 +33,7 @@ next run in the workspace removes such leftovers and the registry entries
 credited to them, and gives their name to the next run that asks, so a
 killed run leaves no trace (``recover``). ``retract_runs`` undoes complete
 runs (the pipeline redoes a step that way, so that the result equals a
-clean run).
+clean run; the redone run takes the retracted one's name and seed line).
 
 ``run_id`` is ``<script>_<YYYYMMDDTHHMMSSZ>`` (SOURCE_DATE_EPOCH honoured),
 with ``-2``, ``-3``... when the name is taken. Paths in every record are
@@ -42,7 +42,6 @@ workspace-relative POSIX, or data-root names (data_roots.py).
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -51,7 +50,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from scripts.utils import time_utils
-from scripts.utils.errors import InputError
+from scripts.utils.errors import InputError, environment_failure
 from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, lock_for, read_json,
                                   read_json_lines, remove_stale_temps)
 from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, bytes_entry, check_writable, hash_file,
@@ -70,9 +69,6 @@ RECORDS_LOCK = "meta/chronicle/.records.lock"
 RUN_LOCK = ".run.lock"
 PARTIAL = ".partial"
 RUN_ID = re.compile(r"^[A-Za-z0-9_]+_[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
-# Write failures that are the environment's, not a bug: exit 2 with the file named.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-                getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 # --------------------------------------------------------------------------
@@ -126,12 +122,6 @@ def check_records(workspace: Path) -> None:
         path = Path(workspace) / relative
         check_writable(path)
         read(path)
-
-
-def write_error(exc: OSError, fallback=None) -> InputError:
-    """An InputError naming the file a write failed on (disk full, too large, read-only...)."""
-    return InputError(f"cannot write: {exc.strerror or exc}", file=exc.filename or fallback,
-                      errno=errno.errorcode.get(exc.errno))
 
 
 # --------------------------------------------------------------------------
@@ -241,8 +231,10 @@ def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
 def retract_runs(workspace: Path, run_ids, log=None) -> list:
     """Undo complete runs as if they had never happened; return the other workspace files they had written.
 
-    Their reports and run folders are deleted, and their registry entries,
-    manifest entries and seed lines removed. Files they wrote elsewhere in
+    Their reports and run folders are deleted, and their registry entries
+    and manifest entries removed. Their seed lines stay: the seed log is
+    append-only, and a run that takes a retracted run's name reuses its line
+    (seed_manager.append_seed_line). Files they wrote elsewhere in
     the workspace (claimed outputs) stay where they are: their names are
     returned for the caller to deal with. Files under data roots are never
     touched.
@@ -262,7 +254,6 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
 
         if (workspace / REGISTRY).exists():
             update_registry(workspace / REGISTRY, drop)
-        _drop_seed_lines(workspace / SEED_LOG, targets)
         if (workspace / MANIFEST).exists():
             update_manifest(workspace / MANIFEST, lambda runs: [runs.pop(r, None) for r in targets])
         for run_id in sorted(targets):
@@ -271,24 +262,6 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
     if log is not None:
         log.info("retracted", runs=sorted(targets), files_elsewhere=len(elsewhere))
     return elsewhere
-
-
-def _drop_seed_lines(path: Path, run_ids: set) -> None:
-    import orjson
-
-    if not path.exists():
-        return
-    with holding(lock_for(path), path):
-        remove_stale_temps(path)
-        kept = []
-        for line in path.read_bytes().splitlines(keepends=True):
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn line: drop it too
-            if not (isinstance(record, dict) and record.get("run_id") in run_ids):
-                kept.append(line if line.endswith(b"\n") else line + b"\n")
-        atomic_write_bytes(path, b"".join(kept))
 
 
 # --------------------------------------------------------------------------
@@ -313,6 +286,7 @@ class RunRecorder:
         self.data_roots: dict = {}       # {name: {files, listing_sha256}} of data roots read
         self.run_id = None
         self._claimed: list = []
+        self._created: list = []         # claimed outputs that did not exist when claimed
         self._registry_changes: list = []
         self._staging = None
         self._run_lock = None
@@ -357,10 +331,17 @@ class RunRecorder:
         return target
 
     def claim_output(self, path) -> Path:
-        """Record a file written elsewhere in the workspace (e.g. ``-o FILE``)."""
+        """Record a file written elsewhere in the workspace (e.g. ``-o FILE``).
+
+        Claim it before writing it: if the commit fails, the files this run
+        created are removed again (a file that was already there when it was
+        claimed, like a log folder's checkpoints, is left for ``--resume``).
+        """
         relative_to_workspace(self.workspace, path)
         target = Path(path).resolve()
         self._claimed.append(target)
+        if not target.exists():
+            self._created.append(target)
         return target
 
     def change_registry(self, change) -> None:
@@ -388,8 +369,9 @@ class RunRecorder:
         try:
             self._commit()
         except OSError as error:
-            if error.errno in WRITE_ERRNOS:
-                raise write_error(error) from error
+            failure = environment_failure(error)
+            if failure is not None:
+                raise failure from error
             raise
         return False
 
@@ -503,6 +485,8 @@ class RunRecorder:
         report_path.unlink(missing_ok=True)
         shutil.rmtree(self.final_dir, ignore_errors=True)
         shutil.rmtree(self._staging, ignore_errors=True)
+        for path in self._created:
+            path.unlink(missing_ok=True)
         if previous_registry is False:
             return
         registry_path = self.workspace / REGISTRY

@@ -128,10 +128,17 @@ def log_seed(workspace: Path, run_id: str, script: str, seeds: SeedManager) -> s
 
 
 def append_seed_line(workspace: Path, run_id: str, script: str, summary: dict) -> str | None:
-    """Append one seed line from a seeds summary (also used to roll a killed run's line forward)."""
+    """Log one run's seeds (also used to roll a killed run's line forward).
+
+    One line per run id: a run that takes the name of a retracted run (the
+    pipeline redoing a step) finds that run's line; the same line is kept
+    where it is, a different one replaces it in place. So a redone step
+    leaves the log as a clean run would have written it.
+    """
     from scripts.utils.jsonio import append_json_line
 
-    return append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary})
+    return append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary},
+                            key="run_id")
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ from scripts.utils import jsonio, run_records
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json, read_json_lines
 from scripts.utils.run_records import MANIFEST, REGISTRY, RunRecorder
+from tests.conftest import REPO, single_error
 from scripts.utils.seed_manager import SEED_LOG
 
 WORKER = Path(__file__).with_name("record_worker.py")
@@ -205,3 +206,164 @@ def test_sigkill_mid_write_leaves_valid_files_with_every_acknowledged_entry(work
             assert f"experiments/results/{run_id}/out_19.txt" in registry
             assert f"experiments/results/{run_id}.json" in registry
         read_json_lines(workspace / SEED_LOG)  # a torn last line is tolerated, nothing else
+
+
+# --------------------------------------------------------------------------
+# Killed runs, failed commits, invalid records
+# --------------------------------------------------------------------------
+
+CRASHER = Path(__file__).with_name("crash_worker.py")
+
+
+def _files(workspace):
+    """Every file of the workspace but the lock files (bookkeeping that outlives every run)."""
+    return sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*")
+                  if p.is_file() and not p.name.endswith(".lock"))
+
+
+def _clean_twin(tmp_path):
+    twin = tmp_path / "twin"
+    record_demo(twin, outputs=("x.txt",))
+    record_demo(twin, outputs=("x.txt",))
+    return twin
+
+
+@pytest.mark.parametrize("point", ["body", "report", "rename", "registry", "manifest", "seeds"])
+def test_a_run_killed_at_any_point_leaves_no_trace_after_the_next_run(workspace, tmp_path, point):
+    record_demo(workspace, outputs=("x.txt",))
+    crashed = subprocess.run([sys.executable, str(CRASHER), str(workspace), point], capture_output=True, timeout=60)
+    assert crashed.returncode != 0 and b"finished" not in crashed.stdout  # it really died
+    if point in ("body", "report", "rename", "registry"):  # before the commit point: a leftover is there
+        assert list((workspace / "experiments/results").glob("crash_*"))
+    second = record_demo(workspace, outputs=("x.txt",))
+    results = workspace / "experiments/results"
+    assert not list(results.glob("*.partial")) and not list(results.glob(".*.tmp"))
+    manifest = read_json(workspace / MANIFEST)["runs"]
+    registry = read_json(workspace / REGISTRY)["files"]
+    if point in ("manifest", "seeds"):  # committed: a complete run, seed line included
+        assert "crash_20251031T120000Z" in manifest
+        assert "crash_20251031T120000Z" in [r["run_id"] for r in read_json_lines(workspace / SEED_LOG)]
+        return
+    assert not list(results.glob("crash_*")), "a killed run's report or folder survived"
+    assert all(entry["run"] != "crash_20251031T120000Z" for entry in registry.values())
+    assert "crash_20251031T120000Z" not in manifest
+    assert second == "demo_20251031T120000Z-2"
+    twin = _clean_twin(tmp_path)  # the same two runs, never interrupted
+    assert _files(workspace) == _files(twin)
+    for relative in (REGISTRY, MANIFEST, SEED_LOG):
+        assert (workspace / relative).read_bytes() == (twin / relative).read_bytes(), relative
+
+
+def test_a_torn_seed_line_is_cut_not_glued(workspace):
+    record_demo(workspace)
+    log = workspace / SEED_LOG
+    with open(log, "ab") as handle:
+        handle.write(b'{"run_id": "demo_2025103')  # a writer killed mid-append
+    record_demo(workspace)
+    lines = log.read_bytes().splitlines()
+    assert len(lines) == 2 and all(line.startswith(b'{"run_id":"demo_') for line in lines)
+    assert [r["run_id"] for r in read_json_lines(log)] == ["demo_20251031T120000Z", "demo_20251031T120000Z-2"]
+
+
+def test_a_complete_last_seed_line_without_newline_keeps_its_record(workspace):
+    record_demo(workspace)
+    log = workspace / SEED_LOG
+    log.write_bytes(log.read_bytes().rstrip(b"\n"))
+    record_demo(workspace)
+    assert len(read_json_lines(log)) == 2 and log.read_bytes().count(b"\n") == 2
+
+
+@pytest.mark.parametrize("damage", ["registry", "manifest"])
+@pytest.mark.parametrize("content", [b'{"files": ', b"[1, 2]", b'{"runs": 3, "files": 3}', b"\xff\xfe"])
+def test_an_invalid_registry_or_manifest_is_exit_2_with_nothing_written(workspace, damage, content):
+    record_demo(workspace)
+    target = workspace / (REGISTRY if damage == "registry" else MANIFEST)
+    target.write_bytes(content)
+    before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    result = subprocess.run([sys.executable, str(WORKER), str(workspace), "next", "1", "2"], capture_output=True,
+                            timeout=60)
+    assert result.returncode != 0 and b"ack" not in result.stdout
+    after = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    assert after == before  # no report, no outputs, no entries, and the bad file left as it was
+    from scripts.data_tools import sample_data  # noqa: F401  (any script: the same answer through cli.run)
+
+    script = subprocess.run([sys.executable, str(REPO / "scripts/data_tools/sample_data.py"), "--workspace",
+                             str(workspace)], capture_output=True, timeout=120)
+    assert script.returncode == 2
+    errors = [line for line in script.stderr.splitlines() if b'"level":"error"' in line]
+    assert len(errors) == 1 and target.name.encode() in errors[0]
+
+
+def _limited_run(workspace, limit_bytes):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, str(REPO / "scripts/utils/log_formatter.py"), str(REPO / "README.md"),
+                           "-o", str(workspace / "out.jsonl"), "--workspace", str(workspace)],
+                          capture_output=True, timeout=120, preexec_fn=limit)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_file_too_large_anywhere_in_the_commit_is_rolled_back(workspace):
+    # A registry bigger than the limit: the run's own files fit, the registry rewrite does not.
+    run_records.register_files(workspace, {f"bulk/{i:05d}": {"sha256": "0" * 64, "crc32": "0" * 8, "size": 0,
+                                                             "run": "seed"} for i in range(3000)})
+    record_demo(workspace)
+    size = (workspace / REGISTRY).stat().st_size
+    before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    for limit in (200, size - 100, size + 150):  # fails at the output, at the registry, at the manifest or seeds
+        result = _limited_run(workspace, limit)
+        after = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+        if result.returncode == 0:
+            continue  # it fitted: nothing to roll back
+        assert result.returncode == 2, result.stderr
+        error = single_error(result.stderr)
+        assert error["errno"] == "EFBIG" and error["file"]
+        assert after == before, limit  # no report, no output, no entries
+    assert not list((workspace / "experiments/results").glob("*.partial"))
+
+
+def _mount_tmpfs(folder, size):
+    folder.mkdir(parents=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs mount")
+def test_disk_full_is_exit_2_and_nothing_is_half_done(tmp_path):
+    disk = tmp_path / "small-disk"
+    if not _mount_tmpfs(disk, "600k"):
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    try:
+        workspace = disk / "ws"
+        record_demo(workspace)
+        (disk / "filler").write_bytes(b"\0" * 300_000)
+        before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+        result = subprocess.run([sys.executable, str(REPO / "scripts/data_tools/sample_data.py"), "--workspace",
+                                 str(workspace)], capture_output=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        error = single_error(result.stderr)
+        assert error["errno"] == "ENOSPC" and error["file"]
+        after = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+        assert {p for p in after if "data/sample" not in p.as_posix()} == set(before)  # claimed files may stay
+        assert all(after[p] == before[p] for p in before)
+        assert not list((workspace / "experiments/results").glob("*.partial"))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_retracted_runs_vanish_and_their_names_and_seed_lines_are_reused(workspace, tmp_path):
+    first = record_demo(workspace, outputs=("a.txt",))
+    second = record_demo(workspace, outputs=("b.txt",))
+    elsewhere = run_records.retract_runs(workspace, [first])
+    assert elsewhere == []
+    assert not (workspace / "experiments/results" / first).exists()
+    assert first not in read_json(workspace / MANIFEST)["runs"]
+    assert all(e["run"] != first for e in read_json(workspace / REGISTRY)["files"].values())
+    assert record_demo(workspace, outputs=("a.txt",)) == first  # the redo takes the name back
+    twin = tmp_path / "twin"
+    record_demo(twin, outputs=("a.txt",)), record_demo(twin, outputs=("b.txt",))
+    for relative in (REGISTRY, MANIFEST, SEED_LOG, f"experiments/results/{second}.json"):
+        assert (workspace / relative).read_bytes() == (twin / relative).read_bytes(), relative
