@@ -92,7 +92,7 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
     registry.parent.mkdir(parents=True)
     cpus = os.cpu_count() or 1
     def listed():
-        return [(name, path) for name, path, _ in collect_inputs(workspace, [workspace / "tree"]).files]
+        return collect_inputs(workspace, [workspace / "tree"]).files
 
     cache = StatCache.load(registry)
     hash_files(listed(), cache, workers=cpus)

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         skipped = list(inputs.skipped)
         cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
         with progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
-            hashed = hash_files([(name, path) for name, path, _ in inputs.files], cache, workers=args.workers,
+            hashed = hash_files(inputs.files, cache, workers=args.workers,
                                 progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
                                                                                             "reason": reason}))
         skipped.sort(key=lambda item: item["file"])

@@ -91,8 +91,12 @@ def _lut(item, signed: bool) -> dict:
 def read_dicom(path: Path) -> tuple:
     """``(stored pixel array, parameters)`` of a DICOM file."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    ds = pydicom.dcmread(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:  # no preamble or file meta (older exports): read it as metadata_extractor does
+        ds = pydicom.dcmread(path, force=True)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError("DICOM file has no pixel data", file=path)
     pixels = ds.pixel_array

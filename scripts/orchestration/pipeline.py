@@ -58,8 +58,9 @@ its error on.
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,8 +77,9 @@ from scripts.utils import cli
 from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
-from scripts.utils.registry import REGISTRY, StatCache, damaged_files, hash_files, read_manifest, read_registry
-from scripts.utils.run_records import MANIFEST, check_records, recover, records_lock, retract_runs
+from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, hash_files, read_manifest,
+                                    read_registry)
+from scripts.utils.run_records import MANIFEST, recover, records_lock, retract_runs
 from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
@@ -194,22 +196,25 @@ def _module_file(dotted: str) -> Path | None:
     return None
 
 
+# ``import scripts.x.y`` and ``from scripts.x import y, z`` (parenthesized lists may span lines). A
+# regular expression instead of ast: parsing every module costs more than the rest of a second call.
+# It also matches such lines in docstrings, which only makes a fingerprint cover a module more.
+_IMPORT = re.compile(r"^[ \t]*(?:import[ \t]+(scripts(?:\.\w+)*)|from[ \t]+(scripts(?:\.\w+)*)[ \t]+import[ \t]+"
+                     r"(\([^)]*\)|[^\n#]*))", re.MULTILINE)
+
+
 def project_imports(path: Path) -> list:
     """The project modules (``scripts.*``) that ``path`` imports anywhere in its code, as files."""
     if path in _MODULE_CACHE:
         return _MODULE_CACHE[path]
     found = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name == "scripts" or name.startswith("scripts."):
-                module = _module_file(name)
-                if module is not None:
-                    found.add(module)
+    for plain, module, names in _IMPORT.findall(path.read_text(encoding="utf-8")):
+        candidates = [plain] if plain else [module] + [
+            f"{module}.{name.split()[0]}" for name in names.strip("()").replace("\\", " ").split(",") if name.split()]
+        for name in candidates:
+            file = _module_file(name)
+            if file is not None:
+                found.add(file)
     _MODULE_CACHE[path] = sorted(found)
     return _MODULE_CACHE[path]
 
@@ -231,7 +236,7 @@ def code_fingerprint(entry: Path, also=()) -> str:
 
 def data_fingerprint(inputs, cache: StatCache) -> str:
     """Names and contents of the data files, read only where the stat cache cannot vouch for them."""
-    hashed = hash_files([(name, path) for name, path, _ in inputs.files], cache, on_error=lambda name, reason: None)
+    hashed = hash_files(inputs.files, cache, on_error=lambda name, reason: None)
     digest = hashlib.sha256()
     for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
         entry = hashed.get(name)
@@ -337,7 +342,7 @@ class Pipeline:
         if not isinstance(self.state, dict):
             self.state = {}
         self.cache = StatCache.load(workspace / REGISTRY)
-        self._registry = None
+        self._registry = self._manifest = self._by_run = None
 
     def save_state(self) -> None:
         atomic_write_bytes(self.state_path, canonical_json(self.state))
@@ -345,23 +350,36 @@ class Pipeline:
     def registry(self) -> dict:
         if self._registry is None:
             self._registry = read_registry(self.workspace / REGISTRY)
+            self._by_run = {}
+            for name, entry in self._registry.items():
+                if not name.startswith("@"):  # data files are inputs: the data fingerprint covers them
+                    self._by_run.setdefault(entry.get("run"), {})[name] = entry
         return self._registry
 
+    def outputs_of(self, run_id: str) -> dict:
+        """The registry entries a run produced in the workspace."""
+        self.registry()
+        return self._by_run.get(run_id, {})
+
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.workspace / MANIFEST)
+        return self._manifest
+
     def runs_of(self, script_name: str) -> set:
-        return {run_id for run_id, run in read_manifest(self.workspace / MANIFEST).items()
-                if run.get("script") == script_name}
+        return {run_id for run_id, run in self.manifest().items() if run.get("script") == script_name}
 
     def intact(self, step: Step, run_id: str) -> list:
         """What is wrong with a finished step's run: [] when its outputs are all there and unchanged."""
-        manifest = read_manifest(self.workspace / MANIFEST)
+        manifest = self.manifest()
         report = run_report(run_id)
-        entries = {name: entry for name, entry in self.registry().items()
-                   if entry.get("run") == run_id and not name.startswith("@")}
+        entries = self.outputs_of(run_id)
         if run_id not in manifest or report not in entries:
             return [{"file": report, "problem": "the run is not recorded"}]
         if manifest[run_id].get("report_sha256") != entries[report].get("sha256"):
             return [{"file": report, "problem": "the report differs from the manifest"}]
-        return damaged_files(entries, lambda name: self.workspace / name, self.cache)
+        root = str(self.workspace)
+        return damaged_files(entries, lambda name: os.path.join(root, name), self.cache)
 
     def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str | None:
         previous = self.state.get(step.name) or {}
@@ -376,10 +394,12 @@ class Pipeline:
         self.save_state()
         if retract:
             retract_runs(self.workspace, retract, self.log)
-        self._registry = None
         clear_places(step, self.workspace, step.keep_folders_on_resume and not upstream_redone)
         self.log.info("step", step=step.name)
-        run_id = run_step(step, argv, self.workspace)
+        try:
+            run_id = run_step(step, argv, self.workspace)
+        finally:
+            self._registry = self._manifest = None  # the step changed both
         self.state[step.name] = {"status": "done", "fingerprint": fingerprint, "run": run_id}
         self.save_state()
         return run_id
@@ -515,7 +535,8 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     external = data_arg is not None and phase != "phase9"
     inputs = check_data(data_arg, workspace, data_name, log) if external else None
     ensure_layout(workspace)
-    check_records(workspace)
+    for records in (REGISTRY, MANIFEST):  # their contents are checked when first read, before any step runs
+        check_writable(workspace / records)
     if inputs is not None:
         bind_roots(workspace, inputs.roots, log)
     lock = FileLock(str(workspace / PIPELINE_LOCK))

@@ -78,9 +78,16 @@ def restore_nonfinite(value):
     return value
 
 
-def canonical_json(value) -> bytes:
-    """The canonical bytes of ``value``: sorted keys, UTF-8, trailing newline."""
-    return orjson.dumps(encode_nonfinite(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+def canonical_json(value, checked: bool = True) -> bytes:
+    """The canonical bytes of ``value``: sorted keys, UTF-8, trailing newline.
+
+    ``checked=False`` skips the walk that encodes non-finite floats and NumPy
+    values: only for documents that hold neither (the registry, the manifest,
+    the stat cache: strings and integers), where the walk would cost more than
+    the writing. The bytes are the same either way for such documents.
+    """
+    return orjson.dumps(encode_nonfinite(value) if checked else value,
+                        option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
 
 
 def json_line(value) -> bytes:
@@ -175,18 +182,19 @@ def holding(lock: FileLock, path: Path):
         raise InputError(f"could not lock the file within {LOCK_TIMEOUT_S} s: another process holds it", file=path)
 
 
-def locked_update(path: Path, change, empty):
+def locked_update(path: Path, change, empty, checked: bool = True):
     """Read ``path`` (or ``empty()`` when absent), apply ``change``, write back.
 
     ``change(current)`` returns the new value. The whole cycle holds the
-    file's lock; the write is atomic. Returns the new value.
+    file's lock; the write is atomic. Returns the new value. ``checked`` is
+    passed to ``canonical_json``.
     """
     path = Path(path)
     with holding(lock_for(path), path):
         remove_stale_temps(path)
         current = read_json(path) if path.exists() else empty()
         updated = change(current)
-        atomic_write_bytes(path, canonical_json(updated))
+        atomic_write_bytes(path, canonical_json(updated, checked))
     return updated
 
 

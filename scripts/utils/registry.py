@@ -87,25 +87,24 @@ def read_manifest(path: Path) -> dict:
     return checked_manifest(read_json(path), path)["runs"] if path.exists() else {}
 
 
-def update_registry(path: Path, change) -> dict:
-    """Apply ``change(files)`` (it edits the table in place) under the lock; one atomic rewrite."""
+def _update(path: Path, change, checked, empty, table: str) -> dict:
     path = Path(path)
 
     def apply(document):
-        change(checked_registry(document, path)["files"])
+        change(checked(document, path)[table])
         return document
 
-    return locked_update(path, apply, empty_registry)["files"]
+    return locked_update(path, apply, empty, checked=False)[table]  # strings and integers only
+
+
+def update_registry(path: Path, change) -> dict:
+    """Apply ``change(files)`` (it edits the table in place) under the lock; one atomic rewrite."""
+    return _update(path, change, checked_registry, empty_registry, "files")
 
 
 def update_manifest(path: Path, change) -> dict:
-    path = Path(path)
-
-    def apply(document):
-        change(checked_manifest(document, path)["runs"])
-        return document
-
-    return locked_update(path, apply, empty_manifest)["runs"]
+    """Apply ``change(runs)`` to a manifest, like ``update_registry``."""
+    return _update(path, change, checked_manifest, empty_manifest, "runs")
 
 
 def register_files(workspace: Path, entries: dict) -> dict:
@@ -134,8 +133,9 @@ def entries_of_run(files: dict, run_id: str) -> dict:
 
 
 def under(name: str, scopes) -> bool:
-    """Whether ``name`` lies under one of ``scopes`` ("" or "." is everything)."""
-    return any(scope in ("", ".") or name == scope or name.startswith(scope + "/") for scope in scopes)
+    """Whether ``name`` lies under one of ``scopes`` ("" or "." is the whole workspace, not the data roots)."""
+    return any((scope in ("", ".") and not name.startswith("@")) or name == scope or name.startswith(scope + "/")
+               for scope in scopes)
 
 
 def prune(files: dict, scopes, present) -> list:
@@ -242,7 +242,7 @@ class StatCache:
                         current.pop(name, None)
                     else:
                         current[name] = entry
-                atomic_write_bytes(self.path, canonical_json({"files": current}))
+                atomic_write_bytes(self.path, canonical_json({"files": current}, checked=False))
             self.updates = {}
         except (OSError, InputError):
             pass
@@ -250,18 +250,20 @@ class StatCache:
 
 def hash_files(files, cache: StatCache | None = None, executor: Executor | None = None, workers: int = 1,
                progress=None, on_error=None) -> dict:
-    """``{name: {sha256, crc32, size, stat, cached}}`` for ``files`` = ``[(name, absolute path)]``, in name order.
+    """``{name: {sha256, crc32, size, stat, cached}}`` for ``files``, in name order.
 
-    A file the cache vouches for is not read. Files are hashed on ``executor``
+    ``files`` holds ``(name, path)`` or ``(name, path, os.stat_result)``: a
+    stat taken while listing saves a second one. A file the cache vouches for
+    is not read. Files are hashed on ``executor``
     (or a thread pool of ``workers``: hashlib releases the GIL). A file that
     cannot be read raises InputError, unless ``on_error(name, reason)`` is
     given: then it is left out and reported there.
     """
     results, to_hash = {}, []
-    for name, path in files:
+    for name, path, *known in files:
         if cache is not None:
             try:
-                stat = os.stat(path)
+                stat = known[0] if known else os.stat(path)
             except OSError:
                 stat = None
             hit = cache.lookup(name, stat) if stat is not None else None

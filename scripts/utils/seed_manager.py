@@ -28,7 +28,6 @@ from pathlib import Path
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-import numpy as np
 import orjson
 
 from scripts.utils.errors import InputError
@@ -54,6 +53,8 @@ def key_to_int(*key) -> int:
 
 def derive_seed(base_seed: int, *key) -> int:
     """The seed of stream ``key`` under ``base_seed`` (see the module docstring)."""
+    import numpy as np  # here, not at import: the run records use this module without NumPy
+
     sequence = np.random.SeedSequence(base_seed, spawn_key=(key_to_int(*key),))
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -98,11 +99,15 @@ class SeedManager:
 
     def generator(self, name: str, *subkey) -> np.random.Generator:
         """A fresh PCG64 Generator for stream ``name`` (or ``(name, *subkey)``)."""
+        import numpy as np
+
         return np.random.Generator(np.random.PCG64(self.seed(name, *subkey)))
 
     def seed_globals(self) -> None:
         """Seed global RNGs as a safety net (our code never draws from them)."""
         import random
+
+        import numpy as np
 
         random.seed(self.base_seed)
         np.random.seed(self.base_seed % 2**32)
