@@ -47,7 +47,8 @@ completed is retracted), the leftovers of killed runs are removed by the
 run records (scripts/utils/run_records.py), and the result equals one
 uninterrupted run, file for file. Fingerprints and step states live in
 ``meta/chronicle/pipeline_state.json``; one pipeline at a time runs in a
-workspace (``meta/chronicle/.pipeline.lock``).
+workspace (``meta/chronicle/.pipeline.lock``): a second one waits for the
+first to finish, then finds its work done.
 
 The last JSON record is a summary of what was produced and where; on a
 terminal a plain table follows on stderr. Bad input (a missing, empty or
@@ -277,12 +278,23 @@ def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> 
 # Running a step
 # --------------------------------------------------------------------------
 
+def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """Linux: a step whose pipeline is killed is killed too, so it cannot write beside the next pipeline."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+STEP_PREEXEC = _die_with_the_pipeline if sys.platform == "linux" else None
+
+
 def run_step(step: Step, argv: list, workspace: Path) -> str | None:
     """Run one step's script; return the id of the run it recorded (None if none), or raise."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
-    result = subprocess.run(command, cwd=workspace, capture_output=True)
+    result = subprocess.run(command, cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC)
     records = []
     for line in result.stderr.splitlines():
         try:
@@ -305,7 +317,7 @@ def run_step(step: Step, argv: list, workspace: Path) -> str | None:
 def _record_config(step: Step, argv: list, workspace: Path) -> str:
     from scripts.utils.run_records import RunRecorder
 
-    result = subprocess.run([sys.executable, *argv], cwd=workspace, capture_output=True)
+    result = subprocess.run([sys.executable, *argv], cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC)
     if result.returncode != 0:
         raise StepFailed(f"step {step.name!r} failed (exit {result.returncode})", result.returncode
                          if result.returncode in (1, 2, 3) else 1, step=step.name,
@@ -542,9 +554,10 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     lock = FileLock(str(workspace / PIPELINE_LOCK))
     try:
         lock.acquire(timeout=0)
-    except Timeout:
-        raise InputError("another pipeline is running in this workspace; wait for it to finish",
-                         file=workspace / PIPELINE_LOCK)
+    except Timeout:  # e.g. make was killed but the pipeline it started is still finishing: let it
+        log.warning("waiting", note="another pipeline is running in this workspace; waiting for it to finish",
+                    lock=str(workspace / PIPELINE_LOCK))
+        lock.acquire()
     try:
         with records_lock(workspace):
             recover(workspace, log)
