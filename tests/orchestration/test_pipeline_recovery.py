@@ -38,7 +38,8 @@ R = "experiments/results"
 def make(phase, workspace, data=None, *extra, kill_after=None, kill_on_step=None, timeout=600):
     """Run ``make phaseN`` in its own process group; kill the whole group with SIGKILL when asked."""
     command = ["make", "-s", phase, f"WORKSPACE={workspace}", *([f"DATA={data}"] if data else []), *extra]
-    env = {**os.environ, "SOURCE_DATE_EPOCH": FIXED_EPOCH}  # module fixtures run before the autouse one
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    env["SOURCE_DATE_EPOCH"] = FIXED_EPOCH  # module fixtures run before the autouse one
     process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     lines = []
@@ -55,7 +56,7 @@ def make(phase, workspace, data=None, *extra, kill_after=None, kill_on_step=None
             os.killpg(process.pid, signal.SIGKILL)
     lines += process.stderr.read().splitlines(keepends=True)
     process.wait(timeout)
-    return process.returncode, b"".join(line for line in lines if not line.startswith(b"make: "))
+    return process.returncode, b"".join(line for line in lines if line.startswith(b"{"))  # make's own lines aside
 
 
 def summary(stderr: bytes) -> dict:
