@@ -45,7 +45,8 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json
-from scripts.utils.run_records import MANIFEST, RunRecorder, latest_run, relative_to_workspace, resolve_workspace
+from scripts.utils.registry import MANIFEST
+from scripts.utils.run_records import RunRecorder, latest_run, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"

@@ -33,7 +33,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import shutil
 import sys
 import tarfile

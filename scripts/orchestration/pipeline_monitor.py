@@ -41,7 +41,8 @@ from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import REGISTRY, relative_to_workspace, resolve_workspace
+from scripts.utils.registry import REGISTRY, read_registry
+from scripts.utils.run_records import relative_to_workspace, resolve_workspace
 
 
 def read_rows(path: Path) -> tuple[list, list]:
@@ -110,8 +111,7 @@ def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_facto
     done = max((int(row["cycle"]) for row in rows if isinstance(row.get("cycle"), int)), default=0)
     finished = total is not None and done >= total
 
-    registry_path = workspace / REGISTRY
-    registry = read_json(registry_path)["files"] if registry_path.exists() else {}
+    registry = read_registry(workspace / REGISTRY)
     checkpoints = []
     for cycle in plan.get("checkpoints", []):
         if cycle > done:

@@ -45,9 +45,10 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli, time_utils
-from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.errors import CheckFailed
 from scripts.utils.jsonio import read_json
-from scripts.utils.run_records import MANIFEST, REGISTRY, REPO_ROOT, RunRecorder, resolve_workspace
+from scripts.utils.registry import MANIFEST, REGISTRY, read_registry
+from scripts.utils.run_records import REPO_ROOT, RunRecorder, resolve_workspace
 
 VARIATIONS = ("path", "tz", "locale", "umask", "hashseed", "threads")
 BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1"}
@@ -95,8 +96,7 @@ def run_pipeline(commands: list, workspace: Path, varied: set, epoch: str, log) 
 
 
 def registry_of(workspace: Path) -> dict:
-    path = workspace / REGISTRY
-    return read_json(path)["files"] if path.exists() else {}
+    return read_registry(workspace / REGISTRY)
 
 
 _REPORT = re.compile(r"^experiments/results/[^/]+\.json$")

@@ -52,7 +52,7 @@ from filelock import FileLock, Timeout
 from scripts.utils import time_utils
 from scripts.utils.errors import InputError, environment_failure
 from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, lock_for, read_json,
-                                  read_json_lines, remove_stale_temps)
+                                  read_json_lines)
 from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, bytes_entry, check_writable, hash_file,
                                     read_manifest, read_registry, register_files, registry_entry, update_manifest,
                                     update_registry)

@@ -24,6 +24,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
@@ -32,6 +33,9 @@ import orjson
 
 from scripts.utils.errors import InputError
 from scripts.utils.workspace import SEED_LOG
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_SEEDS_FILE = Path(__file__).resolve().parent / "seeds.toml"
 SEED_LIMIT = 2**63
