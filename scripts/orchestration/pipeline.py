@@ -396,8 +396,7 @@ class Pipeline:
     def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str | None:
         previous = self.state.get(step.name) or {}
         retract = set()
-        resumed = previous.get("status") == "running"
-        if resumed:  # killed or failed last time: whatever it recorded since it started goes
+        if previous.get("status") == "running":  # killed or failed last time: whatever it recorded since it started goes
             retract |= set(previous.get("retract", [])) | (self.runs_of(step.script) - set(previous.get("before", [])))
         elif previous.get("run"):
             retract.add(previous["run"])

@@ -66,9 +66,6 @@ class Inputs:
     skipped: list    # [{"file": name, "reason": why}], sorted by name
     given: list      # the record name of each input given ("" for the workspace itself), sorted
 
-    def locate(self, name: str) -> Path:
-        return locate(self.workspace, name, self.roots)
-
     def root_records(self) -> dict:
         return {name: root.record() for name, root in sorted(self.roots.items())}
 
@@ -244,20 +241,3 @@ def bind_roots(workspace: Path, roots: dict, log=None) -> None:
     if log is not None:
         for name in moved:
             log.info("data_root_moved", name=name, note="same listing at a new location: the name follows it")
-
-
-def root_of(name: str) -> str | None:
-    """The data root a record name belongs to, or None for a workspace name."""
-    if not name.startswith(DATA_ROOT_MARK):
-        return None
-    return name[len(DATA_ROOT_MARK):].split("/", 1)[0]
-
-
-def locate(workspace: Path, name: str, roots: dict) -> Path:
-    """The file a record name stands for (data roots from ``roots``)."""
-    root = root_of(name)
-    if root is None:
-        return Path(workspace) / name
-    if root not in roots:
-        raise InputError(f"no data folder is given for the data root {root!r}", file=name)
-    return roots[root].path / name.split("/", 1)[1]

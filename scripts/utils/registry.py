@@ -112,10 +112,6 @@ def register_files(workspace: Path, entries: dict) -> dict:
     return update_registry(Path(workspace) / REGISTRY, lambda files: files.update(entries))
 
 
-def add_to_manifest(workspace: Path, run_id: str, entry: dict) -> dict:
-    return update_manifest(Path(workspace) / MANIFEST, lambda runs: runs.__setitem__(run_id, entry))
-
-
 def check_writable(path: Path) -> None:
     """A registry or manifest that exists must be a valid, writable file in a writable folder."""
     path = Path(path)
@@ -126,10 +122,6 @@ def check_writable(path: Path) -> None:
             raise InputError("the file is not writable", file=path)
     if path.parent.exists() and not os.access(path.parent, os.W_OK):
         raise InputError("the folder is not writable", file=path.parent)
-
-
-def entries_of_run(files: dict, run_id: str) -> dict:
-    return {name: entry for name, entry in files.items() if entry.get("run") == run_id}
 
 
 def under(name: str, scopes) -> bool:
@@ -220,10 +212,6 @@ class StatCache:
 
     def remember(self, name: str, hashed: dict) -> None:
         self.updates[name] = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
-
-    def forget(self, names) -> None:
-        for name in names:
-            self.updates[name] = None
 
     def save(self) -> None:
         """Merge this process's updates into the file (locked, atomic). Failing to save is harmless."""
