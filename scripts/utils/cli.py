@@ -90,12 +90,16 @@ def add_seeds_option(parser: argparse.ArgumentParser) -> None:
 
 def print_json(value) -> None:
     """Write a script's primary result to stdout (indented on a terminal)."""
-    from scripts.utils.jsonio import encode_nonfinite
+    from scripts.utils.jsonio import canonical_json
 
-    option = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
     if sys.stdout.isatty():
-        option |= orjson.OPT_INDENT_2
-    sys.stdout.buffer.write(orjson.dumps(encode_nonfinite(value), option=option))
+        from scripts.utils.jsonio import encode_nonfinite
+
+        text = orjson.dumps(encode_nonfinite(value),
+                            option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE | orjson.OPT_INDENT_2)
+    else:
+        text = canonical_json(value)
+    sys.stdout.buffer.write(text)
     sys.stdout.flush()
 
 

@@ -8,6 +8,9 @@
   true/false are booleans (no ``on``/``no`` surprises), keys must be strings,
   and alias expansion is bounded, so an alias bomb is refused at once.
 * Errors name the file, line and column: exit 2 with one JSON record.
+* Limits (limits.py): a regular file of at most 256 MB; integers within 64
+  bits; strings of valid Unicode; at most 64 levels of nesting, in files and
+  in ``--set`` keys and values alike. Beyond them: exit 2 naming the key.
 * ``--set key.sub=value`` overrides (or adds) a key; the value is read as
   TOML where it parses (``1e-3``, ``true``, ``[1, 2]``), else as a string.
 * The config hash is the SHA-256 of the resolved config's canonical JSON
@@ -36,14 +39,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+import orjson
 import yaml
 
 from scripts.utils import time_utils
 from scripts.utils.errors import InputError
+from scripts.utils.limits import (MAX_CONFIG_BYTES, MAX_DEPTH, check_plain, plain_copy, printable_name,
+                                  read_input_bytes)
 from scripts.utils.jsonio import canonical_json
 
 FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
-MAX_YAML_NODES = 1_000_000  # expanded size, aliases counted every time they are used
+MAX_YAML_NODES = 1_000_000  # nodes that aliases add when expanded (an alias counts its whole node each use)
 
 # --------------------------------------------------------------------------
 # Loading
@@ -56,14 +62,7 @@ def load_config_file(path) -> dict:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"unknown config format {path.suffix!r}: use .toml, .json, .yaml or .yml", file=path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("config file not found", file=path)
-    except IsADirectoryError:
-        raise InputError("config path is a folder, not a file", file=path)
-    except OSError as exc:
-        raise InputError(f"cannot read config file: {exc.strerror}", file=path)
+    raw = read_input_bytes(path, MAX_CONFIG_BYTES, "config file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -72,12 +71,12 @@ def load_config_file(path) -> dict:
     try:
         data = {"toml": _load_toml, "json": _load_json, "yaml": _load_yaml}[fmt](text, path)
     except RecursionError:
-        raise InputError("config is nested too deeply", file=path)
+        raise InputError(f"config is nested too deeply (the limit is {MAX_DEPTH} levels)", file=path)
     if data is None and fmt == "yaml":
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"the top level of a config must be a mapping, not {type(data).__name__}", file=path)
-    return _plain(data, path, "")
+    return plain_copy(data, path, _date_text, lambda value: _plain(value, path, ""))
 
 
 def _line_column(text: str, offset: int):
@@ -98,27 +97,34 @@ def _load_toml(text: str, path: Path):
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key, offset):
+    def __init__(self, key, offset=None):
         self.key, self.offset = key, offset
 
 
-def _json_decoder() -> json.JSONDecoder:
-    """A JSON decoder that refuses duplicate keys and knows where they are.
+def _unique_pairs(pairs):
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
 
-    The C scanner does not let us see object positions, so this uses the
-    pure-Python scanner (configs are small) with a checking object parser.
+
+def _locating_decoder() -> json.JSONDecoder:
+    """A slow JSON decoder that knows where a duplicate key's object starts.
+
+    The C scanner does not tell object positions; this pure-Python one is
+    used only to place a duplicate the fast pass found.
     """
     decoder = json.JSONDecoder()
 
     def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
         text, start = s_and_end
         pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo)
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key, start - 1)
-            seen.add(key)
-        return dict(pairs), end
+        try:
+            return _unique_pairs(pairs), end
+        except _DuplicateKey as exc:
+            raise _DuplicateKey(exc.key, start - 1)
 
     decoder.parse_object = parse_object
     decoder.scan_once = json.scanner.py_make_scanner(decoder)
@@ -127,17 +133,23 @@ def _json_decoder() -> json.JSONDecoder:
 
 def _load_json(text: str, path: Path):
     try:
-        return _json_decoder().decode(text)
+        return json.loads(text, object_pairs_hook=_unique_pairs)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)
     except _DuplicateKey as exc:
-        line, column = _line_column(text, exc.offset)
-        raise InputError(f"duplicate key {exc.key!r} in the object that starts here", file=path,
-                         line=line, column=column, key=exc.key)
+        try:
+            _locating_decoder().decode(text)
+        except _DuplicateKey as located:
+            line, column = _line_column(text, located.offset)
+            raise InputError(f"duplicate key {located.key!r} in the object that starts here", file=path,
+                             line=line, column=column, key=located.key)
+        except RecursionError:
+            pass
+        raise InputError(f"duplicate key {exc.key!r}", file=path, key=exc.key)
 
 
-class _StrictSafeLoader(yaml.SafeLoader):
-    """SafeLoader + YAML 1.2 booleans + string keys only + no duplicate keys."""
+class _StrictSafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader (libyaml's when built in: fast) + YAML 1.2 booleans + string keys only + no duplicate keys."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -188,7 +200,7 @@ def _expanded_size(root) -> int:
             visiting.add(key)
             total += sum(size(k) + size(v) for k, v in node.value)
             visiting.discard(key)
-        if total > MAX_YAML_NODES:
+        if total > MAX_YAML_NODES + len(sizes) + len(visiting) + 1:  # only aliases add more than the distinct nodes
             raise yaml.composer.ComposerError(
                 None, None, f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)", node.start_mark)
         sizes[key] = total
@@ -203,7 +215,8 @@ def _load_yaml(text: str, path: Path):
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_size(node)
+        if "*" in text:  # only aliases can expand
+            _expanded_size(node)
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -219,19 +232,26 @@ def _load_yaml(text: str, path: Path):
 
 
 def _plain(value, path: Path, where: str):
-    """Normalize to JSON-compatible types; dates and times become strings."""
+    """Normalize to JSON-compatible types; dates and times become strings (the careful, slow way)."""
     if isinstance(value, dict):
         return {key: _plain(item, path, f"{where}.{key}" if where else key) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_plain(item, path, f"{where}[{index}]") for index, item in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if isinstance(value, (datetime, date, time)):
+        return _date_text(value)
+    raise InputError(f"unsupported value type {type(value).__name__} (use plain data)", file=path, key=where or None)
+
+
+def _date_text(value):
+    """Dates and times as ISO 8601 text (zoned datetimes in canonical UTC)."""
     if isinstance(value, datetime):
         return time_utils.format_iso(value, "microseconds" if value.microsecond else "seconds") \
             if value.tzinfo is not None else value.isoformat()
     if isinstance(value, (date, time)):
         return value.isoformat()
-    raise InputError(f"unsupported value type {type(value).__name__} (use plain data)", file=path, key=where or None)
+    raise TypeError(type(value).__name__)
 
 
 # --------------------------------------------------------------------------
@@ -244,20 +264,33 @@ def parse_override_value(text: str):
     if "\n" in text or "\r" in text:
         return text
     try:
-        return _plain(tomllib.loads(f"value = {text}")["value"], Path("--set"), "")
+        value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise InputError(f"--set value is nested too deeply (the limit is {MAX_DEPTH} levels)",
+                         value=printable_name(text[:80]))
+    return plain_copy(value, "--set", _date_text, lambda plain: _plain(plain, Path("--set"), ""))
 
 
 def apply_overrides(config: dict, overrides, log=None) -> dict:
     """Apply ``key.sub=value`` strings to a copy of ``config``."""
-    config = _plain(config, Path("--set"), "")  # a deep copy
+    if not overrides:
+        return config
+    config = orjson.loads(orjson.dumps(config))  # a deep copy (the config is plain: checked when loaded)
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(part.strip() for part in parts):
             raise InputError("--set needs key.sub=value with non-empty key parts", value=item)
         parts = [part.strip() for part in parts]
+        if len(parts) > MAX_DEPTH:
+            raise InputError(f"--set key has {len(parts)} parts: the limit is {MAX_DEPTH} levels",
+                             key=printable_name(".".join(parts[:3])) + "...")
+        for part in parts:
+            check_plain(part, "--set", printable_name(key.strip()))
+        value = parse_override_value(raw.strip())
+        check_plain(value, "--set", ".".join(parts), depth=len(parts))
         node = config
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
@@ -266,7 +299,7 @@ def apply_overrides(config: dict, overrides, log=None) -> dict:
                                  value=item, key=".".join(parts[:depth + 1]))
         if parts[-1] not in node and log is not None:
             log.warning("override_adds_key", key=".".join(parts), note="the key was not in the config: a typo?")
-        node[parts[-1]] = parse_override_value(raw.strip())
+        node[parts[-1]] = value
     return config
 
 

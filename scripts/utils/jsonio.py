@@ -81,18 +81,29 @@ def restore_nonfinite(value):
 def canonical_json(value, checked: bool = True) -> bytes:
     """The canonical bytes of ``value``: sorted keys, UTF-8, trailing newline.
 
-    ``checked=False`` skips the walk that encodes non-finite floats and NumPy
-    values: only for documents that hold neither (the registry, the manifest,
-    the stat cache: strings and integers), where the walk would cost more than
-    the writing. The bytes are the same either way for such documents.
+    orjson writes first; only when its text holds a ``null`` (a None, or a
+    non-finite float orjson turned into null) or it refuses a type (NumPy
+    values, sets, paths) does the slower walk of ``encode_nonfinite`` run.
+    ``checked=False`` skips that walk: for documents of strings and integers.
     """
-    return orjson.dumps(encode_nonfinite(value) if checked else value,
-                        option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+    return _dumps(value, orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE, checked)
+
+
+def _dumps(value, option: int, checked: bool = True, default=None) -> bytes:
+    if checked:
+        try:
+            text = orjson.dumps(value, option=option)  # no default here: NumPy values take the walk
+        except TypeError:
+            text = None
+        if text is not None and b"null" not in text:
+            return text
+        value = encode_nonfinite(value)
+    return orjson.dumps(value, option=option, default=default)
 
 
 def json_line(value) -> bytes:
     """One JSON-lines record (key order kept, non-finite encoded)."""
-    return orjson.dumps(encode_nonfinite(value), option=orjson.OPT_APPEND_NEWLINE, default=str)
+    return _dumps(value, orjson.OPT_APPEND_NEWLINE, default=str)
 
 
 def read_json(path: Path):

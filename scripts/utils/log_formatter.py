@@ -86,7 +86,10 @@ class JsonLogger:
             record["field_" + key if key in _RESERVED else key] = value
         from scripts.utils.jsonio import json_line
 
-        line = json_line(record)
+        try:
+            line = json_line(record)
+        except (TypeError, ValueError, RecursionError):  # a lone surrogate, a huge integer, deep nesting
+            line = json_line(_loggable(record))
         if self._file is not None:
             self._file.write(line)
             self._file.flush()
@@ -110,6 +113,23 @@ class JsonLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _loggable(value, depth: int = 0):
+    """``value`` with what JSON cannot hold made printable: surrogates escaped, huge integers as text."""
+    from scripts.utils.limits import INT_MAX, INT_MIN, MAX_DEPTH, printable_name
+
+    if depth > MAX_DEPTH:
+        return "..."
+    if isinstance(value, str):
+        return printable_name(value)
+    if isinstance(value, dict):
+        return {printable_name(str(key)): _loggable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_loggable(item, depth + 1) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        return str(value)
+    return value
 
 
 def _write_stderr(text: str) -> None:
