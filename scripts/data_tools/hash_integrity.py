@@ -53,7 +53,7 @@ from scripts.utils.jsonio import atomic_output
 from scripts.utils.log_formatter import progress
 from scripts.utils.registry import REGISTRY, StatCache, hash_files, prune, read_registry, update_registry, under
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import resolve_workspace
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 CATEGORIES = ("matched", "changed", "new", "missing", "moved")
 
@@ -148,6 +148,8 @@ def main(argv=None) -> int:
         workspace = resolve_workspace(args.workspace)
         default_registry = workspace / REGISTRY
         registry = Path(args.registry).resolve() if args.registry else default_registry
+        if args.registry:
+            relative_to_workspace(workspace, registry)  # a registry outside the workspace is refused
         inputs = collect_inputs(workspace, args.paths, args.data_name, log)
         scopes = inputs.given
         skipped = list(inputs.skipped)

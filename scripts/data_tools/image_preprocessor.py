@@ -58,10 +58,11 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli
-from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, to_numpy
+from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
 from scripts.utils.errors import InputError
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
+from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
 from scripts.utils.log_formatter import progress
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager, derive_seed
@@ -97,8 +98,13 @@ def read_dicom(path: Path) -> tuple:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:  # no preamble or file meta (older exports): read it as metadata_extractor does
         ds = pydicom.dcmread(path, force=True)
+        if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
+            raise InputError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
+                             file=path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError("DICOM file has no pixel data", file=path)
+    shape = [_count(ds, "NumberOfFrames"), _count(ds, "Rows"), _count(ds, "Columns"), _count(ds, "SamplesPerPixel")]
+    check_pixels(shape[0] * shape[1] * shape[2] * shape[3], "x".join(map(str, shape)), file=path)
     pixels = ds.pixel_array
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
@@ -128,9 +134,21 @@ def read_dicom(path: Path) -> tuple:
     return pixels, params
 
 
+def _count(ds, keyword: str) -> int:
+    """A DICOM count attribute (frames, rows, columns, samples), 1 when absent or empty."""
+    try:
+        value = int(ds.get(keyword, 1) or 1)
+    except (TypeError, ValueError):
+        raise InputError(f"DICOM {keyword} is not a number", file=getattr(ds, "filename", None))
+    if value < 1:
+        raise InputError(f"DICOM {keyword} is {value}", file=getattr(ds, "filename", None))
+    return value
+
+
 def read_png(path: Path) -> tuple:
     import imageio.v3 as iio
 
+    check_png_pixels(path)
     pixels = iio.imread(path)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise InputError(f"unsupported PNG sample type {pixels.dtype}", file=path)
@@ -456,13 +474,16 @@ def load_mask(path):
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
-            mask = np.load(path, allow_pickle=False)
+            mask = read_arrays(path)[path.stem]
         else:
             import imageio.v3 as iio
 
+            check_png_pixels(path) if path.suffix.lower() == ".png" else regular_file(path, "mask file")
             mask = iio.imread(path)
     except FileNotFoundError:
         raise InputError("mask file not found", file=path)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot read the mask: {exc}", file=path)
     if mask.ndim == 3:
@@ -482,10 +503,11 @@ def main(argv=None) -> int:
     parser.add_argument("--window", metavar="CENTER,WIDTH", help="override every DICOM window (e.g. 40,400)")
     parser.add_argument("--voi-function", choices=VOI_FUNCTIONS, help="override the VOI LUT Function (default: the file's)")
     parser.add_argument("--size", metavar="HxW", help="resize to this shape (bilinear)")
-    parser.add_argument("--mask-threshold", type=float, metavar="VALUE", help="keep pixels whose modality value >= VALUE")
+    parser.add_argument("--mask-threshold", type=cli.bounded(float, -1e15, 1e15), metavar="VALUE", help="keep pixels whose modality value >= VALUE")
     parser.add_argument("--mask", metavar="FILE", help="mask image or .npy (non-zero = keep), same shape as the images")
     parser.add_argument("--augment", action="store_true", help="seeded flips, rot90, intensity jitter, noise")
-    parser.add_argument("--epoch", type=int, default=0, help="epoch number (part of each sample's generator key)")
+    parser.add_argument("--epoch", type=cli.bounded(int, 0, 2 ** 63 - 1), default=0,
+                        help="epoch number (part of each sample's generator key)")
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
     cli.add_workers_option(parser, "processes (NumPy backend)")
     parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")

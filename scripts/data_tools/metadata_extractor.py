@@ -59,7 +59,7 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_output
+from scripts.utils.jsonio import atomic_output, joined
 from scripts.utils.log_formatter import progress
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.run_records import RunRecorder, resolve_workspace
@@ -341,8 +341,8 @@ def extract_rows(files, key, workers: int = 1, executor: Executor | None = None)
 
 
 def table_jsonl(rows) -> bytes:
-    return b"".join(orjson.dumps({column: row.get(column) for column in COLUMNS}, option=orjson.OPT_APPEND_NEWLINE)
-                    for row in rows)
+    return joined(orjson.dumps({column: row.get(column) for column in COLUMNS}, option=orjson.OPT_APPEND_NEWLINE)
+                  for row in rows)
 
 
 def table_csv(rows) -> bytes:

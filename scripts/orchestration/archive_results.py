@@ -25,15 +25,26 @@ exits 1 on any difference.
 
 Paths must stay inside the workspace: a source or destination outside it, a
 member name with ``..`` or an absolute path, or a symbolic link pointing out
-of the workspace is refused with exit 2.
+of the workspace is refused with exit 2. So is, before anything moves: a
+source holding the workspace's registry, manifest or chronicle (``data/``,
+``meta/``), a symbolic link loop, a FIFO, socket or device, a hard link to a
+file outside the workspace, and a name that is not valid UTF-8. Temp and
+lock files (``.NAME.*.tmp``, ``.NAME.lock``) are never moved or packed: an
+archive holds exactly the files its manifest lists, and the manifest.
+
+``--verify`` reads members as streams (bounded memory whatever their size or
+compression ratio) and refuses members that are not regular files (links,
+folders, devices) in tar and zip alike, and a manifest that is not the
+expected JSON.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import os
 import shutil
+import stat as stat_module
 import sys
 import tarfile
 import zipfile
@@ -48,12 +59,17 @@ import orjson
 
 from scripts.utils import cli, time_utils
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, canonical_json, read_json
+from scripts.utils.jsonio import atomic_output, canonical_json
+from scripts.utils.limits import name_hex, printable_name, read_input_bytes, regular_file
+from scripts.utils.registry import MANIFEST, REGISTRY
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.workspace import inside
 
 MANIFEST_NAME = "MANIFEST.json"
 DEFAULT_ARCHIVE_DIR = "experiments/results/archive"
 CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 256 * 1024 ** 2
+PROTECTED = (REGISTRY, MANIFEST, "meta/chronicle")  # the workspace's own records: never archived
 
 
 def sha256_file(path: Path) -> str:
@@ -66,26 +82,103 @@ def sha256_file(path: Path) -> str:
 
 def safe_member(name: str) -> str:
     """A relative POSIX member name; ``..``, absolute and drive paths are refused."""
+    if printable_name(name) != name:
+        raise InputError("member name is not valid UTF-8", file=printable_name(name))
     posix = PurePosixPath(name.replace("\\", "/"))
     if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]) or not posix.parts:
         raise InputError("path escapes its folder (absolute, drive or '..')", file=name)
     return posix.as_posix()
 
 
+def is_bookkeeping(name: str) -> bool:
+    """Hidden temp and lock files of an atomic write or a lock (never archived)."""
+    return name.startswith(".") and name.endswith((".tmp", ".lock"))
+
+
+def check_source(workspace: Path, source: Path) -> None:
+    """Refuse a source that holds the workspace's own records (the registry, manifest, chronicle)."""
+    for protected in PROTECTED:
+        if inside(source, workspace / protected):
+            raise InputError(f"this folder holds the workspace's {protected}: it cannot be archived",
+                             file=str(source))
+
+
 def source_files(workspace: Path, source: Path) -> dict:
-    """``{relative name: absolute path}`` of the source's files; links out of the workspace refused."""
-    files = {}
-    for path in sorted(source.rglob("*")):
-        if path.is_symlink():
-            target = path.resolve()
-            relative_to_workspace(workspace, target)  # raises when the link points out
-            if not target.is_file():
+    """``{relative name: absolute path}`` of the source's files, checked before anything moves.
+
+    Refused (exit 2): a link out of the workspace or in a loop, a FIFO,
+    socket or device, a hard link to a file outside the workspace, a name
+    that is not valid UTF-8. A link to a folder is left where it is.
+    """
+    files, hard_links = {}, {}
+    stack = [source]
+    while stack:
+        folder = stack.pop()
+        for entry in os.scandir(folder):
+            path = Path(entry.path)
+            relative = path.relative_to(source).as_posix()
+            if printable_name(entry.name) != entry.name:
+                raise InputError("file name is not valid UTF-8: rename it before archiving",
+                                 file=printable_name(relative), name_hex=name_hex(relative))
+            info = entry.stat(follow_symlinks=False)
+            if stat_module.S_ISDIR(info.st_mode):
+                stack.append(path)
                 continue
-        elif not path.is_file():
-            continue
-        if path.name.startswith(".") and path.name.endswith((".tmp", ".lock")):
-            continue
-        files[safe_member(path.relative_to(source).as_posix())] = path
+            if stat_module.S_ISLNK(info.st_mode):
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise InputError("symbolic link loops or points nowhere", file=relative)
+                relative_to_workspace(workspace, target)  # raises when the link points out
+                if not target.is_file():
+                    continue
+            elif not stat_module.S_ISREG(info.st_mode):
+                raise InputError("not a regular file (a FIFO, socket or device): it cannot be archived",
+                                 file=relative)
+            elif info.st_nlink > 1:
+                hard_links[(info.st_dev, info.st_ino)] = (relative, info.st_nlink)
+            if is_bookkeeping(entry.name):
+                continue
+            files[safe_member(relative)] = path
+    _check_hard_links(workspace, source, hard_links)
+    return dict(sorted(files.items()))
+
+
+def _check_hard_links(workspace: Path, source: Path, hard_links: dict) -> None:
+    """Every other link of a hard-linked file must lie in the workspace (else it is someone else's file)."""
+    if not hard_links:
+        return
+    seen = {key: 0 for key in hard_links}
+    for folder, folders, names in os.walk(workspace):
+        for name in names:
+            try:
+                info = os.stat(os.path.join(folder, name), follow_symlinks=False)
+            except OSError:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                seen[key] += 1
+    for key, (relative, links) in sorted(hard_links.items(), key=lambda item: item[1]):
+        if seen[key] < links:
+            raise InputError(f"hard link to a file outside the workspace ({links - seen[key]} of its {links} "
+                             f"links lie elsewhere): copy it in first", file=relative)
+
+
+def checked_manifest(raw: bytes, where: str) -> dict:
+    """The ``files`` of an archive manifest: ``{name: {sha256, size}}``; anything else is bad input."""
+    try:
+        manifest = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{MANIFEST_NAME} is not valid JSON: {exc.msg}", file=where, line=exc.lineno,
+                         column=exc.colno)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise InputError(f"{MANIFEST_NAME} must be an object with a 'files' object", file=where)
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("size"), int)):
+            raise InputError(f"{MANIFEST_NAME} entry is not {{sha256, size}}", file=where, member=name)
+        safe_member(name)
     return files
 
 
@@ -107,7 +200,8 @@ def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict
     an uninterrupted one produce the same record).
     """
     manifest_path = destination / MANIFEST_NAME
-    previous = read_json(manifest_path)["files"] if manifest_path.exists() else {}
+    previous = checked_manifest(read_input_bytes(manifest_path, MAX_MANIFEST_BYTES, MANIFEST_NAME),
+                                str(manifest_path)) if manifest_path.exists() else {}
     current = source_files(workspace, source) if source.exists() else {}
     if not current and not previous:
         raise InputError("nothing to archive: the source has no files", file=str(source))
@@ -167,9 +261,12 @@ def archive_time() -> int:
     return time_utils.source_date_epoch() or 0
 
 
-def pack(destination: Path, kind: str, target: Path) -> None:
-    """Write a deterministic tar.gz or zip of ``destination`` (prefixed with its name)."""
-    names = sorted(str(p.relative_to(destination).as_posix()) for p in destination.rglob("*") if p.is_file())
+def pack(destination: Path, kind: str, target: Path, files) -> None:
+    """Write a deterministic tar.gz or zip of ``files`` under ``destination``, and its manifest (prefixed with its name).
+
+    Only those: a temp file an interrupted copy left in the destination is never packed.
+    """
+    names = sorted({*files, MANIFEST_NAME})
     prefix = destination.name
     mtime = archive_time()
     with atomic_output(target) as out:
@@ -177,12 +274,12 @@ def pack(destination: Path, kind: str, target: Path) -> None:
             with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=mtime, compresslevel=9) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for name in names:
-                    data = (destination / name).read_bytes()
                     info = tarfile.TarInfo(f"{prefix}/{name}")
-                    info.size, info.mtime, info.mode = len(data), mtime, 0o644
+                    info.size, info.mtime, info.mode = (destination / name).stat().st_size, mtime, 0o644
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
+                    with open(destination / name, "rb") as member:
+                        tar.addfile(info, member)
         else:
             stamp = datetime.fromtimestamp(max(mtime, 315532800), timezone.utc).timetuple()[:6]  # zip starts in 1980
             with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
@@ -191,41 +288,58 @@ def pack(destination: Path, kind: str, target: Path) -> None:
                     info.create_system = 3  # Unix, on every platform
                     info.external_attr = 0o100644 << 16
                     info.compress_type = zipfile.ZIP_DEFLATED
-                    archive.writestr(info, (destination / name).read_bytes())
+                    with open(destination / name, "rb") as member, archive.open(info, "w", force_zip64=True) as out:
+                        shutil.copyfileobj(member, out, CHUNK)
 
 
 def verify_archive(path: Path) -> dict:
-    """Re-hash every member against the manifest inside the archive (one pass over it)."""
+    """Re-hash every member against the manifest inside the archive (one streaming pass over it)."""
     members, contents = {}, {}
 
-    def take(name: str, data: bytes) -> None:
-        members[name] = hashlib.sha256(data).hexdigest()
-        if name.endswith("/" + MANIFEST_NAME) and name.count("/") == 1:
-            contents[name] = data
+    def take(name: str, stream) -> None:
+        is_manifest = name.endswith("/" + MANIFEST_NAME) and name.count("/") == 1
+        digest, kept, size = hashlib.sha256(), [], 0
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if is_manifest:
+                if size > MAX_MANIFEST_BYTES:
+                    raise InputError(f"{MANIFEST_NAME} is over {MAX_MANIFEST_BYTES:,} bytes", file=str(path),
+                                     member=name)
+                kept.append(chunk)
+        members[name] = digest.hexdigest()
+        if is_manifest:
+            contents[name] = b"".join(kept)
 
+    regular_file(path, "archive")
     try:
         if path.name.endswith((".tar.gz", ".tgz")):
             with tarfile.open(path, "r:gz") as tar:
-                for member in tar.getmembers():
+                for member in tar:
                     name = safe_member(member.name)
                     if not member.isfile():
                         raise InputError("archive member is not a regular file", file=str(path), member=name)
-                    take(name, tar.extractfile(member).read())
+                    with tar.extractfile(member) as stream:
+                        take(name, stream)
         elif path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
-                    take(safe_member(info.filename), archive.read(info))
+                    name = safe_member(info.filename)
+                    kind = stat_module.S_IFMT(info.external_attr >> 16)
+                    if info.is_dir() or (info.create_system == 3 and kind not in (0, stat_module.S_IFREG)):
+                        raise InputError("archive member is not a regular file", file=str(path), member=name)
+                    with archive.open(info) as stream:
+                        take(name, stream)
         else:
             raise InputError("unknown archive type: use .tar.gz or .zip", file=str(path))
-    except FileNotFoundError:
-        raise InputError("archive not found", file=str(path))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise InputError(f"corrupt archive: {exc}", file=str(path))
+    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
+            NotImplementedError, RuntimeError, ValueError) as exc:
+        raise InputError(f"corrupt or unreadable archive: {exc}", file=str(path))
     if len(contents) != 1:
         raise InputError(f"the archive holds no single top-level {MANIFEST_NAME}", file=str(path))
     (manifest_name, raw), = contents.items()
     prefix = manifest_name.split("/")[0]
-    expected = orjson.loads(raw)["files"]
+    expected = checked_manifest(raw, f"{path}:{manifest_name}")
     result = {"matched": [], "changed": [], "missing": [], "unexpected": []}
     for name, entry in sorted(expected.items()):
         found = members.get(f"{prefix}/{name}")
@@ -271,6 +385,7 @@ def main(argv=None) -> int:
         relative_to_workspace(workspace, destination)
         if source.resolve() == destination.resolve() or destination.resolve().is_relative_to(source.resolve()):
             raise InputError("the destination cannot be the source or inside it", file=str(destination))
+        check_source(workspace, source.resolve())
         if not source.exists() and not (destination / MANIFEST_NAME).exists():
             raise InputError("source not found", file=args.source)
         with RunRecorder("archive_results", workspace=workspace, log=log,
@@ -283,7 +398,7 @@ def main(argv=None) -> int:
             record.results.update(files=len(moved["files"]), destination=relative_to_workspace(workspace, destination))
             if args.archive:
                 target = destination.with_name(f"{destination.name}.{args.archive}")
-                pack(destination, args.archive, target)
+                pack(destination, args.archive, target, moved["files"])
                 record.claim_output(target)
                 record.results["archive"] = relative_to_workspace(workspace, target)
         return 0

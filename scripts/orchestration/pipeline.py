@@ -531,8 +531,9 @@ def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
     try:
         inputs = collect_inputs(workspace, [resolved], data_name, log, bind=False)
     except InputError as exc:
-        if exc.message == "no files found":
-            raise InputError("DATA folder is empty (no regular files)", file=data_arg)
+        if exc.message.startswith("no files found"):
+            raise InputError("DATA folder is empty (no regular files)" + exc.message[len("no files found"):],
+                             file=data_arg)
         raise
     return inputs
 

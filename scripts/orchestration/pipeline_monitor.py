@@ -38,6 +38,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import orjson
 
 from scripts.utils import cli
+from scripts.utils.arrays import read_arrays
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.log_formatter import progress
@@ -74,16 +75,15 @@ def _number(value):
 
 def check_checkpoint(path: Path, registered: dict | None) -> str | None:
     """None when the checkpoint loads and matches the registry; else what is wrong."""
-    import numpy as np
 
     data = path.read_bytes()
     if registered is not None and hashlib.sha256(data).hexdigest() != registered.get("sha256"):
         return "its SHA-256 differs from the hash registry"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            for name in ("cycle", "w1", "w2", "b", "rows"):
-                archive[name]
-    except Exception as exc:
+        arrays = read_arrays(path)
+        for name in ("cycle", "w1", "w2", "b", "rows"):
+            arrays[name]
+    except (InputError, KeyError) as exc:
         return f"cannot be read ({type(exc).__name__})"
     return None
 
@@ -153,9 +153,12 @@ def main(argv=None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print one summary and exit (the default)")
     mode.add_argument("--follow", action="store_true", help="keep watching until the run finishes")
-    parser.add_argument("--stall-seconds", type=float, default=300.0, help="no new record for this long: stalled")
-    parser.add_argument("--diverge-factor", type=float, default=10.0, help="loss above this times its best: diverging")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between reads with --follow")
+    parser.add_argument("--stall-seconds", type=cli.bounded(float, 1, 10 ** 7), default=300.0,
+                        help="no new record for this long: stalled")
+    parser.add_argument("--diverge-factor", type=cli.bounded(float, 1, 10 ** 12), default=10.0,
+                        help="loss above this times its best: diverging")
+    parser.add_argument("--interval", type=cli.bounded(float, 0.01, 3600), default=1.0,
+                        help="seconds between reads with --follow")
     cli.add_common_options(parser)
 
     def run(args, log):

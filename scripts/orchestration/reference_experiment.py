@@ -54,7 +54,7 @@ import orjson
 
 from scripts.utils.arrays import array_module, npz_bytes, to_numpy
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, json_line, read_json, read_json_lines
+from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
 from scripts.utils.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
 
@@ -380,7 +380,7 @@ def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: s
             for name in ("metrics.jsonl", "metrics.csv"):
                 (logdir / name).unlink(missing_ok=True)
     # The live file holds exactly the rows of the cycles done (a resume cuts what came after the checkpoint).
-    atomic_write_bytes(logdir / "metrics.jsonl", b"".join(json_line(row) for row in rows))
+    atomic_write_bytes(logdir / "metrics.jsonl", joined(json_line(row) for row in rows))
     order = len(rows) * dcfg["candidates"]
     stopped = False
     cycle = start - 1

@@ -7,6 +7,10 @@
 * ``save_npz(path, arrays)`` writes an .npz whose bytes depend only on the
   arrays: ``numpy.savez`` stamps each zip entry with the current time, this
   writes entries in name order with a fixed date, atomically.
+* ``read_arrays(path)`` reads a .npy or .npz given by a user: each array's
+  header is checked before its data is read (a real number type, at most
+  the pixel cap of limits.py in values, never pickled objects), so a file
+  claiming a huge shape or a compressed bomb costs nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output
+from scripts.utils.limits import check_pixels, regular_file
 
 BACKENDS = ("auto", "numpy", "cupy")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
@@ -74,3 +79,50 @@ def npz_bytes(arrays: dict) -> bytes:
 def save_npz(path: Path, arrays: dict) -> None:
     with atomic_output(path) as handle:
         handle.write(npz_bytes(arrays))
+
+
+def _checked_array(stream, name: str, source) -> np.ndarray:
+    """Read one .npy from ``stream`` after checking its header (see the module docstring)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = reader(stream, max_header_size=10000)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(f"not a readable .npy array: {exc}", file=source, array=name)
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:
+        raise InputError(f"array has type {dtype}: expected real numbers (bool, integer or float)", file=source,
+                         array=name)
+    count = 1
+    for size in shape:
+        count *= size
+    check_pixels(count, "x".join(map(str, shape)) or "a scalar", file=source)
+    data = stream.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise InputError(f"array data is cut short: {len(data)} of {count * dtype.itemsize} bytes", file=source,
+                         array=name)
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+
+
+def read_arrays(path) -> dict:
+    """``{name: array}`` of a .npy (named by its stem) or .npz file, checked before reading (exit 2 if bad)."""
+    path = Path(path)
+    regular_file(path, "array file")
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as handle:
+                return {path.stem: _checked_array(handle, path.stem, str(path))}
+        arrays = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    continue
+                name = info.filename[:-4]
+                with archive.open(info) as member:
+                    arrays[name] = _checked_array(member, name, str(path))
+        return dict(sorted(arrays.items()))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError) as exc:
+        raise InputError(f"not a readable .npz archive: {exc}", file=str(path))
+    except OSError as exc:
+        raise InputError(f"cannot read array file: {exc.strerror or exc}", file=str(path))

@@ -69,19 +69,26 @@ def add_common_options(parser: argparse.ArgumentParser, workspace: bool = True) 
     parser.add_argument("--quiet", action="store_true", help="log only warnings and errors")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (else a usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def bounded(kind, low, high):
+    """argparse type: an ``int`` or finite ``float`` from ``low`` to ``high`` inclusive (else a usage error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}")
+        if not (low <= value <= high):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+MAX_WORKERS = 256
 
 
 def add_workers_option(parser: argparse.ArgumentParser, help: str = "parallel workers") -> None:
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help=help)
+    parser.add_argument("--workers", type=bounded(int, 1, MAX_WORKERS), default=os.cpu_count() or 1, help=help)
 
 
 def add_seeds_option(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +125,7 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
         log = JsonLogger(script)
         log.error("bad_input", error=f"cannot open the log file: {exc.strerror}", file=args.log_file)
         return EXIT_BAD_INPUT
+    log.capture_python_output()
     try:
         return handler(args, log) or 0
     except (InputError, CheckFailed) as exc:

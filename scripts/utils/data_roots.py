@@ -24,8 +24,13 @@ modification times, as ``mv`` or ``rsync -a`` keep them): then the data was
 moved, and the name follows it.
 
 Listing skips what is not a regular file, with the reason: symbolic links
-(not followed), FIFOs, sockets and devices (never opened), and names that are
-not valid UTF-8.
+(not followed, so a link loop is never entered), FIFOs, sockets and devices
+(never opened), and names that are not valid UTF-8. Records are UTF-8 JSON,
+so such a name is written with each byte that is not UTF-8 as ``\\xNN`` and,
+in ``name_hex``, as the exact bytes of its path in hex (``bytes.fromhex``
+gives them back): ``{"file": "@scans/caf\\xe9.dcm", "name_hex": "...",
+"reason": "file name is not valid UTF-8"}``. Rename such files to process
+them (``convmv -f latin1 -t utf8``, say).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import locked_update
+from scripts.utils.limits import name_hex, printable_name
 from scripts.utils.workspace import DATA_ROOT_MARK, inside, relative_to_workspace
 
 BINDINGS = "meta/chronicle/.data_roots.json"
@@ -72,9 +78,10 @@ class Inputs:
 
 def check_root_name(name: str, given_as=None) -> str:
     """A data root name: a plain folder-like name (no separators, no ':' or control characters)."""
-    if not name or name in (".", "..") or name.startswith(DATA_ROOT_MARK) or FORBIDDEN_IN_NAMES & set(name):
+    if not name or name in (".", "..") or name.startswith(DATA_ROOT_MARK) or FORBIDDEN_IN_NAMES & set(name) \
+            or printable_name(name) != name:
         raise InputError("not a usable data root name: give one with --data-name (letters, digits, '.', '-', '_')",
-                         value=name, file=given_as)
+                         value=printable_name(name), file=given_as)
     return name
 
 
@@ -83,8 +90,9 @@ def is_bookkeeping(name: str) -> bool:
     return name.startswith(".") and name.endswith(BOOKKEEPING_SUFFIXES)
 
 
-def _printable(raw_name: str) -> str:
-    return os.fsencode(raw_name).decode("utf-8", "backslashreplace")
+def not_utf8(name: str) -> dict:
+    """The skip record of a file whose name is not valid UTF-8 (see the module docstring)."""
+    return {"file": printable_name(name), "name_hex": name_hex(name), "reason": "file name is not valid UTF-8"}
 
 
 def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
@@ -100,10 +108,8 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
             continue
         for entry in entries:
             name = relative + entry.name
-            try:
-                entry.name.encode("utf-8")
-            except UnicodeEncodeError:
-                skipped.append({"file": relative + _printable(entry.name), "reason": "file name is not valid UTF-8"})
+            if printable_name(entry.name) != entry.name:
+                skipped.append(not_utf8(name))
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -149,9 +155,17 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
     outside, given_names = [], set()
     for given in inputs:
         path = Path(given)
-        if not path.exists() and not path.is_symlink():
-            raise InputError("input not found", file=given)
-        resolved = path.resolve()
+        try:
+            if not path.exists() and not path.is_symlink():
+                raise InputError("input not found", file=printable_name(str(given)))
+            resolved = path.resolve(strict=True)
+        except OSError as exc:  # a symbolic link loop, a name too long, a permission
+            raise InputError(f"cannot open input: {exc.strerror or exc}", file=printable_name(str(given)))
+        except RuntimeError as exc:  # Python before 3.13: a symbolic link loop
+            raise InputError(f"cannot open input: {exc}", file=printable_name(str(given)))
+        if printable_name(str(resolved)) != str(resolved) and inside(workspace, resolved):
+            skipped.append(not_utf8(relative_to_workspace(workspace, resolved, check_text=False)))
+            continue
         if inside(workspace, resolved):
             relative = relative_to_workspace(workspace, resolved)
             given_names.add("" if relative == "." else relative)
@@ -179,6 +193,9 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
                              file=given)
         roots[name] = root or DataRoot(name, folder)
         prefix = f"{DATA_ROOT_MARK}{name}/"
+        if printable_name(resolved.name) != resolved.name:
+            skipped.append(not_utf8(prefix + resolved.name))
+            continue
         given_names.add(f"{DATA_ROOT_MARK}{name}" if resolved.is_dir() else prefix + resolved.name)
         if resolved.is_dir():
             listed = list_folder(resolved, prefix, skipped, False)
@@ -205,8 +222,9 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
         bind_roots(workspace, roots, log)
     skipped.sort(key=lambda item: item["file"])
     if not files:
-        raise InputError("no files found", file=inputs[0] if inputs else None,
-                         skipped=len(skipped) or None)
+        first = f": {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+        raise InputError(f"no files found ({len(skipped)} skipped{first})", file=printable_name(str(inputs[0]))
+                         if inputs else None, skipped=len(skipped) or None)
     return Inputs(workspace, files, roots, skipped, sorted(given_names))
 
 

@@ -51,8 +51,11 @@ class CheckFailed(Exception):
 
 
 # Failures of the machine, not of this code: a full disk, a file over the size
-# limit, a read-only or unwritable place, an I/O error. Exit 2, naming the file.
+# limit, a read-only or unwritable place, an I/O error, a folder where a file
+# (a lock, a record) must be or the reverse, a name too long or a link loop.
+# Exit 2, naming the file.
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                                errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST,
                                 getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 

@@ -26,6 +26,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from scripts.utils.errors import InputError
+from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 
 NONFINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 LOCK_TIMEOUT_S = 300
@@ -106,15 +107,23 @@ def json_line(value) -> bytes:
     return _dumps(value, orjson.OPT_APPEND_NEWLINE, default=str)
 
 
+def joined(pieces) -> bytes:
+    """``b"".join(pieces)`` for many small orjson outputs, in memory near the result's size.
+
+    Each ``orjson.dumps`` result keeps a buffer of about 4 KB however short
+    it is, so a list of a million records would hold 4 GB; this appends each
+    to one growing buffer as it comes and lets it go.
+    """
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+    return bytes(buffer)
+
+
 def read_json(path: Path):
     """Parse a JSON file; a bad file is an InputError naming it, line and column."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("file not found", file=path)
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=path)
+    data = read_input_bytes(path, MAX_TABLE_BYTES)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -293,7 +302,7 @@ def read_json_lines(path: Path) -> list:
     if not path.exists():
         return []
     records = []
-    lines = path.read_bytes().splitlines()
+    lines = read_input_bytes(path, MAX_TABLE_BYTES).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -60,6 +60,25 @@ def check_pixels(count: int, shape_text: str, file=None) -> None:
                          f"(raise it with {MAX_PIXELS_ENV})", file=file, pixels=count, max_pixels=cap)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by colour type (a palette decodes to RGB)
+
+
+def check_png_pixels(path) -> None:
+    """Refuse a PNG whose header claims more decoded values than the cap (read from its first 33 bytes)."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(33)
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR" or len(head) < 26:
+        raise InputError("not a PNG file: no signature and IHDR header", file=path)
+    width, height, _, color_type = struct.unpack(">IIBB", head[16:26])
+    channels = _PNG_CHANNELS.get(color_type)
+    if channels is None or width == 0 or height == 0:
+        raise InputError(f"PNG header is invalid: {width}x{height}, colour type {color_type}", file=path)
+    check_pixels(width * height * channels, f"{width}x{height}x{channels}", file=path)
+
+
 def regular_file(path, what: str = "file") -> os.stat_result:
     """The stat of ``path`` if it is a regular file (symlinks followed); else bad input saying what it is."""
     path = Path(path)

@@ -109,6 +109,36 @@ class JsonLogger:
     def error(self, event: str, **fields) -> None:
         self.log("error", event, **fields)
 
+    def capture_python_output(self) -> None:
+        """Route Python ``warnings`` and stdlib ``logging`` (pydicom, matplotlib, PIL...) into this JSON log.
+
+        Nothing reaches stderr as plain text: a warning becomes a
+        ``python_warning`` record (warning level), a library log record of
+        level WARNING or above a ``library_log`` record at its level.
+        """
+        import logging
+        import warnings
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            self.warning("python_warning", category=category.__name__, message=str(message),
+                         source=f"{Path(filename).name}:{lineno}")
+
+        warnings.showwarning = show
+        logger = self
+
+        class Forward(logging.Handler):
+            def emit(self, record):
+                level = "error" if record.levelno >= logging.ERROR else "warning"
+                try:
+                    message = record.getMessage()
+                except Exception:  # a library's bad format string must not break the run
+                    message = str(record.msg)
+                logger.log(level, "library_log", logger=record.name, message=message)
+
+        root = logging.getLogger()
+        root.handlers[:] = [Forward(logging.WARNING)]
+        logging.captureWarnings(False)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -176,7 +206,8 @@ class progress:
 # The converter
 # --------------------------------------------------------------------------
 
-BLOCK_BYTES = 1 << 20          # input is read in blocks of whole lines
+BLOCK_BYTES = 1 << 18          # input is read in blocks of whole lines
+MAX_PROCESSES = 8              # --workers beyond the CPUs or this gain nothing and cost memory
 MAX_LINE_BYTES = 1 << 20       # a longer line is cut into pieces (flagged "split")
 MAX_JOINED_LINES = 10_000      # continuation lines joined into one record at most
 MAX_JOINED_CHARS = 4 << 20
@@ -218,14 +249,21 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
 
 
 def parse_utc_offset(text: str) -> timedelta:
-    """``+02:00`` / ``-0530`` / ``Z`` -> timedelta; InputError otherwise."""
+    """``+02:00`` / ``-0530`` / ``Z`` -> timedelta; InputError otherwise.
+
+    The offsets in use on Earth run from -12:00 to +14:00; minutes are 00 to 59.
+    """
     match = re.fullmatch(r"([+-])(\d\d):?(\d\d)|Z|UTC", text)
     if not match:
         raise InputError("--utc-offset must look like +02:00, -0530 or Z", value=text)
     if match.group(1) is None:
         return timedelta(0)
-    delta = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
-    return delta if match.group(1) == "+" else -delta
+    hours, minutes = int(match.group(2)), int(match.group(3))
+    delta = timedelta(hours=hours, minutes=minutes)
+    delta = delta if match.group(1) == "+" else -delta
+    if minutes > 59 or not timedelta(hours=-12) <= delta <= timedelta(hours=14):
+        raise InputError("--utc-offset must lie between -12:00 and +14:00 (minutes 00 to 59)", value=text)
+    return delta
 
 
 class _TimestampCanon:
@@ -372,6 +410,7 @@ def _records(lines, utc_offset: timedelta, label, counts: dict, first_line: int 
     pending = None        # the open record
     pending_parts = None  # its continuation lines, once it has any
     pending_chars = 0
+    head_chars = 0
     started = block is None
     number = first_line - 1
     for item in lines:
@@ -424,8 +463,13 @@ def _records(lines, utc_offset: timedelta, label, counts: dict, first_line: int 
                         pending.update(flags)
                     continue
                 if not started:
-                    block["head"].append((line, number, flags))
-                    continue
+                    head = block["head"]
+                    if len(head) < max_lines and head_chars <= max_chars:
+                        head.append((line, number, flags))
+                        head_chars += len(line) + 1
+                        continue
+                    # No record open before this block can take this many lines (see _merge's limits): this
+                    # line is a plain record of its own, here as in one sequential pass. Keeps ``head`` small.
                 record = _plain_record(line, number)
         else:
             ts = canon(raw_ts) if raw_ts else None
@@ -503,7 +547,10 @@ def _convert_block(data: bytes, split: bool, first_line: int, utc_offset: timede
     gc.disable()  # a block makes many short-lived acyclic objects: nothing for the collector
     try:
         lines = _block_lines(data, split)
-        body = b"".join(_records(lines, utc_offset, label, counts, first_line, limits, block))
+        body = bytearray()  # not b"".join(list): each orjson output holds ~4 KB until it is let go
+        for record in _records(lines, utc_offset, label, counts, first_line, limits, block):
+            body += record
+        body = bytes(body)
     finally:
         if collect:
             gc.enable()
@@ -515,6 +562,7 @@ def _block_results(blocks, utc_offset: timedelta, label, limits, workers: int):
     pool = None
     in_flight: deque = deque()
     first_line = 1
+    workers = max(1, min(workers, os.cpu_count() or 1, MAX_PROCESSES))
     try:
         for index, (data, line_count, split) in enumerate(blocks):
             if pool is None and index == PARALLEL_AFTER_BLOCKS:
@@ -540,7 +588,7 @@ def _merge(results, label, limits, counts: dict):
     newline = orjson.OPT_APPEND_NEWLINE
     pending = None  # [record, continuation parts or None, chars]
     for head, body, tail, started, block_counts in results:
-        out = []
+        out = bytearray()
         for text, number, flags in head:  # plain lines before the block's first record
             if pending is not None and pending[2] + len(text) < max_chars \
                     and (pending[1] is None or len(pending[1]) < max_lines):
@@ -552,7 +600,7 @@ def _merge(results, label, limits, counts: dict):
                     pending[0].update(flags)
                 continue
             if pending is not None:
-                out.append(_dump_open(pending[0], pending[1]))
+                out += _dump_open(pending[0], pending[1])
                 pending = None
             record = _plain_record(text, number)
             if label is not None:
@@ -560,15 +608,15 @@ def _merge(results, label, limits, counts: dict):
             if flags:
                 record.update(flags)
             counts["plain"] = counts.get("plain", 0) + 1
-            out.append(orjson.dumps(record, option=newline))
+            out += orjson.dumps(record, option=newline)
         if started:
             if pending is not None:
-                out.append(_dump_open(pending[0], pending[1]))
-            out.append(body)
+                out += _dump_open(pending[0], pending[1])
+            out += body
             pending = tail
         for fmt, count in block_counts.items():
             counts[fmt] = counts.get(fmt, 0) + count
-        yield b"".join(out)
+        yield bytes(out)
     if pending is not None:
         yield _dump_open(pending[0], pending[1])
 

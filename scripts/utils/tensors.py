@@ -26,6 +26,7 @@ a bad CRC, each with its own message (InputError: exit 2).
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from fastcrc import crc64
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes
+from scripts.utils.limits import check_pixels, max_pixels, read_input_bytes
 
 VERSION = 1
 CTEN_MAGIC, STEN_MAGIC = b"CTEN", b"STEN"
@@ -125,24 +127,44 @@ def _check_envelope(data: bytes, magic: bytes, source, header_size: int) -> int:
     return flags
 
 
+def check_values(values: np.ndarray, what: str, source) -> None:
+    """Refuse an empty array, or one with NaN or ±Inf: bad input naming the count and the first position."""
+    if values.size == 0:
+        raise InputError(f"{what} is empty (shape {tuple(values.shape)})", file=source, problem="empty")
+    if values.dtype.kind in "biu":
+        return
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(values.size - np.count_nonzero(finite))
+        first = [int(i) for i in np.unravel_index(int(np.argmin(finite.reshape(-1))), values.shape)]
+        raise InputError(f"{what} has {bad} non-finite values (NaN or ±Inf), the first at index {first}",
+                         file=source, problem="non_finite", non_finite=bad, first_index=first)
+
+
 def decode_cten(data: bytes, source="<bytes>") -> ChromaticTensor:
+    """Decode a .cten; refuses a damaged file, an empty tensor and NaN or ±Inf cells (exit 2)."""
     flags = _check_envelope(data, CTEN_MAGIC, source, 16)
     if flags & ~CTEN_COHERENCE:
         raise InputError(f"unknown .cten flags {flags:#06x}", file=source, problem="flags")
     h, w = struct.unpack_from("<II", data, 8)
     cells = h * w
+    if cells == 0:
+        raise InputError(f"empty .cten tensor ({h}x{w})", file=source, problem="empty")
     expected = 16 + cells * 12 + (cells * 4 if flags & CTEN_COHERENCE else 0) + 8
     if len(data) != expected:
         raise InputError(f"wrong length: {len(data)} bytes, a {h}x{w} .cten has {expected}", file=source,
                          problem="length")
     rgb = np.frombuffer(data, dtype=_F32, count=cells * 3, offset=16).reshape(h, w, 3).copy()
+    check_values(rgb, "rgb", source)
     coherence = None
     if flags & CTEN_COHERENCE:
         coherence = np.frombuffer(data, dtype=_F32, count=cells, offset=16 + cells * 12).reshape(h, w).copy()
+        check_values(coherence, "coherence", source)
     return ChromaticTensor(rgb, coherence)
 
 
 def decode_sten(data: bytes, source="<bytes>") -> SpectralTensor:
+    """Decode a .sten; refuses a damaged file, zero bins, NaN or ±Inf values and a bad frequency axis (exit 2)."""
     flags = _check_envelope(data, STEN_MAGIC, source, 20)
     if flags & ~(STEN_SIGMA | STEN_LOG):
         raise InputError(f"unknown .sten flags {flags:#06x}", file=source, problem="flags")
@@ -151,26 +173,35 @@ def decode_sten(data: bytes, source="<bytes>") -> SpectralTensor:
     if len(data) != expected:
         raise InputError(f"wrong length: {len(data)} bytes, a {n}-bin .sten has {expected}", file=source,
                          problem="length")
+    if n == 0:
+        raise InputError("empty .sten tensor (zero bins)", file=source, problem="empty")
+    if not (math.isfinite(f_min) and math.isfinite(f_res) and f_min > 0 and f_res > 0):
+        raise InputError(f"bad frequency axis: f_min {f_min} and f_res {f_res} must be finite and positive",
+                         file=source, problem="axis")
     bins = np.frombuffer(data, dtype=_F32, count=n, offset=20).copy()
+    check_values(bins, "bins", source)
     sigma = np.frombuffer(data, dtype=_F32, count=n, offset=20 + n * 4).copy() if flags & STEN_SIGMA else None
+    if sigma is not None:
+        check_values(sigma, "sigma", source)
     return SpectralTensor(bins, float(f_min), float(f_res), sigma, bool(flags & STEN_LOG))
 
 
-def _read(path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("tensor file not found", file=path)
-    except OSError as exc:
-        raise InputError(f"cannot read tensor file: {exc.strerror}", file=path)
+def _read(path, bytes_per_cell: int) -> bytes:
+    """The file, refused before reading when it is larger than a tensor under the pixel cap can be."""
+    limit = 64 + bytes_per_cell * max_pixels()
+    data = read_input_bytes(path, limit, "tensor file")
+    if len(data) >= 16:
+        cells = struct.unpack_from("<II", data, 8) if data[:4] == CTEN_MAGIC else (struct.unpack_from("<I", data, 8)[0], 1)
+        check_pixels(cells[0] * cells[1], f"{cells[0]}x{cells[1]}", file=path)
+    return data
 
 
 def read_cten(path) -> ChromaticTensor:
-    return decode_cten(_read(path), str(path))
+    return decode_cten(_read(path, 16), str(path))
 
 
 def read_sten(path) -> SpectralTensor:
-    return decode_sten(_read(path), str(path))
+    return decode_sten(_read(path, 8), str(path))
 
 
 def write_cten(path, tensor: ChromaticTensor) -> None:

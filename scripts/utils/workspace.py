@@ -40,13 +40,22 @@ def ensure_layout(workspace: Path) -> None:
             raise InputError("workspace folder is not writable", file=target)
 
 
-def relative_to_workspace(workspace: Path, path) -> str:
-    """Workspace-relative POSIX form of ``path``; outside the workspace is an error."""
+def relative_to_workspace(workspace: Path, path, check_text: bool = True) -> str:
+    """Workspace-relative POSIX form of ``path``; outside the workspace is an error.
+
+    A name that is not valid UTF-8 cannot be recorded: bad input, unless
+    ``check_text=False`` (for a skip record, which escapes it).
+    """
     absolute = Path(path).resolve()
     try:
         relative = absolute.relative_to(workspace).as_posix()
     except ValueError:
         raise InputError("path lies outside the workspace", file=path, workspace=str(workspace))
+    if check_text:
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("file name is not valid UTF-8: rename it to record it", file=path)
     if relative.startswith(DATA_ROOT_MARK):
         raise InputError(f"workspace names starting with {DATA_ROOT_MARK!r} are reserved for data roots", file=path)
     return relative

@@ -45,7 +45,9 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import numpy as np
 
 from scripts.utils import cli
+from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import InputError
+from scripts.utils.limits import check_pixels
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder, resolve_workspace
@@ -65,29 +67,32 @@ def fixed_palette() -> list:
     return palette
 
 
-def load_frames(inputs) -> list:
-    """``(cycle, name, ChromaticTensor)`` in name order; differing shapes are bad input."""
+def load_frames(workspace: Path, inputs) -> list:
+    """``(cycle, name, ChromaticTensor)`` in name order; differing shapes are bad input.
+
+    The frames together may hold at most the pixel cap of limits.py (checked
+    from their sizes before any is read).
+    """
     folders = []
     for given in inputs:
         folder = Path(given)
         if folder.is_dir() and (folder / "plan.json").is_file():
             folder = folder / "dreams"
-        folders.append(folder)
-    files = []
-    for folder in folders:
         if not folder.exists():
             raise InputError("input not found", file=str(folder))
-        files += [p for p in ([folder] if folder.is_file() else sorted(folder.rglob("*.cten")))]
-    files = [p for p in files if p.suffix == ".cten"]
+        folders.append(folder)
+    found = collect_inputs(workspace, folders, bind=False)
+    files = [(path, info) for _, path, info in found.files if path.suffix == ".cten"]
     if not files:
         raise InputError("no .cten frames found", file=str(inputs[0]))
+    check_pixels(sum(info.st_size for _, info in files) // 12, f"{len(files)} frames", file=str(inputs[0]))
     frames = []
-    for index, path in enumerate(files):
+    for index, (path, _) in enumerate(files):
         tensor = read_cten(path)
         if frames and tensor.rgb.shape != frames[0][2].rgb.shape:
             raise InputError(f"frame shape {tensor.rgb.shape} differs from the first frame's "
                              f"{frames[0][2].rgb.shape}", file=str(path))
-        match = re.search(r"(\d+)", path.stem)
+        match = re.search(r"(\d{1,18})", path.stem)
         frames.append((int(match.group(1)) if match else index + 1, path.name, tensor))
     return frames
 
@@ -219,22 +224,22 @@ def main(argv=None) -> int:
         example="python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31 --fps 4",
     )
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="run folders, folders of .cten frames, or frames")
-    parser.add_argument("--fps", type=float, default=4.0, help="frames per second")
-    parser.add_argument("--scale", type=int, default=None, help="pixel scale (default: up to at least 256 pixels)")
+    parser.add_argument("--fps", type=cli.bounded(float, 0.1, 120), default=4.0, help="frames per second (0.1 to 120)")
+    parser.add_argument("--scale", type=cli.bounded(int, 1, 64), default=None,
+                        help="pixel scale, 1 to 64 (default: up to at least 256 pixels)")
     parser.add_argument("--no-overlay", action="store_true", help="no cycle/coherence caption on the frames")
     parser.add_argument("--no-mp4", action="store_true", help="skip the MP4")
-    parser.add_argument("--seconds-per-frame", type=float, default=0.25, help="audio length of each frame")
+    parser.add_argument("--seconds-per-frame", type=cli.bounded(float, 0.01, 10), default=0.25,
+                        help="audio length of each frame (0.01 to 10)")
     cli.add_common_options(parser)
 
     def run(args, log):
-        if not (0 < args.fps <= 120) or not (0.01 <= args.seconds_per_frame <= 10):
-            raise InputError("--fps must be in (0, 120] and --seconds-per-frame in [0.01, 10]")
         workspace = resolve_workspace(args.workspace)
-        frames = load_frames(args.inputs)
+        frames = load_frames(workspace, args.inputs)
         height, width = frames[0][2].rgb.shape[:2]
         scale = args.scale or max(1, -(-256 // max(height, width)))
-        if not 1 <= scale <= 64:
-            raise InputError("--scale must be between 1 and 64", value=scale)
+        check_pixels(len(frames) * height * width * scale * scale, f"{len(frames)} frames of "
+                     f"{height * scale}x{width * scale}", file=args.inputs[0])
         pictures = []
         for cycle, _, tensor in frames:
             caption = None

@@ -25,6 +25,7 @@ salt, metadata stripped (``scripts/utils/plotting.py``).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli
-from scripts.utils.errors import InputError
+from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 
@@ -71,8 +73,9 @@ def _value(raw):
 def read_series(path: Path, columns) -> dict:
     """``{column: float array}`` in cycle order; a missing column or a non-number is bad input."""
     rows = []
+    data = read_input_bytes(path, MAX_TABLE_BYTES, "metrics file")
     if path.suffix == ".jsonl":
-        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -83,8 +86,14 @@ def read_series(path: Path, columns) -> dict:
                 raise InputError("each line must be a JSON object", file=str(path), line=number)
             rows.append(row)
     elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError("the metrics file is not valid UTF-8", file=str(path), offset=exc.start)
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise InputError(f"invalid CSV: {exc}", file=str(path))
     else:
         raise InputError("metrics must be .csv or .jsonl", file=str(path))
     if not rows:
@@ -219,6 +228,10 @@ def main(argv=None) -> int:
             pyplot().close("all")
             record.results.update(runs=sorted(runs), non_finite_points=marked, dominant_periods=periods)
         log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=f"experiments/results/{record.run_id}")
+        if marked:  # plotted and marked, so the run is visible; still a failed check
+            raise CheckFailed(f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
+                              f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}", non_finite=len(marked),
+                              first=marked[0], report=f"experiments/results/{record.run_id}.json")
         return 0
 
     return cli.run(parser, run, argv)

@@ -37,13 +37,14 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import numpy as np
 
 from scripts.utils import cli
+from scripts.utils.arrays import read_arrays
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.log_formatter import progress
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.run_records import RunRecorder, resolve_workspace
-from scripts.utils.tensors import ChromaticTensor, read_cten, read_sten
+from scripts.utils.tensors import ChromaticTensor, check_values, read_cten, read_sten
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
 DRIFT_LIMIT_DB = 0.5
@@ -154,20 +155,18 @@ def render_sten(tensor, folder: Path, log_axis: bool) -> None:
 
 
 def load_array(path: Path) -> list:
-    """``(name, ChromaticTensor)`` for each usable array of a .npy/.npz file."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"cannot read array file: {exc}", file=str(path))
-    arrays = {path.stem: data} if isinstance(data, np.ndarray) else {f"{path.stem}.{k}": data[k] for k in data.files}
+    """``(name, ChromaticTensor)`` for each array of a .npy/.npz file (empty, NaN or ±Inf refused)."""
     tensors = []
-    for name, array in sorted(arrays.items()):
-        array = np.asarray(array, dtype=np.float64)
+    for name, array in read_arrays(path).items():
+        label = f"{path.stem}.{name}" if path.suffix.lower() == ".npz" else name
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] != 3:
-            raise InputError(f"array {name!r} has shape {array.shape}: expected (H, W) or (H, W, 3)", file=str(path))
-        tensors.append((name, ChromaticTensor(array.astype(np.float32))))
+            raise InputError(f"array {label!r} has shape {array.shape}: expected (H, W) or (H, W, 3)", file=str(path))
+        check_values(array, f"array {label!r}", str(path))
+        tensors.append((label, ChromaticTensor(array.astype(np.float32))))
+    if not tensors:
+        raise InputError("the array file holds no arrays", file=str(path))
     return tensors
 
 

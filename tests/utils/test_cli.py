@@ -88,4 +88,4 @@ def test_worker_counts_below_one_are_usage_errors(category, name, tmp_path):
     result = run_script(category, name, *args, "--workers", "0", cwd=tmp_path)
     assert result.returncode == 2
     error = single_error(result.stderr)
-    assert error["event"] == "usage_error" and "at least 1" in error["error"]
+    assert error["event"] == "usage_error" and "from 1 to 256" in error["error"]

@@ -8,7 +8,7 @@ from tests.conftest import json_lines, run_script, single_error, tree
 def plot(workspace, *args, expect=0):
     result = run_script("visualization", "metric_plotter", *args, "--workspace", workspace, cwd=workspace)
     assert result.returncode == expect, result.stderr
-    if expect:
+    if expect == 2:
         return None, None, result
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][0]["run_id"]
     return workspace / "experiments/results" / run_id, read_json(workspace / f"experiments/results/{run_id}.json"), result
@@ -20,8 +20,12 @@ def test_png_and_svg_are_byte_identical_and_nan_is_marked(run_workspace):
     rows = (run_workspace / "run/metrics.jsonl").read_bytes()
     (other / "metrics.jsonl").write_bytes(rows + b'{"cycle": 7, "phase": 7, "loss": "NaN", "val_loss": "-Infinity", '
                                           b'"coherence": 0.5, "mean_r": 0.1, "mean_g": 0.1, "mean_b": 0.1}\n')
-    first, report, _ = plot(run_workspace, "run", "run_b/metrics.jsonl", "--log-scale")
-    second, _, _ = plot(run_workspace, "run", "run_b/metrics.jsonl", "--log-scale")
+    # Plotted and marked, so the diverged run is visible, and still exit 1 naming the count and the first.
+    first, report, result = plot(run_workspace, "run", "run_b/metrics.jsonl", "--log-scale", expect=1)
+    error = json_lines(result.stderr)[-1]
+    assert error["event"] == "check_failed" and error["non_finite"] == 2
+    assert error["first"]["metric"] == "loss" and error["first"]["cycle"] == 7
+    second, _, _ = plot(run_workspace, "run", "run_b/metrics.jsonl", "--log-scale", expect=1)
     assert tree(first) == ["curves.png", "curves.svg", "fft.png", "fft.svg"]
     for name in tree(first):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
