@@ -21,9 +21,10 @@ STRICT ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
+FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu lock test bench clean clean-venv \
+.PHONY: help setup setup-gpu lock test fuzz bench clean clean-venv \
         phase5 phase6 phase7 phase8 phase9 verify
 
 help:
@@ -33,6 +34,7 @@ help:
 	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
 	$(info   lock        re-resolve requirements.in into requirements.lock (and the GPU lock) with uv)
 	$(info   test        run the test suite (pytest; PYTEST_ARGS=... passes options))
+	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
@@ -57,6 +59,13 @@ lock: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: export CRH_FUZZ_PROFILE = long
+fuzz: export CRH_FUZZ_EXAMPLES = $(FUZZ_EXAMPLES)
+fuzz: export CRH_FUZZ_REPORT = fuzz-report.json
+fuzz: $(VENV_STAMP)
+	$(PY) -m pytest tests/fuzz -o timeout=7200 $(PYTEST_ARGS)
+	$(PY) -c "import sys; sys.stdout.write(open('fuzz-report.json', encoding='utf-8').read())"
 
 bench: $(VENV_STAMP)
 	$(PY) bench/run_bench.py

@@ -140,6 +140,18 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
             return _internal_error(log, exc)
         log.error("bad_input", **failure.record())
         return failure.exit_code
+    except MemoryError:
+        log.error("bad_input", error="ran out of memory: the input is too large for this machine (see the caps in "
+                                     "README, 'What bad input gets')")
+        return EXIT_BAD_INPUT
+    except RecursionError:
+        log.error("bad_input", error="the input is nested too deeply")
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        if "null byte" not in str(exc):  # a path holding NUL (from a config, a table): the input's fault
+            return _internal_error(log, exc)
+        log.error("bad_input", error=f"a path holds a NUL character: {exc}")
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug: still one JSON record, never a bare traceback
         return _internal_error(log, exc)
     finally:

@@ -71,7 +71,7 @@ class JsonLogger:
     def __init__(self, script: str, log_file=None, quiet: bool = False):
         self.script = script
         self.threshold = LEVELS["warning"] if quiet else LEVELS["info"]
-        self._file = open(log_file, "ab") if log_file else None
+        self._file = _open_log_file(log_file) if log_file else None
 
     def log(self, level: str, event: str, **fields) -> None:
         if LEVELS[level] < self.threshold:
@@ -143,6 +143,15 @@ class JsonLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _open_log_file(path):
+    """Open a log file for appending; a FIFO without a reader fails at once (ENXIO) instead of blocking forever."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0) | nonblocking, 0o666)
+    if nonblocking:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def _loggable(value, depth: int = 0):

@@ -38,7 +38,7 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
+from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes, regular_file
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
 
@@ -53,8 +53,7 @@ def metrics_file(given: str) -> Path:
             if (path / name).is_file():
                 return path / name
         raise InputError("no metrics.jsonl or metrics.csv in this folder", file=given)
-    if not path.is_file():
-        raise InputError("metrics file not found", file=given)
+    regular_file(path, "metrics file")
     return path
 
 

@@ -34,7 +34,7 @@ from scripts.utils import tensors
 from tests.fuzz.harness import check_outcome, run_script
 
 PEAK_MIB = 512
-settings.register_profile("ci", max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 6)), deadline=None,
+settings.register_profile("ci", max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 10)), deadline=None,
                           derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile("long", max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 150)), deadline=None,
