@@ -44,6 +44,7 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.limits import regular_file
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json
 from scripts.utils.registry import MANIFEST
 from scripts.utils.run_records import RunRecorder, latest_run, relative_to_workspace, resolve_workspace
@@ -141,9 +142,17 @@ def read_records(path: Path) -> list:
     """Rows of a CSV or JSON-lines file as dicts of strings (None for empty)."""
     suffix = path.suffix.lower()
     try:
+        regular_file(path, "records file")
         if suffix == ".csv":
+            rows = []
             with open(path, newline="", encoding="utf-8") as handle:
-                return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(handle)]
+                reader = csv.DictReader(handle)
+                for row in reader:
+                    if None in row:
+                        raise InputError("a row has more fields than the header", file=path,
+                                         line=reader.line_num)
+                    rows.append({k: (v if v != "" else None) for k, v in row.items()})
+            return rows
         if suffix in (".jsonl", ".ndjson"):
             rows = []
             with open(path, "rb") as handle:
@@ -162,6 +171,8 @@ def read_records(path: Path) -> list:
         raise InputError("records file not found", file=path)
     except UnicodeDecodeError:
         raise InputError("records file is not UTF-8 text", file=path)
+    except csv.Error as exc:
+        raise InputError(f"invalid CSV: {exc}", file=path)
     raise InputError(f"unknown records format {suffix!r}: use .csv or .jsonl", file=path)
 
 

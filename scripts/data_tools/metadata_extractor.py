@@ -60,6 +60,7 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
+from scripts.utils.limits import read_input_bytes
 from scripts.utils.log_formatter import progress
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.run_records import RunRecorder, resolve_workspace
@@ -121,10 +122,7 @@ class Pseudonymizer:
 def deidentification_key(key_file, seeds: SeedManager, log):
     """``(key bytes, source)``: --deid-key-file, else $CRH_DEID_KEY, else from the seeds."""
     if key_file:
-        try:
-            key = Path(key_file).read_bytes().strip()
-        except OSError as exc:
-            raise InputError(f"cannot read the de-identification key: {exc.strerror}", file=key_file)
+        key = read_input_bytes(key_file, 1 << 20, "de-identification key file").strip()
         if len(key) < 16:
             raise InputError("the de-identification key must have at least 16 bytes", file=key_file)
         return key, "key file"

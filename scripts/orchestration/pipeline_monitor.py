@@ -39,6 +39,7 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.arrays import read_arrays
+from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.log_formatter import progress
@@ -50,7 +51,7 @@ def read_rows(path: Path) -> tuple[list, list]:
     """Complete JSON rows of a live JSON-lines file, and the garbage lines (number, text)."""
     if not path.exists():
         return [], []
-    data = path.read_bytes()
+    data = read_input_bytes(path, MAX_TABLE_BYTES, "metrics file")
     complete = data[: data.rfind(b"\n") + 1]  # a partial last line waits for the next read
     rows, garbage = [], []
     for number, line in enumerate(complete.splitlines(), start=1):
@@ -76,7 +77,7 @@ def _number(value):
 def check_checkpoint(path: Path, registered: dict | None) -> str | None:
     """None when the checkpoint loads and matches the registry; else what is wrong."""
 
-    data = path.read_bytes()
+    data = read_input_bytes(path, MAX_TABLE_BYTES, "checkpoint")
     if registered is not None and hashlib.sha256(data).hexdigest() != registered.get("sha256"):
         return "its SHA-256 differs from the hash registry"
     try:

@@ -46,6 +46,21 @@ DEFAULT_METRICS = "loss,val_loss,coherence"
 SIGNATURE = ("mean_r", "mean_g", "mean_b")
 
 
+def csv_rows(text: str, source: str) -> list:
+    """The rows of a CSV text as dicts; a row longer or shorter than the header is bad input."""
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = []
+        for row in reader:
+            if None in row:
+                raise InputError("a row has more fields than the header", file=source,
+                                 line=reader.line_num)
+            rows.append(row)
+    except csv.Error as exc:
+        raise InputError(f"invalid CSV: {exc}", file=source)
+    return rows
+
+
 def metrics_file(given: str) -> Path:
     path = Path(given)
     if path.is_dir():
@@ -89,10 +104,7 @@ def read_series(path: Path, columns) -> dict:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError("the metrics file is not valid UTF-8", file=str(path), offset=exc.start)
-        try:
-            rows = list(csv.DictReader(io.StringIO(text, newline="")))
-        except csv.Error as exc:
-            raise InputError(f"invalid CSV: {exc}", file=str(path))
+        rows = csv_rows(text, str(path))
     else:
         raise InputError("metrics must be .csv or .jsonl", file=str(path))
     if not rows:

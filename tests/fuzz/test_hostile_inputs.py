@@ -443,3 +443,29 @@ def test_python_warnings_become_json_records(ws, tmp_path):
     metrics.write_text("cycle,loss\n1,-1\n2,0\n3,1\n4,2\n")  # log scale of non-positive values warns
     outcome = run_script("metric_plotter", [metrics, "--metrics", "loss", "--log-scale", "--workspace", ws])
     expect(outcome, 0)
+
+
+@pytest.mark.parametrize("name,text,words", [
+    ("wide.csv", "path,patient_id\n" + "a" * 200_000 + ",1\nb,2\n", ["invalid csv"]),
+    ("extra.csv", "path,patient_id\na,1,surplus\nb,2\n", ["more fields"]),
+    ("deep.jsonl", '{"path": "a", "patient_id": ' + "[" * 2000 + "]" * 2000 + "}\n", ["invalid json"]),
+    ("surrogate.jsonl", '{"path": "\\udcff", "patient_id": 1}\n', ["invalid json"]),
+])
+def test_records_tables_that_cannot_be_split_are_bad_input(ws, tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    expect(run_script("dataset_splitter", [path, "--workspace", ws]), 2, *words)
+
+
+@needs_posix
+def test_a_fifo_as_de_identification_key_or_live_metrics_is_never_read(ws, tmp_path):
+    key = tmp_path / "key"
+    os.mkfifo(key)
+    outcome = run_script("metadata_extractor", [ws / "data/sample", "--deid-key-file", key, "--workspace", ws],
+                         timeout=30)
+    expect(outcome, 2, "regular file")
+    run = ws / "experiments/results/live"
+    run.mkdir(parents=True)
+    (run / "plan.json").write_text('{"cycles": 4}')
+    os.mkfifo(run / "metrics.jsonl")
+    expect(run_script("pipeline_monitor", [run, "--workspace", ws], timeout=30), 2, "regular file")
