@@ -70,6 +70,8 @@ DEFAULT_INPUT = "data/sample"
 KEY_ENV = "CRH_DEID_KEY"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
+MAX_CHUNK_BYTES = 16 << 20  # a header or text chunk held in memory
+PNG_CHUNKS_READ = (b"IHDR", b"tEXt", b"zTXt", b"iTXt")
 PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 
 # PS3.15 Annex E actions for the attributes this table can show.
@@ -163,20 +165,44 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def png_row(data: bytes) -> dict:
-    """Read the IHDR and every text chunk of a PNG, checking chunk CRCs."""
+def png_row(source) -> dict:
+    """Read the IHDR and every text chunk of a PNG (bytes or a binary file), checking chunk CRCs.
+
+    Streams: only the header and text chunks are held (one over
+    MAX_CHUNK_BYTES is refused); image data and every other chunk are
+    checked as they pass, so memory stays small whatever the file's size.
+    """
+    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    handle.seek(8)
     position, row, texts, seen_idat = 8, {}, [], False
     while True:
-        if position + 8 > len(data):
+        header = handle.read(8)
+        if len(header) < 8:
             raise ValueError("truncated PNG: the file ends before the IEND chunk")
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
-        crc = data[position + 8 + length:position + 12 + length]
-        if len(body) < length or len(crc) < 4:
-            raise ValueError(f"truncated PNG: chunk {kind.decode('latin-1')!r} is cut short")
-        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
-            raise ValueError(f"bad CRC in PNG chunk {kind.decode('latin-1')!r} at byte {position}")
+        length, kind = struct.unpack(">I4s", header)
+        name = kind.decode("latin-1")
+        if kind not in PNG_CHUNKS_READ:  # image data and the rest: checked as a stream, never held
+            crc, remaining = zlib.crc32(kind), length
+            while remaining:
+                piece = handle.read(min(remaining, 1 << 20))
+                if not piece:
+                    break
+                crc, remaining = zlib.crc32(piece, crc), remaining - len(piece)
+            body = b""
+            cut = remaining > 0
+        else:
+            if length > MAX_CHUNK_BYTES:
+                raise ValueError(f"PNG chunk {name!r} of {length} bytes is over the limit of {MAX_CHUNK_BYTES}")
+            body = handle.read(length)
+            crc, cut = zlib.crc32(kind + body), len(body) < length
+        stored = handle.read(4)
+        if cut or len(stored) < 4:
+            raise ValueError(f"truncated PNG: chunk {name!r} is cut short")
+        if struct.unpack(">I", stored)[0] != crc:
+            raise ValueError(f"bad CRC in PNG chunk {name!r} at byte {position}")
         if kind == b"IHDR":
+            if len(body) < 13:
+                raise ValueError("PNG IHDR chunk is too short")
             width, height, depth, color = struct.unpack(">IIBB", body[:10])
             row.update(width=width, height=height, bit_depth=depth, color_type=color,
                        mode=PNG_COLOR_MODES.get(color), rows=height, columns=width)
@@ -294,7 +320,8 @@ def extract_row(path: Path, relative: str, key) -> dict:
                 head = handle.read(8)
             if head == PNG_SIGNATURE:
                 row["kind"] = "png"
-                row.update(png_row(path.read_bytes()))
+                with open(path, "rb") as handle:
+                    row.update(png_row(handle))
             else:
                 row["kind"] = "dicom"
                 row.update(dicom_row(path, None if key is None else Pseudonymizer(key), relative))
