@@ -1,7 +1,9 @@
 """Remove generated outputs from a workspace, keeping its folders.
 
 Empties data/, meta/chronicle/, experiments/results/ and env/ (each folder's
-.gitkeep stays). Source files, configs and the venv are never touched.
+.gitkeep stays). Source files, configs and the venv are never touched. A
+folder that is not a workspace (no meta/chronicle/, the mark every run
+leaves) is refused (exit 2): ``--workspace ~`` must never empty a ``~/data``.
 
 Usage:
     python scripts/utils/clean_workspace.py --workspace /tmp/ws
@@ -17,6 +19,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from scripts.utils import cli
+from scripts.utils.errors import InputError
 from scripts.utils.run_records import LAYOUT, resolve_workspace
 
 
@@ -48,6 +51,10 @@ def main(argv=None) -> int:
 
     def run(args, log):
         workspace = resolve_workspace(args.workspace)
+        if not workspace.is_dir():
+            raise InputError("the workspace is not a folder", file=str(workspace))
+        if not (workspace / "meta/chronicle").is_dir() and any((workspace / f).exists() for f in LAYOUT):
+            raise InputError("not a workspace (no meta/chronicle/): nothing is deleted", file=str(workspace))
         log.info("cleaned", workspace=str(workspace), removed=clean(workspace))
         return 0
 

@@ -152,6 +152,13 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
             return _internal_error(log, exc)
         log.error("bad_input", error=f"a path holds a NUL character: {exc}")
         return EXIT_BAD_INPUT
+    except TypeError as exc:
+        if "surrogates not allowed" not in str(exc):
+            return _internal_error(log, exc)
+        # Text that is not valid UTF-8 can only come from the input (a command-line byte, a file name):
+        # it cannot be recorded in UTF-8 JSON. The run transaction has rolled back whatever it began.
+        log.error("bad_input", error="an argument or input holds text that is not valid UTF-8 and cannot be recorded")
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug: still one JSON record, never a bare traceback
         return _internal_error(log, exc)
     finally:

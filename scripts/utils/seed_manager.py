@@ -164,6 +164,9 @@ def main(argv=None) -> int:
     cli.add_common_options(parser, workspace=False)
 
     def run(args, log):
+        from scripts.utils.limits import check_plain
+
+        check_plain(args.stream, "--stream", "--stream")
         seeds = SeedManager.from_file(args.seeds)
         result = {
             "base_seed": seeds.base_seed,

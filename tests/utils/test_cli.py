@@ -70,6 +70,13 @@ def test_every_util_reports_unknown_options_as_json(name, tmp_path):
 
 def test_clean_workspace_keeps_folders(workspace, tmp_path):
     (workspace / "data").mkdir()
+    home = tmp_path / "home"  # a folder that is not a workspace: its data/ must survive
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "precious.dcm").write_text("mine")
+    refused = run_script("utils", "clean_workspace", "--workspace", home, cwd=tmp_path)
+    assert refused.returncode == 2 and "not a workspace" in single_error(refused.stderr)["error"]
+    assert (home / "data" / "precious.dcm").exists()
+    (workspace / "meta" / "chronicle").mkdir(parents=True)
     (workspace / "data" / ".gitkeep").write_text("")
     (workspace / "data" / "hash_registry.json").write_text("{}")
     (workspace / "experiments" / "results" / "run_x").mkdir(parents=True)
