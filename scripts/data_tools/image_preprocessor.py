@@ -71,6 +71,7 @@ DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
+DEFER_BYTES = 1 << 20  # DICOM values larger than this (pixel data, big private tags) are read only when used
 
 
 # --------------------------------------------------------------------------
@@ -95,9 +96,9 @@ def read_dicom(path: Path) -> tuple:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
     except InvalidDicomError:  # no preamble or file meta (older exports): read it as metadata_extractor does
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(path, force=True, defer_size=DEFER_BYTES)
         if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
             raise InputError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
                              file=path)

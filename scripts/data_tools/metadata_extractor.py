@@ -71,6 +71,7 @@ KEY_ENV = "CRH_DEID_KEY"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
 MAX_CHUNK_BYTES = 16 << 20  # a header or text chunk held in memory
+DEFER_BYTES = 1 << 20  # DICOM values larger than this are read only when asked for (never, for most)
 PNG_CHUNKS_READ = (b"IHDR", b"tEXt", b"zTXt", b"iTXt")
 PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 
@@ -256,9 +257,9 @@ def dicom_row(path: Path, pseudonyms: Pseudonymizer | None, relative: str = "") 
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES)
     except InvalidDicomError:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=DEFER_BYTES)
         if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
             raise ValueError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)")
     meta = getattr(ds, "file_meta", None)

@@ -469,3 +469,16 @@ def test_a_fifo_as_de_identification_key_or_live_metrics_is_never_read(ws, tmp_p
     (run / "plan.json").write_text('{"cycles": 4}')
     os.mkfifo(run / "metrics.jsonl")
     expect(run_script("pipeline_monitor", [run, "--workspace", ws], timeout=30), 2, "regular file")
+
+
+@pytest.mark.parametrize("tool", ["metadata_extractor", "image_preprocessor"])
+def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    dataset.add_new(0x00091010, "OB", bytes(200 * 1024 * 1024))
+    dataset.save_as(folder / "big.dcm")
+    expect(run_script(tool, [folder, "--workspace", ws]), 0, peak_mib=180)
