@@ -78,6 +78,7 @@ from scripts.utils import cli
 from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
+from scripts.utils.limits import printable_name
 from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, hash_files, read_manifest,
                                     read_registry)
 from scripts.utils.run_records import MANIFEST, recover, records_lock, retract_runs
@@ -257,7 +258,7 @@ def portable(arg: str, workspace: Path) -> str:
             return path.relative_to(root).as_posix()
         except ValueError:
             continue
-    return path.name
+    return printable_name(path.name)  # a name that is not UTF-8 still fingerprints (escaped)
 
 
 def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> str:

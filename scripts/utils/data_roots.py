@@ -163,11 +163,11 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
             raise InputError(f"cannot open input: {exc.strerror or exc}", file=printable_name(str(given)))
         except RuntimeError as exc:  # Python before 3.13: a symbolic link loop
             raise InputError(f"cannot open input: {exc}", file=printable_name(str(given)))
-        if printable_name(str(resolved)) != str(resolved) and inside(workspace, resolved):
-            skipped.append(not_utf8(relative_to_workspace(workspace, resolved, check_text=False)))
-            continue
         if inside(workspace, resolved):
-            relative = relative_to_workspace(workspace, resolved)
+            relative = relative_to_workspace(workspace, resolved, check_text=False)
+            if printable_name(relative) != relative:  # the name as recorded: the workspace's own path is never
+                skipped.append(not_utf8(relative))
+                continue
             given_names.add("" if relative == "." else relative)
             if resolved.is_dir():
                 files += list_folder(resolved, "" if relative == "." else relative + "/", skipped, True)
@@ -193,8 +193,8 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
                              file=given)
         roots[name] = root or DataRoot(name, folder)
         prefix = f"{DATA_ROOT_MARK}{name}/"
-        if printable_name(resolved.name) != resolved.name:
-            skipped.append(not_utf8(prefix + resolved.name))
+        if not resolved.is_dir() and printable_name(resolved.name) != resolved.name:  # a root's own name is never
+            skipped.append(not_utf8(prefix + resolved.name))                         # recorded, only --data-name
             continue
         given_names.add(f"{DATA_ROOT_MARK}{name}" if resolved.is_dir() else prefix + resolved.name)
         if resolved.is_dir():

@@ -482,3 +482,16 @@ def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool):
     dataset.add_new(0x00091010, "OB", bytes(200 * 1024 * 1024))
     dataset.save_as(folder / "big.dcm")
     expect(run_script(tool, [folder, "--workspace", ws]), 0, peak_mib=180)
+
+
+@needs_posix
+def test_non_utf8_folders_above_the_records_are_fine(sample_workspace, tmp_path):
+    """Only recorded names must be UTF-8: a workspace or data folder whose own path is not still works."""
+    workspace = Path(os.fsdecode(os.fsencode(tmp_path) + b"/ws\xff"))
+    shutil.copytree(sample_workspace, workspace)
+    expect(run_script("hash_integrity", ["hash", workspace / "data/sample", "--workspace", workspace]), 0)
+    data = Path(os.fsdecode(os.fsencode(tmp_path) + b"/scans\xe9"))
+    shutil.copytree(sample_workspace / "data/sample/png", data)
+    refused = run_script("metadata_extractor", [data, "--workspace", workspace])
+    expect(refused, 2, "--data-name")
+    expect(run_script("metadata_extractor", [data, "--data-name", "scans", "--workspace", workspace]), 0)
