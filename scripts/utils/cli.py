@@ -125,7 +125,7 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
         log = JsonLogger(script)
         log.error("bad_input", error=f"cannot open the log file: {exc.strerror}", file=args.log_file)
         return EXIT_BAD_INPUT
-    log.capture_python_output()
+    restore_python_output = log.capture_python_output()
     try:
         return handler(args, log) or 0
     except (InputError, CheckFailed) as exc:
@@ -162,6 +162,7 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
     except Exception as exc:  # a bug: still one JSON record, never a bare traceback
         return _internal_error(log, exc)
     finally:
+        restore_python_output()
         log.close()
 
 

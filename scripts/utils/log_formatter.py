@@ -109,12 +109,14 @@ class JsonLogger:
     def error(self, event: str, **fields) -> None:
         self.log("error", event, **fields)
 
-    def capture_python_output(self) -> None:
+    def capture_python_output(self):
         """Route Python ``warnings`` and stdlib ``logging`` (pydicom, matplotlib, PIL...) into this JSON log.
 
         Nothing reaches stderr as plain text: a warning becomes a
         ``python_warning`` record (warning level), a library log record of
         level WARNING or above a ``library_log`` record at its level.
+        Returns a function that puts back what was there (for callers in
+        the same process, such as tests).
         """
         import logging
         import warnings
@@ -123,7 +125,6 @@ class JsonLogger:
             self.warning("python_warning", category=category.__name__, message=str(message),
                          source=f"{Path(filename).name}:{lineno}")
 
-        warnings.showwarning = show
         logger = self
 
         class Forward(logging.Handler):
@@ -136,8 +137,14 @@ class JsonLogger:
                 logger.log(level, "library_log", logger=record.name, message=message)
 
         root = logging.getLogger()
+        saved = (warnings.showwarning, root.handlers[:])
+        warnings.showwarning = show
         root.handlers[:] = [Forward(logging.WARNING)]
-        logging.captureWarnings(False)
+
+        def restore():
+            warnings.showwarning, root.handlers[:] = saved[0], saved[1]
+
+        return restore
 
     def close(self) -> None:
         if self._file is not None:

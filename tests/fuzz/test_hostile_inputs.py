@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import struct
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -437,12 +436,6 @@ def test_a_log_file_fifo_without_a_reader_fails_at_once(tmp_path):
     expect(run_script("time_utils", ["--log-file", fifo, "now"], timeout=30), 2, "log file")
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="warnings routing is the same; the sample uses POSIX paths")
-def test_python_warnings_become_json_records(ws, tmp_path):
-    metrics = tmp_path / "metrics.csv"
-    metrics.write_text("cycle,loss\n1,-1\n2,0\n3,1\n4,2\n")  # log scale of non-positive values warns
-    outcome = run_script("metric_plotter", [metrics, "--metrics", "loss", "--log-scale", "--workspace", ws])
-    expect(outcome, 0)
 
 
 @pytest.mark.parametrize("name,text,words", [

@@ -96,3 +96,23 @@ def test_worker_counts_below_one_are_usage_errors(category, name, tmp_path):
     assert result.returncode == 2
     error = single_error(result.stderr)
     assert error["event"] == "usage_error" and "from 1 to 256" in error["error"]
+
+
+def test_python_warnings_and_library_logging_become_json_records(capsys):
+    import logging
+    import warnings
+
+    from scripts.utils import cli
+
+    def handler(args, log):
+        warnings.warn("a library complains", RuntimeWarning)
+        logging.getLogger("pydicom").warning("Invalid value for VR %s", "UI")
+        return 0
+
+    before = (warnings.showwarning, logging.getLogger().handlers[:])
+    assert cli.run(cli.ScriptParser("probe"), handler, []) == 0
+    records = json_lines(capsys.readouterr().err.encode())
+    kinds = {r["event"]: r for r in records}
+    assert kinds["python_warning"]["category"] == "RuntimeWarning"
+    assert kinds["library_log"] == {**kinds["library_log"], "logger": "pydicom", "message": "Invalid value for VR UI"}
+    assert (warnings.showwarning, logging.getLogger().handlers[:]) == before  # put back for the caller
