@@ -80,12 +80,18 @@ def outside(tmp_path):
 TREE_TOOLS = [("hash_integrity", ["hash"]), ("metadata_extractor", []), ("image_preprocessor", [])]
 
 
+def write_raw_name(folder: Path, raw_name: bytes, data: bytes) -> bytes:
+    """Write a file whose name is raw bytes (not UTF-8, say); return its full path as bytes."""
+    raw = os.fsencode(folder) + b"/" + raw_name
+    with open(raw, "wb") as handle:
+        handle.write(data)
+    return raw
+
+
 @needs_posix
 @pytest.mark.parametrize("tool,extra", TREE_TOOLS)
 def test_odd_entries_in_a_tree_are_skipped_with_a_reason(ws, outside, tool, extra):
-    raw = os.fsencode(outside) + b"/caf\xe9.png"
-    with open(raw, "wb") as handle:
-        handle.write(png(4, 4))
+    write_raw_name(outside, b"caf\xe9.png", png(4, 4))
     os.mkfifo(outside / "pipe.png")
     socket.socket(socket.AF_UNIX).bind(str(outside / "sock.png"))
     os.symlink("loop", outside / "loop")
@@ -110,9 +116,7 @@ def test_odd_entries_in_a_tree_are_skipped_with_a_reason(ws, outside, tool, extr
 @needs_posix
 @pytest.mark.parametrize("tool,extra", TREE_TOOLS)
 def test_a_non_utf8_name_given_is_bad_input(ws, outside, tool, extra):
-    raw = os.fsencode(outside) + b"/\xff\xfe.png"
-    with open(raw, "wb") as handle:
-        handle.write(png(4, 4))
+    raw = write_raw_name(outside, b"\xff\xfe.png", png(4, 4))
     expect(run_script(tool, [*extra, os.fsdecode(raw), "--workspace", ws]), 2, "not valid UTF-8")
 
 
@@ -139,8 +143,7 @@ def test_archiving_refuses_what_it_cannot_keep_before_moving_anything(ws, tmp_pa
     run.mkdir(parents=True)
     (run / "a.txt").write_text("kept")
     if kind == "non_utf8":
-        with open(os.fsencode(run) + b"/b\xff.txt", "wb") as handle:
-            handle.write(b"x")
+        write_raw_name(run, b"b\xff.txt", b"x")
     elif kind == "loop":
         os.symlink("sub", run / "sub")
     elif kind == "fifo":
