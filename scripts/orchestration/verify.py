@@ -45,7 +45,7 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli, time_utils
-from scripts.utils.errors import CheckFailed
+from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import read_json
 from scripts.utils.registry import MANIFEST, REGISTRY, read_registry
 from scripts.utils.run_records import REPO_ROOT, RunRecorder, resolve_workspace
@@ -81,13 +81,27 @@ def environment(varied: set, epoch: str) -> tuple[dict, int]:
     return env, 0o002 if "umask" in varied else BASE["umask"]
 
 
+def command_argv(template: str, workspace: Path) -> list:
+    """A --command split as a POSIX shell would, with {workspace} filled in; bad quoting is bad input."""
+    try:
+        parts = shlex.split(template)
+    except ValueError as exc:
+        raise InputError(f"cannot split the command: {exc}", command=template)
+    if not parts:
+        raise InputError("empty command", command=template)
+    return [part.replace("{workspace}", str(workspace)) for part in parts]
+
+
 def run_pipeline(commands: list, workspace: Path, varied: set, epoch: str, log) -> None:
     env, umask = environment(varied, epoch)
     workspace.mkdir(parents=True)
     preexec = (lambda: os.umask(umask)) if os.name == "posix" else None
     for template in commands:
-        argv = [part.replace("{workspace}", str(workspace)) for part in shlex.split(template)]
-        result = subprocess.run(argv, cwd=workspace, env=env, capture_output=True, preexec_fn=preexec)
+        try:
+            result = subprocess.run(command_argv(template, workspace), cwd=workspace, env=env, capture_output=True,
+                                    preexec_fn=preexec)
+        except OSError as exc:
+            raise InputError(f"cannot start the command: {exc.strerror or exc}", command=template)
         if result.returncode != 0:
             tail = result.stderr.decode(errors="replace").splitlines()[-3:]
             raise CheckFailed("a pipeline command failed", command=template, exit_code=result.returncode,
@@ -316,7 +330,11 @@ def main(argv=None) -> int:
             varied.remove("locale")
         commands = args.command or [
             f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
-            f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase]
+            f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase.strip()]
+        if not commands:
+            raise InputError("nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases)
+        for command in commands:
+            command_argv(command, Path("."))  # a command that cannot be split is bad input before any run
         epoch = str(time_utils.source_date_epoch() or DEFAULT_EPOCH)
         scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
         try:

@@ -491,3 +491,14 @@ def test_non_utf8_folders_above_the_records_are_fine(sample_workspace, tmp_path)
     refused = run_script("metadata_extractor", [data, "--workspace", workspace])
     expect(refused, 2, "--data-name")
     expect(run_script("metadata_extractor", [data, "--data-name", "scans", "--workspace", workspace]), 0)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--command", 'echo "unbalanced'], ["cannot split"]),
+    (["--command", ""], ["empty command"]),
+    (["--command", "/nonexistent/binary {workspace}"], ["cannot start"]),
+    (["--phases", ",,"], ["nothing to run"]),
+])
+def test_verify_commands_that_cannot_run_are_bad_input(tmp_path, args, words):
+    outcome = run_script("verify", [*args, "--no-bisect", "--keep", tmp_path / "kept", "--workspace", tmp_path / "ws"])
+    expect(outcome, 2, *words)
