@@ -134,6 +134,15 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
     except KeyboardInterrupt:
         log.error("interrupted", error="interrupted by the user")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout stopped early (`... | head`). Point stdout at the null device so the interpreter's
+        # final flush prints no plain-text complaint; the output is incomplete, so this is not a success.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        log.error("bad_input", error="stdout was closed by its reader before the output ended (a pipe into head?)")
+        return EXIT_BAD_INPUT
     except OSError as exc:
         failure = environment_failure(exc)
         if failure is None:

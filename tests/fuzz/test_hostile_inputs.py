@@ -502,3 +502,20 @@ def test_non_utf8_folders_above_the_records_are_fine(sample_workspace, tmp_path)
 def test_verify_commands_that_cannot_run_are_bad_input(tmp_path, args, words):
     outcome = run_script("verify", [*args, "--no-bisect", "--keep", tmp_path / "kept", "--workspace", tmp_path / "ws"])
     expect(outcome, 2, *words)
+
+
+def test_a_reader_that_stops_early_gets_exit_2_and_no_plain_text(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fuzz.harness import plain_text_lines, script_path
+
+    log = tmp_path / "tiny.log"
+    log.write_bytes(b"x\n" * 200_000)
+    process = subprocess.Popen([sys.executable, str(script_path("log_formatter")), str(log)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()  # like `| head -c 10`
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 2, stderr
+    assert not plain_text_lines(stderr) and b"closed by its reader" in stderr
