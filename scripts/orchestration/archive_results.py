@@ -59,6 +59,7 @@ import orjson
 
 from scripts.utils import cli, time_utils
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.data_roots import is_bookkeeping
 from scripts.utils.jsonio import atomic_output, canonical_json
 from scripts.utils.limits import name_hex, printable_name, read_input_bytes, regular_file
 from scripts.utils.registry import MANIFEST, REGISTRY
@@ -88,11 +89,6 @@ def safe_member(name: str) -> str:
     if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]) or not posix.parts:
         raise InputError("path escapes its folder (absolute, drive or '..')", file=name)
     return posix.as_posix()
-
-
-def is_bookkeeping(name: str) -> bool:
-    """Hidden temp and lock files of an atomic write or a lock (never archived)."""
-    return name.startswith(".") and name.endswith((".tmp", ".lock"))
 
 
 def check_source(workspace: Path, source: Path) -> None:
