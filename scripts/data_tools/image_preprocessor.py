@@ -28,6 +28,18 @@ each listed under ``skipped`` in the report with its reason, as are images
 that fail here with ``--skip-errors``. ``--strict`` makes any skipped file
 bad input (exit 2).
 
+With ``--volumes``, each DICOM series becomes one volume instead: slices
+grouped by Series Instance UID (frames of multi-frame objects included),
+ordered along the slice normal by Image Position (Patient), checked for
+missing geometry, mixed orientations, duplicate positions, gaps and
+irregular spacing (a series with a problem is named in a
+``series_not_stacked`` warning and listed under ``skipped``), and written as
+``volumes/<index>.npz`` (``image`` float32 (slice, row, column), ``affine``
+index -> LPS mm, ``spacing``) and ``volumes/<index>.nii`` (NIfTI-1, RAS).
+
+Library messages quoted in warnings and errors have their quoted values
+dropped (they can hold names).
+
 Outputs, under ``experiments/results/image_preprocessor_<stamp>/``:
 ``samples/<index>.npz`` (array ``image``, float32) and ``records.jsonl`` (one
 record per sample: source, shape, the transforms applied and their
@@ -38,6 +50,7 @@ process; results agree with NumPy within float32 rounding).
 Usage:
     python scripts/data_tools/image_preprocessor.py
     python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 --augment --epoch 3
+    python scripts/data_tools/image_preprocessor.py /data/ct_exports --volumes
     python scripts/data_tools/image_preprocessor.py /mnt/scans --skip-errors \
         --table experiments/results/metadata_extractor_<stamp>/metadata.jsonl
 """
@@ -61,7 +74,11 @@ from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
 from scripts.utils.errors import InputError
 from scripts.utils.data_roots import collect_inputs
+from scripts.utils.deidentify import scrub_quoted
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
+from scripts.utils.dicom_header import (
+    collapse, frame_count, frame_values, read_dataset, slice_geometry, volume_affine,
+)
 from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
 from scripts.utils.log_formatter import progress
 from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
@@ -71,7 +88,6 @@ DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
-DEFER_BYTES = 1 << 20  # DICOM values larger than this (pixel data, big private tags) are read only when used
 
 
 # --------------------------------------------------------------------------
@@ -91,48 +107,89 @@ def _lut(item, signed: bool) -> dict:
 
 
 def read_dicom(path: Path) -> tuple:
-    """``(stored pixel array, parameters)`` of a DICOM file."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    """``(stored pixel array, parameters)`` of a DICOM file.
 
-    try:
-        ds = pydicom.dcmread(path, defer_size=DEFER_BYTES)
-    except InvalidDicomError:  # no preamble or file meta (older exports): read it as metadata_extractor does
-        ds = pydicom.dcmread(path, force=True, defer_size=DEFER_BYTES)
-        if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
-            raise InputError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
-                             file=path)
+    Enhanced (multi-frame) objects give their rescale and window per frame
+    from the functional groups (``frame_rescale``, ``frame_window``) when
+    they differ between frames; one shared value otherwise.
+    """
+    ds = read_dataset(path, stop_before_pixels=False)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError("DICOM file has no pixel data", file=path)
     shape = [_count(ds, "NumberOfFrames"), _count(ds, "Rows"), _count(ds, "Columns"), _count(ds, "SamplesPerPixel")]
     check_pixels(shape[0] * shape[1] * shape[2] * shape[3], "x".join(map(str, shape)), file=path)
     pixels = ds.pixel_array
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    params = {"kind": "dicom", "photometric": photometric,
-              "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
-              "frames": int(ds.get("NumberOfFrames", 1) or 1)}
-    if photometric == "PALETTE COLOR":
+    params = dicom_parameters(ds, path)
+    if params.pop("palette", False):
         from pydicom.pixels import apply_color_lut
 
         pixels = apply_color_lut(pixels, ds)
+    return pixels, params
+
+
+def dicom_parameters(ds, path=None) -> dict:
+    """How to normalize the pixels of ``ds``: photometric, bits, Modality LUT/rescale, VOI LUT/window."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    frames = frame_count(ds)
+    params = {"kind": "dicom", "photometric": photometric, "signed": signed,
+              "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16), "frames": frames}
+    if photometric == "PALETTE COLOR":
         params["bits_stored"] = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        params["palette"] = True
     if not photometric.startswith("MONOCHROME"):
         params["color"] = True
-        return pixels, params
+        return params
     params["color"] = False
     if ds.get("ModalityLUTSequence"):
         params["modality_lut"] = _lut(ds.ModalityLUTSequence[0], signed)
-    elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        params["rescale"] = [float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)]
+    else:
+        slopes, intercepts = frame_values(ds, "RescaleSlope", frames), frame_values(ds, "RescaleIntercept", frames)
+        rescales = [None if s is None and i is None else [_number(s, 1.0, "RescaleSlope", path), _number(i, 0.0, "RescaleIntercept", path)]
+                    for s, i in zip(slopes, intercepts)]
+        rescale, varies = collapse(rescales)
+        if varies:
+            params["frame_rescale"] = [r or [1.0, 0.0] for r in rescales]
+        elif rescale is not None:
+            params["rescale"] = rescale
     if ds.get("VOILUTSequence"):
         params["voi_lut"] = _lut(ds.VOILUTSequence[0], signed)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        centers, widths = ds.WindowCenter, ds.WindowWidth
-        first = lambda v: float(v[0]) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else float(v)
-        params["window"] = [first(centers), first(widths)]
-    params["voi_function"] = str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
-    return pixels, params
+    windows = [_window(c, w) for c, w in zip(frame_values(ds, "WindowCenter", frames), frame_values(ds, "WindowWidth", frames))]
+    window, varies = collapse(windows)
+    if varies:
+        params["frame_window"] = windows
+    elif window is not None:
+        params["window"] = window
+    function, _ = collapse(frame_values(ds, "VOILUTFunction", frames))
+    params["voi_function"] = (str(function[0] if isinstance(function, list) else function or "LINEAR").upper()
+                              or "LINEAR")
+    return params
+
+
+def _number(value, default: float, keyword: str, path) -> float:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"DICOM {keyword} is not a number", file=path)
+    if not math.isfinite(number):
+        raise InputError(f"DICOM {keyword} is not finite", file=path)
+    return number
+
+
+def _window(center, width):
+    """The first (center, width) pair, or None."""
+    first = lambda v: v[0] if isinstance(v, list) and v else v
+    center, width = first(center), first(width)
+    if center is None or width is None:
+        return None
+    try:
+        return [float(center), float(width)]
+    except (TypeError, ValueError):
+        return None
 
 
 def _count(ds, keyword: str) -> int:
@@ -228,7 +285,13 @@ def _linear_window(xp, pixels, slope: float, intercept: float, center: float, wi
 
 
 def normalize(xp, pixels, params: dict, window_override=None, function_override=None):
-    """Pixels -> (float32 image in [0, 1], what was done)."""
+    """Pixels -> (float32 image in [0, 1], what was done).
+
+    Multi-frame images whose rescale or window differs between frames are
+    normalized frame by frame, each with its own functional-group values.
+    """
+    if not params["color"] and params.get("kind") != "png" and ("frame_rescale" in params or "frame_window" in params):
+        return _normalize_frames(xp, pixels, params, window_override, function_override)
     done = {}
     if params["color"] or params.get("kind") == "png":
         image = xp.asarray(pixels).astype(xp.float32)
@@ -244,15 +307,15 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
         done["voi"] = {"lut": True, "bits": lut["bits"]}
     else:
         values = None
+        function = function_override or params.get("voi_function", "LINEAR")
         if window_override is not None:
             (center, width), source = window_override, "argument"
         elif "window" in params:
             (center, width), source = params["window"], "file"
         else:
             values = modality_values(xp, pixels, params)
-            low, high = float(values.min()), float(values.max())
-            center, width, source = (low + high) / 2, max(high - low, 1.0), "data range"
-        function = function_override or params.get("voi_function", "LINEAR")
+            (center, width), source = fallback_window(xp, values, params)
+            function = function_override or "LINEAR_EXACT"
         done["voi"] = {"center": center, "width": width, "function": function, "from": source}
         if function in ("LINEAR", "LINEAR_EXACT") and "modality_lut" not in params and width > (function == "LINEAR"):
             slope, intercept = params.get("rescale", (1.0, 0.0))
@@ -266,6 +329,57 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
         image = 1.0 - image
         done["inverted"] = "MONOCHROME1"
     return image, done
+
+
+def fallback_window(xp, values, params: dict) -> tuple:
+    """The window of an image that has none: ``((center, width), source)``, mapped LINEAR_EXACT.
+
+    * ``data range``: the image's own modality values, min -> 0, max -> 1;
+    * ``stored range (constant image)``: a constant image would make the data
+      range empty (and every pixel 0 or 1), so the range the stored bits can
+      hold, through the rescale, is used instead: the constant lands where it
+      lies in that range (e.g. 0 of an unsigned image is black, 2048 of a
+      12-bit one mid-gray).
+    """
+    low, high = float(values.min()), float(values.max())
+    if high > low:
+        return ((low + high) / 2, high - low), "data range"
+    bits = params.get("bits_stored", 16)
+    stored = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if params.get("signed") else (0.0, 2.0 ** bits - 1)
+    if "modality_lut" in params:
+        ends = [float(v) for v in params["modality_lut"]["data"][[0, -1]]]
+    else:
+        slope, intercept = params.get("rescale", (1.0, 0.0))
+        ends = [stored[0] * slope + intercept, stored[1] * slope + intercept]
+    low, high = min(ends), max(ends)
+    if high <= low:
+        return ((low + 0.5, 1.0)), "stored range (constant image; degenerate rescale: mid-gray)"
+    return ((low + high) / 2, high - low), "stored range (constant image)"
+
+
+def _normalize_frames(xp, pixels, params: dict, window_override, function_override):
+    """Frame by frame, each with its functional groups' rescale and window."""
+    frames = params["frames"]
+    images, per_frame = [], []
+    for index in range(frames):
+        frame_params = {key: value for key, value in params.items() if key not in ("frame_rescale", "frame_window")}
+        if "frame_rescale" in params:
+            frame_params["rescale"] = params["frame_rescale"][index]
+        if "frame_window" in params:
+            if params["frame_window"][index] is not None:
+                frame_params["window"] = params["frame_window"][index]
+            else:
+                frame_params.pop("window", None)
+        image, done = normalize(xp, pixels[index] if frames > 1 else pixels, frame_params, window_override, function_override)
+        images.append(image)
+        per_frame.append(done)
+    done = {"per_frame": True, "modality": per_frame[0]["modality"]}
+    for key in ("rescale", "voi"):
+        values = [item.get(key) for item in per_frame]
+        done[key] = values[0] if all(v == values[0] for v in values) else values
+    if "inverted" in per_frame[0]:
+        done["inverted"] = per_frame[0]["inverted"]
+    return (xp.stack(images) if frames > 1 else images[0]), done
 
 
 def preprocess_pixels(xp, pixels, params: dict, options: dict, sample_id: str):
@@ -366,28 +480,31 @@ def process_sample(task: dict) -> dict:
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"cannot preprocess image: {type(exc).__name__}: {exc}", file=task["source"])
+            raise InputError(f"cannot preprocess image: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
     atomic_write_bytes(Path(task["output"]), npz_bytes({"image": array}))
     record.update({
         "output": task["output_name"], "shape": list(array.shape), "dtype": "float32",
         "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
         "min": float(array.min()), "max": float(array.max()), "mean": float(array.mean(dtype=np.float64)),
-        "transforms": done, "backend": backend, "warnings": sorted({str(w.message) for w in caught}),
+        "transforms": done, "backend": backend, "warnings": sorted({scrub_quoted(str(w.message)) for w in caught}),
     })
     return record
 
 
-def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None) -> list:
-    """Process every task on ``executor`` (or a pool of ``workers``, or inline); records in task order."""
+def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None,
+              function=None) -> list:
+    """Run ``function`` (default: ``process_sample``) on every task, on ``executor`` (or a pool of
+    ``workers``, or inline); records in task order."""
+    function = function or process_sample
     own_pool = executor is None and workers > 1 and len(tasks) > 1
     pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
     records = []
     try:
         with progress(total=len(tasks), desc="preprocess", unit="image") as bar:
             if pool is None:
-                results = (_guarded_sample(task, skip_errors) for task in tasks)
+                results = (_guarded(function, task, skip_errors) for task in tasks)
             else:
-                results = pool.map(_guarded_sample, tasks, [skip_errors] * len(tasks))
+                results = pool.map(_guarded, [function] * len(tasks), tasks, [skip_errors] * len(tasks))
             for record in results:
                 records.append(record)
                 bar.update(1)
@@ -397,14 +514,168 @@ def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor |
     return records
 
 
-def _guarded_sample(task: dict, skip_errors: bool) -> dict:
-    """``process_sample``, with a bad image as an error record when ``skip_errors``."""
+def _guarded(function, task: dict, skip_errors: bool) -> dict:
+    """``function(task)``, with a bad image as an error record when ``skip_errors``."""
     try:
-        return process_sample(task)
+        return function(task)
     except InputError as exc:
         if not skip_errors:
             raise
         return {"index": task["index"], "source": task["source"], "error": exc.message}
+
+
+# --------------------------------------------------------------------------
+# Series -> volumes (--volumes)
+# --------------------------------------------------------------------------
+
+def slice_headers(images: list) -> tuple[dict, list]:
+    """``({series key: [slice]}, skipped)`` from the headers of ``[(name, path)]``.
+
+    Each frame of a multi-frame object is a slice. A slice is a dict: source
+    name, path, frame (None for a single-frame file), position, orientation,
+    pixel spacing, shape.
+    """
+    series, skipped = {}, []
+    for name, path in images:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                with open(path, "rb") as handle:
+                    if handle.read(8) == PNG_SIGNATURE:
+                        skipped.append({"file": name, "reason": "--volumes: a PNG is not part of a DICOM series"})
+                        continue
+                ds = read_dataset(path, stop_before_pixels=True)
+                frames = frame_count(ds)
+                positions = frame_values(ds, "ImagePositionPatient", frames)
+                orientations = frame_values(ds, "ImageOrientationPatient", frames)
+                spacings = frame_values(ds, "PixelSpacing", frames)
+                shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+                key = str(ds.get("SeriesInstanceUID", "") or f"(no Series Instance UID) {name}")
+                if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+                    if not any(key_ in ds for key_ in ("Rows", "NumberOfFrames")):
+                        skipped.append({"file": name, "reason": "--volumes: DICOM file has no pixel data"})
+                        continue
+            except InputError as exc:
+                skipped.append({"file": name, "reason": exc.message})
+                continue
+            except Exception as exc:
+                skipped.append({"file": name, "reason": f"cannot read the DICOM header: {type(exc).__name__}: {exc}"})
+                continue
+        for frame in range(frames):
+            series.setdefault(key, []).append({
+                "source": name if frames == 1 else f"{name}#frame{frame + 1}", "file": name, "path": str(path),
+                "frame": None if frames == 1 else frame, "position": positions[frame],
+                "orientation": orientations[frame], "pixel_spacing": spacings[frame], "shape": shape,
+            })
+    return series, skipped
+
+
+def volume_plan(slices: list) -> dict:
+    """Order one series' slices and check them: ``{"slices", "affine", "spacing", "problems"}``."""
+    geometry = slice_geometry([s["position"] for s in slices], [s["orientation"] for s in slices])
+    problems = [message for _, message in geometry["problems"]]
+    if len(slices) < 2:
+        problems.append("a single slice is not a volume")
+    if len({s["shape"] for s in slices}) > 1:
+        problems.append("slices have different sizes")
+    spacings = {tuple(s["pixel_spacing"] or ()) for s in slices}
+    if len(spacings) > 1:
+        problems.append("slices have different Pixel Spacing")
+    elif not next(iter(spacings)):
+        problems.append("slices have no Pixel Spacing")
+    plan = {"slices": [slices[i] for i in geometry["order"]], "problems": problems}
+    if not problems:
+        first = plan["slices"][0]
+        plan["spacing"] = [geometry["spacing"], float(first["pixel_spacing"][0]), float(first["pixel_spacing"][1])]
+        plan["affine"] = volume_affine(first["position"], first["orientation"], first["pixel_spacing"],
+                                       geometry["spacing"], geometry["normal"])
+    return plan
+
+
+def assemble_volume(xp, task: dict) -> tuple:
+    """``(float32 volume (slice, row, column), per-slice transforms, warnings)`` of one planned series."""
+    slices = task["slices"]
+    rows, columns = slices[0]["shape"]
+    check_pixels(len(slices) * rows * columns, f"{len(slices)}x{rows}x{columns}", file=task["source"])
+    images, dones, cache = [], [], {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for item in slices:
+                if item["path"] not in cache:
+                    cache.clear()  # a multi-frame file is normalized once, for all its frames
+                    pixels, params = read_image(Path(item["path"]))
+                    if params["color"]:
+                        raise InputError("--volumes needs monochrome images", file=item["file"])
+                    cache[item["path"]] = normalize(xp, pixels, params, task.get("window"), task.get("voi_function"))
+                image, done = cache[item["path"]]
+                images.append(image if item["frame"] is None else image[item["frame"]])
+                dones.append(done)
+            volume = np.ascontiguousarray(to_numpy(xp.stack(images)).astype(np.float32, copy=False))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot build the volume: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
+    if volume.shape[1:] != (rows, columns):
+        raise InputError(f"slices decode to {volume.shape[1:]}, not {rows}x{columns}", file=task["source"])
+    return volume, dones, sorted({scrub_quoted(str(w.message)) for w in caught})
+
+
+def process_volume(task: dict) -> dict:
+    """Read, normalize and stack one series' slices; write its npz and NIfTI; return its record."""
+    xp, backend = array_module(task["backend"])
+    volume, dones, messages = assemble_volume(xp, task)
+    affine = np.asarray(task["affine"], dtype=np.float64)
+    atomic_write_bytes(Path(task["output"]), npz_bytes({
+        "image": volume, "affine": affine, "spacing": np.asarray(task["spacing"], dtype=np.float64)}))
+    atomic_write_bytes(Path(task["nifti"]), nifti_bytes(volume, affine))
+    voi = [done.get("voi") for done in dones]
+    return {
+        "index": task["index"], "kind": "volume", "source": task["source"], "error": None,
+        "output": task["output_name"], "nifti": task["nifti_name"], "sources": [s["source"] for s in task["slices"]],
+        "slices": len(task["slices"]), "shape": list(volume.shape), "dtype": "float32", "axes": "slice, row, column",
+        "spacing": task["spacing"], "affine": task["affine"], "affine_space": "LPS (DICOM patient), mm",
+        "sha256": hashlib.sha256(volume.tobytes()).hexdigest(),
+        "min": float(volume.min()), "max": float(volume.max()), "mean": float(volume.mean(dtype=np.float64)),
+        "transforms": {"modality": dones[0].get("modality"),
+                       "voi": voi[0] if all(v == voi[0] for v in voi) else "per slice (the files' own windows)"},
+        "backend": backend, "warnings": sorted(set(messages) | set(task["warnings"])),
+    }
+
+
+def nifti_bytes(volume: np.ndarray, affine_lps: np.ndarray) -> bytes:
+    """A NIfTI-1 image: data as (column, row, slice), affine in RAS (nibabel's convention)."""
+    import nibabel
+
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    image = nibabel.Nifti1Image(np.transpose(volume, (2, 1, 0)), ras)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(ras, code=1)
+    image.set_sform(ras, code=1)
+    return image.to_bytes()
+
+
+def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
+    """``(tasks, skipped)``: one task per series that forms a regular volume."""
+    series, skipped = slice_headers(images)
+    tasks = []
+    for key, slices in sorted(series.items(), key=lambda item: item[1][0]["file"]):
+        plan = volume_plan(slices)
+        name = slices[0]["file"].rsplit("/", 1)[0] if "/" in slices[0]["file"] else slices[0]["file"]
+        if plan["problems"]:
+            skipped.append({"file": name, "reason": "--volumes: series not stacked: " + "; ".join(plan["problems"]),
+                            "slices": len(slices)})
+            continue
+        index = len(tasks)
+        taken = sum(task["source"].split("#")[0] == name for task in tasks)
+        name = name if not taken else f"{name}#series{taken + 1}"
+        tasks.append(dict(options, index=index, source=name, slices=plan["slices"], spacing=plan["spacing"],
+                          affine=plan["affine"], warnings=[],
+                          output=str(record.output_path(f"volumes/{index:06d}.npz")),
+                          output_name=f"volumes/{index:06d}.npz",
+                          nifti=str(record.output_path(f"volumes/{index:06d}.nii")),
+                          nifti_name=f"volumes/{index:06d}.nii"))
+    return tasks, skipped
 
 
 def record_name(workspace: Path, path) -> str:
@@ -512,6 +783,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
     cli.add_workers_option(parser, "processes (NumPy backend)")
     parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
+    parser.add_argument("--volumes", action="store_true",
+                        help="stack each DICOM series into one volume (npz + NIfTI) ordered along the slice normal")
     parser.add_argument("--table", metavar="METADATA_JSONL",
                         help="take only the files this metadata table read without error (others: skipped)")
     parser.add_argument("--strict", action="store_true",
@@ -526,6 +799,12 @@ def main(argv=None) -> int:
 
         if args.mask is not None and args.mask_threshold is not None:
             raise InputError("use --mask or --mask-threshold, not both")
+        if args.volumes:
+            unsupported = [flag for flag, value in (("--size", args.size), ("--augment", args.augment),
+                                                    ("--mask", args.mask), ("--mask-threshold", args.mask_threshold))
+                           if value not in (None, False)]
+            if unsupported:
+                raise InputError(f"--volumes does not support {', '.join(unsupported)} (they are per-image options)")
         size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
         _, backend = array_module(args.backend)
         workers = args.workers if backend == "numpy" else 1
@@ -543,7 +822,7 @@ def main(argv=None) -> int:
             raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
                              reason=skipped[0]["reason"])
         mask = lib.load_mask(args.mask)
-        config = {"window": window_override, "voi_function": args.voi_function, "size": size,
+        config = {"volumes": args.volumes, "window": window_override, "voi_function": args.voi_function, "size": size,
                   "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
                   "augment": args.augment, "epoch": args.epoch, "backend": backend}
         if args.table:
@@ -551,15 +830,27 @@ def main(argv=None) -> int:
         with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
                          extra={"backend": backend}) as record:
             record.data_roots = found.root_records()
-            tasks = [{
-                "index": index, "path": str(path), "source": name,
-                "output": str(record.output_path(f"samples/{index:06d}.npz")),
-                "output_name": f"samples/{index:06d}.npz",
-                "window": window_override, "voi_function": args.voi_function, "size": size,
-                "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
-                "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
-            } for index, (name, path) in enumerate(images)]
-            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict)
+            if args.volumes:
+                tasks, not_stacked = lib.volume_tasks(images, record, {
+                    "window": window_override, "voi_function": args.voi_function, "backend": backend})
+                for item in not_stacked:
+                    log.warning("series_not_stacked" if "series not stacked" in item["reason"] else "skipped_file", **item)
+                skipped += not_stacked
+                if skipped and args.strict:
+                    skipped.sort(key=lambda item: item["file"])
+                    raise InputError(f"{len(skipped)} files or series are skipped (--strict)", file=skipped[0]["file"],
+                                     reason=skipped[0]["reason"])
+            else:
+                tasks = [{
+                    "index": index, "path": str(path), "source": name,
+                    "output": str(record.output_path(f"samples/{index:06d}.npz")),
+                    "output_name": f"samples/{index:06d}.npz",
+                    "window": window_override, "voi_function": args.voi_function, "size": size,
+                    "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
+                    "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
+                } for index, (name, path) in enumerate(images)]
+            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict,
+                                    function=lib.process_volume if args.volumes else lib.process_sample)
             with atomic_output(record.output_path("records.jsonl")) as handle:
                 for item in records:
                     handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))

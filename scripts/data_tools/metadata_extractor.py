@@ -1,31 +1,56 @@
-"""DICOM and PNG metadata -> one table (JSON lines and CSV), PHI removed by default.
+"""DICOM and PNG metadata -> tables (JSON lines and CSV), de-identified by the standard by default.
 
-One row per file under the given folders (default: the sample dataset):
+Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
 
-* every row: ``path`` (workspace-relative, or ``@<root>/<path>`` for a
-  folder outside the workspace, a data root: see scripts/utils/data_roots.py;
-  ``--data-name`` names it), ``kind`` (dicom, png, or null),
-  ``error`` (null, or why the file could not be read), ``warnings``;
-* DICOM: patient, study, series and SOP identifiers, modality, rows,
-  columns, frames, pixel spacing, rescale slope/intercept/type, window
-  center/width, photometric interpretation, bits allocated/stored, pixel
-  representation, transfer syntax, and the number of (top-level) private tags;
-* PNG: width, height, mode, bit depth, color type, and every text chunk
-  (tEXt, zTXt, iTXt) wherever it sits, before or after the image data.
+* ``metadata.jsonl`` / ``.csv``: one row per file under the given folders
+  (default: the sample dataset). Every row: ``path`` (workspace-relative,
+  or ``@<root>/<path>`` for a folder outside the workspace, a data root:
+  see scripts/utils/data_roots.py; ``--data-name`` names it), ``kind``
+  (dicom, png, or null), ``error`` (null, or why the file could not be
+  read), ``warnings``. DICOM rows have the columns researchers filter and
+  group on (``--list-columns`` prints them with their DICOM keywords):
+  identifiers, dates and times, descriptions, body part, equipment,
+  series/instance/acquisition numbers, geometry (pixel spacing, slice
+  thickness, spacing between slices, Image Position/Orientation), rescale
+  and window, CT exposure (KVP, mAs, kernel), MR timing (echo, repetition,
+  inversion time, flip angle, field strength), contrast agent, patient
+  sex/age/weight/size, pixel format, transfer syntax, the number of private
+  tags. Enhanced (multi-frame) objects are read through their shared and
+  per-frame functional groups: a value that differs between frames is a
+  list with one entry per frame, and ``varying_per_frame`` names those
+  columns. PNG rows: width, height, mode, bit depth, color type, and every
+  text chunk (tEXt, zTXt, iTXt) wherever it sits. ``--columns a,b,c``
+  keeps only those columns (``path`` always comes first).
+* ``series.jsonl`` / ``.csv``: one row per DICOM series: files, slices,
+  shape, pixel spacing, orientation, the slice spacing measured from the
+  positions, and consistency flags (mixed orientation or shape, duplicate
+  positions, gaps, irregular spacing, missing geometry); ``volume_ok`` says
+  whether the series stacks into one regular volume
+  (``image_preprocessor.py --volumes``).
+* ``tags.jsonl`` with ``--all-tags``: every public attribute of each DICOM
+  file, flattened: ``Keyword`` at the top level, ``Sequence[i].Keyword``
+  inside sequences (``(gggg,eeee)`` for attributes without a keyword);
+  binary values are shown as ``<OB 1234 bytes>``.
 
-De-identification (default), after the DICOM PS3.15 Annex E Basic
-Application Level Confidentiality Profile, for the columns this table has:
-Patient's Name and Birth Date are emptied (action Z); Patient ID becomes a
-keyed pseudonym ``anon-<16 hex>`` = HMAC-SHA256(key, id), stable within a
-dataset so that patient-level splits still work; Study, Series, SOP and
-Frame of Reference UIDs are replaced consistently (action U) by ``2.25.``
-UIDs derived the same way; private tags are dropped (only counted). Paths are kept, since they are how
-rows find their files: a row whose path holds the Patient ID is flagged
-``phi_in_path`` and the run warns. The key
-comes from ``--deid-key-file`` or ``$CRH_DEID_KEY``; without one it is
-derived from the seeds, which is fine for the sample data but not for real
-patients (anyone with the seeds file could re-identify), and a warning says
-so. ``--keep-phi`` keeps the original values and adds name and birth date.
+De-identification (default): DICOM PS3.15 Annex E, Basic Application
+Level Confidentiality Profile, applied from the standard's own Table E.1-1
+(shipped as data; see scripts/utils/deidentify.py) to every value written,
+inside sequences too: attributes are removed, emptied, given dummies or new
+UIDs, or cleaned, as the table says; private tags are dropped (only
+counted). Patient ID becomes a keyed pseudonym ``anon-<16 hex>`` =
+HMAC-SHA256(key, id), stable within a dataset so that patient-level splits
+still work; UIDs become keyed ``2.25.`` UIDs. The table's options are flags
+(``--retain-modified-dates``, ``--clean-descriptors``,
+``--retain-patient-characteristics``, ``--retain-device-identity``, ...);
+their codes (CID 7050) go into the report. Warnings and errors are scrubbed
+of the file's identifying values. PNG text chunks are free text, so they are
+removed (only counted, ``text_chunks_removed``). Paths are kept, since they
+are how rows find their files: a row whose path holds the Patient ID is
+flagged ``phi_in_path`` and the run warns. The key comes from
+``--deid-key-file`` or ``$CRH_DEID_KEY``; without one it is derived from the
+seeds, which is fine for the sample data but not for real patients (anyone
+with the seeds file could re-identify), and a warning says so.
+``--keep-phi`` writes every value as it is.
 
 A file that cannot be read (truncated, not DICOM, not PNG) becomes a row
 with ``error`` set, and the report lists it under ``skipped`` with the
@@ -36,21 +61,25 @@ sockets, devices: never opened); the run still exits 0 unless ``--strict``
 Usage:
     python scripts/data_tools/metadata_extractor.py
     python scripts/data_tools/metadata_extractor.py /data/ct --workers 2 --strict
+    python scripts/data_tools/metadata_extractor.py /data/mr --retain-modified-dates --clean-descriptors --all-tags
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
-import hmac
+import functools
 import io
+import logging
 import os
 import struct
 import sys
+import threading
 import warnings
 import zlib
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
@@ -58,11 +87,15 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import orjson
 
 from scripts.utils import cli
+from scripts.utils.data_roots import collect_inputs
+from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
+from scripts.utils.dicom_header import (
+    collapse, frame_count, frame_values, get_plain, read_dataset, slice_geometry,
+)
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
 from scripts.utils.limits import read_input_bytes
 from scripts.utils.log_formatter import progress
-from scripts.utils.data_roots import collect_inputs
 from scripts.utils.run_records import RunRecorder, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
@@ -71,55 +104,72 @@ KEY_ENV = "CRH_DEID_KEY"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
 MAX_CHUNK_BYTES = 16 << 20  # a header or text chunk held in memory
-DEFER_BYTES = 1 << 20  # DICOM values larger than this are read only when asked for (never, for most)
+MAX_TAGS_PER_FILE = 200_000  # --all-tags: entries kept per file (huge per-frame sequences are cut, with a warning)
 PNG_CHUNKS_READ = (b"IHDR", b"tEXt", b"zTXt", b"iTXt")
 PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 
-# PS3.15 Annex E actions for the attributes this table can show.
-ANNEX_E_ACTIONS = {
-    "PatientName (0010,0010)": "Z: emptied",
-    "PatientID (0010,0020)": "Z: replaced by a keyed pseudonym",
-    "PatientBirthDate (0010,0030)": "Z: emptied",
-    "StudyInstanceUID (0020,000D)": "U: replaced by a consistent UID",
-    "SeriesInstanceUID (0020,000E)": "U: replaced by a consistent UID",
-    "SOPInstanceUID (0008,0018)": "U: replaced by a consistent UID",
-    "FrameOfReferenceUID (0020,0052)": "U: replaced by a consistent UID",
-    "private tags": "X: removed (counted only)",
+# Column -> DICOM keywords, tried in order (the second is where enhanced objects keep it).
+DICOM_COLUMNS = {
+    "patient_id": ("PatientID",), "patient_name": ("PatientName",), "patient_birth_date": ("PatientBirthDate",),
+    "patient_sex": ("PatientSex",), "patient_age": ("PatientAge",), "patient_weight": ("PatientWeight",),
+    "patient_size": ("PatientSize",),
+    "study_uid": ("StudyInstanceUID",), "series_uid": ("SeriesInstanceUID",), "sop_uid": ("SOPInstanceUID",),
+    "frame_of_reference_uid": ("FrameOfReferenceUID",), "sop_class_uid": ("SOPClassUID",), "modality": ("Modality",),
+    "accession_number": ("AccessionNumber",),
+    "study_date": ("StudyDate",), "study_time": ("StudyTime",), "series_date": ("SeriesDate",),
+    "series_time": ("SeriesTime",), "acquisition_date": ("AcquisitionDate",), "acquisition_time": ("AcquisitionTime",),
+    "acquisition_datetime": ("AcquisitionDateTime",),
+    "study_description": ("StudyDescription",), "series_description": ("SeriesDescription",),
+    "protocol_name": ("ProtocolName",), "body_part_examined": ("BodyPartExamined",),
+    "manufacturer": ("Manufacturer",), "manufacturer_model_name": ("ManufacturerModelName",),
+    "institution_name": ("InstitutionName",), "station_name": ("StationName",),
+    "device_serial_number": ("DeviceSerialNumber",), "software_versions": ("SoftwareVersions",),
+    "series_number": ("SeriesNumber",), "instance_number": ("InstanceNumber",),
+    "acquisition_number": ("AcquisitionNumber",),
+    "rows": ("Rows",), "columns": ("Columns",),
+    "pixel_spacing": ("PixelSpacing",), "slice_thickness": ("SliceThickness",),
+    "spacing_between_slices": ("SpacingBetweenSlices",),
+    "image_position_patient": ("ImagePositionPatient",), "image_orientation_patient": ("ImageOrientationPatient",),
+    "slice_location": ("SliceLocation",),
+    "rescale_slope": ("RescaleSlope",), "rescale_intercept": ("RescaleIntercept",), "rescale_type": ("RescaleType",),
+    "window_center": ("WindowCenter",), "window_width": ("WindowWidth",), "voi_lut_function": ("VOILUTFunction",),
+    "kvp": ("KVP",), "exposure_mas": ("Exposure", "ExposureInmAs"),
+    "xray_tube_current_ma": ("XRayTubeCurrent", "XRayTubeCurrentInmA"),
+    "exposure_time_ms": ("ExposureTime", "ExposureTimeInms"), "convolution_kernel": ("ConvolutionKernel",),
+    "echo_time": ("EchoTime", "EffectiveEchoTime"), "repetition_time": ("RepetitionTime",),
+    "inversion_time": ("InversionTime", "InversionTimes"), "flip_angle": ("FlipAngle",),
+    "magnetic_field_strength": ("MagneticFieldStrength",), "mr_acquisition_type": ("MRAcquisitionType",),
+    "contrast_bolus_agent": ("ContrastBolusAgent",),
+    "photometric_interpretation": ("PhotometricInterpretation",), "samples_per_pixel": ("SamplesPerPixel",),
+    "bits_allocated": ("BitsAllocated",), "bits_stored": ("BitsStored",),
+    "pixel_representation": ("PixelRepresentation",),
 }
 COLUMNS = (
-    "path", "kind", "error", "warnings", "deidentified",
-    "patient_id", "patient_name", "patient_birth_date", "study_uid", "series_uid", "sop_uid",
-    "frame_of_reference_uid", "sop_class_uid", "modality", "rows", "columns", "frames",
-    "pixel_spacing", "rescale_slope", "rescale_intercept", "rescale_type", "window_center", "window_width",
-    "photometric_interpretation", "samples_per_pixel", "bits_allocated", "bits_stored", "pixel_representation",
-    "transfer_syntax", "private_tags", "phi_in_path",
-    "width", "height", "mode", "bit_depth", "color_type", "text_chunks",
+    ("path", "kind", "error", "warnings", "deidentified")
+    + tuple(DICOM_COLUMNS)
+    + ("frames", "varying_per_frame", "transfer_syntax", "private_tags", "phi_in_path",
+       "width", "height", "mode", "bit_depth", "color_type", "text_chunks", "text_chunks_removed")
 )
+SERIES_COLUMNS = (
+    "study_uid", "series_uid", "patient_id", "modality", "series_description", "first_path", "files", "slices",
+    "rows", "columns", "pixel_spacing", "image_orientation_patient", "slice_spacing", "slice_thickness",
+    "volume_ok", "flags", "problems",
+)
+GEOMETRY_FLAGS = ("missing_geometry", "mixed_orientation", "duplicate_positions", "gap", "irregular_spacing",
+                  "mixed_shape", "mixed_pixel_spacing")
 
 
-# --------------------------------------------------------------------------
-# De-identification
-# --------------------------------------------------------------------------
+class Settings(NamedTuple):
+    """How rows are made: ``key`` None keeps PHI; ``options`` are Table E.1-1 option names."""
+    key: bytes | None = None
+    options: tuple = ()
+    all_tags: bool = False
 
-class Pseudonymizer:
-    """Keyed, stable replacements for identifiers (HMAC-SHA256)."""
 
-    def __init__(self, key: bytes):
-        self.key = key
-
-    def _digest(self, kind: str, value: str) -> bytes:
-        return hmac.new(self.key, f"{kind}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
-
-    def patient_id(self, value):
-        return None if value in (None, "") else "anon-" + self._digest("patient", value).hex()[:16]
-
-    def uid(self, value):
-        # 2.25.<integer> (PS3.5 B.2): 120 bits keep the UID within 64 characters.
-        return None if value in (None, "") else "2.25." + str(int.from_bytes(self._digest("uid", value)[:15], "big"))
-
-    def fingerprint(self) -> str:
-        """Identifies the key in reports without revealing it."""
-        return hashlib.sha256(b"crh-deid-key\x00" + self.key).hexdigest()[:16]
+@functools.lru_cache(maxsize=8)
+def deidentifier(key: bytes, options: tuple) -> Deidentifier:
+    return Deidentifier(key, options)
 
 
 def deidentification_key(key_file, seeds: SeedManager, log):
@@ -220,101 +270,154 @@ def png_row(source) -> dict:
     return row
 
 
-def _value(ds, keyword):
-    """A plain JSON value for a DICOM attribute (lists for multi-valued), or None.
-
-    A value that cannot be decoded (a malformed number, say) is None, with a warning.
-    """
-    try:
-        value = ds.get(keyword)  # for a keyword, Dataset.get returns the value
-    except Exception as exc:
-        warnings.warn(f"{keyword}: unreadable value ({exc})")
-        return None
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [_scalar(v) for v in value]
-    return _scalar(value)
+def _column_values(ds, keywords, frames: int, enhanced: bool):
+    """``(value, varies)`` of one column: per frame for enhanced objects, else the top-level value."""
+    for keyword in keywords:
+        if enhanced:
+            value, varies = collapse(frame_values(ds, keyword, frames))
+        else:
+            value, varies = get_plain(ds, keyword), False
+        if value is not None:
+            return keyword, value, varies
+    return keywords[0], None, False
 
 
-def _scalar(value):
-    if isinstance(value, (int, float, str)) and type(value) in (int, float, str):
-        return value
-    if isinstance(value, int):   # pydicom IS
-        return int(value)
-    if isinstance(value, float):  # pydicom DS
-        return float(value)
-    return str(value)
-
-
-def dicom_row(path: Path, pseudonyms: Pseudonymizer | None, relative: str = "") -> dict:
-    """The table row of one DICOM file (``pseudonyms=None`` keeps PHI).
+def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
+    """The table row of one DICOM file, de-identified unless ``settings.key`` is None.
 
     ``phi_in_path`` flags a row whose path contains the Patient ID: the path
     is kept (it is how rows find their files), so such a layout leaks it.
+    Also returns, under ``_slices`` (not a column), each frame's position and
+    orientation for the series table, and under ``_tags`` the ``--all-tags``
+    export.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.datadict import tag_for_keyword
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES)
-    except InvalidDicomError:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=DEFER_BYTES)
-        if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")):
-            raise ValueError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)")
+    ds = read_dataset(path, stop_before_pixels=True)
     meta = getattr(ds, "file_meta", None)
-    transfer = _value(meta, "TransferSyntaxUID") if meta is not None else None
-    frames = _value(ds, "NumberOfFrames")
-    try:
-        frames = int(frames) if frames is not None else (1 if "Rows" in ds else None)
-    except (TypeError, ValueError):
-        warnings.warn(f"NumberOfFrames: not an integer ({frames!r})")
-        frames = None
-    row = {
-        "patient_id": _value(ds, "PatientID"),
-        "study_uid": _value(ds, "StudyInstanceUID"),
-        "series_uid": _value(ds, "SeriesInstanceUID"),
-        "sop_uid": _value(ds, "SOPInstanceUID"),
-        "frame_of_reference_uid": _value(ds, "FrameOfReferenceUID"),
-        "sop_class_uid": _value(ds, "SOPClassUID"),
-        "modality": _value(ds, "Modality"),
-        "rows": _value(ds, "Rows"),
-        "columns": _value(ds, "Columns"),
-        "frames": frames,
-        "pixel_spacing": _value(ds, "PixelSpacing"),
-        "rescale_slope": _value(ds, "RescaleSlope"),
-        "rescale_intercept": _value(ds, "RescaleIntercept"),
-        "rescale_type": _value(ds, "RescaleType"),
-        "window_center": _value(ds, "WindowCenter"),
-        "window_width": _value(ds, "WindowWidth"),
-        "photometric_interpretation": _value(ds, "PhotometricInterpretation"),
-        "samples_per_pixel": _value(ds, "SamplesPerPixel"),
-        "bits_allocated": _value(ds, "BitsAllocated"),
-        "bits_stored": _value(ds, "BitsStored"),
-        "pixel_representation": _value(ds, "PixelRepresentation"),
-        "transfer_syntax": transfer,
-        "private_tags": sum(1 for tag in ds.keys() if tag.is_private),  # top level; keys() decodes no values
-    }
-    if pseudonyms is None:
-        name = _value(ds, "PatientName")
-        row.update(patient_name=None if name is None else str(name), patient_birth_date=_value(ds, "PatientBirthDate"),
-                   deidentified=False)
+    frames = frame_count(ds) if "NumberOfFrames" in ds else (1 if "Rows" in ds else None)
+    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    deid = None if settings.key is None else deidentifier(settings.key, settings.options)
+    context = None if deid is None else FileContext(ds, deid)
+    row, varying = {}, []
+    for column, keywords in DICOM_COLUMNS.items():
+        keyword, value, varies = _column_values(ds, keywords, frames or 1, enhanced)
+        if deid is not None and value is not None:
+            element_vr = _vr(keyword)
+            _, value = deid.value(tag_for_keyword(keyword), element_vr, value, context)
+        row[column] = value
+        if varies and value is not None:
+            varying.append(column)
+    row.update(
+        frames=frames, varying_per_frame=varying,
+        transfer_syntax=get_plain(meta, "TransferSyntaxUID") if meta is not None else None,
+        private_tags=sum(1 for tag in ds.keys() if tag.is_private),  # top level; keys() decodes no values
+    )
+    if enhanced:
+        positions = frame_values(ds, "ImagePositionPatient", frames or 1)
+        orientations = frame_values(ds, "ImageOrientationPatient", frames or 1)
     else:
-        original = row["patient_id"]
-        row["phi_in_path"] = bool(original) and len(str(original)) >= 3 and str(original) in relative
+        positions, orientations = [get_plain(ds, "ImagePositionPatient")], [get_plain(ds, "ImageOrientationPatient")]
+    row["_slices"] = {"positions": positions, "orientations": orientations,
+                      "pixel_spacing": frame_values(ds, "PixelSpacing", 1)[0] if enhanced else get_plain(ds, "PixelSpacing")}
+    if deid is None:
+        row["deidentified"] = False
+    else:
+        original = str(ds.get("PatientID", "") or "")
+        row["phi_in_path"] = len(original) >= 3 and original in relative
         if row["phi_in_path"]:
             warnings.warn("the file's path contains its Patient ID: the path column is not de-identified")
-        row["patient_id"] = pseudonyms.patient_id(row["patient_id"])
-        for key in ("study_uid", "series_uid", "sop_uid", "frame_of_reference_uid"):
-            row[key] = pseudonyms.uid(row[key])
-        row.update(patient_name=None, patient_birth_date=None, deidentified=True)
+        row["deidentified"] = True
+        row["_context"] = context
+    if settings.all_tags:
+        row["_tags"] = all_tags(ds, deid, context)
     return row
 
 
-def extract_row(path: Path, relative: str, key) -> dict:
-    """One file -> one row; never raises (errors become the row's ``error``)."""
+@functools.lru_cache(maxsize=4096)
+def _vr(keyword: str) -> str:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(keyword)
+    except KeyError:
+        return "UN"
+
+
+def all_tags(ds, deid: Deidentifier | None, context) -> dict:
+    """Every public attribute, flattened (``Seq[i].Keyword``), de-identified when ``deid`` is given."""
+    from pydicom.dataelem import RawDataElement
+
+    out = {}
+    stack = [("", ds)]
+    while stack:
+        prefix, dataset = stack.pop()
+        nested = []
+        for tag in dataset.keys():
+            if tag.is_private or tag.element == 0:  # private tags never; group lengths say nothing
+                continue
+            if len(out) >= MAX_TAGS_PER_FILE:
+                warnings.warn(f"--all-tags: more than {MAX_TAGS_PER_FILE} attributes; the rest are left out")
+                return dict(sorted(out.items()))
+            raw = dataset.get_item(tag, keep_deferred=True)
+            name = prefix + (_keyword(tag) or f"({tag.group:04X},{tag.element:04X})")
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, 0xFFFFFFFF):
+                if deid is None or deid.action(int(tag)) != "X":
+                    out[name] = f"<{raw.VR or 'UN'} {raw.length} bytes, not read>"
+                continue
+            try:
+                element = dataset[tag]
+            except Exception as exc:
+                warnings.warn(f"{name}: unreadable value ({type(exc).__name__})")
+                continue
+            action = "K" if deid is None else deid.action(int(tag))
+            if element.VR == "SQ":
+                if action in "XZDU":
+                    continue
+                nested.extend((f"{name}[{index}].", item) for index, item in enumerate(element.value or []))
+                continue
+            if element.VR in BINARY_VRS:
+                if action != "X":
+                    out[name] = f"<{element.VR} {len(element.value or b'')} bytes>"
+                continue
+            try:
+                value = plain_element(element)
+            except Exception as exc:
+                warnings.warn(f"{name}: unreadable value ({type(exc).__name__})")
+                continue
+            if deid is not None:
+                keep, value = deid.value(int(tag), element.VR, value, context)
+                if not keep:
+                    continue
+            out[name] = value
+        stack.extend(reversed(nested))
+    return dict(sorted(out.items()))
+
+
+def _keyword(tag) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag)
+
+
+def plain_element(element):
+    from scripts.utils.dicom_header import plain
+
+    value = plain(element.value)
+    if element.VR == "PN" and value is not None:
+        value = [str(v) for v in value] if isinstance(value, list) else str(value)
+    return value
+
+
+def extract_row(path: Path, relative: str, settings: Settings | None = None) -> dict:
+    """One file -> one row; never raises (errors become the row's ``error``).
+
+    Warnings are collected per row; pydicom's own log (which repeats them)
+    is silenced meanwhile, so that no value reaches the run's log unscrubbed.
+    """
+    settings = settings or Settings()
     row = {"path": relative, "kind": None, "error": None, "warnings": []}
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, quiet_pydicom_log():
         warnings.simplefilter("always")
         try:
             with open(path, "rb") as handle:
@@ -323,39 +426,78 @@ def extract_row(path: Path, relative: str, key) -> dict:
                 row["kind"] = "png"
                 with open(path, "rb") as handle:
                     row.update(png_row(handle))
+                if settings.key is not None:
+                    row["text_chunks_removed"] = len(row["text_chunks"])
+                    row["text_chunks"] = []
+                    row["deidentified"] = True
+                else:
+                    row["deidentified"] = False
             else:
                 row["kind"] = "dicom"
-                row.update(dicom_row(path, None if key is None else Pseudonymizer(key), relative))
+                row.update(dicom_row(path, settings, relative))
         except Exception as exc:  # a bad file is a row, not a crash
             row["kind"] = row["kind"] if row["kind"] == "png" else None
-            row["error"] = f"{type(exc).__name__}: {exc}"
-    row["warnings"] = sorted({str(w.message) for w in caught})
+            row["error"] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        context = row.pop("_context", None)
+        if settings.key is not None:  # library messages may quote values: scrub them
+            clean = (lambda text: scrub_quoted(context.scrub(text))) if context is not None else scrub_quoted
+            if row["error"]:
+                row["error"] = clean(row["error"])
+            messages = {clean(str(w.message)) for w in caught}
+        else:
+            messages = {str(w.message) for w in caught}
+    row["warnings"] = sorted(messages)
     return row
 
 
+class _QuietFilter(logging.Filter):
+    """Drops pydicom's log records in a thread that is inside ``quiet_pydicom_log``."""
+
+    state = threading.local()
+
+    def filter(self, record) -> bool:
+        return not getattr(self.state, "quiet", False)
+
+
+_QUIET_FILTER = _QuietFilter()
+
+
+@contextlib.contextmanager
+def quiet_pydicom_log():
+    logger = logging.getLogger("pydicom")
+    if _QUIET_FILTER not in logger.filters:
+        logger.addFilter(_QUIET_FILTER)
+    _QUIET_FILTER.state.quiet = True
+    try:
+        yield
+    finally:
+        _QUIET_FILTER.state.quiet = False
+
+
 # --------------------------------------------------------------------------
-# Table
+# Tables
 # --------------------------------------------------------------------------
 
-def extract_rows(files, key, workers: int = 1, executor: Executor | None = None) -> list:
+def extract_rows(files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None) -> list:
     """Rows for ``files`` in the given order.
 
     The work runs on ``executor`` when given (any ``concurrent.futures``
     executor), else on a process pool of ``workers``, else inline; ``map``
     keeps the input order, so the table does not depend on the choice.
     """
+    settings = settings or Settings()
     paths = [path for path, _ in files]
     names = [name for _, name in files]
-    keys = [key] * len(files)
+    each = [settings] * len(files)
     own_pool = executor is None and workers > 1 and len(files) > 1
     pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
     rows = []
     try:
         with progress(total=len(files), desc="metadata", unit="file") as bar:
             if pool is None:
-                results = map(extract_row, paths, names, keys)
+                results = map(extract_row, paths, names, each)
             else:
-                results = pool.map(extract_row, paths, names, keys,
+                results = pool.map(extract_row, paths, names, each,
                                    chunksize=max(1, min(64, len(files) // (4 * max(workers, 1)))))
             for row in results:
                 rows.append(row)
@@ -366,18 +508,75 @@ def extract_rows(files, key, workers: int = 1, executor: Executor | None = None)
     return rows
 
 
-def table_jsonl(rows) -> bytes:
-    return joined(orjson.dumps({column: row.get(column) for column in COLUMNS}, option=orjson.OPT_APPEND_NEWLINE)
+def series_rows(rows) -> list:
+    """One row per DICOM series (by Study and Series Instance UID), with its consistency flags."""
+    groups = {}
+    for row in rows:
+        if row["kind"] == "dicom" and not row["error"] and row.get("_slices"):
+            groups.setdefault((row.get("study_uid"), row.get("series_uid")), []).append(row)
+    table = []
+    for (study, series), members in groups.items():
+        positions, orientations, spacings, shapes = [], [], set(), set()
+        for member in members:
+            geometry = member["_slices"]
+            positions += geometry["positions"]
+            orientations += geometry["orientations"]
+            spacings.add(orjson.dumps(geometry["pixel_spacing"]))
+            shapes.add((member.get("rows"), member.get("columns")))
+        geometry = slice_geometry(positions, orientations)
+        problems = [message for _, message in geometry["problems"]]
+        flags = {flag: False for flag in GEOMETRY_FLAGS}
+        for kind, _ in geometry["problems"]:
+            flags[kind] = True
+        if len(shapes) > 1:
+            flags["mixed_shape"] = True
+            problems.append(f"slices have different sizes: {sorted(map(str, shapes))}")
+        if len(spacings) > 1:
+            flags["mixed_pixel_spacing"] = True
+            problems.append("slices have different Pixel Spacing")
+        first = members[0]
+        table.append({
+            "study_uid": study, "series_uid": series, "patient_id": first.get("patient_id"),
+            "modality": first.get("modality"), "series_description": first.get("series_description"),
+            "first_path": first["path"], "files": len(members), "slices": len(positions),
+            "rows": first.get("rows") if len(shapes) == 1 else None,
+            "columns": first.get("columns") if len(shapes) == 1 else None,
+            "pixel_spacing": first["_slices"]["pixel_spacing"] if len(spacings) == 1 else None,
+            "image_orientation_patient": None if flags["mixed_orientation"] else orientations[0],
+            "slice_spacing": geometry["spacing"], "slice_thickness": first.get("slice_thickness"),
+            "volume_ok": not any(flags.values()) and len(positions) > 1, "flags": flags, "problems": problems,
+        })
+    return sorted(table, key=lambda item: item["first_path"])
+
+
+def table_jsonl(rows, columns=COLUMNS) -> bytes:
+    return joined(orjson.dumps({column: row.get(column) for column in columns}, option=orjson.OPT_APPEND_NEWLINE)
                   for row in rows)
 
 
-def table_csv(rows) -> bytes:
+def tags_jsonl(rows) -> bytes:
+    return joined(orjson.dumps({"path": row["path"], "tags": row.get("_tags")}, option=orjson.OPT_APPEND_NEWLINE)
+                  for row in rows if row["kind"] == "dicom")
+
+
+def parse_columns(text) -> tuple:
+    if text is None:
+        return COLUMNS
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in COLUMNS]
+    if unknown or not chosen:
+        raise InputError(f"unknown columns: {unknown} (--list-columns shows them)" if unknown else "--columns is empty",
+                         value=text)
+    return ("path",) + tuple(dict.fromkeys(name for name in chosen if name != "path"))
+
+
+def table_csv(rows, columns=COLUMNS) -> bytes:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
         cells = []
-        for column in COLUMNS:
+        for column in columns:
             value = row.get(column)
             if value is None:
                 cells.append("")
@@ -389,15 +588,31 @@ def table_csv(rows) -> bytes:
     return text.getvalue().encode("utf-8")
 
 
+def list_columns() -> list:
+    """Every column with where its value comes from."""
+    listing = []
+    for column in COLUMNS:
+        source = DICOM_COLUMNS.get(column)
+        listing.append({"column": column, "dicom_keywords": list(source) if source else None})
+    return listing
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "metadata_extractor",
-        description="Extract DICOM and PNG metadata into one table (JSON lines + CSV), de-identified by default.",
-        example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2",
+        description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified by default "
+                    "(DICOM PS3.15 Annex E).",
+        example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 --retain-modified-dates",
     )
     parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
-    parser.add_argument("--keep-phi", action="store_true", help="keep names, IDs, birth dates and UIDs as they are")
+    parser.add_argument("--columns", metavar="A,B,...", help="keep only these columns of metadata.jsonl/.csv (default: all)")
+    parser.add_argument("--list-columns", action="store_true", help="print the columns and their DICOM keywords, then exit")
+    parser.add_argument("--all-tags", action="store_true", help="also write tags.jsonl: every public attribute, flattened")
+    parser.add_argument("--keep-phi", action="store_true", help="write every value as it is (no de-identification)")
     parser.add_argument("--deid-key-file", metavar="FILE", help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)")
+    for name, (code, meaning) in OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=f"option_{name}", action="store_true",
+                            help=f"de-identification option: {meaning} ({code})")
     parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read or is skipped")
     parser.add_argument("--data-name", metavar="NAME", default=None,
                         help="name of the data root for a folder outside the workspace (default: the folder's name)")
@@ -408,12 +623,21 @@ def main(argv=None) -> int:
     def run(args, log):
         from scripts.data_tools import metadata_extractor as lib  # importable, for the worker processes
 
+        if args.list_columns:
+            cli.print_json(lib.list_columns())
+            return 0
+        columns = lib.parse_columns(args.columns)
+        options = tuple(name for name in OPTIONS if getattr(args, f"option_{name}"))
+        if args.keep_phi and options:
+            raise InputError("de-identification options make no sense with --keep-phi")
+        if "retain_full_dates" in options and "retain_modified_dates" in options:
+            raise InputError("--retain-full-dates and --retain-modified-dates exclude each other")
         workspace = resolve_workspace(args.workspace)
         seeds = SeedManager.from_file(args.seeds)
         inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
         files = [(path, name) for name, path, _ in inputs.files]
         key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
-        rows = lib.extract_rows(files, key, args.workers)
+        rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers)
         failed = [row for row in rows if row["error"]]
         skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
                          key=lambda item: item["file"])
@@ -426,26 +650,37 @@ def main(argv=None) -> int:
         if skipped and args.strict:
             raise InputError(f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
                              file=skipped[0]["file"], reason=skipped[0]["reason"])
-        deid = None if key is None else {
-            "profile": "DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile (table columns)",
-            "actions": ANNEX_E_ACTIONS, "pseudonyms": "HMAC-SHA256", "key_source": key_source,
-            "key_fingerprint": Pseudonymizer(key).fingerprint(),
-        }
-        config = {"keep_phi": args.keep_phi, "inputs": inputs.given}
+        series = lib.series_rows(rows)
+        deid = None
+        if key is not None:
+            deid = dict(lib.deidentifier(key, options).report(), key_source=key_source,
+                        applies_to="every value written: table, series table, --all-tags, warnings and errors",
+                        png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
+                                        f"free text", paths="kept (see phi_in_path)")
+        config = {"keep_phi": args.keep_phi, "inputs": inputs.given, "columns": None if args.columns is None else list(columns),
+                  "all_tags": args.all_tags, "deidentification_options": list(options)}
         with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
             record.data_roots = inputs.root_records()
             with atomic_output(record.output_path("metadata.jsonl")) as handle:
-                handle.write(lib.table_jsonl(rows))
+                handle.write(lib.table_jsonl(rows, columns))
             with atomic_output(record.output_path("metadata.csv")) as handle:
-                handle.write(lib.table_csv(rows))
+                handle.write(lib.table_csv(rows, columns))
+            with atomic_output(record.output_path("series.jsonl")) as handle:
+                handle.write(lib.table_jsonl(series, SERIES_COLUMNS))
+            with atomic_output(record.output_path("series.csv")) as handle:
+                handle.write(lib.table_csv(series, SERIES_COLUMNS))
+            if args.all_tags:
+                with atomic_output(record.output_path("tags.jsonl")) as handle:
+                    handle.write(lib.tags_jsonl(rows))
             kinds = {}
             for row in rows:
                 kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
             record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
+                                  series=len(series), series_not_volumes=sum(not s["volume_ok"] for s in series),
                                   paths_with_patient_ids=len(leaking), skipped=skipped,
                                   deidentification=deid or "none: --keep-phi",
                                   table=f"experiments/results/{record.run_id}/metadata.jsonl")
-        log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped),
+        log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped), series=len(series),
                  table=f"experiments/results/{record.run_id}/metadata.jsonl")
         return 0
 

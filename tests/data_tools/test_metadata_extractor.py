@@ -71,8 +71,8 @@ def test_keep_phi_is_explicit(sample_workspace):
     assert first["patient_id"] == "P001" and first["patient_name"] == "Lovelace^Ada" and not first["deidentified"]
 
 
-def test_png_rows_have_every_text_chunk(sample_workspace):
-    rows, folder, _ = extract(sample_workspace)
+def test_png_rows_have_every_text_chunk_with_keep_phi(sample_workspace):
+    rows, folder, _ = extract(sample_workspace, "--keep-phi")
     png = {row["path"]: row for row in rows if row["kind"] == "png"}
     gray16 = png["data/sample/png/phantom_gray16.png"]
     assert (gray16["width"], gray16["bit_depth"], gray16["mode"]) == (32, 16, "L")
@@ -111,7 +111,7 @@ def test_strict_turns_unreadable_files_into_exit_2_with_nothing_written(workspac
 def test_damaged_pngs_are_error_rows(sample_workspace, damage, fragment):
     path = sample_workspace / "data/sample/png/phantom_gray8.png"
     path.write_bytes(damage(path.read_bytes()))
-    row = mx.extract_row(path, "x.png", None)
+    row = mx.extract_row(path, "x.png")
     assert row["kind"] == "png" and fragment in row["error"]
 
 
@@ -138,4 +138,5 @@ def test_any_executor_gives_the_same_table(sample_workspace):
 
     files = [(path, name) for name, path, _ in collect_inputs(sample_workspace, [sample_workspace / "data/sample"]).files]
     with ThreadPoolExecutor(3) as pool:
-        assert mx.extract_rows(files, b"k" * 32, executor=pool) == mx.extract_rows(files, b"k" * 32)
+        settings = mx.Settings(b"k" * 32, ("clean_descriptors",), all_tags=True)
+        assert mx.extract_rows(files, settings, executor=pool) == mx.extract_rows(files, settings)

@@ -467,8 +467,9 @@ def test_a_fifo_as_de_identification_key_or_live_metrics_is_never_read(ws, tmp_p
     expect(run_script("pipeline_monitor", [run, "--workspace", ws], timeout=30), 2, "regular file")
 
 
-@pytest.mark.parametrize("tool", ["metadata_extractor", "image_preprocessor"])
-def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool):
+@pytest.mark.parametrize("tool, extra", [("metadata_extractor", []), ("metadata_extractor", ["--all-tags"]),
+                                         ("image_preprocessor", []), ("image_preprocessor", ["--volumes"])])
+def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool, extra):
     import pydicom
     from pydicom.data import get_testdata_file
 
@@ -477,7 +478,9 @@ def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool):
     dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     dataset.add_new(0x00091010, "OB", bytes(200 * 1024 * 1024))
     dataset.save_as(folder / "big.dcm")
-    expect(run_script(tool, [folder, "--workspace", ws]), 0, peak_mib=180)
+    dataset.add_new(0x00204000, "LT", "x" * (50 * 1024 * 1024))  # Image Comments: public, identifying, deferred
+    dataset.save_as(folder / "big.dcm")
+    expect(run_script(tool, [folder, "--workspace", ws, *extra]), 0, peak_mib=180)
 
 
 @needs_posix

@@ -1,0 +1,227 @@
+"""Reading DICOM headers the way both data tools need them.
+
+* ``read_dataset``: pydicom's reader, accepting files without a preamble or
+  file meta (older exports) only when they hold recognisable attributes.
+* ``plain``: an attribute's value as plain JSON (lists for multi-valued).
+* ``frame_values``: an attribute per frame of a multi-frame object, looked up
+  where the standard puts it for enhanced objects (PS3.3 C.7.6.16): the
+  frame's item of the Per-Frame Functional Groups Sequence, else the Shared
+  Functional Groups Sequence, else the top level (classic objects).
+* ``slice_geometry``: orders slices along the normal of their orientation by
+  Image Position (Patient) and checks spacing, gaps, duplicate positions and
+  mixed orientations; the volume tools and the series table share it.
+
+Usage:
+    ds = read_dataset(path, stop_before_pixels=True)
+    slopes = frame_values(ds, "RescaleSlope")       # one value per frame
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+
+from scripts.utils.errors import InputError
+
+DEFER_BYTES = 1 << 20  # values larger than this are read only when asked for (pixel data: never, for headers)
+DICOM_HINTS = ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")
+# Where enhanced objects keep the attributes the tools use (functional group macro -> attributes).
+FUNCTIONAL_GROUPS = {
+    "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices"),
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation"),
+    "PlanePositionSequence": ("ImagePositionPatient",),
+    "PlaneOrientationSequence": ("ImageOrientationPatient",),
+    "MREchoSequence": ("EffectiveEchoTime",),
+    "MRTimingAndRelatedParametersSequence": ("RepetitionTime", "FlipAngle", "EchoTrainLength"),
+    "MRModifierSequence": ("InversionTimes",),
+    "CTXRayDetailsSequence": ("KVP",),
+    "CTExposureSequence": ("ExposureInmAs", "XRayTubeCurrentInmA", "ExposureTimeInms"),
+    "CTReconstructionSequence": ("ConvolutionKernel",),
+    "FrameContentSequence": ("FrameAcquisitionDateTime", "StackID", "InStackPositionNumber", "TemporalPositionIndex"),
+}
+GROUP_OF = {keyword: group for group, keywords in FUNCTIONAL_GROUPS.items() for keyword in keywords}
+ORIENTATION_TOLERANCE = 1e-4
+SPACING_TOLERANCE = 0.01  # relative deviation from the median slice spacing
+GAP_FACTOR = 1.5          # a step this many times the median spacing: slices are missing
+
+
+def read_dataset(path, stop_before_pixels: bool = True):
+    """A pydicom Dataset; files without a header are accepted if they look like DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=DEFER_BYTES)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True, defer_size=DEFER_BYTES)
+        if not any(keyword in ds for keyword in DICOM_HINTS):
+            raise InputError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
+                             file=str(path))
+        return ds
+
+
+def plain(value):
+    """A JSON-friendly copy of a pydicom value: str, int, float, or lists of them; None for empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [plain_scalar(v) for v in value]
+    return plain_scalar(value)
+
+
+def plain_scalar(value):
+    if type(value) in (int, float, str):
+        return value
+    if isinstance(value, int):    # pydicom IS
+        return int(value)
+    if isinstance(value, float):  # pydicom DS
+        return float(value)
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def tag_of(keyword: str):
+    from pydicom.datadict import tag_for_keyword
+
+    return tag_for_keyword(keyword)
+
+
+def get_plain(ds, keyword):
+    """``plain(ds.<keyword>)``; a value that cannot be decoded is None, with a warning."""
+    tag = tag_of(keyword)
+    if tag is None or ds is None or tag not in ds:  # the common case, and much cheaper than ds.get
+        return None
+    try:
+        return plain(ds[tag].value)
+    except Exception as exc:
+        warnings.warn(f"{keyword}: unreadable value ({type(exc).__name__})")
+        return None
+
+
+def frame_count(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        warnings.warn("NumberOfFrames is not an integer")
+        return 1
+
+
+def _first_item(ds, keyword):
+    try:
+        sequence = ds.get(keyword)
+    except Exception:
+        return None
+    return sequence[0] if sequence else None
+
+
+def frame_values(ds, keyword: str, frames: int | None = None) -> list:
+    """``keyword`` for each frame: per-frame group, else shared group, else top level."""
+    frames = frame_count(ds) if frames is None else frames
+    group = GROUP_OF.get(keyword)
+    top = get_plain(ds, keyword)
+    if group is None:
+        return [top] * frames
+    shared_item = _first_item(ds, "SharedFunctionalGroupsSequence")
+    shared_group = _first_item(shared_item, group) if shared_item is not None else None
+    shared = get_plain(shared_group, keyword) if shared_group is not None else None
+    default = shared if shared is not None else top
+    try:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    except Exception:
+        per_frame = None
+    if not per_frame:
+        return [default] * frames
+    values = []
+    for index in range(frames):
+        item = per_frame[index] if index < len(per_frame) else None
+        group_item = _first_item(item, group) if item is not None else None
+        value = get_plain(group_item, keyword) if group_item is not None else None
+        values.append(default if value is None else value)
+    return values
+
+
+def collapse(values: list):
+    """One value when every frame agrees, else the per-frame list (``(value, varies)``)."""
+    first = values[0] if values else None
+    if all(value == first for value in values):
+        return first, False
+    return values, True
+
+
+# --------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------
+
+def slice_normal(orientation) -> np.ndarray:
+    """The unit normal of an Image Orientation (Patient): row direction x column direction."""
+    row, column = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:6], dtype=float)
+    normal = np.cross(row, column)
+    length = np.linalg.norm(normal)
+    if length < 1e-6:
+        raise ValueError("Image Orientation (Patient) has parallel or zero direction cosines")
+    return normal / length
+
+
+def slice_geometry(positions: list, orientations: list) -> dict:
+    """Order slices and check that they form one regular volume.
+
+    Returns ``order`` (indices sorted along the normal), ``spacing`` (the
+    median step), ``steps``, and ``problems``: a list of (kind, message) with
+    kinds ``missing_geometry``, ``mixed_orientation``, ``duplicate_positions``,
+    ``gap``, ``irregular_spacing``. A series with problems is not one volume.
+    """
+    count = len(positions)
+    result = {"slices": count, "order": list(range(count)), "spacing": None, "steps": [], "problems": []}
+    if any(p is None or len(p) != 3 for p in positions) or any(o is None or len(o) != 6 for o in orientations):
+        result["problems"].append(("missing_geometry", "some slices lack Image Position or Orientation (Patient)"))
+        return result
+    reference = np.asarray(orientations[0], dtype=float)
+    if any(np.max(np.abs(np.asarray(o, dtype=float) - reference)) > ORIENTATION_TOLERANCE for o in orientations):
+        result["problems"].append(("mixed_orientation", "slices have different Image Orientation (Patient)"))
+        return result
+    try:
+        normal = slice_normal(reference)
+    except ValueError as exc:
+        result["problems"].append(("missing_geometry", str(exc)))
+        return result
+    distances = np.asarray(positions, dtype=float) @ normal
+    order = sorted(range(count), key=lambda i: (distances[i], i))
+    result["order"] = order
+    result["normal"] = normal.tolist()
+    if count < 2:
+        return result
+    steps = np.diff(distances[order])
+    result["steps"] = [float(s) for s in steps]
+    duplicates = int(np.sum(steps < 1e-3))
+    if duplicates:
+        result["problems"].append(("duplicate_positions",
+                                   f"{duplicates + 1} slices share positions (several echoes, phases or "
+                                   f"acquisitions in one series?)"))
+        return result
+    spacing = float(np.median(steps))
+    result["spacing"] = spacing
+    gaps = int(np.sum(steps > GAP_FACTOR * spacing))
+    if gaps:
+        result["problems"].append(("gap", f"{gaps} gaps: steps up to {float(steps.max()):.4g} mm against a "
+                                          f"median of {spacing:.4g} mm (missing slices?)"))
+    elif float(np.max(np.abs(steps - spacing))) > max(SPACING_TOLERANCE * spacing, 1e-3):
+        result["problems"].append(("irregular_spacing", f"slice steps vary from {float(steps.min()):.4g} to "
+                                                        f"{float(steps.max()):.4g} mm"))
+    return result
+
+
+def volume_affine(first_position, orientation, pixel_spacing, slice_step: float, normal) -> list:
+    """4x4 matrix from voxel index (column i, row j, slice k) to patient coordinates (LPS, mm)."""
+    row_direction = np.asarray(orientation[:3], dtype=float)     # direction of increasing column index
+    column_direction = np.asarray(orientation[3:6], dtype=float)  # direction of increasing row index
+    affine = np.eye(4)
+    affine[:3, 0] = row_direction * float(pixel_spacing[1])
+    affine[:3, 1] = column_direction * float(pixel_spacing[0])
+    affine[:3, 2] = np.asarray(normal, dtype=float) * slice_step
+    affine[:3, 3] = np.asarray(first_position, dtype=float)
+    return affine.tolist()
