@@ -246,6 +246,8 @@ class FileContext:
             dataset = stack.pop()
             for tag in dataset.keys():
                 action = self.deid.action(int(tag))
+                if action == "K" and not tag.is_private and _dictionary_vr(int(tag)) not in ("SQ", "UN"):
+                    continue  # kept, and not a sequence: nothing identifying inside (the common case, so first)
                 try:
                     raw = dataset.get_item(tag, keep_deferred=True)
                     vr = raw.VR or dictionary_VR(tag)
@@ -282,6 +284,16 @@ class FileContext:
             values = sorted(self.identifying_values(), key=len, reverse=True)
             self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else False
         return self._pattern.sub(REDACTED, text) if self._pattern else text
+
+
+@functools.lru_cache(maxsize=8192)
+def _dictionary_vr(tag: int) -> str:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
 
 
 @functools.lru_cache(maxsize=65536)

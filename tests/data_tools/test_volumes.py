@@ -109,8 +109,9 @@ def enhanced_from(ct_series, path: Path, windows):
     import highdicom
 
     slices = [pydicom.dcmread(p) for p in sorted(ct_series.glob("*.dcm"))]
-    for ds, (center, width) in zip(slices, windows):
+    for index, (ds, (center, width)) in enumerate(zip(slices, windows)):
         ds.WindowCenter, ds.WindowWidth = center, width
+        ds.RescaleSlope = 1 + index / 8  # as PET does: a rescale per frame
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
@@ -128,13 +129,14 @@ def test_enhanced_ct_frames_use_their_functional_groups(workspace, ct_series, tm
     enhanced.parent.mkdir()
     enhanced_from(ct_series, enhanced, windows)
     pixels, params = ip.read_image(enhanced)
-    assert params["rescale"] == [1.0, -1024.0] and params["frame_window"] == [list(map(float, w)) for w in windows]
+    assert params["frame_rescale"] == [[1 + i / 8, -1024.0] for i in range(8)]
+    assert params["frame_window"] == [list(map(float, w)) for w in windows]
     image, done = ip.normalize(np, pixels, params)
     for index, path in enumerate(sorted(ct_series.glob("*.dcm"))):
         classic, classic_params = ip.read_image(path)
         expected, _ = ip.normalize(np, classic, classic_params)
         assert np.array_equal(image[index], expected)
-    assert done["voi"][3]["center"] == 70.0 and 0.0 < float(image.mean()) < 1.0
+    assert done["voi"][3]["center"] == 70.0 and done["rescale"][3] == [1.375, -1024.0] and 0.0 < float(image.mean()) < 1.0
     from_classic, _, _ = preprocess(workspace, ct_series, "--volumes")
     from_enhanced, _, _ = preprocess(workspace, enhanced.parent, "--volumes")
     assert from_classic[0]["sha256"] == from_enhanced[0]["sha256"]
