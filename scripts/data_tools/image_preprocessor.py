@@ -593,15 +593,20 @@ def volume_plan(slices: list) -> dict:
 
 
 def assemble_volume(xp, task: dict) -> tuple:
-    """``(float32 volume (slice, row, column), per-slice transforms, warnings)`` of one planned series."""
+    """``(float32 volume (slice, row, column), per-slice transforms, warnings)`` of one planned series.
+
+    The volume is allocated once and each slice normalized straight into
+    it, so memory is the volume plus one file's image.
+    """
     slices = task["slices"]
     rows, columns = slices[0]["shape"]
-    check_pixels(len(slices) * rows * columns, f"{len(slices)}x{rows}x{columns}", file=task["source"])
-    images, dones, cache = [], [], {}
+    check_pixels(len(slices) * rows * columns, f"{len(slices)}x{rows}x{columns}", file=task["source"], volume=True)
+    volume = np.empty((len(slices), rows, columns), dtype=np.float32)
+    dones, cache = [], {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            for item in slices:
+            for index, item in enumerate(slices):
                 if item["path"] not in cache:
                     cache.clear()  # a multi-frame file is normalized once, for all its frames
                     pixels, params = read_image(Path(item["path"]))
@@ -609,15 +614,15 @@ def assemble_volume(xp, task: dict) -> tuple:
                         raise InputError("--volumes needs monochrome images", file=item["file"])
                     cache[item["path"]] = normalize(xp, pixels, params, task.get("window"), task.get("voi_function"))
                 image, done = cache[item["path"]]
-                images.append(image if item["frame"] is None else image[item["frame"]])
+                image = image if item["frame"] is None else image[item["frame"]]
+                if tuple(image.shape) != (rows, columns):
+                    raise InputError(f"a slice decodes to {tuple(image.shape)}, not {rows}x{columns}", file=item["file"])
+                volume[index] = to_numpy(image)
                 dones.append(done)
-            volume = np.ascontiguousarray(to_numpy(xp.stack(images)).astype(np.float32, copy=False))
         except InputError:
             raise
         except Exception as exc:
             raise InputError(f"cannot build the volume: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
-    if volume.shape[1:] != (rows, columns):
-        raise InputError(f"slices decode to {volume.shape[1:]}, not {rows}x{columns}", file=task["source"])
     return volume, dones, sorted({scrub_quoted(str(w.message)) for w in caught})
 
 

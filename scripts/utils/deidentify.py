@@ -236,21 +236,24 @@ class FileContext:
         self._pattern = None
 
     def identifying_values(self) -> set:
-        from pydicom.datadict import dictionary_VR
+        from scripts.utils.dicom_header import dictionary_vr, raw_plain, text_decoder
 
         values = set()
         if self.ds is None:
             return values
+        decode = text_decoder(self.ds)  # nested items use the file's character set
         stack = [self.ds]
         while stack:
             dataset = stack.pop()
             for tag in dataset.keys():
-                action = self.deid.action(int(tag))
-                if action == "K" and not tag.is_private and _dictionary_vr(int(tag)) not in ("SQ", "UN"):
+                tag = int(tag)
+                action = self.deid.action(tag)
+                private = (tag >> 16) & 1
+                if action == "K" and not private and dictionary_vr(tag) not in ("SQ", "UN"):
                     continue  # kept, and not a sequence: nothing identifying inside (the common case, so first)
                 try:
                     raw = dataset.get_item(tag, keep_deferred=True)
-                    vr = raw.VR or dictionary_VR(tag)
+                    vr = raw.VR or dictionary_vr(tag)
                 except Exception:
                     continue
                 if vr == "SQ":
@@ -265,12 +268,11 @@ class FileContext:
                 if getattr(raw, "value", True) is None:  # a deferred (over 1 MB) value: never exported, never read
                     continue
                 try:
-                    element = dataset[tag]
-                    items = element.value if element.VM > 1 else [element.value]
+                    value = raw_plain(dataset, tag, decode, present=True)
                 except Exception:
                     continue
-                for item in items:
-                    text = str(item or "").strip()
+                for item in value if isinstance(value, list) else [value]:
+                    text = str(item if item is not None else "").strip()
                     if len(text) >= 3:
                         values.add(text)
                     if vr == "PN":
@@ -284,16 +286,6 @@ class FileContext:
             values = sorted(self.identifying_values(), key=len, reverse=True)
             self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else False
         return self._pattern.sub(REDACTED, text) if self._pattern else text
-
-
-@functools.lru_cache(maxsize=8192)
-def _dictionary_vr(tag: int) -> str:
-    from pydicom.datadict import dictionary_VR
-
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"
 
 
 @functools.lru_cache(maxsize=65536)

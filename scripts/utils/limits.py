@@ -15,6 +15,10 @@ stays bounded whatever a file claims:
   and samples counted): ``$CRH_MAX_PIXELS``, default 100 million. That is
   400 MB as float32 per image in flight, sized so that a 24 GB machine runs
   the default worker count; an image over it is an error row, decoded never.
+* ``max_volume_pixels()``: the same for one stacked series
+  (``image_preprocessor --volumes``): ``$CRH_MAX_VOLUME_PIXELS``, default
+  2**30 (a 1024-slice 1024x1024 series; 4 GiB as float32, held once: each
+  slice is normalized straight into the volume).
 * ``printable_name(raw)`` and ``name_hex(raw)``: how a file name that is not
   valid UTF-8 is written into JSON (bytes that are not UTF-8 as ``\\xNN``, and
   the exact bytes in hex, so the name can be rebuilt).
@@ -36,28 +40,40 @@ MAX_TABLE_BYTES = 4 * 1024 ** 3      # a records table, a registry, a manifest
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1   # what orjson writes exactly
 MAX_PIXELS_ENV = "CRH_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
+MAX_VOLUME_PIXELS_ENV = "CRH_MAX_VOLUME_PIXELS"
+DEFAULT_MAX_VOLUME_PIXELS = 2 ** 30
 
 
-def max_pixels() -> int:
-    """The decoded-size cap of one image: $CRH_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
-    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+def _cap(variable: str, default: int) -> int:
+    text = os.environ.get(variable, "").strip()
     if not text:
-        return DEFAULT_MAX_PIXELS
+        return default
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise InputError(f"{MAX_PIXELS_ENV} must be a positive integer number of pixels", value=text)
+        raise InputError(f"{variable} must be a positive integer number of pixels", value=text)
     return value
 
 
-def check_pixels(count: int, shape_text: str, file=None) -> None:
-    """Refuse an image whose decoded size is over the cap, before decoding it."""
-    cap = max_pixels()
+def max_pixels() -> int:
+    """The decoded-size cap of one image: $CRH_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    return _cap(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
+
+
+def max_volume_pixels() -> int:
+    """The size cap of one stacked series: $CRH_MAX_VOLUME_PIXELS, else DEFAULT_MAX_VOLUME_PIXELS."""
+    return _cap(MAX_VOLUME_PIXELS_ENV, DEFAULT_MAX_VOLUME_PIXELS)
+
+
+def check_pixels(count: int, shape_text: str, file=None, volume: bool = False) -> None:
+    """Refuse an image (or, with ``volume``, a stacked series) over its cap, before decoding it."""
+    cap, variable = (max_volume_pixels(), MAX_VOLUME_PIXELS_ENV) if volume else (max_pixels(), MAX_PIXELS_ENV)
     if count > cap:
-        raise InputError(f"image of {shape_text} ({count:,} values) is over the decoded-size cap of {cap:,} "
-                         f"(raise it with {MAX_PIXELS_ENV})", file=file, pixels=count, max_pixels=cap)
+        raise InputError(f"{'volume' if volume else 'image'} of {shape_text} ({count:,} values) is over the "
+                         f"decoded-size cap of {cap:,} (raise it with {variable})", file=file, pixels=count,
+                         max_pixels=cap)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -140,3 +140,33 @@ def test_any_executor_gives_the_same_table(sample_workspace):
     with ThreadPoolExecutor(3) as pool:
         settings = mx.Settings(b"k" * 32, ("clean_descriptors",), all_tags=True)
         assert mx.extract_rows(files, settings, executor=pool) == mx.extract_rows(files, settings)
+
+
+def test_columns_select_and_unknown_columns_are_refused(sample_workspace):
+    rows, folder, _ = extract(sample_workspace, "--columns", "modality,study_date,pixel_spacing")
+    assert all(list(row) == ["path", "modality", "study_date", "pixel_spacing"] for row in rows)
+    assert (folder / "metadata.csv").read_text().splitlines()[0] == "path,modality,study_date,pixel_spacing"
+    bad = run_script("data_tools", "metadata_extractor", "--columns", "modality,nope", "--workspace", sample_workspace)
+    assert bad.returncode == 2 and "nope" in single_error(bad.stderr)["error"]
+    listing = run_script("data_tools", "metadata_extractor", "--list-columns", "--workspace", sample_workspace)
+    columns = {item["column"]: item["dicom_keywords"] for item in orjson.loads(listing.stdout)}
+    assert columns["echo_time"] == ["EchoTime", "EffectiveEchoTime"] and "convolution_kernel" in columns
+
+
+def test_the_wide_table_keeps_what_the_standard_keeps(sample_workspace):
+    rows, _, _ = extract(sample_workspace)
+    first = [row for row in rows if row["kind"] == "dicom"][0]
+    assert first["study_date"] is None and first["patient_sex"] is None  # Z and X by the Basic Profile
+    assert first["slice_thickness"] is not None and first["image_position_patient"] is not None
+    assert first["manufacturer"] == "CRH Phantom Works"  # not in Table E.1-1: kept
+    kept, _, _ = extract(sample_workspace, "--retain-patient-characteristics", "--retain-full-dates")
+    first = [row for row in kept if row["kind"] == "dicom"][0]
+    assert first["study_date"] is not None and first["patient_sex"] in ("F", "M", "O")
+
+
+def test_options_need_deidentification(sample_workspace):
+    result = run_script("data_tools", "metadata_extractor", "--keep-phi", "--retain-uids", "--workspace", sample_workspace)
+    assert result.returncode == 2 and "--keep-phi" in single_error(result.stderr)["error"]
+    both = run_script("data_tools", "metadata_extractor", "--retain-full-dates", "--retain-modified-dates",
+                      "--workspace", sample_workspace)
+    assert both.returncode == 2 and "exclude" in single_error(both.stderr)["error"]
