@@ -90,7 +90,7 @@ from scripts.utils import cli
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
 from scripts.utils.dicom_header import (
-    collapse, frame_count, frame_values, get_plain, read_dataset, slice_geometry,
+    collapse, dictionary_vr, frame_count, frame_values, get_plain, read_dataset, slice_geometry, tag_of,
 )
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
@@ -291,7 +291,6 @@ def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
     orientation for the series table, and under ``_tags`` the ``--all-tags``
     export.
     """
-    from pydicom.datadict import tag_for_keyword
 
     ds = read_dataset(path, stop_before_pixels=True)
     meta = getattr(ds, "file_meta", None)
@@ -303,8 +302,8 @@ def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
     for column, keywords in DICOM_COLUMNS.items():
         keyword, value, varies = _column_values(ds, keywords, frames or 1, enhanced)
         if deid is not None and value is not None:
-            element_vr = _vr(keyword)
-            _, value = deid.value(tag_for_keyword(keyword), element_vr, value, context)
+            tag = tag_of(keyword)
+            _, value = deid.value(tag, dictionary_vr(tag), value, context)
         row[column] = value
         if varies and value is not None:
             varying.append(column)
@@ -332,16 +331,6 @@ def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
     if settings.all_tags:
         row["_tags"] = all_tags(ds, deid, context)
     return row
-
-
-@functools.lru_cache(maxsize=4096)
-def _vr(keyword: str) -> str:
-    from pydicom.datadict import dictionary_VR
-
-    try:
-        return dictionary_VR(keyword)
-    except KeyError:
-        return "UN"
 
 
 def all_tags(ds, deid: Deidentifier | None, context) -> dict:

@@ -233,7 +233,7 @@ class FileContext:
         self.ds = ds
         self.deid = deid
         self.patient_id = str(ds.get("PatientID", "") or "") if ds is not None else ""
-        self._pattern = None
+        self._values = None
 
     def identifying_values(self) -> set:
         from scripts.utils.dicom_header import dictionary_vr, raw_plain, text_decoder
@@ -245,8 +245,7 @@ class FileContext:
         stack = [self.ds]
         while stack:
             dataset = stack.pop()
-            for tag in dataset.keys():
-                tag = int(tag)
+            for tag in dataset.keys():  # pydicom's tag objects: get_item takes them without converting
                 action = self.deid.action(tag)
                 private = (tag >> 16) & 1
                 if action == "K" and not private and dictionary_vr(tag) not in ("SQ", "UN"):
@@ -282,10 +281,13 @@ class FileContext:
     def scrub(self, text):
         if not isinstance(text, str) or not text:
             return text
-        if self._pattern is None:
-            values = sorted(self.identifying_values(), key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else False
-        return self._pattern.sub(REDACTED, text) if self._pattern else text
+        if self._values is None:  # the file's identifying values, longest first, lower-cased for the search
+            self._values = sorted(((v.lower(), v) for v in self.identifying_values()), key=lambda p: -len(p[0]))
+        lowered = text.lower()
+        hits = [value for folded, value in self._values if folded in lowered]
+        if not hits:  # the common case: a substring search, no regular expression to build
+            return text
+        return re.compile("|".join(map(re.escape, hits)), re.IGNORECASE).sub(REDACTED, text)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -89,9 +89,12 @@ def plain_scalar(value):
 
 @functools.lru_cache(maxsize=4096)
 def tag_of(keyword: str):
+    """The tag of a keyword as pydicom's own tag type (lookups then skip a conversion), or None."""
     from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import Tag
 
-    return tag_for_keyword(keyword)
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else Tag(tag)
 
 
 def get_plain(ds, keyword):
