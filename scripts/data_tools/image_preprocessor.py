@@ -77,7 +77,7 @@ from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import scrub_quoted
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
 from scripts.utils.dicom_header import (
-    collapse, frame_count, frame_values, read_dataset, slice_geometry, volume_affine,
+    at, collapse, frame_count, frame_values, read_dataset, slice_geometry, volume_affine,
 )
 from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
 from scripts.utils.log_formatter import progress
@@ -88,6 +88,7 @@ DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
+MAX_VOLUME_FRAMES = 100_000  # frames of one multi-frame file in --volumes (each becomes a slice record)
 
 
 # --------------------------------------------------------------------------
@@ -364,10 +365,10 @@ def _normalize_frames(xp, pixels, params: dict, window_override, function_overri
     for index in range(frames):
         frame_params = {key: value for key, value in params.items() if key not in ("frame_rescale", "frame_window")}
         if "frame_rescale" in params:
-            frame_params["rescale"] = params["frame_rescale"][index]
+            frame_params["rescale"] = at(params["frame_rescale"], index)
         if "frame_window" in params:
-            if params["frame_window"][index] is not None:
-                frame_params["window"] = params["frame_window"][index]
+            if at(params["frame_window"], index) is not None:
+                frame_params["window"] = at(params["frame_window"], index)
             else:
                 frame_params.pop("window", None)
         image, done = normalize(xp, pixels[index] if frames > 1 else pixels, frame_params, window_override, function_override)
@@ -546,10 +547,14 @@ def slice_headers(images: list) -> tuple[dict, list]:
                         continue
                 ds = read_dataset(path, stop_before_pixels=True)
                 frames = frame_count(ds)
+                shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+                if frames > MAX_VOLUME_FRAMES:  # checked before one entry per claimed frame is made
+                    raise InputError(f"Number of Frames is {frames}, over {MAX_VOLUME_FRAMES} for --volumes", file=name)
+                check_pixels(frames * max(shape[0], 1) * max(shape[1], 1), f"{frames}x{shape[0]}x{shape[1]}",
+                             file=name, volume=True)
                 positions = frame_values(ds, "ImagePositionPatient", frames)
                 orientations = frame_values(ds, "ImageOrientationPatient", frames)
                 spacings = frame_values(ds, "PixelSpacing", frames)
-                shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
                 key = str(ds.get("SeriesInstanceUID", "") or f"(no Series Instance UID) {name}")
                 if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
                     if not any(key_ in ds for key_ in ("Rows", "NumberOfFrames")):
@@ -559,13 +564,14 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 skipped.append({"file": name, "reason": exc.message})
                 continue
             except Exception as exc:
-                skipped.append({"file": name, "reason": f"cannot read the DICOM header: {type(exc).__name__}: {exc}"})
+                skipped.append({"file": name,
+                                "reason": f"cannot read the DICOM header: {type(exc).__name__}: {scrub_quoted(str(exc))}"})
                 continue
         for frame in range(frames):
             series.setdefault(key, []).append({
                 "source": name if frames == 1 else f"{name}#frame{frame + 1}", "file": name, "path": str(path),
-                "frame": None if frames == 1 else frame, "position": positions[frame],
-                "orientation": orientations[frame], "pixel_spacing": spacings[frame], "shape": shape,
+                "frame": None if frames == 1 else frame, "position": at(positions, frame),
+                "orientation": at(orientations, frame), "pixel_spacing": at(spacings, frame), "shape": shape,
             })
     return series, skipped
 
@@ -578,11 +584,13 @@ def volume_plan(slices: list) -> dict:
         problems.append("a single slice is not a volume")
     if len({s["shape"] for s in slices}) > 1:
         problems.append("slices have different sizes")
-    spacings = {tuple(s["pixel_spacing"] or ()) for s in slices}
+    spacings = {tuple(s["pixel_spacing"]) if isinstance(s["pixel_spacing"], list) else None for s in slices}
     if len(spacings) > 1:
         problems.append("slices have different Pixel Spacing")
-    elif not next(iter(spacings)):
-        problems.append("slices have no Pixel Spacing")
+    else:
+        spacing = next(iter(spacings))
+        if not spacing or len(spacing) != 2 or not all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in spacing):
+            problems.append("slices have no valid Pixel Spacing (two positive numbers)")
     plan = {"slices": [slices[i] for i in geometry["order"]], "problems": problems}
     if not problems:
         first = plan["slices"][0]

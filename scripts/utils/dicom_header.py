@@ -126,12 +126,19 @@ def _first_item(ds, keyword):
 
 
 def frame_values(ds, keyword: str, frames: int | None = None) -> list:
-    """``keyword`` for each frame: per-frame group, else shared group, else top level."""
+    """``keyword`` per frame: per-frame group, else shared group, else top level.
+
+    The list is never longer than what the file holds: one entry per item of
+    the Per-Frame Functional Groups Sequence (at most ``frames``), or a single
+    entry when the value is the same for every frame. Use ``at(values, i)``
+    to read frame ``i``. (Number of Frames is only a claim: a list of that
+    length could exhaust memory.)
+    """
     frames = frame_count(ds) if frames is None else frames
     group = GROUP_OF.get(keyword)
     top = get_plain(ds, keyword)
     if group is None:
-        return [top] * frames
+        return [top]
     shared_item = _first_item(ds, "SharedFunctionalGroupsSequence")
     shared_group = _first_item(shared_item, group) if shared_item is not None else None
     shared = get_plain(shared_group, keyword) if shared_group is not None else None
@@ -141,14 +148,18 @@ def frame_values(ds, keyword: str, frames: int | None = None) -> list:
     except Exception:
         per_frame = None
     if not per_frame:
-        return [default] * frames
+        return [default]
     values = []
-    for index in range(frames):
-        item = per_frame[index] if index < len(per_frame) else None
-        group_item = _first_item(item, group) if item is not None else None
+    for index in range(min(frames, len(per_frame))):
+        group_item = _first_item(per_frame[index], group)
         value = get_plain(group_item, keyword) if group_item is not None else None
         values.append(default if value is None else value)
-    return values
+    return values or [default]
+
+
+def at(values: list, index: int):
+    """Frame ``index`` of a ``frame_values`` list (its last entry holds for the frames after it)."""
+    return values[min(index, len(values) - 1)]
 
 
 def collapse(values: list):
@@ -283,8 +294,8 @@ def slice_geometry(positions: list, orientations: list) -> dict:
     """
     count = len(positions)
     result = {"slices": count, "order": list(range(count)), "spacing": None, "steps": [], "problems": []}
-    if any(p is None or len(p) != 3 for p in positions) or any(o is None or len(o) != 6 for o in orientations):
-        result["problems"].append(("missing_geometry", "some slices lack Image Position or Orientation (Patient)"))
+    if not all(_numbers(p, 3) for p in positions) or not all(_numbers(o, 6) for o in orientations):
+        result["problems"].append(("missing_geometry", "some slices lack a valid Image Position or Orientation (Patient)"))
         return result
     reference = np.asarray(orientations[0], dtype=float)
     if any(np.max(np.abs(np.asarray(o, dtype=float) - reference)) > ORIENTATION_TOLERANCE for o in orientations):
@@ -319,6 +330,12 @@ def slice_geometry(positions: list, orientations: list) -> dict:
         result["problems"].append(("irregular_spacing", f"slice steps vary from {float(steps.min()):.4g} to "
                                                         f"{float(steps.max()):.4g} mm"))
     return result
+
+
+def _numbers(value, count: int) -> bool:
+    """A list of ``count`` finite numbers."""
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value))
 
 
 def volume_affine(first_position, orientation, pixel_spacing, slice_step: float, normal) -> list:

@@ -14,6 +14,8 @@ import nibabel
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from scripts.data_tools import image_preprocessor as ip
 from tests.conftest import json_lines, run_script, single_error
@@ -202,3 +204,22 @@ def test_series_table_flags_gaps(workspace, ct_series):
     assert series["slice_spacing"] == 5.0 and "missing slices" in series["problems"][0]
     csv_text = (workspace / "experiments/results" / run_id / "series.csv").read_text()
     assert csv_text.splitlines()[0].startswith("study_uid,series_uid")
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda ds: ds.__setitem__(0x00200032, RawDataElement(Tag(0x00200032), "DS", 6, b"a\\b\\c ", 0, False, True)),
+     "valid Image Position"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]), "direction cosines"),
+    (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), "valid Pixel Spacing"),
+    (lambda ds: setattr(ds, "NumberOfFrames", 10 ** 9), "Number of Frames"),
+])
+def test_hostile_geometry_is_named_not_a_crash(workspace, ct_series, change, reason):
+    for path in sorted(ct_series.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        with pydicom.config.disable_value_validation():  # the damage is the point
+            change(ds)
+            ds.save_as(path)
+    result = run_script("data_tools", "image_preprocessor", ct_series, "--volumes", "--strict", "--workspace", workspace)
+    assert result.returncode == 2 and reason in single_error(result.stderr)["reason"]
+    table = run_script("data_tools", "metadata_extractor", ct_series, "--workspace", workspace)
+    assert table.returncode == 0, table.stderr
