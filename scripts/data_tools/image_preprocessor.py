@@ -33,7 +33,9 @@ grouped by Series Instance UID (frames of multi-frame objects included),
 ordered along the slice normal by Image Position (Patient), checked for
 missing geometry, mixed orientations, duplicate positions, gaps and
 irregular spacing (a series with a problem is named in a
-``series_not_stacked`` warning and listed under ``skipped``), and written as
+``series_not_stacked`` warning and listed under ``skipped``; one whose
+slices share positions is first split into its echoes, phases or stacks
+when one attribute of ``STACK_KEYS`` does that cleanly), and written as
 ``volumes/<index>.npz`` (``image`` float32 (slice, row, column), ``affine``
 index -> LPS mm, ``spacing``) and ``volumes/<index>.nii`` (NIfTI-1, RAS).
 
@@ -88,6 +90,9 @@ DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
+# What tells apart the stacks of a series whose slices share positions (classic keywords, then enhanced ones).
+STACK_KEYS = ("EchoNumbers", "EchoTime", "EffectiveEchoTime", "TemporalPositionIdentifier", "TemporalPositionIndex",
+              "StackID", "TriggerTime", "DiffusionBValue", "AcquisitionNumber", "SeriesNumber")
 MAX_VOLUME_FRAMES = 100_000  # frames of one multi-frame file in --volumes (each becomes a slice record)
 
 
@@ -555,6 +560,7 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 positions = frame_values(ds, "ImagePositionPatient", frames)
                 orientations = frame_values(ds, "ImageOrientationPatient", frames)
                 spacings = frame_values(ds, "PixelSpacing", frames)
+                stack_values = {keyword: frame_values(ds, keyword, frames) for keyword in STACK_KEYS}
                 key = str(ds.get("SeriesInstanceUID", "") or f"(no Series Instance UID) {name}")
                 if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
                     if not any(key_ in ds for key_ in ("Rows", "NumberOfFrames")):
@@ -572,6 +578,7 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 "source": name if frames == 1 else f"{name}#frame{frame + 1}", "file": name, "path": str(path),
                 "frame": None if frames == 1 else frame, "position": at(positions, frame),
                 "orientation": at(orientations, frame), "pixel_spacing": at(spacings, frame), "shape": shape,
+                "stack": {keyword: at(values, frame) for keyword, values in stack_values.items()},
             })
     return series, skipped
 
@@ -668,20 +675,45 @@ def nifti_bytes(volume: np.ndarray, affine_lps: np.ndarray) -> bytes:
     return image.to_bytes()
 
 
+def split_stacks(slices: list) -> list:
+    """``[(label, slices)]``: a series whose slices share positions, split into regular volumes.
+
+    Several echoes, phases, b-values or acquisitions in one series put two
+    slices at each position. The first attribute of ``STACK_KEYS`` that takes
+    more than one value and splits the series into groups that are each one
+    regular volume names the volumes (``EchoNumbers=2``). None does: ``[]``.
+    """
+    for keyword in STACK_KEYS:
+        values = [s["stack"].get(keyword) for s in slices]
+        if None in values or len({orjson.dumps(v) for v in values}) < 2:
+            continue
+        groups = {}
+        for value, item in zip(values, slices):
+            groups.setdefault(orjson.dumps(value), []).append(item)
+        if all(len(group) > 1 and not volume_plan(group)["problems"] for group in groups.values()):
+            return [(f"{keyword}={orjson.loads(value)}", group) for value, group in sorted(groups.items())]
+    return []
+
+
 def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
-    """``(tasks, skipped)``: one task per series that forms a regular volume."""
+    """``(tasks, skipped)``: one task per series that forms a regular volume (or per stack in it)."""
     series, skipped = slice_headers(images)
-    tasks = []
+    planned = []
     for key, slices in sorted(series.items(), key=lambda item: item[1][0]["file"]):
-        plan = volume_plan(slices)
         name = slices[0]["file"].rsplit("/", 1)[0] if "/" in slices[0]["file"] else slices[0]["file"]
-        if plan["problems"]:
+        taken = sum(source.split("#")[0] == name for source, _ in planned)
+        name = name if not taken else f"{name}#series{taken + 1}"
+        plan = volume_plan(slices)
+        stacks = split_stacks(slices) if plan["problems"] and "share positions" in plan["problems"][0] else []
+        if stacks:
+            planned += [(f"{name}#{label}", volume_plan(group)) for label, group in stacks]
+        elif plan["problems"]:
             skipped.append({"file": name, "reason": "--volumes: series not stacked: " + "; ".join(plan["problems"]),
                             "slices": len(slices)})
-            continue
-        index = len(tasks)
-        taken = sum(task["source"].split("#")[0] == name for task in tasks)
-        name = name if not taken else f"{name}#series{taken + 1}"
+        else:
+            planned.append((name, plan))
+    tasks = []
+    for index, (name, plan) in enumerate(planned):
         tasks.append(dict(options, index=index, source=name, slices=plan["slices"], spacing=plan["spacing"],
                           affine=plan["affine"], warnings=[],
                           output=str(record.output_path(f"volumes/{index:06d}.npz")),

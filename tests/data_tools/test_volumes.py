@@ -223,3 +223,20 @@ def test_hostile_geometry_is_named_not_a_crash(workspace, ct_series, change, rea
     assert result.returncode == 2 and reason in single_error(result.stderr)["reason"]
     table = run_script("data_tools", "metadata_extractor", ct_series, "--workspace", workspace)
     assert table.returncode == 0, table.stderr
+
+
+def test_several_echoes_in_one_series_become_one_volume_each(workspace, ct_series):
+    for path in sorted(ct_series.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.EchoNumbers = 1
+        ds.save_as(path)
+        ds.EchoNumbers = 2
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["echo2", path.name])
+        ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(path.with_name("echo2_" + path.name))
+    records, folder, result = preprocess(workspace, ct_series, "--volumes")
+    assert [r["source"].rsplit("#", 1)[1] for r in records] == ["EchoNumbers=1", "EchoNumbers=2"]
+    assert all(r["slices"] == 8 and r["spacing"][0] == 5.0 for r in records)
+    assert records[0]["sha256"] != records[1]["sha256"]
+    assert all(name.rsplit("/", 1)[1].startswith("echo2_") for name in records[1]["sources"])
+    assert not [r for r in json_lines(result.stderr) if r["event"] == "series_not_stacked"]
