@@ -90,7 +90,7 @@ from scripts.utils import cli
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
 from scripts.utils.dicom_header import (
-    collapse, dictionary_vr, frame_count, frame_values, get_plain, read_dataset, slice_geometry, tag_of,
+    collapse, dictionary_vr, frame_count, frame_values, get_plain, plain, read_dataset, slice_geometry, tag_of,
 )
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
@@ -370,7 +370,7 @@ def all_tags(ds, deid: Deidentifier | None, context) -> dict:
                     out[name] = f"<{element.VR} {len(element.value or b'')} bytes>"
                 continue
             try:
-                value = plain_element(element)
+                value = plain(element.value)  # PersonName and other value classes become str
             except Exception as exc:
                 warnings.warn(f"{name}: unreadable value ({type(exc).__name__})")
                 continue
@@ -387,15 +387,6 @@ def _keyword(tag) -> str:
     from pydicom.datadict import keyword_for_tag
 
     return keyword_for_tag(tag)
-
-
-def plain_element(element):
-    from scripts.utils.dicom_header import plain
-
-    value = plain(element.value)
-    if element.VR == "PN" and value is not None:
-        value = [str(v) for v in value] if isinstance(value, list) else str(value)
-    return value
 
 
 def extract_row(path: Path, relative: str, settings: Settings | None = None) -> dict:

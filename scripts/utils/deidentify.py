@@ -29,9 +29,10 @@ attributes: when an option is on and names an action for an attribute, that
 action replaces the Basic Profile's; when several options are on, the
 strictest of their actions wins.
 
-Usage (from a script):
-    deid = Deidentifier(key, options=["retain_modified_dates"])
-    deid.row_value(ds, tag, value)   # or deid.export(ds) for every attribute
+Usage (from a script; metadata_extractor.py is the real one):
+    deid = Deidentifier(key, options=("retain_modified_dates",))
+    context = FileContext(ds, deid)                  # one per file
+    keep, value = deid.value(0x00080020, "DA", "20240102", context)
 """
 
 from __future__ import annotations
