@@ -37,7 +37,9 @@ irregular spacing (a series with a problem is named in a
 slices share positions is first split into its echoes, phases or stacks
 when one attribute of ``STACK_KEYS`` does that cleanly), and written as
 ``volumes/<index>.npz`` (``image`` float32 (slice, row, column), ``affine``
-index -> LPS mm, ``spacing``) and ``volumes/<index>.nii`` (NIfTI-1, RAS).
+index -> LPS mm, ``spacing``) and ``volumes/<index>.nii`` (NIfTI-1, RAS);
+``--volume-values modality`` keeps modality values (e.g. HU) instead of
+windowing them.
 
 Library messages quoted in warnings and errors have their quoted values
 dropped (they can hold names).
@@ -627,7 +629,10 @@ def assemble_volume(xp, task: dict) -> tuple:
                     pixels, params = read_image(Path(item["path"]))
                     if params["color"]:
                         raise InputError("--volumes needs monochrome images", file=item["file"])
-                    cache[item["path"]] = normalize(xp, pixels, params, task.get("window"), task.get("voi_function"))
+                    if task.get("values") == "modality":
+                        cache[item["path"]] = modality_image(xp, pixels, params)
+                    else:
+                        cache[item["path"]] = normalize(xp, pixels, params, task.get("window"), task.get("voi_function"))
                 image, done = cache[item["path"]]
                 image = image if item["frame"] is None else image[item["frame"]]
                 if tuple(image.shape) != (rows, columns):
@@ -639,6 +644,21 @@ def assemble_volume(xp, task: dict) -> tuple:
         except Exception as exc:
             raise InputError(f"cannot build the volume: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
     return volume, dones, sorted({scrub_quoted(str(w.message)) for w in caught})
+
+
+def modality_image(xp, pixels, params: dict) -> tuple:
+    """``(float32 modality values, what was done)``: the Modality LUT or rescale only (HU for CT), per frame."""
+    frames = params.get("frames", 1)
+    if "frame_rescale" in params and frames > 1:
+        image = xp.stack([modality_values(xp, pixels[index], dict(params, rescale=at(params["frame_rescale"], index)))
+                          for index in range(frames)])
+        rescale = params["frame_rescale"]
+    else:
+        image, rescale = modality_values(xp, pixels, params), params.get("rescale")
+    done = {"values": "modality", "modality": "lut" if "modality_lut" in params else ("rescale" if rescale else "none")}
+    if rescale is not None:
+        done["rescale"] = rescale
+    return image.astype(xp.float32), done
 
 
 def process_volume(task: dict) -> dict:
@@ -657,6 +677,7 @@ def process_volume(task: dict) -> dict:
         "spacing": task["spacing"], "affine": task["affine"], "affine_space": "LPS (DICOM patient), mm",
         "sha256": hashlib.sha256(volume.tobytes()).hexdigest(),
         "min": float(volume.min()), "max": float(volume.max()), "mean": float(volume.mean(dtype=np.float64)),
+        "values": task.get("values", "normalized"),
         "transforms": {"modality": dones[0].get("modality"),
                        "voi": voi[0] if all(v == voi[0] for v in voi) else "per slice (the files' own windows)"},
         "backend": backend, "warnings": sorted(set(messages) | set(task["warnings"])),
@@ -830,6 +851,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
     parser.add_argument("--volumes", action="store_true",
                         help="stack each DICOM series into one volume (npz + NIfTI) ordered along the slice normal")
+    parser.add_argument("--volume-values", choices=("normalized", "modality"), default="normalized",
+                        help="with --volumes: windowed [0, 1] values, or modality values (rescaled, e.g. HU)")
     parser.add_argument("--table", metavar="METADATA_JSONL",
                         help="take only the files this metadata table read without error (others: skipped)")
     parser.add_argument("--strict", action="store_true",
@@ -867,7 +890,9 @@ def main(argv=None) -> int:
             raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
                              reason=skipped[0]["reason"])
         mask = lib.load_mask(args.mask)
-        config = {"volumes": args.volumes, "window": window_override, "voi_function": args.voi_function, "size": size,
+        if args.volume_values != "normalized" and not args.volumes:
+            raise InputError("--volume-values needs --volumes")
+        config = {"volumes": args.volumes, "volume_values": args.volume_values, "window": window_override, "voi_function": args.voi_function, "size": size,
                   "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
                   "augment": args.augment, "epoch": args.epoch, "backend": backend}
         if args.table:
@@ -877,7 +902,8 @@ def main(argv=None) -> int:
             record.data_roots = found.root_records()
             if args.volumes:
                 tasks, not_stacked = lib.volume_tasks(images, record, {
-                    "window": window_override, "voi_function": args.voi_function, "backend": backend})
+                    "window": window_override, "voi_function": args.voi_function, "backend": backend,
+                    "values": args.volume_values})
                 for item in not_stacked:
                     log.warning("series_not_stacked" if "series not stacked" in item["reason"] else "skipped_file", **item)
                 skipped += not_stacked

@@ -240,3 +240,30 @@ def test_several_echoes_in_one_series_become_one_volume_each(workspace, ct_serie
     assert records[0]["sha256"] != records[1]["sha256"]
     assert all(name.rsplit("/", 1)[1].startswith("echo2_") for name in records[1]["sources"])
     assert not [r for r in json_lines(result.stderr) if r["event"] == "series_not_stacked"]
+
+
+def test_modality_volumes_equal_dicom2nifti_values(workspace, ct_series, tmp_path):
+    import dicom2nifti
+
+    records, folder, _ = preprocess(workspace, ct_series, "--volumes", "--volume-values", "modality")
+    (record,) = records
+    assert record["values"] == "modality" and record["transforms"] == {"modality": "rescale", "voi": None}
+    ours = nibabel.as_closest_canonical(nibabel.load(folder / record["nifti"]))
+    theirs = dicom2nifti.dicom_series_to_nifti(str(ct_series), str(tmp_path / "ref.nii"), reorient_nifti=False)["NII"]
+    theirs = nibabel.as_closest_canonical(theirs)
+    assert np.allclose(ours.affine, theirs.affine, atol=1e-4)
+    assert np.array_equal(ours.get_fdata(), theirs.get_fdata())  # Hounsfield units, both
+    assert float(ours.get_fdata().min()) < -500  # air in HU, not a [0, 1] value
+    refused = run_script("data_tools", "image_preprocessor", ct_series, "--volume-values", "modality",
+                         "--workspace", workspace)
+    assert refused.returncode == 2 and "--volumes" in single_error(refused.stderr)["error"]
+
+
+def test_enhanced_modality_volume_uses_each_frames_rescale(workspace, ct_series, tmp_path):
+    enhanced = tmp_path / "enhanced" / "ct.dcm"
+    enhanced.parent.mkdir()
+    enhanced_from(ct_series, enhanced, [(40, 400)] * 8)
+    classic, _, _ = preprocess(workspace, ct_series, "--volumes", "--volume-values", "modality")
+    from_enhanced, _, _ = preprocess(workspace, enhanced.parent, "--volumes", "--volume-values", "modality")
+    assert classic[0]["sha256"] == from_enhanced[0]["sha256"]
+    assert len(from_enhanced[0]["transforms"]["modality"]) and from_enhanced[0]["values"] == "modality"
