@@ -81,7 +81,7 @@ from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import scrub_quoted
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
 from scripts.utils.dicom_header import (
-    at, collapse, frame_count, frame_values, read_dataset, slice_geometry, volume_affine,
+    at, collapse, frame_count, frame_values, read_dataset, series_geometry, volume_affine,
 )
 from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
 from scripts.utils.log_formatter import progress
@@ -564,10 +564,9 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 spacings = frame_values(ds, "PixelSpacing", frames)
                 stack_values = {keyword: frame_values(ds, keyword, frames) for keyword in STACK_KEYS}
                 key = str(ds.get("SeriesInstanceUID", "") or f"(no Series Instance UID) {name}")
-                if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-                    if not any(key_ in ds for key_ in ("Rows", "NumberOfFrames")):
-                        skipped.append({"file": name, "reason": "--volumes: DICOM file has no pixel data"})
-                        continue
+                if "Rows" not in ds:  # headers are read without the pixel data; an image has Rows
+                    skipped.append({"file": name, "reason": "--volumes: DICOM file has no image"})
+                    continue
             except InputError as exc:
                 skipped.append({"file": name, "reason": exc.message})
                 continue
@@ -586,22 +585,14 @@ def slice_headers(images: list) -> tuple[dict, list]:
 
 
 def volume_plan(slices: list) -> dict:
-    """Order one series' slices and check them: ``{"slices", "affine", "spacing", "problems"}``."""
-    geometry = slice_geometry([s["position"] for s in slices], [s["orientation"] for s in slices])
-    problems = [message for _, message in geometry["problems"]]
-    if len(slices) < 2:
-        problems.append("a single slice is not a volume")
-    if len({s["shape"] for s in slices}) > 1:
-        problems.append("slices have different sizes")
-    spacings = {tuple(s["pixel_spacing"]) if isinstance(s["pixel_spacing"], list) else None for s in slices}
-    if len(spacings) > 1:
-        problems.append("slices have different Pixel Spacing")
-    else:
-        spacing = next(iter(spacings))
-        if not spacing or len(spacing) != 2 or not all(isinstance(v, (int, float)) and 0 < v < 1e6 for v in spacing):
-            problems.append("slices have no valid Pixel Spacing (two positive numbers)")
-    plan = {"slices": [slices[i] for i in geometry["order"]], "problems": problems}
-    if not problems:
+    """Order one series' slices and check them: ``{"slices", "problems", "kinds"}``, plus ``affine`` and
+    ``spacing`` when there is no problem."""
+    geometry = series_geometry([s["position"] for s in slices], [s["orientation"] for s in slices],
+                               [s["shape"] for s in slices], [s["pixel_spacing"] for s in slices])
+    plan = {"slices": [slices[i] for i in geometry["order"]],
+            "problems": [message for _, message in geometry["problems"]],
+            "kinds": [kind for kind, _ in geometry["problems"]]}
+    if not plan["problems"]:
         first = plan["slices"][0]
         plan["spacing"] = [geometry["spacing"], float(first["pixel_spacing"][0]), float(first["pixel_spacing"][1])]
         plan["affine"] = volume_affine(first["position"], first["orientation"], first["pixel_spacing"],
@@ -725,7 +716,7 @@ def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
         taken = sum(source.split("#")[0] == name for source, _ in planned)
         name = name if not taken else f"{name}#series{taken + 1}"
         plan = volume_plan(slices)
-        stacks = split_stacks(slices) if plan["problems"] and "share positions" in plan["problems"][0] else []
+        stacks = split_stacks(slices) if "duplicate_positions" in plan["kinds"] else []
         if stacks:
             planned += [(f"{name}#{label}", volume_plan(group)) for label, group in stacks]
         elif plan["problems"]:

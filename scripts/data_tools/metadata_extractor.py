@@ -24,7 +24,7 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
 * ``series.jsonl`` / ``.csv``: one row per DICOM series: files, slices,
   shape, pixel spacing, orientation, the slice spacing measured from the
   positions, and consistency flags (mixed orientation or shape, duplicate
-  positions, gaps, irregular spacing, missing geometry); ``volume_ok`` says
+  positions, gaps, irregular spacing, missing geometry, one slice, no valid pixel spacing); ``volume_ok`` says
   whether the series stacks into one regular volume
   (``image_preprocessor.py --volumes``).
 * ``tags.jsonl`` with ``--all-tags``: every public attribute of each DICOM
@@ -90,7 +90,8 @@ from scripts.utils import cli
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
 from scripts.utils.dicom_header import (
-    collapse, dictionary_vr, frame_count, frame_values, get_plain, plain, read_dataset, slice_geometry, tag_of,
+    PROBLEM_KINDS, collapse, dictionary_vr, frame_count, frame_values, get_plain, plain, read_dataset,
+    series_geometry, tag_of,
 )
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
@@ -156,8 +157,6 @@ SERIES_COLUMNS = (
     "rows", "columns", "pixel_spacing", "image_orientation_patient", "slice_spacing", "slice_thickness",
     "volume_ok", "flags", "problems",
 )
-GEOMETRY_FLAGS = ("missing_geometry", "mixed_orientation", "duplicate_positions", "gap", "irregular_spacing",
-                  "mixed_shape", "mixed_pixel_spacing")
 
 
 class Settings(NamedTuple):
@@ -496,35 +495,29 @@ def series_rows(rows) -> list:
             groups.setdefault((row.get("study_uid"), row.get("series_uid")), []).append(row)
     table = []
     for (study, series), members in groups.items():
-        positions, orientations, spacings, shapes = [], [], set(), set()
+        positions, orientations, spacings, shapes = [], [], [], []
         for member in members:
             geometry = member["_slices"]
             positions += geometry["positions"]
             orientations += geometry["orientations"]
-            spacings.add(orjson.dumps(geometry["pixel_spacing"]))
-            shapes.add((member.get("rows"), member.get("columns")))
-        geometry = slice_geometry(positions, orientations)
+            spacings.append(geometry["pixel_spacing"])
+            shapes.append((member.get("rows"), member.get("columns")))
+        geometry = series_geometry(positions, orientations, shapes, spacings)
         problems = [message for _, message in geometry["problems"]]
-        flags = {flag: False for flag in GEOMETRY_FLAGS}
+        flags = {kind: False for kind in PROBLEM_KINDS}
         for kind, _ in geometry["problems"]:
             flags[kind] = True
-        if len(shapes) > 1:
-            flags["mixed_shape"] = True
-            problems.append(f"slices have different sizes: {sorted(map(str, shapes))}")
-        if len(spacings) > 1:
-            flags["mixed_pixel_spacing"] = True
-            problems.append("slices have different Pixel Spacing")
         first = members[0]
         table.append({
             "study_uid": study, "series_uid": series, "patient_id": first.get("patient_id"),
             "modality": first.get("modality"), "series_description": first.get("series_description"),
             "first_path": first["path"], "files": len(members), "slices": len(positions),
-            "rows": first.get("rows") if len(shapes) == 1 else None,
-            "columns": first.get("columns") if len(shapes) == 1 else None,
-            "pixel_spacing": first["_slices"]["pixel_spacing"] if len(spacings) == 1 else None,
+            "rows": None if flags["mixed_shape"] else first.get("rows"),
+            "columns": None if flags["mixed_shape"] else first.get("columns"),
+            "pixel_spacing": None if flags["mixed_pixel_spacing"] else first["_slices"]["pixel_spacing"],
             "image_orientation_patient": None if flags["mixed_orientation"] else orientations[0],
             "slice_spacing": geometry["spacing"], "slice_thickness": first.get("slice_thickness"),
-            "volume_ok": not any(flags.values()) and len(positions) > 1, "flags": flags, "problems": problems,
+            "volume_ok": not any(flags.values()), "flags": flags, "problems": problems,
         })
     return sorted(table, key=lambda item: item["first_path"])
 

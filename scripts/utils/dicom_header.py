@@ -332,6 +332,30 @@ def slice_geometry(positions: list, orientations: list) -> dict:
     return result
 
 
+PROBLEM_KINDS = ("missing_geometry", "mixed_orientation", "duplicate_positions", "gap", "irregular_spacing",
+                 "single_slice", "mixed_shape", "mixed_pixel_spacing", "invalid_pixel_spacing")
+
+
+def series_geometry(positions: list, orientations: list, shapes: list, pixel_spacings: list) -> dict:
+    """``slice_geometry`` plus the checks a stack needs: more than one slice, one size, one valid Pixel Spacing.
+
+    The series table (metadata_extractor) and ``--volumes`` (image_preprocessor)
+    both judge a series with this, so ``volume_ok`` and what gets stacked agree.
+    """
+    geometry = slice_geometry(positions, orientations)
+    problems = geometry["problems"]
+    if len(positions) < 2:
+        problems.append(("single_slice", "a single slice is not a volume"))
+    if len(set(shapes)) > 1:
+        problems.append(("mixed_shape", f"slices have different sizes: {sorted(map(str, set(shapes)))}"))
+    spacings = {tuple(s) if isinstance(s, list) else None for s in pixel_spacings}
+    if len(spacings) > 1:
+        problems.append(("mixed_pixel_spacing", "slices have different Pixel Spacing"))
+    elif not _numbers(list(next(iter(spacings)) or ()), 2) or not all(0 < v < 1e6 for v in next(iter(spacings))):
+        problems.append(("invalid_pixel_spacing", "slices have no valid Pixel Spacing (two positive numbers)"))
+    return geometry
+
+
 def _numbers(value, count: int) -> bool:
     """A list of ``count`` finite numbers."""
     return (isinstance(value, list) and len(value) == count
