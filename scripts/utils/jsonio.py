@@ -102,6 +102,25 @@ def _dumps(value, option: int, checked: bool = True, default=None) -> bytes:
     return orjson.dumps(value, option=option, default=default)
 
 
+def sorted_object(keys: list, indices: list, values: list) -> orjson.Fragment:
+    """The JSON object ``{keys[i]: values[indices[i]]}`` as canonical JSON writes it, without building the dict.
+
+    ``keys`` are unique strings already in sorted order; ``values`` a short
+    list of strings (a million record -> split pairs take a fraction of the
+    time of a dict and a sorted dump). orjson encodes all keys as one list;
+    in that text ``","`` occurs only between elements, since a quote inside
+    a string is always escaped. The result goes into a larger document as an
+    orjson Fragment.
+    """
+    if not keys:
+        return orjson.Fragment(b"{}")
+    pieces = [b""] * (2 * len(keys))
+    pieces[0::2] = orjson.dumps(keys)[2:-2].split(b'","')
+    encoded_values = [b'":' + orjson.dumps(value) + b',"' for value in values]
+    pieces[1::2] = map(encoded_values.__getitem__, indices)
+    return orjson.Fragment(b'{"' + b"".join(pieces)[:-2] + b"}")
+
+
 def json_line(value) -> bytes:
     """One JSON-lines record (key order kept, non-finite encoded)."""
     return _dumps(value, orjson.OPT_APPEND_NEWLINE, default=str)

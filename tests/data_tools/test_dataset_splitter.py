@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from scripts.data_tools import dataset_splitter as sp
-from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json
 from tests.conftest import json_lines, run_script, single_error
 
@@ -83,9 +83,26 @@ def test_bad_records(rows, fragment):
         sp.split_records(rows, RATIOS, KEY, "id", "patient")
 
 
-def test_disjointness_check_can_fail():
-    with pytest.raises(CheckFailed):
-        sp.check_disjoint({"a": ("g", None), "b": ("g", None)}, {"a": "train", "b": "test"})
+def test_every_record_lands_in_its_groups_split():
+    rows = records(3_000, 300) + [{"id": "lone", "patient": None, "label": "a"}]
+    manifest = sp.split_records(rows, RATIOS, KEY, "id", "patient")
+    for row in rows:
+        group = row["patient"] or "record:" + row["id"]
+        assert manifest["assignments"][row["id"]] == manifest["groups"][group]
+    assert manifest["records_without_group"] == 1
+    assert sum(c["records"] for c in manifest["counts"].values()) == 3_001
+
+
+def test_a_table_of_only_errors_is_a_clear_error():
+    with pytest.raises(InputError, match="every record has an error"):
+        sp.split_records([{"id": "a", "patient": "p", "error": "unreadable"}], RATIOS, KEY, "id", "patient")
+
+
+def test_manifest_bytes_do_not_depend_on_record_order():
+    rows = records(2_000, 200)
+    forward = sp.manifest_bytes(sp.split_records(rows, RATIOS, KEY, "id", "patient"))
+    backward = sp.manifest_bytes(sp.split_records(rows[::-1], RATIOS, KEY, "id", "patient"))
+    assert forward == backward
 
 
 def test_cli_splits_the_metadata_table_and_verifies(sample_workspace):
@@ -133,4 +150,16 @@ def test_an_executor_gives_the_same_assignment(monkeypatch):
     alone, _ = sp.assign_records(groups, RATIOS, KEY)
     with ThreadPoolExecutor(4) as pool:
         pooled, _ = sp.assign_records(groups, RATIOS, KEY, pool)
-    assert alone.tolist() == pooled.tolist()
+    assert alone == pooled
+
+
+def test_manifest_bytes_equal_a_plain_canonical_dump():
+    """The fast writer of the assignments gives canonical_json's bytes, escapes and non-ASCII included."""
+    from scripts.utils.jsonio import canonical_json
+
+    odd = ["quote\"inside", "back\\slash", "a\",\"b", "tab\there", "é/ü", "日本", "emoji😀", "ctrl\x01", "end\\"]
+    rows = [{"id": text + str(i), "patient": f"p{i % 7}"} for i in range(300) for text in [odd[i % len(odd)]]]
+    manifest = sp.split_records(rows, RATIOS, KEY, "id", "patient")
+    plain = {**manifest, "assignments": dict(manifest["assignments"].items())}
+    assert sp.manifest_bytes(manifest) == canonical_json(plain)
+    assert orjson.loads(sp.manifest_bytes(manifest))["assignments"] == plain["assignments"]

@@ -128,6 +128,28 @@ def test_augmentation_depends_only_on_seed_sample_and_epoch():
     assert first != ip.augmentation_parameters(8, "data/sample/a.dcm", 0)
 
 
+def test_noise_levels_are_pinned_and_gaussian():
+    """The table of normal quantiles is part of the output bytes: its SHA-256 is fixed on every platform."""
+    table = ip.normal_quantiles()
+    assert hashlib.sha256(table.tobytes()).hexdigest() == (
+        "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8")
+    assert np.all(np.diff(table) > 0) and abs(float(table[-1]) - 4.3249) < 1e-3
+    noise = ip.gaussian_noise(3, (1000, 1000), 0.5)
+    assert noise.dtype == np.float32 and abs(float(noise.mean())) < 0.002 and abs(float(noise.std()) - 0.5) < 0.002
+    # Its tails follow N(0, 0.25): P(|z| > 2 sigma) = 4.55%.
+    assert abs(float(np.mean(np.abs(noise) > 1.0)) - 0.0455) < 0.002
+    assert np.array_equal(noise, ip.gaussian_noise(3, (1000, 1000), 0.5))
+
+
+def test_augmentation_commutes_with_its_flips_and_rotation():
+    """Jitter and noise are applied before the flips and rotation; the result is that image, rotated."""
+    image = np.linspace(0, 1, 12 * 8, dtype=np.float32).reshape(12, 8)
+    draws = dict(ip.augmentation_parameters(7, "a", 0), flip_horizontal=True, flip_vertical=False, rot90=1)
+    plain = dict(draws, flip_horizontal=False, rot90=0)
+    expected = np.rot90(np.flip(ip.augment(np, image, plain, (0, 1)), axis=1), 1)
+    assert np.array_equal(ip.augment(np, image, draws, (0, 1)), expected)
+
+
 def test_records_say_what_was_done(sample_workspace):
     out = run_preprocessor(sample_workspace, "--mask-threshold", "-500", "--window=-600,1500",
                            "--voi-function", "SIGMOID", "data/sample/dicom")
