@@ -350,7 +350,47 @@ def bench_volume(scratch: Path, quick: bool, repeat: int) -> list:
                     "max_abs_difference_from_anchor": difference})]
 
 
+def _ten_file_run(workspace: Path) -> None:
+    from scripts.utils.run_records import RunRecorder
+
+    with RunRecorder("growth", workspace=workspace) as run:
+        for index in range(10):
+            run.output_path(f"out_{index}.txt").write_bytes(b"%d" % index)
+
+
+def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
+    """A run registering 10 files, against a registry of 10^6 entries and against an empty one."""
+    from scripts.utils import registry
+
+    entries = 100_000 if quick else 1_000_000
+    big, empty = scratch / "growth_big", scratch / "growth_empty"
+    files = {f"data/scans/p{i // 1000:04d}/slice{i:07d}.dcm": {
+        "sha256": hashlib.sha256(b"%d" % i).hexdigest(), "crc32": f"{i:08x}", "size": 500_000 + i, "run": "seed"}
+        for i in range(entries)}
+    path = big / registry.REGISTRY
+    path.parent.mkdir(parents=True)
+    atomic_write_bytes(path, registry.canonical_json({**registry.empty_registry(), "files": files}, checked=False))
+    del files
+    _ten_file_run(big)
+    _ten_file_run(empty)  # layouts, imports and first-use costs outside the timing
+    best = best_of_alternating({"big": lambda: _ten_file_run(big), "empty": lambda: _ten_file_run(empty)}, repeat)
+    start = time.perf_counter()
+    folded = registry.fold_journal(path, force=True)
+    fold_seconds = time.perf_counter() - start
+    size = path.stat().st_size
+    shutil.rmtree(big)
+    shutil.rmtree(empty)
+    return [figure("registry_growth", f"a run registering 10 files, registry of {entries:,} entries "
+                   f"({size / 2**20:.0f} MiB): one journal line", best["big"], "s",
+                   "the same run against an empty registry", best["empty"], 1 / 3,
+                   {"input": {"entries": entries, "registry_bytes": size},
+                    "fold_seconds": round(fold_seconds, 3) if folded else None,
+                    "note": "the fold (a full rewrite) runs once the journal reaches 1/8 of the file"},
+                   higher_is_better=False)]
+
+
 BENCHMARKS = {
+    "registry_growth": bench_registry_growth,
     "hashing": bench_hashing,
     "reverify": bench_reverify,
     "splitter": bench_splitter,

@@ -79,8 +79,8 @@ from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
 from scripts.utils.limits import printable_name
-from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, hash_files, read_manifest,
-                                    read_registry)
+from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
+                                    read_manifest, read_registry)
 from scripts.utils.run_records import MANIFEST, recover, records_lock, retract_runs
 from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
 
@@ -488,6 +488,7 @@ class Pipeline:
             redone.add(step.name)
             summary.append({"step": step.name, "status": "done", "report": run_report(run_id) if run_id else None})
         self.cache.save()
+        fold_journal(self.workspace / REGISTRY, force=True)  # data/hash_registry.json whole after every phase
         for item in summary:
             item["skipped"] = self.skipped_of(item["report"]) if item["report"] else []
         return summary

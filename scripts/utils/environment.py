@@ -47,12 +47,32 @@ def _normalize(name: str) -> str:
 
 
 def installed_packages() -> dict:
+    """``{normalized name: version}`` of every installed distribution.
+
+    Only the ``Name`` and ``Version`` headers at the top of each METADATA
+    file are read: the full email-format parse of ~100 distributions took
+    most of a run's record keeping.
+    """
     packages = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            packages[_normalize(name)] = dist.version
+        name, version = _name_and_version(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+        if name and version:
+            packages[_normalize(name)] = version
     return dict(sorted(packages.items()))
+
+
+def _name_and_version(text: str) -> tuple:
+    name = version = None
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line
+        if line.startswith("Name:"):
+            name = line[5:].strip()
+        elif line.startswith("Version:"):
+            version = line[8:].strip()
+        if name and version:
+            break
+    return name, version
 
 
 def locked_packages(lock: Path = LOCK_FILE) -> dict:
@@ -177,10 +197,20 @@ def byte_relevant_versions(installed: dict) -> dict:
         try:
             import imageio_ffmpeg
 
-            versions["ffmpeg"] = imageio_ffmpeg.get_ffmpeg_version()
+            versions["ffmpeg"] = ffmpeg_version(imageio_ffmpeg, installed["imageio-ffmpeg"])
         except Exception:
             versions["ffmpeg"] = None
     return versions
+
+
+def ffmpeg_version(imageio_ffmpeg, package_version: str) -> str:
+    """The ffmpeg that imageio uses: the binary bundled in the imageio-ffmpeg wheel is named by its
+    file and the wheel's version (running it takes a subprocess per run); any other is asked."""
+    executable = Path(imageio_ffmpeg.get_ffmpeg_exe())
+    bundled = Path(imageio_ffmpeg.__file__).resolve().parent / "binaries"
+    if executable.resolve().parent == bundled:
+        return f"{executable.name} (bundled with imageio-ffmpeg {package_version})"
+    return imageio_ffmpeg.get_ffmpeg_version()
 
 
 def compiler_version() -> str | None:

@@ -17,6 +17,21 @@ id to its record. Both are rewritten atomically under a cross-platform lock
 (jsonio.locked_update); a file that is not one of them is bad input (exit 2)
 and is left as it is.
 
+A registry of millions of entries is not rewritten for every run. Once the
+registry file is larger than ``$CRH_REGISTRY_JOURNAL_BYTES`` (default 4 MiB,
+about 20,000 entries), a run that only adds entries appends one line,
+``{"set": {name: entry}}``, to the journal beside it
+(``.hash_registry.json.journal.jsonl``, fsync'd under the registry's lock).
+The registry is the file with the journal's lines applied in order; every
+reader here (``read_registry``) merges them. The journal is folded into the
+file (atomically, then deleted) when it reaches an eighth of the file's size
+(so the cost per entry stays constant), before any other kind of change
+(``hash_integrity.py hash``, recovery, retraction), and at the end of every
+pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format and
+is whole after every phase. A line torn by a kill has no newline: readers ignore it and the next
+writer cuts it off. Folding is idempotent (a fold killed before the journal
+is deleted applies the same lines twice, with the same result).
+
 The stat cache (``.<registry>.statcache.json`` beside the registry) keeps,
 per name, the hashes last computed and the file's stat when they were
 (inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
@@ -30,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from contextlib import nullcontext
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,8 +54,11 @@ try:  # ISA-L's CRC32 (SIMD) is several times faster than zlib's; same values
 except ImportError:  # pragma: no cover - a platform without isal wheels
     from zlib import crc32
 
+import orjson
+
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import canonical_json, holding, lock_for, locked_update, read_json, atomic_write_bytes
+from scripts.utils.jsonio import (atomic_write_bytes, canonical_json, holding, lock_for, locked_update, read_json,
+                                  remove_stale_temps)
 
 REGISTRY = "data/hash_registry.json"
 MANIFEST = "meta/chronicle/manifest.json"
@@ -76,9 +95,12 @@ def checked_manifest(document, path: Path) -> dict:
 
 
 def read_registry(path: Path) -> dict:
-    """The ``files`` table of a registry file (empty when the file does not exist)."""
+    """The ``files`` table of a registry (empty when the file does not exist), its journal applied."""
     path = Path(path)
-    return checked_registry(read_json(path), path)["files"] if path.exists() else {}
+    files = checked_registry(read_json(path), path)["files"] if path.exists() else {}
+    for change in read_journal(path):
+        apply_journal_line(files, change)
+    return files
 
 
 def read_manifest(path: Path) -> dict:
@@ -98,8 +120,195 @@ def _update(path: Path, change, checked, empty, table: str) -> dict:
 
 
 def update_registry(path: Path, change) -> dict:
-    """Apply ``change(files)`` (it edits the table in place) under the lock; one atomic rewrite."""
-    return _update(path, change, checked_registry, empty_registry, "files")
+    """Apply ``change(files)`` (it edits the table in place) under the lock; the journal is folded first."""
+    path = Path(path)
+    with holding(lock_for(path), path):
+        _fold(path)
+        remove_stale_temps(path)
+        document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+        change(document["files"])
+        atomic_write_bytes(path, canonical_json(document, checked=False))
+    return document["files"]
+
+
+# --------------------------------------------------------------------------
+# The registry's journal (see the module docstring)
+# --------------------------------------------------------------------------
+
+JOURNAL_BYTES_ENV = "CRH_REGISTRY_JOURNAL_BYTES"
+DEFAULT_JOURNAL_BYTES = 4 << 20
+FOLD_FRACTION = 8  # fold when the journal reaches 1/8 of the registry file
+
+
+def journal_path(path: Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.journal.jsonl")
+
+
+def journal_from_bytes() -> int:
+    """Registry files at least this large take appends through the journal."""
+    try:
+        return max(0, int(os.environ.get(JOURNAL_BYTES_ENV, DEFAULT_JOURNAL_BYTES)))
+    except ValueError:
+        raise InputError(f"${JOURNAL_BYTES_ENV} must be a whole number of bytes",
+                         value=os.environ.get(JOURNAL_BYTES_ENV))
+
+
+def read_journal(path: Path) -> list:
+    """The complete lines of ``path``'s journal, parsed (a torn last line is not one)."""
+    journal = journal_path(path)
+    try:
+        data = journal.read_bytes()
+    except FileNotFoundError:
+        return []
+    changes = []
+    for number, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), start=1):
+        try:
+            change = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"registry journal line {number} is not JSON: {exc.msg}", file=journal, line=number)
+        if not isinstance(change, dict) or not isinstance(change.get("set", {}), dict) \
+                or not all(isinstance(entry, dict) for entry in change.get("set", {}).values()):
+            raise InputError(f"registry journal line {number} is not {{\"set\": {{name: entry}}}}", file=journal,
+                             line=number)
+        changes.append(change)
+    return changes
+
+
+def apply_journal_line(files: dict, change: dict) -> None:
+    files.update(change.get("set", {}))
+
+
+def _fold(path: Path) -> None:
+    """Write the registry with its journal applied, then delete the journal. Call it holding the lock."""
+    journal = journal_path(path)
+    if not journal.exists():
+        return
+    document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+    for change in read_journal(path):
+        apply_journal_line(document["files"], change)
+    atomic_write_bytes(path, canonical_json(document, checked=False))
+    journal.unlink()
+
+
+def fold_journal(path: Path, force: bool = False) -> bool:
+    """Fold the journal into the registry when it is due (an eighth of the file) or ``force``; True if folded."""
+    path = Path(path)
+    journal = journal_path(path)
+    if not journal.exists():
+        return False
+    with holding(lock_for(path), path):
+        try:
+            due = force or journal.stat().st_size * FOLD_FRACTION >= path.stat().st_size
+        except FileNotFoundError:
+            due = journal.exists()
+        if due:
+            _fold(path)
+        return due
+
+
+def _journal_length(journal: Path) -> int:
+    """The journal's length up to its last complete line; a torn tail is cut off here."""
+    try:
+        handle = open(journal, "r+b")
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                size = _last_newline(handle) + 1
+                handle.truncate(size)
+        return size
+
+
+def _last_newline(handle) -> int:
+    """The offset of the last newline in ``handle`` (-1 if none), read backwards in 1 MiB blocks."""
+    end = handle.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - (1 << 20))
+        handle.seek(start)
+        found = handle.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+def add_to_registry(path: Path, entries: dict, change=None):
+    """Apply ``change(files)`` if given, add ``entries``; return a function that undoes exactly this.
+
+    Through the journal when the registry file is large and nothing but
+    adding is asked (the undo then cuts the journal back); otherwise one
+    rewrite (the undo restores the file and journal as they were).
+    """
+    path = Path(path)
+    journal = journal_path(path)
+    with holding(lock_for(path), path):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        journal_size = journal.stat().st_size if journal.exists() else 0
+        if change is None and size >= journal_from_bytes() and journal_size * FOLD_FRACTION < size:
+            checked_registry_head(path)
+            length = _journal_length(journal)
+
+            def undo(locked=False):
+                with holding(lock_for(path), path) if not locked else nullcontext(), open(journal, "r+b") as handle:
+                    handle.truncate(length)
+                    os.fsync(handle.fileno())
+
+            try:
+                with open(journal, "ab") as handle:
+                    handle.write(canonical_json({"set": entries}, checked=False))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except BaseException:
+                undo(locked=True)  # a line written but not synced must not outlive the failed commit
+                raise
+            return undo
+
+        previous = path.read_bytes() if size >= 0 else None
+        previous_journal = journal.read_bytes() if journal.exists() else None
+        _fold(path)
+        remove_stale_temps(path)
+        document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+        if change is not None:
+            change(document["files"])
+        document["files"].update(entries)
+        atomic_write_bytes(path, canonical_json(document, checked=False))
+
+    def restore():
+        with holding(lock_for(path), path):
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, previous)
+            if previous_journal is not None:
+                atomic_write_bytes(journal, previous_journal)
+    return restore
+
+
+REGISTRY_TAIL = b'"format":"crh-hash-registry","version":1}'
+
+
+def checked_registry_head(path: Path) -> None:
+    """A cheap check of a large registry file: it opens as a registry and ends as one written here.
+
+    A file that does not pass gets the full check (and its exact error).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(10)
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 64))
+            tail = handle.read().rstrip()
+    except OSError:
+        tail, head = b"", b""
+    if head.startswith(b'{"files":{') and tail.endswith(REGISTRY_TAIL):
+        return
+    read_registry(path)
 
 
 def update_manifest(path: Path, change) -> dict:
@@ -178,10 +387,11 @@ def registry_entry(hashed: dict, run_id: str) -> dict:
 class StatCache:
     """Hashes of files whose stat has not changed since they were computed (see the module docstring)."""
 
-    def __init__(self, path: Path, entries: dict, written_ns: int):
+    def __init__(self, path: Path, entries: dict, written_ns: int, read_only: bool = False):
         self.path = path
         self.entries = entries
         self.written_ns = written_ns
+        self.read_only = read_only
         self.updates: dict = {}
 
     @staticmethod
@@ -190,9 +400,19 @@ class StatCache:
         return registry_path.with_name(f".{registry_path.name}.statcache.json")
 
     @classmethod
-    def load(cls, registry_path: Path) -> "StatCache":
-        """The cache beside ``registry_path``; a missing or unreadable cache is simply empty."""
+    def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> "StatCache":
+        """The cache beside ``registry_path``; a missing or unreadable cache is simply empty.
+
+        With ``up_to_bytes``, a larger cache file is not read, and this one
+        never saves: a run adding a few outputs does not rewrite a cache of
+        millions of files (those outputs are hashed again when next checked).
+        """
         path = cls.path_for(registry_path)
+        try:
+            if up_to_bytes is not None and os.stat(path).st_size > up_to_bytes:
+                return cls(path, {}, 0, read_only=True)
+        except OSError:
+            pass
         try:
             entries = read_json(path)["files"]
             if not isinstance(entries, dict):
@@ -215,7 +435,7 @@ class StatCache:
 
     def save(self) -> None:
         """Merge this process's updates into the file (locked, atomic). Failing to save is harmless."""
-        if not self.updates:
+        if not self.updates or self.read_only:
             return
         try:
             with holding(lock_for(self.path), self.path):

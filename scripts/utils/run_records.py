@@ -51,9 +51,10 @@ from filelock import FileLock, Timeout
 
 from scripts.utils import time_utils
 from scripts.utils.errors import InputError, environment_failure
-from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, lock_for, read_json,
+from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, read_json,
                                   read_json_lines)
-from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, bytes_entry, check_writable, hash_file,
+from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_writable,
+                                    checked_registry_head, fold_journal, hash_file, journal_from_bytes, read_journal,
                                     read_manifest, read_registry, register_files, registry_entry, update_manifest,
                                     update_registry)
 from scripts.utils.workspace import (LAYOUT, REPO_ROOT, RESULTS, SEED_LOG, WORKSPACE_ENV, ensure_layout, relative_to_workspace,
@@ -117,11 +118,20 @@ def latest_run(workspace: Path, script: str) -> str | None:
 
 
 def check_records(workspace: Path) -> None:
-    """The registry and manifest are valid and writable (else InputError: exit 2)."""
-    for relative, read in ((REGISTRY, read_registry), (MANIFEST, read_manifest)):
-        path = Path(workspace) / relative
+    """The registry and manifest are valid and writable (else InputError: exit 2).
+
+    A registry file large enough to keep a journal gets the cheap check
+    (its head and tail); a fold reads it whole and would refuse it then.
+    """
+    registry, manifest = Path(workspace) / REGISTRY, Path(workspace) / MANIFEST
+    for path in (registry, manifest):
         check_writable(path)
-        read(path)
+    if registry.exists() and registry.stat().st_size >= journal_from_bytes():
+        checked_registry_head(registry)
+        read_journal(registry)
+    else:
+        read_registry(registry)
+    read_manifest(manifest)
 
 
 # --------------------------------------------------------------------------
@@ -432,12 +442,10 @@ class RunRecorder:
         def change(files):
             for apply in self._registry_changes:
                 apply(files)
-            files.update(entries)
 
         registry_path, manifest_path = self.workspace / REGISTRY, self.workspace / MANIFEST
         with holding(records_lock(self.workspace), self.workspace / RECORDS_LOCK):
-            previous_registry = registry_path.read_bytes() if registry_path.exists() else None
-            registry_written = False
+            undo_registry = None
             try:
                 atomic_write_bytes(report_path, report_bytes)
                 self._release_run_lock()
@@ -445,18 +453,18 @@ class RunRecorder:
                     os.replace(self._staging, self.final_dir)
                 else:
                     self._staging.rmdir()
-                update_registry(registry_path, change)
-                registry_written = True
+                undo_registry = add_to_registry(registry_path, entries, change if self._registry_changes else None)
                 update_manifest(manifest_path, lambda runs: runs.__setitem__(self.run_id, {
                     "script": self.script, "report": report_rel, "report_sha256": entries[report_rel]["sha256"],
                     "seed": self.seeds.base_seed, "config_sha256": report["config_sha256"],
                     "env_hash": report["env_hash"], "outputs": len(hashed), "status": self.status,
                 }))
             except BaseException:
-                self._roll_back(report_path, previous_registry if registry_written else False)
+                self._roll_back(report_path, undo_registry)
                 raise
             self._log_seed()  # still under the lock: recovery must not see the run without its seed line
-        cache = StatCache.load(registry_path)
+        fold_journal(registry_path)  # when due: the registry's content does not change
+        cache = StatCache.load(registry_path, up_to_bytes=journal_from_bytes())
         for path, h in hashed.items():
             cache.remember(path, h)
         cache.save()
@@ -475,7 +483,7 @@ class RunRecorder:
             if self.log:
                 self.log.warning("seed_log_not_written", file=SEED_LOG, error=exc.strerror)
 
-    def _roll_back(self, report_path: Path, previous_registry) -> None:
+    def _roll_back(self, report_path: Path, undo_registry) -> None:
         """Undo a commit that failed halfway: no report, no outputs, no entries.
 
         Files are deleted first (that frees space on a full disk), then the
@@ -487,15 +495,10 @@ class RunRecorder:
         shutil.rmtree(self._staging, ignore_errors=True)
         for path in self._created:
             path.unlink(missing_ok=True)
-        if previous_registry is False:
+        if undo_registry is None:
             return
-        registry_path = self.workspace / REGISTRY
         try:
-            with holding(lock_for(registry_path), registry_path):
-                if previous_registry is None:
-                    registry_path.unlink(missing_ok=True)
-                else:
-                    atomic_write_bytes(registry_path, previous_registry)
+            undo_registry()
         except OSError:
             try:
                 self._staging.mkdir()

@@ -4,7 +4,7 @@
 
 POINT is one of: body (while writing outputs), report (right after the
 report is written), rename (after the run folder is in place), registry
-(after the registry rewrite), manifest (after the manifest: the commit
+(after the registry rewrite or journal line), manifest (after the manifest: the commit
 point), seeds (after the seed line). The kill is real (SIGKILL on POSIX,
 TerminateProcess elsewhere): nothing in the process gets to clean up.
 """
@@ -41,7 +41,7 @@ def main() -> None:
     run_records.atomic_write_bytes = after(run_records.atomic_write_bytes, point, "report", is_report)
     run_records.os.replace = after(os.replace, point, "rename",
                                    lambda source, target: str(source).endswith(".partial"))
-    run_records.update_registry = after(run_records.update_registry, point, "registry")
+    run_records.add_to_registry = after(run_records.add_to_registry, point, "registry")
     run_records.update_manifest = after(run_records.update_manifest, point, "manifest")
     with run_records.RunRecorder("crash", workspace=workspace) as run:
         run.output_path("a.txt").write_text("a\n")

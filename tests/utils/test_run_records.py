@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.utils import jsonio, run_records
+from scripts.utils import jsonio, registry, run_records
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json, read_json_lines
+from scripts.utils.registry import read_registry
 from scripts.utils.run_records import MANIFEST, REGISTRY, RunRecorder
 from tests.conftest import REPO, single_error
 from scripts.utils.seed_manager import SEED_LOG
@@ -130,7 +131,9 @@ def test_corrupt_registry_is_bad_input_and_left_alone(workspace):
 def test_ten_thousand_outputs_cost_one_registry_write(workspace, monkeypatch):
     writes = []
     real = jsonio.atomic_write_bytes
-    monkeypatch.setattr(jsonio, "atomic_write_bytes", lambda path, data: (writes.append(Path(path).name), real(path, data)))
+    counting = lambda path, data: (writes.append(Path(path).name), real(path, data))  # noqa: E731
+    monkeypatch.setattr(jsonio, "atomic_write_bytes", counting)
+    monkeypatch.setattr(registry, "atomic_write_bytes", counting)
     with RunRecorder("bulk", workspace=workspace) as run:
         folder = run.output_path("many")
         folder.mkdir()
@@ -147,7 +150,15 @@ def test_same_inputs_same_bytes_in_two_workspaces(tmp_path):
         assert (tmp_path / "one" / relative).read_bytes() == (tmp_path / "two" / relative).read_bytes()
 
 
-def test_eight_processes_register_400_artifacts_at_once(workspace):
+@pytest.fixture(params=["rewrite", "journal"])
+def registry_mode(request, monkeypatch):
+    """Both ways a commit reaches the registry: a rewrite, or (a large registry) a journal line."""
+    if request.param == "journal":
+        monkeypatch.setenv("CRH_REGISTRY_JOURNAL_BYTES", "0")  # every registry file counts as large
+    return request.param
+
+
+def test_eight_processes_register_400_artifacts_at_once(workspace, registry_mode):
     workers = [subprocess.Popen([sys.executable, str(WORKER), str(workspace), "conc", "50", "1"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
     acks = []
@@ -156,7 +167,7 @@ def test_eight_processes_register_400_artifacts_at_once(workspace):
         assert worker.returncode == 0, err.decode()
         acks += [line.split()[1] for line in out.decode().splitlines()]
     assert len(acks) == len(set(acks)) == 400
-    registry = read_json(workspace / REGISTRY)["files"]
+    registry = read_registry(workspace / REGISTRY)
     manifest = read_json(workspace / MANIFEST)["runs"]
     assert set(manifest) == set(acks)
     outputs = [path for path in registry if path.endswith("out_0.txt")]
@@ -170,7 +181,9 @@ def _registry_state(data_dir: Path):
     registry = data_dir / "hash_registry.json"
     stat = registry.stat() if registry.exists() else None
     temps = sorted(p.name for p in data_dir.glob(".hash_registry.json.*.tmp"))
-    return (stat.st_size, stat.st_mtime_ns) if stat else None, temps
+    journal = data_dir / ".hash_registry.json.journal.jsonl"
+    journal_size = journal.stat().st_size if journal.exists() else None
+    return (stat.st_size, stat.st_mtime_ns) if stat else None, temps, journal_size
 
 
 def _kill_during_next_registry_write(worker, data_dir: Path) -> None:
@@ -183,7 +196,7 @@ def _kill_during_next_registry_write(worker, data_dir: Path) -> None:
     worker.wait()
 
 
-def test_sigkill_mid_write_leaves_valid_files_with_every_acknowledged_entry(workspace):
+def test_sigkill_mid_write_leaves_valid_files_with_every_acknowledged_entry(workspace, registry_mode):
     # A big registry makes every rewrite take a while; the kill is aimed at
     # the moment a rewrite starts, however the writer goes about it.
     run_records.register_files(workspace, {f"bulk/{i:06d}": {"sha256": "0" * 64, "crc32": "00000000", "size": 0,
@@ -197,7 +210,7 @@ def test_sigkill_mid_write_leaves_valid_files_with_every_acknowledged_entry(work
         _kill_during_next_registry_write(worker, workspace / "data")
         acknowledged += [line.split()[1].decode() for line in worker.stdout.read().splitlines()]
 
-        registry = read_json(workspace / REGISTRY)["files"]  # parses: not torn
+        registry = read_registry(workspace / REGISTRY)  # parses: not torn (a torn journal line is ignored)
         manifest_path = workspace / MANIFEST  # absent only if no run ever got that far
         manifest = read_json(manifest_path)["runs"] if acknowledged or manifest_path.exists() else {}
         assert len(registry) >= 30_000
