@@ -11,7 +11,8 @@ EXPECTED = {
     "hash_tree_vs_same_work_one_thread", "reverify_unchanged_tree", "split_full_manifest", "split_assignment_only",
     "metadata_extraction", "preprocess_ct_slices", "preprocess_ct_slices_one_process",
     "run_experiment_record_keeping", "reference_experiment_cupy_vs_numpy",
-    "dream_animation_gif", "tensor_visualizer_files", "make_verify_time", "pipeline_second_call",
+    "dream_animation_gif", "tensor_visualizer_files", "make_verify_time", "pipeline_second_call", "registry_growth",
+    "volume_assembly",
 }
 
 
@@ -35,3 +36,13 @@ def test_quick_bench_writes_a_report_with_every_figure(workspace):
     splitter = [f for f in figures if f["name"] == "split_assignment_only"][0]
     assert splitter["growth_10_percent"]["records_moved_ours"] == 0
     assert report_path.relative_to(workspace).as_posix() in read_json(workspace / "data/hash_registry.json")["files"]
+    # Scaling curves: 1 and 2 workers beside the ideal, 1/100, 1/10 and all of the input, and one PNG of them.
+    curves = {f["scaling"]["name"]: f["scaling"] for f in figures if "scaling" in f}
+    assert set(curves) == {"hashing", "metadata", "preprocess"}
+    for curve in curves.values():
+        assert curve["workers"][0]["workers"] == 1 and curve["workers"][0]["ideal"] == curve["workers"][0]["rate"]
+        assert [item["files"] for item in curve["sizes"]] == sorted(item["files"] for item in curve["sizes"])
+        assert len(curve["sizes"]) == 3 and all(item["seconds"] > 0 for item in curve["sizes"])
+    plot = workspace / report["results"]["scaling_plot"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.relative_to(workspace).as_posix() in read_json(workspace / "data/hash_registry.json")["files"]

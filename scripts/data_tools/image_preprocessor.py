@@ -901,7 +901,7 @@ def main(argv=None) -> int:
         seeds = SeedManager.from_file(args.seeds)
         seed = seeds.seed(SEED_STREAM)
         found = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
-        images = [(name, path) for name, path, _ in found.files]
+        images = [(name, Path(path)) for name, path, _ in found.files]
         skipped = list(found.skipped)
         if args.table:
             images, left_out = lib.select_from_table(images, args.table)

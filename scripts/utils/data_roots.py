@@ -67,7 +67,8 @@ class DataRoot:
 @dataclass
 class Inputs:
     workspace: Path
-    files: list      # [(name, absolute path, os.stat_result)], sorted by name
+    files: list      # [(name, absolute path as str, os.stat_result)], sorted by name (a str: making 20,000
+                     # pathlib.Path objects costs more than listing and stat-ing the files)
     roots: dict      # {root name: DataRoot}
     skipped: list    # [{"file": name, "reason": why}], sorted by name
     given: list      # the record name of each input given ("" for the workspace itself), sorted
@@ -96,7 +97,7 @@ def not_utf8(name: str) -> dict:
 
 
 def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
-    """``[(name, absolute path, stat)]`` of the regular files under ``folder`` (names ``prefix`` + relative)."""
+    """``[(name, absolute path (str), stat)]`` of the regular files under ``folder`` (names ``prefix`` + relative)."""
     found = []
     stack = [(str(folder), prefix)]
     while stack:
@@ -119,8 +120,8 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
             if stat_module.S_ISDIR(info.st_mode):
                 stack.append((entry.path, name + "/"))
             elif stat_module.S_ISREG(info.st_mode):
-                if not (skip_bookkeeping and is_bookkeeping(entry.name)):
-                    found.append((name, Path(entry.path), info))
+                if not (skip_bookkeeping and entry.name[:1] == "." and is_bookkeeping(entry.name)):
+                    found.append((name, entry.path, info))
             elif stat_module.S_ISLNK(info.st_mode):
                 skipped.append({"file": name, "reason": "symbolic link (not followed)"})
             else:
@@ -173,7 +174,7 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
                 files += list_folder(resolved, "" if relative == "." else relative + "/", skipped, True)
             elif resolved.is_file():
                 info = resolved.stat()
-                files.append((relative_to_workspace(workspace, resolved), resolved, info))
+                files.append((relative_to_workspace(workspace, resolved), str(resolved), info))
             else:
                 skipped.append({"file": relative_to_workspace(workspace, resolved), "reason": "not a regular file"})
             continue
@@ -200,7 +201,7 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
         if resolved.is_dir():
             listed = list_folder(resolved, prefix, skipped, False)
         elif resolved.is_file():
-            listed = [(prefix + resolved.name, resolved, resolved.stat())]
+            listed = [(prefix + resolved.name, str(resolved), resolved.stat())]
         else:
             skipped.append({"file": prefix + resolved.name, "reason": "not a regular file (FIFO, socket or device)"})
             listed = []

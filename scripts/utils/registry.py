@@ -505,6 +505,9 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
     finally:
         if own_pool:
             pool.shutdown()
+    names = list(results)
+    if all(map(str.__lt__, names, names[1:])):  # listed in name order and all cached: already sorted
+        return results
     return {name: results[name] for name in sorted(results)}
 
 

@@ -82,7 +82,7 @@ def load_frames(workspace: Path, inputs) -> list:
             raise InputError("input not found", file=str(folder))
         folders.append(folder)
     found = collect_inputs(workspace, folders, bind=False)
-    files = [(path, info) for _, path, info in found.files if path.suffix == ".cten"]
+    files = [(Path(path), info) for _, path, info in found.files if path.endswith(".cten")]
     if not files:
         raise InputError("no .cten frames found", file=str(inputs[0]))
     check_pixels(sum(info.st_size for _, info in files) // 12, f"{len(files)} frames", file=str(inputs[0]))

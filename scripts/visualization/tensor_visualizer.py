@@ -194,7 +194,7 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
     found = collect_inputs(workspace, inputs)
     if record is not None:
         record.data_roots = found.root_records()
-    files = [(path, name) for name, path, _ in found.files if path.suffix.lower() in SUFFIXES]
+    files = [(Path(path), name) for name, path, _ in found.files if Path(path).suffix.lower() in SUFFIXES]
     if not files:
         raise InputError("no .cten, .sten, .npy or .npz files found", file=str(inputs[0]))
     results = []
