@@ -13,7 +13,8 @@ folder outside it is a data root, whose files are named
 the data folder is only read, never written. An entry that is already right
 keeps the run that produced it; new and changed files are credited to this
 run. The registry changes with the run's commit, so a failed or killed run
-changes nothing.
+changes nothing. ``hash`` reads and rewrites the whole registry, folding in
+its journal (a large registry's appended runs; see scripts/utils/registry.py).
 
 A stat cache beside the registry (``.<registry>.statcache.json``: inode,
 size, mtime_ns, ctime_ns per file) lets both commands skip reading files
