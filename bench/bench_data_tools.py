@@ -166,8 +166,11 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
 
     try:
         best = best_of_alternating({"ours": ours, "core": ours_core, "sklearn": sklearn}, repeat)
-        shuffled = rows[:]
-        random.Random(7).shuffle(shuffled)
+        # The same records in random id order, made in that order (as read_records would make them from a
+        # shuffled file): shuffling the list of rows above would also scatter them in memory.
+        order = list(range(records))
+        random.Random(7).shuffle(order)
+        shuffled = [{"id": f"r{i:07d}", "patient": f"p{i % groups}"} for i in order]
         start = time.perf_counter()
         manifest = dataset_splitter.split_records(shuffled, ratios, key, "id", "patient", executor=pool)
         shuffled_bytes = dataset_splitter.manifest_bytes(manifest)

@@ -7,8 +7,8 @@ its own key, so adding records never moves an existing one (scikit-learn's
 GroupShuffleSplit re-shuffles everything when the dataset grows). The key is
 derived from the seeds (stream ``dataset_splitter``): change the seed, get
 another split. Every record of a group lands in the same split: a record's
-split is its group's, by construction. A million records, with split.json
-written, take under a second (the work is done a column at a time).
+split is its group's, by construction. A million records in id order, with
+split.json written, take under a second (the work is done a column at a time).
 
 Records come from the metadata table (the newest ``metadata_extractor`` run
 by default) or any CSV/JSONL file. Rows with an ``error`` are left out; a
@@ -89,14 +89,9 @@ def split_key(seeds: SeedManager) -> bytes:
     return seeds.seed(SEED_STREAM).to_bytes(8, "big")
 
 
-def _keyed_hash(key: bytes, group: str) -> bytes:
-    """8 bytes of keyed BLAKE2b (a MAC: without the key the split cannot be predicted)."""
-    return hashlib.blake2b(group.encode("utf-8"), key=key, digest_size=8).digest()
-
-
 def group_position(key: bytes, group: str) -> float:
     """The group's place in [0, 1): platform-stable, keyed."""
-    return int.from_bytes(_keyed_hash(key, group), "big") / 2**64
+    return int.from_bytes(_hash_chunk(key, [group]), "big") / 2**64
 
 
 def _bounds(ratios: dict) -> np.ndarray:
@@ -110,6 +105,7 @@ PARALLEL_GROUPS = 100_000  # below this many distinct groups, one process is fas
 
 
 def _hash_chunk(key: bytes, groups: list) -> bytes:
+    """8 bytes of keyed BLAKE2b per group, joined (a MAC: without the key the split cannot be predicted)."""
     keyed = hashlib.blake2b(key=key, digest_size=8)  # copies of it skip hashing the key block again
     digests = []
     for group in groups:

@@ -28,9 +28,10 @@ file (atomically, then deleted) when it reaches an eighth of the file's size
 (so the cost per entry stays constant), before any other kind of change
 (``hash_integrity.py hash``, recovery, retraction), and at the end of every
 pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format and
-is whole after every phase. A line torn by a kill has no newline: readers ignore it and the next
-writer cuts it off. Folding is idempotent (a fold killed before the journal
-is deleted applies the same lines twice, with the same result).
+is whole after every phase. A line torn by a kill has no newline: readers
+ignore it and the next writer cuts it off. Folding is idempotent (a fold
+killed before the journal is deleted applies the same lines twice, with the
+same result).
 
 The stat cache (``.<registry>.statcache.json`` beside the registry) keeps,
 per name, the hashes last computed and the file's stat when they were
@@ -45,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from contextlib import nullcontext
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,25 +109,20 @@ def read_manifest(path: Path) -> dict:
     return checked_manifest(read_json(path), path)["runs"] if path.exists() else {}
 
 
-def _update(path: Path, change, checked, empty, table: str) -> dict:
-    path = Path(path)
-
-    def apply(document):
-        change(checked(document, path)[table])
-        return document
-
-    return locked_update(path, apply, empty, checked=False)[table]  # strings and integers only
-
-
 def update_registry(path: Path, change) -> dict:
     """Apply ``change(files)`` (it edits the table in place) under the lock; the journal is folded first."""
     path = Path(path)
     with holding(lock_for(path), path):
-        _fold(path)
-        remove_stale_temps(path)
-        document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
-        change(document["files"])
-        atomic_write_bytes(path, canonical_json(document, checked=False))
+        return _rewrite(path, change)
+
+
+def _rewrite(path: Path, change) -> dict:
+    """Fold the journal, apply ``change`` to the table, write the file once. Call it holding the lock."""
+    _fold(path)
+    remove_stale_temps(path)
+    document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+    change(document["files"])
+    atomic_write_bytes(path, canonical_json(document, checked=False))
     return document["files"]
 
 
@@ -254,31 +249,28 @@ def add_to_registry(path: Path, entries: dict, change=None):
         if change is None and size >= journal_from_bytes() and journal_size * FOLD_FRACTION < size:
             checked_registry_head(path)
             length = _journal_length(journal)
-
-            def undo(locked=False):
-                with holding(lock_for(path), path) if not locked else nullcontext(), open(journal, "r+b") as handle:
-                    handle.truncate(length)
-                    os.fsync(handle.fileno())
-
             try:
                 with open(journal, "ab") as handle:
                     handle.write(canonical_json({"set": entries}, checked=False))
                     handle.flush()
                     os.fsync(handle.fileno())
             except BaseException:
-                undo(locked=True)  # a line written but not synced must not outlive the failed commit
+                _cut(journal, length)  # a line written but not synced must not outlive the failed commit
                 raise
+
+            def undo():
+                with holding(lock_for(path), path):
+                    _cut(journal, length)
             return undo
 
         previous = path.read_bytes() if size >= 0 else None
         previous_journal = journal.read_bytes() if journal.exists() else None
-        _fold(path)
-        remove_stale_temps(path)
-        document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
-        if change is not None:
-            change(document["files"])
-        document["files"].update(entries)
-        atomic_write_bytes(path, canonical_json(document, checked=False))
+
+        def add(files):
+            if change is not None:
+                change(files)
+            files.update(entries)
+        _rewrite(path, add)
 
     def restore():
         with holding(lock_for(path), path):
@@ -289,6 +281,12 @@ def add_to_registry(path: Path, entries: dict, change=None):
             if previous_journal is not None:
                 atomic_write_bytes(journal, previous_journal)
     return restore
+
+
+def _cut(journal: Path, length: int) -> None:
+    with open(journal, "r+b") as handle:
+        handle.truncate(length)
+        os.fsync(handle.fileno())
 
 
 REGISTRY_TAIL = b'"format":"crh-hash-registry","version":1}'
@@ -312,8 +310,14 @@ def checked_registry_head(path: Path) -> None:
 
 
 def update_manifest(path: Path, change) -> dict:
-    """Apply ``change(runs)`` to a manifest, like ``update_registry``."""
-    return _update(path, change, checked_manifest, empty_manifest, "runs")
+    """Apply ``change(runs)`` (it edits the table in place) under the lock; one atomic rewrite."""
+    path = Path(path)
+
+    def apply(document):
+        change(checked_manifest(document, path)["runs"])
+        return document
+
+    return locked_update(path, apply, empty_manifest, checked=False)["runs"]  # strings and integers only
 
 
 def register_files(workspace: Path, entries: dict) -> dict:
