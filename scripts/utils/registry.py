@@ -289,6 +289,17 @@ def _cut(journal: Path, length: int) -> None:
         os.fsync(handle.fileno())
 
 
+def check_registry(path: Path) -> None:
+    """A registry that exists is valid (else InputError). A file large enough to keep a journal gets the
+    cheap check (head and tail, and the journal); a fold reads it whole and would refuse it then."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size >= journal_from_bytes():
+        checked_registry_head(path)
+        read_journal(path)
+    else:
+        read_registry(path)
+
+
 REGISTRY_TAIL = b'"format":"crh-hash-registry","version":1}'
 
 

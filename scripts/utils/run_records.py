@@ -53,10 +53,9 @@ from scripts.utils import time_utils
 from scripts.utils.errors import InputError, environment_failure
 from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, read_json,
                                   read_json_lines)
-from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_writable,
-                                    checked_registry_head, fold_journal, hash_file, journal_from_bytes, read_journal,
-                                    read_manifest, read_registry, register_files, registry_entry, update_manifest,
-                                    update_registry)
+from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_registry,
+                                    check_writable, fold_journal, hash_file, journal_from_bytes, read_manifest,
+                                    register_files, registry_entry, update_manifest, update_registry)
 from scripts.utils.workspace import (LAYOUT, REPO_ROOT, RESULTS, SEED_LOG, WORKSPACE_ENV, ensure_layout, relative_to_workspace,
                                      resolve_workspace, run_folder, run_report)
 
@@ -118,19 +117,11 @@ def latest_run(workspace: Path, script: str) -> str | None:
 
 
 def check_records(workspace: Path) -> None:
-    """The registry and manifest are valid and writable (else InputError: exit 2).
-
-    A registry file large enough to keep a journal gets the cheap check
-    (its head and tail); a fold reads it whole and would refuse it then.
-    """
+    """The registry and manifest are valid and writable (else InputError: exit 2)."""
     registry, manifest = Path(workspace) / REGISTRY, Path(workspace) / MANIFEST
     for path in (registry, manifest):
         check_writable(path)
-    if registry.exists() and registry.stat().st_size >= journal_from_bytes():
-        checked_registry_head(registry)
-        read_journal(registry)
-    else:
-        read_registry(registry)
+    check_registry(registry)
     read_manifest(manifest)
 
 

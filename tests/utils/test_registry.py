@@ -142,3 +142,13 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(big, tmp_path):
         assert all(f"k/{n:06d}" in files for n in acknowledged)
         assert registry.checked_registry(read_json(big), big)
     assert len(acknowledged) > 20
+
+
+def test_a_large_registry_gets_the_cheap_check_and_a_torn_one_the_full_error(big):
+    registry.check_registry(big)  # head and tail only: passes
+    data = big.read_bytes()
+    big.write_bytes(data[: len(data) // 2])  # torn in the middle of an entry
+    with pytest.raises(InputError) as caught:
+        registry.check_registry(big)
+    assert caught.value.details["file"].endswith("hash_registry.json")
+    assert big.read_bytes() == data[: len(data) // 2]  # left as it is
