@@ -60,7 +60,7 @@ def bench_gif(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 def bench_visualizer(scratch: Path, quick: bool, repeat: int) -> list:
-    count = 50 if quick else 80  # a throughput figure: 80 files give it within a few percent, in 15 s
+    count = 20 if quick else 80  # a throughput figure: 80 files give it within a few percent, in 15 s
     folder = scratch / "ctens"
     for index, tensor in enumerate(_frames(count, 32)):
         write_cten(folder / f"t{index:05d}.cten", tensor)
