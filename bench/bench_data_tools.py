@@ -20,7 +20,7 @@ from bench.common import best_of_alternating, figure, scaling
 from scripts.data_tools import dataset_splitter, image_preprocessor, metadata_extractor
 from scripts.data_tools.sample_data import dicom_slices, phantom_hu
 from scripts.utils.data_roots import collect_inputs
-from scripts.utils.jsonio import atomic_write_bytes
+from scripts.utils.jsonio import atomic_write_bytes, canonical_json
 from scripts.utils.registry import StatCache, hash_files
 from scripts.utils.seed_manager import SeedManager
 
@@ -409,7 +409,7 @@ def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
         for i in range(entries)}
     path = big / registry.REGISTRY
     path.parent.mkdir(parents=True)
-    atomic_write_bytes(path, registry.canonical_json({**registry.empty_registry(), "files": files}, checked=False))
+    atomic_write_bytes(path, canonical_json({**registry.empty_registry(), "files": files}, checked=False))
     del files
     _ten_file_run(big)
     _ten_file_run(empty)  # layouts, imports and first-use costs outside the timing
