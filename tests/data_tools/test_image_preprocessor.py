@@ -139,6 +139,8 @@ def test_noise_levels_are_pinned_and_gaussian():
     # Its tails follow N(0, 0.25): P(|z| > 2 sigma) = 4.55%.
     assert abs(float(np.mean(np.abs(noise) > 1.0)) - 0.0455) < 0.002
     assert np.array_equal(noise, ip.gaussian_noise(3, (1000, 1000), 0.5))
+    assert hashlib.sha256(ip.gaussian_noise(11, (7, 5), 0.25).tobytes()).hexdigest() == (
+        "36024db270f0ba1050a10e9f88f0effd84223f0838c02099c9b3555190a92995")  # the draws, pinned too
 
 
 def test_augmentation_commutes_with_its_flips_and_rotation():
