@@ -48,7 +48,7 @@ def bench_record_keeping(scratch: Path, quick: bool, repeat: int) -> list:
     bare()
     recorded()  # imports and first-use costs outside the timing
     # The target (5%) is close to this machine's run-to-run noise: take the best of more rounds.
-    best = best_of_alternating({"bare": bare, "recorded": recorded}, max(repeat, 5))
+    best = best_of_alternating({"bare": bare, "recorded": recorded}, max(repeat, 7))
     overhead = (best["recorded"] - best["bare"]) / best["bare"]
     return [figure("run_experiment_record_keeping", "run_experiment: config, seeds, env capture, experiment, "
                    "run records and registration", best["recorded"], "s",
