@@ -18,6 +18,7 @@ WORKSPACE ?= .
 DATA ?=
 DATA_NAME ?=
 STRICT ?=
+SCHEDULER ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
@@ -40,6 +41,7 @@ help:
 	$(info   clean-venv  remove the virtual environment)
 	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)
 	$(info   ..........  DATA_NAME=name names it, STRICT=1 fails on any skipped file, WORKSPACE=dir for where)
+	$(info   ..........  SCHEDULER=tcp://host:8786 or local:N runs the data steps on a Dask cluster)
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	@$(PYTHON) -c "pass"
 
@@ -78,7 +80,8 @@ clean-venv:
 
 phase5 phase6 phase7 phase8 phase9: $(VENV_STAMP)
 	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)" $(if $(DATA),--data "$(DATA)") \
-	    $(if $(DATA_NAME),--data-name "$(DATA_NAME)") $(if $(filter 1 yes true,$(STRICT)),--strict)
+	    $(if $(DATA_NAME),--data-name "$(DATA_NAME)") $(if $(filter 1 yes true,$(STRICT)),--strict) \
+	    $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
 
 phase%: $(VENV_STAMP)
 	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)"

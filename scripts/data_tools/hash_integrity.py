@@ -30,13 +30,18 @@ reason in the report; ``--strict`` makes any skipped file bad input (exit 2).
 Hashing runs on a thread pool (hashlib releases the GIL; CRC32 comes from
 ISA-L, several times faster than zlib's), through
 ``concurrent.futures.Executor``; results are merged in path order, so the
-output bytes never depend on ``--workers``. ``--export FILE`` (``-`` for
-stdout) writes the hashed files in ``sha256sum -c`` format.
+output bytes never depend on ``--workers``. ``--scheduler ADDRESS`` (or
+``$CRH_DASK_SCHEDULER``) hashes on a Dask cluster instead, in tasks of up to
+1,000 files or 256 MiB, the workers reading the files by the same path
+(shared storage); the registry is still written by this process alone, and
+its bytes are the same (scripts/utils/cluster.py). ``--export FILE`` (``-``
+for stdout) writes the hashed files in ``sha256sum -c`` format.
 
 Usage:
     python scripts/data_tools/hash_integrity.py hash data/sample
     python scripts/data_tools/hash_integrity.py hash /mnt/scans --data-name scans
     python scripts/data_tools/hash_integrity.py verify data/sample --export -
+    python scripts/data_tools/hash_integrity.py hash /mnt/archive --scheduler tcp://head-node:8786
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from pathlib import Path
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-from scripts.utils import cli
+from scripts.utils import cli, cluster
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output
@@ -139,6 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-name", metavar="NAME", default=None,
                         help="name of the data root for a folder outside the workspace (default: the folder's name)")
     cli.add_workers_option(parser, "hashing threads")
+    cli.add_scheduler_option(parser)
     parser.add_argument("--full", action="store_true", help="read every file, ignoring the stat cache")
     parser.add_argument("--strict", action="store_true", help="exit 2 if any file is skipped (unreadable, not a file)")
     parser.add_argument("--export", metavar="FILE", default=None,
@@ -155,8 +161,10 @@ def main(argv=None) -> int:
         scopes = inputs.given
         skipped = list(inputs.skipped)
         cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
-        with progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
-            hashed = hash_files(inputs.files, cache, workers=args.workers,
+        address = cluster.scheduler_address(args.scheduler)
+        with cluster.cluster_executor(address, log) as executor, \
+                progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
+            hashed = hash_files(inputs.files, cache, executor=executor, workers=args.workers,
                                 progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
                                                                                             "reason": reason}))
         skipped.sort(key=lambda item: item["file"])

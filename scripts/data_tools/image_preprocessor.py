@@ -48,13 +48,16 @@ Outputs, under ``experiments/results/image_preprocessor_<stamp>/``:
 ``samples/<index>.npz`` (array ``image``, float32) and ``records.jsonl`` (one
 record per sample: source, shape, the transforms applied and their
 parameters, the array's SHA-256). The bytes are the same for any
-``--workers``. ``--backend cupy`` runs the arithmetic on the GPU (one
+``--workers``, and with ``--scheduler ADDRESS`` (a Dask cluster; the workers
+read the images by path from shared storage and send the arrays back, so
+only this process writes the workspace). ``--backend cupy`` runs the arithmetic on the GPU (one
 process; results agree with NumPy within float32 rounding).
 
 Usage:
     python scripts/data_tools/image_preprocessor.py
     python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 --augment --epoch 3
     python scripts/data_tools/image_preprocessor.py /data/ct_exports --volumes
+    python scripts/data_tools/image_preprocessor.py /mnt/archive --scheduler local:4
     python scripts/data_tools/image_preprocessor.py /mnt/scans --skip-errors \
         --table experiments/results/metadata_extractor_<stamp>/metadata.jsonl
 """
@@ -65,6 +68,7 @@ import functools
 
 import hashlib
 import math
+import os
 import sys
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -76,7 +80,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import numpy as np
 import orjson
 
-from scripts.utils import cli
+from scripts.utils import cli, cluster
 from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
 from scripts.utils.errors import InputError
 from scripts.utils.data_roots import collect_inputs
@@ -97,6 +101,9 @@ SEED_STREAM = "image_preprocessor"
 # What tells apart the stacks of a series whose slices share positions (classic keywords, then enhanced ones).
 STACK_KEYS = ("EchoNumbers", "EchoTime", "EffectiveEchoTime", "TemporalPositionIdentifier", "TemporalPositionIndex",
               "StackID", "TriggerTime", "DiffusionBValue", "AcquisitionNumber", "SeriesNumber")
+OUTPUT_BYTES = "_output_bytes"  # a record's outputs, sent back by a cluster worker for this process to write
+OUTPUT_ERROR = "_error"  # a cluster task's bad input, sent back as its error record
+BATCH_INPUT_BYTES = 64 << 20  # input bytes per cluster task: the float32 outputs it sends back are a few times more
 MAX_VOLUME_FRAMES = 100_000  # frames of one multi-frame file in --volumes (each becomes a slice record)
 
 
@@ -525,7 +532,7 @@ def process_sample(task: dict) -> dict:
             raise
         except Exception as exc:
             raise InputError(f"cannot preprocess image: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
-    atomic_write_bytes(Path(task["output"]), npz_bytes({"image": array}))
+    _write_output(task, record, "output", npz_bytes({"image": array}))
     record.update({
         "output": task["output_name"], "shape": list(array.shape), "dtype": "float32",
         "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
@@ -535,10 +542,24 @@ def process_sample(task: dict) -> dict:
     return record
 
 
+def _write_output(task: dict, record: dict, field: str, data: bytes) -> None:
+    """Write an output file of ``task`` (its path is ``task[field]``), or, for a task run on a cluster
+    (``return_outputs``), hand the bytes back in the record for the client to write."""
+    if task.get("return_outputs"):
+        record.setdefault(OUTPUT_BYTES, {})[task[field]] = data
+    else:
+        atomic_write_bytes(Path(task[field]), data)
+
+
 def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None,
               function=None) -> list:
     """Run ``function`` (default: ``process_sample``) on every task, on ``executor`` (or a pool of
-    ``workers``, or inline); records in task order."""
+    ``workers``, or inline); records in task order.
+
+    On an ``executor`` (a Dask cluster's: utils/cluster.py) tasks go in
+    batches and the workers send the output bytes back: this process alone
+    writes into the workspace, which then need not be on shared storage.
+    """
     function = function or process_sample
     own_pool = executor is None and workers > 1 and len(tasks) > 1
     pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
@@ -547,15 +568,46 @@ def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor |
         with progress(total=len(tasks), desc="preprocess", unit="image") as bar:
             if pool is None:
                 results = (_guarded(function, task, skip_errors) for task in tasks)
-            else:
+            elif own_pool:
                 results = pool.map(_guarded, [function] * len(tasks), tasks, [skip_errors] * len(tasks))
+            else:
+                remote = [dict(task, return_outputs=True) for task in tasks]
+                sizes = [sum(_size_or_zero(s["path"]) for s in task["slices"]) if "slices" in task
+                         else _size_or_zero(task["path"]) for task in tasks]
+                results = cluster.map_batches(pool, run_batch, cluster.batches(
+                    remote, cluster.worker_count(pool), sizes, max_bytes=BATCH_INPUT_BYTES), function, skip_errors)
             for record in results:
+                if OUTPUT_ERROR in record:
+                    details = dict(record[OUTPUT_ERROR])
+                    raise InputError(details.pop("error"), **details)
+                for path, data in record.pop(OUTPUT_BYTES, {}).items():
+                    atomic_write_bytes(Path(path), data)
                 records.append(record)
                 bar.update(1)
     finally:
         if own_pool:
             pool.shutdown(cancel_futures=True)
     return records
+
+
+def run_batch(tasks: list, function, skip_errors: bool) -> list:
+    """One cluster task: the records of ``tasks``, in order (an unskipped bad image is returned, not raised:
+    an exception's details would not survive the trip back)."""
+    records = []
+    for task in tasks:
+        try:
+            records.append(_guarded(function, task, skip_errors))
+        except InputError as exc:
+            records.append({OUTPUT_ERROR: exc.record()})
+            break
+    return records
+
+
+def _size_or_zero(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _guarded(function, task: dict, skip_errors: bool) -> dict:
@@ -693,11 +745,12 @@ def process_volume(task: dict) -> dict:
     xp, backend = array_module(task["backend"])
     volume, dones, messages = assemble_volume(xp, task)
     affine = np.asarray(task["affine"], dtype=np.float64)
-    atomic_write_bytes(Path(task["output"]), npz_bytes({
+    record = {}
+    _write_output(task, record, "output", npz_bytes({
         "image": volume, "affine": affine, "spacing": np.asarray(task["spacing"], dtype=np.float64)}))
-    atomic_write_bytes(Path(task["nifti"]), nifti_bytes(volume, affine))
+    _write_output(task, record, "nifti", nifti_bytes(volume, affine))
     voi = [done.get("voi") for done in dones]
-    return {
+    return record | {
         "index": task["index"], "kind": "volume", "source": task["source"], "error": None,
         "output": task["output_name"], "nifti": task["nifti_name"], "sources": [s["source"] for s in task["slices"]],
         "slices": len(task["slices"]), "shape": list(volume.shape), "dtype": "float32", "axes": "slice, row, column",
@@ -886,6 +939,7 @@ def main(argv=None) -> int:
                         help="exit 2 if any file is skipped (by the table, the listing, or --skip-errors)")
     parser.add_argument("--data-name", metavar="NAME", default=None,
                         help="name of the data root for a folder outside the workspace (default: the folder's name)")
+    cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
@@ -947,8 +1001,9 @@ def main(argv=None) -> int:
                     "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
                     "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
                 } for index, (name, path) in enumerate(images)]
-            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict,
-                                    function=lib.process_volume if args.volumes else lib.process_sample)
+            with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log) as executor:
+                records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict, executor,
+                                        function=lib.process_volume if args.volumes else lib.process_sample)
             with atomic_output(record.output_path("records.jsonl")) as handle:
                 for item in records:
                     handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))

@@ -62,6 +62,7 @@ Usage:
     python scripts/data_tools/metadata_extractor.py
     python scripts/data_tools/metadata_extractor.py /data/ct --workers 2 --strict
     python scripts/data_tools/metadata_extractor.py /data/mr --retain-modified-dates --clean-descriptors --all-tags
+    python scripts/data_tools/metadata_extractor.py /mnt/archive --scheduler tls://head-node:8786
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 import orjson
 
-from scripts.utils import cli
+from scripts.utils import cli, cluster
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
 from scripts.utils.dicom_header import (
@@ -458,26 +459,25 @@ def quiet_pydicom_log():
 # --------------------------------------------------------------------------
 
 def extract_rows(files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None) -> list:
-    """Rows for ``files`` in the given order.
+    """Rows for ``files`` (``(path, name)`` pairs) in the given order.
 
     The work runs on ``executor`` when given (any ``concurrent.futures``
-    executor), else on a process pool of ``workers``, else inline; ``map``
-    keeps the input order, so the table does not depend on the choice.
+    executor, a Dask cluster's included), in batches of files, one task each
+    (utils/cluster.py); else on a process pool of ``workers``, else inline.
+    Results are merged in input order, so the table does not depend on the choice.
     """
     settings = settings or Settings()
-    paths = [path for path, _ in files]
-    names = [name for _, name in files]
-    each = [settings] * len(files)
     own_pool = executor is None and workers > 1 and len(files) > 1
     pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
     rows = []
     try:
         with progress(total=len(files), desc="metadata", unit="file") as bar:
             if pool is None:
-                results = map(extract_row, paths, names, each)
+                results = (extract_row(path, name, settings) for path, name in files)
             else:
-                results = pool.map(extract_row, paths, names, each,
-                                   chunksize=max(1, min(64, len(files) // (4 * max(workers, 1)))))
+                parallelism = workers if own_pool else cluster.worker_count(pool)
+                items = [(str(path), name) for path, name in files]
+                results = cluster.map_batches(pool, extract_batch, cluster.batches(items, parallelism), settings)
             for row in results:
                 rows.append(row)
                 bar.update(1)
@@ -485,6 +485,11 @@ def extract_rows(files, settings: Settings | None = None, workers: int = 1, exec
         if own_pool:
             pool.shutdown()
     return rows
+
+
+def extract_batch(items: list, settings: Settings) -> list:
+    """One task: the rows of ``(path, name)`` items, in order."""
+    return [extract_row(Path(path), name, settings) for path, name in items]
 
 
 def series_rows(rows) -> list:
@@ -590,6 +595,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-name", metavar="NAME", default=None,
                         help="name of the data root for a folder outside the workspace (default: the folder's name)")
     cli.add_workers_option(parser, "processes")
+    cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
 
@@ -610,7 +616,9 @@ def main(argv=None) -> int:
         inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
         files = [(Path(path), name) for name, path, _ in inputs.files]
         key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
-        rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers)
+        with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log,
+                                      carries_secret=key is not None) as executor:
+            rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers, executor)
         failed = [row for row in rows if row["error"]]
         skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
                          key=lambda item: item["file"])

@@ -3,6 +3,7 @@
     python scripts/orchestration/pipeline.py phase7
     python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --workspace /tmp/ws
     python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --data-name cohort_a --strict
+    python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --scheduler tcp://head-node:8786
 
 Phases (the spec's phase table), each building on the steps before it:
 
@@ -41,6 +42,12 @@ altered output (any file a step produced, its report, the sample data),
 redoes that step and the steps after it: the old runs are retracted first,
 so the workspace ends exactly as one clean run would leave it.
 
+On a cluster. ``--scheduler ADDRESS`` (``make phase7 SCHEDULER=...``, or
+``$CRH_DASK_SCHEDULER``) runs the data fingerprint, metadata, preprocessing
+and hashing on a Dask cluster (``local:N``: one LocalCluster of N processes
+for the whole phase); every file it writes is the same as a local run's,
+and changing the scheduler redoes no step (scripts/utils/cluster.py).
+
 Interrupted runs. Kill the pipeline at any moment (SIGKILL included) and run
 it again: the step that was running is redone from scratch (a run it
 completed is retracted), the leftovers of killed runs are removed by the
@@ -74,7 +81,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import orjson
 from filelock import FileLock, Timeout
 
-from scripts.utils import cli
+from scripts.utils import cli, cluster
 from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
@@ -236,9 +243,9 @@ def code_fingerprint(entry: Path, also=()) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(inputs, cache: StatCache) -> str:
+def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
     """Names and contents of the data files, read only where the stat cache cannot vouch for them."""
-    hashed = hash_files(inputs.files, cache, on_error=lambda name, reason: None)
+    hashed = hash_files(inputs.files, cache, executor, on_error=lambda name, reason: None)
     digest = hashlib.sha256()
     for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
         entry = hashed.get(name)
@@ -290,12 +297,13 @@ def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, b
 STEP_PREEXEC = _die_with_the_pipeline if sys.platform == "linux" else None
 
 
-def run_step(step: Step, argv: list, workspace: Path) -> str | None:
-    """Run one step's script; return the id of the run it recorded (None if none), or raise."""
+def run_step(step: Step, argv: list, workspace: Path, env: dict | None = None) -> str | None:
+    """Run one step's script (in ``env``: default this process's); return the id of the run it recorded
+    (None if none), or raise."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
-    result = subprocess.run(command, cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC)
+    result = subprocess.run(command, cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC, env=env)
     records = []
     for line in result.stderr.splitlines():
         try:
@@ -346,9 +354,10 @@ def clear_places(step: Step, workspace: Path, keep_folders: bool) -> None:
 class Pipeline:
     """One call of a phase in one workspace (holding its pipeline lock)."""
 
-    def __init__(self, workspace: Path, log):
+    def __init__(self, workspace: Path, log, step_env: dict | None = None):
         self.workspace = workspace
         self.log = log
+        self.step_env = step_env  # the steps' environment (a Dask scheduler to use), else this process's
         self.state_path = workspace / STATE
         remove_stale_temps(self.state_path)
         self.state = read_json(self.state_path) if self.state_path.exists() else {}
@@ -409,7 +418,7 @@ class Pipeline:
         clear_places(step, self.workspace, step.keep_folders_on_resume and not upstream_redone)
         self.log.info("step", step=step.name)
         try:
-            run_id = run_step(step, argv, self.workspace)
+            run_id = run_step(step, argv, self.workspace, self.step_env)
         finally:
             self._registry = self._manifest = None  # the step changed both
         self.state[step.name] = {"status": "done", "fingerprint": fingerprint, "run": run_id}
@@ -541,7 +550,9 @@ def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
 
 
 def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: bool = False,
-              data_name: str | None = None, strict: bool = False) -> list:
+              data_name: str | None = None, strict: bool = False, scheduler: str | None = None) -> list:
+    """Run ``phase``; with ``scheduler`` (utils/cluster.py) the data steps and the data fingerprint run on
+    that Dask cluster (``local:N`` is started once for the whole phase)."""
     if phase not in PHASES:
         raise InputError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}", value=phase)
     if data_name is not None and data_arg is None:
@@ -563,15 +574,21 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     try:
         with records_lock(workspace):
             recover(workspace, log)
-        pipeline = Pipeline(workspace, log)
-        if inputs is not None:
-            data = str(Path(data_arg).expanduser().resolve())
-            fingerprint = data_fingerprint(inputs, pipeline.cache)
-            pipeline.cache.save()
-        else:
-            data, fingerprint = "data/sample", "sample"
-        steps = steps_for(phase, data, inputs is not None, data_name, strict)
-        return pipeline.run(steps, fingerprint, force)
+        address = cluster.scheduler_address(scheduler)
+        with cluster.cluster_executor(address if phase != "phase9" else None, log) as executor:
+            # The steps get the scheduler through the environment, not their argv: where the work runs is
+            # not part of a step's fingerprint (the bytes are the same), so changing it redoes nothing.
+            step_env = None if executor is None else dict(os.environ, **{
+                cluster.SCHEDULER_ENV: cluster.address_of(executor)})
+            pipeline = Pipeline(workspace, log, step_env)
+            if inputs is not None:
+                data = str(Path(data_arg).expanduser().resolve())
+                fingerprint = data_fingerprint(inputs, pipeline.cache, executor)
+                pipeline.cache.save()
+            else:
+                data, fingerprint = "data/sample", "sample"
+            steps = steps_for(phase, data, inputs is not None, data_name, strict)
+            return pipeline.run(steps, fingerprint, force)
     finally:
         lock.release()
 
@@ -613,12 +630,13 @@ def main(argv=None) -> int:
                         help="the name of --data in the records (default: the folder's name)")
     parser.add_argument("--strict", action="store_true", help="any skipped file is a failure (exit 2)")
     parser.add_argument("--force", action="store_true", help="redo every step")
+    cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):
         workspace = resolve_workspace(args.workspace)
         summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
-                            args.strict)
+                            args.strict, args.scheduler)
         skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
         for item in summary:
             if item["skipped"]:

@@ -2,6 +2,8 @@
 
     python scripts/orchestration/run_experiment.py --config trainer/config/phase7.toml \\
         --seeds scripts/utils/seeds.toml --logdir experiments/results/run_2025_10_31
+    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml \
+        --sweep sweep.toml --scheduler local:2
 
 The config (TOML/JSON/YAML, ``--set key.sub=value`` overrides) is validated
 first: a missing key or a wrong type names the key and the expected type.
@@ -14,7 +16,14 @@ converter into ``output.jsonl``.
 The run is recorded (design.md run records) with the resolved config and
 its hash, the seeds, the environment hash, the backend, the git commit and
 whether the tree was dirty, and the command line (workspace paths made
-relative); every file in the log folder is registered.
+relative; --workspace, --log-file, --quiet and --scheduler left out: they
+change where a run executes, not what it computes); every file in the log
+folder is registered. ``--seed N`` replaces the seeds file's base seed.
+
+``--sweep SWEEP.toml`` runs a grid or list of configurations (seeds and
+``--set`` overrides), each an ordinary recorded run byte-identical to the
+same run launched alone, then writes a summary; ``--scheduler ADDRESS``
+computes them on a Dask cluster (scripts/orchestration/sweep.py).
 
 A log folder that is not empty is refused unless ``--resume``, which
 continues from the last checkpoint and ends with the same bytes as an
@@ -61,10 +70,23 @@ def git_state() -> dict:
             "dirty": any(not line.startswith("#") for line in lines)}
 
 
+# Options that say only where and how a run executes, never what it computes: left out of the recorded
+# command line, so that the same run from another workspace, log setting or cluster records the same bytes.
+EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--quiet": False}
+
+
 def portable_argv(argv, workspace: Path) -> list:
-    """The command line with absolute paths inside the workspace made relative (no host paths in records)."""
-    out = []
+    """The command line without execution options, absolute paths inside the workspace made relative
+    (no host paths in records)."""
+    out, skip = [], False
     for arg in argv:
+        if skip:
+            skip = False
+            continue
+        option, has_value, _ = arg.partition("=")
+        if option in EXECUTION_OPTIONS:
+            skip = EXECUTION_OPTIONS[option] and not has_value
+            continue
         path = Path(arg)
         if path.is_absolute():
             try:
@@ -115,10 +137,75 @@ def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     return {"exit_code": code, "output_records": records}
 
 
+def prepare_logdir(logdir: Path | None, given: str | None, resume: bool) -> None:
+    """Refuse a log folder that is a file, or not empty without ``resume``; check it can be written."""
+    if logdir is None:
+        return
+    if logdir.exists() and not logdir.is_dir():
+        raise InputError("the log folder is a file", file=given)
+    if logdir.is_dir() and any(logdir.iterdir()) and not resume:
+        raise InputError("the log folder is not empty: use --resume to continue it, or another folder", file=given)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        probe = logdir / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the log folder: {exc.strerror}", file=given)
+
+
+def resolve_backend(config: dict, backend_arg: str | None) -> str:
+    backend = backend_arg or config.get("experiment", {}).get("backend", "numpy")
+    if config["experiment"]["kind"] == "reference":
+        _, backend = array_module(backend)  # CuPy asked for without a GPU: exit 2 here
+    return backend
+
+
+def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logdir: Path | None, argv_record: list,
+           log, resume: bool = False, should_stop=lambda: False, computed: dict | None = None):
+    """One recorded run, as one ``run_experiment`` call makes it: ``(record, summary)``.
+
+    ``computed`` is the work of ``sweep.compute_member`` done elsewhere (a
+    cluster worker): its files are written into the log folder and recorded
+    exactly as if they had been computed here.
+    """
+    from scripts.orchestration import reference_experiment as experiment
+
+    logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
+    the_plan = plan(config, logdir_name, backend)
+    extra = {"backend": backend, "git": git_state(), "argv": portable_argv(argv_record, workspace), "plan": the_plan}
+    with RunRecorder("run_experiment", workspace=workspace, seeds=seeds, config=config, log=log,
+                     extra=extra) as record:
+        target = logdir or record.output_dir
+        atomic_write_bytes(target / "plan.json", canonical_json(the_plan))
+        if computed is not None:
+            for name, data in computed["files"].items():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target / name, data)
+            seeds.used.update(computed["seeds_used"])
+            summary = computed["summary"]
+        elif config["experiment"]["kind"] == "external":
+            summary = run_external(config, target, seeds.seed("external"), log)
+            if summary["exit_code"] != 0:
+                record.status = "failed"
+        else:
+            summary = experiment.run_reference(workspace, target, config, seeds, backend, log, resume,
+                                               should_stop=should_stop)
+            if summary["stopped"]:
+                record.status = "interrupted"
+        if logdir is not None:
+            for path in sorted(p for p in logdir.rglob("*") if p.is_file()):
+                record.claim_output(path)
+        record.results.update(summary, logdir=relative_to_workspace(workspace, target)
+                              if logdir else f"experiments/results/{record.run_id}")
+    return record, summary
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "run_experiment",
-        description="Run the reference Dreamer + Learner (or an external command) reproducibly into a log folder.",
+        description="Run the reference Dreamer + Learner (or an external command) reproducibly into a log folder; "
+                    "--sweep runs a grid or list of them.",
         example="python scripts/orchestration/run_experiment.py --config trainer/config/phase7.toml "
                 "--seeds scripts/utils/seeds.toml --logdir experiments/results/run_2025_10_31",
     )
@@ -126,41 +213,40 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                         help="override a config key (repeatable)")
     cli.add_seeds_option(parser)
-    parser.add_argument("--logdir", metavar="DIR", help="log folder (default: experiments/results/<run id>/)")
+    parser.add_argument("--seed", type=cli.bounded(int, 0, 2**63 - 1), default=None,
+                        help="use this base seed instead of the seeds file's (its [streams] still apply)")
+    parser.add_argument("--logdir", metavar="DIR", help="log folder (default: experiments/results/<run id>/; "
+                                                        "with --sweep, the parent of run_NNN/ folders)")
     parser.add_argument("--backend", choices=BACKENDS, help="override experiment.backend")
     parser.add_argument("--resume", action="store_true", help="continue a run in a non-empty log folder")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; write nothing")
+    parser.add_argument("--sweep", metavar="SWEEP", default=None,
+                        help="run every configuration of this sweep file (.toml/.json/.yaml: a grid or a list of "
+                             "seeds and --set overrides), each an ordinary recorded run, then a summary")
+    cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
 
     def run(args, log):
         from scripts.orchestration import reference_experiment as experiment
 
         workspace = resolve_workspace(args.workspace)
+        if args.sweep:
+            from scripts.orchestration import sweep
+
+            return sweep.run_sweep(args, workspace, log)
         config, config_hash = load_config(args.config, args.overrides, log)
         experiment.validate_config(config, args.config)
         seeds = SeedManager.from_file(args.seeds)
-        backend = args.backend or config.get("experiment", {}).get("backend", "numpy")
-        if config["experiment"]["kind"] == "reference":
-            _, backend = array_module(backend)  # CuPy asked for without a GPU: exit 2 here
+        if args.seed is not None:
+            seeds.base_seed = args.seed
+        backend = resolve_backend(config, args.backend)
         logdir = Path(args.logdir).absolute() if args.logdir else None
-        logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
-        the_plan = plan(config, logdir_name, backend)
         if args.dry_run:
-            cli.print_json({"plan": the_plan, "config_sha256": config_hash, "seeds": seeds.summary()})
+            logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
+            cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_hash,
+                            "seeds": seeds.summary()})
             return 0
-        if logdir is not None:
-            if logdir.exists() and not logdir.is_dir():
-                raise InputError("the log folder is a file", file=args.logdir)
-            if logdir.is_dir() and any(logdir.iterdir()) and not args.resume:
-                raise InputError("the log folder is not empty: use --resume to continue it, or another folder",
-                                 file=args.logdir)
-            try:
-                logdir.mkdir(parents=True, exist_ok=True)
-                probe = logdir / ".write-probe"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise InputError(f"cannot write the log folder: {exc.strerror}", file=args.logdir)
+        prepare_logdir(logdir, args.logdir, args.resume)
 
         received = {"signal": None}
 
@@ -170,26 +256,9 @@ def main(argv=None) -> int:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in EXIT_SIGNAL}
         try:
-            extra = {"backend": backend, "git": git_state(), "argv": portable_argv(sys.argv[1:] if argv is None else argv,
-                                                                                    workspace), "plan": the_plan}
-            with RunRecorder("run_experiment", workspace=workspace, seeds=seeds, config=config, log=log,
-                             extra=extra) as record:
-                target = logdir or record.output_dir
-                atomic_write_bytes(target / "plan.json", canonical_json(the_plan))
-                if config["experiment"]["kind"] == "external":
-                    summary = run_external(config, target, seeds.seed("external"), log)
-                    if summary["exit_code"] != 0:
-                        record.status = "failed"
-                else:
-                    summary = experiment.run_reference(workspace, target, config, seeds, backend, log, args.resume,
-                                                       should_stop=lambda: received["signal"] is not None)
-                    if summary["stopped"]:
-                        record.status = "interrupted"
-                if logdir is not None:
-                    for path in sorted(p for p in logdir.rglob("*") if p.is_file()):
-                        record.claim_output(path)
-                record.results.update(summary, logdir=relative_to_workspace(workspace, target)
-                                      if logdir else f"experiments/results/{record.run_id}")
+            record, summary = launch(workspace, config, seeds, backend, logdir,
+                                     sys.argv[1:] if argv is None else argv, log, args.resume,
+                                     should_stop=lambda: received["signal"] is not None)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -91,6 +91,13 @@ def add_workers_option(parser: argparse.ArgumentParser, help: str = "parallel wo
     parser.add_argument("--workers", type=bounded(int, 1, MAX_WORKERS), default=os.cpu_count() or 1, help=help)
 
 
+def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="run the work on a Dask cluster: tcp://host:8786, tls://host:8786, or local:N for N local worker "
+             "processes (default: $CRH_DASK_SCHEDULER, else this machine only); the outputs are the same bytes")
+
+
 def add_seeds_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", metavar="FILE", default=None, help="seeds file (default: scripts/utils/seeds.toml)")
 

@@ -477,13 +477,16 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
 
     ``files`` holds ``(name, path)`` or ``(name, path, os.stat_result)``: a
     stat taken while listing saves a second one. A file the cache vouches for
-    is not read. Files are hashed on ``executor``
-    (or a thread pool of ``workers``: hashlib releases the GIL). A file that
+    is not read. Files are hashed on ``executor`` in batches (a cluster's:
+    utils/cluster.py), or in a thread pool of ``workers`` (hashlib releases
+    the GIL). Results come back in input order either way. A file that
     cannot be read raises InputError, unless ``on_error(name, reason)`` is
     given: then it is left out and reported there.
     """
-    results, to_hash = {}, []
+    results, to_hash, known_sizes = {}, [], {}
     for name, path, *known in files:
+        if known:
+            known_sizes[name] = known[0].st_size
         if cache is not None:
             try:
                 stat = known[0] if known else os.stat(path)
@@ -495,24 +498,27 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
                 continue
         to_hash.append((name, path))
 
-    def guarded(item):
-        name, path = item
-        try:
-            return hash_file(path)
-        except OSError as exc:
-            if on_error is None:
-                raise InputError(f"cannot read file: {exc.strerror}", file=name)
-            return exc
-
     own_pool = executor is None and workers > 1 and len(to_hash) > 1
     pool = ThreadPoolExecutor(max_workers=workers) if own_pool else executor
     try:
-        mapper = pool.map if pool is not None else map
-        for (name, _), result in zip(to_hash, mapper(guarded, to_hash)):
+        if pool is None:
+            hashed = map(_hash_or_error, (path for _, path in to_hash))
+        elif own_pool:
+            hashed = pool.map(_hash_or_error, (path for _, path in to_hash))
+        else:  # any executor, a cluster's included: batches of files, each one task (cluster.py)
+            from scripts.utils import cluster
+
+            paths = [str(path) for _, path in to_hash]
+            sizes = [known_sizes[name] if name in known_sizes else _size_or_zero(path) for name, path in to_hash]
+            hashed = cluster.map_batches(pool, hash_batch,
+                                         cluster.batches(paths, cluster.worker_count(pool), sizes))
+        for (name, _), result in zip(to_hash, hashed):
             if progress is not None:
                 progress.update(1)
-            if isinstance(result, OSError):
-                on_error(name, f"cannot read file: {result.strerror}")
+            if isinstance(result, str):
+                if on_error is None:
+                    raise InputError(result, file=name)
+                on_error(name, result)
                 continue
             results[name] = dict(result, cached=False)
             if cache is not None:
@@ -524,6 +530,26 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
     if all(map(str.__lt__, names, names[1:])):  # listed in name order and all cached: already sorted
         return results
     return {name: results[name] for name in sorted(results)}
+
+
+def _hash_or_error(path):
+    """``hash_file(path)``, or the reason it cannot be read (a str: it travels back from any worker)."""
+    try:
+        return hash_file(path)
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror}"
+
+
+def hash_batch(paths: list) -> list:
+    """One task of hashing: ``_hash_or_error`` of each path, in order."""
+    return [_hash_or_error(path) for path in paths]
+
+
+def _size_or_zero(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def damaged_files(entries: dict, locate, cache: StatCache | None = None) -> list:

@@ -151,6 +151,16 @@ def test_a_second_call_reads_no_data_and_redoes_nothing(outside, tmp_path):
     assert differences(outside["reference"], snapshot(workspace)) == []
 
 
+def test_on_a_dask_cluster_the_phase_gives_the_clean_run_and_redoes_nothing_without_it(outside, tmp_path):
+    workspace = tmp_path / "ws"
+    code, stderr = make("phase7", workspace, outside["data"], "SCHEDULER=local:2")
+    assert code == 0, stderr.decode()[-2000:]
+    assert any(r.get("event") == "cluster" and r["workers"] == 2 for r in json_lines(stderr))
+    assert differences(outside["reference"], snapshot(workspace)) == []
+    code, stderr = make("phase7", workspace, outside["data"])  # where the work ran is in no fingerprint
+    assert code == 0 and set(statuses(stderr).values()) == {"up to date"}
+
+
 def test_kills_at_every_step_boundary_converge_to_the_clean_run(outside, tmp_path):
     workspace = tmp_path / "ws"
     for step in PHASE7_STEPS:

@@ -1,0 +1,297 @@
+"""Scale-out through Dask distributed: a scheduler address in, a ``concurrent.futures`` executor out.
+
+    python scripts/data_tools/metadata_extractor.py /mnt/archive --scheduler tcp://head-node:8786
+    python scripts/data_tools/hash_integrity.py hash /mnt/archive --scheduler local:2
+    CRH_DASK_SCHEDULER=tls://head-node:8786 make phase7 DATA=/mnt/archive
+
+The data tools map their work over any executor and merge the results in
+input order, so their outputs never depend on where it ran. This module only
+connects them to a cluster (``cluster_executor``) and cuts their work into
+batches (``batches``, ``map_batches``); scheduling, retries of tasks lost
+with a worker, and the dashboard are Dask's.
+
+``--scheduler`` (else ``$CRH_DASK_SCHEDULER``) is either a scheduler address
+(``tcp://host:8786``, ``tls://host:8786``: a cluster started with ``dask
+scheduler`` / ``dask worker``, dask-jobqueue or dask-kubernetes), or
+``local:N``: a LocalCluster of N worker processes on this machine, started
+and stopped with the run. Unset: everything runs locally, as without Dask.
+
+Before any work, every worker is checked:
+
+* it can import this project (its workers were started with the project's
+  environment and ``PYTHONPATH`` at a checkout of it; paths to the inputs
+  must name the same files there: shared storage);
+* its environment fingerprint (the fields of utils/environment.py that can
+  change bytes) and the hash of this project's code equal the client's.
+
+A worker that fails either check is refused: exit 2 naming it and the
+differing fields. Workers only compute and return results; only the client
+writes the registry, manifests, tables and reports, so no file lock is ever
+taken on shared storage by a worker.
+
+Secrets. A task that needs the de-identification key carries it to the
+workers. It is never sent in clear across a network: with a key, a
+``tcp://`` scheduler that is not on this machine is refused (exit 2); use
+``tls://`` with certificates set in Dask's configuration
+(``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._CLIENT__CERT``, ``..._CLIENT__KEY``;
+see the README's scaling section).
+
+How the work was executed (scheduler, workers, batches) is written to the
+log only: reports, tables and registries are byte-identical to a local run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import ipaddress
+import logging
+import math
+import os
+import re
+import urllib.parse
+from concurrent.futures import Executor
+from pathlib import Path
+
+from scripts.utils.errors import InputError
+
+SCHEDULER_ENV = "CRH_DASK_SCHEDULER"
+BATCH_FILES = 1000              # files per task at most: a task costs the scheduler ~1 ms
+BATCH_BYTES = 256 << 20         # bytes read per task at most (hashing): a few seconds of one core
+TASKS_PER_WORKER = 4            # small inputs: at least this many tasks per worker, for balance
+MAX_LOCAL_WORKERS = 256
+LOCAL = re.compile(r"^local:([0-9]+)$")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def scheduler_address(given: str | None) -> str | None:
+    """``--scheduler``, else ``$CRH_DASK_SCHEDULER``, else None (run locally); checked for form."""
+    address = given if given is not None else os.environ.get(SCHEDULER_ENV) or None
+    if address is None or address == "":
+        return None
+    match = LOCAL.match(address)
+    if match:
+        if not 1 <= int(match.group(1)) <= MAX_LOCAL_WORKERS:
+            raise InputError(f"local:N needs 1 <= N <= {MAX_LOCAL_WORKERS}", scheduler=address)
+        return address
+    parsed = urllib.parse.urlsplit(address if "://" in address else "tcp://" + address)
+    if parsed.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not parsed.netloc:
+        raise InputError("not a scheduler address: expected local:N, tcp://host:port or tls://host:port",
+                         scheduler=address)
+    return address if "://" in address else "tcp://" + address
+
+
+def is_encrypted_or_local(address: str) -> bool:
+    """Whether what is sent to this scheduler's workers stays on this machine or is encrypted."""
+    if LOCAL.match(address):
+        return True
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme in ("tls", "wss", "inproc"):
+        return True
+    host = parsed.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def code_hash(root: Path = REPO_ROOT) -> str:
+    """SHA-256 over this project's Python sources (``scripts/**/*.py``): workers must run the same code."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "scripts").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def client_identity() -> dict:
+    """What every worker must share with the client: the environment fingerprint and the code hash.
+
+    Taken once per process: a worker serves many runs (a pipeline's steps)."""
+    from scripts.utils import environment
+
+    return {"environment": environment.hashed_part(environment.snapshot(with_compiler=False, with_lock=False)),
+            "code_sha256": code_hash()}
+
+
+def _identity_probe():
+    """Runs on each worker (through ``client.run``). Sent by value, so it needs nothing of ours to unpickle."""
+    import sys
+
+    try:
+        from scripts.utils.cluster import client_identity as identity
+    except ImportError as exc:
+        return {"error": f"cannot import this project: {exc}", "python": sys.executable}
+    return identity()
+
+
+def check_workers(client, log=None) -> dict:
+    """Compare every worker's identity with the client's; a differing worker is bad input (exit 2)."""
+    import cloudpickle
+
+    from scripts.utils.environment import differences
+
+    mine = client_identity()
+    # cloudpickle sends functions of importable modules by reference; by value, the probe can report a worker
+    # that cannot import the project at all instead of failing to unpickle.
+    probe = _identity_probe
+    module = __import__(probe.__module__, fromlist=["_"])
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        theirs = client.run(probe)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    refused = []
+    for worker, identity in sorted(theirs.items()):
+        if "error" in identity:
+            refused.append({"worker": worker, "problem": identity["error"], "python": identity.get("python")})
+            continue
+        differing = differences(mine, identity)
+        if differing:
+            refused.append({"worker": worker, "problem": "its environment or code differs from the client's",
+                            "differences": differing[:20]})
+    if refused:
+        raise InputError(f"{len(refused)} of {len(theirs)} workers cannot give the same bytes as this machine; "
+                         "start them with this project's environment and code", worker=refused[0]["worker"],
+                         refused=refused)
+    if not theirs:
+        raise InputError("the scheduler has no workers", scheduler=client.scheduler.address)
+    return theirs
+
+
+def _route_dask_logs() -> None:
+    """Dask's loggers print plain text on their own handlers: send them to the root logger instead,
+    which the scripts route into their JSON log (warnings and above)."""
+    for name in ("distributed", "dask", "tornado", "bokeh"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def cluster_executor(address: str | None, log=None, carries_secret: bool = False):
+    """Yield an executor on the cluster at ``address`` (None: yield None, run locally).
+
+    ``local:N`` starts a LocalCluster of N single-threaded worker processes
+    and stops it afterwards. Connection problems and refused workers are
+    bad input (exit 2). ``carries_secret``: the tasks carry the
+    de-identification key, refused over an unencrypted network link.
+    """
+    if address is None:
+        yield None
+        return
+    if carries_secret and not is_encrypted_or_local(address):
+        raise InputError("the de-identification key would travel to the workers in clear; use a tls:// scheduler "
+                         "(README, 'Scaling out') or --keep-phi", scheduler=address)
+    import dask
+    import distributed
+
+    _route_dask_logs()
+    with contextlib.ExitStack() as stack:
+        # Dask keeps spilled data in its scratch folder; never inside a workspace.
+        stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
+        local = LOCAL.match(address)
+        try:
+            if local:
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=":0",
+                    silence_logs=logging.CRITICAL))
+                client = stack.enter_context(distributed.Client(cluster))
+            else:
+                client = stack.enter_context(distributed.Client(address))  # distributed.comm.timeouts.connect
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler: {exc}", scheduler=address)
+        _route_dask_logs()
+        workers = check_workers(client, log)
+        from scripts.utils.dask_worker import JsonStderr
+
+        client.register_plugin(JsonStderr())
+        if log is not None:
+            log.info("cluster", scheduler=address if not local else "local", address=client.scheduler.address,
+                     workers=len(workers), threads=sum(client.nthreads().values()),
+                     dashboard=None if local else client.dashboard_link)
+        executor = ClusterExecutor(client)
+        try:
+            yield executor
+        finally:
+            executor.shutdown(wait=False)
+
+
+class ClusterExecutor(Executor):
+    """A Dask client's ``concurrent.futures`` executor, with what the data tools ask of the cluster."""
+
+    def __init__(self, client):
+        self.client = client
+        self._executor = client.get_executor()
+        self._iterators = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        results = self._executor.map(fn, *iterables, timeout=timeout)
+        self._iterators.append(results)
+        return results
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        # An iterator left unfinished cancels its futures when closed: that needs the client, so before it goes.
+        for results in self._iterators:
+            results.close()
+        self._iterators = []
+        self._executor.shutdown(wait=wait)
+
+    @property
+    def address(self) -> str:
+        """The scheduler address (what other processes connect to)."""
+        return self.client.scheduler.address
+
+    @property
+    def threads(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+
+def address_of(executor: ClusterExecutor) -> str:
+    return executor.address
+
+
+def worker_count(executor) -> int:
+    """Threads across the cluster behind a ClusterExecutor; for any other executor, this machine's CPUs."""
+    if isinstance(executor, ClusterExecutor):
+        return executor.threads
+    return os.cpu_count() or 1
+
+
+def batches(items: list, parallelism: int = 1, sizes: list | None = None, max_items: int = BATCH_FILES,
+            max_bytes: int = BATCH_BYTES) -> list:
+    """Cut ``items`` into consecutive batches: at most ``max_items`` each (and ``max_bytes`` of ``sizes``),
+    and at least ``TASKS_PER_WORKER`` batches per unit of ``parallelism`` where there are enough items.
+
+    Batches only decide where work runs: results are merged in input order,
+    so no output depends on how the items were cut.
+    """
+    if not items:
+        return []
+    per_batch = max(1, min(max_items, math.ceil(len(items) / (TASKS_PER_WORKER * max(1, parallelism)))))
+    cut, current, current_bytes = [], [], 0
+    for index, item in enumerate(items):
+        size = sizes[index] if sizes is not None else 0
+        if current and (len(current) >= per_batch or current_bytes + size > max_bytes):
+            cut.append(current)
+            current, current_bytes = [], 0
+        current.append(item)
+        current_bytes += size
+    cut.append(current)
+    return cut
+
+
+def map_batches(executor, function, batched: list, *extra):
+    """``function(batch, *extra)`` for every batch on ``executor``; yields each result's items in input order."""
+    count = len(batched)
+    for result in executor.map(function, batched, *[[value] * count for value in extra]):
+        yield from result
