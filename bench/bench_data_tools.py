@@ -429,7 +429,61 @@ def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
                    higher_is_better=False)]
 
 
+def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
+    """Metadata and hashing through a Dask LocalCluster of 2 worker processes against the local 2-way path,
+    and how the batch size (files per task) moves the cluster's throughput."""
+    from scripts.utils import cluster
+
+    patients = 10 if quick else 85  # 85 patients x 1.5 studies x 8 slices ~ 1,000 files
+    folder = scratch / "dicom_cluster"
+    for relative, data in dicom_slices(SeedManager(base_seed=2), patients, 8, 64):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(data)
+    files = [(path, path.relative_to(folder).as_posix()) for path in sorted(folder.rglob("*.dcm"))]
+    settings = metadata_extractor.Settings(b"k" * 32)
+    tree_files = 32 if quick else 256
+    names = _write_tree(scratch / "hash_cluster" / "tree", tree_files, 1 << 20)
+    items = [(name, scratch / "hash_cluster" / name) for name in names]
+    workers = 2
+    started = time.perf_counter()
+    with cluster.cluster_executor(f"local:{workers}") as executor:
+        startup = time.perf_counter() - started
+        local_rows = metadata_extractor.extract_rows(files, settings, workers=workers)
+        assert metadata_extractor.extract_rows(files, settings, executor=executor) == local_rows
+        best = best_of_alternating({
+            "meta_local": lambda: metadata_extractor.extract_rows(files, settings, workers=workers),
+            "meta_cluster": lambda: metadata_extractor.extract_rows(files, settings, executor=executor),
+            "hash_local": lambda: hash_files(items, workers=workers),
+            "hash_cluster": lambda: hash_files(items, executor=executor),
+        }, repeat)
+        pairs = [(str(path), name) for path, name in files]
+        batch_effect = []
+        for per_task in (10, 50, 250):
+            cut = cluster.batches(pairs, 1, max_items=per_task)
+            seconds = best_of_alternating({"x": lambda: list(cluster.map_batches(
+                executor, metadata_extractor.extract_batch, cut, settings))}, max(1, repeat - 1))["x"]
+            batch_effect.append({"files_per_task": len(cut[0]), "tasks": len(cut),
+                                 "files_per_s": round(len(pairs) / seconds, 1)})
+    shutil.rmtree(folder)
+    shutil.rmtree(scratch / "hash_cluster")
+    rate = lambda seconds: len(files) / seconds
+    gib = lambda seconds: tree_files * (1 << 20) / seconds / 2**30
+    common = {"workers": workers, "cluster_startup_s": round(startup, 2),
+              "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} MiB, at least "
+                          f"{cluster.TASKS_PER_WORKER} per worker"}
+    return [
+        figure("cluster_metadata_vs_local", f"metadata_extractor on a Dask LocalCluster of {workers} processes",
+               rate(best["meta_cluster"]), "files/s", f"metadata_extractor, {workers} local processes",
+               rate(best["meta_local"]), 0.8, dict(common, input={"dicom_files": len(files)},
+                                                   batch_size_effect=batch_effect)),
+        figure("cluster_hashing_vs_local", f"hash_integrity on a Dask LocalCluster of {workers} processes",
+               gib(best["hash_cluster"]), "GiB/s", f"hash_integrity, {workers} local threads", gib(best["hash_local"]),
+               0.8, dict(common, input={"files": tree_files, "bytes": tree_files << 20})),
+    ]
+
+
 BENCHMARKS = {
+    "dask_cluster": bench_dask_cluster,
     "registry_growth": bench_registry_growth,
     "hashing": bench_hashing,
     "reverify": bench_reverify,

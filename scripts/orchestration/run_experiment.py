@@ -201,6 +201,65 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
     return record, summary
 
 
+def run_sweep(args, workspace: Path, log) -> int:
+    """``--sweep``: every configuration of the sweep file as a recorded run, then the summary run."""
+    from scripts.orchestration import reference_experiment as experiment
+    from scripts.orchestration import sweep
+    from scripts.utils import cluster
+
+    if args.resume or args.dry_run:
+        raise InputError("--sweep runs fresh runs: --resume and --dry-run apply to one run")
+    members = sweep.expand_sweep(args.sweep)
+    base_logdir = Path(args.logdir).absolute() if args.logdir else None
+    prepared = []
+    for index, member in enumerate(members):  # everything is checked before the first run
+        config, _ = load_config(args.config, [*args.overrides, *member["overrides"]], log)
+        experiment.validate_config(config, args.config)
+        seeds = SeedManager.from_file(args.seeds)
+        seed = member["seed"] if member["seed"] is not None else args.seed
+        if seed is not None:
+            seeds.base_seed = seed
+        logdir = base_logdir / f"run_{index:03d}" if base_logdir else None
+        prepare_logdir(logdir, str(logdir), False)
+        prepared.append((member, config, seeds, resolve_backend(config, args.backend), logdir))
+    address = cluster.scheduler_address(args.scheduler)
+    if address and any(config["experiment"]["kind"] != "reference" for _, config, *_ in prepared):
+        raise InputError("external experiments run only locally: drop --scheduler", key="experiment.kind")
+    log.info("sweep", runs=len(prepared), file=args.sweep, scheduler=address or "this process")
+    rows = []
+    with cluster.cluster_executor(address, log) as executor:
+        computed = iter([None] * len(prepared))
+        if executor is not None:
+            computed = executor.map(sweep.compute_member, [str(workspace)] * len(prepared),
+                                    [config for _, config, *_ in prepared],
+                                    [seeds.base_seed for _, _, seeds, *_ in prepared],
+                                    [seeds.streams for _, _, seeds, *_ in prepared],
+                                    [backend for *_, backend, _ in prepared])
+        for index, ((member, config, seeds, backend, logdir), work) in enumerate(zip(prepared, computed)):
+            argv = sweep.member_argv(args, member, logdir)
+            record, summary = launch(workspace, config, seeds, backend, logdir, argv, log, computed=work)
+            if record.status == "failed":
+                raise CheckFailed("the external command of a sweep run failed", index=index,
+                                  report=f"experiments/results/{record.run_id}.json")
+            rows.append({"index": index, "run_id": record.run_id, "seed": seeds.base_seed,
+                         "overrides": member["overrides"], "final": summary.get("final"),
+                         "report": f"experiments/results/{record.run_id}.json",
+                         "command": ["python", "scripts/orchestration/run_experiment.py",
+                                     *record.extra["argv"]]})
+            log.info("sweep_run", index=index, of=len(prepared), run_id=record.run_id)
+    with RunRecorder("run_experiment_sweep", workspace=workspace, log=log,
+                     config={"sweep": members, "config": Path(args.config).name, "overrides": args.overrides}) as record:
+        with atomic_output(record.output_path("summary.jsonl")) as handle:
+            for row in rows:
+                handle.write(canonical_json(row))
+        with atomic_output(record.output_path("summary.csv")) as handle:
+            handle.write(sweep.summary_csv(rows))
+        record.results.update(runs=len(rows), run_ids=[row["run_id"] for row in rows],
+                              summary=f"experiments/results/{record.run_id}/summary.jsonl")
+    log.info("sweep_done", runs=len(rows), summary=f"experiments/results/{record.run_id}/summary.jsonl")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "run_experiment",
@@ -231,9 +290,7 @@ def main(argv=None) -> int:
 
         workspace = resolve_workspace(args.workspace)
         if args.sweep:
-            from scripts.orchestration import sweep
-
-            return sweep.run_sweep(args, workspace, log)
+            return run_sweep(args, workspace, log)
         config, config_hash = load_config(args.config, args.overrides, log)
         experiment.validate_config(config, args.config)
         seeds = SeedManager.from_file(args.seeds)

@@ -46,11 +46,8 @@ from pathlib import Path
 
 import orjson
 
-from scripts.utils import cluster
-from scripts.utils.config_loader import load_config, load_config_file
-from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, canonical_json
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.config_loader import load_config_file
+from scripts.utils.errors import InputError
 from scripts.utils.seed_manager import SeedManager
 
 MAX_RUNS = 10_000
@@ -154,63 +151,6 @@ def compute_member(workspace: str, config: dict, base_seed: int, streams: dict, 
         files = {path.relative_to(folder).as_posix(): path.read_bytes()
                  for path in sorted(folder.rglob("*")) if path.is_file()}
     return {"files": files, "summary": summary, "seeds_used": seeds.used}
-
-
-def run_sweep(args, workspace: Path, log) -> int:
-    from scripts.orchestration import reference_experiment as experiment
-    from scripts.orchestration.run_experiment import launch, prepare_logdir, resolve_backend
-
-    if args.resume or args.dry_run:
-        raise InputError("--sweep runs fresh runs: --resume and --dry-run apply to one run")
-    members = expand_sweep(args.sweep)
-    base_logdir = Path(args.logdir).absolute() if args.logdir else None
-    prepared = []
-    for index, member in enumerate(members):  # everything is checked before the first run
-        config, _ = load_config(args.config, [*args.overrides, *member["overrides"]], log)
-        experiment.validate_config(config, args.config)
-        seeds = SeedManager.from_file(args.seeds)
-        seed = member["seed"] if member["seed"] is not None else args.seed
-        if seed is not None:
-            seeds.base_seed = seed
-        logdir = base_logdir / f"run_{index:03d}" if base_logdir else None
-        prepare_logdir(logdir, str(logdir), False)
-        prepared.append((member, config, seeds, resolve_backend(config, args.backend), logdir))
-    address = cluster.scheduler_address(args.scheduler)
-    if address and any(config["experiment"]["kind"] != "reference" for _, config, *_ in prepared):
-        raise InputError("external experiments run only locally: drop --scheduler", key="experiment.kind")
-    log.info("sweep", runs=len(prepared), file=args.sweep, scheduler=address or "this process")
-    rows = []
-    with cluster.cluster_executor(address, log) as executor:
-        computed = iter([None] * len(prepared))
-        if executor is not None:
-            computed = executor.map(compute_member, [str(workspace)] * len(prepared),
-                                    [config for _, config, *_ in prepared],
-                                    [seeds.base_seed for _, _, seeds, *_ in prepared],
-                                    [seeds.streams for _, _, seeds, *_ in prepared],
-                                    [backend for *_, backend, _ in prepared])
-        for index, ((member, config, seeds, backend, logdir), work) in enumerate(zip(prepared, computed)):
-            argv = member_argv(args, member, logdir)
-            record, summary = launch(workspace, config, seeds, backend, logdir, argv, log, computed=work)
-            if record.status == "failed":
-                raise CheckFailed("the external command of a sweep run failed", index=index,
-                                  report=f"experiments/results/{record.run_id}.json")
-            rows.append({"index": index, "run_id": record.run_id, "seed": seeds.base_seed,
-                         "overrides": member["overrides"], "final": summary.get("final"),
-                         "report": f"experiments/results/{record.run_id}.json",
-                         "command": ["python", "scripts/orchestration/run_experiment.py",
-                                     *record.extra["argv"]]})
-            log.info("sweep_run", index=index, of=len(prepared), run_id=record.run_id)
-    with RunRecorder("run_experiment_sweep", workspace=workspace, log=log,
-                     config={"sweep": members, "config": Path(args.config).name, "overrides": args.overrides}) as record:
-        with atomic_output(record.output_path("summary.jsonl")) as handle:
-            for row in rows:
-                handle.write(canonical_json(row))
-        with atomic_output(record.output_path("summary.csv")) as handle:
-            handle.write(summary_csv(rows))
-        record.results.update(runs=len(rows), run_ids=[row["run_id"] for row in rows],
-                              summary=f"experiments/results/{record.run_id}/summary.jsonl")
-    log.info("sweep_done", runs=len(rows), summary=f"experiments/results/{record.run_id}/summary.jsonl")
-    return 0
 
 
 def summary_csv(rows: list) -> bytes:

@@ -42,6 +42,7 @@ log only: reports, tables and registries are byte-identical to a local run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -224,27 +225,53 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
 
 
 class ClusterExecutor(Executor):
-    """A Dask client's ``concurrent.futures`` executor, with what the data tools ask of the cluster."""
+    """A ``concurrent.futures`` executor on a Dask client, with what the data tools need of a cluster.
+
+    ``map`` keeps at most ``2 x threads`` tasks (at least 4) in flight and
+    releases each result once it is handed over, so the memory a run holds
+    on the workers stays bounded whatever its length; results come in input
+    order. Tasks are never merged with earlier identical ones (``pure=False``:
+    the same paths hashed again after the files changed are read again).
+    """
 
     def __init__(self, client):
         self.client = client
-        self._executor = client.get_executor()
         self._iterators = []
 
     def submit(self, fn, /, *args, **kwargs):
-        return self._executor.submit(fn, *args, **kwargs)
+        return self.client.submit(fn, *args, pure=False, **kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
-        results = self._executor.map(fn, *iterables, timeout=timeout)
+        results = self._ordered(fn, zip(*iterables), max(4, 2 * self.threads), timeout)
         self._iterators.append(results)
         return results
 
+    def _ordered(self, fn, calls, window: int, timeout):
+        pending = collections.deque()
+        try:
+            for call in calls:
+                pending.append(self.client.submit(fn, *call, pure=False))
+                if len(pending) >= window:
+                    yield self._take(pending, timeout)
+            while pending:
+                yield self._take(pending, timeout)
+        finally:
+            for future in pending:  # an abandoned map (an error, a closed iterator) leaves nothing running
+                future.cancel()
+
+    @staticmethod
+    def _take(pending, timeout):
+        future = pending.popleft()
+        try:
+            return future.result(timeout=timeout)
+        finally:
+            future.release()
+
     def shutdown(self, wait=True, *, cancel_futures=False):
-        # An iterator left unfinished cancels its futures when closed: that needs the client, so before it goes.
+        # An unfinished map cancels its futures when closed: that needs the client, so before the client goes.
         for results in self._iterators:
             results.close()
         self._iterators = []
-        self._executor.shutdown(wait=wait)
 
     @property
     def address(self) -> str:

@@ -163,3 +163,15 @@ def test_a_worker_with_other_code_or_without_the_project_is_refused(tmp_path):
     assert any(problem.startswith("cannot import this project") for problem in problems)
     stale = next(item for item in refused.value.details["refused"] if "differences" in item)
     assert [d["field"] for d in stale["differences"]] == ["code_sha256"]
+
+
+def test_a_file_changed_between_two_maps_is_read_again(scheduler, tmp_path):
+    from scripts.utils.registry import hash_files
+
+    path = tmp_path / "scan.bin"
+    path.write_bytes(b"before")
+    with cluster.cluster_executor(scheduler) as executor:
+        first = hash_files([("scan.bin", path)], executor=executor)
+        path.write_bytes(b"after!")
+        second = hash_files([("scan.bin", path)], executor=executor)
+    assert first["scan.bin"]["sha256"] != second["scan.bin"]["sha256"]
