@@ -441,7 +441,7 @@ def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
         (folder / relative).write_bytes(data)
     files = [(path, path.relative_to(folder).as_posix()) for path in sorted(folder.rglob("*.dcm"))]
     settings = metadata_extractor.Settings(b"k" * 32)
-    tree_files = 32 if quick else 256
+    tree_files = 32 if quick else 1024
     names = _write_tree(scratch / "hash_cluster" / "tree", tree_files, 1 << 20)
     items = [(name, scratch / "hash_cluster" / name) for name in names]
     workers = 2

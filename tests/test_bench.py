@@ -12,7 +12,7 @@ EXPECTED = {
     "metadata_extraction", "preprocess_ct_slices", "preprocess_ct_slices_one_process",
     "run_experiment_record_keeping", "reference_experiment_cupy_vs_numpy",
     "dream_animation_gif", "tensor_visualizer_files", "make_verify_time", "pipeline_second_call", "registry_growth",
-    "volume_assembly",
+    "volume_assembly", "cluster_metadata_vs_local", "cluster_hashing_vs_local",
 }
 
 

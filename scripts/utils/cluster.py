@@ -236,6 +236,7 @@ class ClusterExecutor(Executor):
 
     def __init__(self, client):
         self.client = client
+        self.threads = max(1, sum(client.nthreads().values()))  # at the start; Dask rebalances if workers come or go
         self._iterators = []
 
     def submit(self, fn, /, *args, **kwargs):
@@ -277,10 +278,6 @@ class ClusterExecutor(Executor):
     def address(self) -> str:
         """The scheduler address (what other processes connect to)."""
         return self.client.scheduler.address
-
-    @property
-    def threads(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
 
 
 def address_of(executor: ClusterExecutor) -> str:
