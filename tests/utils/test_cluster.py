@@ -103,17 +103,6 @@ def test_a_script_on_the_cluster_writes_the_bytes_of_a_local_run(script, args, s
     assert artifacts(local) == artifacts(remote)
 
 
-def test_a_local_cluster_is_started_and_stopped_for_the_run(tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    assert run_script("data_tools", "hash_integrity", "hash", PYDICOM_TEST_FILES, "--workspace", local).returncode == 0
-    result = run_script("data_tools", "hash_integrity", "hash", PYDICOM_TEST_FILES, "--workspace", remote,
-                        env={cluster.SCHEDULER_ENV: "local:2"})
-    assert result.returncode == 0, result.stderr.decode()
-    event = next(r for r in json_lines(result.stderr) if r["event"] == "cluster")
-    assert event["scheduler"] == "local" and event["workers"] == 2
-    assert artifacts(local) == artifacts(remote)
-
-
 def test_a_killed_worker_is_retried_and_changes_nothing(tmp_path):
     from scripts.data_tools import metadata_extractor as mx
 
