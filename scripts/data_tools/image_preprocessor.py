@@ -68,7 +68,6 @@ import functools
 
 import hashlib
 import math
-import os
 import sys
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -572,8 +571,8 @@ def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor |
                 results = pool.map(_guarded, [function] * len(tasks), tasks, [skip_errors] * len(tasks))
             else:
                 remote = [dict(task, return_outputs=True) for task in tasks]
-                sizes = [sum(_size_or_zero(s["path"]) for s in task["slices"]) if "slices" in task
-                         else _size_or_zero(task["path"]) for task in tasks]
+                sizes = [sum(cluster.size_or_zero(s["path"]) for s in task["slices"]) if "slices" in task
+                         else cluster.size_or_zero(task["path"]) for task in tasks]
                 results = cluster.map_batches(pool, run_batch, cluster.batches(
                     remote, cluster.worker_count(pool), sizes, max_bytes=BATCH_INPUT_BYTES), function, skip_errors)
             for record in results:
@@ -601,13 +600,6 @@ def run_batch(tasks: list, function, skip_errors: bool) -> list:
             records.append({OUTPUT_ERROR: exc.record()})
             break
     return records
-
-
-def _size_or_zero(path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _guarded(function, task: dict, skip_errors: bool) -> dict:

@@ -579,7 +579,7 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
             # The steps get the scheduler through the environment, not their argv: where the work runs is
             # not part of a step's fingerprint (the bytes are the same), so changing it redoes nothing.
             step_env = None if executor is None else dict(os.environ, **{
-                cluster.SCHEDULER_ENV: cluster.address_of(executor)})
+                cluster.SCHEDULER_ENV: executor.address})
             pipeline = Pipeline(workspace, log, step_env)
             if inputs is not None:
                 data = str(Path(data_arg).expanduser().resolve())

@@ -39,13 +39,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module
-from scripts.utils.config_loader import load_config
+from scripts.utils.config_loader import config_sha256, load_config
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, json_line
 from scripts.utils.run_records import REPO_ROOT, RunRecorder, relative_to_workspace, resolve_workspace
@@ -201,9 +202,34 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
     return record, summary
 
 
+class PreparedRun(NamedTuple):
+    """One configuration of a sweep, checked and ready to run."""
+    member: dict
+    config: dict
+    seeds: SeedManager
+    backend: str
+    logdir: Path | None
+
+
+def load_run_config(path, overrides, log) -> dict:
+    """The resolved config, validated against the reference experiment's schema (bad: exit 2)."""
+    from scripts.orchestration import reference_experiment as experiment
+
+    config, _ = load_config(path, overrides, log)
+    experiment.validate_config(config, path)
+    return config
+
+
+def load_seeds(path, base_seed: int | None) -> SeedManager:
+    """The seeds file, its base seed replaced by ``base_seed`` when given (``--seed``)."""
+    seeds = SeedManager.from_file(path)
+    if base_seed is not None:
+        seeds.base_seed = base_seed
+    return seeds
+
+
 def run_sweep(args, workspace: Path, log) -> int:
     """``--sweep``: every configuration of the sweep file as a recorded run, then the summary run."""
-    from scripts.orchestration import reference_experiment as experiment
     from scripts.orchestration import sweep
     from scripts.utils import cluster
 
@@ -213,17 +239,14 @@ def run_sweep(args, workspace: Path, log) -> int:
     base_logdir = Path(args.logdir).absolute() if args.logdir else None
     prepared = []
     for index, member in enumerate(members):  # everything is checked before the first run
-        config, _ = load_config(args.config, [*args.overrides, *member["overrides"]], log)
-        experiment.validate_config(config, args.config)
-        seeds = SeedManager.from_file(args.seeds)
-        seed = member["seed"] if member["seed"] is not None else args.seed
-        if seed is not None:
-            seeds.base_seed = seed
+        config = load_run_config(args.config, [*args.overrides, *member["overrides"]], log)
         logdir = base_logdir / f"run_{index:03d}" if base_logdir else None
         prepare_logdir(logdir, str(logdir), False)
-        prepared.append((member, config, seeds, resolve_backend(config, args.backend), logdir))
+        prepared.append(PreparedRun(member, config, load_seeds(args.seeds, member["seed"] if member["seed"] is not None
+                                                               else args.seed),
+                                    resolve_backend(config, args.backend), logdir))
     address = cluster.scheduler_address(args.scheduler)
-    if address and any(config["experiment"]["kind"] != "reference" for _, config, *_ in prepared):
+    if address and any(run.config["experiment"]["kind"] != "reference" for run in prepared):
         raise InputError("external experiments run only locally: drop --scheduler", key="experiment.kind")
     log.info("sweep", runs=len(prepared), file=args.sweep, scheduler=address or "this process")
     rows = []
@@ -231,13 +254,12 @@ def run_sweep(args, workspace: Path, log) -> int:
         computed = iter([None] * len(prepared))
         if executor is not None:
             computed = executor.map(sweep.compute_member, [str(workspace)] * len(prepared),
-                                    [config for _, config, *_ in prepared],
-                                    [seeds.base_seed for _, _, seeds, *_ in prepared],
-                                    [seeds.streams for _, _, seeds, *_ in prepared],
-                                    [backend for *_, backend, _ in prepared])
-        for index, ((member, config, seeds, backend, logdir), work) in enumerate(zip(prepared, computed)):
-            argv = sweep.member_argv(args, member, logdir)
-            record, summary = launch(workspace, config, seeds, backend, logdir, argv, log, computed=work)
+                                    [run.config for run in prepared], [run.seeds.base_seed for run in prepared],
+                                    [run.seeds.streams for run in prepared], [run.backend for run in prepared])
+        for index, (run, work) in enumerate(zip(prepared, computed)):
+            member, seeds = run.member, run.seeds
+            argv = sweep.member_argv(args, member, run.logdir)
+            record, summary = launch(workspace, run.config, seeds, run.backend, run.logdir, argv, log, computed=work)
             if record.status == "failed":
                 raise CheckFailed("the external command of a sweep run failed", index=index,
                                   report=f"experiments/results/{record.run_id}.json")
@@ -286,21 +308,16 @@ def main(argv=None) -> int:
     cli.add_common_options(parser)
 
     def run(args, log):
-        from scripts.orchestration import reference_experiment as experiment
-
         workspace = resolve_workspace(args.workspace)
         if args.sweep:
             return run_sweep(args, workspace, log)
-        config, config_hash = load_config(args.config, args.overrides, log)
-        experiment.validate_config(config, args.config)
-        seeds = SeedManager.from_file(args.seeds)
-        if args.seed is not None:
-            seeds.base_seed = args.seed
+        config = load_run_config(args.config, args.overrides, log)
+        seeds = load_seeds(args.seeds, args.seed)
         backend = resolve_backend(config, args.backend)
         logdir = Path(args.logdir).absolute() if args.logdir else None
         if args.dry_run:
             logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
-            cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_hash,
+            cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_sha256(config),
                             "seeds": seeds.summary()})
             return 0
         prepare_logdir(logdir, args.logdir, args.resume)

@@ -108,15 +108,17 @@ def code_hash(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
 def client_identity() -> dict:
-    """What every worker must share with the client: the environment fingerprint and the code hash.
+    """What every worker must share with the client: the environment fingerprint (the run records' own,
+    taken once per process) and the code hash."""
+    from scripts.utils.run_records import environment_fingerprint
 
-    Taken once per process: a worker serves many runs (a pipeline's steps)."""
-    from scripts.utils import environment
+    return {"environment": environment_fingerprint(), "code_sha256": _code_hash_once()}
 
-    return {"environment": environment.hashed_part(environment.snapshot(with_compiler=False, with_lock=False)),
-            "code_sha256": code_hash()}
+
+@functools.lru_cache(maxsize=1)
+def _code_hash_once() -> str:
+    return code_hash()
 
 
 def _identity_probe():
@@ -130,8 +132,10 @@ def _identity_probe():
     return identity()
 
 
-def check_workers(client, log=None) -> dict:
+def check_workers(client) -> dict:
     """Compare every worker's identity with the client's; a differing worker is bad input (exit 2)."""
+    import sys
+
     import cloudpickle
 
     from scripts.utils.environment import differences
@@ -139,11 +143,10 @@ def check_workers(client, log=None) -> dict:
     mine = client_identity()
     # cloudpickle sends functions of importable modules by reference; by value, the probe can report a worker
     # that cannot import the project at all instead of failing to unpickle.
-    probe = _identity_probe
-    module = __import__(probe.__module__, fromlist=["_"])
+    module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)
     try:
-        theirs = client.run(probe)
+        theirs = client.run(_identity_probe)
     finally:
         cloudpickle.unregister_pickle_by_value(module)
     refused = []
@@ -190,13 +193,10 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
     if carries_secret and not is_encrypted_or_local(address):
         raise InputError("the de-identification key would travel to the workers in clear; use a tls:// scheduler "
                          "(README, 'Scaling out') or --keep-phi", scheduler=address)
-    import dask
     import distributed
 
-    _route_dask_logs()
+    _route_dask_logs()  # before the start: its messages too
     with contextlib.ExitStack() as stack:
-        # Dask keeps spilled data in its scratch folder; never inside a workspace.
-        stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
         local = LOCAL.match(address)
         try:
             if local:
@@ -208,16 +208,15 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
                 client = stack.enter_context(distributed.Client(address))  # distributed.comm.timeouts.connect
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler: {exc}", scheduler=address)
-        _route_dask_logs()
-        workers = check_workers(client, log)
+        _route_dask_logs()  # again: LocalCluster's silence_logs sets Dask's loggers up anew
+        workers = check_workers(client)
         from scripts.utils.dask_worker import JsonStderr
 
         client.register_plugin(JsonStderr())
-        if log is not None:
-            log.info("cluster", scheduler=address if not local else "local", address=client.scheduler.address,
-                     workers=len(workers), threads=sum(client.nthreads().values()),
-                     dashboard=None if local else client.dashboard_link)
         executor = ClusterExecutor(client)
+        if log is not None:
+            log.info("cluster", scheduler=address if not local else "local", address=executor.address,
+                     workers=len(workers), threads=executor.threads, dashboard=None if local else client.dashboard_link)
         try:
             yield executor
         finally:
@@ -280,15 +279,19 @@ class ClusterExecutor(Executor):
         return self.client.scheduler.address
 
 
-def address_of(executor: ClusterExecutor) -> str:
-    return executor.address
-
-
 def worker_count(executor) -> int:
     """Threads across the cluster behind a ClusterExecutor; for any other executor, this machine's CPUs."""
     if isinstance(executor, ClusterExecutor):
         return executor.threads
     return os.cpu_count() or 1
+
+
+def size_or_zero(path) -> int:
+    """A file's size for cutting batches (0 when it cannot be read: the task reports that itself)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def batches(items: list, parallelism: int = 1, sizes: list | None = None, max_items: int = BATCH_FILES,

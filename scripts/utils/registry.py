@@ -485,7 +485,7 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
     """
     results, to_hash, known_sizes = {}, [], {}
     for name, path, *known in files:
-        if known:
+        if known and executor is not None:  # batches are cut by size; the local paths need none
             known_sizes[name] = known[0].st_size
         if cache is not None:
             try:
@@ -509,7 +509,7 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
             from scripts.utils import cluster
 
             paths = [str(path) for _, path in to_hash]
-            sizes = [known_sizes[name] if name in known_sizes else _size_or_zero(path) for name, path in to_hash]
+            sizes = [known_sizes[name] if name in known_sizes else cluster.size_or_zero(path) for name, path in to_hash]
             hashed = cluster.map_batches(pool, hash_batch,
                                          cluster.batches(paths, cluster.worker_count(pool), sizes))
         for (name, _), result in zip(to_hash, hashed):
@@ -543,13 +543,6 @@ def _hash_or_error(path):
 def hash_batch(paths: list) -> list:
     """One task of hashing: ``_hash_or_error`` of each path, in order."""
     return [_hash_or_error(path) for path in paths]
-
-
-def _size_or_zero(path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def damaged_files(entries: dict, locate, cache: StatCache | None = None) -> list:
