@@ -33,7 +33,7 @@ help:
 	$(info   help        list the targets (this text))
 	$(info   setup       create the virtual environment $(VENV) from requirements.lock)
 	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
-	$(info   lock        re-resolve requirements.in into requirements.lock (and the GPU lock) with uv)
+	$(info   lock        re-resolve requirements.in + requirements-dev.in into requirements.lock (and the GPU lock) with uv)
 	$(info   test        run the test suite (pytest; PYTEST_ARGS=... passes options))
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
@@ -45,7 +45,7 @@ help:
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	@$(PYTHON) -c "pass"
 
-$(VENV_STAMP): requirements.lock scripts/utils/venv_setup.py
+$(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py
 	$(PYTHON) scripts/utils/venv_setup.py --venv $(VENV) --lock requirements.lock
 
 setup: $(VENV_STAMP)
@@ -55,7 +55,7 @@ setup-gpu: $(VENV_STAMP)
 
 lock: $(VENV_STAMP)
 	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
-	    --custom-compile-command "make lock" requirements.in -o requirements.lock
+	    --custom-compile-command "make lock" requirements-dev.in -o requirements.lock
 	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
 	    --custom-compile-command "make lock" requirements-gpu.in -c requirements.lock -o requirements-gpu.lock
 

@@ -8,14 +8,15 @@ from pathlib import Path
 
 from bench.common import best_of_alternating, figure
 from scripts.orchestration import reference_experiment, run_experiment
-from scripts.utils import run_records
+from scripts.utils import environment
 from scripts.utils.arrays import array_module
 from scripts.utils.config_loader import load_config
 from scripts.utils.errors import InputError
 from scripts.utils.seed_manager import SeedManager
+from scripts.utils.workspace import REPO_ROOT
 
-CONFIG = run_records.REPO_ROOT / "trainer/config/phase7.toml"
-LARGE = run_records.REPO_ROOT / "trainer/config/large.toml"
+CONFIG = REPO_ROOT / "trainer/config/phase7.toml"
+LARGE = REPO_ROOT / "trainer/config/large.toml"
 
 
 def bench_record_keeping(scratch: Path, quick: bool, repeat: int) -> list:
@@ -39,7 +40,7 @@ def bench_record_keeping(scratch: Path, quick: bool, repeat: int) -> list:
 
     def recorded():
         workspace = fresh("recorded")
-        run_records._ENV_CACHE.clear()  # every run captures its environment again
+        environment.captured_fingerprint.cache_clear()  # every run captures its environment again
         code = run_experiment.main(["--config", str(CONFIG), *sum((["--set", o] for o in overrides), []),
                                     "--logdir", str(workspace / "run"), "--workspace", str(workspace), "--quiet"])
         assert code == 0
@@ -134,7 +135,7 @@ def bench_pipeline_second_call(scratch: Path, quick: bool, repeat: int) -> list:
     data, workspace = scratch / "pipeline_data" / "scans", scratch / "pipeline_ws"
     _data_folder(data, files)
     phase = "phase5" if quick else "phase7"  # quick: a smoke test of the same path, without the animation steps
-    command = ["make", "-s", "-C", str(run_records.REPO_ROOT), phase, f"DATA={data}", f"WORKSPACE={workspace}"]
+    command = ["make", "-s", "-C", str(REPO_ROOT), phase, f"DATA={data}", f"WORKSPACE={workspace}"]
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH") or "1761912000"}
     start = time.perf_counter()
     first = subprocess.run(command, capture_output=True, env=env)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import best_of_alternating, figure
+from scripts.utils.media import gif_bytes
 from scripts.utils.tensors import ChromaticTensor, write_cten
 from scripts.visualization import dream_animation, tensor_visualizer
 
@@ -48,7 +49,7 @@ def bench_gif(scratch: Path, quick: bool, repeat: int) -> list:
 
     def ours():
         pictures = [dream_animation.frame_pixels(t, 1, f"cycle {i + 1}") for i, t in enumerate(tensors)]
-        dream_animation.gif_bytes(pictures, 4.0)
+        gif_bytes(pictures, 4.0)
 
     def naive():
         _naive_gif(tensors)

@@ -7,7 +7,7 @@ differs from run to run (``make verify`` does not include it).
 Anchors and targets (from the issues); the data-tool benchmarks are in
 ``bench/bench_data_tools.py``:
 
-* log_converter: ``log_formatter.convert_stream`` on a mixed realistic log
+* log_converter: ``log_convert.convert_stream`` on a mixed realistic log
   (Python logging, env_logger with continuations, logfmt, plain), in one
   process and with one worker per CPU (the CLI default), each against a
   trivial one-process loop that only wraps each line as ``{"msg": line}``
@@ -38,7 +38,7 @@ from bench import bench_data_tools, bench_orchestration, bench_visualization  # 
 from bench.common import best_of_alternating, figure, plot_scaling  # noqa: E402
 from bench.sample_logs import write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
-from scripts.utils.log_formatter import convert_stream  # noqa: E402
+from scripts.utils.log_convert import convert_stream  # noqa: E402
 from scripts.utils.run_records import RunRecorder  # noqa: E402
 
 
@@ -81,10 +81,10 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
                         "why": "a per-line Python loop that only matches one header regex and writes one 6-field "
                                "record per line, one process (no continuation lines, time stamps, logfmt or JSON)"}}
     return [
-        figure("log_converter_single_process", "log_formatter.convert_stream, one process, on a mixed 5-format log",
+        figure("log_converter_single_process", "log_convert.convert_stream, one process, on a mixed 5-format log",
                lines / best["one"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
                anchor, 0.5, common),
-        figure(f"log_converter_workers_{cpus}", f"log_formatter.convert_stream, workers={cpus}, same log",
+        figure(f"log_converter_workers_{cpus}", f"log_convert.convert_stream, workers={cpus}, same log",
                lines / best["all"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
                anchor, 0.5, common),
     ]

@@ -41,8 +41,10 @@ from itertools import islice, repeat
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 import orjson
@@ -52,7 +54,8 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.limits import regular_file
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json, sorted_object
 from scripts.utils.registry import MANIFEST
-from scripts.utils.run_records import RunRecorder, latest_run, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import RunRecorder, latest_run
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace, run_folder
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"
@@ -320,7 +323,7 @@ def latest_table(workspace: Path) -> Path:
         raise InputError("no records file given and no metadata_extractor run in this workspace: "
                          "run scripts/data_tools/metadata_extractor.py first, or name a CSV/JSONL file",
                          file=workspace / MANIFEST)
-    return workspace / "experiments/results" / run_id / "metadata.jsonl"
+    return workspace / run_folder(run_id) / "metadata.jsonl"
 
 
 def differences(expected: dict, actual: dict, limit: int = 20) -> list:
@@ -334,9 +337,59 @@ def differences(expected: dict, actual: dict, limit: int = 20) -> list:
     return found
 
 
+def split_table(args, log) -> int:
+    from scripts.data_tools import dataset_splitter as lib  # importable, for the worker processes
+
+    workspace = resolve_workspace(args.workspace)
+    seeds = SeedManager.from_file(args.seeds)
+    previous = None
+    if args.verify:
+        previous = read_json(Path(args.verify))
+        if not isinstance(previous, dict) or previous.get("format") != "crh-split":
+            raise InputError("not a split manifest (format crh-split)", file=args.verify)
+        ratios = {name: ratio for name, ratio in previous["splits"]}
+        id_column, group_column, stratify = previous["id_column"], previous["group_column"], previous["stratify"]
+        source = Path(args.records) if args.records else workspace / previous["records"]
+    else:
+        ratios = parse_ratios(args.ratios)
+        id_column, group_column, stratify = args.id_column, args.group_column, args.stratify
+        source = Path(args.records) if args.records else latest_table(workspace)
+    try:
+        source_name = relative_to_workspace(workspace, source)
+    except InputError:
+        source_name = source.name
+    rows = read_records(source)
+    if args.workers > 1 and len(rows) >= PARALLEL_GROUPS:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source,
+                                         pool)
+    else:
+        manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source)
+    manifest["records"] = source_name
+    manifest["records_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+
+    config = {"ratios": ratios, "id_column": id_column, "group_column": group_column, "stratify": stratify,
+              "records": source_name, "verify": args.verify is not None}
+    with RunRecorder("dataset_splitter", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+        if previous is None:
+            with atomic_output(record.output_path("split.json")) as handle:
+                handle.write(lib.manifest_bytes(manifest))
+            record.results.update(counts=manifest["counts"], split=f"{record.folder}/split.json")
+            log.info("split", **{name: c["records"] for name, c in manifest["counts"].items()},
+                     manifest=f"{record.folder}/split.json")
+            return 0
+        found = differences(previous["assignments"], manifest["assignments"])
+        record.results.update(verified=not found, differences=found)
+    if found:
+        raise CheckFailed(f"the split differs from the manifest ({len(found)} records shown)",
+                          first=found[0], manifest=args.verify)
+    log.info("verified", manifest=args.verify, records=len(manifest["assignments"]))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "dataset_splitter",
+        "dataset_splitter", doc=__doc__,
         description="Split records into train/val/test by a keyed hash of their group (patient by default).",
         example="python scripts/data_tools/dataset_splitter.py --ratios train=0.7,val=0.15,test=0.15",
     )
@@ -351,57 +404,7 @@ def main(argv=None) -> int:
     cli.add_workers_option(parser, f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)")
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        from scripts.data_tools import dataset_splitter as lib  # importable, for the worker processes
-
-        workspace = resolve_workspace(args.workspace)
-        seeds = SeedManager.from_file(args.seeds)
-        previous = None
-        if args.verify:
-            previous = read_json(Path(args.verify))
-            if not isinstance(previous, dict) or previous.get("format") != "crh-split":
-                raise InputError("not a split manifest (format crh-split)", file=args.verify)
-            ratios = {name: ratio for name, ratio in previous["splits"]}
-            id_column, group_column, stratify = previous["id_column"], previous["group_column"], previous["stratify"]
-            source = Path(args.records) if args.records else workspace / previous["records"]
-        else:
-            ratios = parse_ratios(args.ratios)
-            id_column, group_column, stratify = args.id_column, args.group_column, args.stratify
-            source = Path(args.records) if args.records else latest_table(workspace)
-        try:
-            source_name = relative_to_workspace(workspace, source)
-        except InputError:
-            source_name = source.name
-        rows = read_records(source)
-        if args.workers > 1 and len(rows) >= PARALLEL_GROUPS:
-            with ProcessPoolExecutor(max_workers=args.workers) as pool:
-                manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source,
-                                             pool)
-        else:
-            manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source)
-        manifest["records"] = source_name
-        manifest["records_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
-
-        config = {"ratios": ratios, "id_column": id_column, "group_column": group_column, "stratify": stratify,
-                  "records": source_name, "verify": args.verify is not None}
-        with RunRecorder("dataset_splitter", workspace=workspace, seeds=seeds, log=log, config=config) as record:
-            if previous is None:
-                with atomic_output(record.output_path("split.json")) as handle:
-                    handle.write(lib.manifest_bytes(manifest))
-                record.results.update(counts=manifest["counts"], split=f"experiments/results/{record.run_id}/split.json")
-                log.info("split", **{name: c["records"] for name, c in manifest["counts"].items()},
-                         manifest=f"experiments/results/{record.run_id}/split.json")
-                return 0
-            found = differences(previous["assignments"], manifest["assignments"])
-            record.results.update(verified=not found, differences=found)
-        if found:
-            raise CheckFailed(f"the split differs from the manifest ({len(found)} records shown)",
-                              first=found[0], manifest=args.verify)
-        log.info("verified", manifest=args.verify, records=len(manifest["assignments"]))
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, split_table, argv)
 
 
 if __name__ == "__main__":

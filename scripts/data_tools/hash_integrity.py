@@ -49,14 +49,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 from scripts.utils import cli, cluster
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output
-from scripts.utils.log_formatter import progress
+from scripts.utils.json_logger import progress
 from scripts.utils.registry import REGISTRY, StatCache, hash_files, prune, read_registry, update_registry, under
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
@@ -132,9 +134,71 @@ def sha256sum_lines(hashed: dict) -> bytes:
 # Command line
 # --------------------------------------------------------------------------
 
+def hash_or_verify(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    default_registry = workspace / REGISTRY
+    registry = Path(args.registry).resolve() if args.registry else default_registry
+    if args.registry:
+        relative_to_workspace(workspace, registry)  # a registry outside the workspace is refused
+    inputs = collect_inputs(workspace, args.paths, args.data_name, log)
+    scopes = inputs.given
+    skipped = list(inputs.skipped)
+    cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
+    address = cluster.scheduler_address(args.scheduler)
+    with cluster.cluster_executor(address, log) as executor, \
+            progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
+        hashed = hash_files(inputs.files, cache, executor=executor, workers=args.workers,
+                            progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
+                                                                                        "reason": reason}))
+    skipped.sort(key=lambda item: item["file"])
+    read = sum(1 for h in hashed.values() if not h["cached"])
+    log.info("hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped))
+    for item in skipped[:20]:
+        log.warning("skipped_file", **item)
+    if skipped and args.strict:
+        raise InputError(f"{len(skipped)} files were skipped (--strict)", file=skipped[0]["file"],
+                         reason=skipped[0]["reason"])
+    if args.command == "hash" and not hashed:
+        raise InputError("no file could be hashed under the given paths", file=args.paths[0])
+
+    with RunRecorder("hash_integrity", workspace=workspace, log=log,
+                     config={"command": args.command, "paths": scopes, "full": args.full}) as record:
+        record.data_roots = inputs.root_records()
+        if args.command == "hash":
+            keep = {item["file"] for item in skipped}
+            counts = registry_changes(dict(read_registry(registry)), hashed, scopes, keep, record.run_id)
+            apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)  # noqa: E731
+            if registry == default_registry:
+                record.change_registry(apply)  # with the run's own commit: all or nothing
+            else:
+                update_registry(registry, apply)
+            record.results.update(counts, files=len(hashed))
+            outcome = None
+        else:
+            outcome = audit(read_registry(registry), scopes, hashed)
+            record.results.update({name: outcome[name] for name in CATEGORIES})
+            record.results["summary"] = {name: len(outcome[name]) for name in CATEGORIES}
+        record.results["skipped"] = skipped
+        if args.export == "-":
+            sys.stdout.buffer.write(sha256sum_lines(hashed))
+            sys.stdout.flush()
+        elif args.export:
+            with atomic_output(record.claim_output(args.export)) as handle:
+                handle.write(sha256sum_lines(hashed))
+    cache.save()
+
+    if outcome is not None:
+        summary = {name: len(outcome[name]) for name in CATEGORIES}
+        log.info("audit", **summary)
+        if sum(summary.values()) != summary["matched"]:
+            raise CheckFailed("the tree differs from the registry", **summary,
+                              report=record.report)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "hash_integrity",
+        "hash_integrity", doc=__doc__,
         description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree against it.",
         example="python scripts/data_tools/hash_integrity.py verify data/sample --workers 2",
     )
@@ -150,69 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--export", metavar="FILE", default=None,
                         help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the registry")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        default_registry = workspace / REGISTRY
-        registry = Path(args.registry).resolve() if args.registry else default_registry
-        if args.registry:
-            relative_to_workspace(workspace, registry)  # a registry outside the workspace is refused
-        inputs = collect_inputs(workspace, args.paths, args.data_name, log)
-        scopes = inputs.given
-        skipped = list(inputs.skipped)
-        cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
-        address = cluster.scheduler_address(args.scheduler)
-        with cluster.cluster_executor(address, log) as executor, \
-                progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
-            hashed = hash_files(inputs.files, cache, executor=executor, workers=args.workers,
-                                progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
-                                                                                            "reason": reason}))
-        skipped.sort(key=lambda item: item["file"])
-        read = sum(1 for h in hashed.values() if not h["cached"])
-        log.info("hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped))
-        for item in skipped[:20]:
-            log.warning("skipped_file", **item)
-        if skipped and args.strict:
-            raise InputError(f"{len(skipped)} files were skipped (--strict)", file=skipped[0]["file"],
-                             reason=skipped[0]["reason"])
-        if args.command == "hash" and not hashed:
-            raise InputError("no file could be hashed under the given paths", file=args.paths[0])
-
-        with RunRecorder("hash_integrity", workspace=workspace, log=log,
-                         config={"command": args.command, "paths": scopes, "full": args.full}) as record:
-            record.data_roots = inputs.root_records()
-            if args.command == "hash":
-                keep = {item["file"] for item in skipped}
-                counts = registry_changes(dict(read_registry(registry)), hashed, scopes, keep, record.run_id)
-                apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)  # noqa: E731
-                if registry == default_registry:
-                    record.change_registry(apply)  # with the run's own commit: all or nothing
-                else:
-                    update_registry(registry, apply)
-                record.results.update(counts, files=len(hashed))
-                outcome = None
-            else:
-                outcome = audit(read_registry(registry), scopes, hashed)
-                record.results.update({name: outcome[name] for name in CATEGORIES})
-                record.results["summary"] = {name: len(outcome[name]) for name in CATEGORIES}
-            record.results["skipped"] = skipped
-            if args.export == "-":
-                sys.stdout.buffer.write(sha256sum_lines(hashed))
-                sys.stdout.flush()
-            elif args.export:
-                with atomic_output(record.claim_output(args.export)) as handle:
-                    handle.write(sha256sum_lines(hashed))
-        cache.save()
-
-        if outcome is not None:
-            summary = {name: len(outcome[name]) for name in CATEGORIES}
-            log.info("audit", **summary)
-            if sum(summary.values()) != summary["matched"]:
-                raise CheckFailed("the tree differs from the registry", **summary,
-                                  report=f"experiments/results/{record.run_id}.json")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, hash_or_verify, argv)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,10 @@ import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 import orjson
@@ -89,8 +91,9 @@ from scripts.utils.dicom_header import (
     at, collapse, frame_count, frame_values, read_dataset, series_geometry, volume_affine,
 )
 from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
-from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.json_logger import progress
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager, derive_seed
 
 DEFAULT_INPUT = "data/sample"
@@ -903,9 +906,85 @@ def load_mask(path):
     return (mask > 0).astype(np.float64)
 
 
+def preprocess_files(args, log) -> int:
+    from scripts.data_tools import image_preprocessor as lib  # importable, for the worker processes
+
+    if args.mask is not None and args.mask_threshold is not None:
+        raise InputError("use --mask or --mask-threshold, not both")
+    if args.volumes:
+        unsupported = [flag for flag, value in (("--size", args.size), ("--augment", args.augment),
+                                                ("--mask", args.mask), ("--mask-threshold", args.mask_threshold))
+                       if value not in (None, False)]
+        if unsupported:
+            raise InputError(f"--volumes does not support {', '.join(unsupported)} (they are per-image options)")
+    size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
+    _, backend = array_module(args.backend)
+    workers = args.workers if backend == "numpy" else 1
+    workspace = resolve_workspace(args.workspace)
+    seeds = SeedManager.from_file(args.seeds)
+    seed = seeds.seed(SEED_STREAM)
+    found = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+    images = [(name, Path(path)) for name, path, _ in found.files]
+    skipped = list(found.skipped)
+    if args.table:
+        images, left_out = lib.select_from_table(images, args.table)
+        skipped += left_out
+    if skipped and args.strict:
+        skipped.sort(key=lambda item: item["file"])
+        raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
+                         reason=skipped[0]["reason"])
+    mask = lib.load_mask(args.mask)
+    if args.volume_values != "normalized" and not args.volumes:
+        raise InputError("--volume-values needs --volumes")
+    config = {"volumes": args.volumes, "volume_values": args.volume_values, "window": window_override, "voi_function": args.voi_function, "size": size,
+              "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
+              "augment": args.augment, "epoch": args.epoch, "backend": backend}
+    if args.table:
+        config["table"] = record_name(workspace, args.table)
+    with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
+                     extra={"backend": backend}) as record:
+        record.data_roots = found.root_records()
+        if args.volumes:
+            tasks, not_stacked = lib.volume_tasks(images, record, {
+                "window": window_override, "voi_function": args.voi_function, "backend": backend,
+                "values": args.volume_values})
+            for item in not_stacked:
+                log.warning("series_not_stacked" if "series not stacked" in item["reason"] else "skipped_file", **item)
+            skipped += not_stacked
+            if skipped and args.strict:
+                skipped.sort(key=lambda item: item["file"])
+                raise InputError(f"{len(skipped)} files or series are skipped (--strict)", file=skipped[0]["file"],
+                                 reason=skipped[0]["reason"])
+        else:
+            tasks = [{
+                "index": index, "path": str(path), "source": name,
+                "output": str(record.output_path(f"samples/{index:06d}.npz")),
+                "output_name": f"samples/{index:06d}.npz",
+                "window": window_override, "voi_function": args.voi_function, "size": size,
+                "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
+                "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
+            } for index, (name, path) in enumerate(images)]
+        with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log) as executor:
+            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict, executor,
+                                    function=lib.process_volume if args.volumes else lib.process_sample)
+        with atomic_output(record.output_path("records.jsonl")) as handle:
+            for item in records:
+                handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))
+        failed = [item for item in records if item.get("error")]
+        skipped = sorted(skipped + [{"file": item["source"], "reason": item["error"]} for item in failed],
+                         key=lambda item: item["file"])
+        record.results.update(samples=len(records), errors=len(failed), skipped=skipped,
+                              records=f"{record.folder}/records.jsonl")
+    for item in skipped[:20]:
+        log.warning("skipped_file", **item)
+    log.info("preprocessed", samples=len(records), errors=len(failed), skipped=len(skipped), backend=backend,
+             records=f"{record.folder}/records.jsonl")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "image_preprocessor",
+        "image_preprocessor", doc=__doc__,
         description="Normalize DICOM/PNG images to float32 arrays (npz) with a record per sample.",
         example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment --epoch 0",
     )
@@ -934,83 +1013,7 @@ def main(argv=None) -> int:
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        from scripts.data_tools import image_preprocessor as lib  # importable, for the worker processes
-
-        if args.mask is not None and args.mask_threshold is not None:
-            raise InputError("use --mask or --mask-threshold, not both")
-        if args.volumes:
-            unsupported = [flag for flag, value in (("--size", args.size), ("--augment", args.augment),
-                                                    ("--mask", args.mask), ("--mask-threshold", args.mask_threshold))
-                           if value not in (None, False)]
-            if unsupported:
-                raise InputError(f"--volumes does not support {', '.join(unsupported)} (they are per-image options)")
-        size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
-        _, backend = array_module(args.backend)
-        workers = args.workers if backend == "numpy" else 1
-        workspace = resolve_workspace(args.workspace)
-        seeds = SeedManager.from_file(args.seeds)
-        seed = seeds.seed(SEED_STREAM)
-        found = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
-        images = [(name, Path(path)) for name, path, _ in found.files]
-        skipped = list(found.skipped)
-        if args.table:
-            images, left_out = lib.select_from_table(images, args.table)
-            skipped += left_out
-        if skipped and args.strict:
-            skipped.sort(key=lambda item: item["file"])
-            raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
-                             reason=skipped[0]["reason"])
-        mask = lib.load_mask(args.mask)
-        if args.volume_values != "normalized" and not args.volumes:
-            raise InputError("--volume-values needs --volumes")
-        config = {"volumes": args.volumes, "volume_values": args.volume_values, "window": window_override, "voi_function": args.voi_function, "size": size,
-                  "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
-                  "augment": args.augment, "epoch": args.epoch, "backend": backend}
-        if args.table:
-            config["table"] = record_name(workspace, args.table)
-        with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
-                         extra={"backend": backend}) as record:
-            record.data_roots = found.root_records()
-            if args.volumes:
-                tasks, not_stacked = lib.volume_tasks(images, record, {
-                    "window": window_override, "voi_function": args.voi_function, "backend": backend,
-                    "values": args.volume_values})
-                for item in not_stacked:
-                    log.warning("series_not_stacked" if "series not stacked" in item["reason"] else "skipped_file", **item)
-                skipped += not_stacked
-                if skipped and args.strict:
-                    skipped.sort(key=lambda item: item["file"])
-                    raise InputError(f"{len(skipped)} files or series are skipped (--strict)", file=skipped[0]["file"],
-                                     reason=skipped[0]["reason"])
-            else:
-                tasks = [{
-                    "index": index, "path": str(path), "source": name,
-                    "output": str(record.output_path(f"samples/{index:06d}.npz")),
-                    "output_name": f"samples/{index:06d}.npz",
-                    "window": window_override, "voi_function": args.voi_function, "size": size,
-                    "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
-                    "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
-                } for index, (name, path) in enumerate(images)]
-            with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log) as executor:
-                records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict, executor,
-                                        function=lib.process_volume if args.volumes else lib.process_sample)
-            with atomic_output(record.output_path("records.jsonl")) as handle:
-                for item in records:
-                    handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))
-            failed = [item for item in records if item.get("error")]
-            skipped = sorted(skipped + [{"file": item["source"], "reason": item["error"]} for item in failed],
-                             key=lambda item: item["file"])
-            record.results.update(samples=len(records), errors=len(failed), skipped=skipped,
-                                  records=f"experiments/results/{record.run_id}/records.jsonl")
-        for item in skipped[:20]:
-            log.warning("skipped_file", **item)
-        log.info("preprocessed", samples=len(records), errors=len(failed), skipped=len(skipped), backend=backend,
-                 records=f"experiments/results/{record.run_id}/records.jsonl")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, preprocess_files, argv)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import orjson
 
@@ -97,8 +99,9 @@ from scripts.utils.dicom_header import (
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_output, joined
 from scripts.utils.limits import read_input_bytes
-from scripts.utils.log_formatter import progress
-from scripts.utils.run_records import RunRecorder, resolve_workspace
+from scripts.utils.json_logger import progress
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_INPUT = "data/sample"
@@ -575,9 +578,76 @@ def list_columns() -> list:
     return listing
 
 
+def extract_table(args, log) -> int:
+    from scripts.data_tools import metadata_extractor as lib  # importable, for the worker processes
+
+    if args.list_columns:
+        cli.print_json(lib.list_columns())
+        return 0
+    columns = lib.parse_columns(args.columns)
+    options = tuple(name for name in OPTIONS if getattr(args, f"option_{name}"))
+    if args.keep_phi and options:
+        raise InputError("de-identification options make no sense with --keep-phi")
+    if "retain_full_dates" in options and "retain_modified_dates" in options:
+        raise InputError("--retain-full-dates and --retain-modified-dates exclude each other")
+    workspace = resolve_workspace(args.workspace)
+    seeds = SeedManager.from_file(args.seeds)
+    inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+    files = [(Path(path), name) for name, path, _ in inputs.files]
+    key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
+    with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log,
+                                  carries_secret=key is not None) as executor:
+        rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers, executor)
+    failed = [row for row in rows if row["error"]]
+    skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
+                     key=lambda item: item["file"])
+    leaking = [row["path"] for row in rows if row.get("phi_in_path")]
+    if leaking:
+        log.warning("phi_in_paths", files=len(leaking), first=leaking[0],
+                    note="these paths contain Patient IDs; rename the folders before sharing the table")
+    for item in skipped[:20]:
+        log.warning("skipped_file", **item)
+    if skipped and args.strict:
+        raise InputError(f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
+                         file=skipped[0]["file"], reason=skipped[0]["reason"])
+    series = lib.series_rows(rows)
+    deid = None
+    if key is not None:
+        deid = dict(lib.deidentifier(key, options).report(), key_source=key_source,
+                    applies_to="every value written: table, series table, --all-tags, warnings and errors",
+                    png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
+                                    f"free text", paths="kept (see phi_in_path)")
+    config = {"keep_phi": args.keep_phi, "inputs": inputs.given, "columns": None if args.columns is None else list(columns),
+              "all_tags": args.all_tags, "deidentification_options": list(options)}
+    with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+        record.data_roots = inputs.root_records()
+        with atomic_output(record.output_path("metadata.jsonl")) as handle:
+            handle.write(lib.table_jsonl(rows, columns))
+        with atomic_output(record.output_path("metadata.csv")) as handle:
+            handle.write(lib.table_csv(rows, columns))
+        with atomic_output(record.output_path("series.jsonl")) as handle:
+            handle.write(lib.table_jsonl(series, SERIES_COLUMNS))
+        with atomic_output(record.output_path("series.csv")) as handle:
+            handle.write(lib.table_csv(series, SERIES_COLUMNS))
+        if args.all_tags:
+            with atomic_output(record.output_path("tags.jsonl")) as handle:
+                handle.write(lib.tags_jsonl(rows))
+        kinds = {}
+        for row in rows:
+            kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
+        record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
+                              series=len(series), series_not_volumes=sum(not s["volume_ok"] for s in series),
+                              paths_with_patient_ids=len(leaking), skipped=skipped,
+                              deidentification=deid or "none: --keep-phi",
+                              table=f"{record.folder}/metadata.jsonl")
+    log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped), series=len(series),
+             table=f"{record.folder}/metadata.jsonl")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "metadata_extractor",
+        "metadata_extractor", doc=__doc__,
         description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified by default "
                     "(DICOM PS3.15 Annex E).",
         example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 --retain-modified-dates",
@@ -598,74 +668,7 @@ def main(argv=None) -> int:
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        from scripts.data_tools import metadata_extractor as lib  # importable, for the worker processes
-
-        if args.list_columns:
-            cli.print_json(lib.list_columns())
-            return 0
-        columns = lib.parse_columns(args.columns)
-        options = tuple(name for name in OPTIONS if getattr(args, f"option_{name}"))
-        if args.keep_phi and options:
-            raise InputError("de-identification options make no sense with --keep-phi")
-        if "retain_full_dates" in options and "retain_modified_dates" in options:
-            raise InputError("--retain-full-dates and --retain-modified-dates exclude each other")
-        workspace = resolve_workspace(args.workspace)
-        seeds = SeedManager.from_file(args.seeds)
-        inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
-        files = [(Path(path), name) for name, path, _ in inputs.files]
-        key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
-        with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log,
-                                      carries_secret=key is not None) as executor:
-            rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers, executor)
-        failed = [row for row in rows if row["error"]]
-        skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
-                         key=lambda item: item["file"])
-        leaking = [row["path"] for row in rows if row.get("phi_in_path")]
-        if leaking:
-            log.warning("phi_in_paths", files=len(leaking), first=leaking[0],
-                        note="these paths contain Patient IDs; rename the folders before sharing the table")
-        for item in skipped[:20]:
-            log.warning("skipped_file", **item)
-        if skipped and args.strict:
-            raise InputError(f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
-                             file=skipped[0]["file"], reason=skipped[0]["reason"])
-        series = lib.series_rows(rows)
-        deid = None
-        if key is not None:
-            deid = dict(lib.deidentifier(key, options).report(), key_source=key_source,
-                        applies_to="every value written: table, series table, --all-tags, warnings and errors",
-                        png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
-                                        f"free text", paths="kept (see phi_in_path)")
-        config = {"keep_phi": args.keep_phi, "inputs": inputs.given, "columns": None if args.columns is None else list(columns),
-                  "all_tags": args.all_tags, "deidentification_options": list(options)}
-        with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
-            record.data_roots = inputs.root_records()
-            with atomic_output(record.output_path("metadata.jsonl")) as handle:
-                handle.write(lib.table_jsonl(rows, columns))
-            with atomic_output(record.output_path("metadata.csv")) as handle:
-                handle.write(lib.table_csv(rows, columns))
-            with atomic_output(record.output_path("series.jsonl")) as handle:
-                handle.write(lib.table_jsonl(series, SERIES_COLUMNS))
-            with atomic_output(record.output_path("series.csv")) as handle:
-                handle.write(lib.table_csv(series, SERIES_COLUMNS))
-            if args.all_tags:
-                with atomic_output(record.output_path("tags.jsonl")) as handle:
-                    handle.write(lib.tags_jsonl(rows))
-            kinds = {}
-            for row in rows:
-                kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
-            record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
-                                  series=len(series), series_not_volumes=sum(not s["volume_ok"] for s in series),
-                                  paths_with_patient_ids=len(leaking), skipped=skipped,
-                                  deidentification=deid or "none: --keep-phi",
-                                  table=f"experiments/results/{record.run_id}/metadata.jsonl")
-        log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped), series=len(series),
-                 table=f"experiments/results/{record.run_id}/metadata.jsonl")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, extract_table, argv)
 
 
 if __name__ == "__main__":

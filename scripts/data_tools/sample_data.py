@@ -29,15 +29,18 @@ import sys
 import zlib
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 
 from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes
-from scripts.utils.run_records import RunRecorder, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 SAMPLE_DIR = "data/sample"
@@ -219,9 +222,23 @@ def write_sample_dataset(workspace: Path, seeds: SeedManager, run: RunRecorder,
     return counts
 
 
+def write_sample_data(args, log) -> int:
+    for name in ("patients", "slices", "size"):
+        if not 1 <= getattr(args, name) <= 4096:
+            raise InputError(f"--{name} must be between 1 and 4096", value=getattr(args, name))
+    seeds = SeedManager.from_file(args.seeds)
+    workspace = resolve_workspace(args.workspace)
+    with RunRecorder("sample_data", workspace=workspace, seeds=seeds, log=log,
+                     config={"patients": args.patients, "slices": args.slices, "size": args.size}) as record:
+        counts = write_sample_dataset(workspace, seeds, record, args.patients, args.slices, args.size)
+        record.results.update(counts, folder=SAMPLE_DIR)
+    log.info("sample_written", folder=SAMPLE_DIR, **counts)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "sample_data",
+        "sample_data", doc=__doc__,
         description="Write the built-in sample dataset (CT phantom DICOM series and PNGs) into data/sample/.",
         example="python scripts/data_tools/sample_data.py --patients 6 --slices 8 --size 64",
     )
@@ -230,21 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=64, help="rows and columns per slice")
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        for name in ("patients", "slices", "size"):
-            if not 1 <= getattr(args, name) <= 4096:
-                raise InputError(f"--{name} must be between 1 and 4096", value=getattr(args, name))
-        seeds = SeedManager.from_file(args.seeds)
-        workspace = resolve_workspace(args.workspace)
-        with RunRecorder("sample_data", workspace=workspace, seeds=seeds, log=log,
-                         config={"patients": args.patients, "slices": args.slices, "size": args.size}) as record:
-            counts = write_sample_dataset(workspace, seeds, record, args.patients, args.slices, args.size)
-            record.results.update(counts, folder=SAMPLE_DIR)
-        log.info("sample_written", folder=SAMPLE_DIR, **counts)
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, write_sample_data, argv)
 
 
 if __name__ == "__main__":

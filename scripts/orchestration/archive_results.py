@@ -52,19 +52,21 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import orjson
 
-from scripts.utils import cli, time_utils
+from scripts.utils import cli, timestamps
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.data_roots import is_bookkeeping
 from scripts.utils.jsonio import atomic_output, canonical_json
 from scripts.utils.limits import name_hex, printable_name, read_input_bytes, regular_file
 from scripts.utils.registry import MANIFEST, REGISTRY
-from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
-from scripts.utils.workspace import inside
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import inside, relative_to_workspace, resolve_workspace
 
 MANIFEST_NAME = "MANIFEST.json"
 DEFAULT_ARCHIVE_DIR = "experiments/results/archive"
@@ -254,7 +256,7 @@ def registry_moves(workspace: Path, source: Path, destination: Path, entries: di
 
 def archive_time() -> int:
     """Entry times: SOURCE_DATE_EPOCH, else 0 (the bytes must not depend on the clock)."""
-    return time_utils.source_date_epoch() or 0
+    return timestamps.source_date_epoch() or 0
 
 
 def pack(destination: Path, kind: str, target: Path, files) -> None:
@@ -350,9 +352,46 @@ def verify_archive(path: Path) -> dict:
     return result
 
 
+def archive_or_verify(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    if args.verify:
+        result = verify_archive(Path(args.verify))
+        summary = {key: len(value) for key, value in result.items()}
+        log.info("verified", archive=args.verify, **summary)
+        if summary["changed"] or summary["missing"] or summary["unexpected"]:
+            raise CheckFailed("the archive differs from its manifest", archive=args.verify, **summary,
+                              first=(result["changed"] + result["missing"] + result["unexpected"])[0])
+        return 0
+    if not args.source:
+        raise InputError("give a RUN_DIR to archive, or --verify ARCHIVE")
+    source = Path(args.source).absolute()
+    relative_to_workspace(workspace, source)  # refuses a source outside the workspace
+    destination = Path(args.dest).absolute() if args.dest else workspace / DEFAULT_ARCHIVE_DIR / source.name
+    relative_to_workspace(workspace, destination)
+    if source.resolve() == destination.resolve() or destination.resolve().is_relative_to(source.resolve()):
+        raise InputError("the destination cannot be the source or inside it", file=str(destination))
+    check_source(workspace, source.resolve())
+    if not source.exists() and not (destination / MANIFEST_NAME).exists():
+        raise InputError("source not found", file=args.source)
+    with RunRecorder("archive_results", workspace=workspace, log=log,
+                     config={"source": relative_to_workspace(workspace, source),
+                             "destination": relative_to_workspace(workspace, destination),
+                             "archive": args.archive}) as record:
+        moved = move_run(workspace, source, destination, log)
+        record.change_registry(registry_moves(workspace, source, destination, moved["files"]))
+        record.claim_output(destination / MANIFEST_NAME)
+        record.results.update(files=len(moved["files"]), destination=relative_to_workspace(workspace, destination))
+        if args.archive:
+            target = destination.with_name(f"{destination.name}.{args.archive}")
+            pack(destination, args.archive, target, moved["files"])
+            record.claim_output(target)
+            record.results["archive"] = relative_to_workspace(workspace, target)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "archive_results",
+        "archive_results", doc=__doc__,
         description="Move a run's outputs into an archive folder (copy, verify, remove), optionally pack a\n"
                     "deterministic tar.gz or zip; or --verify an archive.",
         example="python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz",
@@ -362,44 +401,7 @@ def main(argv=None) -> int:
     parser.add_argument("--archive", choices=("tar.gz", "zip"), help="also pack the destination into this archive")
     parser.add_argument("--verify", metavar="ARCHIVE", help="re-check every member of ARCHIVE; exit 1 on a difference")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        if args.verify:
-            result = verify_archive(Path(args.verify))
-            summary = {key: len(value) for key, value in result.items()}
-            log.info("verified", archive=args.verify, **summary)
-            if summary["changed"] or summary["missing"] or summary["unexpected"]:
-                raise CheckFailed("the archive differs from its manifest", archive=args.verify, **summary,
-                                  first=(result["changed"] + result["missing"] + result["unexpected"])[0])
-            return 0
-        if not args.source:
-            parser.error("give a RUN_DIR to archive, or --verify ARCHIVE")
-        source = Path(args.source).absolute()
-        relative_to_workspace(workspace, source)  # refuses a source outside the workspace
-        destination = Path(args.dest).absolute() if args.dest else workspace / DEFAULT_ARCHIVE_DIR / source.name
-        relative_to_workspace(workspace, destination)
-        if source.resolve() == destination.resolve() or destination.resolve().is_relative_to(source.resolve()):
-            raise InputError("the destination cannot be the source or inside it", file=str(destination))
-        check_source(workspace, source.resolve())
-        if not source.exists() and not (destination / MANIFEST_NAME).exists():
-            raise InputError("source not found", file=args.source)
-        with RunRecorder("archive_results", workspace=workspace, log=log,
-                         config={"source": relative_to_workspace(workspace, source),
-                                 "destination": relative_to_workspace(workspace, destination),
-                                 "archive": args.archive}) as record:
-            moved = move_run(workspace, source, destination, log)
-            record.change_registry(registry_moves(workspace, source, destination, moved["files"]))
-            record.claim_output(destination / MANIFEST_NAME)
-            record.results.update(files=len(moved["files"]), destination=relative_to_workspace(workspace, destination))
-            if args.archive:
-                target = destination.with_name(f"{destination.name}.{args.archive}")
-                pack(destination, args.archive, target, moved["files"])
-                record.claim_output(target)
-                record.results["archive"] = relative_to_workspace(workspace, target)
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, archive_or_verify, argv)
 
 
 if __name__ == "__main__":

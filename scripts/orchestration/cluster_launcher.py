@@ -27,8 +27,10 @@ import sys
 import threading
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 from scripts.utils import cli
 from scripts.utils.config_loader import load_config_file
@@ -63,9 +65,27 @@ def job_cluster(system: str, config_file: Path, log=None):
     return cluster
 
 
+def launch_cluster(args, log) -> int:
+    with job_cluster(args.system, Path(args.config), log) as cluster:
+        if args.job_script:
+            sys.stdout.write(cluster.job_script())
+            return 0
+        cluster.scale(jobs=args.jobs)
+        cli.print_json({"scheduler": cluster.scheduler_address, "dashboard": cluster.dashboard_link,
+                        "jobs": args.jobs})
+        log.info("cluster_up", scheduler=cluster.scheduler_address, jobs=args.jobs,
+                 note="leave this running; Ctrl-C cancels the jobs")
+        stop = threading.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: stop.set())
+        stop.wait()
+        log.info("cluster_down", scheduler=cluster.scheduler_address)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "cluster_launcher",
+        "cluster_launcher", doc=__doc__,
         description="Start a Dask scheduler here and workers as batch jobs (dask-jobqueue), for --scheduler.",
         example="python scripts/orchestration/cluster_launcher.py slurm --jobs 8",
     )
@@ -75,25 +95,7 @@ def main(argv=None) -> int:
                         help="dask-jobqueue settings (YAML/TOML/JSON with a jobqueue.<system> section)")
     parser.add_argument("--job-script", action="store_true", help="print the job script and exit (submit nothing)")
     cli.add_common_options(parser, workspace=False)
-
-    def run(args, log):
-        with job_cluster(args.system, Path(args.config), log) as cluster:
-            if args.job_script:
-                sys.stdout.write(cluster.job_script())
-                return 0
-            cluster.scale(jobs=args.jobs)
-            cli.print_json({"scheduler": cluster.scheduler_address, "dashboard": cluster.dashboard_link,
-                            "jobs": args.jobs})
-            log.info("cluster_up", scheduler=cluster.scheduler_address, jobs=args.jobs,
-                     note="leave this running; Ctrl-C cancels the jobs")
-            stop = threading.Event()
-            for number in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(number, lambda *_: stop.set())
-            stop.wait()
-            log.info("cluster_down", scheduler=cluster.scheduler_address)
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, launch_cluster, argv)
 
 
 if __name__ == "__main__":

@@ -75,8 +75,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import orjson
 from filelock import FileLock, Timeout
@@ -88,7 +90,8 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, 
 from scripts.utils.limits import printable_name
 from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
                                     read_manifest, read_registry)
-from scripts.utils.run_records import MANIFEST, recover, records_lock, retract_runs
+from scripts.utils.run_records import recover, records_lock, retract_runs
+from scripts.utils.registry import MANIFEST
 from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
@@ -117,10 +120,8 @@ class Step:
     keep_folders_on_resume: bool = False          # archive: a resumed move must keep what it moved
     consumes: list = field(default_factory=list)  # workspace folders it moves away (archive: its source)
     resume_from: str | None = None                # what lets it be redone once its source is gone
-
-    @property
-    def in_process(self) -> bool:
-        return self.script == "config_loader"  # prints to stdout; the pipeline records what it writes
+    in_process: bool = False                      # run here, not as a subprocess: it prints its result, and
+                                                  # the pipeline records what it writes (config resolution)
 
 
 def script(category: str, name: str) -> str:
@@ -137,7 +138,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
         for n in "56789":
             steps.append(Step(f"config_phase{n}", "config_loader",
                               [script("utils", "config_loader"), str(REPO_ROOT / f"trainer/config/phase{n}.toml")],
-                              files=[f"env/config_phase{n}.json"]))
+                              files=[f"env/config_phase{n}.json"], in_process=True))
         return steps
     naming = ["--data-name", data_name] if data_name else []
     strictness = ["--strict"] if strict else []
@@ -617,9 +618,27 @@ def print_table(phase: str, summary: list) -> None:
     sys.stderr.write("\n".join(lines) + "\n")
 
 
+def run_pipeline(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
+                        args.strict, args.scheduler)
+    skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
+    for item in summary:
+        if item["skipped"]:
+            log.warning("skipped_files", step=item["step"], count=len(item["skipped"]),
+                        first=item["skipped"][:SHOWN_SKIPPED], report=item["report"])
+    steps = [{"step": item["step"], "status": item["status"], "report": item["report"],
+              "skipped": len(item["skipped"])} for item in summary]
+    log.info("summary", phase=args.phase, workspace=str(workspace), produced=PRODUCES[args.phase],
+             steps=steps, reports=len(summary), skipped=skipped)
+    if sys.stderr.isatty():
+        print_table(args.phase, summary)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "pipeline",
+        "pipeline", doc=__doc__,
         description="Run a phase of the pipeline (phase5 ... phase9) on the sample data or --data.",
         example="python scripts/orchestration/pipeline.py phase7 --data /mnt/scans",
     )
@@ -632,25 +651,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="redo every step")
     cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
-                            args.strict, args.scheduler)
-        skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
-        for item in summary:
-            if item["skipped"]:
-                log.warning("skipped_files", step=item["step"], count=len(item["skipped"]),
-                            first=item["skipped"][:SHOWN_SKIPPED], report=item["report"])
-        steps = [{"step": item["step"], "status": item["status"], "report": item["report"],
-                  "skipped": len(item["skipped"])} for item in summary]
-        log.info("summary", phase=args.phase, workspace=str(workspace), produced=PRODUCES[args.phase],
-                 steps=steps, reports=len(summary), skipped=skipped)
-        if sys.stderr.isatty():
-            print_table(args.phase, summary)
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, run_pipeline, argv)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import orjson
 
@@ -42,9 +44,9 @@ from scripts.utils.arrays import read_arrays
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import as_float, read_json
-from scripts.utils.log_formatter import progress
+from scripts.utils.json_logger import progress
 from scripts.utils.registry import REGISTRY, read_registry
-from scripts.utils.run_records import relative_to_workspace, resolve_workspace
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 
 def read_rows(path: Path) -> tuple[list, list]:
@@ -144,9 +146,36 @@ def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_facto
             "checkpoints": checkpoints, "anomalies": anomalies}
 
 
+def monitor_run(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    logdir = Path(args.logdir).absolute()
+    relative_to_workspace(workspace, logdir)
+    summary = summarize(workspace, logdir, args.stall_seconds, args.diverge_factor)
+    if args.follow:
+        seen = -1
+        with progress(total=summary["cycles"], desc="cycles", unit="cycle") as bar:
+            while True:
+                if summary["cycles_done"] != seen:
+                    bar.update(summary["cycles_done"] - max(seen, 0))
+                    seen = summary["cycles_done"]
+                    if not sys.stderr.isatty():
+                        log.info("progress", **{k: summary[k] for k in ("cycles_done", "cycles", "eta_seconds")},
+                                 latest=summary["latest"], anomalies=len(summary["anomalies"]))
+                stalled = any(a["kind"] == "stalled" for a in summary["anomalies"])
+                if summary["finished"] or stalled:
+                    break
+                time.sleep(args.interval)
+                summary = summarize(workspace, logdir, args.stall_seconds, args.diverge_factor)
+    cli.print_json(summary)
+    if summary["anomalies"]:
+        raise CheckFailed(f"{len(summary['anomalies'])} anomalies in the run", logdir=summary["logdir"],
+                          first=summary["anomalies"][0])
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "pipeline_monitor",
+        "pipeline_monitor", doc=__doc__,
         description="Report a run folder's progress, latest metrics, checkpoints and anomalies.",
         example="python scripts/orchestration/pipeline_monitor.py experiments/results/run_2025_10_31 --once",
     )
@@ -161,34 +190,7 @@ def main(argv=None) -> int:
     parser.add_argument("--interval", type=cli.bounded(float, 0.01, 3600), default=1.0,
                         help="seconds between reads with --follow")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        logdir = Path(args.logdir).absolute()
-        relative_to_workspace(workspace, logdir)
-        summary = summarize(workspace, logdir, args.stall_seconds, args.diverge_factor)
-        if args.follow:
-            seen = -1
-            with progress(total=summary["cycles"], desc="cycles", unit="cycle") as bar:
-                while True:
-                    if summary["cycles_done"] != seen:
-                        bar.update(summary["cycles_done"] - max(seen, 0))
-                        seen = summary["cycles_done"]
-                        if not sys.stderr.isatty():
-                            log.info("progress", **{k: summary[k] for k in ("cycles_done", "cycles", "eta_seconds")},
-                                     latest=summary["latest"], anomalies=len(summary["anomalies"]))
-                    stalled = any(a["kind"] == "stalled" for a in summary["anomalies"])
-                    if summary["finished"] or stalled:
-                        break
-                    time.sleep(args.interval)
-                    summary = summarize(workspace, logdir, args.stall_seconds, args.diverge_factor)
-        cli.print_json(summary)
-        if summary["anomalies"]:
-            raise CheckFailed(f"{len(summary['anomalies'])} anomalies in the run", logdir=summary["logdir"],
-                              first=summary["anomalies"][0])
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, monitor_run, argv)
 
 
 if __name__ == "__main__":

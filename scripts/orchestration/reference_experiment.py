@@ -53,75 +53,16 @@ import numpy as np
 import orjson
 
 from scripts.utils.arrays import array_module, npz_bytes, to_numpy
+from scripts.utils.colour import bridge_encode
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
-from scripts.utils.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
+from scripts.utils.workspace import run_folder
+from scripts.utils.tensors import ChromaticTensor, write_cten, write_sten
 
 SCALE = 2.0 ** 20
 METRIC_COLUMNS = ("cycle", "phase", "loss", "val_loss", "coherence", "energy", "mean_r", "mean_g", "mean_b",
                   "dreamer_seed", "learner_seed")
-
-# The config the reference experiment needs: key -> (type, constraint text, check)
-SCHEMA = {
-    "phase": (int, "an integer 5..9", lambda v: 5 <= v <= 9),
-    "experiment.kind": (str, '"reference" or "external"', lambda v: v in ("reference", "external")),
-    "experiment.cycles": (int, "an integer 1..100000", lambda v: 1 <= v <= 100_000),
-    "experiment.checkpoint_every": (int, "an integer 1..100000", lambda v: 1 <= v <= 100_000),
-    "experiment.backend": (str, '"auto", "numpy" or "cupy"', lambda v: v in ("auto", "numpy", "cupy")),
-    "data.source": (str, '"auto", "synthetic", or a folder', lambda v: bool(v)),
-    "data.size": (int, "an integer 4..512", lambda v: 4 <= v <= 512),
-    "data.samples": (int, "an integer 4..100000", lambda v: 4 <= v <= 100_000),
-    "data.val_fraction": (float, "a number in (0, 1)", lambda v: 0 < v < 1),
-    "dreamer.candidates": (int, "an integer 1..1024", lambda v: 1 <= v <= 1024),
-    "dreamer.pool_size": (int, "an integer 1..1024", lambda v: 1 <= v <= 1024),
-    "dreamer.blend": (float, "a number in [0, 1]", lambda v: 0 <= v <= 1),
-    "dreamer.harmonics": (int, "an integer 1..64", lambda v: 1 <= v <= 64),
-    "dreamer.mask_fraction": (float, "a number in [0, 1)", lambda v: 0 <= v < 1),
-    "learner.hidden": (int, "an integer 1..4096", lambda v: 1 <= v <= 4096),
-    "learner.lr": (float, "a number in (0, 1000]", lambda v: 0 < v <= 1000),
-    "learner.batch": (int, "an integer 1..100000", lambda v: 1 <= v <= 100_000),
-    "learner.steps_per_cycle": (int, "an integer 1..100000", lambda v: 1 <= v <= 100_000),
-    "bridge.f_min": (float, "a number of Hz in (0, 100000]", lambda v: 0 < v <= 100_000),
-    "bridge.octaves": (float, "a number in (0, 20]", lambda v: 0 < v <= 20),
-    "bridge.bins": (int, "an integer 1..65536", lambda v: 1 <= v <= 65_536),
-}
-EXTERNAL_SCHEMA = {
-    "phase": SCHEMA["phase"],
-    "experiment.kind": SCHEMA["experiment.kind"],
-    "external.command": (list, "a list of strings with {config}, {seed}, {logdir} placeholders",
-                         lambda v: bool(v) and all(isinstance(part, str) for part in v)),
-}
-
-
-def _lookup(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-_MISSING = object()
-
-
-def validate_config(config: dict, source=None) -> None:
-    """Every required key present with the right type; the message names key and type."""
-    kind = _lookup(config, "experiment.kind")
-    schema = EXTERNAL_SCHEMA if kind == "external" else SCHEMA
-    for key, (kind_of, wanted, check) in schema.items():
-        value = _lookup(config, key)
-        if value is _MISSING:
-            raise InputError(f"config is missing required key {key!r} ({wanted})", file=source, key=key,
-                             expected=wanted)
-        ok_type = isinstance(value, kind_of) and not (kind_of is int and isinstance(value, bool))
-        if kind_of is float and isinstance(value, int) and not isinstance(value, bool):
-            ok_type = True
-        if not ok_type or not check(value):
-            raise InputError(f"config key {key!r} must be {wanted}, got {value!r}", file=source, key=key,
-                             expected=wanted)
-
 
 # --------------------------------------------------------------------------
 # Deterministic arithmetic
@@ -164,7 +105,7 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
     folder = None
     if source == "auto":
         run_id = latest_run(workspace, "image_preprocessor")
-        folder = workspace / "experiments/results" / run_id if run_id else None
+        folder = workspace / run_folder(run_id) if run_id else None
     elif source != "synthetic":
         folder = Path(source) if Path(source).is_absolute() else workspace / source
         if not (folder / "records.jsonl").is_file():
@@ -206,7 +147,7 @@ def split_indices(workspace: Path, sources: list, val_fraction: float, seeds):
     samples (its "train" and "val" splits), else a seeded split of ``val_fraction``."""
     run_id = latest_run(workspace, "dataset_splitter")
     if run_id is not None:
-        assignments = read_json(workspace / "experiments/results" / run_id / "split.json")["assignments"]
+        assignments = read_json(workspace / run_folder(run_id) / "split.json")["assignments"]
         splits = [assignments.get(source) for source in sources]
         train = np.array([i for i, s in enumerate(splits) if s == "train"], dtype=np.int64)
         val = np.array([i for i, s in enumerate(splits) if s == "val"], dtype=np.int64)
@@ -273,38 +214,6 @@ def sgd_step(xp, model: dict, batch, lr: float) -> float:
     model["w2"] = xp.clip(model["w2"] - lr * grad_w2, -64, 64)
     model["b"] = xp.clip(model["b"] - lr * grad_b, -64, 64)
     return loss
-
-
-def rgb_to_hsl(rgb: np.ndarray):
-    """Hue in radians [0, 2*pi), saturation and lightness in [0, 1] (HSL)."""
-    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
-    lightness = (high + low) / 2
-    delta = high - low
-    saturation = np.where(delta == 0, 0.0, delta / np.maximum(1e-12, 1 - np.abs(2 * lightness - 1)))
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    safe = np.where(delta == 0, 1.0, delta)
-    hue = np.where(high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    hue = np.where(delta == 0, 0.0, hue) * (math.pi / 3)
-    return hue % (2 * math.pi), np.clip(saturation, 0, 1), lightness
-
-
-def bridge_encode(rgb: np.ndarray, bcfg: dict) -> SpectralTensor:
-    """design.md's bridge: hue -> f = f_min * 2**(octaves * H / 2pi), saturation -> amplitude, lightness -> sigma.
-
-    Log-frequency layout, ``bins`` bins over ``octaves`` octaves from f_min;
-    each bin holds the summed saturation of its cells (per cell of the image)
-    and the mean lightness of its cells as the kernel width.
-    """
-    hue, saturation, lightness = rgb_to_hsl(rgb)
-    octave_position = bcfg["octaves"] * hue / (2 * math.pi)
-    per_bin = bcfg["octaves"] / bcfg["bins"]
-    index = np.minimum((octave_position / per_bin).astype(np.int64), bcfg["bins"] - 1).ravel()
-    cells = index.size
-    amplitude = np.bincount(index, weights=saturation.ravel(), minlength=bcfg["bins"]) / cells
-    counts = np.bincount(index, minlength=bcfg["bins"])
-    sigma = np.bincount(index, weights=lightness.ravel(), minlength=bcfg["bins"]) / np.maximum(counts, 1)
-    return SpectralTensor(amplitude.astype(np.float32), bcfg["f_min"], per_bin, sigma.astype(np.float32),
-                          log_layout=True)
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python scripts/orchestration/run_experiment.py --config trainer/config/phase7.toml \\
         --seeds scripts/utils/seeds.toml --logdir experiments/results/run_2025_10_31
-    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml \
+    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml \\
         --sweep sweep.toml --scheduler local:2
 
 The config (TOML/JSON/YAML, ``--set key.sub=value`` overrides) is validated
@@ -41,15 +41,19 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module
 from scripts.utils.config_loader import config_sha256, load_config
+from scripts.utils.config_schema import validate
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, json_line
-from scripts.utils.run_records import REPO_ROOT, RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_CONFIG = "trainer/config/phase7.toml"
@@ -114,7 +118,7 @@ def plan(config: dict, logdir_name: str, backend: str) -> dict:
 
 def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     """Run the configured command; its stdout and stderr become JSON lines in output.jsonl."""
-    from scripts.utils.log_formatter import convert_lines
+    from scripts.utils.log_convert import convert_lines
 
     config_path = logdir / "config.json"
     atomic_write_bytes(config_path, canonical_json(config))
@@ -198,7 +202,7 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
             for path in sorted(p for p in logdir.rglob("*") if p.is_file()):
                 record.claim_output(path)
         record.results.update(summary, logdir=relative_to_workspace(workspace, target)
-                              if logdir else f"experiments/results/{record.run_id}")
+                              if logdir else record.folder)
     return record, summary
 
 
@@ -212,11 +216,9 @@ class PreparedRun(NamedTuple):
 
 
 def load_run_config(path, overrides, log) -> dict:
-    """The resolved config, validated against the reference experiment's schema (bad: exit 2)."""
-    from scripts.orchestration import reference_experiment as experiment
-
+    """The resolved config, validated against the experiment schema (config_schema.py): every problem, exit 2."""
     config, _ = load_config(path, overrides, log)
-    experiment.validate_config(config, path)
+    validate(config, "experiment", source=path)
     return config
 
 
@@ -262,10 +264,10 @@ def run_sweep(args, workspace: Path, log) -> int:
             record, summary = launch(workspace, run.config, seeds, run.backend, run.logdir, argv, log, computed=work)
             if record.status == "failed":
                 raise CheckFailed("the external command of a sweep run failed", index=index,
-                                  report=f"experiments/results/{record.run_id}.json")
+                                  report=record.report)
             rows.append({"index": index, "run_id": record.run_id, "seed": seeds.base_seed,
                          "overrides": member["overrides"], "final": summary.get("final"),
-                         "report": f"experiments/results/{record.run_id}.json",
+                         "report": record.report,
                          "command": ["python", "scripts/orchestration/run_experiment.py",
                                      *record.extra["argv"]]})
             log.info("sweep_run", index=index, of=len(prepared), run_id=record.run_id)
@@ -277,14 +279,54 @@ def run_sweep(args, workspace: Path, log) -> int:
         with atomic_output(record.output_path("summary.csv")) as handle:
             handle.write(sweep.summary_csv(rows))
         record.results.update(runs=len(rows), run_ids=[row["run_id"] for row in rows],
-                              summary=f"experiments/results/{record.run_id}/summary.jsonl")
-    log.info("sweep_done", runs=len(rows), summary=f"experiments/results/{record.run_id}/summary.jsonl")
+                              summary=f"{record.folder}/summary.jsonl")
+    log.info("sweep_done", runs=len(rows), summary=f"{record.folder}/summary.jsonl")
+    return 0
+
+
+def launch_from_args(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    if args.sweep:
+        return run_sweep(args, workspace, log)
+    config = load_run_config(args.config, args.overrides, log)
+    seeds = load_seeds(args.seeds, args.seed)
+    backend = resolve_backend(config, args.backend)
+    logdir = Path(args.logdir).absolute() if args.logdir else None
+    if args.dry_run:
+        logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
+        cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_sha256(config),
+                        "seeds": seeds.summary()})
+        return 0
+    prepare_logdir(logdir, args.logdir, args.resume)
+
+    received = {"signal": None}
+
+    def on_signal(number, frame):
+        received["signal"] = number
+        log.warning("stopping", signal=signal.Signals(number).name, note="finishing the current cycle")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in EXIT_SIGNAL}
+    try:
+        record, summary = launch(workspace, config, seeds, backend, logdir,
+                                 args.argv, log, args.resume,
+                                 should_stop=lambda: received["signal"] is not None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if record.status == "failed":
+        raise CheckFailed("the external command failed", exit_code=summary["exit_code"],
+                          report=record.report)
+    if record.status == "interrupted":
+        log.info("interrupted", run_id=record.run_id, cycles_done=summary["cycles_done"],
+                 resume=f"--resume --logdir {args.logdir}" if args.logdir else "give --logdir to resume")
+        return EXIT_SIGNAL[received["signal"]]
+    log.info("finished", run_id=record.run_id, **{k: summary[k] for k in summary if k != "final"})
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "run_experiment",
+        "run_experiment", doc=__doc__,
         description="Run the reference Dreamer + Learner (or an external command) reproducibly into a log folder; "
                     "--sweep runs a grid or list of them.",
         example="python scripts/orchestration/run_experiment.py --config trainer/config/phase7.toml "
@@ -306,47 +348,7 @@ def main(argv=None) -> int:
                              "seeds and --set overrides), each an ordinary recorded run, then a summary")
     cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        if args.sweep:
-            return run_sweep(args, workspace, log)
-        config = load_run_config(args.config, args.overrides, log)
-        seeds = load_seeds(args.seeds, args.seed)
-        backend = resolve_backend(config, args.backend)
-        logdir = Path(args.logdir).absolute() if args.logdir else None
-        if args.dry_run:
-            logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
-            cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_sha256(config),
-                            "seeds": seeds.summary()})
-            return 0
-        prepare_logdir(logdir, args.logdir, args.resume)
-
-        received = {"signal": None}
-
-        def on_signal(number, frame):
-            received["signal"] = number
-            log.warning("stopping", signal=signal.Signals(number).name, note="finishing the current cycle")
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in EXIT_SIGNAL}
-        try:
-            record, summary = launch(workspace, config, seeds, backend, logdir,
-                                     sys.argv[1:] if argv is None else argv, log, args.resume,
-                                     should_stop=lambda: received["signal"] is not None)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if record.status == "failed":
-            raise CheckFailed("the external command failed", exit_code=summary["exit_code"],
-                              report=f"experiments/results/{record.run_id}.json")
-        if record.status == "interrupted":
-            log.info("interrupted", run_id=record.run_id, cycles_done=summary["cycles_done"],
-                     resume=f"--resume --logdir {args.logdir}" if args.logdir else "give --logdir to resume")
-            return EXIT_SIGNAL[received["signal"]]
-        log.info("finished", run_id=record.run_id, **{k: summary[k] for k in summary if k != "final"})
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, launch_from_args, argv)
 
 
 if __name__ == "__main__":

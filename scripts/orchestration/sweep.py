@@ -41,12 +41,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import tempfile
 from pathlib import Path
 
 import orjson
 
 from scripts.utils.config_loader import load_config_file
+from scripts.utils.config_schema import validate
 from scripts.utils.errors import InputError
 from scripts.utils.seed_manager import SeedManager
 
@@ -68,55 +70,26 @@ def override_text(key: str, value) -> str:
 
 
 def expand_sweep(path) -> list:
-    """The configurations of a sweep file: ``[{"overrides": [key=value, ...], "seed": int or None}]``."""
+    """The configurations of a sweep file: ``[{"overrides": [key=value, ...], "seed": int or None}]``.
+
+    The file is checked against the sweep schema (config_schema.py) first: every problem at once, exit 2.
+    """
     spec = load_config_file(path)
-    unknown = sorted(set(spec) - {"seeds", "grid", "runs"})
-    if unknown:
-        raise InputError(f"unknown keys in the sweep file: {', '.join(unknown)} (expected seeds, grid, runs)",
-                         file=path, key=unknown[0])
-    if ("grid" in spec) == ("runs" in spec):
-        raise InputError("a sweep file needs either [grid] or [[runs]] (not both)", file=path)
+    validate(spec, "sweep", source=path)
     seeds = spec.get("seeds", [None])
-    if not isinstance(seeds, list) or not seeds or not all(
-            s is None or (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63) for s in seeds):
-        raise InputError("seeds must be a non-empty list of integers from 0 to 2^63-1", file=path, key="seeds")
-    members = []
     if "grid" in spec:
         grid = spec["grid"]
-        if not isinstance(grid, dict) or not grid:
-            raise InputError("[grid] must be a table of key = [values]", file=path, key="grid")
-        for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise InputError(f"grid.{key} must be a non-empty list of values", file=path, key=f"grid.{key}")
-        combos = 1
-        for values in grid.values():
-            combos *= len(values)
-        if combos * len(seeds) > MAX_RUNS:
-            raise InputError(f"the sweep has {combos * len(seeds):,} runs; the limit is {MAX_RUNS:,}", file=path)
-        for seed in seeds:
-            for combo in itertools.product(*grid.values()):
-                members.append({"overrides": [override_text(k, v) for k, v in zip(grid, combo)], "seed": seed})
+        tables = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] \
+            if math.prod(len(values) for values in grid.values()) * len(seeds) <= MAX_RUNS else None
     else:
-        runs = spec["runs"]
-        if not isinstance(runs, list) or not runs or not all(isinstance(run, dict) for run in runs):
-            raise InputError("[[runs]] must be a list of tables", file=path, key="runs")
-        if len(runs) * len(seeds) > MAX_RUNS:
-            raise InputError(f"the sweep has {len(runs) * len(seeds):,} runs; the limit is {MAX_RUNS:,}", file=path)
-        for seed in seeds:
-            for number, run in enumerate(runs):
-                extra = sorted(set(run) - {"set", "seed"})
-                if extra:
-                    raise InputError(f"runs[{number}] has unknown keys: {', '.join(extra)} (expected set, seed)",
-                                     file=path, key=f"runs[{number}].{extra[0]}")
-                overrides = run.get("set", {})
-                if not isinstance(overrides, dict):
-                    raise InputError(f"runs[{number}].set must be a table of key = value", file=path,
-                                     key=f"runs[{number}].set")
-                own = run.get("seed", seed)
-                if own is not None and (not isinstance(own, int) or isinstance(own, bool) or not 0 <= own < 2**63):
-                    raise InputError(f"runs[{number}].seed must be an integer from 0 to 2^63-1", file=path,
-                                     key=f"runs[{number}].seed")
-                members.append({"overrides": [override_text(k, v) for k, v in overrides.items()], "seed": own})
+        tables = spec["runs"] if len(spec["runs"]) * len(seeds) <= MAX_RUNS else None
+    if tables is None:
+        raise InputError(f"the sweep has more than {MAX_RUNS:,} runs (the limit)", file=path)
+    members = []
+    for seed in seeds:
+        for table in tables:
+            overrides, own_seed = (table, seed) if "grid" in spec else (table.get("set", {}), table.get("seed", seed))
+            members.append({"overrides": [override_text(k, v) for k, v in overrides.items()], "seed": own_seed})
     return members
 
 

@@ -28,6 +28,7 @@ determinism, visualization energy drift. Exit 0 when identical, 1 otherwise.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -38,17 +39,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 import orjson
 
-from scripts.utils import cli, time_utils
+from scripts.utils import cli, timestamps
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import read_json
+from scripts.utils.media import read_mp4_frames
 from scripts.utils.registry import MANIFEST, REGISTRY, read_registry
-from scripts.utils.run_records import REPO_ROOT, RunRecorder, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
 VARIATIONS = ("path", "tz", "locale", "umask", "hashseed", "threads")
 BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1"}
@@ -163,80 +168,98 @@ def _arrays(path: Path, data: bytes) -> dict:
     return {"array": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
 
 
-def explain(path: Path, a: bytes, b: bytes) -> dict:
-    """What differs between two versions of one artifact (see the module docstring)."""
+def explain_json(path: Path, a: bytes, b: bytes) -> dict:
+    where, x, y = _json_difference(orjson.loads(a), orjson.loads(b))
+    return {"type": "json", "key_path": where, "first": x, "second": y}
+
+
+def explain_jsonl(path: Path, a: bytes, b: bytes) -> dict:
+    for number, (x, y) in enumerate(zip(a.splitlines(), b.splitlines()), start=1):
+        if x != y:
+            where, u, v = _json_difference(orjson.loads(x), orjson.loads(y))
+            return {"type": "jsonl", "line": number, "key_path": where, "first": u, "second": v}
+    return {"type": "jsonl", "lines": [len(a.splitlines()), len(b.splitlines())]}
+
+
+def explain_csv(path: Path, a: bytes, b: bytes) -> dict:
+    rows_a = list(csv.reader(io.StringIO(a.decode()))), list(csv.reader(io.StringIO(b.decode())))
+    for number, (x, y) in enumerate(zip(*rows_a), start=1):
+        if x != y:
+            column = next(i for i, (u, v) in enumerate(zip(x + [""], y + [""])) if u != v)
+            header = rows_a[0][0]
+            return {"type": "csv", "row": number, "column": header[column] if column < len(header) else column,
+                    "first": x[column] if column < len(x) else None,
+                    "second": y[column] if column < len(y) else None}
+    return {"type": "csv", "rows": [len(rows_a[0]), len(rows_a[1])]}
+
+
+def explain_arrays(path: Path, a: bytes, b: bytes) -> dict:
+    x, y = _arrays(path, a), _arrays(path, b)
+    for name in sorted(set(x) | set(y)):
+        u, v = x.get(name), y.get(name)
+        if u is None or v is None or u.shape != v.shape or u.dtype != v.dtype:
+            return {"type": "array", "name": name,
+                    "shapes": [None if u is None else list(u.shape), None if v is None else list(v.shape)],
+                    "dtypes": [None if u is None else str(u.dtype), None if v is None else str(v.dtype)]}
+        unequal = u != v
+        if unequal.any():
+            diff = np.abs(u.astype(np.float64) - v.astype(np.float64))
+            return {"type": "array", "name": name, "shape": list(u.shape), "dtype": str(u.dtype),
+                    "differing_elements": int(unequal.sum()), "max_abs_difference": float(np.nanmax(diff))}
+    return {"type": "array", "note": "same values, different bytes"}
+
+
+def explain_image(path: Path, a: bytes, b: bytes) -> dict:
+    import imageio.v3 as iio
+
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".json",):
-            where, x, y = _json_difference(orjson.loads(a), orjson.loads(b))
-            return {"type": "json", "key_path": where, "first": x, "second": y}
-        if suffix == ".jsonl":
-            for number, (x, y) in enumerate(zip(a.splitlines(), b.splitlines()), start=1):
-                if x != y:
-                    where, u, v = _json_difference(orjson.loads(x), orjson.loads(y))
-                    return {"type": "jsonl", "line": number, "key_path": where, "first": u, "second": v}
-            return {"type": "jsonl", "lines": [len(a.splitlines()), len(b.splitlines())]}
-        if suffix == ".csv":
-            import csv
+    u, v = iio.imread(a, extension=suffix, index=None), iio.imread(b, extension=suffix, index=None)
+    if u.shape != v.shape:
+        return {"type": "image", "shapes": [list(u.shape), list(v.shape)]}
+    mask = (u != v).reshape(u.shape[: 3 if suffix == ".gif" and u.ndim == 4 else 2] + (-1,)).any(axis=-1)
+    spatial = mask.any(axis=0) if mask.ndim == 3 else mask
+    rows, cols = np.nonzero(spatial)
+    return {"type": "image", "differing_pixels": int(mask.sum()),
+            "bounding_box": None if rows.size == 0 else
+            {"top": int(rows.min()), "left": int(cols.min()), "bottom": int(rows.max()), "right": int(cols.max())}}
 
-            rows_a = list(csv.reader(io.StringIO(a.decode()))), list(csv.reader(io.StringIO(b.decode())))
-            for number, (x, y) in enumerate(zip(*rows_a), start=1):
-                if x != y:
-                    column = next(i for i, (u, v) in enumerate(zip(x + [""], y + [""])) if u != v)
-                    header = rows_a[0][0]
-                    return {"type": "csv", "row": number, "column": header[column] if column < len(header) else column,
-                            "first": x[column] if column < len(x) else None,
-                            "second": y[column] if column < len(y) else None}
-            return {"type": "csv", "rows": [len(rows_a[0]), len(rows_a[1])]}
-        if suffix in (".npz", ".npy", ".cten", ".sten"):
-            x, y = _arrays(path, a), _arrays(path, b)
-            for name in sorted(set(x) | set(y)):
-                u, v = x.get(name), y.get(name)
-                if u is None or v is None or u.shape != v.shape or u.dtype != v.dtype:
-                    return {"type": "array", "name": name,
-                            "shapes": [None if u is None else list(u.shape), None if v is None else list(v.shape)],
-                            "dtypes": [None if u is None else str(u.dtype), None if v is None else str(v.dtype)]}
-                unequal = u != v
-                if unequal.any():
-                    diff = np.abs(u.astype(np.float64) - v.astype(np.float64))
-                    return {"type": "array", "name": name, "shape": list(u.shape), "dtype": str(u.dtype),
-                            "differing_elements": int(unequal.sum()), "max_abs_difference": float(np.nanmax(diff))}
-            return {"type": "array", "note": "same values, different bytes"}
-        if suffix in (".png", ".gif"):
-            import imageio.v3 as iio
 
-            u, v = iio.imread(a, extension=suffix, index=None), iio.imread(b, extension=suffix, index=None)
-            if u.shape != v.shape:
-                return {"type": "image", "shapes": [list(u.shape), list(v.shape)]}
-            mask = (u != v).reshape(u.shape[: 3 if suffix == ".gif" and u.ndim == 4 else 2] + (-1,)).any(axis=-1)
-            spatial = mask.any(axis=0) if mask.ndim == 3 else mask
-            rows, cols = np.nonzero(spatial)
-            return {"type": "image", "differing_pixels": int(mask.sum()),
-                    "bounding_box": None if rows.size == 0 else
-                    {"top": int(rows.min()), "left": int(cols.min()), "bottom": int(rows.max()),
-                     "right": int(cols.max())}}
-        if suffix == ".wav":
-            u, v = np.frombuffer(a[44:], dtype="<i2"), np.frombuffer(b[44:], dtype="<i2")
-            size = min(u.size, v.size)
-            where = np.nonzero(u[:size] != v[:size])[0]
-            return {"type": "wav", "first_differing_sample": int(where[0]) if where.size else size,
-                    "samples": [int(u.size), int(v.size)]}
-        if suffix == ".mp4":
-            from scripts.visualization.dream_animation import read_mp4_frames
+def explain_wav(path: Path, a: bytes, b: bytes) -> dict:
+    u, v = np.frombuffer(a[44:], dtype="<i2"), np.frombuffer(b[44:], dtype="<i2")
+    size = min(u.size, v.size)
+    where = np.nonzero(u[:size] != v[:size])[0]
+    return {"type": "wav", "first_differing_sample": int(where[0]) if where.size else size,
+            "samples": [int(u.size), int(v.size)]}
 
-            with tempfile.TemporaryDirectory() as scratch:
-                (Path(scratch) / "a.mp4").write_bytes(a)
-                (Path(scratch) / "b.mp4").write_bytes(b)
-                u, v = read_mp4_frames(Path(scratch) / "a.mp4"), read_mp4_frames(Path(scratch) / "b.mp4")
-            for number, (x, y) in enumerate(zip(u, v)):
-                if not np.array_equal(x, y):
-                    return {"type": "mp4", "first_differing_frame": number}
-            return {"type": "mp4", "decoded_frames_equal": len(u) == len(v), "frames": [len(u), len(v)],
-                    "note": "only the container bytes differ"}
-    except Exception as exc:  # fall back to bytes
-        fallback = {"parse_error": f"{type(exc).__name__}: {exc}"}
-    else:
-        fallback = {}
+
+def explain_mp4(path: Path, a: bytes, b: bytes) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "a.mp4").write_bytes(a)
+        (Path(scratch) / "b.mp4").write_bytes(b)
+        u, v = read_mp4_frames(Path(scratch) / "a.mp4"), read_mp4_frames(Path(scratch) / "b.mp4")
+    for number, (x, y) in enumerate(zip(u, v)):
+        if not np.array_equal(x, y):
+            return {"type": "mp4", "first_differing_frame": number}
+    return {"type": "mp4", "decoded_frames_equal": len(u) == len(v), "frames": [len(u), len(v)],
+            "note": "only the container bytes differ"}
+
+
+EXPLAINERS = {  # file suffix -> what differs, in that file type's own terms
+    ".json": explain_json, ".jsonl": explain_jsonl, ".csv": explain_csv,
+    ".npz": explain_arrays, ".npy": explain_arrays, ".cten": explain_arrays, ".sten": explain_arrays,
+    ".png": explain_image, ".gif": explain_image, ".wav": explain_wav, ".mp4": explain_mp4,
+}
+
+
+def explain(path: Path, a: bytes, b: bytes) -> dict:
+    """What differs between two versions of one artifact: by its type, else its first differing byte."""
+    explainer = EXPLAINERS.get(path.suffix.lower())
+    fallback = {}
+    if explainer is not None:
+        try:
+            return explainer(path, a, b)
+        except Exception as exc:  # a file that does not parse as its type: compare bytes
+            fallback = {"parse_error": f"{type(exc).__name__}: {exc}"}
     offset = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     return {"type": "bytes", "first_differing_byte": offset, "sizes": [len(a), len(b)], **fallback}
 
@@ -285,7 +308,7 @@ def bisect(commands, varied: list, base: Path, scratch: Path, epoch: str, log) -
 
 def spec_table(first: Path, second: Path, identical: bool) -> dict:
     def newest_report(workspace, prefix):
-        reports = sorted((workspace / "experiments/results").glob(f"{prefix}_*.json"))
+        reports = sorted((workspace / RESULTS).glob(f"{prefix}_*.json"))
         return read_json(reports[-1]) if reports else None
 
     table = {"hash_reproducibility": {"pass": identical}}
@@ -293,7 +316,7 @@ def spec_table(first: Path, second: Path, identical: bool) -> dict:
     if all(p.exists() for p in env):
         hashes = [read_json(p)["env_hash"] for p in env]
         table["environment_parity"] = {"pass": hashes[0] == hashes[1], "env_hash": hashes[0]}
-    splits = [sorted((w / "experiments/results").glob("dataset_splitter_*/split.json")) for w in (first, second)]
+    splits = [sorted((w / RESULTS).glob("dataset_splitter_*/split.json")) for w in (first, second)]
     if all(splits):
         table["dataset_split_determinism"] = {"pass": splits[0][-1].read_bytes() == splits[1][-1].read_bytes()}
     drift = [newest_report(w, "tensor_visualizer") for w in (first, second)]
@@ -303,9 +326,64 @@ def spec_table(first: Path, second: Path, identical: bool) -> dict:
     return table
 
 
+def verify_twice(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    varied = [v for v in (args.vary or VARIATIONS) if v not in args.no_vary]
+    if os.name != "posix" and "umask" in varied:
+        varied.remove("umask")
+    if "locale" in varied and other_locale() is None:
+        log.warning("locale_not_varied", note="this machine has no second UTF-8 locale")
+        varied.remove("locale")
+    commands = args.command or [
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
+        f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase.strip()]
+    if not commands:
+        raise InputError("nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases)
+    for command in commands:
+        command_argv(command, Path("."))  # a command that cannot be split is bad input before any run
+    epoch = str(timestamps.source_date_epoch() or DEFAULT_EPOCH)
+    scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
+    try:
+        first = scratch / "a" / "ws"
+        second = scratch / ("second-run-at-another-longer-path/ws" if "path" in varied else "b/ws")
+        timer = timestamps.Stopwatch()
+        run_pipeline(commands, first, set(), epoch, log)
+        one_run = timer.elapsed()
+        run_pipeline(commands, second, set(varied), epoch, log)
+        paths = differing(first, second)
+        manifests_equal = (first / MANIFEST).exists() and \
+            (first / MANIFEST).read_bytes() == (second / MANIFEST).read_bytes()
+        explained = explain_all(first, second, paths)
+        cause = None
+        if paths and not args.no_bisect and varied:
+            cause = bisect(commands, varied, first, scratch, epoch, log)
+        artifacts = len(registry_of(first))
+        table = spec_table(first, second, not paths and manifests_equal)
+        log.info("timing", one_run_seconds=round(one_run, 2), total_seconds=round(timer.elapsed(), 2))
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    identical = not paths and manifests_equal
+    with RunRecorder("verify", workspace=workspace, log=log,
+                     config={"commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
+                             "varied": varied, "source_date_epoch": epoch}) as record:
+        record.results.update(identical=identical, artifacts=artifacts, differing=explained,
+                              manifests_equal=manifests_equal, bisect=cause, spec_table=table,
+                              settings={"base": {k: (oct(v) if k == "umask" else v) for k, v in BASE.items()},
+                                        "varied": varied})
+        if not identical:
+            record.status = "check_failed"
+    if not identical:
+        raise CheckFailed(f"{len(paths)} artifacts differ between the runs", first=explained[0] if explained else None,
+                          cause=(cause or {}).get("cause"), report=record.report)
+    log.info("identical", artifacts=artifacts, varied=varied, spec_table=table,
+             report=record.report)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "verify",
+        "verify", doc=__doc__,
         description="Run the pipeline twice (the second run varied), compare every artifact, explain and\n"
                     "bisect any difference.",
         example="python scripts/orchestration/verify.py --phases phase5,phase7",
@@ -319,62 +397,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-bisect", action="store_true", help="do not bisect a difference")
     parser.add_argument("--keep", metavar="DIR", help="keep the two workspaces under DIR")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        varied = [v for v in (args.vary or VARIATIONS) if v not in args.no_vary]
-        if os.name != "posix" and "umask" in varied:
-            varied.remove("umask")
-        if "locale" in varied and other_locale() is None:
-            log.warning("locale_not_varied", note="this machine has no second UTF-8 locale")
-            varied.remove("locale")
-        commands = args.command or [
-            f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
-            f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase.strip()]
-        if not commands:
-            raise InputError("nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases)
-        for command in commands:
-            command_argv(command, Path("."))  # a command that cannot be split is bad input before any run
-        epoch = str(time_utils.source_date_epoch() or DEFAULT_EPOCH)
-        scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
-        try:
-            first = scratch / "a" / "ws"
-            second = scratch / ("second-run-at-another-longer-path/ws" if "path" in varied else "b/ws")
-            timer = time_utils.Stopwatch()
-            run_pipeline(commands, first, set(), epoch, log)
-            one_run = timer.elapsed()
-            run_pipeline(commands, second, set(varied), epoch, log)
-            paths = differing(first, second)
-            manifests_equal = (first / MANIFEST).exists() and \
-                (first / MANIFEST).read_bytes() == (second / MANIFEST).read_bytes()
-            explained = explain_all(first, second, paths)
-            cause = None
-            if paths and not args.no_bisect and varied:
-                cause = bisect(commands, varied, first, scratch, epoch, log)
-            artifacts = len(registry_of(first))
-            table = spec_table(first, second, not paths and manifests_equal)
-            log.info("timing", one_run_seconds=round(one_run, 2), total_seconds=round(timer.elapsed(), 2))
-        finally:
-            if not args.keep:
-                shutil.rmtree(scratch, ignore_errors=True)
-        identical = not paths and manifests_equal
-        with RunRecorder("verify", workspace=workspace, log=log,
-                         config={"commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
-                                 "varied": varied, "source_date_epoch": epoch}) as record:
-            record.results.update(identical=identical, artifacts=artifacts, differing=explained,
-                                  manifests_equal=manifests_equal, bisect=cause, spec_table=table,
-                                  settings={"base": {k: (oct(v) if k == "umask" else v) for k, v in BASE.items()},
-                                            "varied": varied})
-            if not identical:
-                record.status = "check_failed"
-        if not identical:
-            raise CheckFailed(f"{len(paths)} artifacts differ between the runs", first=explained[0] if explained else None,
-                              cause=(cause or {}).get("cause"), report=f"experiments/results/{record.run_id}.json")
-        log.info("identical", artifacts=artifacts, varied=varied, spec_table=table,
-                 report=f"experiments/results/{record.run_id}.json")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, verify_twice, argv)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ import shutil
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 from scripts.utils import cli
 from scripts.utils.errors import InputError
-from scripts.utils.run_records import LAYOUT, resolve_workspace
+from scripts.utils.workspace import LAYOUT, resolve_workspace
 
 
 def clean(workspace: Path) -> int:
@@ -41,24 +43,24 @@ def clean(workspace: Path) -> int:
     return removed
 
 
+def clean_from_args(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    if not workspace.is_dir():
+        raise InputError("the workspace is not a folder", file=str(workspace))
+    if not (workspace / "meta/chronicle").is_dir() and any((workspace / f).exists() for f in LAYOUT):
+        raise InputError("not a workspace (no meta/chronicle/): nothing is deleted", file=str(workspace))
+    log.info("cleaned", workspace=str(workspace), removed=clean(workspace))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "clean_workspace",
+        "clean_workspace", doc=__doc__,
         description="Remove generated outputs (data/, meta/chronicle/, experiments/results/, env/).",
         example="python scripts/utils/clean_workspace.py --workspace /tmp/ws",
     )
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        if not workspace.is_dir():
-            raise InputError("the workspace is not a folder", file=str(workspace))
-        if not (workspace / "meta/chronicle").is_dir() and any((workspace / f).exists() for f in LAYOUT):
-            raise InputError("not a workspace (no meta/chronicle/): nothing is deleted", file=str(workspace))
-        log.info("cleaned", workspace=str(workspace), removed=clean(workspace))
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, clean_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 A script looks like::
 
     def main(argv=None):
-        parser = cli.ScriptParser("my_script", description=..., example=...)
+        parser = cli.ScriptParser("my_script", doc=__doc__, description=..., example=...)
         cli.add_common_options(parser)
         parser.add_argument(...)
         return cli.run(parser, handler, argv)
@@ -20,34 +20,66 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 
 import orjson
 
-from scripts.utils import time_utils
+from scripts.utils import timestamps
 from scripts.utils.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CheckFailed, InputError,
                                   environment_failure)
-from scripts.utils.log_formatter import JsonLogger
+from scripts.utils.json_logger import JsonLogger
+from scripts.utils.jsonio import canonical_json, encode_nonfinite
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's line breaks and shows every default."""
 
 
+def usage_examples(doc: str | None) -> list:
+    """The command lines of a module docstring's indented usage block (a ``\\`` joins continued lines)."""
+    examples, continued = [], False
+    for line in (doc or "").splitlines():
+        text = line.strip()
+        if continued or (line.startswith("    ") and COMMAND.match(text)):
+            if continued:
+                examples[-1] += "\n      " + text
+            else:
+                examples.append(text)
+            continued = text.endswith("\\")
+    return examples
+
+
+COMMAND = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:python3? |make |crh-|\S+ \| python3? |cargo run)")
+
+
 class ScriptParser(argparse.ArgumentParser):
-    def __init__(self, script: str | None = None, *, example: str | None = None, **kwargs):
+    """argparse for one script: defaults and usage examples in ``--help``; usage errors as JSON when piped.
+
+    ``doc`` (the module docstring) supplies the examples; ``example`` adds one more.
+    """
+
+    def __init__(self, script: str | None = None, *, example: str | None = None, doc: str | None = None, **kwargs):
         self.script = script
         kwargs.setdefault("formatter_class", _HelpFormatter)
         if script is not None:
             kwargs.setdefault("prog", f"{script}.py")
-        if example:
-            kwargs["epilog"] = "example:\n  " + example
+        examples = usage_examples(doc)
+        if example and " ".join(example.split()) not in {" ".join(e.replace("\\", " ").split()) for e in examples}:
+            examples.append(example)
+        if examples:
+            kwargs["epilog"] = ("examples:\n  " if len(examples) > 1 else "example:\n  ") + "\n  ".join(examples)
         super().__init__(**kwargs)
 
     def error(self, message):
+        """Exit 2. At a terminal, the usage and a sentence; otherwise one JSON record a program can read."""
+        if sys.stderr.isatty():
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the options and examples.\n")
+            sys.exit(EXIT_BAD_INPUT)
         record = {
-            "ts": time_utils.format_iso(time_utils.wall_clock(), "milliseconds"),
+            "ts": timestamps.format_iso(timestamps.wall_clock(), "milliseconds"),
             "level": "error",
             "script": self.script or self.prog.split(".py")[0],
             "event": "usage_error",
@@ -104,11 +136,7 @@ def add_seeds_option(parser: argparse.ArgumentParser) -> None:
 
 def print_json(value) -> None:
     """Write a script's primary result to stdout (indented on a terminal)."""
-    from scripts.utils.jsonio import canonical_json
-
     if sys.stdout.isatty():
-        from scripts.utils.jsonio import encode_nonfinite
-
         text = orjson.dumps(encode_nonfinite(value),
                             option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE | orjson.OPT_INDENT_2)
     else:
@@ -118,14 +146,15 @@ def print_json(value) -> None:
 
 
 def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int:
-    """Parse ``argv`` and call ``handler(args, log)``; return the exit code."""
+    """Parse ``argv`` and call ``handler(args, log)`` (``args.argv``: the arguments); return the exit code."""
     if not any(action.dest == "quiet" for action in parser._actions):
         add_common_options(parser, workspace=workspace)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for handlers that record it
     script = parser.script or parser.prog
-    if os.environ.get(time_utils.SOURCE_DATE_EPOCH) == "":
-        # Empty means unset (time_utils); some libraries (NumPy's f2py) crash on it otherwise.
-        del os.environ[time_utils.SOURCE_DATE_EPOCH]
+    if os.environ.get(timestamps.SOURCE_DATE_EPOCH) == "":
+        # Empty means unset (timestamps); some libraries (NumPy's f2py) crash on it otherwise.
+        del os.environ[timestamps.SOURCE_DATE_EPOCH]
     try:
         log = JsonLogger(script, log_file=args.log_file, quiet=args.quiet)
     except OSError as exc:

@@ -111,7 +111,7 @@ def code_hash(root: Path = REPO_ROOT) -> str:
 def client_identity() -> dict:
     """What every worker must share with the client: the environment fingerprint (the run records' own,
     taken once per process) and the code hash."""
-    from scripts.utils.run_records import environment_fingerprint
+    from scripts.utils.environment import environment_fingerprint
 
     return {"environment": environment_fingerprint(), "code_sha256": _code_hash_once()}
 

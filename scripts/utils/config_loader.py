@@ -4,8 +4,9 @@
   Dates and times become ISO 8601 strings (zoned ones in canonical UTC, like
   ``2025-10-31T12:00:00Z``), so the same settings hash the same in any format.
 * Duplicate keys are an error in every format, JSON and YAML included.
-* YAML loads safely: tags that construct objects are refused, only
-  true/false are booleans (no ``on``/``no`` surprises), keys must be strings,
+* YAML is read as YAML 1.2 (ruamel.yaml, safe loading): ``0755`` is 755,
+  ``1:30`` is the text "1:30", only true/false are booleans (no ``on``/``no``
+  surprises). Tags that construct objects are refused, keys must be strings,
   and alias expansion is bounded, so an alias bomb is refused at once.
 * Errors name the file, line and column: exit 2 with one JSON record.
 * Limits (limits.py): a regular file of at most 256 MB; integers within 64
@@ -18,11 +19,14 @@
 
 Usage:
     python scripts/utils/config_loader.py trainer/config/phase7.toml --set learner.lr=0.01
+    python scripts/utils/config_loader.py my.yaml --schema experiment
+    python scripts/utils/config_loader.py --export-schemas docs/schemas
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json  # parsing only, for duplicate-key detection; all output is orjson
 import json.decoder
 import json.scanner
@@ -31,8 +35,10 @@ import sys
 from datetime import date, datetime, time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,9 +46,12 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 import orjson
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from scripts.utils import time_utils
+from scripts.utils import cli, timestamps
+from scripts.utils.config_schema import SCHEMAS, export_schemas, validate
 from scripts.utils.errors import InputError
 from scripts.utils.limits import (MAX_CONFIG_BYTES, MAX_DEPTH, check_plain, plain_copy, printable_name,
                                   read_input_bytes)
@@ -148,40 +157,15 @@ def _load_json(text: str, path: Path):
         raise InputError(f"duplicate key {exc.key!r}", file=path, key=exc.key)
 
 
-class _StrictSafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """SafeLoader (libyaml's when built in: fast) + YAML 1.2 booleans + string keys only + no duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<' merges may be overridden by explicit keys
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"mapping keys must be strings (quote it: '{_node_text(key_node)}')",
-                    key_node.start_mark)
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
-            seen[key_node.value] = True
-        return super().construct_mapping(node, deep=deep)
+YAML_1_1 = re.compile(r"^%YAML[ \t]+1\.[01]\b", re.M)
 
 
-def _node_text(node) -> str:
-    return node.value if isinstance(node, yaml.ScalarNode) else node.tag
+def _check_keys_and_size(root) -> None:
+    """String keys only (ints or lists as keys have no JSON form), and alias expansion bounded.
 
-
-# YAML 1.1 reads yes/no/on/off as booleans; configs mean the words.
-_StrictSafeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-def _expanded_size(root) -> int:
-    """Count nodes as if every alias were copied out; refuse cycles and bombs."""
+    Nodes are counted as if every alias were copied out (as the canonical JSON will be): a cycle or an
+    alias bomb is refused before anything is built.
+    """
     sizes: dict = {}
     visiting: set = set()
 
@@ -190,45 +174,62 @@ def _expanded_size(root) -> int:
         if key in sizes:
             return sizes[key]
         if key in visiting:
-            raise yaml.composer.ComposerError(None, None, "recursive alias (a node that contains itself)", node.start_mark)
+            raise MarkedYAMLError(problem="recursive alias (a node that contains itself)", problem_mark=node.start_mark)
         total = 1
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, (SequenceNode, MappingNode)):
             visiting.add(key)
-            total += sum(size(child) for child in node.value)
-            visiting.discard(key)
-        elif isinstance(node, yaml.MappingNode):
-            visiting.add(key)
-            total += sum(size(k) + size(v) for k, v in node.value)
+            for child in node.value:
+                if isinstance(node, MappingNode):
+                    key_node, child = child
+                    if key_node.tag != "tag:yaml.org,2002:merge" and (
+                            not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str"):
+                        text = key_node.value if isinstance(key_node, ScalarNode) else key_node.tag
+                        raise MarkedYAMLError(problem=f"mapping keys must be strings (quote it: '{text}')",
+                                              problem_mark=key_node.start_mark)
+                    total += size(key_node)
+                total += size(child)
             visiting.discard(key)
         if total > MAX_YAML_NODES + len(sizes) + len(visiting) + 1:  # only aliases add more than the distinct nodes
-            raise yaml.composer.ComposerError(
-                None, None, f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)", node.start_mark)
+            raise MarkedYAMLError(problem=f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)",
+                                  problem_mark=node.start_mark)
         sizes[key] = total
         return total
 
-    return size(root)
+    size(root)
 
 
 def _load_yaml(text: str, path: Path):
-    loader = _StrictSafeLoader(text)
+    """YAML 1.2 (ruamel.yaml, safe): 0755 is 755, 1:30 is text, only true/false are booleans.
+
+    Refused, naming line and column: tags that build objects, duplicate keys, non-string keys, alias
+    bombs and cycles, and a ``%YAML 1.1`` directive (it would bring back the 1.1 readings).
+    """
+    directive = YAML_1_1.search(text)
+    if directive:
+        raise InputError("YAML 1.1 is not read here: configs are YAML 1.2 (remove the %YAML directive)", file=path,
+                         line=text.count("\n", 0, directive.start()) + 1, column=1)
+    reader = YAML(typ="safe", pure=True)
+    reader.allow_duplicate_keys = False
+    constructor, parser = reader.get_constructor_parser(io.StringIO(text))
     try:
-        node = loader.get_single_node()
+        node = constructor.composer.get_single_node()
         if node is None:
             return None
-        if "*" in text:  # only aliases can expand
-            _expanded_size(node)
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
+        _check_keys_and_size(node)
+        return constructor.construct_document(node)
+    except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if isinstance(exc, yaml.constructor.ConstructorError) and "could not determine a constructor" in problem:
+        if "could not determine a constructor" in problem:
             problem = "YAML tag not allowed (only plain data loads): " + problem.split("for the tag ")[-1]
+        elif "found duplicate key" in problem:
+            problem = "duplicate key " + repr(problem.split("found duplicate key ")[-1].split(" with value")[0].strip('"'))
         raise InputError(f"invalid YAML: {problem}", file=path,
                          line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", file=path)
     finally:
-        loader.dispose()
+        parser.dispose()
 
 
 def _plain(value, path: Path, where: str):
@@ -247,7 +248,7 @@ def _plain(value, path: Path, where: str):
 def _date_text(value):
     """Dates and times as ISO 8601 text (zoned datetimes in canonical UTC)."""
     if isinstance(value, datetime):
-        return time_utils.format_iso(value, "microseconds" if value.microsecond else "seconds") \
+        return timestamps.format_iso(value, "microseconds" if value.microsecond else "seconds") \
             if value.tzinfo is not None else value.isoformat()
     if isinstance(value, (date, time)):
         return value.isoformat()
@@ -313,27 +314,37 @@ def load_config(path, overrides=(), log=None) -> tuple[dict, str]:
     return config, config_sha256(config)
 
 
-def main(argv=None) -> int:
-    from scripts.utils import cli
+def resolve_and_print(args, log) -> int:
+    """Print the resolved config and its hash; with --schema, check it first; or export the schemas."""
+    if args.export_schemas:
+        written = export_schemas(args.export_schemas)
+        cli.print_json({"schemas": [path.as_posix() for path in written]})
+        return 0
+    if args.file is None:
+        raise InputError("give a config FILE (or --export-schemas DIR)")
+    config, digest = load_config(args.file, args.overrides, log)
+    if args.schema:
+        validate(config, args.schema, source=args.file)
+    cli.print_json({"file": args.file, "format": FORMATS[Path(args.file).suffix.lower()],
+                    "config": config, "sha256": digest})
+    return 0
 
+
+def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "config_loader",
+        "config_loader", doc=__doc__,
         description="Load a .toml/.json/.yaml config, apply --set overrides, and print the\n"
                     "resolved config with its sha256 as JSON.",
-        example="python scripts/utils/config_loader.py trainer/config/phase7.toml --set learner.lr=0.01",
     )
-    parser.add_argument("file", metavar="FILE", help="config file (.toml, .json, .yaml, .yml)")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="config file (.toml, .json, .yaml, .yml)")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                         help="override a key, e.g. learner.lr=0.01 (repeatable)")
+    parser.add_argument("--schema", choices=sorted(SCHEMAS), default=None,
+                        help="check the resolved config against this shape (every problem reported at once)")
+    parser.add_argument("--export-schemas", metavar="DIR", default=None,
+                        help="write the JSON Schemas of the config shapes into DIR (for editors), and stop")
     cli.add_common_options(parser, workspace=False)
-
-    def run(args, log):
-        config, digest = load_config(args.file, args.overrides, log)
-        cli.print_json({"file": args.file, "format": FORMATS[Path(args.file).suffix.lower()],
-                        "config": config, "sha256": digest})
-        return 0
-
-    return cli.run(parser, run, argv, workspace=False)
+    return cli.run(parser, resolve_and_print, argv, workspace=False)
 
 
 if __name__ == "__main__":

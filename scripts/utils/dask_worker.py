@@ -19,7 +19,7 @@ import threading
 import orjson
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from scripts.utils import time_utils
+from scripts.utils import timestamps
 
 _installed = False
 
@@ -51,6 +51,6 @@ def _pump(read: int, original: int, worker: str) -> None:
             if not text.strip():
                 continue
             sink.write(orjson.dumps({
-                "ts": time_utils.format_iso(time_utils.wall_clock(), "milliseconds"), "level": "warning",
+                "ts": timestamps.format_iso(timestamps.wall_clock(), "milliseconds"), "level": "warning",
                 "script": "dask_worker", "event": "native_output", "worker": worker, "text": text,
             }) + b"\n")

@@ -19,6 +19,7 @@ same hash, run after run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -39,6 +40,7 @@ BYTE_RELEVANT = ("numpy", "scipy", "orjson", "pydicom", "pylibjpeg", "pylibjpeg-
                  "pylibjpeg-rle", "pillow", "imageio", "imageio-ffmpeg", "matplotlib", "isal", "cupy-cuda12x")
 # Installed by venv itself, not by the lock.
 VENV_TOOLS = {"pip", "setuptools", "wheel"}
+PROJECT_DISTRIBUTION = "crh-scripts"  # this project, installed editable: its code is fingerprinted as code, not here
 HASHED_FIELDS = ("os", "python", "cpu_features", "blas", "cuda", "byte_relevant", "packages")
 
 
@@ -56,7 +58,7 @@ def installed_packages() -> dict:
     packages = {}
     for dist in metadata.distributions():
         name, version = _name_and_version(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
-        if name and version:
+        if name and version and _normalize(name) != PROJECT_DISTRIBUTION:
             packages[_normalize(name)] = version
     return dict(sorted(packages.items()))
 
@@ -271,3 +273,22 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list:
     elif saved != current:
         found.append({"field": prefix, "saved": saved, "current": current})
     return found
+
+
+@functools.cache
+def captured_fingerprint() -> tuple:
+    """The fingerprint's items, captured at the first call (``captured_fingerprint.cache_clear()`` forgets it)."""
+    return tuple(hashed_part(snapshot(with_compiler=False, with_lock=False)).items())
+
+
+def environment_fingerprint() -> dict:
+    """The fields of this environment that can change output bytes, captured once per process.
+
+    No host name, time, thread counts or paths: what run records and cluster workers compare.
+    """
+    return dict(captured_fingerprint())
+
+
+def environment_hash(fingerprint=None) -> str:
+    """SHA-256 of the fingerprint's canonical JSON: the same value env_check writes as env_hash."""
+    return hashlib.sha256(canonical_json(fingerprint or environment_fingerprint())).hexdigest()

@@ -49,52 +49,23 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from scripts.utils import time_utils
+from scripts.utils import timestamps
+from scripts.utils.config_loader import config_sha256
+from scripts.utils.environment import environment_fingerprint, environment_hash
 from scripts.utils.errors import InputError, environment_failure
 from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, read_json,
                                   read_json_lines)
 from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_registry,
                                     check_writable, fold_journal, hash_file, journal_from_bytes, read_manifest,
-                                    register_files, registry_entry, update_manifest, update_registry)
-from scripts.utils.workspace import (LAYOUT, REPO_ROOT, RESULTS, SEED_LOG, WORKSPACE_ENV, ensure_layout, relative_to_workspace,
+                                    registry_entry, update_manifest, update_registry)
+from scripts.utils.seed_manager import SeedManager, append_seed_line, log_seed
+from scripts.utils.workspace import (RESULTS, SEED_LOG, ensure_layout, relative_to_workspace,
                                      resolve_workspace, run_folder, run_report)
-
-__all__ = [
-    "LAYOUT", "MANIFEST", "REGISTRY", "REPO_ROOT", "RESULTS", "WORKSPACE_ENV", "RunRecorder", "ensure_layout",
-    "environment_fingerprint", "environment_hash", "latest_run", "recover", "records_lock", "register_files",
-    "relative_to_workspace", "resolve_workspace", "retract_runs", "run_folder", "run_report", "SEED_LOG",
-]
 
 RECORDS_LOCK = "meta/chronicle/.records.lock"
 RUN_LOCK = ".run.lock"
 PARTIAL = ".partial"
 RUN_ID = re.compile(r"^[A-Za-z0-9_]+_[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
-
-
-# --------------------------------------------------------------------------
-# Environment
-# --------------------------------------------------------------------------
-
-_ENV_CACHE: dict = {}
-
-
-def environment_fingerprint() -> dict:
-    """The fields of this environment that can change output bytes (see utils/environment.py).
-
-    Captured once per process; no host name, time, thread counts or paths.
-    """
-    if not _ENV_CACHE:
-        from scripts.utils import environment
-
-        _ENV_CACHE.update(environment.hashed_part(environment.snapshot(with_compiler=False, with_lock=False)))
-    return dict(_ENV_CACHE)
-
-
-def environment_hash(fingerprint=None) -> str:
-    """SHA-256 of the fingerprint's canonical JSON: the same value env_check writes as env_hash."""
-    import hashlib
-
-    return hashlib.sha256(canonical_json(fingerprint or environment_fingerprint())).hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -211,8 +182,6 @@ def recover(workspace: Path, log=None) -> dict:
 
 
 def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
-    from scripts.utils.seed_manager import append_seed_line
-
     path = workspace / SEED_LOG
     if not runs:
         return []
@@ -274,8 +243,6 @@ class RunRecorder:
     """Context manager that records one run (see the module docstring)."""
 
     def __init__(self, script: str, workspace=None, seeds=None, config=None, log=None, extra=None):
-        from scripts.utils.seed_manager import SeedManager
-
         self.script = script
         self.workspace = resolve_workspace(workspace)
         self.seeds = seeds if seeds is not None else SeedManager.from_file()
@@ -301,7 +268,7 @@ class RunRecorder:
         leftovers of dead runs, so a killed run's name is free again.
         """
         results = self.workspace / RESULTS
-        stem = f"{self.script}_{time_utils.run_stamp()}"
+        stem = f"{self.script}_{timestamps.run_stamp()}"
         for number in range(1, 100_000):
             name = stem if number == 1 else f"{stem}-{number}"
             staging = results / f"{name}{PARTIAL}"
@@ -313,6 +280,16 @@ class RunRecorder:
             self.run_id, self._staging, self._run_lock = name, staging, lock
             return
         raise InputError("no free report name (100,000 runs in the same second?)", file=results)
+
+    @property
+    def folder(self) -> str:
+        """The workspace-relative folder of this run's outputs (``experiments/results/<run id>``)."""
+        return run_folder(self.run_id)
+
+    @property
+    def report(self) -> str:
+        """The workspace-relative path of this run's report (``experiments/results/<run id>.json``)."""
+        return run_report(self.run_id)
 
     @property
     def output_dir(self) -> Path:
@@ -358,7 +335,7 @@ class RunRecorder:
         with holding(records_lock(self.workspace), self.workspace / RECORDS_LOCK):
             recover(self.workspace, self.log)
             self._reserve()
-        self._timer = time_utils.Stopwatch()
+        self._timer = timestamps.Stopwatch()
         if self.log:
             self.log.info("run_started", run_id=self.run_id, workspace=str(self.workspace))
         return self
@@ -390,8 +367,6 @@ class RunRecorder:
         fingerprint = environment_fingerprint()
         config_hash = None
         if self.config is not None:
-            from scripts.utils.config_loader import config_sha256
-
             config_hash = config_sha256(self.config)
         report = {
             **self.extra,
@@ -464,8 +439,6 @@ class RunRecorder:
                           seconds=round(self._timer.elapsed(), 3))
 
     def _log_seed(self) -> None:
-        from scripts.utils.seed_manager import log_seed
-
         try:
             repaired = log_seed(self.workspace, self.run_id, self.script, self.seeds)
             if repaired and self.log:

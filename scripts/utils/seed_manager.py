@@ -26,25 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import orjson
 
-from scripts.utils.errors import InputError
+from scripts.utils import cli
+from scripts.utils.config_loader import load_config_file
+from scripts.utils.config_schema import validate
+from scripts.utils.jsonio import append_json_line
+from scripts.utils.limits import check_plain
 from scripts.utils.workspace import SEED_LOG
 
 if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_SEEDS_FILE = Path(__file__).resolve().parent / "seeds.toml"
-SEED_LIMIT = 2**63
-
-
-def _check_seed(value, where: str, file) -> int:
-    if type(value) is not int or not 0 <= value < SEED_LIMIT:
-        raise InputError(f"{where} must be an integer with 0 <= seed < 2**63, got {value!r}", file=file, key=where)
-    return value
 
 
 def key_to_int(*key) -> int:
@@ -75,20 +74,11 @@ class SeedManager:
 
     @classmethod
     def from_file(cls, path=None) -> "SeedManager":
-        from scripts.utils.config_loader import load_config_file
-
         path = Path(path) if path is not None else DEFAULT_SEEDS_FILE
         data = load_config_file(path)
-        if "base_seed" not in data:
-            raise InputError("missing required key 'base_seed' (integer)", file=path, key="base_seed")
-        base = _check_seed(data["base_seed"], "base_seed", path)
-        streams = data.get("streams", {})
-        if not isinstance(streams, dict):
-            raise InputError("'streams' must be a table of name = seed", file=path, key="streams")
-        explicit = {name: _check_seed(value, f"streams.{name}", path) for name, value in sorted(streams.items())}
-        unknown = sorted(set(data) - {"base_seed", "streams"})
-        if unknown:
-            raise InputError(f"unknown keys in seeds file: {', '.join(unknown)}", file=path, key=unknown[0])
+        validate(data, "seeds", source=path)
+        base = data["base_seed"]
+        explicit = dict(sorted(data.get("streams", {}).items()))
         return cls(base, explicit, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
     def seed(self, name: str, *subkey) -> int:
@@ -144,17 +134,25 @@ def append_seed_line(workspace: Path, run_id: str, script: str, summary: dict) -
     where it is, a different one replaces it in place. So a redone step
     leaves the log as a clean run would have written it.
     """
-    from scripts.utils.jsonio import append_json_line
-
     return append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary},
                             key="run_id")
 
 
-def main(argv=None) -> int:
-    from scripts.utils import cli
+def show_seeds(args, log) -> int:
+    check_plain(args.stream, "--stream", "--stream")
+    seeds = SeedManager.from_file(args.seeds)
+    result = {
+        "base_seed": seeds.base_seed,
+        "seeds_file_sha256": seeds.file_sha256,
+        "streams": {name: seeds.seed(name) for name in args.stream},
+    }
+    cli.print_json(result)
+    return 0
 
+
+def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "seed_manager",
+        "seed_manager", doc=__doc__,
         description="Print the seeds of named streams, derived from a seeds file, as JSON.",
         example="python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml --stream dreamer --stream learner",
     )
@@ -162,21 +160,7 @@ def main(argv=None) -> int:
                         help=f"seeds file (default: {DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})")
     parser.add_argument("--stream", metavar="NAME", action="append", default=[], help="a stream name (repeatable)")
     cli.add_common_options(parser, workspace=False)
-
-    def run(args, log):
-        from scripts.utils.limits import check_plain
-
-        check_plain(args.stream, "--stream", "--stream")
-        seeds = SeedManager.from_file(args.seeds)
-        result = {
-            "base_seed": seeds.base_seed,
-            "seeds_file_sha256": seeds.file_sha256,
-            "streams": {name: seeds.seed(name) for name in args.stream},
-        }
-        cli.print_json(result)
-        return 0
-
-    return cli.run(parser, run, argv, workspace=False)
+    return cli.run(parser, show_seeds, argv, workspace=False)
 
 
 if __name__ == "__main__":

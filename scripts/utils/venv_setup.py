@@ -3,7 +3,10 @@
 Stdlib only: this runs with the system Python before any dependency exists.
 The venv is (re)created when it is missing, or when the lock's content or
 the Python version differ from those recorded at the last install;
-otherwise it is left as it is. Every package is installed with ``--require-hashes``.
+otherwise it is left as it is. Every package is installed with ``--require-hashes``;
+then the project itself is installed in editable mode (pyproject.toml, offline:
+setuptools comes from the lock), which puts the ``crh-<script>`` commands in
+the venv.
 
 Usage (the Makefile does this for you):
     python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock
@@ -22,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 MIN_PYTHON = (3, 10)
+PROJECT = Path(__file__).resolve().parents[2]
 STAMP = ".lock-sha256"
 
 
@@ -56,7 +60,8 @@ def main(argv=None) -> int:
         return 2
     folder = Path(args.venv)
     # The venv is rebuilt when the lock or the Python that builds it changes.
-    digest = hashlib.sha256(lock.read_bytes() + sys.version.encode()).hexdigest()
+    pyproject = PROJECT / "pyproject.toml"
+    digest = hashlib.sha256(lock.read_bytes() + sys.version.encode() + pyproject.read_bytes()).hexdigest()
     stamp = folder / STAMP
     python = venv_python(folder)
     if python.exists() and stamp.is_file() and stamp.read_text().strip() == digest:
@@ -72,13 +77,19 @@ def main(argv=None) -> int:
         log("error", "venv_failed", error=f"cannot create the venv: {exc}",
             hint="install Python's venv module (Debian/Ubuntu: apt install python3-venv)")
         return 2
-    command = [str(python), "-m", "pip", "install", "--require-hashes", "--no-input",
-               "--disable-pip-version-check", "--quiet", "-r", str(lock)]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if result.returncode != 0:
-        log("error", "install_failed", error="pip could not install the lock",
-            exit_code=result.returncode, pip_output=result.stdout.splitlines()[-30:])
-        return 2
+    installs = [  # the pinned, hashed lock; then the project itself (offline: setuptools came with the lock)
+        (["--require-hashes", "-r", str(lock)], "pip could not install the lock"),
+        (["--no-deps", "--no-build-isolation", "--no-index", "--editable", str(PROJECT)],
+         "pip could not install the project in editable mode"),
+    ]
+    for arguments, failure in installs:
+        command = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--quiet",
+                   *arguments]
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            log("error", "install_failed", error=failure, exit_code=result.returncode,
+                pip_output=result.stdout.splitlines()[-30:])
+            return 2
     stamp.write_text(digest + "\n")
     log("info", "venv_ready", venv=str(folder), stamp=digest)
     return 0

@@ -31,40 +31,32 @@ coherence.
 
 from __future__ import annotations
 
-import io
 import math
-import os
 import re
 import sys
-import wave
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 
 from scripts.utils import cli
+from scripts.utils.colour import bridge_encode
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import InputError
 from scripts.utils.limits import check_pixels
+from scripts.utils.media import gif_bytes, wav_bytes, write_mp4
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import resolve_workspace
 from scripts.utils.tensors import read_cten
 
 SAMPLE_RATE = 44_100
 BRIDGE = {"f_min": 55.0, "octaves": 5.0, "bins": 48}
-
-
-def fixed_palette() -> list:
-    """216 colours of a 6x6x6 cube, then 40 grays: 256 RGB triples, flattened."""
-    levels = [0, 51, 102, 153, 204, 255]
-    palette = [value for r in levels for g in levels for b in levels for value in (r, g, b)]
-    for index in range(40):
-        gray = round(index * 255 / 39)
-        palette += [gray, gray, gray]
-    return palette
 
 
 def load_frames(workspace: Path, inputs) -> list:
@@ -111,59 +103,8 @@ def frame_pixels(tensor, scale: int, caption: str | None) -> np.ndarray:
     return pixels
 
 
-def gif_bytes(frames: list, fps: float) -> bytes:
-    from PIL import Image
-
-    palette = Image.new("P", (1, 1))
-    palette.putpalette(fixed_palette())
-    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
-                   duration=round(1000 / fps), optimize=False, disposal=1)
-    return buffer.getvalue()
-
-
-def write_mp4(frames: list, fps: float, path: Path) -> dict:
-    """H.264, bit-exact flags, no metadata; odd sizes padded by one edge pixel (never resized)."""
-    import imageio_ffmpeg
-
-    height, width = frames[0].shape[:2]
-    pad = (height % 2, width % 2)
-    if any(pad):
-        frames = [np.pad(f, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge") for f in frames]
-    size = (frames[0].shape[1], frames[0].shape[0])
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    writer = imageio_ffmpeg.write_frames(
-        str(temp), size, fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-        macro_block_size=1, quality=None, bitrate=None,
-        output_params=["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-crf", "18",
-                       "-x264-params", "threads=1"])
-    try:
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return {"size": list(size), "padded_rows": pad[0], "padded_columns": pad[1]}
-
-
-def read_mp4_frames(path: Path) -> list:
-    """Decoded frames of an MP4 (how MP4s are compared)."""
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-    meta = reader.__next__()
-    width, height = meta["size"]
-    return [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
-
-
 def sonify(tensors: list, seconds_per_frame: float) -> np.ndarray:
     """int16 samples of the whole sequence (see the module docstring)."""
-    from scripts.orchestration.reference_experiment import bridge_encode
-
     length = int(round(seconds_per_frame * SAMPLE_RATE))
     local = np.arange(length) / SAMPLE_RATE
     taper = np.sin(np.pi * (np.arange(length) + 0.5) / length)  # zero at the frame edges: no clicks
@@ -187,16 +128,6 @@ def sonify(tensors: list, seconds_per_frame: float) -> np.ndarray:
     return np.rint(signal * 32767).astype("<i2")
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(samples.astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
 def spectrogram_figure(samples: np.ndarray):
     window, hop = 1024, 256
     values = samples.astype(np.float64) / 32768
@@ -217,9 +148,42 @@ def spectrogram_figure(samples: np.ndarray):
     return figure
 
 
+def animate(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    frames = load_frames(workspace, args.inputs)
+    height, width = frames[0][2].rgb.shape[:2]
+    scale = args.scale or max(1, -(-256 // max(height, width)))
+    check_pixels(len(frames) * height * width * scale * scale, f"{len(frames)} frames of "
+                 f"{height * scale}x{width * scale}", file=args.inputs[0])
+    pictures = []
+    for cycle, _, tensor in frames:
+        caption = None
+        if not args.no_overlay:
+            coherence = f"  coh {float(np.mean(tensor.coherence)):.3f}" if tensor.coherence is not None else ""
+            caption = f"cycle {cycle}{coherence}"
+        pictures.append(frame_pixels(tensor, scale, caption))
+    config = {"fps": args.fps, "scale": scale, "overlay": not args.no_overlay, "mp4": not args.no_mp4,
+              "seconds_per_frame": args.seconds_per_frame}
+    with RunRecorder("dream_animation", workspace=workspace, log=log, config=config) as record:
+        atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
+        results = {"frames": len(frames), "frame_size": [height * scale, width * scale], "first": frames[0][1],
+                   "last": frames[-1][1]}
+        if not args.no_mp4:
+            results["mp4"] = write_mp4(pictures, args.fps, record.output_path("replay.mp4"))
+        samples = sonify([tensor for _, _, tensor in frames], args.seconds_per_frame)
+        atomic_write_bytes(record.output_path("sonification.wav"), wav_bytes(samples, SAMPLE_RATE))
+        figure = spectrogram_figure(samples)
+        save_figure(figure, record.output_path("spectrogram.png"))
+        pyplot().close(figure)
+        results["audio_seconds"] = round(samples.size / SAMPLE_RATE, 3)
+        record.results.update(results)
+    log.info("animated", frames=len(frames), folder=record.folder)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "dream_animation",
+        "dream_animation", doc=__doc__,
         description="Replay .cten dream frames as GIF and MP4, and sonify them (WAV + spectrogram).",
         example="python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31 --fps 4",
     )
@@ -232,40 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds-per-frame", type=cli.bounded(float, 0.01, 10), default=0.25,
                         help="audio length of each frame (0.01 to 10)")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        frames = load_frames(workspace, args.inputs)
-        height, width = frames[0][2].rgb.shape[:2]
-        scale = args.scale or max(1, -(-256 // max(height, width)))
-        check_pixels(len(frames) * height * width * scale * scale, f"{len(frames)} frames of "
-                     f"{height * scale}x{width * scale}", file=args.inputs[0])
-        pictures = []
-        for cycle, _, tensor in frames:
-            caption = None
-            if not args.no_overlay:
-                coherence = f"  coh {float(np.mean(tensor.coherence)):.3f}" if tensor.coherence is not None else ""
-                caption = f"cycle {cycle}{coherence}"
-            pictures.append(frame_pixels(tensor, scale, caption))
-        config = {"fps": args.fps, "scale": scale, "overlay": not args.no_overlay, "mp4": not args.no_mp4,
-                  "seconds_per_frame": args.seconds_per_frame}
-        with RunRecorder("dream_animation", workspace=workspace, log=log, config=config) as record:
-            atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
-            results = {"frames": len(frames), "frame_size": [height * scale, width * scale], "first": frames[0][1],
-                       "last": frames[-1][1]}
-            if not args.no_mp4:
-                results["mp4"] = write_mp4(pictures, args.fps, record.output_path("replay.mp4"))
-            samples = sonify([tensor for _, _, tensor in frames], args.seconds_per_frame)
-            atomic_write_bytes(record.output_path("sonification.wav"), wav_bytes(samples))
-            figure = spectrogram_figure(samples)
-            save_figure(figure, record.output_path("spectrogram.png"))
-            pyplot().close(figure)
-            results["audio_seconds"] = round(samples.size / SAMPLE_RATE, 3)
-            record.results.update(results)
-        log.info("animated", frames=len(frames), folder=f"experiments/results/{record.run_id}")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, animate, argv)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ import math
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 import orjson
@@ -40,7 +42,8 @@ from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes, regular_file
 from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder, relative_to_workspace, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_METRICS = "loss,val_loss,coherence"
 SIGNATURE = ("mean_r", "mean_g", "mean_b")
@@ -195,9 +198,48 @@ def plot_fft(runs: dict, series_names):
     return figure, periods
 
 
+def plot_metrics(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics:
+        raise InputError("--metrics names no column", value=args.metrics)
+    runs = {}
+    for given in args.inputs:
+        path = metrics_file(given)
+        try:
+            label = relative_to_workspace(workspace, path.parent)
+        except InputError:
+            label = path.parent.name
+        columns = metrics + [c for c in SIGNATURE if c not in metrics]
+        try:
+            runs[label] = read_series(path, columns)
+        except InputError as exc:
+            if exc.details.get("column_name") not in SIGNATURE:
+                raise
+            runs[label] = read_series(path, metrics)  # no signature columns: plot the metrics alone
+    fft_series = metrics + [c for c in SIGNATURE if all(c in s for s in runs.values())]
+    suffixes = {"png": [".png"], "svg": [".svg"], "both": [".png", ".svg"]}[args.format]
+    with RunRecorder("metric_plotter", workspace=workspace, log=log,
+                     config={"metrics": metrics, "log_scale": args.log_scale, "format": args.format,
+                             "runs": sorted(runs)}) as record:
+        curves, marked = plot_curves(runs, metrics, args.log_scale)
+        fft, periods = plot_fft(runs, fft_series)
+        for suffix in suffixes:
+            save_figure(curves, record.output_path(f"curves{suffix}"))
+            save_figure(fft, record.output_path(f"fft{suffix}"))
+        pyplot().close("all")
+        record.results.update(runs=sorted(runs), non_finite_points=marked, dominant_periods=periods)
+    log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=record.folder)
+    if marked:  # plotted and marked, so the run is visible; still a failed check
+        raise CheckFailed(f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
+                          f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}", non_finite=len(marked),
+                          first=marked[0], report=record.report)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "metric_plotter",
+        "metric_plotter", doc=__doc__,
         description="Plot metric curves of one or more runs (NaN/Inf marked) and their FFT drift spectra.",
         example="python scripts/visualization/metric_plotter.py experiments/results/run_2025_10_31 --format both",
     )
@@ -206,46 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log-scale", action="store_true", help="log scale for the metric axes")
     parser.add_argument("--format", choices=("png", "svg", "both"), default="both", help="figure format")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        if not metrics:
-            raise InputError("--metrics names no column", value=args.metrics)
-        runs = {}
-        for given in args.inputs:
-            path = metrics_file(given)
-            try:
-                label = relative_to_workspace(workspace, path.parent)
-            except InputError:
-                label = path.parent.name
-            columns = metrics + [c for c in SIGNATURE if c not in metrics]
-            try:
-                runs[label] = read_series(path, columns)
-            except InputError as exc:
-                if exc.details.get("column_name") not in SIGNATURE:
-                    raise
-                runs[label] = read_series(path, metrics)  # no signature columns: plot the metrics alone
-        fft_series = metrics + [c for c in SIGNATURE if all(c in s for s in runs.values())]
-        suffixes = {"png": [".png"], "svg": [".svg"], "both": [".png", ".svg"]}[args.format]
-        with RunRecorder("metric_plotter", workspace=workspace, log=log,
-                         config={"metrics": metrics, "log_scale": args.log_scale, "format": args.format,
-                                 "runs": sorted(runs)}) as record:
-            curves, marked = plot_curves(runs, metrics, args.log_scale)
-            fft, periods = plot_fft(runs, fft_series)
-            for suffix in suffixes:
-                save_figure(curves, record.output_path(f"curves{suffix}"))
-                save_figure(fft, record.output_path(f"fft{suffix}"))
-            pyplot().close("all")
-            record.results.update(runs=sorted(runs), non_finite_points=marked, dominant_periods=periods)
-        log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=f"experiments/results/{record.run_id}")
-        if marked:  # plotted and marked, so the run is visible; still a failed check
-            raise CheckFailed(f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
-                              f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}", non_finite=len(marked),
-                              first=marked[0], report=f"experiments/results/{record.run_id}.json")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, plot_metrics, argv)
 
 
 if __name__ == "__main__":

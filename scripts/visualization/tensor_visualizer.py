@@ -31,19 +31,23 @@ import math
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
 
 import numpy as np
 
 from scripts.utils import cli
 from scripts.utils.arrays import read_arrays
+from scripts.utils.colour import rgb_to_hsl
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes
-from scripts.utils.log_formatter import progress
+from scripts.utils.json_logger import progress
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.data_roots import collect_inputs
-from scripts.utils.run_records import RunRecorder, resolve_workspace
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import resolve_workspace
 from scripts.utils.tensors import ChromaticTensor, check_values, read_cten, read_sten
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
@@ -99,12 +103,6 @@ def render_direct(values: np.ndarray, path: Path) -> dict:
             break
     atomic_write_bytes(path, data)
     return {"file": path.name, "bits": bits, "drift_db": drift}
-
-
-def rgb_to_hsl(rgb: np.ndarray):
-    from scripts.orchestration.reference_experiment import rgb_to_hsl as convert
-
-    return convert(rgb)
 
 
 def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
@@ -215,37 +213,37 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
     return results
 
 
+def render_tensors(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    with RunRecorder("tensor_visualizer", workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
+        results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
+        drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
+        failing = [{"source": result["source"], **r} for result in results for r in result["renders"]
+                   if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB]
+        worst = max((abs(r["drift_db"]) for r in drifts), default=0.0)
+        record.results.update(tensors=len(results), renders=sum(len(r["renders"]) for r in results),
+                              max_abs_drift_db=worst, drift_limit_db=DRIFT_LIMIT_DB, failing=failing,
+                              items=results)
+        if failing:
+            record.status = "check_failed"
+    log.info("rendered", tensors=len(results), max_abs_drift_db=worst, failing=len(failing),
+             folder=record.folder)
+    if failing:
+        raise CheckFailed(f"{len(failing)} renders drift beyond {DRIFT_LIMIT_DB} dB", first=failing[0],
+                          report=record.report)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "tensor_visualizer",
+        "tensor_visualizer", doc=__doc__,
         description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift check.",
         example="python scripts/visualization/tensor_visualizer.py experiments/results/run_2025_10_31",
     )
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="tensor files, folders or run folders")
     parser.add_argument("--log-axis", action="store_true", help="log frequency axis for every spectrum")
     cli.add_common_options(parser)
-
-    def run(args, log):
-        workspace = resolve_workspace(args.workspace)
-        with RunRecorder("tensor_visualizer", workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
-            results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
-            drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
-            failing = [{"source": result["source"], **r} for result in results for r in result["renders"]
-                       if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB]
-            worst = max((abs(r["drift_db"]) for r in drifts), default=0.0)
-            record.results.update(tensors=len(results), renders=sum(len(r["renders"]) for r in results),
-                                  max_abs_drift_db=worst, drift_limit_db=DRIFT_LIMIT_DB, failing=failing,
-                                  items=results)
-            if failing:
-                record.status = "check_failed"
-        log.info("rendered", tensors=len(results), max_abs_drift_db=worst, failing=len(failing),
-                 folder=f"experiments/results/{record.run_id}")
-        if failing:
-            raise CheckFailed(f"{len(failing)} renders drift beyond {DRIFT_LIMIT_DB} dB", first=failing[0],
-                              report=f"experiments/results/{record.run_id}.json")
-        return 0
-
-    return cli.run(parser, run, argv)
+    return cli.run(parser, render_tensors, argv)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_unwritable_log_file_is_bad_input(capsys, tmp_path):
 def test_every_util_has_help_from_any_directory(name, tmp_path):
     result = run_script("utils", name, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert b"example:" in result.stdout and b"usage:" in result.stdout
+    assert b"example" in result.stdout and b"usage:" in result.stdout
 
 
 @pytest.mark.parametrize("name", UTILS)
@@ -116,3 +116,40 @@ def test_python_warnings_and_library_logging_become_json_records(capsys):
     assert kinds["python_warning"]["category"] == "RuntimeWarning"
     assert kinds["library_log"] == {**kinds["library_log"], "logger": "pydicom", "message": "Invalid value for VR UI"}
     assert (warnings.showwarning, logging.getLogger().handlers[:]) == before  # put back for the caller
+
+
+def test_help_shows_the_docstring_examples():
+    doc = '''Demo.
+
+    python scripts/demo.py --n 3
+    SOURCE_DATE_EPOCH=0 python scripts/demo.py \\
+        --n 4
+
+Not an example: python is mentioned in prose.
+'''
+    assert cli.usage_examples(doc) == ["python scripts/demo.py --n 3",
+                                       "SOURCE_DATE_EPOCH=0 python scripts/demo.py \\\n      --n 4"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal (POSIX)")
+def test_at_a_terminal_a_usage_error_is_a_sentence_and_piped_it_is_json(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = str(REPO / "scripts/utils/time_utils.py")
+    controller, terminal = os.openpty()
+    try:
+        result = subprocess.run([sys.executable, script, "tomorrow"], stderr=terminal, stdout=subprocess.DEVNULL,
+                                timeout=60)
+        text = os.read(controller, 65536).decode()
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 2
+    assert "time_utils.py: error: argument command: invalid choice: 'tomorrow'" in text
+    assert "--help" in text and "{" not in text.splitlines()[-1]
+    piped = run_script("utils", "time_utils", "tomorrow")
+    assert piped.returncode == 2 and single_error(piped.stderr)["event"] == "usage_error"

@@ -126,6 +126,11 @@ def test_a_killed_worker_is_retried_and_changes_nothing(tmp_path):
     assert rows == expected
 
 
+# A worker on a machine where the project is not installed: this venv's editable install (make setup) is hidden.
+WITHOUT_THE_PROJECT = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+                       "from distributed.cli.dask_worker import main; main()")
+
+
 def test_a_worker_with_other_code_or_without_the_project_is_refused(tmp_path):
     other = tmp_path / "other"
     shutil.copytree(REPO / "scripts", other / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
@@ -136,10 +141,11 @@ def test_a_worker_with_other_code_or_without_the_project_is_refused(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     with distributed.LocalCluster(n_workers=0, dashboard_address=":0", silence_logs=50) as local, \
             distributed.Client(local) as client:
-        workers = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", local.scheduler_address,
+        workers = [subprocess.Popen([sys.executable, *start, local.scheduler_address,
                                      "--nthreads", "1", "--no-nanny", "--name", name], cwd=folder, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                   for name, folder in (("stale", other), ("bare", bare))]
+                   for name, folder, start in (("stale", other, ["-m", "distributed.cli.dask_worker"]),
+                                               ("bare", bare, ["-c", WITHOUT_THE_PROJECT]))]
         try:
             client.wait_for_workers(2, timeout=60)
             with pytest.raises(InputError) as refused:

@@ -161,3 +161,21 @@ def test_cli_bad_config_exits_2_with_one_record_and_writes_nothing(tmp_path, nam
     assert error["file"] == str(path) and error["event"] == "bad_input"
     assert result.stdout == b""
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mode: 0755\n", {"mode": 755}),          # YAML 1.1 read it as octal: 493
+    ("mode: 0o755\n", {"mode": 493}),         # 1.2's octal
+    ("at: 1:30\n", {"at": "1:30"}),           # 1.1 read it as sexagesimal: 90
+    ("flag: off\n", {"flag": "off"}),
+    ("lr: 1e-3\n", {"lr": 0.001}),            # 1.1 read it as the text "1e-3"
+    ("f: .inf\nn: ~\n", {"f": float("inf"), "n": None}),
+])
+def test_yaml_follows_1_2(tmp_path, text, expected):
+    assert load_config_file(write(tmp_path, "c.yaml", text)) == expected
+
+
+def test_a_yaml_1_1_directive_is_refused_naming_the_line(tmp_path):
+    with pytest.raises(InputError) as error:
+        load_config_file(write(tmp_path, "old.yaml", "# settings\n%YAML 1.1\n---\nmode: 0755\n"))
+    assert "YAML 1.2" in str(error.value) and error.value.details["line"] == 2

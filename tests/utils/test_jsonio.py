@@ -1,5 +1,6 @@
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -31,7 +32,7 @@ def test_numpy_values_and_tuples_become_plain_json():
     assert orjson.loads(data) == {"a": 0.5, "b": [0, 1, 2], "c": [1, "NaN"], "d": 7}
 
 
-@pytest.mark.parametrize("value", [{1, 2}, {"p": jsonio.Path("/abs")}])
+@pytest.mark.parametrize("value", [{1, 2}, {"p": Path("/abs")}])
 def test_unordered_or_path_values_are_refused(value):
     with pytest.raises(TypeError):
         jsonio.canonical_json(value)

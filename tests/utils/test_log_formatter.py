@@ -8,9 +8,10 @@ import numpy as np
 import orjson
 import pytest
 
-from scripts.utils import log_formatter
+from scripts.utils import json_logger, log_convert
 from scripts.utils.jsonio import read_json
-from scripts.utils.log_formatter import JsonLogger, convert_lines, convert_stream
+from scripts.utils.json_logger import JsonLogger
+from scripts.utils.log_convert import convert_lines, convert_stream
 from tests.conftest import REPO, json_lines, run_script, single_error, tree
 
 
@@ -83,7 +84,7 @@ def test_continuation_lines_join_the_record_above():
 
 
 def test_joined_records_are_bounded(monkeypatch):
-    monkeypatch.setattr(log_formatter, "MAX_JOINED_LINES", 5)
+    monkeypatch.setattr(log_convert, "MAX_JOINED_LINES", 5)
     records = convert("INFO:a:head\n" + "".join(f"more {i}\n" for i in range(8)))
     assert records[0]["msg"].count("\n") == 4
     assert [r["format"] for r in records[1:]] == ["plain"] * 4
@@ -111,7 +112,7 @@ def test_crlf_and_missing_final_newline():
 
 
 def test_long_lines_are_cut_in_pieces(monkeypatch):
-    monkeypatch.setattr(log_formatter, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(log_convert, "MAX_LINE_BYTES", 64)
     records = convert("x" * 150 + "\nshort\n")
     assert [len(r["msg"]) for r in records] == [64, 64, 22, 5]
     assert [r.get("split", False) for r in records] == [True, True, False, False]
@@ -144,10 +145,10 @@ def _corpus(kind: str) -> bytes:
 @pytest.mark.parametrize("kind", ["mixed", "continuations", "junk"])
 def test_output_is_the_same_for_any_worker_count(monkeypatch, kind):
     data = _corpus(kind)
-    monkeypatch.setattr(log_formatter, "BLOCK_BYTES", 256)       # many blocks
-    monkeypatch.setattr(log_formatter, "MAX_LINE_BYTES", 300)    # and cut lines
-    monkeypatch.setattr(log_formatter, "MAX_JOINED_LINES", 7)    # and capped joins
-    monkeypatch.setattr(log_formatter, "PARALLEL_AFTER_BLOCKS", 0)
+    monkeypatch.setattr(log_convert, "BLOCK_BYTES", 256)       # many blocks
+    monkeypatch.setattr(log_convert, "MAX_LINE_BYTES", 300)    # and cut lines
+    monkeypatch.setattr(log_convert, "MAX_JOINED_LINES", 7)    # and capped joins
+    monkeypatch.setattr(log_convert, "PARALLEL_AFTER_BLOCKS", 0)
     outputs, stats = [], []
     for workers in (1, 2, 3):
         sink = io.BytesIO()
@@ -173,7 +174,7 @@ def test_constant_memory_on_a_large_stream():
         pytest.skip("needs /proc/self/status (Linux) to read the child's own peak memory")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from scripts.utils.log_formatter import convert_stream;"
+        "from scripts.utils.log_convert import convert_stream;"
         "stats = convert_stream(sys.stdin.buffer, open('/dev/null', 'wb'));"
         "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
         "sys.stderr.write(peak + ' ' + str(stats['lines']))"
@@ -271,7 +272,7 @@ def test_log_file_gets_everything_and_stderr_gets_errors(tmp_path, capsys):
 
 def test_progress_is_silent_off_a_terminal(capsys):
     log = JsonLogger("demo")
-    with log_formatter.progress(total=3, desc="work") as bar:
+    with json_logger.progress(total=3, desc="work") as bar:
         for _ in range(3):
             bar.update(1)
             log.info("tick")

@@ -10,10 +10,10 @@ import pytest
 from scripts.utils import jsonio, registry, run_records
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json, read_json_lines
-from scripts.utils.registry import read_registry
-from scripts.utils.run_records import MANIFEST, REGISTRY, RunRecorder
+from scripts.utils.registry import MANIFEST, REGISTRY, read_registry, register_files
+from scripts.utils.run_records import RunRecorder
 from tests.conftest import REPO, single_error
-from scripts.utils.seed_manager import SEED_LOG
+from scripts.utils.workspace import SEED_LOG
 
 WORKER = Path(__file__).with_name("record_worker.py")
 
@@ -199,7 +199,7 @@ def _kill_during_next_registry_write(worker, data_dir: Path) -> None:
 def test_sigkill_mid_write_leaves_valid_files_with_every_acknowledged_entry(workspace, registry_mode):
     # A big registry makes every rewrite take a while; the kill is aimed at
     # the moment a rewrite starts, however the writer goes about it.
-    run_records.register_files(workspace, {f"bulk/{i:06d}": {"sha256": "0" * 64, "crc32": "00000000", "size": 0,
+    register_files(workspace, {f"bulk/{i:06d}": {"sha256": "0" * 64, "crc32": "00000000", "size": 0,
                                                              "run": "seed"} for i in range(30_000)})
     acknowledged = []
     for kill_after in (0, 1, 2, 3, 5, 8):
@@ -321,7 +321,7 @@ def _limited_run(workspace, limit_bytes):
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
 def test_file_too_large_anywhere_in_the_commit_is_rolled_back(workspace):
     # A registry bigger than the limit: the run's own files fit, the registry rewrite does not.
-    run_records.register_files(workspace, {f"bulk/{i:05d}": {"sha256": "0" * 64, "crc32": "0" * 8, "size": 0,
+    register_files(workspace, {f"bulk/{i:05d}": {"sha256": "0" * 64, "crc32": "0" * 8, "size": 0,
                                                              "run": "seed"} for i in range(3000)})
     record_demo(workspace)
     size = (workspace / REGISTRY).stat().st_size

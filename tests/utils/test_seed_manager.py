@@ -7,6 +7,7 @@ from scripts.utils import seed_manager
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json_lines
 from scripts.utils.seed_manager import SeedManager, derive_seed
+from scripts.utils.workspace import SEED_LOG
 from tests.conftest import json_lines, run_script, single_error
 
 
@@ -85,7 +86,7 @@ def test_log_seed_appends(workspace, tmp_path):
     seeds.seed("a")
     seed_manager.log_seed(workspace, "demo_1", "demo", seeds)
     seed_manager.log_seed(workspace, "demo_2", "demo", seeds)
-    lines = read_json_lines(workspace / seed_manager.SEED_LOG)
+    lines = read_json_lines(workspace / SEED_LOG)
     assert [line["run_id"] for line in lines] == ["demo_1", "demo_2"]
     assert lines[0]["base_seed"] == 3 and lines[0]["streams"] == {"a": derive_seed(3, "a")}
 

@@ -3,6 +3,7 @@ import wave
 import numpy as np
 import pytest
 
+from scripts.utils.media import read_mp4_frames
 from scripts.utils.tensors import ChromaticTensor, write_cten
 from scripts.visualization import dream_animation as da
 from tests.conftest import json_lines, run_script, single_error, tree
@@ -23,7 +24,7 @@ def test_gif_wav_png_are_byte_identical_and_mp4_frames_equal(run_workspace):
     assert tree(first) == ["replay.gif", "replay.mp4", "sonification.wav", "spectrogram.png"]
     for name in ("replay.gif", "sonification.wav", "spectrogram.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    frames_a, frames_b = da.read_mp4_frames(first / "replay.mp4"), da.read_mp4_frames(second / "replay.mp4")
+    frames_a, frames_b = read_mp4_frames(first / "replay.mp4"), read_mp4_frames(second / "replay.mp4")
     assert len(frames_a) == 6 and all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b))
     from PIL import Image
 
@@ -40,7 +41,7 @@ def test_odd_sizes_are_padded_not_resized(workspace):
     for index in range(3):
         write_cten(folder / f"cycle_{index + 1:04d}.cten", ChromaticTensor(rng.random((7, 9, 3), dtype=np.float32)))
     out, _ = animate(workspace, "frames", "--scale", "3", "--no-overlay")
-    frames = da.read_mp4_frames(out / "replay.mp4")
+    frames = read_mp4_frames(out / "replay.mp4")
     assert frames[0].shape == (22, 28, 3)  # 21 x 27 padded by one row and one column, nothing rescaled
 
 
