@@ -1,42 +1,73 @@
-"""Run the pipeline twice under varied environments and prove every artifact identical.
+"""Run a pipeline twice under varied environments, prove every file identical, and name each cause of a difference.
 
-    python scripts/orchestration/verify.py                       # make verify
-    python scripts/orchestration/verify.py --no-vary locale --phases phase5,phase7
-    python scripts/orchestration/verify.py --command "python my_pipeline.py --workspace {workspace}"
+    python scripts/orchestration/verify.py                       # make verify: phase5..phase9
+    python scripts/orchestration/verify.py --phases phase5,phase7 --no-vary cpu
+    python scripts/orchestration/verify.py --command "python train.py --out {workspace}" --exclude "logs/*"
 
-Two fresh workspaces (at different paths) each run the pipeline (phase5 to
-phase9 by default, or your ``--command``s, ``{workspace}`` filled in) with
-SOURCE_DATE_EPOCH fixed. The second run is varied the way reprotest varies
-a build: another absolute path, TZ (GMT+12 against GMT-14), locale (C.UTF-8
-against another locale the machine has), umask (0022 against 0002),
-PYTHONHASHSEED, and the OMP/OpenBLAS/MKL thread counts; ``--vary`` and
-``--no-vary`` pick them.
+Two fresh workspaces each run the pipeline (our phases, or your
+``--command``s, with ``{workspace}`` filled in and the workspace as working
+directory) with SOURCE_DATE_EPOCH fixed. The second run is varied the way
+reprotest varies a build, and beyond it:
 
-The two hash registries and manifests are compared: the same artifacts with
-the same SHA-256. Each difference is explained by type: JSON (first
-differing key path, both values), CSV (first differing row and column),
-npz/npy/.cten/.sten (shapes and dtypes, how many elements differ, the
-largest difference), PNG/GIF (differing pixels and their bounding box), WAV
-(first differing sample), MP4 (first differing decoded frame), anything else
-(first differing byte). When the runs differ, the variations are bisected:
-more runs, each with a subset, until one variation is named as the cause.
+=========  ==================================================================  ========
+variation  first run -> second run                                              cost
+=========  ==================================================================  ========
+path       the same absolute path -> another, longer one                        none
+tz         TZ=Etc/GMT+12 -> Etc/GMT-14                                          none
+locale     LC_ALL=C.UTF-8 -> another UTF-8 locale of this machine (or POSIX)    none
+umask      0022 -> 0002 (POSIX)                                                 none
+hashseed   PYTHONHASHSEED=0 -> 12345                                            none
+threads    OMP/OpenBLAS/MKL thread counts 1 -> 2                                none
+cpu        another machine's CPU, simulated: OpenBLAS's oldest kernel           slower BLAS
+           (OPENBLAS_CORETYPE=Prescott on x86-64, ARMV8 on ARM), NumPy's SIMD   and SIMD
+           dispatch narrowed to its baseline (NPY_DISABLE_CPU_FEATURES), MKL
+           in compatible mode (MKL_CBWR=COMPATIBLE)
+workers    CRH_WORKERS (every --workers default) 1 -> max(2, CPUs)               none
+resume     the run killed (SIGKILL, whole process group) at a seeded point      part of
+           between 50 % and 80 % of the first run's time, then run again         a run
+=========  ==================================================================  ========
 
-The report (through the run records) also gives the spec's pass/fail table:
-hash reproducibility, environment parity (same env_hash), dataset split
-determinism, visualization energy drift. Exit 0 when identical, 1 otherwise.
+All are on by default; ``--vary``/``--no-vary`` pick. Every file the commands
+create or change in the workspace is an artifact, whether or not it went
+through the run records; ``--include``/``--exclude`` (fnmatch patterns on
+the workspace-relative path, ``*`` crossing folders) select. Lock files,
+temporary files and stat caches are left out. In our own records the fields
+that describe the machine (a run report's ``environment`` and every
+``env_hash``, ``env/environment.json`` itself, their copies in the manifest,
+and the hashes of those files in the registry and in reports) are set aside: the spec table's environment parity compares them, and under ``cpu``
+they are expected to differ. A command that fails or writes nothing is bad
+input (exit 2), never "0 artifacts differ".
+
+Each differing artifact is compared by type (utils/artifact_diff.py: every
+JSON key path, CSV cell, array region, image box, audio range, archive
+member, text line or byte range, up to ``--limit``). Then the causes: a
+control run (nothing varied: what differs there is run-to-run noise), one
+run per variation, and, for differences no single variation explains, one
+run per pair (an interaction). Each difference is matched by its place to
+the variations that reproduce it, so two leaks in one file are two causes.
+
+The report (through the run records) holds the verdict, the spec's
+pass/fail table (hash reproducibility, environment parity, dataset split
+determinism, visualization energy drift), every difference, and the causes:
+cause -> artifacts -> differences. On a terminal a one-screen summary is
+printed; piped, the summary is one JSON object on stdout. Exit 0 when
+identical, 1 otherwise.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import fnmatch
+import hashlib
+import itertools
 import os
-import re
+import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
@@ -44,38 +75,53 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
 
-import numpy as np
 import orjson
 
 from scripts.utils import cli, timestamps
+from scripts.utils.artifact_diff import LIMIT, compare
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import read_json
-from scripts.utils.media import read_mp4_frames
-from scripts.utils.registry import MANIFEST, REGISTRY, read_registry
+from scripts.utils.jsonio import canonical_json
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
-VARIATIONS = ("path", "tz", "locale", "umask", "hashseed", "threads")
-BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1"}
+VARIATIONS = ("path", "tz", "locale", "umask", "hashseed", "threads", "cpu", "workers", "resume")
+BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1", "workers": "1"}
 DEFAULT_EPOCH = "1761912000"
+BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache__/*")
+RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
+MAX_PROBES = 45              # control + singles + pairs
+# Types whose places (key paths, cells, lines, members) stay put between runs; regions and ranges may move.
+STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4"}
 
+
+# --------------------------------------------------------------------------
+# Running the pipeline under a set of variations
+# --------------------------------------------------------------------------
 
 def other_locale() -> str | None:
-    """A UTF-8 locale other than C.UTF-8 that this machine has (None if none or unknown)."""
+    """A UTF-8 locale other than C.UTF-8 that this machine has (POSIX if none; None if unknown)."""
     try:
         names = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=10).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
     for name in names:
-        if name.lower().replace("-", "") in ("c.utf8", "posix", "c"):
-            continue
-        if "utf" in name.lower():
+        if name.lower().replace("-", "") not in ("c.utf8", "posix", "c") and "utf" in name.lower():
             return name
     return "POSIX" if "POSIX" in names else None
 
 
+def narrowed_cpu() -> dict:
+    """Environment variables that make this machine compute like an older CPU."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    return {"OPENBLAS_CORETYPE": "ARMV8" if arm else "Prescott",
+            "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__), "MKL_CBWR": "COMPATIBLE"}
+
+
 def environment(varied: set, epoch: str) -> tuple[dict, int]:
-    env = {key: value for key, value in os.environ.items() if key not in ("CRH_WORKSPACE", "LANG", "LANGUAGE")}
+    drop = ("CRH_WORKSPACE", "LANG", "LANGUAGE", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "MKL_CBWR")
+    env = {key: value for key, value in os.environ.items() if key not in drop}
     env["SOURCE_DATE_EPOCH"] = epoch
     env["TZ"] = "Etc/GMT-14" if "tz" in varied else BASE["tz"]
     env["LC_ALL"] = (other_locale() or BASE["locale"]) if "locale" in varied else BASE["locale"]
@@ -83,6 +129,9 @@ def environment(varied: set, epoch: str) -> tuple[dict, int]:
     threads = "2" if "threads" in varied else BASE["threads"]
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = threads
+    env[cli.WORKERS_ENV] = str(max(2, os.cpu_count() or 1)) if "workers" in varied else BASE["workers"]
+    if "cpu" in varied:
+        env.update(narrowed_cpu())
     return env, 0o002 if "umask" in varied else BASE["umask"]
 
 
@@ -97,225 +146,263 @@ def command_argv(template: str, workspace: Path) -> list:
     return [part.replace("{workspace}", str(workspace)) for part in parts]
 
 
-def run_pipeline(commands: list, workspace: Path, varied: set, epoch: str, log) -> None:
-    env, umask = environment(varied, epoch)
-    workspace.mkdir(parents=True)
-    preexec = (lambda: os.umask(umask)) if os.name == "posix" else None
-    for template in commands:
+def resume_point(epoch: str, first_run_seconds: float) -> float:
+    """Seconds into the run at which ``resume`` kills it: seeded, between 50 % and 80 % of the first run."""
+    fraction = int.from_bytes(hashlib.sha256(f"verify-resume-{epoch}".encode()).digest()[:8], "big") / 2**64
+    low, high = RESUME_BETWEEN
+    return first_run_seconds * (low + (high - low) * fraction)
+
+
+class Runs:
+    """The runs of one verification: each in a fresh workspace, at the same path unless ``path`` is varied."""
+
+    def __init__(self, commands: list, scratch: Path, epoch: str, log):
+        self.commands, self.scratch, self.epoch, self.log = commands, scratch, epoch, log
+        self.first_run_seconds = None
+        self.count = 0
+
+    def run(self, name: str, varied: set) -> Path:
+        """Run every command under ``varied``; returns the finished workspace (moved to runs/<name>)."""
+        self.count += 1
+        folder = "ws-at-another-much-longer-path/for-the-varied-run" if "path" in varied else "ws"
+        workspace = self.scratch / folder / "ws"
+        workspace.mkdir(parents=True)
+        env, umask = environment(varied, self.epoch)
+        timer = timestamps.Stopwatch()
+        if "resume" in varied:
+            self._killed_once(workspace, env, umask, varied)
+        for template in self.commands:
+            result = self._start(template, workspace, env, umask)
+            _, stderr = result.communicate()
+            if result.returncode != 0:
+                raise InputError(
+                    "a pipeline command failed" + (f" under {', '.join(sorted(varied))}" if varied else ""),
+                    command=template, exit_code=result.returncode, variations=sorted(varied),
+                    stderr_tail=stderr.decode(errors="replace").splitlines()[-5:])
+        seconds = timer.elapsed()
+        if self.first_run_seconds is None:
+            self.first_run_seconds = seconds
+        stored = self.scratch / "runs" / name
+        stored.mkdir(parents=True)
+        shutil.move(str(workspace), str(stored / "ws"))
+        shutil.rmtree(self.scratch / folder.split("/")[0], ignore_errors=True)
+        self.log.info("run_done", run=name, variations=sorted(varied), seconds=round(seconds, 2))
+        return stored / "ws"
+
+    def _start(self, template: str, workspace: Path, env: dict, umask: int) -> subprocess.Popen:
+        posix = os.name == "posix"
         try:
-            result = subprocess.run(command_argv(template, workspace), cwd=workspace, env=env, capture_output=True,
-                                    preexec_fn=preexec)
+            return subprocess.Popen(command_argv(template, workspace), cwd=workspace, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=(lambda: os.umask(umask)) if posix else None,
+                                    start_new_session=posix)
         except OSError as exc:
             raise InputError(f"cannot start the command: {exc.strerror or exc}", command=template)
-        if result.returncode != 0:
-            tail = result.stderr.decode(errors="replace").splitlines()[-3:]
-            raise CheckFailed("a pipeline command failed", command=template, exit_code=result.returncode,
-                              variations=sorted(varied), stderr_tail=tail)
-    log.info("pipeline_done", workspace=str(workspace), variations=sorted(varied))
 
-
-def registry_of(workspace: Path) -> dict:
-    return read_registry(workspace / REGISTRY)
-
-
-_REPORT = re.compile(r"^experiments/results/[^/]+\.json$")
-
-
-def differing(first: Path, second: Path) -> list:
-    """Artifacts whose SHA-256 differs; outputs first, then the run reports that differ because of them."""
-    a, b = registry_of(first), registry_of(second)
-    paths = sorted(set(a) | set(b))
-    found = [p for p in paths if (a.get(p) or {}).get("sha256") != (b.get(p) or {}).get("sha256")]
-    return sorted(found, key=lambda p: (bool(_REPORT.match(p)), p))
+    def _killed_once(self, workspace: Path, env: dict, umask: int, varied: set) -> None:
+        """Start the run and kill it (with everything it started) at the seeded point."""
+        deadline = time.monotonic() + resume_point(self.epoch, self.first_run_seconds or 1.0)
+        for template in self.commands:
+            process = self._start(template, workspace, env, umask)
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if process.poll() is None:
+                if os.name == "posix":
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+                process.wait()
+                process.stderr.close()
+                self.log.info("killed_for_resume", command=template, variations=sorted(varied))
+                return
+            process.stderr.close()
+        self.log.warning("resume_not_killed", note="the run ended before the kill point")
 
 
 # --------------------------------------------------------------------------
-# Explaining a difference, by file type
+# What a run wrote, and what differs
 # --------------------------------------------------------------------------
 
-def _json_difference(x, y, path="$"):
-    if type(x) is not type(y):
-        return path, x, y
-    if isinstance(x, dict):
-        for key in sorted(set(x) | set(y)):
-            if key not in x or key not in y:
-                return f"{path}.{key}", x.get(key, "<absent>"), y.get(key, "<absent>")
-            found = _json_difference(x[key], y[key], f"{path}.{key}")
-            if found:
-                return found
-        return None
-    if isinstance(x, list):
-        for index, (u, v) in enumerate(zip(x, y)):
-            found = _json_difference(u, v, f"{path}[{index}]")
-            if found:
-                return found
-        return (f"{path}.length", len(x), len(y)) if len(x) != len(y) else None
-    return None if x == y else (path, x, y)
+def selected(relative: str, include: list, exclude: list) -> bool:
+    if any(fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern)
+           for pattern in (*BOOKKEEPING, *exclude)):
+        return False
+    return not include or any(fnmatch.fnmatchcase(relative, pattern) for pattern in include)
 
 
-def _arrays(path: Path, data: bytes) -> dict:
-    if path.suffix == ".cten":
-        from scripts.utils.tensors import decode_cten
-
-        tensor = decode_cten(data)
-        return {"rgb": tensor.rgb, **({"coherence": tensor.coherence} if tensor.coherence is not None else {})}
-    if path.suffix == ".sten":
-        from scripts.utils.tensors import decode_sten
-
-        tensor = decode_sten(data)
-        return {"bins": tensor.bins, **({"sigma": tensor.sigma} if tensor.sigma is not None else {})}
-    loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    return {"array": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
-
-
-def explain_json(path: Path, a: bytes, b: bytes) -> dict:
-    where, x, y = _json_difference(orjson.loads(a), orjson.loads(b))
-    return {"type": "json", "key_path": where, "first": x, "second": y}
-
-
-def explain_jsonl(path: Path, a: bytes, b: bytes) -> dict:
-    for number, (x, y) in enumerate(zip(a.splitlines(), b.splitlines()), start=1):
-        if x != y:
-            where, u, v = _json_difference(orjson.loads(x), orjson.loads(y))
-            return {"type": "jsonl", "line": number, "key_path": where, "first": u, "second": v}
-    return {"type": "jsonl", "lines": [len(a.splitlines()), len(b.splitlines())]}
-
-
-def explain_csv(path: Path, a: bytes, b: bytes) -> dict:
-    rows_a = list(csv.reader(io.StringIO(a.decode()))), list(csv.reader(io.StringIO(b.decode())))
-    for number, (x, y) in enumerate(zip(*rows_a), start=1):
-        if x != y:
-            column = next(i for i, (u, v) in enumerate(zip(x + [""], y + [""])) if u != v)
-            header = rows_a[0][0]
-            return {"type": "csv", "row": number, "column": header[column] if column < len(header) else column,
-                    "first": x[column] if column < len(x) else None,
-                    "second": y[column] if column < len(y) else None}
-    return {"type": "csv", "rows": [len(rows_a[0]), len(rows_a[1])]}
+def comparable(relative: str, data: bytes) -> bytes:
+    """The bytes compared: our records without the fields that describe the machine (see the docstring)."""
+    if not relative.endswith(".json") or not data.startswith(b"{"):
+        return data
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if not isinstance(document, dict):
+        return data
+    if "run_id" in document and "env_hash" in document:                    # a run report
+        document = _without_env_hash({k: v for k, v in document.items() if k != "environment"})
+        document["outputs"] = {path: ({} if _is_record(path) else entry)
+                               for path, entry in document.get("outputs", {}).items()}
+    elif document.get("format") == "crh-manifest":
+        document["runs"] = {run: {k: v for k, v in entry.items() if k not in ("env_hash", "report_sha256")}
+                            for run, entry in document.get("runs", {}).items()}
+    elif document.get("format") == "crh-hash-registry":
+        document["files"] = {path: ({"run": entry.get("run")} if _is_record(path) else entry)
+                             for path, entry in document.get("files", {}).items()}
+    elif relative == "env/environment.json":
+        return b""  # the environment itself: compared by the spec table's environment parity
+    else:
+        return data
+    return canonical_json(document)
 
 
-def explain_arrays(path: Path, a: bytes, b: bytes) -> dict:
-    x, y = _arrays(path, a), _arrays(path, b)
-    for name in sorted(set(x) | set(y)):
-        u, v = x.get(name), y.get(name)
-        if u is None or v is None or u.shape != v.shape or u.dtype != v.dtype:
-            return {"type": "array", "name": name,
-                    "shapes": [None if u is None else list(u.shape), None if v is None else list(v.shape)],
-                    "dtypes": [None if u is None else str(u.dtype), None if v is None else str(v.dtype)]}
-        unequal = u != v
-        if unequal.any():
-            diff = np.abs(u.astype(np.float64) - v.astype(np.float64))
-            return {"type": "array", "name": name, "shape": list(u.shape), "dtype": str(u.dtype),
-                    "differing_elements": int(unequal.sum()), "max_abs_difference": float(np.nanmax(diff))}
-    return {"type": "array", "note": "same values, different bytes"}
+def _without_env_hash(value):
+    if isinstance(value, dict):
+        return {k: _without_env_hash(v) for k, v in value.items() if k != "env_hash"}
+    return [_without_env_hash(v) for v in value] if isinstance(value, list) else value
 
 
-def explain_image(path: Path, a: bytes, b: bytes) -> dict:
-    import imageio.v3 as iio
-
-    suffix = path.suffix.lower()
-    u, v = iio.imread(a, extension=suffix, index=None), iio.imread(b, extension=suffix, index=None)
-    if u.shape != v.shape:
-        return {"type": "image", "shapes": [list(u.shape), list(v.shape)]}
-    mask = (u != v).reshape(u.shape[: 3 if suffix == ".gif" and u.ndim == 4 else 2] + (-1,)).any(axis=-1)
-    spatial = mask.any(axis=0) if mask.ndim == 3 else mask
-    rows, cols = np.nonzero(spatial)
-    return {"type": "image", "differing_pixels": int(mask.sum()),
-            "bounding_box": None if rows.size == 0 else
-            {"top": int(rows.min()), "left": int(cols.min()), "bottom": int(rows.max()), "right": int(cols.max())}}
+def _is_record(path: str) -> bool:
+    return (path.startswith(RESULTS + "/") and path.count("/") == 2 and path.endswith(".json")) \
+        or path == "env/environment.json"
 
 
-def explain_wav(path: Path, a: bytes, b: bytes) -> dict:
-    u, v = np.frombuffer(a[44:], dtype="<i2"), np.frombuffer(b[44:], dtype="<i2")
-    size = min(u.size, v.size)
-    where = np.nonzero(u[:size] != v[:size])[0]
-    return {"type": "wav", "first_differing_sample": int(where[0]) if where.size else size,
-            "samples": [int(u.size), int(v.size)]}
+def snapshot(workspace: Path, include: list, exclude: list) -> dict:
+    """{workspace-relative path: SHA-256 of its comparable bytes} for every file selected."""
+    files = {}
+    for path in sorted(workspace.rglob("*")):
+        if path.is_dir():
+            continue
+        relative = path.relative_to(workspace).as_posix()
+        if not selected(relative, include, exclude):
+            continue
+        if path.is_symlink():
+            files[relative] = hashlib.sha256(b"link:" + os.readlink(path).encode()).hexdigest()
+        elif relative.endswith(".json"):
+            files[relative] = hashlib.sha256(comparable(relative, path.read_bytes())).hexdigest()
+        else:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            files[relative] = digest.hexdigest()
+    return files
 
 
-def explain_mp4(path: Path, a: bytes, b: bytes) -> dict:
-    with tempfile.TemporaryDirectory() as scratch:
-        (Path(scratch) / "a.mp4").write_bytes(a)
-        (Path(scratch) / "b.mp4").write_bytes(b)
-        u, v = read_mp4_frames(Path(scratch) / "a.mp4"), read_mp4_frames(Path(scratch) / "b.mp4")
-    for number, (x, y) in enumerate(zip(u, v)):
-        if not np.array_equal(x, y):
-            return {"type": "mp4", "first_differing_frame": number}
-    return {"type": "mp4", "decoded_frames_equal": len(u) == len(v), "frames": [len(u), len(v)],
-            "note": "only the container bytes differ"}
+def differing(first: dict, second: dict) -> list:
+    """Paths whose content differs or that only one run wrote; records (reports, registry) last."""
+    paths = [p for p in sorted(set(first) | set(second)) if first.get(p) != second.get(p)]
+    return sorted(paths, key=lambda p: (_is_record(p) or p.startswith("meta/") or p == "data/hash_registry.json", p))
 
 
-EXPLAINERS = {  # file suffix -> what differs, in that file type's own terms
-    ".json": explain_json, ".jsonl": explain_jsonl, ".csv": explain_csv,
-    ".npz": explain_arrays, ".npy": explain_arrays, ".cten": explain_arrays, ".sten": explain_arrays,
-    ".png": explain_image, ".gif": explain_image, ".wav": explain_wav, ".mp4": explain_mp4,
-}
-
-
-def explain(path: Path, a: bytes, b: bytes) -> dict:
-    """What differs between two versions of one artifact: by its type, else its first differing byte."""
-    explainer = EXPLAINERS.get(path.suffix.lower())
-    fallback = {}
-    if explainer is not None:
-        try:
-            return explainer(path, a, b)
-        except Exception as exc:  # a file that does not parse as its type: compare bytes
-            fallback = {"parse_error": f"{type(exc).__name__}: {exc}"}
-    offset = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return {"type": "bytes", "first_differing_byte": offset, "sizes": [len(a), len(b)], **fallback}
-
-
-def explain_all(first: Path, second: Path, paths: list) -> list:
-    out = []
+def differences(first: Path, second: Path, paths: list, limit: int) -> dict:
+    """{artifact: comparison} for ``paths`` (what differs, by type; or which run lacks it)."""
+    found = {}
     for relative in paths:
         x, y = first / relative, second / relative
         if not x.exists() or not y.exists():
-            out.append({"artifact": relative, "only_in": "first" if x.exists() else "second"})
+            found[relative] = {"type": "presence", "count": 1, "truncated": False, "differences": [
+                {"where": "file", "first": "present" if x.exists() else "<absent>",
+                 "second": "present" if y.exists() else "<absent>"}]}
             continue
-        out.append({"artifact": relative, **explain(x, x.read_bytes(), y.read_bytes())})
-    return out
+        found[relative] = compare(relative, comparable(relative, x.read_bytes()),
+                                  comparable(relative, y.read_bytes()), limit)
+    return found
 
 
 # --------------------------------------------------------------------------
-# Bisecting the variations
+# Causes
 # --------------------------------------------------------------------------
 
-def bisect(commands, varied: list, base: Path, scratch: Path, epoch: str, log) -> dict:
-    """Name one variation that alone makes the runs differ (or say that none does alone)."""
-    probes = {"count": 0}
+def find_causes(runs: Runs, first: Path, found: dict, varied: list, select: tuple, limit: int,
+                max_probes: int = MAX_PROBES) -> dict:
+    """Match every difference of the varied run to the variations that reproduce it.
 
-    def differs(subset: list) -> bool:
-        probes["count"] += 1
-        depth = "p" if "path" not in subset else "probe-with-a-much-longer-path/and/deeper"
-        workspace = scratch / f"{depth}{probes['count']}" / "ws"
-        run_pipeline(commands, workspace, set(subset), epoch, log)
-        found = bool(differing(base, workspace))
-        log.info("bisect_probe", variations=subset, differs=found)
+    A control run (nothing varied) names run-to-run noise; one run per variation names single causes; for
+    what no single variation reproduces, one run per pair names interactions. Returns
+    ``{"causes": [...], "unexplained": [...], "probes": n}``.
+    """
+    wanted = {(artifact, item["where"]) for artifact, result in found.items() for item in result["differences"]}
+    first_snapshot = snapshot(first, *select)
+    reproduced: dict = {}   # (artifact, where) -> {cause tuple: the difference as that cause makes it}
+    by_artifact: dict = {}  # artifact -> {cause tuple}
+
+    def probe(name: str, cause: tuple) -> None:
+        workspace = runs.run(name, set(cause))
+        paths = [p for p in differing(first_snapshot, snapshot(workspace, *select)) if p in found]
+        for artifact, result in differences(first, workspace, paths, limit).items():
+            by_artifact.setdefault(artifact, set()).add(cause)
+            for item in result["differences"]:
+                reproduced.setdefault((artifact, item["where"]), {})[cause] = item
         shutil.rmtree(workspace.parent, ignore_errors=True)
-        return found
+        runs.log.info("cause_probe", variations=list(cause), artifacts=len(paths))
 
-    candidates = list(varied)
-    while len(candidates) > 1:
-        half = candidates[: len(candidates) // 2]
-        candidates = half if differs(half) else candidates[len(candidates) // 2:]
-    if candidates and differs(candidates):
-        return {"cause": candidates[0], "probes": probes["count"]}
-    return {"cause": None, "probes": probes["count"], "note": "no single variation reproduces the difference"}
+    probe("control", ())
+    for variation in varied:
+        if runs.count >= max_probes:
+            break
+        probe(f"only-{variation}", (variation,))
+    for pair in itertools.combinations(varied, 2):
+        unexplained = {key for key in wanted if not any(len(cause) <= 1 for cause in reproduced.get(key, {})) and (
+            found[key[0]]["type"] in STABLE_PLACES or not any(len(c) <= 1 for c in by_artifact.get(key[0], ())))}
+        if not unexplained or runs.count >= max_probes:
+            break
+        probe(f"pair-{'-'.join(pair)}", pair)
+    return attribute(found, wanted, reproduced, by_artifact, runs.count)
+
+
+def attribute(found: dict, wanted: set, reproduced: dict, by_artifact: dict, probes: int) -> dict:
+    causes: dict = {}
+    unexplained = []
+    for artifact, where in sorted(wanted):
+        seen = reproduced.get((artifact, where), {})
+        chosen = _smallest_causes(seen)
+        if not chosen:  # the place moved (a region, a range): fall back to what reproduces the artifact at all
+            chosen = _smallest_causes({cause: None for cause in by_artifact.get(artifact, ())})
+        if not chosen:
+            unexplained.append({"artifact": artifact, "where": where})
+            continue
+        item = next(i for i in found[artifact]["differences"] if i["where"] == where)
+        for cause in chosen:
+            shown = seen.get(cause) or item
+            entry = causes.setdefault(cause, {})
+            entry.setdefault(artifact, []).append(shown)
+    listed = []
+    for cause, artifacts in sorted(causes.items(), key=lambda pair: (len(pair[0]), pair[0])):
+        listed.append({"variations": list(cause) or ["none: run-to-run noise"], "interaction": len(cause) > 1,
+                       "artifacts": [{"artifact": artifact, "differences": items}
+                                     for artifact, items in sorted(artifacts.items())]})
+    return {"causes": listed, "unexplained": unexplained, "probes": probes}
+
+
+def _smallest_causes(seen: dict) -> list:
+    """The smallest variation sets among ``seen`` (noise first: what differs with nothing varied)."""
+    if () in seen:
+        return [()]
+    for size in (1, 2):
+        chosen = sorted(cause for cause in seen if len(cause) == size)
+        if chosen:
+            return chosen
+    return []
 
 
 # --------------------------------------------------------------------------
-# The spec's pass/fail table
+# The spec's pass/fail table, and the summary
 # --------------------------------------------------------------------------
 
-def spec_table(first: Path, second: Path, identical: bool) -> dict:
+def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict:
     def newest_report(workspace, prefix):
         reports = sorted((workspace / RESULTS).glob(f"{prefix}_*.json"))
-        return read_json(reports[-1]) if reports else None
+        return orjson.loads(reports[-1].read_bytes()) if reports else None
 
     table = {"hash_reproducibility": {"pass": identical}}
     env = [workspace / "env/environment.json" for workspace in (first, second)]
     if all(p.exists() for p in env):
-        hashes = [read_json(p)["env_hash"] for p in env]
-        table["environment_parity"] = {"pass": hashes[0] == hashes[1], "env_hash": hashes[0]}
+        hashes = [orjson.loads(p.read_bytes())["env_hash"] for p in env]
+        same = hashes[0] == hashes[1]
+        table["environment_parity"] = {"pass": same or "cpu" in varied, "env_hash": hashes[0]} | (
+            {} if same else {"second_env_hash": hashes[1], "note": "another CPU was simulated (cpu): expected"})
     splits = [sorted((w / RESULTS).glob("dataset_splitter_*/split.json")) for w in (first, second)]
     if all(splits):
         table["dataset_split_determinism"] = {"pass": splits[0][-1].read_bytes() == splits[1][-1].read_bytes()}
@@ -326,13 +413,33 @@ def spec_table(first: Path, second: Path, identical: bool) -> dict:
     return table
 
 
+def summary_text(summary: dict) -> str:
+    lines = [("IDENTICAL" if summary["identical"] else "DIFFERENT") +
+             f": {summary['artifacts']} artifacts, {summary['differing']} differ; varied: "
+             + ", ".join(summary["varied"])]
+    for name, row in summary["spec_table"].items():
+        lines.append(f"  {'pass' if row['pass'] else 'FAIL'}  {name}" + (f"  ({row['note']})" if "note" in row else ""))
+    for cause in summary.get("causes", []):
+        label = " + ".join(cause["variations"]) + (" (together)" if cause["interaction"] else "")
+        lines.append(f"cause: {label}")
+        for artifact in cause["artifacts"][:5]:
+            places = ", ".join(item["where"] for item in artifact["differences"][:3])
+            lines.append(f"  {artifact['artifact']}: {places}")
+        if len(cause["artifacts"]) > 5:
+            lines.append(f"  ... and {len(cause['artifacts']) - 5} more artifacts")
+    for item in summary.get("unexplained", [])[:5]:
+        lines.append(f"unexplained: {item['artifact']}: {item['where']}")
+    lines.append(f"report: {summary['report']}")
+    return "\n".join(lines) + "\n"
+
+
 def verify_twice(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     varied = [v for v in (args.vary or VARIATIONS) if v not in args.no_vary]
     if os.name != "posix" and "umask" in varied:
         varied.remove("umask")
     if "locale" in varied and other_locale() is None:
-        log.warning("locale_not_varied", note="this machine has no second UTF-8 locale")
+        log.warning("locale_not_varied", note="this machine has no second locale")
         varied.remove("locale")
     commands = args.command or [
         f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
@@ -342,60 +449,80 @@ def verify_twice(args, log) -> int:
     for command in commands:
         command_argv(command, Path("."))  # a command that cannot be split is bad input before any run
     epoch = str(timestamps.source_date_epoch() or DEFAULT_EPOCH)
+    select = (args.include, args.exclude)
     scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
     try:
-        first = scratch / "a" / "ws"
-        second = scratch / ("second-run-at-another-longer-path/ws" if "path" in varied else "b/ws")
+        runs = Runs(commands, scratch, epoch, log)
         timer = timestamps.Stopwatch()
-        run_pipeline(commands, first, set(), epoch, log)
-        one_run = timer.elapsed()
-        run_pipeline(commands, second, set(varied), epoch, log)
-        paths = differing(first, second)
-        manifests_equal = (first / MANIFEST).exists() and \
-            (first / MANIFEST).read_bytes() == (second / MANIFEST).read_bytes()
-        explained = explain_all(first, second, paths)
-        cause = None
+        first = runs.run("first", set())
+        written = snapshot(first, *select)
+        if not written:
+            raise InputError("the commands wrote no file in the workspace: verify compares what a command writes "
+                             "there ({workspace}, also its working directory)" +
+                             (" that --include/--exclude select" if args.include or args.exclude else ""),
+                             commands=commands)
+        second = runs.run("second", set(varied))
+        paths = differing(written, snapshot(second, *select))
+        found = differences(first, second, paths, args.limit)
+        causes = {}
         if paths and not args.no_bisect and varied:
-            cause = bisect(commands, varied, first, scratch, epoch, log)
-        artifacts = len(registry_of(first))
-        table = spec_table(first, second, not paths and manifests_equal)
-        log.info("timing", one_run_seconds=round(one_run, 2), total_seconds=round(timer.elapsed(), 2))
+            causes = find_causes(runs, first, found, varied, select, args.limit, args.max_probes)
+        table = spec_table(first, second, not paths, varied)
+        log.info("timing", first_run_seconds=round(runs.first_run_seconds, 2), runs=runs.count,
+                 total_seconds=round(timer.elapsed(), 2))
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    identical = not paths and manifests_equal
+    identical = not paths
+    summary = {"identical": identical, "artifacts": len(written), "differing": len(paths), "varied": varied,
+               "spec_table": table, **{k: causes[k] for k in ("causes", "unexplained") if k in causes}}
     with RunRecorder("verify", workspace=workspace, log=log,
                      config={"commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
-                             "varied": varied, "source_date_epoch": epoch}) as record:
-        record.results.update(identical=identical, artifacts=artifacts, differing=explained,
-                              manifests_equal=manifests_equal, bisect=cause, spec_table=table,
+                             "varied": varied, "source_date_epoch": epoch, "include": args.include,
+                             "exclude": args.exclude}) as record:
+        record.results.update(**summary, differences=[{"artifact": path, **result} for path, result in found.items()],
+                              probes=causes.get("probes", 0),
                               settings={"base": {k: (oct(v) if k == "umask" else v) for k, v in BASE.items()},
                                         "varied": varied})
         if not identical:
             record.status = "check_failed"
+    summary["report"] = record.report
+    if sys.stdout.isatty():
+        sys.stdout.write(summary_text(summary))
+        sys.stdout.flush()
+    else:
+        cli.print_json(summary)
     if not identical:
-        raise CheckFailed(f"{len(paths)} artifacts differ between the runs", first=explained[0] if explained else None,
-                          cause=(cause or {}).get("cause"), report=record.report)
-    log.info("identical", artifacts=artifacts, varied=varied, spec_table=table,
-             report=record.report)
+        first_cause = (causes.get("causes") or [{}])[0]
+        raise CheckFailed(f"{len(paths)} artifacts differ between the runs", first=paths[0],
+                          causes=[" + ".join(c["variations"]) for c in causes.get("causes", [])],
+                          first_cause=first_cause.get("variations"), report=record.report)
+    log.info("identical", artifacts=len(written), varied=varied, spec_table=table, report=record.report)
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "verify", doc=__doc__,
-        description="Run the pipeline twice (the second run varied), compare every artifact, explain and\n"
-                    "bisect any difference.",
-        example="python scripts/orchestration/verify.py --phases phase5,phase7",
+        description="Run the pipeline twice (the second run varied), compare every file it writes, explain\n"
+                    "each difference and name its causes.",
     )
     parser.add_argument("--phases", default="phase5,phase6,phase7,phase8,phase9", help="phases to run")
     parser.add_argument("--command", action="append", default=[], metavar="CMD",
-                        help="run CMD instead of the phases ({workspace} is filled in; repeatable)")
+                        help="run CMD instead of the phases ({workspace} is filled in; repeatable, run in order)")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
+                        help="compare only files matching GLOB (workspace-relative; repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="leave out files matching GLOB (repeatable)")
     parser.add_argument("--vary", action="append", default=[], choices=VARIATIONS,
                         help="vary only these (repeatable; default: all)")
     parser.add_argument("--no-vary", action="append", default=[], choices=VARIATIONS, help="do not vary this")
-    parser.add_argument("--no-bisect", action="store_true", help="do not bisect a difference")
-    parser.add_argument("--keep", metavar="DIR", help="keep the two workspaces under DIR")
+    parser.add_argument("--no-bisect", action="store_true", help="do not look for the causes of a difference")
+    parser.add_argument("--limit", type=cli.bounded(int, 1, 10_000), default=LIMIT,
+                        help="differences listed per artifact")
+    parser.add_argument("--max-probes", type=cli.bounded(int, 3, 1000), default=MAX_PROBES,
+                        help="runs at most, all told, when looking for causes")
+    parser.add_argument("--keep", metavar="DIR", help="keep the workspaces under DIR/runs/")
     cli.add_common_options(parser)
     return cli.run(parser, verify_twice, argv)
 

@@ -119,8 +119,14 @@ def bounded(kind, low, high):
 MAX_WORKERS = 256
 
 
+WORKERS_ENV = "CRH_WORKERS"  # the default of every --workers (verify varies it)
+
+
 def add_workers_option(parser: argparse.ArgumentParser, help: str = "parallel workers") -> None:
-    parser.add_argument("--workers", type=bounded(int, 1, MAX_WORKERS), default=os.cpu_count() or 1, help=help)
+    # argparse runs a string default through `type` too: a bad $CRH_WORKERS is a usage error naming --workers
+    parser.add_argument("--workers", type=bounded(int, 1, MAX_WORKERS),
+                        default=os.environ.get(WORKERS_ENV) or (os.cpu_count() or 1),
+                        help=help + f"; ${WORKERS_ENV} sets the default")
 
 
 def add_scheduler_option(parser: argparse.ArgumentParser) -> None:

@@ -1,93 +1,125 @@
-import io
-import wave
+import sys
 
-import numpy as np
 import pytest
 
 from scripts.orchestration import verify as vf
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO, json_lines, run_script, single_error
 
-LEAKY = REPO / "tests/orchestration/leaky_step.py"
+LEAKY_STEP = REPO / "tests/orchestration/leaky_step.py"        # writes through our run records
+PIPELINE = REPO / "tests/orchestration/leaky_pipeline.py"      # a researcher's own script: plain files
+# leak -> (artifact, place) it must be found at
+PLACES = {"hashseed": ("out/model.json", "$.classes"), "tz": ("out/model.json", "$.trained_local"),
+          "path": ("out/paths.txt", "line 1"), "umask": ("out/bundle.tar", "data.txt: mode"),
+          "locale": ("out/locale.txt", "line 1"), "threads": ("out/sums.csv", "row 2, column total"),
+          "cpu": ("out/matmul.npy", "array["), "workers": ("out/order.jsonl", "line "),
+          "resume": ("out/state.json", "$.starts")}
 
 
 def verify(workspace, *args):
     return run_script("orchestration", "verify", *args, "--workspace", workspace, cwd=workspace, timeout=600)
 
 
-@pytest.mark.parametrize("leak, cause", [("tz", "tz"), ("hashseed", "hashseed")])
-def test_an_injected_nondeterminism_is_caught_explained_and_bisected(workspace, leak, cause):
-    import sys
+def pipeline(*leaks) -> str:
+    return f"{sys.executable} {PIPELINE} {{workspace}}/out {' '.join(leaks)}"
 
-    result = verify(workspace, "--command", f"{sys.executable} {LEAKY} {leak} --workspace {{workspace}}")
+
+def test_every_leak_in_a_foreign_pipeline_is_caught_placed_and_bisected_to_exactly_its_cause(workspace):
+    leaks = [leak for leak in PLACES if leak != "locale" or vf.other_locale()]
+    result = verify(workspace, "--command", pipeline(*leaks))
     assert result.returncode == 1, result.stderr
+    summary = json_lines(result.stdout)[0]
+    assert summary["identical"] is False and summary["unexplained"] == []
+    found = {}
+    for cause in summary["causes"]:
+        assert not cause["interaction"], cause
+        for artifact in cause["artifacts"]:
+            for item in artifact["differences"]:
+                found.setdefault((artifact["artifact"], item["where"]), set()).update(cause["variations"])
+    for leak in leaks:
+        artifact, place = PLACES[leak]
+        causes = [c for (a, where), c in found.items() if a == artifact and where.startswith(place)]
+        assert causes and all(c == {leak} for c in causes), (leak, causes)
+    model = {frozenset(c) for (a, _), c in found.items() if a == "out/model.json"}
+    assert model == {frozenset({"hashseed"}), frozenset({"tz"})}  # two leaks in one file: two causes
+    assert {a for a, _ in found} == {PLACES[leak][0] for leak in leaks}  # nothing else blamed
     error = single_error(result.stderr)
-    assert error["cause"] == cause
-    assert error["first"]["artifact"].endswith("/value.txt") and error["first"]["type"] == "bytes"
     report = read_json(workspace / error["report"])
-    assert report["status"] == "check_failed" and report["results"]["bisect"]["cause"] == cause
-    artifacts = {d["artifact"].rsplit("/", 1)[-1] for d in report["results"]["differing"]}
+    assert report["status"] == "check_failed" and set(error["causes"]) == set(leaks)
+    hashseed = next(c for c in report["results"]["causes"] if c["variations"] == ["hashseed"])
+    assert hashseed["artifacts"][0]["differences"][0]["first"] in ("bird", "cat", "dog", "fish", "owl")
+
+
+def test_a_difference_that_needs_two_variations_together_is_an_interaction(workspace):
+    result = verify(workspace, "--command", pipeline("tz*threads"), "--vary", "tz", "--vary", "threads",
+                    "--vary", "hashseed")
+    assert result.returncode == 1, result.stderr
+    [cause] = json_lines(result.stdout)[0]["causes"]
+    assert cause["variations"] == ["tz", "threads"] and cause["interaction"]
+    assert [a["artifact"] for a in cause["artifacts"]] == ["out/both.txt"]
+
+
+def test_a_steady_foreign_pipeline_is_identical_and_every_file_it_writes_counts(workspace):
+    result = verify(workspace, "--command", pipeline(), "--exclude", "out/data.txt")
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[0]
+    assert summary["identical"] and summary["artifacts"] == 7 and set(summary["varied"]) >= {"cpu", "workers", "resume"}
+    assert all(row["pass"] for row in summary["spec_table"].values())
+
+
+@pytest.mark.parametrize("command, words", [
+    ('{python} -c "pass"', "wrote no file"),
+    ('{python} -c "raise SystemExit(3)"', "command failed"),
+    ("/no/such/program {workspace}", "cannot start"),
+])
+def test_a_command_that_writes_nothing_or_fails_is_bad_input(workspace, command, words):
+    result = verify(workspace, "--command", command.format(python=sys.executable, workspace="{workspace}"),
+                    "--no-bisect")
+    assert result.returncode == 2
+    assert words in single_error(result.stderr)["error"]
+
+
+def test_a_pipeline_with_run_records_is_explained_through_its_files_too(workspace):
+    result = verify(workspace, "--command", f"{sys.executable} {LEAKY_STEP} tz --workspace {{workspace}}",
+                    "--vary", "tz", "--vary", "hashseed")
+    assert result.returncode == 1, result.stderr
+    summary = json_lines(result.stdout)[0]
+    [cause] = summary["causes"]
+    assert cause["variations"] == ["tz"]
+    artifacts = {a["artifact"].rsplit("/", 1)[-1] for a in cause["artifacts"]}
     assert "value.txt" in artifacts and "stable.json" not in artifacts
 
 
-def test_a_steady_pipeline_is_identical(workspace):
-    import sys
-
-    result = verify(workspace, "--command", f"{sys.executable} {LEAKY} none --workspace {{workspace}}")
-    assert result.returncode == 0, result.stderr
-    identical = [r for r in json_lines(result.stderr) if r["event"] == "identical"][0]
-    assert identical["artifacts"] == 3 and "tz" in identical["varied"]
-
-
-def test_the_real_pipeline_is_identical_under_variation(workspace):
+def test_the_real_pipeline_is_identical_under_every_variation(workspace):
     result = verify(workspace, "--phases", "phase5,phase9", "--no-bisect")
     assert result.returncode == 0, result.stderr
-    identical = [r for r in json_lines(result.stderr) if r["event"] == "identical"][0]
-    table = identical["spec_table"]
+    summary = json_lines(result.stdout)[0]
+    assert set(summary["varied"]) >= {"cpu", "workers", "resume", "tz", "hashseed", "threads", "path"}
+    table = summary["spec_table"]
     assert all(row["pass"] for row in table.values())
     assert set(table) == {"hash_reproducibility", "environment_parity", "dataset_split_determinism",
                           "visualization_energy_drift"}
+    assert table["environment_parity"]["env_hash"]  # under cpu the hashes may differ: set aside, and said so
+    assert any(r["event"] == "killed_for_resume" for r in json_lines(result.stderr))
 
 
-def npz(values):
-    buffer = io.BytesIO()
-    np.savez(buffer, x=values)
-    return buffer.getvalue()
+def test_resume_kills_at_a_seeded_point_within_the_first_runs_time():
+    points = {vf.resume_point(str(epoch), 10.0) for epoch in range(50)}
+    assert min(points) >= 5.0 and max(points) <= 8.0 and len(points) > 40
+    assert vf.resume_point("1761912000", 10.0) == vf.resume_point("1761912000", 10.0)
 
 
-def png(values):
-    import imageio.v3 as iio
-
-    return iio.imwrite("<bytes>", values, extension=".png")
-
-
-def wav(samples):
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(44100)
-        out.writeframes(np.asarray(samples, "<i2").tobytes())
-    return buffer.getvalue()
-
-
-def test_explanations_by_type(tmp_path):
-    from pathlib import Path
-
-    assert vf.explain(Path("r.json"), b'{"a": {"b": [1, 2]}}', b'{"a": {"b": [1, 3]}}') == \
-        {"type": "json", "key_path": "$.a.b[1]", "first": 2, "second": 3}
-    assert vf.explain(Path("m.csv"), b"cycle,loss\n1,0.5\n2,0.4\n", b"cycle,loss\n1,0.5\n2,0.9\n") == \
-        {"type": "csv", "row": 3, "column": "loss", "first": "0.4", "second": "0.9"}
-    a = np.zeros((4, 4))
-    b = a.copy()
-    b[1, 2], b[3, 3] = 0.5, -2.0
-    array = vf.explain(Path("s.npz"), npz(a), npz(b))
-    assert (array["differing_elements"], array["max_abs_difference"], array["shape"]) == (2, 2.0, [4, 4])
-    image_a = np.zeros((8, 8, 3), np.uint8)
-    image_b = image_a.copy()
-    image_b[2:4, 5:7] = 255
-    image = vf.explain(Path("r.png"), png(image_a), png(image_b))
-    assert image["differing_pixels"] == 4 and image["bounding_box"] == {"top": 2, "left": 5, "bottom": 3, "right": 6}
-    assert vf.explain(Path("s.wav"), wav([0, 1, 2, 3]), wav([0, 1, 9, 3]))["first_differing_sample"] == 2
-    assert vf.explain(Path("x.bin"), b"abcdef", b"abcXef") == {"type": "bytes", "first_differing_byte": 3,
-                                                                "sizes": [6, 6]}
+def test_the_terminal_summary_fits_one_screen():
+    summary = {"identical": False, "artifacts": 9, "differing": 2, "varied": ["tz", "hashseed"],
+               "spec_table": {"hash_reproducibility": {"pass": False},
+                              "environment_parity": {"pass": True, "note": "another CPU was simulated (cpu): expected"}},
+               "causes": [{"variations": ["hashseed"], "interaction": False, "artifacts": [
+                   {"artifact": "out/model.json", "differences": [{"where": "$.classes[0]"}]}]},
+                   {"variations": ["tz", "threads"], "interaction": True, "artifacts": [
+                       {"artifact": f"out/{n}.csv", "differences": [{"where": "row 2, column a"}]} for n in range(9)]}],
+               "unexplained": [], "report": "experiments/results/verify_x.json"}
+    text = vf.summary_text(summary)
+    assert text.startswith("DIFFERENT: 9 artifacts, 2 differ; varied: tz, hashseed")
+    assert "  FAIL  hash_reproducibility" in text and "cause: hashseed\n  out/model.json: $.classes[0]" in text
+    assert "cause: tz + threads (together)" in text and "... and 4 more artifacts" in text
+    assert len(text.splitlines()) <= 24

@@ -1,0 +1,108 @@
+import io
+import tarfile
+import wave
+import zipfile
+
+import numpy as np
+import orjson
+
+from scripts.utils.artifact_diff import compare
+
+
+def places(result) -> list:
+    return [item["where"] for item in result["differences"]]
+
+
+def npz(**arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def png(values):
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", values, extension=".png")
+
+
+def wav(samples):
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(100)
+        out.writeframes(np.asarray(samples, "<i2").tobytes())
+    return buffer.getvalue()
+
+
+def tar(members: dict, mode=0o644):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_json_lists_every_differing_key_path():
+    a = {"classes": ["bird", "fish"], "trained": "12:00", "same": 1, "gone": 2}
+    b = {"classes": ["fish", "bird"], "trained": "02:00", "same": 1, "new": 3}
+    result = compare("model.json", orjson.dumps(a), orjson.dumps(b))
+    assert places(result) == ["$.classes[0]", "$.classes[1]", "$.gone", "$.new", "$.trained"]
+    assert result["differences"][0] == {"where": "$.classes[0]", "first": "bird", "second": "fish"}
+    lines = compare("log.jsonl", b'{"a":1}\n{"a":2}\n', b'{"a":1}\n{"a":3}\n{"a":4}\n')
+    assert places(lines) == ["line 2: $.a", "lines"]
+
+
+def test_csv_lists_every_differing_cell_by_column_name():
+    result = compare("m.csv", b"cycle,loss,acc\n1,0.5,0.9\n2,0.4,0.8\n", b"cycle,loss,acc\n1,0.5,0.7\n2,0.9,0.1\n")
+    assert places(result) == ["row 2, column acc", "row 3, column loss", "row 3, column acc"]
+
+
+def test_arrays_give_each_differing_region():
+    a = np.zeros((6, 6))
+    b = a.copy()
+    b[0:2, 0:2], b[5, 5] = 1.0, -3.0
+    result = compare("s.npz", npz(x=a, y=np.arange(3)), npz(x=b, y=np.arange(4)))
+    assert places(result) == ["x[0:2, 0:2]", "x[5:6, 5:6]", "y: shape and dtype"]
+    assert result["differences"][0]["elements"] == 4 and result["differences"][1]["max_abs_difference"] == 3.0
+
+
+def test_images_give_boxes_and_audio_gives_ranges():
+    first = np.zeros((10, 10, 3), np.uint8)
+    second = first.copy()
+    second[1:3, 2:4], second[8, 9] = 255, 7
+    assert places(compare("r.png", png(first), png(second))) == ["rows 1-2, columns 2-3", "rows 8-8, columns 9-9"]
+    audio = compare("s.wav", wav([0] * 20), wav([0] * 5 + [9, 9, 9] + [0] * 10 + [4, 0]))
+    assert places(audio) == ["samples 5-7", "samples 18-18"]
+    assert audio["differences"][0]["seconds"] == [0.05, 0.08]
+
+
+def test_archives_are_compared_member_by_member_recursively():
+    inner_a, inner_b = tar({"deep.json": b'{"k": 1}'}), tar({"deep.json": b'{"k": 2}'})
+    a = tar({"model.json": b'{"a": 1, "b": 2}', "inner.tar": inner_a, "old.txt": b"x"})
+    b = tar({"model.json": b'{"a": 1, "b": 3}', "inner.tar": inner_b, "new.txt": b"x"}, mode=0o664)
+    result = compare("bundle.tar", a, b)
+    assert "model.json: $.b" in places(result) and "inner.tar: deep.json: $.k" in places(result)
+    assert "old.txt" in places(result) and "new.txt" in places(result) and "model.json: mode" in places(result)
+    buffers = []
+    for text in (b"one\ntwo\n", b"one\nTWO\n"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(zipfile.ZipInfo("notes.txt", (1980, 1, 1, 0, 0, 0)), text)
+        buffers.append(buffer.getvalue())
+    assert places(compare("a.zip", *buffers)) == ["notes.txt: line 2"]
+
+
+def test_text_lines_bytes_ranges_and_a_file_that_does_not_parse():
+    assert places(compare("notes.txt", b"a\nb\nc\nd\n", b"a\nB\nc\nD\nE\n")) == ["line 2", "line 4"]
+    raw = compare("x.bin", b"\0abcdef" + bytes(40) + b"zz", b"\0abXdef" + bytes(40) + b"yy")
+    assert places(raw) == ["bytes 3-3", "bytes 47-48"]
+    broken = compare("bad.json", b"{not json", b"{not jsoN")
+    assert broken["type"] == "text" and "parse_error" in broken
+
+
+def test_the_list_stops_at_the_limit_and_says_how_many_there_were():
+    result = compare("big.json", orjson.dumps(list(range(100))), orjson.dumps(list(range(1, 101))), limit=5)
+    assert len(result["differences"]) == 5 and result["count"] == 100 and result["truncated"]
