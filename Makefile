@@ -19,6 +19,7 @@ DATA ?=
 DATA_NAME ?=
 STRICT ?=
 SCHEDULER ?=
+RUN ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
@@ -26,7 +27,7 @@ FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-gpu lock test fuzz bench clean clean-venv \
-        phase5 phase6 phase7 phase8 phase9 verify
+        phase5 phase6 phase7 phase8 phase9 verify report
 
 help:
 	$(info Targets:)
@@ -43,6 +44,7 @@ help:
 	$(info   ..........  DATA_NAME=name names it, STRICT=1 fails on any skipped file, WORKSPACE=dir for where)
 	$(info   ..........  SCHEDULER=tcp://host:8786 or local:N runs the data steps on a Dask cluster)
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
+	$(info   report      one self-contained HTML page for the newest phase run (RUN=path for another); prints its path)
 	@$(PYTHON) -c "pass"
 
 $(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py
@@ -88,3 +90,6 @@ phase%: $(VENV_STAMP)
 
 verify: $(VENV_STAMP)
 	$(PY) scripts/orchestration/verify.py --workspace "$(WORKSPACE)"
+
+report: $(VENV_STAMP)
+	$(PY) scripts/visualization/html_report.py $(if $(RUN),"$(RUN)") --workspace "$(WORKSPACE)"

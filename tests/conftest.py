@@ -66,3 +66,16 @@ def single_error(stderr: bytes) -> dict:
 def tree(folder: Path) -> list:
     """Every file under ``folder`` (relative, sorted): to prove nothing was written."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+SMALL_RUN = ["--set", "experiment.cycles=4", "--set", "experiment.checkpoint_every=2", "--set", "data.samples=8",
+             "--set", "data.size=8", "--set", "data.source=synthetic", "--set", "learner.steps_per_cycle=2"]
+
+
+def small_experiment(workspace: Path, logdir: str, *extra) -> dict:
+    """A few-second reference experiment recorded in ``workspace``; returns its run report."""
+    result = run_script("orchestration", "run_experiment", *SMALL_RUN, *extra, "--logdir", workspace / logdir,
+                        "--workspace", workspace)
+    assert result.returncode == 0, result.stderr
+    run_id = [r for r in json_lines(result.stderr) if r.get("event") == "run_recorded"][-1]["run_id"]
+    return orjson.loads((workspace / "experiments/results" / f"{run_id}.json").read_bytes())

@@ -370,7 +370,7 @@ def split_table(args, log) -> int:
 
     config = {"ratios": ratios, "id_column": id_column, "group_column": group_column, "stratify": stratify,
               "records": source_name, "verify": args.verify is not None}
-    with RunRecorder("dataset_splitter", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+    with RunRecorder("dataset_splitter", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config) as record:
         if previous is None:
             with atomic_output(record.output_path("split.json")) as handle:
                 handle.write(lib.manifest_bytes(manifest))

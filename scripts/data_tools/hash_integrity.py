@@ -161,7 +161,7 @@ def hash_or_verify(args, log) -> int:
     if args.command == "hash" and not hashed:
         raise InputError("no file could be hashed under the given paths", file=args.paths[0])
 
-    with RunRecorder("hash_integrity", workspace=workspace, log=log,
+    with RunRecorder("hash_integrity", argv=args.argv, workspace=workspace, log=log,
                      config={"command": args.command, "paths": scopes, "full": args.full}) as record:
         record.data_roots = inputs.root_records()
         if args.command == "hash":

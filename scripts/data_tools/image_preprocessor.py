@@ -941,7 +941,7 @@ def preprocess_files(args, log) -> int:
               "augment": args.augment, "epoch": args.epoch, "backend": backend}
     if args.table:
         config["table"] = record_name(workspace, args.table)
-    with RunRecorder("image_preprocessor", workspace=workspace, seeds=seeds, log=log, config=config,
+    with RunRecorder("image_preprocessor", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config,
                      extra={"backend": backend}) as record:
         record.data_roots = found.root_records()
         if args.volumes:

@@ -619,7 +619,7 @@ def extract_table(args, log) -> int:
                                     f"free text", paths="kept (see phi_in_path)")
     config = {"keep_phi": args.keep_phi, "inputs": inputs.given, "columns": None if args.columns is None else list(columns),
               "all_tags": args.all_tags, "deidentification_options": list(options)}
-    with RunRecorder("metadata_extractor", workspace=workspace, seeds=seeds, log=log, config=config) as record:
+    with RunRecorder("metadata_extractor", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config) as record:
         record.data_roots = inputs.root_records()
         with atomic_output(record.output_path("metadata.jsonl")) as handle:
             handle.write(lib.table_jsonl(rows, columns))

@@ -228,7 +228,7 @@ def write_sample_data(args, log) -> int:
             raise InputError(f"--{name} must be between 1 and 4096", value=getattr(args, name))
     seeds = SeedManager.from_file(args.seeds)
     workspace = resolve_workspace(args.workspace)
-    with RunRecorder("sample_data", workspace=workspace, seeds=seeds, log=log,
+    with RunRecorder("sample_data", argv=args.argv, workspace=workspace, seeds=seeds, log=log,
                      config={"patients": args.patients, "slices": args.slices, "size": args.size}) as record:
         counts = write_sample_dataset(workspace, seeds, record, args.patients, args.slices, args.size)
         record.results.update(counts, folder=SAMPLE_DIR)

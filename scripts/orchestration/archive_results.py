@@ -373,7 +373,7 @@ def archive_or_verify(args, log) -> int:
     check_source(workspace, source.resolve())
     if not source.exists() and not (destination / MANIFEST_NAME).exists():
         raise InputError("source not found", file=args.source)
-    with RunRecorder("archive_results", workspace=workspace, log=log,
+    with RunRecorder("archive_results", argv=args.argv, workspace=workspace, log=log,
                      config={"source": relative_to_workspace(workspace, source),
                              "destination": relative_to_workspace(workspace, destination),
                              "archive": args.archive}) as record:

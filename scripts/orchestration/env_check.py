@@ -50,7 +50,7 @@ def check_environment(args, log) -> int:
     current["env_hash"] = environment.env_hash(current)
 
     if args.check is None:
-        with RunRecorder("env_check", workspace=workspace, log=log) as record:
+        with RunRecorder("env_check", argv=args.argv, workspace=workspace, log=log) as record:
             target = record.claim_output(workspace / SNAPSHOT)
             atomic_write_bytes(target, canonical_json(current))
             record.results.update(env_hash=current["env_hash"], lock_matches=current["lock"]["matches"])

@@ -86,15 +86,18 @@ from filelock import FileLock, Timeout
 from scripts.utils import cli, cluster
 from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.json_logger import PROGRESS_ENV, JsonLogger
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
 from scripts.utils.limits import printable_name
 from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
                                     read_manifest, read_registry)
 from scripts.utils.run_records import recover, records_lock, retract_runs
+from scripts.utils.step_view import StepView
 from scripts.utils.registry import MANIFEST
 from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
+TERMINAL_LOG = "meta/chronicle/pipeline.jsonl"  # the JSON log when the terminal shows the live view
 STATE = "meta/chronicle/pipeline_state.json"
 PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
@@ -298,19 +301,27 @@ def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, b
 STEP_PREEXEC = _die_with_the_pipeline if sys.platform == "linux" else None
 
 
-def run_step(step: Step, argv: list, workspace: Path, env: dict | None = None) -> str | None:
+def run_step(step: Step, argv: list, workspace: Path, env: dict | None = None, on_progress=None) -> str | None:
     """Run one step's script (in ``env``: default this process's); return the id of the run it recorded
-    (None if none), or raise."""
+    (None if none), or raise. The step's progress records go to ``on_progress(record)`` as they come."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
-    result = subprocess.run(command, cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC, env=env)
+    child = subprocess.Popen(command, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             preexec_fn=STEP_PREEXEC, env=env)
     records = []
-    for line in result.stderr.splitlines():
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            records.append({"event": "raw", "text": line.decode(errors="replace")})
+    with child:
+        for line in child.stderr:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = {"event": "raw", "text": line.decode(errors="replace").rstrip("\n")}
+            if isinstance(record, dict) and record.get("event") == "progress":
+                if on_progress is not None:
+                    on_progress(record)
+                continue
+            records.append(record)
+    result = child
     if result.returncode != 0:
         error = next((r for r in records if isinstance(r, dict) and r.get("level") == "error"),
                      {"error": "no error record", "stderr_tail": [r.get("text") for r in records[-3:]]})
@@ -355,10 +366,11 @@ def clear_places(step: Step, workspace: Path, keep_folders: bool) -> None:
 class Pipeline:
     """One call of a phase in one workspace (holding its pipeline lock)."""
 
-    def __init__(self, workspace: Path, log, step_env: dict | None = None):
+    def __init__(self, workspace: Path, log, step_env: dict | None = None, view=None):
         self.workspace = workspace
         self.log = log
         self.step_env = step_env  # the steps' environment (a Dask scheduler to use), else this process's
+        self.view = view          # a StepView on a terminal, else None
         self.state_path = workspace / STATE
         remove_stale_temps(self.state_path)
         self.state = read_json(self.state_path) if self.state_path.exists() else {}
@@ -419,7 +431,10 @@ class Pipeline:
         clear_places(step, self.workspace, step.keep_folders_on_resume and not upstream_redone)
         self.log.info("step", step=step.name)
         try:
-            run_id = run_step(step, argv, self.workspace, self.step_env)
+            progress = None if self.view is None else (
+                lambda record: self.view.progress(step.name, record.get("n", 0), record.get("total"),
+                                                  record.get("desc")))
+            run_id = run_step(step, argv, self.workspace, self.step_env, progress)
         finally:
             self._registry = self._manifest = None  # the step changed both
         self.state[step.name] = {"status": "done", "fingerprint": fingerprint, "run": run_id}
@@ -487,13 +502,24 @@ class Pipeline:
             if reason is None:
                 run_id = previous.get("run") or _legacy_run(previous)
                 runs[step.name] = run_id
+                if self.view is not None:
+                    self.view.set(step.name, "up to date")
                 summary.append({"step": step.name, "status": "up to date",
                                 "report": run_report(run_id) if run_id else None})
                 continue
             argv = [runs_table(runs) if arg == "{table}" else arg for arg in step.argv]
             if reason != "new":
                 self.log.info("redo", step=step.name, reason=reason)
-            run_id = self.redo(step, fingerprint, argv, bool(redone.intersection(step.after)))
+            if self.view is not None:
+                self.view.set(step.name, "running")
+            try:
+                run_id = self.redo(step, fingerprint, argv, bool(redone.intersection(step.after)))
+            except BaseException:
+                if self.view is not None:
+                    self.view.set(step.name, "failed")
+                raise
+            if self.view is not None:
+                self.view.set(step.name, "done", run_report(run_id) if run_id else "")
             runs[step.name] = run_id
             redone.add(step.name)
             summary.append({"step": step.name, "status": "done", "report": run_report(run_id) if run_id else None})
@@ -551,7 +577,8 @@ def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
 
 
 def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: bool = False,
-              data_name: str | None = None, strict: bool = False, scheduler: str | None = None) -> list:
+              data_name: str | None = None, strict: bool = False, scheduler: str | None = None,
+              live: bool = False) -> list:
     """Run ``phase``; with ``scheduler`` (utils/cluster.py) the data steps and the data fingerprint run on
     that Dask cluster (``local:N`` is started once for the whole phase)."""
     if phase not in PHASES:
@@ -581,6 +608,8 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
             # not part of a step's fingerprint (the bytes are the same), so changing it redoes nothing.
             step_env = None if executor is None else dict(os.environ, **{
                 cluster.SCHEDULER_ENV: executor.address})
+            if live:  # the steps report their progress as JSON records, shown as bars
+                step_env = dict(step_env or os.environ, **{PROGRESS_ENV: "json"})
             pipeline = Pipeline(workspace, log, step_env)
             if inputs is not None:
                 data = str(Path(data_arg).expanduser().resolve())
@@ -589,6 +618,8 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
             else:
                 data, fingerprint = "data/sample", "sample"
             steps = steps_for(phase, data, inputs is not None, data_name, strict)
+            if live:
+                pipeline.view = StepView(f"{phase}: {PRODUCES[phase]}", [step.name for step in steps])
             return pipeline.run(steps, fingerprint, force)
     finally:
         lock.release()
@@ -604,24 +635,62 @@ PRODUCES = {
 }
 
 
+def skipped_lines(summary: list) -> list:
+    lines = []
+    for item in summary:
+        for skipped in item["skipped"][:SHOWN_SKIPPED]:
+            lines.append(f"  {item['step']}: skipped {skipped.get('file')}: {skipped.get('reason')}")
+        if len(item["skipped"]) > SHOWN_SKIPPED:
+            lines.append(f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}")
+    return lines
+
+
 def print_table(phase: str, summary: list) -> None:
     width = max(len(item["step"]) for item in summary)
     lines = [f"{phase}: {PRODUCES[phase]}", ""]
     for item in summary:
         skipped = f"{len(item['skipped'])} skipped" if item["skipped"] else ""
         lines.append(f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  {item['report'] or ''}")
+    sys.stderr.write("\n".join(lines + skipped_lines(summary)) + "\n")
+
+
+def terminal_mode(args) -> bool:
+    """The live view: asked for, or (auto) stderr is a terminal and no --log-file was given."""
+    if args.log_format != "auto":
+        return args.log_format == "terminal"
+    return sys.stderr.isatty() and not args.log_file
+
+
+def artifacts_to_open(workspace: Path, summary: list) -> list:
+    """Paths a person opens after a phase: animations, plots, renders; and how to get the HTML page."""
+    lines = []
     for item in summary:
-        for skipped in item["skipped"][:SHOWN_SKIPPED]:
-            lines.append(f"  {item['step']}: skipped {skipped.get('file')}: {skipped.get('reason')}")
-        if len(item["skipped"]) > SHOWN_SKIPPED:
-            lines.append(f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}")
-    sys.stderr.write("\n".join(lines) + "\n")
+        report = item["report"] and read_json(workspace / item["report"])
+        found = [path for path in sorted((report or {}).get("outputs") or {})
+                 if Path(path).suffix in (".gif", ".mp4", ".wav", ".svg") or path.endswith(("panel.png", "spectrogram.png"))]
+        if len(found) > 4:  # many renders: their folder
+            lines.append(f"  {workspace / run_folder(report['run_id'])}/  ({len(found)} renders)")
+        else:
+            lines += [f"  {workspace / path}" for path in found]
+    return (["open:"] + lines if lines else []) + ["HTML page of the run: make report"]
 
 
 def run_pipeline(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
+    if not terminal_mode(args):
+        return finish_phase(args, workspace, log, live=False)
+    ensure_layout(workspace)  # the JSON log is kept in full, in a file; the terminal shows the steps
+    file_log = JsonLogger("pipeline", log_file=workspace / TERMINAL_LOG)
+    sys.stderr.write(f"JSON log: {workspace / TERMINAL_LOG}\n")
+    try:
+        return finish_phase(args, workspace, file_log, live=True)
+    finally:
+        file_log.close()
+
+
+def finish_phase(args, workspace: Path, log, live: bool) -> int:
     summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
-                        args.strict, args.scheduler)
+                        args.strict, args.scheduler, live)
     skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
     for item in summary:
         if item["skipped"]:
@@ -629,10 +698,15 @@ def run_pipeline(args, log) -> int:
                         first=item["skipped"][:SHOWN_SKIPPED], report=item["report"])
     steps = [{"step": item["step"], "status": item["status"], "report": item["report"],
               "skipped": len(item["skipped"])} for item in summary]
-    log.info("summary", phase=args.phase, workspace=str(workspace), produced=PRODUCES[args.phase],
-             steps=steps, reports=len(summary), skipped=skipped)
-    if sys.stderr.isatty():
+    record = {"phase": args.phase, "workspace": str(workspace), "produced": PRODUCES[args.phase], "steps": steps,
+              "reports": len(summary), "skipped": skipped}
+    log.info("summary", **record)
+    if live:
+        sys.stderr.write("\n".join(skipped_lines(summary) + artifacts_to_open(workspace, summary)) + "\n")
+    elif sys.stderr.isatty():
         print_table(args.phase, summary)
+    if not sys.stdout.isatty():
+        cli.print_json({"event": "summary", **record})
     return 0
 
 
@@ -649,6 +723,9 @@ def main(argv=None) -> int:
                         help="the name of --data in the records (default: the folder's name)")
     parser.add_argument("--strict", action="store_true", help="any skipped file is a failure (exit 2)")
     parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.add_argument("--log-format", choices=("auto", "terminal", "json"), default="auto",
+                        help="terminal: a live view of the steps, the JSON log kept in meta/chronicle/pipeline.jsonl; "
+                             "json: JSON lines on stderr; auto: terminal when stderr is one and no --log-file")
     cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
     return cli.run(parser, run_pipeline, argv)

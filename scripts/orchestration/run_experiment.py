@@ -52,7 +52,7 @@ from scripts.utils.config_loader import config_sha256, load_config
 from scripts.utils.config_schema import validate
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, json_line
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.run_records import RunRecorder, portable_argv
 from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
@@ -73,33 +73,6 @@ def git_state() -> dict:
     commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
     return {"commit": None if commit in (None, "(initial)") else commit,
             "dirty": any(not line.startswith("#") for line in lines)}
-
-
-# Options that say only where and how a run executes, never what it computes: left out of the recorded
-# command line, so that the same run from another workspace, log setting or cluster records the same bytes.
-EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--quiet": False}
-
-
-def portable_argv(argv, workspace: Path) -> list:
-    """The command line without execution options, absolute paths inside the workspace made relative
-    (no host paths in records)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        option, has_value, _ = arg.partition("=")
-        if option in EXECUTION_OPTIONS:
-            skip = EXECUTION_OPTIONS[option] and not has_value
-            continue
-        path = Path(arg)
-        if path.is_absolute():
-            try:
-                arg = relative_to_workspace(workspace, path)
-            except InputError:
-                arg = "<outside workspace>/" + path.name
-        out.append(arg)
-    return out
 
 
 def plan(config: dict, logdir_name: str, backend: str) -> dict:

@@ -49,7 +49,10 @@ the variations that reproduce it, so two leaks in one file are two causes.
 The report (through the run records) holds the verdict, the spec's
 pass/fail table (hash reproducibility, environment parity, dataset split
 determinism, visualization energy drift), every difference, and the causes:
-cause -> artifacts -> differences. On a terminal a one-screen summary is
+cause -> artifacts -> differences. Both versions of the differing files
+(the first 50, up to 64 MB in all) are kept in the run folder
+(``differences/first/``, ``differences/second/``) for html_report's
+side-by-side view. On a terminal a one-screen summary is
 printed; piped, the summary is one JSON object on stdout. Exit 0 when
 identical, 1 otherwise.
 """
@@ -80,7 +83,7 @@ import orjson
 from scripts.utils import cli, timestamps
 from scripts.utils.artifact_diff import LIMIT, compare
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import canonical_json
+from scripts.utils.jsonio import atomic_write_bytes, canonical_json
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
@@ -90,6 +93,7 @@ DEFAULT_EPOCH = "1761912000"
 BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache__/*")
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
 MAX_PROBES = 45              # control + singles + pairs
+KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps
 # Types whose places (key paths, cells, lines, members) stay put between runs; regions and ranges may move.
 STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4"}
 
@@ -311,6 +315,19 @@ def differences(first: Path, second: Path, paths: list, limit: int) -> dict:
     return found
 
 
+def keep_versions(first: Path, second: Path, paths: list) -> dict:
+    """Both versions of the smaller differing files, kept in the report's folder for side-by-side views."""
+    kept, total = {}, 0
+    for relative in paths[:KEEP_FILES]:
+        for run, workspace in (("first", first), ("second", second)):
+            path = workspace / relative
+            if path.is_file() and not path.is_symlink() and total + path.stat().st_size <= KEEP_BYTES:
+                data = path.read_bytes()
+                kept[(run, relative)] = data
+                total += len(data)
+    return kept
+
+
 # --------------------------------------------------------------------------
 # Causes
 # --------------------------------------------------------------------------
@@ -464,6 +481,7 @@ def verify_twice(args, log) -> int:
         second = runs.run("second", set(varied))
         paths = differing(written, snapshot(second, *select))
         found = differences(first, second, paths, args.limit)
+        kept = keep_versions(first, second, paths)
         causes = {}
         if paths and not args.no_bisect and varied:
             causes = find_causes(runs, first, found, varied, select, args.limit, args.max_probes)
@@ -484,6 +502,8 @@ def verify_twice(args, log) -> int:
                               probes=causes.get("probes", 0),
                               settings={"base": {k: (oct(v) if k == "umask" else v) for k, v in BASE.items()},
                                         "varied": varied})
+        for (run, relative), data in kept.items():
+            atomic_write_bytes(record.output_path(f"differences/{run}/{relative}"), data)
         if not identical:
             record.status = "check_failed"
     summary["report"] = record.report

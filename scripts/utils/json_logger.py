@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -152,8 +153,31 @@ def _write_stderr(text: str) -> None:
         sys.stderr.flush()
 
 
+PROGRESS_ENV = "CRH_PROGRESS"   # "json": progress as JSON records on stderr, for a parent that shows it
+PROGRESS_EVERY_S = 0.5
+
+
+class ProgressRecords:
+    """What ``progress`` hands out under CRH_PROGRESS=json: ``update(n)`` writes a ``progress`` record at most
+    every half second (and at the end), which the pipeline's terminal view turns into a bar and an ETA."""
+
+    def __init__(self, total, desc, unit):
+        self.total, self.desc, self.unit, self.n, self._last = total, desc, unit, 0, 0.0
+
+    def update(self, count=1) -> None:
+        self.n += count
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            self.emit()
+
+    def emit(self) -> None:
+        _write_stderr(json_line({"event": "progress", "desc": self.desc, "n": self.n, "total": self.total,
+                                 "unit": self.unit}).decode())
+
+
 class progress:
-    """A tqdm bar on stderr, drawn only when stderr is a terminal.
+    """A tqdm bar on stderr, drawn only when stderr is a terminal (or progress records: CRH_PROGRESS=json).
 
     ``with progress(total=n, desc="hashing") as bar: ... bar.update(1)``
     """
@@ -161,7 +185,10 @@ class progress:
     def __init__(self, iterable=None, total=None, desc=None, unit="it"):
         from tqdm import tqdm
 
-        self.bar = tqdm(
+        self.iterable = iterable
+        self.records = ProgressRecords(total if total is not None else _length(iterable), desc, unit) \
+            if os.environ.get(PROGRESS_ENV) == "json" and not sys.stderr.isatty() else None
+        self.bar = self.records or tqdm(
             iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr,
             disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
         )
@@ -174,9 +201,24 @@ class progress:
     def __exit__(self, *exc):
         global _active_bars
         _active_bars -= 1
-        self.bar.close()
+        if self.records is not None:
+            self.records.emit()
+        else:
+            self.bar.close()
         return False
 
     def __iter__(self):
         with self as bar:
-            yield from bar
+            if self.records is None:
+                yield from bar
+                return
+            for item in self.iterable:
+                yield item
+                bar.update(1)
+
+
+def _length(iterable):
+    try:
+        return len(iterable)
+    except TypeError:
+        return None

@@ -58,7 +58,7 @@ def format_logs(args, log) -> int:
     timer = timestamps.Stopwatch()
     if args.output:
         relative_to_workspace(resolve_workspace(args.workspace), args.output)  # refused before any work
-        with RunRecorder("log_formatter", workspace=args.workspace, log=log) as run_record:
+        with RunRecorder("log_formatter", argv=args.argv, workspace=args.workspace, log=log) as run_record:
             target = run_record.claim_output(args.output)
             with atomic_output(target) as sink:
                 totals = convert_files(names, sink, utc_offset, args.workers, log)

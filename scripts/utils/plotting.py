@@ -36,8 +36,13 @@ def pyplot():
     return plt
 
 
+def figure_bytes(figure, suffix: str) -> bytes:
+    """The figure as ``.png`` or ``.svg`` bytes, without the metadata that would change run to run."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=suffix[1:], metadata=_METADATA[suffix.lower()])
+    return buffer.getvalue()
+
+
 def save_figure(figure, path) -> None:
     path = Path(path)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=path.suffix[1:], metadata=_METADATA[path.suffix.lower()])
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, figure_bytes(figure, path.suffix))

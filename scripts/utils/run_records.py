@@ -2,7 +2,7 @@
 
 Every script that produces something does it inside a ``RunRecorder``::
 
-    with RunRecorder("metric_plotter", workspace=args.workspace, seeds=seeds,
+    with RunRecorder("metric_plotter", argv=args.argv, workspace=args.workspace, seeds=seeds,
                      config=config, log=log) as run:
         figure.savefig(run.output_path("loss.png"))   # bulky outputs
         run.results["points"] = 120                    # goes into the report
@@ -61,6 +61,33 @@ from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_regist
 from scripts.utils.seed_manager import SeedManager, append_seed_line, log_seed
 from scripts.utils.workspace import (RESULTS, SEED_LOG, ensure_layout, relative_to_workspace,
                                      resolve_workspace, run_folder, run_report)
+
+# Options that say only where and how a run executes, never what it computes: left out of the recorded
+# command line, so that the same run from another workspace, log setting or cluster records the same bytes.
+EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--quiet": False}
+
+
+def portable_argv(argv, workspace: Path) -> list:
+    """The command line without execution options, absolute paths inside the workspace made relative
+    (no host paths in records)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        option, has_value, _ = arg.partition("=")
+        if option in EXECUTION_OPTIONS:
+            skip = EXECUTION_OPTIONS[option] and not has_value
+            continue
+        path = Path(arg)
+        if path.is_absolute():
+            try:
+                arg = relative_to_workspace(workspace, path)
+            except InputError:
+                arg = "<outside workspace>/" + path.name
+        out.append(arg)
+    return out
+
 
 RECORDS_LOCK = "meta/chronicle/.records.lock"
 RUN_LOCK = ".run.lock"
@@ -242,13 +269,15 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
 class RunRecorder:
     """Context manager that records one run (see the module docstring)."""
 
-    def __init__(self, script: str, workspace=None, seeds=None, config=None, log=None, extra=None):
+    def __init__(self, script: str, workspace=None, seeds=None, config=None, log=None, extra=None, argv=None):
         self.script = script
         self.workspace = resolve_workspace(workspace)
         self.seeds = seeds if seeds is not None else SeedManager.from_file()
         self.config = config
         self.log = log
         self.extra = dict(extra or {})   # top-level report fields (backend, ...)
+        if argv is not None:             # the command line, as rerun.py replays it
+            self.extra["argv"] = portable_argv(argv, self.workspace)
         self.results: dict = {}          # the script's own results, in the report
         self.status = "ok"               # or "interrupted", "failed": recorded all the same
         self.data_roots: dict = {}       # {name: {files, listing_sha256}} of data roots read

@@ -164,7 +164,7 @@ def animate(args, log) -> int:
         pictures.append(frame_pixels(tensor, scale, caption))
     config = {"fps": args.fps, "scale": scale, "overlay": not args.no_overlay, "mp4": not args.no_mp4,
               "seconds_per_frame": args.seconds_per_frame}
-    with RunRecorder("dream_animation", workspace=workspace, log=log, config=config) as record:
+    with RunRecorder("dream_animation", argv=args.argv, workspace=workspace, log=log, config=config) as record:
         atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
         results = {"frames": len(frames), "frame_size": [height * scale, width * scale], "first": frames[0][1],
                    "last": frames[-1][1]}

@@ -219,7 +219,7 @@ def plot_metrics(args, log) -> int:
             runs[label] = read_series(path, metrics)  # no signature columns: plot the metrics alone
     fft_series = metrics + [c for c in SIGNATURE if all(c in s for s in runs.values())]
     suffixes = {"png": [".png"], "svg": [".svg"], "both": [".png", ".svg"]}[args.format]
-    with RunRecorder("metric_plotter", workspace=workspace, log=log,
+    with RunRecorder("metric_plotter", argv=args.argv, workspace=workspace, log=log,
                      config={"metrics": metrics, "log_scale": args.log_scale, "format": args.format,
                              "runs": sorted(runs)}) as record:
         curves, marked = plot_curves(runs, metrics, args.log_scale)

@@ -133,7 +133,8 @@ def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
     return results
 
 
-def render_sten(tensor, folder: Path, log_axis: bool) -> None:
+def spectrum_figure(tensor, log_axis: bool):
+    """A SpectralTensor's amplitude over frequency (Hz), with its sigma band."""
     plt = pyplot()
     frequencies = tensor.frequencies()
     figure, axis = plt.subplots(figsize=(6.4, 3.2))
@@ -148,8 +149,13 @@ def render_sten(tensor, folder: Path, log_axis: bool) -> None:
     axis.set_ylabel("amplitude")
     axis.legend(loc="upper right")
     figure.tight_layout()
+    return figure
+
+
+def render_sten(tensor, folder: Path, log_axis: bool) -> None:
+    figure = spectrum_figure(tensor, log_axis)
     save_figure(figure, folder / "spectrum.png")
-    plt.close(figure)
+    pyplot().close(figure)
 
 
 def load_array(path: Path) -> list:
@@ -215,7 +221,7 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
 
 def render_tensors(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
-    with RunRecorder("tensor_visualizer", workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
+    with RunRecorder("tensor_visualizer", argv=args.argv, workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
         results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
         drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
         failing = [{"source": result["source"], **r} for result in results for r in result["renders"]

@@ -1,0 +1,180 @@
+"""Compare recorded runs: config, metrics, environment and artifacts, side by side.
+
+    python scripts/orchestration/compare_runs.py experiments/results/phase5 experiments/results/phase6
+    python scripts/orchestration/compare_runs.py run_experiment_20251031T120000Z.json other.json --html
+
+Each RUN is a run report, a run folder or a log folder (as html_report takes
+them); a report file may lie in another workspace (a colleague's copy), and
+its run is read there. The comparison (JSON on stdout) holds:
+
+* ``config``: every config key whose value differs, with each run's value;
+* ``metrics``: final and best loss, val_loss and coherence per run (from the
+  run folder's metrics file), and ``--html`` overlays their curves;
+* ``environment``: whether ``env_hash`` differs, and which fields;
+* ``artifacts``: each output, named relative to its run's folder, as
+  ``same``, ``different`` or present only in some runs.
+
+With ``--html`` the same is written as one self-contained page (a recorded
+output; its path is in the JSON). Exit 0 when the runs are identical in
+their results (every artifact the same), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
+
+import numpy as np
+
+from scripts.utils import cli
+from scripts.utils.environment import differences as environment_differences
+from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import RESULTS, resolve_workspace
+from scripts.visualization.html_report import esc, flatten, page, resolve_target, section, svg_inline, table
+from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
+
+METRICS = ("loss", "val_loss", "coherence")
+
+
+def run_folder_of(report: dict) -> str:
+    """The folder a run's outputs are named relative to: its log folder, else its run folder."""
+    logdir = (report.get("results") or {}).get("logdir")
+    return logdir if isinstance(logdir, str) else f"{RESULTS}/{report['run_id']}"
+
+
+def relative_outputs(report: dict) -> dict:
+    """{output path relative to the run's folder: sha256}."""
+    folder = run_folder_of(report).rstrip("/") + "/"
+    return {(path[len(folder):] if path.startswith(folder) else path): entry.get("sha256")
+            for path, entry in (report.get("outputs") or {}).items()}
+
+
+def compare_configs(reports: list) -> list:
+    flats = [flatten(report.get("config") or {}) for report in reports]
+    keys = sorted(set().union(*flats))
+    return [{"key": key, "values": [flat.get(key, "<absent>") for flat in flats]}
+            for key in keys if len({repr(flat.get(key, "<absent>")) for flat in flats}) > 1]
+
+
+def run_metrics(workspace: Path, report: dict):
+    """``(series, {metric: {"final", "best"}})`` of a run's metrics file, or ``(None, {})``."""
+    folder = workspace / run_folder_of(report)
+    try:
+        series = read_series(metrics_file(str(folder)), METRICS)
+    except InputError:
+        return None, {}
+    summary = {}
+    for name in METRICS:
+        values = series[name][np.isfinite(series[name])]
+        best = (values.max() if name == "coherence" else values.min()) if values.size else None
+        summary[name] = {"final": float(series[name][-1]), "best": None if best is None else float(best)}
+    return series, summary
+
+
+def compare_environments(reports: list) -> dict:
+    first = reports[0].get("environment") or {}
+    fields = sorted({item["field"] for report in reports[1:]
+                     for item in environment_differences(first, report.get("environment") or {})})
+    hashes = [report.get("env_hash") for report in reports]
+    return {"env_hash_differs": len(set(hashes)) > 1, "env_hashes": hashes, "differing_fields": fields}
+
+
+def compare_artifacts(reports: list) -> dict:
+    outputs = [relative_outputs(report) for report in reports]
+    rows = {}
+    for name in sorted(set().union(*outputs)):
+        hashes = [found.get(name) for found in outputs]
+        if None in hashes:
+            rows[name] = "only in " + ", ".join(r["run_id"] for r, h in zip(reports, hashes) if h is not None)
+        else:
+            rows[name] = "same" if len(set(hashes)) == 1 else "different"
+    counts = {"same": sum(v == "same" for v in rows.values()), "different": sum(v == "different" for v in rows.values()),
+              "only_in_some": sum(v.startswith("only") for v in rows.values())}
+    return {"counts": counts, "files": rows}
+
+
+def locate(workspace: Path, target: str) -> tuple[dict, Path]:
+    """The run report a target names and the workspace it lives in (a report file names its own)."""
+    path = Path(target)
+    if path.suffix == ".json" and path.is_file() and path.resolve().parent.name == "results" \
+            and path.resolve().parents[1].name == "experiments":
+        home = path.resolve().parents[2]
+        return resolve_target(home, str(path.resolve())), home
+    return resolve_target(workspace, target), workspace
+
+
+def comparison(located: list) -> tuple[dict, dict]:
+    reports = [report for report, _ in located]
+    series, metrics = {}, {}
+    for report, home in located:
+        found, summary = run_metrics(home, report)
+        if found is not None:
+            series[report["run_id"]], metrics[report["run_id"]] = found, summary
+    artifacts = compare_artifacts(reports)
+    result = {"runs": [report["run_id"] for report in reports], "config": compare_configs(reports),
+              "metrics": metrics, "environment": compare_environments(reports), "artifacts": artifacts,
+              "identical_results": artifacts["counts"]["different"] == 0 and artifacts["counts"]["only_in_some"] == 0}
+    return result, series
+
+
+def comparison_page(result: dict, series: dict) -> str:
+    runs = result["runs"]
+    sections = [section("Verdict", f'<p class="{"pass" if result["identical_results"] else "fail"}">'
+                        + ("identical results" if result["identical_results"] else "the results differ")
+                        + f"</p><p>{esc(result['artifacts']['counts'])}</p>")]
+    sections.append(section("Config: keys that differ", table(["key", *runs],
+                                                               [[row["key"], *row["values"]] for row in result["config"]],
+                                                               mono=(0,)) if result["config"] else "<p>none</p>"))
+    if result["metrics"]:
+        rows = [[metric, kind, *[result["metrics"].get(run, {}).get(metric, {}).get(kind) for run in runs]]
+                for metric in METRICS for kind in ("final", "best")]
+        figure, _ = plot_curves(series, METRICS, log_scale=False)
+        sections.append(section("Metrics", table(["metric", "", *runs], rows)
+                                + f'<div class="plot">{svg_inline(figure)}</div>'))
+    environment = result["environment"]
+    sections.append(section("Environment", table(["", *runs], [["env_hash", *environment["env_hashes"]]], mono=(1,))
+                            + f"<p>differing fields: {esc(', '.join(environment['differing_fields']) or 'none')}</p>"))
+    files = [[name, state] for name, state in result["artifacts"]["files"].items()]
+    files.sort(key=lambda row: (row[1] == "same", row[0]))
+    sections.append(section("Artifacts", table(["artifact (relative to its run folder)", "state"], files[:1000],
+                                               ["" if state == "same" else "set" for _, state in files[:1000]],
+                                               mono=(0,))))
+    return page("compare: " + " · ".join(runs), sections)
+
+
+def compare_command(args, log) -> int:
+    if len(args.runs) < 2:
+        raise InputError("give two or more runs to compare", runs=args.runs)
+    workspace = resolve_workspace(args.workspace)
+    result, series = comparison([locate(workspace, target) for target in args.runs])
+    if args.html:
+        with RunRecorder("compare_runs", workspace=workspace, log=log, config={"runs": result["runs"]}) as record:
+            record.output_path("compare.html").write_text(comparison_page(result, series), encoding="utf-8")
+            record.results.update(identical_results=result["identical_results"], runs=result["runs"])
+        result["html"] = str(workspace / record.folder / "compare.html")
+    cli.print_json(result)
+    if not result["identical_results"]:
+        raise CheckFailed("the runs' results differ", **result["artifacts"]["counts"])
+    log.info("identical_results", runs=result["runs"])
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "compare_runs", doc=__doc__,
+        description="Compare recorded runs: config, metrics, environment and artifacts.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run reports, run folders or log folders (two or more)")
+    parser.add_argument("--html", action="store_true", help="also write the comparison as an HTML page")
+    cli.add_common_options(parser)
+    return cli.run(parser, compare_command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Re-run a recorded run from its record alone, and prove its outputs byte-identical.
+
+    python scripts/orchestration/rerun.py experiments/results/run_experiment_20251031T120000Z.json
+    python scripts/orchestration/rerun.py experiments/results/phase7 --force --keep /tmp/rerun
+
+From the run report: the script and its arguments, the resolved config
+(run_experiment: written to a file, ``--set`` already applied), the seeds
+(the base seed and every stream it drew, pinned), the code commit and the
+environment hash. The run is checked first: a run recorded from a dirty
+tree, a checkout at another commit or with uncommitted changes, or another
+environment (``env_hash``, naming the fields) is refused with exit 2 unless
+``--force``, and then the report lists what was forced.
+
+The fresh workspace holds what the run could read: every file the earlier
+runs registered (hard links where possible), their reports and manifest
+entries, and the data-root bindings. The script runs there with
+SOURCE_DATE_EPOCH set to the run's own stamp, so it gets the same run id.
+Each recorded output is compared with the new one (named relative to the
+workspace); a difference is explained as verify explains it
+(utils/artifact_diff.py). The result is recorded as a ``rerun`` run. Exit 0
+when every output is identical, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
+
+import orjson
+
+from scripts.orchestration.run_experiment import git_state
+from scripts.utils import cli
+from scripts.utils.artifact_diff import compare
+from scripts.utils.data_roots import BINDINGS
+from scripts.utils.environment import differences, environment_fingerprint, environment_hash
+from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
+from scripts.utils.registry import MANIFEST, REGISTRY, empty_manifest, empty_registry, read_manifest, read_registry
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.workspace import REPO_ROOT, ensure_layout, resolve_workspace, run_report
+from scripts.visualization.html_report import resolve_target, script_path
+
+OUTSIDE = "<outside workspace>"
+TAKES_CONFIG_AND_SEEDS = ("run_experiment",)  # scripts whose resolved config and seeds the record holds whole
+SHOWN_DIFFERENCES = 20
+
+
+def run_epoch(run_id: str) -> int:
+    """The SOURCE_DATE_EPOCH that gives a run its own stamp back."""
+    stamp = run_id.rpartition("_")[2].partition("-")[0]
+    return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+
+
+def refusals(report: dict) -> list:
+    """What stands between this checkout and the recorded run (empty: it can be re-run as recorded)."""
+    found = []
+    recorded = report.get("git") or {}
+    now = git_state()
+    if recorded.get("dirty"):
+        found.append({"what": "the run was recorded from a tree with uncommitted changes: its code is unknown"})
+    if recorded.get("commit") and now["commit"] != recorded["commit"]:
+        found.append({"what": "another commit is checked out", "recorded": recorded["commit"], "now": now["commit"]})
+    if now["dirty"]:
+        found.append({"what": "this checkout has uncommitted changes"})
+    if report.get("env_hash") and report["env_hash"] != environment_hash():
+        fields = [item["field"] for item in differences(report.get("environment") or {}, environment_fingerprint())]
+        found.append({"what": "another environment", "recorded": report["env_hash"], "now": environment_hash(),
+                      "fields": fields[:20]})
+    return found
+
+
+def rerun_argv(report: dict, inputs: Path) -> list:
+    """The recorded arguments, with the config and seeds rebuilt from the record where they were files."""
+    argv, rebuilt = list(report.get("argv") or []), []
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        option = arg.split("=", 1)[0]
+        value = arg.split("=", 1)[1] if "=" in arg else (argv[index + 1] if index + 1 < len(argv) else None)
+        takes_next = "=" not in arg
+        if option == "--set":
+            skip = takes_next  # already applied: the recorded config is the resolved one
+            continue
+        if option == "--config" and isinstance(report.get("config"), dict):
+            path = inputs / "config.json"
+            atomic_write_bytes(path, canonical_json(report["config"]))
+            rebuilt += ["--config", str(path)]
+            skip = takes_next
+            continue
+        if option == "--seeds" and report.get("seed"):
+            rebuilt += ["--seeds", str(seeds_file(report["seed"], inputs))]
+            skip = takes_next
+            continue
+        if OUTSIDE in arg or (value and OUTSIDE in value and takes_next and option.startswith("--")):
+            raise InputError("the record names a file outside its workspace that it does not hold; "
+                             "re-run it by hand", argument=arg if OUTSIDE in arg else f"{arg} {value}")
+        rebuilt.append(arg)
+    if report.get("script") in TAKES_CONFIG_AND_SEEDS:  # the defaults were used: give the recorded ones
+        if "--config" not in rebuilt and isinstance(report.get("config"), dict):
+            path = inputs / "config.json"
+            atomic_write_bytes(path, canonical_json(report["config"]))
+            rebuilt += ["--config", str(path)]
+        if "--seeds" not in rebuilt and report.get("seed"):
+            rebuilt += ["--seeds", str(seeds_file(report["seed"], inputs))]
+    return rebuilt
+
+
+def seeds_file(seed: dict, inputs: Path) -> Path:
+    """A seeds file giving the recorded base seed and, pinned, every stream the run drew."""
+    lines = [f"base_seed = {int(seed['base_seed'])}", "", "[streams]"]
+    lines += [f"{orjson.dumps(name).decode()} = {int(value)}" for name, value in sorted((seed.get("streams") or {}).items())]
+    path = inputs / "seeds.toml"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
+    """Copy (hard-link) into ``fresh`` what the runs before this one registered; returns the file count."""
+    target, stamp = report["run_id"], report["run_id"].rpartition("_")[2]
+    runs = {run_id: entry for run_id, entry in read_manifest(source / MANIFEST).items()
+            if run_id != target and run_id.rpartition("_")[2] <= stamp}
+    ensure_layout(fresh)
+    files = {path: entry for path, entry in read_registry(source / REGISTRY).items() if entry.get("run") in runs}
+    for relative in files:
+        if relative.startswith("@"):
+            continue  # a data root outside the workspace: bound below, read in place
+        origin, copy = source / relative, fresh / relative
+        if not origin.is_file():
+            continue
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(origin, copy)
+        except OSError:
+            shutil.copy2(origin, copy)
+    atomic_write_bytes(fresh / REGISTRY, canonical_json({**empty_registry(), "files": files}))
+    atomic_write_bytes(fresh / MANIFEST, canonical_json({**empty_manifest(), "runs": runs}))
+    if (source / BINDINGS).is_file():
+        shutil.copy2(source / BINDINGS, fresh / BINDINGS)
+    return len(files)
+
+
+def compare_outputs(workspace: Path, fresh: Path, recorded: dict, new: dict) -> list:
+    found = []
+    for path in sorted(set(recorded) | set(new)):
+        before, after = (recorded.get(path) or {}).get("sha256"), (new.get(path) or {}).get("sha256")
+        if before == after:
+            continue
+        item = {"artifact": path, "recorded": before, "rerun": after}
+        original, again = workspace / path, fresh / path
+        if before and after and original.is_file() and again.is_file():
+            data = original.read_bytes()
+            if hashlib.sha256(data).hexdigest() == before:  # the recorded file is still there, unchanged
+                item.update(compare(path, data, again.read_bytes()))
+        found.append(item)
+    return found
+
+
+def rerun_command(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    report = resolve_target(workspace, args.target)
+    if report.get("script") in ("rerun", "verify", "html_report", "compare_runs", None):
+        raise InputError("this run records no work to re-run", run=report.get("run_id"), script=report.get("script"))
+    if "argv" not in report:
+        raise InputError("the record holds no command line (runs recorded before argv was recorded by every "
+                         "script cannot be re-run)", run=report["run_id"])
+    blocking = refusals(report)
+    if blocking and not args.force:
+        raise InputError("the run cannot be re-run as recorded (--force re-runs it anyway and says so)",
+                         run=report["run_id"], refused=blocking)
+    scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-rerun-"))
+    try:
+        fresh, inputs = scratch / "ws", scratch / "inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        copied = prepare_workspace(workspace, fresh, report)
+        command = [sys.executable, str(REPO_ROOT / script_path(report["script"])), *rerun_argv(report, inputs),
+                   "--workspace", str(fresh)]
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(run_epoch(report["run_id"]))}
+        env.pop("CRH_WORKSPACE", None)
+        log.info("rerunning", run=report["run_id"], inputs=copied, forced=[b["what"] for b in blocking])
+        result = subprocess.run(command, cwd=fresh, env=env, capture_output=True)
+        again = fresh / run_report(report["run_id"])
+        if result.returncode not in (0, 1) or not again.is_file():
+            raise CheckFailed("the re-run did not finish as recorded", exit_code=result.returncode,
+                              stderr_tail=result.stderr.decode(errors="replace").splitlines()[-5:])
+        new_outputs = read_json(again).get("outputs") or {}
+        found = compare_outputs(workspace, fresh, report.get("outputs") or {}, new_outputs)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    identical = not found
+    with RunRecorder("rerun", workspace=workspace, log=log, config={"run": report["run_id"]}) as record:
+        record.results.update(run=report["run_id"], identical=identical, outputs=len(report.get("outputs") or {}),
+                              differing=found[:SHOWN_DIFFERENCES], differing_count=len(found),
+                              forced=blocking)
+        if not identical:
+            record.status = "check_failed"
+    cli.print_json({"run": report["run_id"], "identical": identical, "outputs": len(report.get("outputs") or {}),
+                    "differing": len(found), "forced": [b["what"] for b in blocking], "report": record.report})
+    if not identical:
+        raise CheckFailed(f"{len(found)} outputs differ from the recorded run", first=found[0]["artifact"],
+                          report=record.report)
+    log.info("identical", run=report["run_id"], outputs=len(report.get("outputs") or {}))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "rerun", doc=__doc__,
+        description="Re-run a recorded run from its record in a fresh workspace and prove its outputs identical.",
+    )
+    parser.add_argument("target", metavar="RUN", help="a run report (.json), a run folder or a log folder")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run even from another commit, a dirty tree or another environment (recorded)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the fresh workspace under DIR/ws")
+    cli.add_common_options(parser)
+    return cli.run(parser, rerun_command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

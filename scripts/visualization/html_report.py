@@ -1,0 +1,402 @@
+"""One self-contained HTML page for a run, a run folder, or a make verify report.
+
+    python scripts/visualization/html_report.py                                  # the newest phase run
+    python scripts/visualization/html_report.py experiments/results/phase7       # a run folder (or log folder)
+    python scripts/visualization/html_report.py experiments/results/verify_20251031T120000Z.json
+
+The page holds the config (keys set by ``--set`` highlighted), the seeds,
+the environment and its hash, the metrics as plots (inline SVG) with their
+final and best values, the newest dreams (PNG) and bridge spectra (SVG),
+the artifact table (path, size, SHA-256, the run that produced it), and
+warnings and skipped files. For a verify report: the spec's pass/fail
+table, each cause with its artifacts, and every difference side by side
+(both values; for images both versions with the differing boxes drawn,
+from the copies verify keeps of small differing files).
+
+Everything is inline (no network, no script), the layout reads at 1280 px
+and on a phone, and the same inputs give the same bytes. The page is a
+recorded output (``experiments/results/html_report_<stamp>/report.html``);
+its path is printed. ``make report`` writes one for the newest phase run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+    from scripts.utils.bootstrap import use_project_python
+    use_project_python()
+
+import numpy as np
+import orjson
+
+from scripts.utils import cli
+from scripts.utils.colour import rgb_to_hsl
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import read_json
+from scripts.utils.plotting import figure_bytes, pyplot
+from scripts.utils.run_records import RunRecorder, latest_run, run_order
+from scripts.utils.tensors import read_cten, read_sten
+from scripts.utils.workspace import RESULTS, relative_to_workspace, resolve_workspace, run_report
+from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
+from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
+
+PHASE_SCRIPTS = ("run_experiment",)
+SCRIPTS = Path(__file__).resolve().parents[1]
+SHOWN_TENSORS = 4
+ARTIFACT_ROWS = 500
+STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
+main{max-width:1200px;margin:0 auto;padding:16px}@media(max-width:600px){main{padding:6px}section{padding:4px 8px 8px}}
+h1{font-size:1.5em;margin:.3em 0;overflow-wrap:anywhere}h2{font-size:1.2em;margin:1.4em 0 .5em;border-bottom:1px solid #d8dce3}
+section{background:#fff;border:1px solid #e2e5ea;border-radius:6px;padding:8px 14px 14px;margin:12px 0}
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.92em}
+th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
+td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em;word-break:break-all}
+tr.set td{background:#fff6d6}.pass{color:#17703a;font-weight:600}.fail{color:#b3261e;font-weight:600}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;background:#e8ebf0;font-size:.85em}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;flex:1 1 260px;max-width:100%}
+figure img,figure svg{width:100%;height:auto;image-rendering:pixelated;border:1px solid #e2e5ea}
+figcaption{font-size:.85em;color:#555}.plot svg{width:100%;max-width:760px;height:auto;display:block}
+.box{position:relative;display:block}.box span{position:absolute;border:2px solid #e0245e}
+details summary{cursor:pointer}
+"""
+
+
+# --------------------------------------------------------------------------
+# Finding what to show
+# --------------------------------------------------------------------------
+
+def resolve_target(workspace: Path, target: str | None) -> dict:
+    """The run report a target names: a report file, a run folder, a log folder, or (None) the newest phase run."""
+    if target is None:
+        newest = [run for run in (latest_run(workspace, script) for script in PHASE_SCRIPTS) if run]
+        if not newest:
+            raise InputError("no phase run in this workspace yet: run make phase7 first", workspace=str(workspace))
+        return read_json(workspace / run_report(max(newest, key=run_order)))
+    path = Path(target)
+    if not path.is_absolute():  # relative to here, else to the workspace
+        path = Path.cwd() / path if (Path.cwd() / path).exists() else workspace / path
+    if path.is_file():
+        if path.suffix != ".json":
+            raise InputError("give a run report (.json), a run folder or a log folder", file=target)
+        report = read_json(path)
+        if not isinstance(report, dict) or "run_id" not in report:
+            raise InputError("not a run report (it has no run_id)", file=target)
+        return report
+    if not path.is_dir():
+        raise InputError("no such run report or folder", file=target)
+    relative = relative_to_workspace(workspace, path)
+    own = workspace / RESULTS / f"{Path(relative).name}.json"
+    if own.is_file() and Path(relative).parent.as_posix() == RESULTS:
+        return read_json(own)
+    logged = [report for report in _reports(workspace) if (report.get("results") or {}).get("logdir") == relative]
+    if not logged:
+        raise InputError("no run report names this folder as its run folder or log folder", file=target)
+    return max(logged, key=lambda report: run_order(report["run_id"]))
+
+
+def _reports(workspace: Path) -> list:
+    reports = []
+    for path in sorted((workspace / RESULTS).glob("*.json")):
+        try:
+            document = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if isinstance(document, dict) and "run_id" in document:
+            reports.append(document)
+    return reports
+
+
+def overridden_keys(argv: list) -> set:
+    """The config keys a run set with ``--set key=value``."""
+    keys = set()
+    for index, arg in enumerate(argv or []):
+        if arg == "--set" and index + 1 < len(argv):
+            keys.add(argv[index + 1].split("=", 1)[0].strip())
+        elif arg.startswith("--set="):
+            keys.add(arg[6:].split("=", 1)[0].strip())
+    return keys
+
+
+def flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key in sorted(value):
+            flat.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+# --------------------------------------------------------------------------
+# HTML pieces
+# --------------------------------------------------------------------------
+
+def esc(value) -> str:
+    if not isinstance(value, str):
+        value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
+    return html.escape(value, quote=True)
+
+
+def table(headers: list, rows: list, classes: list | None = None, mono: tuple = ()) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for index, row in enumerate(rows):
+        cls = f' class="{classes[index]}"' if classes and classes[index] else ""
+        cells = "".join(f'<td class="mono">{esc(c)}</td>' if i in mono else f"<td>{esc(c)}</td>"
+                        for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def svg_inline(figure) -> str:
+    text = figure_bytes(figure, ".svg").decode()
+    pyplot().close(figure)
+    return text[text.index("<svg"):]
+
+
+def png_img(data: bytes, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def section(title: str, body: str) -> str:
+    return f"<section><h2>{esc(title)}</h2>{body}</section>"
+
+
+def page(title: str, sections: list) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
+            f"<body><main><h1>{esc(title)}</h1>{''.join(sections)}</main></body></html>\n")
+
+
+# --------------------------------------------------------------------------
+# A run
+# --------------------------------------------------------------------------
+
+def script_path(script) -> str:
+    found = sorted(SCRIPTS.glob(f"*/{script}.py"))
+    return found[0].relative_to(SCRIPTS.parent).as_posix() if found else f"{script}.py"
+
+
+def run_sections(workspace: Path, report: dict, registry: dict) -> list:
+    rows = [["run id", report["run_id"]], ["script", report.get("script")], ["status", report.get("status")],
+            ["command", " ".join(["python", script_path(report.get("script")), *report.get("argv", [])])],
+            ["config sha256", report.get("config_sha256")], ["git", report.get("git")],
+            ["backend", report.get("backend")]]
+    sections = [section("Run", table(["field", "value"], [row for row in rows if row[1] is not None], mono=(1,)))]
+    folder = _run_folder(workspace, report)
+    if folder is not None:
+        sections += metric_sections(folder) + tensor_sections(folder)
+    config = report.get("config")
+    if isinstance(config, dict) and config:
+        overridden = overridden_keys(report.get("argv"))
+        flat = flatten(config)
+        marks = ["set" if key in overridden or any(key.startswith(o + ".") for o in overridden) else ""
+                 for key in flat]
+        note = f"<p>Highlighted: set with --set ({', '.join(sorted(overridden))}).</p>" if overridden else ""
+        sections.append(section("Config", note + table(["key", "value"], [[k, v] for k, v in flat.items()], marks,
+                                                           mono=(0,))))
+    seed = report.get("seed")
+    if seed:
+        rows = [["base seed", seed.get("base_seed")], ["seeds file sha256", seed.get("seeds_file_sha256")]]
+        rows += [[f"stream {name}", value] for name, value in sorted((seed.get("streams") or {}).items())]
+        sections.append(section("Seeds", table(["seed", "value"], rows, mono=(1,))))
+    environment = report.get("environment") or {}
+    if environment or report.get("env_hash"):
+        python = environment.get("python") or {}
+        rows = [["env_hash", report.get("env_hash")], ["os", environment.get("os")],
+                ["python", f"{python.get('implementation', '')} {python.get('version', '')}".strip()],
+                ["blas", [b.get("internal_api") + " " + str(b.get("version")) + " " + str(b.get("architecture"))
+                          for b in environment.get("blas", [])]]]
+        rows += [[name, version] for name, version in sorted((environment.get("byte_relevant") or {}).items())]
+        sections.append(section("Environment", f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
+                                "<details><summary>the fields it covers</summary>"
+                                + table(["field", "value"], rows, mono=(1,)) + "</details>"))
+    sections += result_sections(report)
+    sections.append(artifact_section(report, registry))
+    return sections
+
+
+def _run_folder(workspace: Path, report: dict) -> Path | None:
+    logdir = (report.get("results") or {}).get("logdir")
+    for candidate in ([workspace / logdir] if isinstance(logdir, str) else []) + [workspace / RESULTS / report["run_id"]]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def metric_sections(folder: Path) -> list:
+    try:
+        path = metrics_file(str(folder))
+    except InputError:
+        return []
+    series = read_series(path, ("loss", "val_loss", "coherence"))
+    figure, _ = plot_curves({folder.name: series}, ("loss", "val_loss", "coherence"), log_scale=False)
+    rows = []
+    for name in ("loss", "val_loss", "coherence"):
+        values = series[name][np.isfinite(series[name])]
+        best = values.max() if name == "coherence" else values.min()
+        rows.append([name, f"{series[name][-1]:.6g}", f"{best:.6g}" if values.size else None])
+    return [section("Metrics", table(["metric", "final", "best"], rows) + f'<div class="plot">{svg_inline(figure)}</div>')]
+
+
+def tensor_sections(folder: Path) -> list:
+    sections = []
+    dreams = sorted((folder / "dreams").glob("*.cten"))[-SHOWN_TENSORS:]
+    if dreams:
+        figures = []
+        for path in dreams:
+            tensor = read_cten(path)
+            rgb = np.clip(tensor.rgb.astype(np.float64), 0, 1)
+            scale = max(1, 160 // max(rgb.shape[:2]))
+            big = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+            hue, saturation, lightness = rgb_to_hsl(rgb)
+            figures.append(f"<figure>{png_img(png_bytes(big, 8), path.name)}<figcaption>{esc(path.name)}: mean "
+                           f"lightness {float(lightness.mean()):.3f}, saturation {float(saturation.mean()):.3f}"
+                           "</figcaption></figure>")
+        sections.append(section("Dreams (newest)", f'<div class="grid">{"".join(figures)}</div>'))
+    spectra = sorted((folder / "bridge").glob("*.sten"))[-2:]
+    if spectra:
+        figures = [f'<figure class="plot">{svg_inline(spectrum_figure(read_sten(p), False))}'
+                   f"<figcaption>{esc(p.name)}</figcaption></figure>" for p in spectra]
+        sections.append(section("Bridge spectra (newest)", f'<div class="grid">{"".join(figures)}</div>'))
+    return sections
+
+
+def result_sections(report: dict) -> list:
+    results = report.get("results") or {}
+    rows = [[key, value] for key, value in sorted(results.items())
+            if key not in ("differences", "causes", "spec_table", "skipped", "warnings", "settings")]
+    sections = [section("Results", table(["result", "value"], rows, mono=(1,)))] if rows else []
+    problems = [[kind, item] for kind in ("warnings", "skipped") for item in (results.get(kind) or [])]
+    if problems:
+        sections.append(section("Warnings and skipped files", table(["kind", "what"], problems[:ARTIFACT_ROWS])))
+    return sections
+
+
+def artifact_section(report: dict, registry: dict) -> str:
+    outputs = report.get("outputs") or {}
+    rows = [[path, entry.get("size"), entry.get("sha256"), (registry.get(path) or {}).get("run", report["run_id"])]
+            for path, entry in sorted(outputs.items())[:ARTIFACT_ROWS]]
+    more = f"<p>and {len(outputs) - ARTIFACT_ROWS} more (see the run report)</p>" if len(outputs) > ARTIFACT_ROWS else ""
+    return section(f"Artifacts ({len(outputs)})", table(["path", "bytes", "sha256", "produced by"], rows,
+                                                        mono=(0, 2)) + more)
+
+
+# --------------------------------------------------------------------------
+# A verify report
+# --------------------------------------------------------------------------
+
+def verify_sections(workspace: Path, report: dict) -> list:
+    results = report.get("results") or {}
+    verdict = "identical" if results.get("identical") else "different"
+    rows = [[name, "pass" if row.get("pass") else "FAIL", {k: v for k, v in row.items() if k != "pass"}]
+            for name, row in (results.get("spec_table") or {}).items()]
+    sections = [section("Verdict", f'<p class="{"pass" if results.get("identical") else "fail"}">'
+                        f'{esc(verdict)}: {esc(results.get("artifacts"))} artifacts, {esc(results.get("differing"))} '
+                        f'differ</p><p>varied: {esc(", ".join(results.get("varied", [])))}</p>'
+                        + table(["check", "verdict", "details"], rows))]
+    causes = results.get("causes") or []
+    if causes:
+        items = []
+        for cause in causes:
+            label = " + ".join(cause["variations"]) + (" (together)" if cause.get("interaction") else "")
+            rows = [[a["artifact"], d["where"], d.get("first"), d.get("second")]
+                    for a in cause["artifacts"] for d in a["differences"]]
+            items.append(f'<h3><span class="badge">{esc(label)}</span></h3>'
+                         + table(["artifact", "where", "first run", "second run"], rows, mono=(0, 1)))
+        sections.append(section("Causes", "".join(items)))
+    kept = workspace / RESULTS / report["run_id"] / "differences"
+    blocks = []
+    for item in results.get("differences") or []:
+        rows = [[d["where"], d.get("first"), d.get("second"),
+                 {k: v for k, v in d.items() if k not in ("where", "first", "second")}] for d in item["differences"]]
+        images = side_by_side(kept, item) if item.get("type") == "image" else ""
+        blocks.append(f"<h3><code>{esc(item['artifact'])}</code> <span class=\"badge\">{esc(item.get('type'))}</span>"
+                      f"</h3>{images}" + table(["where", "first run", "second run", "more"], rows, mono=(0,)))
+    if blocks:
+        sections.append(section("Every difference", "".join(blocks)))
+    return sections
+
+
+def side_by_side(kept: Path, item: dict) -> str:
+    """Both versions of a differing image, each with the differing boxes drawn over it."""
+    import imageio.v3 as iio
+
+    figures = []
+    for run in ("first", "second"):
+        path = kept / run / item["artifact"]
+        if not path.is_file():
+            return ""
+        data = path.read_bytes()
+        height, width = iio.imread(data, index=0 if path.suffix == ".gif" else None).shape[:2]
+        boxes = []
+        for difference in item["differences"]:
+            rows_cols = _box(difference["where"])
+            if rows_cols:
+                top, bottom, left, right = rows_cols
+                boxes.append(f'<span style="top:{100 * top / height:.3f}%;left:{100 * left / width:.3f}%;'
+                             f'height:{100 * (bottom - top + 1) / height:.3f}%;'
+                             f'width:{100 * (right - left + 1) / width:.3f}%"></span>')
+        mime = "image/gif" if path.suffix == ".gif" else "image/png"
+        figures.append(f'<figure><div class="box"><img alt="{run} run" src="data:{mime};base64,'
+                       f'{base64.b64encode(data).decode()}">{"".join(boxes)}</div>'
+                       f"<figcaption>{run} run</figcaption></figure>")
+    return f'<div class="grid">{"".join(figures)}</div>'
+
+
+def _box(where: str):
+    """(top, bottom, left, right) from ``rows a-b, columns c-d`` (artifact_diff's image places)."""
+    try:
+        rows, columns = where.split(": ")[-1].split(", ")
+        top, bottom = (int(v) for v in rows.split()[1].split("-"))
+        left, right = (int(v) for v in columns.split()[1].split("-"))
+    except (ValueError, IndexError):
+        return None
+    return top, bottom, left, right
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+def build_page(workspace: Path, report: dict) -> str:
+    registry_path = workspace / "data/hash_registry.json"
+    registry = read_json(registry_path)["files"] if registry_path.is_file() else {}
+    title = f"{report.get('script')} — {report['run_id']}"
+    sections = verify_sections(workspace, report) if report.get("script") == "verify" else []
+    return page(title, sections + run_sections(workspace, report, registry))
+
+
+def write_report(args, log) -> int:
+    workspace = resolve_workspace(args.workspace)
+    report = resolve_target(workspace, args.target)
+    text = build_page(workspace, report)
+    with RunRecorder("html_report", workspace=workspace, log=log,
+                     config={"run": report["run_id"]}) as record:
+        record.output_path("report.html").write_text(text, encoding="utf-8")
+        record.results.update(run=report["run_id"], html=f"{record.folder}/report.html", bytes=len(text.encode()))
+    path = workspace / record.folder / "report.html"
+    log.info("report_written", run=report["run_id"], html=str(path))
+    cli.print_json({"run": report["run_id"], "html": str(path)})
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = cli.ScriptParser(
+        "html_report", doc=__doc__,
+        description="Write one self-contained HTML page for a run, a run folder, or a verify report.",
+    )
+    parser.add_argument("target", nargs="?", metavar="RUN",
+                        help="a run report (.json), a run folder or log folder (default: the newest phase run)")
+    cli.add_common_options(parser)
+    return cli.run(parser, write_report, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
