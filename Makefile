@@ -23,6 +23,7 @@ RUN ?=
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
@@ -35,7 +36,7 @@ help:
 	$(info   setup       create the virtual environment $(VENV) from requirements.lock)
 	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
 	$(info   lock        re-resolve requirements.in + requirements-dev.in into requirements.lock (and the GPU lock) with uv)
-	$(info   test        run the test suite (pytest; PYTEST_ARGS=... passes options))
+	$(info   test        run the test suite (pytest in TEST_WORKERS=2 processes; PYTEST_ARGS=... passes options))
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
@@ -62,7 +63,7 @@ lock: $(VENV_STAMP)
 	    --custom-compile-command "make lock" requirements-gpu.in -c requirements.lock -o requirements-gpu.lock
 
 test: $(VENV_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 fuzz: export CRH_FUZZ_PROFILE = long
 fuzz: export CRH_FUZZ_EXAMPLES = $(FUZZ_EXAMPLES)

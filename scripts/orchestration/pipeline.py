@@ -10,7 +10,8 @@ Phases (the spec's phase table), each building on the steps before it:
 * phase5, phase6 (Dreamer + Learner testing): sample data (unless ``--data``)
   -> metadata -> split and preprocess (the files metadata could read) ->
   hash registry -> run_experiment with ``trainer/config/phaseN.toml`` into
-  ``experiments/results/phaseN/`` -> tensor_visualizer.
+  ``experiments/results/phaseN/`` -> tensor_visualizer (phase7: also
+  dream_animation and metric_plotter) -> html_report (one HTML page of the run).
 * phase7 (Bridge & Sonic Encoding): the same chain for phase 7, then
   dream_animation and metric_plotter: FFT and loss/coherence plots, GIF and
   MP4 replay, the WAV and its spectrogram.
@@ -57,8 +58,13 @@ uninterrupted run, file for file. Fingerprints and step states live in
 workspace (``meta/chronicle/.pipeline.lock``): a second one waits for the
 first to finish, then finds its work done.
 
-The last JSON record is a summary of what was produced and where; on a
-terminal a plain table follows on stderr. Bad input (a missing, empty or
+At a terminal (``--log-format auto``, the default, when stderr is one) the
+steps are shown live: waiting, running with a bar and an ETA fed by the
+step's own progress records (``CRH_PROGRESS=json``), done, up to date,
+failed; the JSON log goes to ``meta/chronicle/pipeline.jsonl`` and the end
+lists the files to open. Otherwise stderr carries JSON lines, the last one a
+summary of what was produced and where, and the summary is also the last
+line on stdout. Bad input (a missing, empty or
 unsuitable ``--data`` folder, an unknown phase, an unwritable workspace) is
 exit 2 before any work starts; a step that fails passes its exit code and
 its error on.
@@ -175,6 +181,8 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
                 Step("plot_phase7", "metric_plotter", [script("visualization", "metric_plotter"), logdir],
                      ["experiment_phase7"]),
             ]
+        steps.append(Step(f"report_{phase}", "html_report", [script("visualization", "html_report"), logdir],
+                          [step.name for step in steps if step.name.endswith(phase)]))
     elif phase == "phase8":
         logdir, archive = "experiments/results/phase8", "experiments/results/archive/phase8"
         steps += [
@@ -626,10 +634,13 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
 
 
 PRODUCES = {
-    "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv) and renders (tensor_visualizer_*)",
-    "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv) and renders (tensor_visualizer_*)",
+    "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv), renders (tensor_visualizer_*), "
+              "an HTML page (html_report_*/report.html)",
+    "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv), renders (tensor_visualizer_*), "
+              "an HTML page (html_report_*/report.html)",
     "phase7": "experiments/results/phase7/ (metrics, dreams, bridge); FFT and curve plots (metric_plotter_*); "
-              "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders",
+              "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders; "
+              "an HTML page (html_report_*/report.html)",
     "phase8": "experiments/results/archive/phase8/ and phase8.tar.gz, verified",
     "phase9": "env/environment.json and env/config_phase5..9.json",
 }
@@ -672,7 +683,9 @@ def artifacts_to_open(workspace: Path, summary: list) -> list:
             lines.append(f"  {workspace / run_folder(report['run_id'])}/  ({len(found)} renders)")
         else:
             lines += [f"  {workspace / path}" for path in found]
-    return (["open:"] + lines if lines else []) + ["HTML page of the run: make report"]
+        if report and report.get("script") == "html_report":
+            lines.append(f"  {workspace / report['results']['html']}")
+    return ["open:"] + lines if lines else []
 
 
 def run_pipeline(args, log) -> int:

@@ -16,7 +16,7 @@ converter into ``output.jsonl``.
 The run is recorded (design.md run records) with the resolved config and
 its hash, the seeds, the environment hash, the backend, the git commit and
 whether the tree was dirty, and the command line (workspace paths made
-relative; --workspace, --log-file, --quiet and --scheduler left out: they
+relative; --workspace, --log-file, --quiet, --scheduler and --workers left out: they
 change where a run executes, not what it computes); every file in the log
 folder is registered. ``--seed N`` replaces the seeds file's base seed.
 

@@ -34,7 +34,8 @@ the workspace-relative path, ``*`` crossing folders) select. Lock files,
 temporary files and stat caches are left out. In our own records the fields
 that describe the machine (a run report's ``environment`` and every
 ``env_hash``, ``env/environment.json`` itself, their copies in the manifest,
-and the hashes of those files in the registry and in reports) are set aside: the spec table's environment parity compares them, and under ``cpu``
+the hashes of those files in the registry and in reports, and the environment
+section of html_report's pages) are set aside: the spec table's environment parity compares them, and under ``cpu``
 they are expected to differ. A command that fails or writes nothing is bad
 input (exit 2), never "0 artifacts differ".
 
@@ -64,6 +65,7 @@ import hashlib
 import itertools
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -234,8 +236,13 @@ def selected(relative: str, include: list, exclude: list) -> bool:
     return not include or any(fnmatch.fnmatchcase(relative, pattern) for pattern in include)
 
 
+HTML_ENVIRONMENT = re.compile(rb'<section id="environment">.*?</section>', re.S)
+
+
 def comparable(relative: str, data: bytes) -> bytes:
     """The bytes compared: our records without the fields that describe the machine (see the docstring)."""
+    if relative.endswith("report.html") and b'<section id="environment">' in data:  # html_report's page
+        return HTML_ENVIRONMENT.sub(b'<section id="environment"></section>', data)
     if not relative.endswith(".json") or not data.startswith(b"{"):
         return data
     try:
@@ -268,8 +275,10 @@ def _without_env_hash(value):
 
 
 def _is_record(path: str) -> bool:
+    """Files that describe the machine in part: run reports, the environment, html_report's pages."""
     return (path.startswith(RESULTS + "/") and path.count("/") == 2 and path.endswith(".json")) \
-        or path == "env/environment.json"
+        or path == "env/environment.json" \
+        or (path.startswith(RESULTS + "/html_report_") and path.endswith("/report.html"))
 
 
 def snapshot(workspace: Path, include: list, exclude: list) -> dict:
@@ -283,7 +292,7 @@ def snapshot(workspace: Path, include: list, exclude: list) -> dict:
             continue
         if path.is_symlink():
             files[relative] = hashlib.sha256(b"link:" + os.readlink(path).encode()).hexdigest()
-        elif relative.endswith(".json"):
+        elif relative.endswith((".json", "report.html")):
             files[relative] = hashlib.sha256(comparable(relative, path.read_bytes())).hexdigest()
         else:
             digest = hashlib.sha256()

@@ -53,6 +53,7 @@ from scripts.utils import timestamps
 from scripts.utils.config_loader import config_sha256
 from scripts.utils.environment import environment_fingerprint, environment_hash
 from scripts.utils.errors import InputError, environment_failure
+from scripts.utils.limits import printable_name
 from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, read_json,
                                   read_json_lines)
 from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_registry,
@@ -64,7 +65,8 @@ from scripts.utils.workspace import (RESULTS, SEED_LOG, ensure_layout, relative_
 
 # Options that say only where and how a run executes, never what it computes: left out of the recorded
 # command line, so that the same run from another workspace, log setting or cluster records the same bytes.
-EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--quiet": False}
+EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--workers": True, "--quiet": False,
+                     "--log-format": True}
 
 
 def portable_argv(argv, workspace: Path) -> list:
@@ -84,7 +86,7 @@ def portable_argv(argv, workspace: Path) -> list:
             try:
                 arg = relative_to_workspace(workspace, path)
             except InputError:
-                arg = "<outside workspace>/" + path.name
+                arg = "<outside workspace>/" + printable_name(path.name)  # a name that is not UTF-8, escaped
         out.append(arg)
     return out
 

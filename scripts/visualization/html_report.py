@@ -46,6 +46,7 @@ from scripts.visualization.metric_plotter import metrics_file, plot_curves, read
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
 
 PHASE_SCRIPTS = ("run_experiment",)
+ENVIRONMENT_ID = "environment"  # the one section that describes the machine (verify sets it aside)
 SCRIPTS = Path(__file__).resolve().parents[1]
 SHOWN_TENSORS = 4
 ARTIFACT_ROWS = 500
@@ -163,8 +164,9 @@ def png_img(data: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def section(title: str, body: str) -> str:
-    return f"<section><h2>{esc(title)}</h2>{body}</section>"
+def section(title: str, body: str, anchor: str | None = None) -> str:
+    opening = f'<section id="{anchor}">' if anchor else "<section>"
+    return f"{opening}<h2>{esc(title)}</h2>{body}</section>"
 
 
 def page(title: str, sections: list) -> str:
@@ -216,7 +218,7 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         rows += [[name, version] for name, version in sorted((environment.get("byte_relevant") or {}).items())]
         sections.append(section("Environment", f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
                                 "<details><summary>the fields it covers</summary>"
-                                + table(["field", "value"], rows, mono=(1,)) + "</details>"))
+                                + table(["field", "value"], rows, mono=(1,)) + "</details>", ENVIRONMENT_ID))
     sections += result_sections(report)
     sections.append(artifact_section(report, registry))
     return sections
@@ -380,7 +382,7 @@ def write_report(args, log) -> int:
     with RunRecorder("html_report", workspace=workspace, log=log,
                      config={"run": report["run_id"]}) as record:
         record.output_path("report.html").write_text(text, encoding="utf-8")
-        record.results.update(run=report["run_id"], html=f"{record.folder}/report.html", bytes=len(text.encode()))
+        record.results.update(run=report["run_id"], html=f"{record.folder}/report.html")
     path = workspace / record.folder / "report.html"
     log.info("report_written", run=report["run_id"], html=str(path))
     cli.print_json({"run": report["run_id"], "html": str(path)})

@@ -88,12 +88,22 @@ def write_raw_name(folder: Path, raw_name: bytes, data: bytes) -> bytes:
     return raw
 
 
+def bind_socket(path: Path) -> None:
+    """A Unix socket at ``path``, bound through a relative name: deep test folders exceed AF_UNIX's 108 bytes."""
+    here = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        socket.socket(socket.AF_UNIX).bind(path.name)
+    finally:
+        os.chdir(here)
+
+
 @needs_posix
 @pytest.mark.parametrize("tool,extra", TREE_TOOLS)
 def test_odd_entries_in_a_tree_are_skipped_with_a_reason(ws, outside, tool, extra):
     write_raw_name(outside, b"caf\xe9.png", png(4, 4))
     os.mkfifo(outside / "pipe.png")
-    socket.socket(socket.AF_UNIX).bind(str(outside / "sock.png"))
+    bind_socket(outside / "sock.png")
     os.symlink("loop", outside / "loop")
     os.symlink(".", outside / "self")
     os.symlink("/dev/zero", outside / "zero.png")
@@ -149,7 +159,7 @@ def test_archiving_refuses_what_it_cannot_keep_before_moving_anything(ws, tmp_pa
     elif kind == "fifo":
         os.mkfifo(run / "pipe")
     elif kind == "socket":
-        socket.socket(socket.AF_UNIX).bind(str(run / "sock"))
+        bind_socket(run / "sock")
     else:
         secret = tmp_path / "secret.txt"
         secret.write_text("not yours")

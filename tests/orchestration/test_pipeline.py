@@ -17,16 +17,17 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
     assert first.returncode == 0, first.stderr
     steps = summary_of(first)["steps"]
     assert [s["step"] for s in steps] == ["sample", "metadata", "split", "preprocess", "hash", "experiment_phase5",
-                                          "render_phase5"]
+                                          "render_phase5", "report_phase5"]
     assert all(s["status"] == "done" and s["report"] for s in steps)
     assert (workspace / "experiments/results/phase5/metrics.csv").exists()
 
     again = phase(workspace, "phase5")
-    assert [s["status"] for s in summary_of(again)["steps"]] == ["up to date"] * 7
+    assert [s["status"] for s in summary_of(again)["steps"]] == ["up to date"] * 8
 
     shutil.rmtree(workspace / "experiments/results/phase5")  # a lost output is rebuilt, with what depends on it
     redone = {s["step"]: s["status"] for s in summary_of(phase(workspace, "phase5"))["steps"]}
     assert redone["experiment_phase5"] == "done" and redone["render_phase5"] == "done"
+    assert redone["report_phase5"] == "done"
     assert redone["metadata"] == "up to date"
 
 

@@ -30,7 +30,7 @@ from tests.conftest import FIXED_EPOCH, REPO, json_lines, run_script, single_err
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGKILL")
 
 PHASE7_STEPS = ["metadata", "split", "preprocess", "hash", "experiment_phase7", "render_phase7", "animate_phase7",
-                "plot_phase7"]
+                "plot_phase7", "report_phase7"]
 BOOKKEEPING = (".lock", ".statcache.json", ".data_roots.json")
 R = "experiments/results"
 
@@ -179,13 +179,13 @@ def test_kills_at_random_moments_converge_to_the_clean_run(outside, tmp_path):
 
 DAMAGE = [
     ("delete the metrics CSV", lambda w: (w / R / "phase7/metrics.csv").unlink(),
-     ["experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7"]),
+     ["experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7", "report_phase7"]),
     ("alter a render", lambda w: _append(sorted((w / R / "tensor_visualizer_20251031T120000Z").rglob("*.png"))[2]),
-     ["render_phase7"]),
-    ("delete the GIF", lambda w: (w / R / "dream_animation_20251031T120000Z/replay.gif").unlink(), ["animate_phase7"]),
+     ["render_phase7", "report_phase7"]),
+    ("delete the GIF", lambda w: (w / R / "dream_animation_20251031T120000Z/replay.gif").unlink(), ["animate_phase7", "report_phase7"]),
     ("alter an npz, same size", lambda w: _flip(sorted((w / R / "image_preprocessor_20251031T120000Z").rglob("*.npz"))[0]),
-     ["preprocess", "experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7"]),
-    ("alter a report", lambda w: _append(w / R / "metric_plotter_20251031T120000Z.json"), ["plot_phase7"]),
+     ["preprocess", "experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7", "report_phase7"]),
+    ("alter a report", lambda w: _append(w / R / "metric_plotter_20251031T120000Z.json"), ["plot_phase7", "report_phase7"]),
     ("only touch an output", lambda w: os.utime(w / R / "phase7/metrics.csv"), []),
 ]
 
