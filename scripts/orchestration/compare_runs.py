@@ -29,17 +29,16 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
 
-import numpy as np
 
 from scripts.utils import cli
 from scripts.utils.environment import differences as environment_differences
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import RESULTS, resolve_workspace
-from scripts.visualization.html_report import esc, flatten, page, resolve_target, section, svg_inline, table
-from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
+from scripts.visualization.html_report import (METRICS, esc, flatten, page, read_metrics, resolve_target, section,
+                                               svg_inline, table)
+from scripts.visualization.metric_plotter import plot_curves
 
-METRICS = ("loss", "val_loss", "coherence")
 
 
 def run_folder_of(report: dict) -> str:
@@ -60,21 +59,6 @@ def compare_configs(reports: list) -> list:
     keys = sorted(set().union(*flats))
     return [{"key": key, "values": [flat.get(key, "<absent>") for flat in flats]}
             for key in keys if len({repr(flat.get(key, "<absent>")) for flat in flats}) > 1]
-
-
-def run_metrics(workspace: Path, report: dict):
-    """``(series, {metric: {"final", "best"}})`` of a run's metrics file, or ``(None, {})``."""
-    folder = workspace / run_folder_of(report)
-    try:
-        series = read_series(metrics_file(str(folder)), METRICS)
-    except InputError:
-        return None, {}
-    summary = {}
-    for name in METRICS:
-        values = series[name][np.isfinite(series[name])]
-        best = (values.max() if name == "coherence" else values.min()) if values.size else None
-        summary[name] = {"final": float(series[name][-1]), "best": None if best is None else float(best)}
-    return series, summary
 
 
 def compare_environments(reports: list) -> dict:
@@ -113,7 +97,7 @@ def comparison(located: list) -> tuple[dict, dict]:
     reports = [report for report, _ in located]
     series, metrics = {}, {}
     for report, home in located:
-        found, summary = run_metrics(home, report)
+        found, summary = read_metrics(home / run_folder_of(report))
         if found is not None:
             series[report["run_id"]], metrics[report["run_id"]] = found, summary
     artifacts = compare_artifacts(reports)

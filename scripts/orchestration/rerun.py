@@ -96,9 +96,7 @@ def rerun_argv(report: dict, inputs: Path) -> list:
             skip = takes_next  # already applied: the recorded config is the resolved one
             continue
         if option == "--config" and isinstance(report.get("config"), dict):
-            path = inputs / "config.json"
-            atomic_write_bytes(path, canonical_json(report["config"]))
-            rebuilt += ["--config", str(path)]
+            rebuilt += ["--config", str(config_file(report["config"], inputs))]
             skip = takes_next
             continue
         if option == "--seeds" and report.get("seed"):
@@ -111,12 +109,17 @@ def rerun_argv(report: dict, inputs: Path) -> list:
         rebuilt.append(arg)
     if report.get("script") in TAKES_CONFIG_AND_SEEDS:  # the defaults were used: give the recorded ones
         if "--config" not in rebuilt and isinstance(report.get("config"), dict):
-            path = inputs / "config.json"
-            atomic_write_bytes(path, canonical_json(report["config"]))
-            rebuilt += ["--config", str(path)]
+            rebuilt += ["--config", str(config_file(report["config"], inputs))]
         if "--seeds" not in rebuilt and report.get("seed"):
             rebuilt += ["--seeds", str(seeds_file(report["seed"], inputs))]
     return rebuilt
+
+
+def config_file(config: dict, inputs: Path) -> Path:
+    """The recorded resolved config as a file (``--set`` already applied)."""
+    path = inputs / "config.json"
+    atomic_write_bytes(path, canonical_json(config))
+    return path
 
 
 def seeds_file(seed: dict, inputs: Path) -> Path:

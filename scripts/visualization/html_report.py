@@ -46,6 +46,7 @@ from scripts.visualization.metric_plotter import metrics_file, plot_curves, read
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
 
 PHASE_SCRIPTS = ("run_experiment",)
+METRICS = ("loss", "val_loss", "coherence")  # the curves and final/best values a page shows
 ENVIRONMENT_ID = "environment"  # the one section that describes the machine (verify sets it aside)
 SCRIPTS = Path(__file__).resolve().parents[1]
 SHOWN_TENSORS = 4
@@ -232,18 +233,27 @@ def _run_folder(workspace: Path, report: dict) -> Path | None:
     return None
 
 
-def metric_sections(folder: Path) -> list:
+def read_metrics(folder: Path):
+    """``(series, {metric: {"final", "best"}})`` of a run folder's metrics file; ``(None, {})`` without one."""
     try:
-        path = metrics_file(str(folder))
+        series = read_series(metrics_file(str(folder)), METRICS)
     except InputError:
-        return []
-    series = read_series(path, ("loss", "val_loss", "coherence"))
-    figure, _ = plot_curves({folder.name: series}, ("loss", "val_loss", "coherence"), log_scale=False)
-    rows = []
-    for name in ("loss", "val_loss", "coherence"):
+        return None, {}
+    summary = {}
+    for name in METRICS:
         values = series[name][np.isfinite(series[name])]
-        best = values.max() if name == "coherence" else values.min()
-        rows.append([name, f"{series[name][-1]:.6g}", f"{best:.6g}" if values.size else None])
+        best = (values.max() if name == "coherence" else values.min()) if values.size else None
+        summary[name] = {"final": float(series[name][-1]), "best": None if best is None else float(best)}
+    return series, summary
+
+
+def metric_sections(folder: Path) -> list:
+    series, summary = read_metrics(folder)
+    if series is None:
+        return []
+    figure, _ = plot_curves({folder.name: series}, METRICS, log_scale=False)
+    rows = [[name, f"{values['final']:.6g}", None if values["best"] is None else f"{values['best']:.6g}"]
+            for name, values in summary.items()]
     return [section("Metrics", table(["metric", "final", "best"], rows) + f'<div class="plot">{svg_inline(figure)}</div>')]
 
 
