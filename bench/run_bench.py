@@ -11,7 +11,9 @@ Anchors and targets (from the issues); the data-tool benchmarks are in
   (Python logging, env_logger with continuations, logfmt, plain), in one
   process and with one worker per CPU (the CLI default), each against a
   trivial one-process loop that only wraps each line as ``{"msg": line}``
-  with orjson. Target: ratio >= 0.5.
+  with orjson. Target: ratio >= 0.5. Beside them, for context (no target):
+  the converter on the test corpus of every format it recognises
+  (tests/utils/log_corpus/, repeated), against the same trivial loop.
 
 Each pair is timed in alternation (anchor, ours, anchor, ours, ...), best of
 ``--repeat``, so that drift on a shared machine hits both alike.
@@ -28,6 +30,7 @@ import platform
 import re
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,7 +39,7 @@ import orjson  # noqa: E402
 
 from bench import bench_data_tools, bench_orchestration, bench_visualization  # noqa: E402
 from bench.common import best_of_alternating, figure, plot_scaling  # noqa: E402
-from bench.sample_logs import write_sample_log  # noqa: E402
+from bench.sample_logs import write_corpus_log, write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
 from scripts.utils.log_convert import convert_stream  # noqa: E402
 from scripts.utils.run_records import RunRecorder  # noqa: E402
@@ -73,8 +76,26 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
                     record.update(ts=match[1], source=match[2], level=match[3], msg=match[4], format="python")
                 writer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
+    corpus = scratch / "corpus.log"  # every format the converter knows, from the test corpus
+    corpus_lines = lines // 5
+    corpus_size = write_corpus_log(corpus, corpus_lines)
+
+    def trivial_loop_on(path):
+        def run():
+            with open(path, "rb") as reader, open(target, "wb") as writer:
+                for line in reader:
+                    writer.write(orjson.dumps({"msg": line.rstrip(b"\n").decode("utf-8", "replace")}) + b"\n")
+        return run
+
+    def converter_on(path):
+        def run():
+            with open(path, "rb") as reader, open(target, "wb") as writer:
+                convert_stream(reader, writer, year_reference=date(2025, 12, 31))
+        return run
+
     best = best_of_alternating({"anchor": trivial_loop, "one": converter(1), "all": converter(cpus),
-                                "floor": one_regex_loop}, repeat)
+                                "floor": one_regex_loop, "corpus_anchor": trivial_loop_on(corpus),
+                                "corpus": converter_on(corpus)}, repeat)
     anchor = lines / best["anchor"]
     common = {"input": {"lines": lines, "bytes": size},
               "bound": {"one_regex_loop_ratio": round(best["anchor"] / best["floor"], 3),
@@ -87,6 +108,11 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         figure(f"log_converter_workers_{cpus}", f"log_convert.convert_stream, workers={cpus}, same log",
                lines / best["all"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
                anchor, 0.5, common),
+        figure("log_converter_all_formats", "log_convert.convert_stream, one process, on the test corpus of every "
+               "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) repeated",
+               corpus_lines / best["corpus"], "lines/s", "the same trivial loop on the same log",
+               corpus_lines / best["corpus_anchor"], None,
+               {"input": {"lines": corpus_lines, "bytes": corpus_size}}),
     ]
 
 

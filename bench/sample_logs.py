@@ -6,6 +6,10 @@ Rust env_logger with multi-line messages, logfmt, JSON lines and plain text.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "utils" / "log_corpus"
+
 LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR")
 RUST_LEVELS = ("INFO ", "DEBUG", "WARN ", "TRACE")
 
@@ -51,6 +55,16 @@ def sample_lines(count: int):
 def write_sample_log(path, count: int) -> int:
     """Write ``count`` lines to ``path``; return the byte size."""
     data = ("\n".join(sample_lines(count)) + "\n").encode("utf-8")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return len(data)
+
+
+def write_corpus_log(path, count: int) -> int:
+    """Write ``count`` lines cycling through the converter's test corpus (every format); return the byte size."""
+    corpus = b"".join(item.read_bytes() for item in sorted(CORPUS.iterdir())).split(b"\n")[:-1]
+    lines = (corpus * (count // len(corpus) + 1))[:count]
+    data = b"\n".join(lines) + b"\n"
     with open(path, "wb") as handle:
         handle.write(data)
     return len(data)

@@ -51,7 +51,7 @@ from scripts.utils.arrays import BACKENDS, array_module
 from scripts.utils.config_loader import config_sha256, load_config
 from scripts.utils.config_schema import validate
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, json_line
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json
 from scripts.utils.run_records import RunRecorder, portable_argv
 from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
@@ -91,7 +91,7 @@ def plan(config: dict, logdir_name: str, backend: str) -> dict:
 
 def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     """Run the configured command; its stdout and stderr become JSON lines in output.jsonl."""
-    from scripts.utils.log_convert import convert_lines
+    from scripts.utils.log_convert import convert_stream
 
     config_path = logdir / "config.json"
     atomic_write_bytes(config_path, canonical_json(config))
@@ -101,15 +101,11 @@ def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     except (KeyError, IndexError, ValueError) as exc:
         raise InputError(f"external.command has an unknown placeholder: {exc}", key="external.command")
     try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="backslashreplace", cwd=logdir)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=logdir)
     except OSError as exc:
         raise InputError(f"cannot start the external command: {exc.strerror}", file=command[0], key="external.command")
-    records = 0
-    with atomic_output(logdir / "output.jsonl") as sink:
-        for record in convert_lines(process.stdout):
-            sink.write(json_line(record))
-            records += 1
+    with atomic_output(logdir / "output.jsonl") as sink:  # bytes as written: bars' carriage returns kept
+        records = convert_stream(process.stdout, sink)["records"]
     code = process.wait()
     log.info("external_done", exit_code=code, records=records)
     return {"exit_code": code, "output_records": records}

@@ -264,6 +264,8 @@ def test_exact_64_bit_integers_are_kept(tmp_path):
     ("log_formatter", ["--utc-offset=+99:99"]),
     ("log_formatter", ["--utc-offset=+24:00"]),
     ("log_formatter", ["--utc-offset=+05:60"]),
+    ("log_formatter", ["--year=99999"]),
+    ("log_formatter", ["--year=2025-13-01"]),
     ("dream_animation", ["x", "--fps", "1e-300"]),
     ("dream_animation", ["x", "--fps", "nan"]),
     ("dream_animation", ["x", "--scale", "0"]),

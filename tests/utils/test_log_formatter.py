@@ -56,6 +56,19 @@ def test_each_format(line, expected):
     assert record["line"] == 1
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("1764158403.5", "2025-11-26T12:00:03.500000Z"),          # seconds
+    ("1764158403500", "2025-11-26T12:00:03.500000Z"),         # milliseconds (pino)
+    ("1764158403500001", "2025-11-26T12:00:03.500001Z"),      # microseconds
+    ("1764158403500001999", "2025-11-26T12:00:03.500001Z"),   # nanoseconds, cut
+    ('"1764158403"', "2025-11-26T12:00:03.000000Z"),          # as text
+    ("1e300", None), ('"soon"', None), ("true", None),
+])
+def test_json_time_fields_may_be_unix_time(value, expected):
+    (record,) = convert('{"ts": %s, "msg": "m"}\n' % value)
+    assert record["ts"] == expected and record["ts_raw"] == orjson.loads(value)
+
+
 def test_extra_fields_are_kept():
     (logfmt,) = convert('level=warn msg="say \\"hi\\"" step=3 path=/a/b\n')
     assert logfmt["msg"] == 'say "hi"' and logfmt["step"] == "3" and logfmt["path"] == "/a/b"
