@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
+
+import numpy as np
 
 from bench.common import best_of_alternating, figure
 from scripts.orchestration import reference_experiment, run_experiment
-from scripts.utils import environment
+from scripts.utils import environment, exact
 from scripts.utils.arrays import array_module
 from scripts.utils.config_loader import load_config
 from scripts.utils.errors import InputError
@@ -68,22 +72,126 @@ def bench_cupy(scratch: Path, quick: bool, repeat: int) -> list:
     config, _ = load_config(LARGE, ["experiment.cycles=4"] if quick else [])
     seeds = SeedManager.from_file()
 
+    digests = {}
+
     def run(backend):
         def go():
             folder = scratch / f"{backend}_{os.getpid()}"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             reference_experiment.run_reference(scratch, folder, config, seeds, backend)
+            digests[backend] = folder_digest(folder)
         return go
 
     run("cupy")()
     best = best_of_alternating({"numpy": run("numpy"), "cupy": run("cupy")}, repeat)
-    return [figure("reference_experiment_cupy_vs_numpy", "reference experiment, large config, CuPy", best["cupy"], "s",
-                   "the same on NumPy", best["numpy"], 10.0, {"config": "trainer/config/large.toml"},
+    return [figure("reference_experiment_cupy_vs_numpy", "reference experiment, large config, CuPy (cuBLAS DGEMM "
+                   "for the exact products)", best["cupy"], "s", "the same on NumPy", best["numpy"], 10.0,
+                   {"config": "trainer/config/large.toml", "same_outputs": digests["cupy"] == digests["numpy"]},
                    higher_is_better=False)]
 
 
-BENCHMARKS = {"record_keeping": bench_record_keeping, "cupy": bench_cupy}
+def folder_digest(folder: Path) -> str:
+    """One SHA-256 over every file's path and bytes in ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def int64_matmul(xp, a, b, name="product"):
+    """The product the reference experiment used before issue 18: int64, exact, no BLAS (the anchor)."""
+    qa = xp.rint(a * exact.SCALE).astype(xp.int64)
+    qb = xp.rint(b * exact.SCALE).astype(xp.int64)
+    return (qa @ qb).astype(xp.float64) / (exact.SCALE * exact.SCALE)
+
+
+def int64_integer_matmul(xp, qa, qb, name="product", maxima=None):
+    """``exact.integer_matmul`` as it was before issue 18: the quantized operands multiplied in int64."""
+    return (qa.astype(xp.int64) @ qb.astype(xp.int64)).astype(xp.float64)
+
+
+def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
+    """The exact product against float32 BLAS (and the int64 product it replaced) on large.toml's encoder
+    shapes; one SGD step of large.toml, and its first cycle, against the same with the int64 products."""
+    generator = np.random.Generator(np.random.PCG64(0))
+    batch, dim, hidden = 64, 64 * 64 * 3, 128
+    a, b = generator.random((batch, dim)), generator.normal(0, dim ** -0.5, (dim, hidden))
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    qa, qb = exact.quantize(np, a), exact.quantize(np, b)
+    best = best_of_alternating({"float32": lambda: a32 @ b32, "product": lambda: exact.integer_matmul(np, qa, qb),
+                                "quantize": lambda: (exact.quantize(np, a), exact.quantize(np, b)),
+                                "end_to_end": lambda: exact.exact_matmul(np, a, b)}, max(repeat, 5))
+    started = time.perf_counter()
+    assert int64_matmul(np, a, b).tobytes() == exact.exact_matmul(np, a, b).tobytes()
+    int64_seconds = time.perf_counter() - started  # once: it is slow, and the figure needs no precision
+    shape = {"shapes": f"({batch} x {dim}) @ ({dim} x {hidden})", "blas_threads": "all CPUs, both sides",
+             "int64_product_ms": round(int64_seconds * 1000, 1),
+             "speedup_over_int64": round(int64_seconds / best["end_to_end"], 1),
+             "quantize_both_ms": round(best["quantize"] * 1000, 3),
+             "with_quantizing_ms": round(best["end_to_end"] * 1000, 3),
+             "with_quantizing_ratio": round(best["end_to_end"] / best["float32"], 2)}
+    figures = [figure("exact_product_vs_float32_blas", "exact product of quantized operands (bound check, "
+                      "float64 BLAS); quantizing both operands, done once per operand in the experiment, is "
+                      "reported beside it", best["product"] * 1000, "ms", "float32 BLAS product of the same shapes",
+                      best["float32"] * 1000, 0.25, shape, higher_is_better=False)]
+
+    def with_int64(function):
+        saved = exact.integer_matmul
+        exact.integer_matmul = int64_integer_matmul  # every product of the experiment goes through it
+        try:
+            return function()
+        finally:
+            exact.integer_matmul = saved
+
+    # One SGD step on large.toml's shapes: 98% of the int64 run's time.
+    model0 = reference_experiment.init_learner(np, dim, hidden, generator)
+    images = generator.random((batch, dim))
+
+    def steps(count):
+        model = {name: array.copy() for name, array in model0.items()}
+        with exact.blas_threads():
+            for _ in range(count):
+                reference_experiment.sgd_step(np, model, images, 0.02)
+        return model
+
+    int64_steps = 1 if quick else 2
+    started = time.perf_counter()
+    int64_model = with_int64(lambda: steps(int64_steps))
+    per_step_int64 = (time.perf_counter() - started) / int64_steps
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        exact_model = steps(int64_steps)
+        timings.append(time.perf_counter() - started)
+    same_step = all(exact_model[name].tobytes() == int64_model[name].tobytes() for name in model0)
+    figures.append(figure("reference_experiment_step_exact_vs_int64", "one SGD step of large.toml (6 products, "
+                          "64 x 12288 x 128 each, and the updates), exact float64 products, one BLAS thread",
+                          min(timings) / int64_steps, "s", "the same step with the int64 products it replaced",
+                          per_step_int64, 20.0, {"same_weights": same_step}, higher_is_better=False))
+
+    # large.toml's first cycle, end to end: data, dreamer, steps, files; the same outputs either way.
+    config, _ = load_config(LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 4}"])
+    seeds = SeedManager.from_file()
+    digests, cycle = {}, {}
+    for label in ("exact", "int64"):
+        folder = scratch / f"exact_{label}"
+        folder.mkdir(parents=True)
+        started = time.perf_counter()
+        run = lambda: reference_experiment.run_reference(scratch, folder, config, seeds, "numpy")  # noqa: E731
+        run() if label == "exact" else with_int64(run)
+        cycle[label] = time.perf_counter() - started
+        digests[label] = folder_digest(folder)
+    figures.append(figure("reference_experiment_first_cycle_exact_vs_int64", "large.toml's first cycle with "
+                          f"{config['learner']['steps_per_cycle']} steps (data synthesis, dreamer and files weigh "
+                          "more here than in the 20-cycle run)", cycle["exact"], "s", "the same with int64 products",
+                          cycle["int64"], None, {"same_outputs": digests["exact"] == digests["int64"]},
+                          higher_is_better=False))
+    return figures
+
+
+BENCHMARKS = {"record_keeping": bench_record_keeping, "cupy": bench_cupy, "exact_arithmetic": bench_exact_arithmetic}
 
 
 def bench_verify(scratch: Path, quick: bool, repeat: int) -> list:

@@ -12,7 +12,9 @@ EXPECTED = {
     "metadata_extraction", "preprocess_ct_slices", "preprocess_ct_slices_one_process",
     "run_experiment_record_keeping", "reference_experiment_cupy_vs_numpy",
     "dream_animation_gif", "tensor_visualizer_files", "make_verify_time", "pipeline_second_call", "registry_growth",
-    "volume_assembly", "cluster_metadata_vs_local", "cluster_hashing_vs_local",
+    "volume_assembly", "cluster_metadata_vs_local", "cluster_hashing_vs_local", "log_converter_all_formats",
+    "exact_product_vs_float32_blas", "reference_experiment_step_exact_vs_int64",
+    "reference_experiment_first_cycle_exact_vs_int64",
 }
 
 
@@ -33,6 +35,9 @@ def test_quick_bench_writes_a_report_with_every_figure(workspace):
         assert figure["ratio"] > 0 and figure["anchor"]["value"] > 0 and figure["value"] > 0
         assert figure["met"] in (True, False, None)
         assert (figure["target"] is None) == (figure["met"] is None)
+    by_name = {f["name"]: f for f in figures}
+    assert by_name["reference_experiment_step_exact_vs_int64"]["same_weights"] is True   # exact = int64, bit for bit
+    assert by_name["reference_experiment_first_cycle_exact_vs_int64"]["same_outputs"] is True
     splitter = [f for f in figures if f["name"] == "split_assignment_only"][0]
     assert splitter["growth_10_percent"]["records_moved_ours"] == 0
     assert report_path.relative_to(workspace).as_posix() in read_json(workspace / "data/hash_registry.json")["files"]

@@ -29,10 +29,16 @@ cycle) on the mean squared reconstruction error; validated on the
 validation samples.
 
 Determinism. Every reduction over many terms is fixed-point (scale 2**20,
-summed in int64), and every matrix product is an exact int64 product of
-values quantized to 2**-20, so no result depends on the thread count or the
-BLAS. Each cycle's generators come from (seed, cycle), so a run resumed from
-a checkpoint continues exactly as an uninterrupted one.
+summed in int64), and every matrix product is exact on values quantized to
+2**-20 (``utils/exact.py``): the integer matrices are multiplied by float64
+BLAS (DGEMM, cuBLAS on a GPU), which commits no rounding while every
+partial sum stays below 2**53. That bound is checked before each product;
+an operand that would pass it is split into high and low bits whose
+products are summed exactly in int64, and a product beyond 2**62 stops the
+run (exit 2, naming it). So the results are the bits an int64 product
+gives, on any thread count, BLAS kernel or device, at BLAS speed. Each
+cycle's generators come from (seed, cycle), so a run resumed from a
+checkpoint continues exactly as an uninterrupted one.
 
 Outputs in the log folder, per cycle: a row in ``metrics.csv`` (rewritten)
 and ``metrics.jsonl`` (appended; the live file the monitor follows), the
@@ -55,34 +61,18 @@ import orjson
 from scripts.utils.arrays import array_module, npz_bytes, to_numpy
 from scripts.utils.colour import bridge_encode
 from scripts.utils.errors import InputError
+from scripts.utils.exact import Fixed, blas_threads, exact_matmul, fixed_mean
 from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
 from scripts.utils.workspace import run_folder
 from scripts.utils.tensors import ChromaticTensor, write_cten, write_sten
 
-SCALE = 2.0 ** 20
 METRIC_COLUMNS = ("cycle", "phase", "loss", "val_loss", "coherence", "energy", "mean_r", "mean_g", "mean_b",
                   "dreamer_seed", "learner_seed")
 
 # --------------------------------------------------------------------------
-# Deterministic arithmetic
+# Coherence
 # --------------------------------------------------------------------------
-
-def fixed_sum(xp, values) -> float:
-    """Sum in fixed point (2**-20 steps, int64): the same bits on any backend or thread count."""
-    return float(xp.sum(xp.rint(values * SCALE).astype(xp.int64))) / SCALE
-
-
-def fixed_mean(xp, values) -> float:
-    return fixed_sum(xp, values) / values.size
-
-
-def det_matmul(xp, a, b):
-    """``a @ b`` exactly on values quantized to 2**-20 (int64 products: no BLAS, no thread order)."""
-    qa = xp.rint(a * SCALE).astype(xp.int64)
-    qb = xp.rint(b * SCALE).astype(xp.int64)
-    return (qa @ qb).astype(xp.float64) / (SCALE * SCALE)
-
 
 def coherence_map(xp, image):
     """Per cell: 1 - |cell - mean of its 4 neighbours|, averaged over the channels."""
@@ -197,19 +187,23 @@ def init_learner(xp, dim: int, hidden: int, rng) -> dict:
 
 
 def reconstruction_loss(xp, model: dict, batch) -> float:
-    out = det_matmul(xp, det_matmul(xp, batch, model["w1"]), model["w2"]) + model["b"]
+    hidden = exact_matmul(xp, batch, model["w1"], "validation encoder (batch @ w1)")
+    out = exact_matmul(xp, hidden, model["w2"], "validation decoder (hidden @ w2)") + model["b"]
     return fixed_mean(xp, (out - batch) ** 2)
 
 
 def sgd_step(xp, model: dict, batch, lr: float) -> float:
-    hidden = det_matmul(xp, batch, model["w1"])
-    error = det_matmul(xp, hidden, model["w2"]) + model["b"] - batch
+    # Each operand is quantized once and used in every product it enters (the same bits as quantizing each time).
+    batch_q, w2_q = Fixed(xp, batch), Fixed(xp, model["w2"])
+    hidden = batch_q.matmul(Fixed(xp, model["w1"]), "encoder (batch @ w1)")
+    hidden_q = Fixed(xp, hidden)
+    error = hidden_q.matmul(w2_q, "decoder (hidden @ w2)") + model["b"] - batch
     loss = fixed_mean(xp, error ** 2)
-    grad_out = 2.0 * error / error.size
-    grad_w2 = det_matmul(xp, hidden.T, grad_out)
-    grad_b = det_matmul(xp, xp.ones((1, batch.shape[0])), grad_out)[0]
-    grad_hidden = det_matmul(xp, grad_out, model["w2"].T)
-    grad_w1 = det_matmul(xp, batch.T, grad_hidden)
+    grad_out_q = Fixed(xp, 2.0 * error / error.size)
+    grad_w2 = hidden_q.T.matmul(grad_out_q, "gradient of w2")
+    grad_b = Fixed(xp, xp.ones((1, batch.shape[0]))).matmul(grad_out_q, "gradient of b")[0]
+    grad_hidden = grad_out_q.matmul(w2_q.T, "gradient of the hidden layer")
+    grad_w1 = batch_q.T.matmul(Fixed(xp, grad_hidden), "gradient of w1")
     model["w1"] = xp.clip(model["w1"] - lr * grad_w1, -64, 64)
     model["w2"] = xp.clip(model["w2"] - lr * grad_w2, -64, 64)
     model["b"] = xp.clip(model["b"] - lr * grad_b, -64, 64)
@@ -268,6 +262,11 @@ def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: s
     ``should_stop()`` is polled between cycles: when it says so, the run
     returns with ``stopped`` set; ``--resume`` continues from the last checkpoint.
     """
+    with blas_threads():
+        return _run_reference(workspace, logdir, config, seeds, backend, log, resume, should_stop)
+
+
+def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: str, log, resume: bool, should_stop) -> dict:
     xp, backend = array_module(backend)
     exp, dcfg, lcfg, bcfg = config["experiment"], config["dreamer"], config["learner"], config["bridge"]
     samples, sources, data_source = load_samples(workspace, config, seeds)

@@ -1,0 +1,45 @@
+"""The reference experiment's outputs are the bits of its former int64 arithmetic, on any threads or BLAS kernel.
+
+``reference_hashes.json`` holds the SHA-256 of every file each config's run
+wrote (metrics, dreams, bridges, checkpoints) with the int64 implementation
+(commit 564416c, before products went through float64 BLAS), made by
+running ``run_experiment.py --config trainer/config/<name> --backend numpy``
+into ``run/`` of an empty workspace with SOURCE_DATE_EPOCH=1761912000, as below.
+"""
+
+import hashlib
+import platform
+from pathlib import Path
+
+import pytest
+
+from scripts.utils.jsonio import read_json
+from tests.conftest import REPO, run_script
+
+RECORDED = read_json(Path(__file__).with_name("reference_hashes.json"))
+
+
+def run_config(tmp_path: Path, name: str, env=None) -> dict:
+    workspace = tmp_path / f"ws_{name}"
+    logdir = workspace / "run"
+    workspace.mkdir()
+    result = run_script("orchestration", "run_experiment", "--config", REPO / "trainer/config" / name,
+                        "--logdir", logdir, "--workspace", workspace, "--backend", "numpy", "--quiet",
+                        env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return {path.relative_to(logdir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(logdir.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_every_output_has_the_bits_of_the_int64_implementation(tmp_path, name):
+    assert run_config(tmp_path, name) == RECORDED[name]["files"]
+
+
+@pytest.mark.parametrize("threads, kernel", [("1", "Prescott"), ("2", "Haswell")])
+def test_the_bits_do_not_depend_on_threads_or_blas_kernel(tmp_path, threads, kernel):
+    env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "OPENBLAS_CORETYPE": kernel,
+           "MKL_NUM_THREADS": threads}
+    if platform.machine() not in ("x86_64", "AMD64"):
+        env.pop("OPENBLAS_CORETYPE")  # x86 kernel names; other CPUs keep their own
+    assert run_config(tmp_path, "phase7.toml", env) == RECORDED["phase7.toml"]["files"]
