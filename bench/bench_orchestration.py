@@ -178,9 +178,14 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
     for label in ("exact", "int64"):
         folder = scratch / f"exact_{label}"
         folder.mkdir(parents=True)
+        def run(folder=folder):
+            return reference_experiment.run_reference(scratch, folder, config, seeds, "numpy")
+
         started = time.perf_counter()
-        run = lambda: reference_experiment.run_reference(scratch, folder, config, seeds, "numpy")  # noqa: E731
-        run() if label == "exact" else with_int64(run)
+        if label == "exact":
+            run()
+        else:
+            with_int64(run)
         cycle[label] = time.perf_counter() - started
         digests[label] = folder_digest(folder)
     figures.append(figure("reference_experiment_first_cycle_exact_vs_int64", "large.toml's first cycle with "

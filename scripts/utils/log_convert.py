@@ -15,6 +15,7 @@ lightning         Lightning's rank prefix ``[rank: 0] msg``
 python_warning    ``path.py:12: UserWarning: msg`` (and Lightning's form without the category)
 python_dict       a printed dict such as the HF Trainer's ``{'loss': 0.69, 'epoch': 1.0}``
 traceback         ``Traceback (most recent call last):`` when no record is open (an uncaught exception)
+level_prefix      a level and the message: ``WARNING: msg`` (absl before it is set up, pip), ``[INFO] msg``
 glog              glog/absl (C++ and Python, JAX, torch.distributed.elastic):
                   ``I1126 12:00:00.123456 140123 train.py:42] msg`` (``I20251126`` too; ``I0000 00:00:<Unix time>``)
 tensorflow        TensorFlow < 2.16: ``2025-11-26 12:00:04.500000: W tensorflow/...cc:290] msg``
@@ -96,7 +97,7 @@ PROGRESS_MODES = ("all", "last", "none")
 
 # Formats whose records take the continuation lines that follow them.
 CONTINUED_FORMATS = frozenset({"python", "transformers", "lightning", "python_warning", "glog", "c10", "nccl",
-                               "env_logger", "datetime", "traceback", "tensorflow"})
+                               "env_logger", "datetime", "traceback", "tensorflow", "level_prefix"})
 INDENTED_CONTINUATIONS = frozenset({"python_warning"})  # a warning's source line is indented; nothing else joins
 TRACEBACK_HEAD = "Traceback (most recent call last):"
 
@@ -133,6 +134,7 @@ _AFTER_DASHED = re.compile(r" - (\S*) - " + _LVL + r"\b(?: - ?|$)")             
 _AFTER_LEVEL = re.compile(r"\]?[ \t]*(?:[-|:][ \t]*)?\[?" + _LVL + r"\b\]?")       # level
 _COLON_NAME = re.compile(r":([^:\s]*):")                                          # ts:LEVEL:name:msg
 _FLASK_NAME = re.compile(r"[ \t]+in[ \t]+([\w.<>\-]+):[ \t]?")                     # [ts] LEVEL in module: msg
+_BRACKET_NAME = re.compile(r"[ \t]*\[([^\]\s]+)\][ \t]?")                            # [ts] [LEVEL] [file:line:func] msg
 _SEPARATOR_NAME = re.compile(r"[ \t]*(?:[-|:][ \t]*)?(?:(\S+) - [ \t]*|([\w.<>\-]+):(?:[ \t]+|$))?")
 _AFTER_HYDRA = re.compile(r"\]\[([^\]]*)\]\[" + _LVL + r"\](?: -)? ?")             # source, level
 _AFTER_RSYSLOG = re.compile(r" ([\w.:-]+) ([A-Za-z][\w./()-]*?)(?:\[(\d+)\])?: ?")  # host, tag, pid
@@ -142,6 +144,7 @@ _US_DATE = re.compile(r"(\d\d)/(\d\d)/(\d{4}) (\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?
 _ENV_LOGGER = re.compile(r"\[(?:(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)[ \t]+)?"
                          + _LVL + r"[ \t]*([^\]\s]*)[ \t]*\][ \t]?")
 _PY_DEFAULT = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL|WARN|TRACE):([^:\s]*):[ \t]?")
+_LEVEL_PREFIX = re.compile(_LVL + r"(?::| -| \|)[ \t]+")                                  # WARNING: msg
 _GLOG = re.compile(r"([DIWEF])(\d{8}|\d{4}) (\d\d:\d\d:\d+)(?:\.(\d{1,9}))? +(\d+) ([^\s\]]+?):(\d+)\] ?")
 _C10 = re.compile(r"\[([FEWIV])(?:(\d{3,4}) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?)? ([^\s\]]+?):(\d+)\] ?")
 _TRANSFORMERS = re.compile(r"\[" + _LVL + r"\|([^\]|]+?):(\d+)\] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,](\d{1,9}))? >> ?")
@@ -357,12 +360,14 @@ def _python_after_stamp(line: str, end: int, ts, raw_ts, number: int, named_firs
 def _level_and_source(line: str, end: int):
     """After a time stamp: ``(level, source or None, where the message starts)`` for the
     Python asctime forms (``LEVEL name: msg``, ``- LEVEL - name - msg``, ``| LEVEL | name - msg``,
-    ``:LEVEL:name:msg``, ``[LEVEL] msg``, ``LEVEL in module: msg``), or None without a level."""
+    ``:LEVEL:name:msg``, ``[LEVEL] msg``, ``LEVEL in module: msg``, DeepSpeed's
+    ``[LEVEL] [file.py:12:func] msg``), or None without a level."""
     match = _AFTER_LEVEL.match(line, end)
     if match is None:
         return None
     level, position = match.group(1), match.end()
-    named = _COLON_NAME.match(line, position) or _FLASK_NAME.match(line, position)
+    named = _COLON_NAME.match(line, position) or _FLASK_NAME.match(line, position) \
+        or _BRACKET_NAME.match(line, position)
     if named:
         return level, named.group(1) or None, named.end()
     named = _SEPARATOR_NAME.match(line, position)
@@ -404,7 +409,8 @@ def _bracketed(line: str, number: int, clock: _Clock):
         if raw_ts:
             stamp = _ISO.fullmatch(raw_ts)
             ts = clock.utc(*stamp.groups()) if stamp else None
-        return _record(ts, _LEVEL_NAMES[level], source or None, line[match.end():], "env_logger", number, raw_ts)
+        fmt = "env_logger" if raw_ts or source else "level_prefix"  # a bare [INFO] names no crate
+        return _record(ts, _LEVEL_NAMES[level], source or None, line[match.end():], fmt, number, raw_ts)
     if "0" <= second <= "9":
         stamp = _ISO.match(line, 1)
         if stamp:
@@ -444,6 +450,9 @@ def _lettered(line: str, number: int, clock: _Clock):
     if match:
         level, source = match.groups()
         return _record(None, _LEVEL_NAMES[level], source or None, line[match.end():], "python", number)
+    match = _LEVEL_PREFIX.match(line)
+    if match:
+        return _record(None, _LEVEL_NAMES[match.group(1)], None, line[match.end():], "level_prefix", number)
     return None
 
 

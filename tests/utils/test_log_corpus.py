@@ -55,6 +55,8 @@ EXPECTED = {
         R(14, "python", "2025-11-26T12:00:07.000Z", "error", None, "bracketed level", ts_raw="2025-11-26 12:00:07,000"),
         R(15, "python", "2025-11-26T12:00:08.000Z", "critical", None, "padded level", ts_raw="2025-11-26 12:00:08,000"),
         R(16, "python", "2025-11-26T11:00:09Z", "info", "svc", "zone in the stamp", ts_raw="2025-11-26T12:00:09+01:00"),
+        R(17, "python", "2025-11-26T12:00:10.000Z", "info", "real_accelerator.py:191:get_accelerator",  # DeepSpeed
+          "Setting ds_accelerator to cuda (auto detect)", ts_raw="2025-11-26 12:00:10,000"),
     ],
     "hf_lightning.log": [
         R(1, "python", "2025-11-26T12:00:00Z", "warning", "__main__", "Process rank: 0, device: cuda:0, n_gpu: 1",
@@ -226,6 +228,9 @@ EXPECTED = {
         R(11, "syslog", "2025-11-26T12:00:08Z", None, "kernel", "oom-kill", ts_raw="Nov 26 12:00:08", host="node01"),
         R(12, "slurm", None, "error", "slurmstepd", "Detected 1 oom_kill event"),
         R(13, "plain", msg="plain closing line"),
+        R(14, "level_prefix", None, "warning", None,
+          "All log messages before absl::InitializeLog() is called are written to STDERR"),
+        R(15, "level_prefix", None, "info", None, "bracketed level only\n  indented detail of the bracketed level"),
     ],
 }
 YEAR_REFERENCE = {"syslog.log": date(2026, 1, 1)}
@@ -236,7 +241,7 @@ def test_the_corpus_is_complete():
     recognised = {record["format"] for records in EXPECTED.values() for record in records}
     assert recognised >= {"python", "transformers", "lightning", "python_warning", "python_dict", "glog", "c10",
                           "nccl", "env_logger", "syslog", "syslog_rfc5424", "slurm", "datetime", "progress",
-                          "logfmt", "json", "plain", "traceback", "tensorflow"}
+                          "logfmt", "json", "plain", "traceback", "tensorflow", "level_prefix"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
