@@ -62,6 +62,7 @@ from scripts.utils.arrays import array_module, npz_bytes, to_numpy
 from scripts.utils.colour import bridge_encode
 from scripts.utils.errors import InputError
 from scripts.utils.exact import Fixed, blas_threads, exact_matmul, fixed_mean
+from scripts.utils.exact import SCALE, fixed_sum  # noqa: F401 - the experiment's arithmetic, still importable here
 from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
 from scripts.utils.workspace import run_folder
@@ -186,9 +187,14 @@ def init_learner(xp, dim: int, hidden: int, rng) -> dict:
             "b": xp.zeros(dim)}
 
 
+def det_matmul(xp, a, b, name: str = "product"):
+    """The experiment's matrix product: exact on values quantized to 2**-20 (``utils/exact.py``)."""
+    return exact_matmul(xp, a, b, name)
+
+
 def reconstruction_loss(xp, model: dict, batch) -> float:
-    hidden = exact_matmul(xp, batch, model["w1"], "validation encoder (batch @ w1)")
-    out = exact_matmul(xp, hidden, model["w2"], "validation decoder (hidden @ w2)") + model["b"]
+    hidden = det_matmul(xp, batch, model["w1"], "validation encoder (batch @ w1)")
+    out = det_matmul(xp, hidden, model["w2"], "validation decoder (hidden @ w2)") + model["b"]
     return fixed_mean(xp, (out - batch) ** 2)
 
 

@@ -75,6 +75,8 @@ def integer_matmul(xp, qa, qb, name: str = "product", maxima=None):
     bound = product_bound(xp, qa, qb, maxima)
     if bound < EXACT_LIMIT:
         return qa @ qb
+    if math.isnan(bound):
+        raise InputError(f"{name}: an operand holds NaN", layer=name)
     if bound >= INT64_HEADROOM:
         raise InputError(f"{name}: its exact value could exceed 2**62 (bound {bound:.3g}); the fixed-point "
                          f"arithmetic cannot hold it: the values have grown too large", layer=name, bound=bound)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scripts.utils.jsonio import read_json
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, run_script, single_error
 
 RECORDED = read_json(Path(__file__).with_name("reference_hashes.json"))
 
@@ -43,3 +43,16 @@ def test_the_bits_do_not_depend_on_threads_or_blas_kernel(tmp_path, threads, ker
     if platform.machine() not in ("x86_64", "AMD64"):
         env.pop("OPENBLAS_CORETYPE")  # x86 kernel names; other CPUs keep their own
     assert run_config(tmp_path, "phase7.toml", env) == RECORDED["phase7.toml"]["files"]
+
+
+def test_values_past_what_int64_holds_stop_the_run_naming_the_product(tmp_path):
+    """lr=1000 blows the weights up: the int64 implementation wrapped around silently; this stops (exit 2)."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = run_script("orchestration", "run_experiment", "--config", REPO / "trainer/config/phase5.toml",
+                        "--set", "learner.lr=1000", "--set", "data.source=synthetic", "--logdir", workspace / "run",
+                        "--workspace", workspace, "--quiet")
+    assert result.returncode == 2, result.stderr
+    error = single_error(result.stderr)
+    assert error["layer"].startswith(("encoder", "decoder", "gradient", "validation")) and "2**62" in error["error"]
+    assert not list((workspace / "experiments" / "results").glob("run_experiment_*.json"))  # no run recorded

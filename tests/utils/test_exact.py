@@ -76,6 +76,15 @@ def test_a_product_that_int64_cannot_hold_stops_with_exit_2_naming_it():
     assert caught.value.details["bound"] >= 2.0 ** 62 and caught.value.exit_code == 2
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_operands_stop_with_exit_2(bad):
+    a = np.ones((2, 3))
+    a[1, 2] = bad
+    with pytest.raises(InputError) as caught:
+        exact.exact_matmul(np, a, np.ones((3, 2)), "gradient of w1")
+    assert caught.value.details["layer"] == "gradient of w1"
+
+
 def test_empty_and_zero_operands():
     assert exact.integer_matmul(np, np.zeros((0, 3)), np.zeros((3, 2))).shape == (0, 2)
     assert not exact.integer_matmul(np, np.zeros((2, 3)), np.full((3, 2), 2.0 ** 60)).any()
