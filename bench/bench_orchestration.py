@@ -172,7 +172,7 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
                           per_step_int64, 20.0, {"same_weights": same_step}, higher_is_better=False))
 
     # large.toml's first cycle, end to end: data, dreamer, steps, files; the same outputs either way.
-    config, _ = load_config(LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 4}"])
+    config, _ = load_config(LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 2}"])
     seeds = SeedManager.from_file()
     digests, cycle = {}, {}
     for label in ("exact", "int64"):

@@ -77,7 +77,7 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
                 writer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     corpus = scratch / "corpus.log"  # every format the converter knows, from the test corpus
-    corpus_lines = lines // 5
+    corpus_lines = lines // 10
     corpus_size = write_corpus_log(corpus, corpus_lines)
 
     def trivial_loop_on(path):
