@@ -100,16 +100,14 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def int64_matmul(xp, a, b, name="product"):
-    """The product the reference experiment used before issue 18: int64, exact, no BLAS (the anchor)."""
-    qa = xp.rint(a * exact.SCALE).astype(xp.int64)
-    qb = xp.rint(b * exact.SCALE).astype(xp.int64)
-    return (qa @ qb).astype(xp.float64) / (exact.SCALE * exact.SCALE)
-
-
 def int64_integer_matmul(xp, qa, qb, name="product", maxima=None):
-    """``exact.integer_matmul`` as it was before issue 18: the quantized operands multiplied in int64."""
+    """``exact.integer_matmul`` as it was before issue 18: the quantized operands multiplied in int64, no BLAS."""
     return (qa.astype(xp.int64) @ qb.astype(xp.int64)).astype(xp.float64)
+
+
+def int64_matmul(xp, a, b):
+    """The reference experiment's product before issue 18 (the anchor)."""
+    return int64_integer_matmul(xp, exact.quantize(xp, a), exact.quantize(xp, b)) / (exact.SCALE * exact.SCALE)
 
 
 def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:

@@ -105,7 +105,7 @@ def _halves(xp, q, largest: float):
 
 def exact_matmul(xp, a, b, name: str = "product"):
     """``a @ b`` on values quantized to 2**-20, exactly: the same bits on any BLAS, thread count or device."""
-    return integer_matmul(xp, quantize(xp, a), quantize(xp, b), name) / (SCALE * SCALE)
+    return Fixed(xp, a).matmul(Fixed(xp, b), name)
 
 
 class Fixed:
