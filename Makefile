@@ -20,6 +20,11 @@ DATA_NAME ?=
 STRICT ?=
 SCHEDULER ?=
 RUN ?=
+# What a user names (a folder may be called anything) reaches the scripts as data: in the environment,
+# unexpanded, and never written into a recipe (scripts/orchestration/make_targets.py turns it into options).
+MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN
+unexport $(MAKE_INPUTS)
+$(foreach name,$(MAKE_INPUTS),$(eval export CRH_MAKE_$(name) := $$(value $(name))))
 VENV_STAMP = $(VENV)/.lock-sha256
 PY = $(VENV_PY)
 PYTEST_ARGS ?=
@@ -81,16 +86,8 @@ clean: $(VENV_STAMP)
 clean-venv:
 	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
 
-phase5 phase6 phase7 phase8 phase9: $(VENV_STAMP)
-	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)" $(if $(DATA),--data "$(DATA)") \
-	    $(if $(DATA_NAME),--data-name "$(DATA_NAME)") $(if $(filter 1 yes true,$(STRICT)),--strict) \
-	    $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
+phase5 phase6 phase7 phase8 phase9 verify report: $(VENV_STAMP)
+	$(PY) scripts/orchestration/make_targets.py $@
 
 phase%: $(VENV_STAMP)
-	$(PY) scripts/orchestration/pipeline.py $@ --workspace "$(WORKSPACE)"
-
-verify: $(VENV_STAMP)
-	$(PY) scripts/orchestration/verify.py --workspace "$(WORKSPACE)"
-
-report: $(VENV_STAMP)
-	$(PY) scripts/visualization/html_report.py $(if $(RUN),"$(RUN)") --workspace "$(WORKSPACE)"
+	$(PY) scripts/orchestration/make_targets.py $@

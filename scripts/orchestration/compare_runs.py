@@ -34,9 +34,9 @@ from scripts.utils import cli
 from scripts.utils.environment import differences as environment_differences
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import RESULTS, resolve_workspace
-from scripts.visualization.html_report import (METRICS, esc, flatten, page, read_metrics, resolve_target, section,
-                                               svg_inline, table)
+from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
+from scripts.utils.run_reports import resolve_target
+from scripts.visualization.html_report import METRICS, esc, flatten, page, read_metrics, section, svg_inline, table
 from scripts.visualization.metric_plotter import plot_curves
 
 
@@ -83,21 +83,21 @@ def compare_artifacts(reports: list) -> dict:
     return {"counts": counts, "files": rows}
 
 
-def locate(workspace: Path, target: str) -> tuple[dict, Path]:
+def locate(workspace: Path, target: str, force: bool = False) -> tuple[dict, Path]:
     """The run report a target names and the workspace it lives in (a report file names its own)."""
     path = Path(target)
     if path.suffix == ".json" and path.is_file() and path.resolve().parent.name == "results" \
             and path.resolve().parents[1].name == "experiments":
         home = path.resolve().parents[2]
-        return resolve_target(home, str(path.resolve())), home
-    return resolve_target(workspace, target), workspace
+        return resolve_target(home, str(path.resolve()), force), home
+    return resolve_target(workspace, target, force), workspace
 
 
 def comparison(located: list) -> tuple[dict, dict]:
     reports = [report for report, _ in located]
     series, metrics = {}, {}
     for report, home in located:
-        found, summary = read_metrics(home / run_folder_of(report))
+        found, summary = read_metrics(path_inside(home, run_folder_of(report)))
         if found is not None:
             series[report["run_id"]], metrics[report["run_id"]] = found, summary
     artifacts = compare_artifacts(reports)
@@ -136,7 +136,7 @@ def compare_command(args, log) -> int:
     if len(args.runs) < 2:
         raise InputError("give two or more runs to compare", runs=args.runs)
     workspace = resolve_workspace(args.workspace)
-    result, series = comparison([locate(workspace, target) for target in args.runs])
+    result, series = comparison([locate(workspace, target, args.force) for target in args.runs])
     if args.html:
         with RunRecorder("compare_runs", workspace=workspace, log=log, config={"runs": result["runs"]}) as record:
             record.output_path("compare.html").write_text(comparison_page(result, series), encoding="utf-8")
@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run reports, run folders or log folders (two or more)")
     parser.add_argument("--html", action="store_true", help="also write the comparison as an HTML page")
+    parser.add_argument("--force", action="store_true",
+                        help="use reports their workspace's manifest does not hold (copied alone, or edited)")
     cli.add_common_options(parser)
     return cli.run(parser, compare_command, argv)
 

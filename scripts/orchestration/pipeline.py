@@ -97,10 +97,11 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, 
 from scripts.utils.limits import printable_name
 from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
                                     read_manifest, read_registry)
-from scripts.utils.run_records import recover, records_lock, retract_runs
+from scripts.utils.run_records import portable_argv, recover, records_lock, retract_runs
 from scripts.utils.step_view import StepView
 from scripts.utils.registry import MANIFEST
-from scripts.utils.workspace import REPO_ROOT, ensure_layout, inside, resolve_workspace, run_folder, run_report
+from scripts.utils.workspace import (REPO_ROOT, SEED_LOG, checked_run_id, ensure_layout, inside, resolve_workspace,
+                                     run_folder, run_report)
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
 TERMINAL_LOG = "meta/chronicle/pipeline.jsonl"  # the JSON log when the terminal shows the live view
@@ -108,6 +109,7 @@ STATE = "meta/chronicle/pipeline_state.json"
 PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
 SHOWN_SKIPPED = 5
+TABLE = re.compile(r"^experiments/results/metadata_extractor_[0-9TZ_-]+/metadata\.jsonl$")  # "{table}" as recorded
 
 
 class StepFailed(CheckFailed):
@@ -381,9 +383,7 @@ class Pipeline:
         self.view = view          # a StepView on a terminal, else None
         self.state_path = workspace / STATE
         remove_stale_temps(self.state_path)
-        self.state = read_json(self.state_path) if self.state_path.exists() else {}
-        if not isinstance(self.state, dict):
-            self.state = {}
+        self.state = checked_state(read_json(self.state_path), self.state_path) if self.state_path.exists() else {}
         self.cache = StatCache.load(workspace / REGISTRY)
         self._registry = self._manifest = self._by_run = None
 
@@ -550,6 +550,54 @@ def upstream_of(step: Step, planned: dict) -> bool:
     return any(planned[name][1] is not None for name in step.after if name in planned)
 
 
+def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
+    """Without its state file or the seed log, a workspace that holds the pipeline's runs is made to converge.
+
+    The pipeline's runs are found in the manifest by their recorded command
+    line (runs made by hand in the workspace are not the pipeline's and
+    stay), retracted, and their steps forgotten: each is redone as in a clean
+    run (same names, the seed lines in the same order, no duplicates). Call
+    it before ``recover``, which would otherwise roll their seed lines
+    forward out of order.
+    """
+    state_path = workspace / STATE
+    lost = [name for name, path in (("state", state_path), ("seed log", workspace / SEED_LOG)) if not path.exists()]
+    runs = read_manifest(workspace / MANIFEST)
+    if not lost or not runs:
+        return
+    state = checked_state(read_json(state_path), state_path) if state_path.exists() else {}
+    mine = {step.name: recorded_runs_of(workspace, step, runs) for step in steps}
+    retract = set().union(*mine.values())
+    if not retract:
+        return
+    for name in [name for name, found in mine.items() if found]:
+        state.pop(name, None)
+    atomic_write_bytes(state_path, canonical_json(state))
+    retract_runs(workspace, retract, log)
+    log.warning("bookkeeping_rebuilt", lost=lost, steps=sorted(n for n, found in mine.items() if found),
+                runs=len(retract), note="the pipeline's earlier runs are redone, so the workspace equals a clean run")
+
+
+def recorded_runs_of(workspace: Path, step: Step, runs: dict) -> set:
+    """The runs in the manifest whose recorded command line (or, for a config step, config file) is this step's."""
+    expected = portable_argv(step.argv[1:], workspace)
+    found = set()
+    for run_id in (run_id for run_id, run in runs.items() if run.get("script") == step.script):
+        try:
+            report = read_json(workspace / run_report(run_id))
+            argv, config = report.get("argv"), report.get("config")
+        except (InputError, AttributeError):
+            continue
+        if step.in_process and argv is None:  # recorded by the pipeline itself: the config file names it
+            if isinstance(config, dict) and config.get("file") == portable(step.argv[1], workspace):
+                found.add(run_id)
+        elif isinstance(argv, list) and len(argv) == len(expected) and all(
+                got == want or (want == "{table}" and isinstance(got, str) and TABLE.match(got))
+                for got, want in zip(argv, expected)):
+            found.add(run_id)
+    return found
+
+
 def runs_table(runs: dict) -> str:
     if "metadata" not in runs:
         raise InputError("the metadata step has not run")
@@ -559,7 +607,27 @@ def runs_table(runs: dict) -> str:
 def _legacy_run(previous: dict) -> str | None:
     """State written before step states had a status: the run id is the report's stem."""
     report = previous.get("report")
-    return Path(report).stem if isinstance(report, str) else None
+    return checked_run_id(Path(report).stem, STATE) if isinstance(report, str) else None
+
+
+def checked_state(document, path: Path) -> dict:
+    """The pipeline's state file, every field checked: a run id must be a run id, never a path."""
+    if not isinstance(document, dict):
+        raise InputError("not a pipeline state (expected an object of steps)", file=path)
+    for name, state in document.items():
+        if not isinstance(state, dict) or state.get("status", "done") not in ("running", "done") \
+                or not isinstance(state.get("fingerprint", ""), str):
+            raise InputError("not a pipeline state: a step's state must hold a status of running or done and a "
+                             "fingerprint", file=path, key=name)
+        runs = [state.get("run")] if state.get("run") is not None else []
+        for key in ("retract", "before"):
+            if not isinstance(state.get(key, []), list):
+                raise InputError(f"not a pipeline state: {key} must be a list of run ids", file=path, key=name)
+            runs += state.get(key, [])
+        for run_id in runs:
+            checked_run_id(run_id, path)
+        _legacy_run(state)
+    return document
 
 
 def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
@@ -607,7 +675,10 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
         log.warning("waiting", note="another pipeline is running in this workspace; waiting for it to finish",
                     lock=str(workspace / PIPELINE_LOCK))
         lock.acquire()
+    data = str(Path(data_arg).expanduser().resolve()) if inputs is not None else "data/sample"
     try:
+        rebuild_lost_bookkeeping(workspace, list({step.name: step for other in PHASES for step in steps_for(
+            other, data, inputs is not None, data_name, strict)}.values()), log)
         with records_lock(workspace):
             recover(workspace, log)
         address = cluster.scheduler_address(scheduler)
@@ -620,11 +691,10 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
                 step_env = dict(step_env or os.environ, **{PROGRESS_ENV: "json"})
             pipeline = Pipeline(workspace, log, step_env)
             if inputs is not None:
-                data = str(Path(data_arg).expanduser().resolve())
                 fingerprint = data_fingerprint(inputs, pipeline.cache, executor)
                 pipeline.cache.save()
             else:
-                data, fingerprint = "data/sample", "sample"
+                fingerprint = "sample"
             steps = steps_for(phase, data, inputs is not None, data_name, strict)
             if live:
                 pipeline.view = StepView(f"{phase}: {PRODUCES[phase]}", [step.name for step in steps])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,9 +49,9 @@ from scripts.utils.environment import differences, environment_fingerprint, envi
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
 from scripts.utils.registry import MANIFEST, REGISTRY, empty_manifest, empty_registry, read_manifest, read_registry
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import REPO_ROOT, ensure_layout, resolve_workspace, run_report
-from scripts.visualization.html_report import resolve_target, script_path
+from scripts.utils.run_records import EXECUTION_OPTIONS, RunRecorder
+from scripts.utils.run_reports import command_path, resolve_target
+from scripts.utils.workspace import checked_name, ensure_layout, path_inside, resolve_workspace, run_report
 
 OUTSIDE = "<outside workspace>"
 TAKES_CONFIG_AND_SEEDS = ("run_experiment",)  # scripts whose resolved config and seeds the record holds whole
@@ -106,6 +107,7 @@ def rerun_argv(report: dict, inputs: Path) -> list:
         if OUTSIDE in arg or (value and OUTSIDE in value and takes_next and option.startswith("--")):
             raise InputError("the record names a file outside its workspace that it does not hold; "
                              "re-run it by hand", argument=arg if OUTSIDE in arg else f"{arg} {value}")
+        check_recorded_argument(arg)
         rebuilt.append(arg)
     if report.get("script") in TAKES_CONFIG_AND_SEEDS:  # the defaults were used: give the recorded ones
         if "--config" not in rebuilt and isinstance(report.get("config"), dict):
@@ -113,6 +115,20 @@ def rerun_argv(report: dict, inputs: Path) -> list:
         if "--seeds" not in rebuilt and report.get("seed"):
             rebuilt += ["--seeds", str(seeds_file(report["seed"], inputs))]
     return rebuilt
+
+
+def check_recorded_argument(arg: str) -> None:
+    """Refuse what a recorded command line never holds: options that say where a run writes (they are left out
+    when recording), absolute paths, and paths that climb out of the workspace."""
+    option, _, value = arg.partition("=")
+    if option in EXECUTION_OPTIONS:
+        raise InputError("the record's command line holds an option that records never keep (edited?)",
+                         argument=arg[:200])
+    for text in (arg, value):
+        if "\0" in text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) \
+                or ".." in re.split(r"[\\/]", text):
+            raise InputError("the record's command line names a path outside its workspace: refused",
+                             argument=arg[:200])
 
 
 def config_file(config: dict, inputs: Path) -> Path:
@@ -139,9 +155,10 @@ def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
     ensure_layout(fresh)
     files = {path: entry for path, entry in read_registry(source / REGISTRY).items() if entry.get("run") in runs}
     for relative in files:
+        checked_name(relative, source / REGISTRY, data_root=True)
         if relative.startswith("@"):
             continue  # a data root outside the workspace: bound below, read in place
-        origin, copy = source / relative, fresh / relative
+        origin, copy = path_inside(source, relative, source / REGISTRY), path_inside(fresh, relative, source / REGISTRY)
         if not origin.is_file():
             continue
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +180,7 @@ def compare_outputs(workspace: Path, fresh: Path, recorded: dict, new: dict) -> 
         if before == after:
             continue
         item = {"artifact": path, "recorded": before, "rerun": after}
-        original, again = workspace / path, fresh / path
+        original, again = path_inside(workspace, path), path_inside(fresh, path)
         if before and after and original.is_file() and again.is_file():
             data = original.read_bytes()
             if hashlib.sha256(data).hexdigest() == before:  # the recorded file is still there, unchanged
@@ -174,13 +191,20 @@ def compare_outputs(workspace: Path, fresh: Path, recorded: dict, new: dict) -> 
 
 def rerun_command(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
-    report = resolve_target(workspace, args.target)
+    try:
+        report, unverified = resolve_target(workspace, args.target), []
+    except InputError as exc:
+        if not args.force or "recorded_sha256" not in exc.details:
+            raise
+        report = resolve_target(workspace, args.target, force=True)
+        unverified = [{"what": "the report is not the one the manifest holds", "recorded": exc.details["recorded_sha256"],
+                       "now": exc.details["actual_sha256"]}]
     if report.get("script") in ("rerun", "verify", "html_report", "compare_runs", None):
         raise InputError("this run records no work to re-run", run=report.get("run_id"), script=report.get("script"))
     if "argv" not in report:
         raise InputError("the record holds no command line (runs recorded before argv was recorded by every "
                          "script cannot be re-run)", run=report["run_id"])
-    blocking = refusals(report)
+    blocking = unverified + refusals(report)
     if blocking and not args.force:
         raise InputError("the run cannot be re-run as recorded (--force re-runs it anyway and says so)",
                          run=report["run_id"], refused=blocking)
@@ -189,7 +213,7 @@ def rerun_command(args, log) -> int:
         fresh, inputs = scratch / "ws", scratch / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
         copied = prepare_workspace(workspace, fresh, report)
-        command = [sys.executable, str(REPO_ROOT / script_path(report["script"])), *rerun_argv(report, inputs),
+        command = [sys.executable, str(command_path(report["script"])), *rerun_argv(report, inputs),
                    "--workspace", str(fresh)]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(run_epoch(report["run_id"]))}
         env.pop("CRH_WORKSPACE", None)
@@ -227,7 +251,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("target", metavar="RUN", help="a run report (.json), a run folder or a log folder")
     parser.add_argument("--force", action="store_true",
-                        help="re-run even from another commit, a dirty tree or another environment (recorded)")
+                        help="re-run even from another commit, a dirty tree or another environment, or a report "
+                             "the manifest does not hold (from elsewhere); what was forced is recorded")
     parser.add_argument("--keep", metavar="DIR", help="keep the fresh workspace under DIR/ws")
     cli.add_common_options(parser)
     return cli.run(parser, rerun_command, argv)

@@ -142,7 +142,11 @@ def joined(pieces) -> bytes:
 def read_json(path: Path):
     """Parse a JSON file; a bad file is an InputError naming it, line and column."""
     path = Path(path)
-    data = read_input_bytes(path, MAX_TABLE_BYTES)
+    return parse_json(read_input_bytes(path, MAX_TABLE_BYTES), path)
+
+
+def parse_json(data: bytes, path=None):
+    """Parse JSON bytes read from ``path``; bad JSON is an InputError naming it, line and column."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

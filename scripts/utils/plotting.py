@@ -1,7 +1,8 @@
 """Deterministic matplotlib: the same figure, the same PNG and SVG bytes, every run.
 
 ``pyplot()`` selects the Agg backend, the bundled DejaVu fonts, a fixed
-``svg.hashsalt`` (element ids) and no date in SVGs; ``save_figure`` strips
+``svg.hashsalt`` (element ids), no date in SVGs and no mathtext (a ``$`` in a
+label is a dollar sign); ``save_figure`` strips
 the metadata matplotlib would write (software version, creation date) and
 writes atomically.
 """
@@ -30,6 +31,7 @@ def pyplot():
         "figure.dpi": 100,
         "savefig.dpi": 100,
         "path.simplify": True,
+        "text.parse_math": False,          # labels come from file and folder names: "$" is text, never mathtext
     })
     import matplotlib.pyplot as plt
 

@@ -59,6 +59,7 @@ import orjson
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import (atomic_write_bytes, canonical_json, holding, lock_for, locked_update, read_json,
                                   remove_stale_temps)
+from scripts.utils.workspace import checked_run_id
 
 REGISTRY = "data/hash_registry.json"
 MANIFEST = "meta/chronicle/manifest.json"
@@ -91,7 +92,11 @@ def checked_registry(document, path: Path) -> dict:
 
 
 def checked_manifest(document, path: Path) -> dict:
-    return _checked(document, "run manifest", "runs", path)
+    """``document`` if it is a run manifest whose run ids are run ids (never paths), else an InputError."""
+    _checked(document, "run manifest", "runs", path)
+    for run_id in document["runs"]:
+        checked_run_id(run_id, path)
+    return document
 
 
 def read_registry(path: Path) -> dict:

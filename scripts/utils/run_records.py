@@ -43,7 +43,6 @@ workspace-relative POSIX, or data-root names (data_roots.py).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -60,7 +59,7 @@ from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_regist
                                     check_writable, fold_journal, hash_file, journal_from_bytes, read_manifest,
                                     registry_entry, update_manifest, update_registry)
 from scripts.utils.seed_manager import SeedManager, append_seed_line, log_seed
-from scripts.utils.workspace import (RESULTS, SEED_LOG, ensure_layout, relative_to_workspace,
+from scripts.utils.workspace import (RESULTS, RUN_ID, SEED_LOG, checked_run_id, ensure_layout, relative_to_workspace,
                                      resolve_workspace, run_folder, run_report)
 
 # Options that say only where and how a run executes, never what it computes: left out of the recorded
@@ -94,7 +93,6 @@ def portable_argv(argv, workspace: Path) -> list:
 RECORDS_LOCK = "meta/chronicle/.records.lock"
 RUN_LOCK = ".run.lock"
 PARTIAL = ".partial"
-RUN_ID = re.compile(r"^[A-Za-z0-9_]+_[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$")
 
 
 # --------------------------------------------------------------------------
@@ -219,7 +217,7 @@ def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
     appended = []
     for run_id in missing:
         try:
-            report = read_json(workspace / runs[run_id].get("report", run_report(run_id)))
+            report = read_json(workspace / run_report(checked_run_id(run_id, workspace / MANIFEST)))
             append_seed_line(workspace, run_id, report["script"], report["seed"])
             appended.append(run_id)
         except (InputError, KeyError, TypeError):
@@ -239,7 +237,7 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
     touched.
     """
     workspace = Path(workspace)
-    targets = set(run_ids)
+    targets = {checked_run_id(run_id) for run_id in run_ids}  # a run id from a record must not name a path
     if not targets:
         return []
     elsewhere = []

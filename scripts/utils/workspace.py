@@ -10,6 +10,7 @@ through a data root instead (data_roots.py).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from scripts.utils.errors import InputError
@@ -20,6 +21,11 @@ LAYOUT = ("data", "meta/chronicle", "experiments/results", "env")
 RESULTS = "experiments/results"
 SEED_LOG = "meta/chronicle/seeds.jsonl"
 DATA_ROOT_MARK = "@"  # names starting with it are data-root files, never workspace files
+RUN_ID = re.compile(r"^[A-Za-z0-9_]{1,64}_[0-9]{8}T[0-9]{6}Z(-[0-9]{1,6})?$")
+MAX_NAME_CHARS = 4096
+# A recorded name: relative POSIX, no empty, "." or ".." part, no backslash, NUL or drive letter.
+SAFE_NAME = r"^(?![A-Za-z]:)(?!/)(?!.*//)(?!(?:.*/)?\.{1,2}(?:/|$))[^\x00\\]{1,4096}$"
+_SAFE_NAME = re.compile(SAFE_NAME, re.DOTALL)
 
 
 def resolve_workspace(workspace=None) -> Path:
@@ -78,3 +84,31 @@ def run_folder(run_id: str) -> str:
 def run_report(run_id: str) -> str:
     """The workspace-relative path of a run's report."""
     return f"{RESULTS}/{run_id}.json"
+
+
+def checked_run_id(run_id, file=None) -> str:
+    """``run_id`` if it has the shape ``<script>_<stamp>[-N]``; a record naming anything else is bad input."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise InputError("not a run id (expected <script>_YYYYMMDDTHHMMSSZ[-N])", file=file,
+                         value=repr(run_id)[:200])
+    return run_id
+
+
+def checked_name(name, file=None, data_root: bool = False) -> str:
+    """A workspace-relative name read from a record, refused unless it stays inside whatever it is joined to.
+
+    ``data_root``: names of data-root files (``@root/...``) are allowed too.
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or (name.startswith(DATA_ROOT_MARK) and not data_root):
+        raise InputError("a recorded path must be workspace-relative and stay inside it (no '..', no absolute path)",
+                         file=file, value=repr(name)[:200])
+    return name
+
+
+def path_inside(workspace: Path, name, file=None) -> Path:
+    """``workspace / name`` for a recorded ``name``, refused when it (through links too) leaves ``workspace``."""
+    target = Path(workspace) / checked_name(name, file)
+    if not inside(workspace, target):
+        raise InputError("a recorded path leads outside the workspace (through a link)", file=file,
+                         value=repr(name)[:200])
+    return target

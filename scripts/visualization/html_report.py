@@ -37,18 +37,17 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.colour import rgb_to_hsl
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import read_json
 from scripts.utils.plotting import figure_bytes, pyplot
-from scripts.utils.run_records import RunRecorder, latest_run, run_order
+from scripts.utils.registry import REGISTRY, read_registry
+from scripts.utils.run_records import RunRecorder
+from scripts.utils.run_reports import command_path, resolve_target
 from scripts.utils.tensors import read_cten, read_sten
-from scripts.utils.workspace import RESULTS, relative_to_workspace, resolve_workspace, run_report
+from scripts.utils.workspace import RESULTS, inside, path_inside, resolve_workspace
 from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
 
-PHASE_SCRIPTS = ("run_experiment",)
 METRICS = ("loss", "val_loss", "coherence")  # the curves and final/best values a page shows
 ENVIRONMENT_ID = "environment"  # the one section that describes the machine (verify sets it aside)
-SCRIPTS = Path(__file__).resolve().parents[1]
 SHOWN_TENSORS = 4
 ARTIFACT_ROWS = 500
 STYLE = """
@@ -72,47 +71,6 @@ details summary{cursor:pointer}
 # --------------------------------------------------------------------------
 # Finding what to show
 # --------------------------------------------------------------------------
-
-def resolve_target(workspace: Path, target: str | None) -> dict:
-    """The run report a target names: a report file, a run folder, a log folder, or (None) the newest phase run."""
-    if target is None:
-        newest = [run for run in (latest_run(workspace, script) for script in PHASE_SCRIPTS) if run]
-        if not newest:
-            raise InputError("no phase run in this workspace yet: run make phase7 first", workspace=str(workspace))
-        return read_json(workspace / run_report(max(newest, key=run_order)))
-    path = Path(target)
-    if not path.is_absolute():  # relative to here, else to the workspace
-        path = Path.cwd() / path if (Path.cwd() / path).exists() else workspace / path
-    if path.is_file():
-        if path.suffix != ".json":
-            raise InputError("give a run report (.json), a run folder or a log folder", file=target)
-        report = read_json(path)
-        if not isinstance(report, dict) or "run_id" not in report:
-            raise InputError("not a run report (it has no run_id)", file=target)
-        return report
-    if not path.is_dir():
-        raise InputError("no such run report or folder", file=target)
-    relative = relative_to_workspace(workspace, path)
-    own = workspace / RESULTS / f"{Path(relative).name}.json"
-    if own.is_file() and Path(relative).parent.as_posix() == RESULTS:
-        return read_json(own)
-    logged = [report for report in _reports(workspace) if (report.get("results") or {}).get("logdir") == relative]
-    if not logged:
-        raise InputError("no run report names this folder as its run folder or log folder", file=target)
-    return max(logged, key=lambda report: run_order(report["run_id"]))
-
-
-def _reports(workspace: Path) -> list:
-    reports = []
-    for path in sorted((workspace / RESULTS).glob("*.json")):
-        try:
-            document = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if isinstance(document, dict) and "run_id" in document:
-            reports.append(document)
-    return reports
-
 
 def overridden_keys(argv: list) -> set:
     """The config keys a run set with ``--set key=value``."""
@@ -182,8 +140,16 @@ def page(title: str, sections: list) -> str:
 # --------------------------------------------------------------------------
 
 def script_path(script) -> str:
-    found = sorted(SCRIPTS.glob(f"*/{script}.py"))
-    return found[0].relative_to(SCRIPTS.parent).as_posix() if found else f"{script}.py"
+    """How a page names the command of a run: ``scripts/<category>/<script>.py``."""
+    try:
+        return command_path(script).relative_to(command_path(script).parents[2]).as_posix()
+    except InputError:
+        return f"{script}.py"
+
+
+def mapping(value) -> dict:
+    """``value`` if it is a JSON object (free-form report sections may hold anything), else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def run_sections(workspace: Path, report: dict, registry: dict) -> list:
@@ -201,7 +167,7 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         flat = flatten(config)
         marks = ["set" if key in overridden or any(key.startswith(o + ".") for o in overridden) else ""
                  for key in flat]
-        note = f"<p>Highlighted: set with --set ({', '.join(sorted(overridden))}).</p>" if overridden else ""
+        note = f"<p>Highlighted: set with --set ({esc(', '.join(sorted(overridden)))}).</p>" if overridden else ""
         sections.append(section("Config", note + table(["key", "value"], [[k, v] for k, v in flat.items()], marks,
                                                            mono=(0,))))
     seed = report.get("seed")
@@ -209,14 +175,15 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         rows = [["base seed", seed.get("base_seed")], ["seeds file sha256", seed.get("seeds_file_sha256")]]
         rows += [[f"stream {name}", value] for name, value in sorted((seed.get("streams") or {}).items())]
         sections.append(section("Seeds", table(["seed", "value"], rows, mono=(1,))))
-    environment = report.get("environment") or {}
+    environment = mapping(report.get("environment"))
     if environment or report.get("env_hash"):
-        python = environment.get("python") or {}
+        python = mapping(environment.get("python"))
+        blas = environment.get("blas") if isinstance(environment.get("blas"), list) else []
         rows = [["env_hash", report.get("env_hash")], ["os", environment.get("os")],
                 ["python", f"{python.get('implementation', '')} {python.get('version', '')}".strip()],
-                ["blas", [b.get("internal_api") + " " + str(b.get("version")) + " " + str(b.get("architecture"))
-                          for b in environment.get("blas", [])]]]
-        rows += [[name, version] for name, version in sorted((environment.get("byte_relevant") or {}).items())]
+                ["blas", [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                          for b in blas if isinstance(b, dict)]]]
+        rows += [[name, version] for name, version in sorted(mapping(environment.get("byte_relevant")).items())]
         sections.append(section("Environment", f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
                                 "<details><summary>the fields it covers</summary>"
                                 + table(["field", "value"], rows, mono=(1,)) + "</details>", ENVIRONMENT_ID))
@@ -226,9 +193,9 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
 
 
 def _run_folder(workspace: Path, report: dict) -> Path | None:
-    logdir = (report.get("results") or {}).get("logdir")
+    logdir = (report.get("results") or {}).get("logdir")  # a checked name (run_reports.REPORT_SCHEMA)
     for candidate in ([workspace / logdir] if isinstance(logdir, str) else []) + [workspace / RESULTS / report["run_id"]]:
-        if candidate.is_dir():
+        if candidate.is_dir() and inside(workspace, candidate):
             return candidate
     return None
 
@@ -342,7 +309,7 @@ def side_by_side(kept: Path, item: dict) -> str:
 
     figures = []
     for run in ("first", "second"):
-        path = kept / run / item["artifact"]
+        path = path_inside(kept / run, item["artifact"])
         if not path.is_file():
             return ""
         data = path.read_bytes()
@@ -378,8 +345,7 @@ def _box(where: str):
 # --------------------------------------------------------------------------
 
 def build_page(workspace: Path, report: dict) -> str:
-    registry_path = workspace / "data/hash_registry.json"
-    registry = read_json(registry_path)["files"] if registry_path.is_file() else {}
+    registry = read_registry(workspace / REGISTRY)
     title = f"{report.get('script')} — {report['run_id']}"
     sections = verify_sections(workspace, report) if report.get("script") == "verify" else []
     return page(title, sections + run_sections(workspace, report, registry))
@@ -387,9 +353,9 @@ def build_page(workspace: Path, report: dict) -> str:
 
 def write_report(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
-    report = resolve_target(workspace, args.target)
+    report = resolve_target(workspace, args.target, force=args.force)
     text = build_page(workspace, report)
-    with RunRecorder("html_report", workspace=workspace, log=log,
+    with RunRecorder("html_report", argv=args.argv, workspace=workspace, log=log,
                      config={"run": report["run_id"]}) as record:
         record.output_path("report.html").write_text(text, encoding="utf-8")
         record.results.update(run=report["run_id"], html=f"{record.folder}/report.html")
@@ -406,6 +372,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("target", nargs="?", metavar="RUN",
                         help="a run report (.json), a run folder or log folder (default: the newest phase run)")
+    parser.add_argument("--force", action="store_true",
+                        help="show a report the workspace's manifest does not hold (from elsewhere, or edited)")
     cli.add_common_options(parser)
     return cli.run(parser, write_report, argv)
 

@@ -10,7 +10,12 @@ default ``loss,val_loss,coherence``).
 ``curves.png`` (and ``.svg``): one panel per metric, every run overlaid with
 a legend, optional log scale. A NaN or infinite value is never dropped
 silently: it is drawn as a red marker at the panel's top (NaN, +Inf) or
-bottom (-Inf) edge and listed in the run report.
+bottom (-Inf) edge and listed in the run report (the first 50, and the
+count); a finite value beyond ±1e100 is drawn at the edge the same way.
+A series longer than 4,000 points is drawn as the first, lowest, highest
+and last point of each of 1,000 runs of points (about a pixel column
+each), so a plot stays small whatever the row count. Only the plotted
+columns are kept in memory.
 
 ``fft.png`` (and ``.svg``): the amplitude spectrum of each metric series
 (mean removed) and of the mean-RGB signature over cycles, to expose periodic
@@ -28,6 +33,7 @@ import csv
 import io
 import math
 import sys
+from array import array
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
@@ -47,21 +53,6 @@ from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_METRICS = "loss,val_loss,coherence"
 SIGNATURE = ("mean_r", "mean_g", "mean_b")
-
-
-def csv_rows(text: str, source: str) -> list:
-    """The rows of a CSV text as dicts; a row longer or shorter than the header is bad input."""
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = []
-        for row in reader:
-            if None in row:
-                raise InputError("a row has more fields than the header", file=source,
-                                 line=reader.line_num)
-            rows.append(row)
-    except csv.Error as exc:
-        raise InputError(f"invalid CSV: {exc}", file=source)
-    return rows
 
 
 def metrics_file(given: str) -> Path:
@@ -87,10 +78,8 @@ def _value(raw):
         return None
 
 
-def read_series(path: Path, columns) -> dict:
-    """``{column: float array}`` in cycle order; a missing column or a non-number is bad input."""
-    rows = []
-    data = read_input_bytes(path, MAX_TABLE_BYTES, "metrics file")
+def _rows(path: Path, data: bytes):
+    """``(line number, row)`` of a metrics file: a dict per JSON line, or a list per CSV row (the header first)."""
     if path.suffix == ".jsonl":
         for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
@@ -101,32 +90,67 @@ def read_series(path: Path, columns) -> dict:
                 raise InputError(f"invalid JSON line: {exc.msg}", file=str(path), line=number)
             if not isinstance(row, dict):
                 raise InputError("each line must be a JSON object", file=str(path), line=number)
-            rows.append(row)
+            yield number, row
     elif path.suffix == ".csv":
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError("the metrics file is not valid UTF-8", file=str(path), offset=exc.start)
-        rows = csv_rows(text, str(path))
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            yield from ((reader.line_num, row) for row in reader if row)
+        except csv.Error as exc:
+            raise InputError(f"invalid CSV: {exc}", file=str(path), line=reader.line_num)
     else:
         raise InputError("metrics must be .csv or .jsonl", file=str(path))
+
+
+def read_series(path: Path, columns) -> dict:
+    """``{column: float array}`` in cycle order; a missing column, a non-number or a non-finite cycle is bad input.
+
+    Only the asked columns are kept, a row at a time: a million-row file
+    costs its numbers, not a dict per row.
+    """
+    wanted = ("cycle", *columns)
+    values = {column: array("d") for column in wanted}
+    header = None
+    rows = 0
+    for number, row in _rows(path, read_input_bytes(path, MAX_TABLE_BYTES, "metrics file")):
+        if isinstance(row, list):
+            if header is None:
+                header = {name: index for index, name in enumerate(row)}
+                _check_columns(path, wanted, header)
+                continue
+            if len(row) > len(header):
+                raise InputError("a row has more fields than the header", file=str(path), line=number)
+            cells = [row[header[c]] if header[c] < len(row) else None for c in wanted]
+        else:
+            if header is None:
+                header = row
+                _check_columns(path, wanted, header)
+            cells = [row.get(column) for column in wanted]
+        rows += 1
+        for column, raw in zip(wanted, cells):
+            value = _value(raw)
+            if value is None:
+                raise InputError(f"{column!r} is not a number in row {rows}: {str(raw)[:100]!r}", file=str(path),
+                                 row=rows, line=number)
+            values[column].append(value)
     if not rows:
         raise InputError("the metrics file has no rows", file=str(path))
-    series = {}
-    for column in ("cycle", *columns):
-        if column not in rows[0]:
-            raise InputError(f"the metrics file has no {column!r} column (columns: {', '.join(sorted(rows[0]))})",
-                             file=str(path), column_name=column)
-        values = []
-        for number, row in enumerate(rows, start=1):
-            value = _value(row.get(column))
-            if value is None:
-                raise InputError(f"{column!r} is not a number in row {number}: {row.get(column)!r}", file=str(path),
-                                 row=number, line=number + 1 if path.suffix == ".csv" else number)
-            values.append(value)
-        series[column] = np.array(values, dtype=np.float64)
+    series = {column: np.frombuffer(found, dtype=np.float64).copy() for column, found in values.items()}
+    if not np.all(np.isfinite(series["cycle"])):
+        row = int(np.argmin(np.isfinite(series["cycle"]))) + 1
+        raise InputError("'cycle' must be a finite number in every row", file=str(path), row=row)
     order = np.argsort(series["cycle"], kind="stable")
-    return {column: values[order] for column, values in series.items()}
+    return {column: found[order] for column, found in series.items()}
+
+
+def _check_columns(path: Path, wanted, header) -> None:
+    for column in wanted:
+        if column not in header:
+            raise InputError(f"the metrics file has no {column!r} column (columns: {', '.join(sorted(header))[:500]})",
+                             file=str(path), column_name=column)
 
 
 def dominant_period(values: np.ndarray):
@@ -142,6 +166,29 @@ def dominant_period(values: np.ndarray):
     return frequencies, spectrum, round(1.0 / frequencies[peak], 4)
 
 
+PLOT_COLUMNS = 1000    # a long series is drawn as the min and max of each of this many columns (about a pixel each)
+MARKED_POINTS = 50     # off-scale points drawn and named one by one; the rest are counted
+OFF_SCALE = 1e100      # beyond it a value is drawn at the panel's edge, like an infinity
+
+
+def decimated(x: np.ndarray, y: np.ndarray, columns: int = PLOT_COLUMNS) -> tuple:
+    """``(x, y)`` reduced to the first, minimum, maximum and last point of each of ``columns`` runs of points,
+    in order: the drawn line looks the same, and a plot costs the same whatever the row count."""
+    if x.size <= 4 * columns:
+        return x, y
+    edges = np.linspace(0, x.size, columns + 1).astype(np.int64)
+    starts = edges[:-1]
+    lows = np.minimum.reduceat(y, starts)
+    highs = np.maximum.reduceat(y, starts)
+    keep = set(starts.tolist()) | set((edges[1:] - 1).tolist())
+    for start, end, low, high in zip(starts, edges[1:], lows, highs):
+        part = y[start:end]
+        keep.add(int(start + np.argmax(part == low)))
+        keep.add(int(start + np.argmax(part == high)))
+    index = np.array(sorted(keep), dtype=np.int64)
+    return x[index], y[index]
+
+
 def plot_curves(runs: dict, metrics, log_scale: bool):
     plt = pyplot()
     figure, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.4 * len(metrics)), sharex=True, squeeze=False)
@@ -149,20 +196,26 @@ def plot_curves(runs: dict, metrics, log_scale: bool):
     for axis, metric in zip(axes[:, 0], metrics):
         for label, series in runs.items():
             cycles, values = series["cycle"], series[metric]
-            finite = np.isfinite(values)
-            axis.plot(cycles[finite], values[finite], marker=".", linewidth=1.2, label=label)
+            drawn = np.isfinite(values) & (np.abs(values) < OFF_SCALE)
+            x, y = decimated(cycles[drawn], values[drawn])
+            axis.plot(x, y, marker="." if x.size <= 200 else None, linewidth=1.2, label=label)
         if log_scale:
             axis.set_yscale("log")
         low, high = axis.get_ylim()
         for label, series in runs.items():
             cycles, values = series["cycle"], series[metric]
-            for cycle, value in zip(cycles[~np.isfinite(values)], values[~np.isfinite(values)]):
-                kind = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-                axis.plot([cycle], [low if kind == "-Inf" else high], marker="x", color="red", markersize=9,
-                          clip_on=False)
-                axis.annotate(kind, (cycle, low if kind == "-Inf" else high), color="red", fontsize=7,
-                              xytext=(3, -9 if kind != "-Inf" else 3), textcoords="offset points")
-                marked.append({"run": label, "metric": metric, "cycle": float(cycle), "value": kind})
+            off = ~(np.isfinite(values) & (np.abs(values) < OFF_SCALE))
+            for count, (cycle, value) in enumerate(zip(cycles[off], values[off])):
+                kind = "NaN" if math.isnan(value) else ("+Inf" if value == math.inf else "-Inf" if value == -math.inf
+                                                        else f"{value:+.3g}")
+                if not math.isfinite(value):
+                    marked.append({"run": label, "metric": metric, "cycle": float(cycle), "value": kind})
+                if count >= MARKED_POINTS:
+                    continue
+                edge = low if kind.startswith("-") else high
+                axis.plot([cycle], [edge], marker="x", color="red", markersize=9, clip_on=False)
+                axis.annotate(kind, (cycle, edge), color="red", fontsize=7,
+                              xytext=(3, 3 if kind.startswith("-") else -9), textcoords="offset points")
         axis.set_ylim(low, high)
         axis.set_ylabel(metric)
         axis.grid(True, alpha=0.3)
@@ -228,7 +281,8 @@ def plot_metrics(args, log) -> int:
             save_figure(curves, record.output_path(f"curves{suffix}"))
             save_figure(fft, record.output_path(f"fft{suffix}"))
         pyplot().close("all")
-        record.results.update(runs=sorted(runs), non_finite_points=marked, dominant_periods=periods)
+        record.results.update(runs=sorted(runs), non_finite_points=marked[:MARKED_POINTS],
+                              non_finite_count=len(marked), dominant_periods=periods)
     log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=record.folder)
     if marked:  # plotted and marked, so the run is visible; still a failed check
         raise CheckFailed(f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "

@@ -20,12 +20,15 @@ def test_a_recorded_run_is_rerun_from_its_record_and_proved_identical(workspace,
     other = dict(report, env_hash="0" * 64)  # the record of a run made in another environment
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_bytes(orjson.dumps(other))
-    refused = rerun(workspace, elsewhere)
+    refused = rerun(workspace, elsewhere)  # not the report the manifest holds: refused before anything runs
     assert refused.returncode == 2
     error = single_error(refused.stderr)
-    assert any(item["what"] == "another environment" for item in error["refused"])
+    assert error["recorded_sha256"] == orjson.loads((workspace / "meta/chronicle/manifest.json").read_bytes())[
+        "runs"][report["run_id"]]["report_sha256"] and error["actual_sha256"] != error["recorded_sha256"]
     forced = rerun(workspace, elsewhere, "--force")
-    assert forced.returncode == 0 and "another environment" in json_lines(forced.stdout)[0]["forced"]
+    assert forced.returncode == 0
+    assert {"another environment", "the report is not the one the manifest holds"} <= set(
+        json_lines(forced.stdout)[0]["forced"])
 
     tampered = dict(report, outputs=dict(report["outputs"]))
     name = next(p for p in tampered["outputs"] if p.endswith("metrics.csv"))
