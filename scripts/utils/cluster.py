@@ -31,7 +31,10 @@ taken on shared storage by a worker.
 
 Secrets. A task that needs the de-identification key carries it to the
 workers. It is never sent in clear across a network: with a key, a
-``tcp://`` scheduler that is not on this machine is refused (exit 2); use
+``tcp://`` scheduler that is not on this machine is refused (exit 2), and
+so is any worker reached in clear on another host (a loopback scheduler can
+have remote workers); the tasks then run only on the workers checked at the
+start, never on one that joins later. Use
 ``tls://`` with certificates set in Dask's configuration
 (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._CLIENT__CERT``, ``..._CLIENT__KEY``;
 see the README's scaling section).
@@ -61,26 +64,52 @@ SCHEDULER_ENV = "CRH_DASK_SCHEDULER"
 BATCH_FILES = 1000              # files per task at most: a task costs the scheduler ~1 ms
 BATCH_BYTES = 256 << 20         # bytes read per task at most (hashing): a few seconds of one core
 TASKS_PER_WORKER = 4            # small inputs: at least this many tasks per worker, for balance
-MAX_LOCAL_WORKERS = 256
-LOCAL = re.compile(r"^local:([0-9]+)$")
+LOCAL_WORKER_BYTES = 1 << 30   # memory a local:N worker may need (a batch of images in flight)
+LOCAL = re.compile(r"^local:([0-9]{1,6})$")
+SCHEMES = ("tcp", "tls", "ws", "wss")
+HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                  r"[A-Za-z0-9])?)*|[0-9A-Fa-f:.]+)$")  # a DNS name, an IPv4 or an IPv6 address
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def local_capacity() -> int:
+    """The most ``local:N`` workers this machine can hold: one per CPU, and LOCAL_WORKER_BYTES of memory each."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # Windows: no sysconf; the CPUs decide
+        memory = None
+    return max(1, min(cpus, memory // LOCAL_WORKER_BYTES if memory else cpus))
+
+
 def scheduler_address(given: str | None) -> str | None:
-    """``--scheduler``, else ``$CRH_DASK_SCHEDULER``, else None (run locally); checked for form."""
+    """``--scheduler``, else ``$CRH_DASK_SCHEDULER``, else None (run locally); parsed once, strictly.
+
+    ``local:N`` with 1 <= N <= ``local_capacity()``, or ``scheme://host[:port]`` with a scheme of
+    SCHEMES, a host name or IP address and nothing else (no path, user or query). Anything else is bad
+    input naming the address.
+    """
     address = given if given is not None else os.environ.get(SCHEDULER_ENV) or None
     if address is None or address == "":
         return None
     match = LOCAL.match(address)
     if match:
-        if not 1 <= int(match.group(1)) <= MAX_LOCAL_WORKERS:
-            raise InputError(f"local:N needs 1 <= N <= {MAX_LOCAL_WORKERS}", scheduler=address)
+        capacity = local_capacity()
+        if not 1 <= int(match.group(1)) <= capacity:
+            raise InputError(f"local:N needs 1 <= N <= {capacity} on this machine (one worker per CPU and "
+                             f"{LOCAL_WORKER_BYTES >> 30} GiB of memory each)", scheduler=address)
         return address
-    parsed = urllib.parse.urlsplit(address if "://" in address else "tcp://" + address)
-    if parsed.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not parsed.netloc:
-        raise InputError("not a scheduler address: expected local:N, tcp://host:port or tls://host:port",
-                         scheduler=address)
-    return address if "://" in address else "tcp://" + address
+    text = address if "://" in address else "tcp://" + address
+    problem = "expected local:N, tcp://host:port or tls://host:port"
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        host, port = parsed.hostname, parsed.port
+    except ValueError as exc:
+        raise InputError(f"not a scheduler address: {exc}; {problem}", scheduler=address)
+    if parsed.scheme not in SCHEMES or any(c.isspace() or not c.isprintable() for c in text) or not host or not HOST.match(host) or parsed.path not in ("", "/") \
+            or parsed.query or parsed.fragment or parsed.username or parsed.password or port == 0:
+        raise InputError(f"not a scheduler address: {problem}", scheduler=address)
+    return text.rstrip("/")
 
 
 def is_encrypted_or_local(address: str) -> bool:
@@ -88,7 +117,7 @@ def is_encrypted_or_local(address: str) -> bool:
     if LOCAL.match(address):
         return True
     parsed = urllib.parse.urlsplit(address)
-    if parsed.scheme in ("tls", "wss", "inproc"):
+    if parsed.scheme in ("tls", "wss"):
         return True
     host = parsed.hostname or ""
     if host == "localhost":
@@ -167,6 +196,15 @@ def check_workers(client) -> dict:
     return theirs
 
 
+def check_worker_links(workers) -> None:
+    """With the key on board, every worker must be reached over TLS or on this machine (else exit 2, naming it):
+    a loopback scheduler can still have workers on other hosts."""
+    clear = sorted(address for address in workers if not is_encrypted_or_local(address))
+    if clear:
+        raise InputError("the de-identification key would travel in clear to workers on other hosts; use TLS "
+                         "(README, 'Scaling out') or --keep-phi", worker=clear[0], workers_in_clear=clear[:20])
+
+
 def _route_dask_logs() -> None:
     """Dask's loggers print plain text on their own handlers: send them to the root logger instead,
     which the scripts route into their JSON log (warnings and above)."""
@@ -206,14 +244,16 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
                 client = stack.enter_context(distributed.Client(cluster))
             else:
                 client = stack.enter_context(distributed.Client(address))  # distributed.comm.timeouts.connect
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError, ImportError) as exc:
             raise InputError(f"cannot reach the Dask scheduler: {exc}", scheduler=address)
         _route_dask_logs()  # again: LocalCluster's silence_logs sets Dask's loggers up anew
         workers = check_workers(client)
+        if carries_secret:
+            check_worker_links(workers)
         from scripts.utils.dask_worker import JsonStderr
 
         client.register_plugin(JsonStderr())
-        executor = ClusterExecutor(client)
+        executor = ClusterExecutor(client, only_on=sorted(workers) if carries_secret else None)
         if log is not None:
             log.info("cluster", scheduler=address if not local else "local", address=executor.address,
                      workers=len(workers), threads=executor.threads, dashboard=None if local else client.dashboard_link)
@@ -233,13 +273,14 @@ class ClusterExecutor(Executor):
     the same paths hashed again after the files changed are read again).
     """
 
-    def __init__(self, client):
+    def __init__(self, client, only_on=None):
         self.client = client
         self.threads = max(1, sum(client.nthreads().values()))  # at the start; Dask rebalances if workers come or go
+        self.only_on = only_on  # the checked workers, when the tasks carry a secret: none that joins later
         self._iterators = []
 
     def submit(self, fn, /, *args, **kwargs):
-        return self.client.submit(fn, *args, pure=False, **kwargs)
+        return self.client.submit(fn, *args, pure=False, workers=self.only_on, **kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         results = self._ordered(fn, zip(*iterables), max(4, 2 * self.threads), timeout)
@@ -250,7 +291,7 @@ class ClusterExecutor(Executor):
         pending = collections.deque()
         try:
             for call in calls:
-                pending.append(self.client.submit(fn, *call, pure=False))
+                pending.append(self.client.submit(fn, *call, pure=False, workers=self.only_on))
                 if len(pending) >= window:
                     yield self._take(pending, timeout)
             while pending:

@@ -162,10 +162,20 @@ _SLURM_CANCELLED = re.compile(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT 
 _NCCL = re.compile(r"(?:\[(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))?\] )?([\w.-]+):(\d+):(\d+) \[(\d+)\] "
                    r"(?:[\d.]+ )?(?:(\S+):(\d+) (?:\([^)]*\) )?)?NCCL (INFO|WARN|TRACE|CALL|ABORT)\b ?")
 _PY_WARNING = re.compile(r"(.+?\.py):(\d+): (?:([A-Z]\w*Warning): )?")
-_TQDM = re.compile(r"(.*?)(\d{1,3})%\|[^|]*\| *([\d.]+[kMGTPEZY]?)/([\d.]+[kMGTPEZY]?) "
-                   r"\[([^<\]]*)<([^,\]]*)(?:, *([^,\]]*))?(?:, ([^\]]*))?\]")
-_TQDM_UNSIZED = re.compile(r"(.*?)(?<![\d.])([\d.]+[kMGTPEZY]?)([A-Za-z]*) \[(\d[\d:d ]*), *([^,\]]*)(?:, ([^\]]*))?\]")
-_RICH = re.compile(r"(.*?) *[━╸╺]+(?: +(.*)|$)")
+# Progress bars are read in pieces, each matched where it must stand, never by one pattern that starts with a
+# lazy ``(.*?)``: that form retries everything after it at every position, quadratic in a crafted line.
+# tqdm: "{desc}{percent}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}, {postfix}]"
+_TQDM_MARK = re.compile(r"\d%\|")
+_TQDM_PERCENT = re.compile(r"\d{1,3}\Z")  # searched back from each mark
+_TQDM_COUNTS = re.compile(r"[^|]*\| *([\d.]+[kMGTPEZY]?)/([\d.]+[kMGTPEZY]?) \[")
+_TQDM_TIMES = re.compile(r"([^<]*)<([^,]*)(?:,( *[^,]*))?(?:, (.*))?", re.DOTALL)
+# tqdm without a total: "{desc}{n}{unit} [{elapsed}, {rate}, {postfix}]"
+_TQDM_UNSIZED_ELAPSED = re.compile(r" \[(\d[\d:d ]*),")
+_TQDM_UNSIZED_COUNT = re.compile(r"(?<![\d.])([\d.]+[kMGTPEZY]?)([A-Za-z]*)\Z")  # searched up to each " [d"
+_TQDM_UNSIZED_TAIL = re.compile(r"( *[^,]*)(?:, (.*))?", re.DOTALL)
+MAX_BAR_TRIES = 4  # places a bar may start that are tried in one line: real lines hold one bar near the start
+_RICH_BAR = re.compile(r"(?<![━╸╺])[━╸╺]+(?= |$)")  # a whole run of bar glyphs, then a blank or the end
+RICH_COLUMNS_CHARS = 512  # what follows a rich bar that is read for its columns (count, percent, times, rate)
 _RICH_COUNT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 _RICH_PERCENT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)%")
 _RICH_TIMES = re.compile(r"(?<![\d:-])(?:([\d-]+:[\d-]{2}:[\d-]{2}) • ([\d-]+:[\d-]{2}:[\d-]{2})|([\d-]+:[\d-]{2}:[\d-]{2}))")
@@ -633,22 +643,92 @@ def _rate(text: str):
     return value, unit
 
 
+class _Bar(tuple):
+    """A progress bar found in a line: its fields (as a regex match's groups) and where it ends."""
+
+    def __new__(cls, groups, end: int):
+        bar = super().__new__(cls, groups)
+        bar.end = end
+        return bar
+
+
+def _bracket(text: str, start: int, pattern):
+    """``pattern`` matched on the text from ``start`` up to the next ']' (None without one): (match, its end)."""
+    close = text.find("]", start)
+    if close < 0:
+        return None, -1
+    return pattern.fullmatch(text, start, close), close + 1
+
+
+def _tqdm_heads(text: str):
+    """``(start, percent, end)`` of the first MAX_BAR_TRIES "{percent}%|" in ``text``: where a bar may begin."""
+    start = 0
+    for tries, mark in enumerate(_TQDM_MARK.finditer(text)):
+        if tries == MAX_BAR_TRIES:
+            return
+        percent = _TQDM_PERCENT.search(text, max(start, mark.start() - 2), mark.start() + 1)
+        start = mark.end()
+        yield percent.start(), percent.group(), mark.end()
+
+
+def _tqdm(text: str):
+    """A tqdm bar with a total: (desc, percent, n, total, elapsed, remaining, rate, postfix), or None."""
+    for start, percent, end in _tqdm_heads(text):
+        counts = _TQDM_COUNTS.match(text, end)
+        if counts is None:
+            continue
+        times, end = _bracket(text, counts.end(), _TQDM_TIMES)
+        if end < 0:
+            return None
+        if times is not None:
+            elapsed, remaining, rate, postfix = times.groups()
+            return _Bar((text[:start], percent, *counts.groups(), elapsed, remaining,
+                         None if rate is None else rate.lstrip(" "), postfix), end)
+    return None
+
+
+def _tqdm_unsized(text: str):
+    """A tqdm bar without a total: (desc, n, unit, elapsed, rate, postfix), or None."""
+    start = 0
+    for tries, elapsed in enumerate(_TQDM_UNSIZED_ELAPSED.finditer(text)):
+        if tries == MAX_BAR_TRIES:
+            return None
+        count = _TQDM_UNSIZED_COUNT.search(text, start, elapsed.start())
+        start = elapsed.end()
+        if count is None:
+            continue
+        tail, end = _bracket(text, elapsed.end(), _TQDM_UNSIZED_TAIL)
+        if end < 0:
+            return None
+        if tail is not None:
+            return _Bar((text[:count.start()], *count.groups(), elapsed.group(1), tail.group(1).lstrip(" "),
+                         tail.group(2)), end)
+    return None
+
+
+def _rich(text: str):
+    """A rich bar: (desc, what follows the bar or None), or None. The bar is a run of ━╸╺ followed by a blank or
+    the end of the line."""
+    run = _RICH_BAR.search(text)
+    return None if run is None else (text[:run.start()].rstrip(" "), text[run.end():].lstrip(" ") or None)
+
+
 def _bar_end(text: str) -> int:
     """Where a tqdm bar at the start of ``text`` ends (its closing ']'), or -1."""
-    match = _TQDM.match(text) or _TQDM_UNSIZED.match(text)
-    return match.end() if match else -1
+    bar = _tqdm(text) or _tqdm_unsized(text)
+    return bar.end if bar else -1
 
 
 def progress_fields(text: str):
     """The fields of one tqdm or rich progress-bar state, or None when ``text`` is not one."""
-    match = _TQDM.match(text)
-    if match and not text[match.end():].strip():
-        desc, percent, done, total, elapsed, remaining, rate, postfix = match.groups()
+    bar = _tqdm(text)
+    if bar and not text[bar.end:].strip():
+        desc, percent, done, total, elapsed, remaining, rate, postfix = bar
         fields = {"n": _number(done), "total": _number(total), "percent": int(percent)}
     else:
-        match = _TQDM_UNSIZED.match(text)
-        if match and not text[match.end():].strip() and match.group(1).strip()[-1:] in ("", ":"):
-            desc, done, unit, elapsed, rate, postfix = match.groups()
+        bar = _tqdm_unsized(text)
+        if bar and not text[bar.end:].strip() and bar[0].strip()[-1:] in ("", ":"):
+            desc, done, unit, elapsed, rate, postfix = bar
             remaining = None
             fields = {"n": _number(done), "total": None}
         else:
@@ -663,10 +743,10 @@ def progress_fields(text: str):
 
 
 def _rich_fields(text: str):
-    match = _RICH.match(text)
-    if match is None:
+    bar = _rich(text)
+    if bar is None:
         return None
-    desc, rest = match.group(1).strip(), match.group(2) or ""
+    desc, rest = bar[0].strip(), (bar[1] or "")[:RICH_COLUMNS_CHARS]
     count, percent = _RICH_COUNT.search(rest), _RICH_PERCENT.search(rest)
     if count is None and percent is None:
         return None
@@ -962,9 +1042,10 @@ def _mapped(text: str, fmt: str, number: int, clock: _Clock):
         if fields is None:
             return None
     else:
-        fields = {}
-        for key, value in _LOGFMT_PAIR.findall(text):
-            fields[key] = _LOGFMT_UNESCAPE.sub(r"\1", value[1:-1]) if value.startswith('"') else value
+        fields = dict(_LOGFMT_PAIR.findall(text))  # a repeated key: the last value, as before
+        for key, value in fields.items():
+            if value.startswith('"'):
+                fields[key] = _LOGFMT_UNESCAPE.sub(r"\1", value[1:-1])
     record = {"ts": None, "level": None, "source": None, "msg": None, "format": fmt, "line": number}
     extra = {}
     for key, value in fields.items():

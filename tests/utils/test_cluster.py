@@ -64,8 +64,13 @@ def test_scheduler_addresses(monkeypatch):
     assert cluster.scheduler_address(None) is None
     monkeypatch.setenv(cluster.SCHEDULER_ENV, "head:8786")
     assert cluster.scheduler_address(None) == "tcp://head:8786"
-    assert cluster.scheduler_address("local:3") == "local:3"
-    for bad in ("local:0", "local:100000", "http://x:1", "tcp://"):
+    capacity = cluster.local_capacity()
+    assert cluster.scheduler_address(f"local:{capacity}") == f"local:{capacity}"
+    assert cluster.scheduler_address("tcp://[::1]:8786/") == "tcp://[::1]:8786"
+    for bad in ("local:0", f"local:{capacity + 1}", "local:256", "local:99999999999999999999", "http://x:1", "tcp://",
+                "tcp://[::1", "tcp://host:99999", "tcp://host:port", "tcp://user:pw@host:1", "tcp://host:1/path",
+                "tcp://host:1?x=1", "tcp://ho st:1", "tcp://host\n:1", "inproc://x", "tcp://host:0", "tcp://-x:1",
+                "tls://a_b:1"):
         with pytest.raises(InputError):
             cluster.scheduler_address(bad)
     assert cluster.is_encrypted_or_local("tls://head:8786") and cluster.is_encrypted_or_local("tcp://127.0.0.1:1")
@@ -170,3 +175,10 @@ def test_a_file_changed_between_two_maps_is_read_again(scheduler, tmp_path):
         path.write_bytes(b"after!")
         second = hash_files([("scan.bin", path)], executor=executor)
     assert first["scan.bin"]["sha256"] != second["scan.bin"]["sha256"]
+
+
+def test_with_the_key_every_worker_must_be_on_this_machine_or_behind_tls():
+    cluster.check_worker_links({"tcp://127.0.0.1:40001": {}, "tcp://[::1]:40002": {}, "tls://10.1.2.3:40003": {}})
+    with pytest.raises(InputError) as refused:  # a loopback scheduler whose worker is on another host
+        cluster.check_worker_links({"tcp://127.0.0.1:40001": {}, "tcp://10.1.2.3:40004": {}})
+    assert refused.value.details["worker"] == "tcp://10.1.2.3:40004" and "in clear" in refused.value.message
