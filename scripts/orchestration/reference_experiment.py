@@ -58,14 +58,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from scripts.utils.arrays import array_module, npz_bytes, to_numpy
+from scripts.utils.arrays import array_module, npz_bytes, read_arrays, to_numpy
 from scripts.utils.colour import bridge_encode
 from scripts.utils.errors import InputError
 from scripts.utils.exact import Fixed, blas_threads, exact_matmul, fixed_mean
 from scripts.utils.exact import SCALE, fixed_sum  # noqa: F401 - the experiment's arithmetic, still importable here
+from scripts.utils.limits import MAX_EXPERIMENT_BYTES_ENV, max_experiment_bytes
 from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
-from scripts.utils.workspace import run_folder
+from scripts.utils.workspace import path_inside, run_folder
 from scripts.utils.tensors import ChromaticTensor, write_cten, write_sten
 
 METRIC_COLUMNS = ("cycle", "phase", "loss", "val_loss", "coherence", "energy", "mean_r", "mean_g", "mean_b",
@@ -90,6 +91,31 @@ def coherence(xp, image) -> float:
 # Data
 # --------------------------------------------------------------------------
 
+def memory_need(config: dict) -> dict:
+    """The bytes the run will hold at most, by the config keys that drive them: an upper estimate made from the
+    config alone, before anything is allocated (float64 arrays, with the copies the exact products make)."""
+    data, dcfg, lcfg = config["data"], config["dreamer"], config["learner"]
+    dim = data["size"] * data["size"] * 3
+    return {
+        "data.samples x data.size^2": 8 * dim * data["samples"] * 3,
+        "learner.hidden x data.size^2": 8 * dim * lcfg["hidden"] * 12,
+        "learner.batch x data.size^2": 8 * dim * lcfg["batch"] * 8 + 8 * lcfg["batch"] * lcfg["hidden"] * 6,
+        "dreamer.candidates + dreamer.pool_size": 8 * dim * (dcfg["candidates"] + dcfg["pool_size"]) * 2,
+    }
+
+
+def check_memory(config: dict, source=None) -> None:
+    """Refuse (exit 2, naming the keys) a config whose memory need is over ``limits.max_experiment_bytes()``."""
+    need = memory_need(config)
+    cap = max_experiment_bytes()
+    if sum(need.values()) > cap:
+        largest = max(need, key=need.get)
+        raise InputError(f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over the "
+                         f"cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
+                         f"{MAX_EXPERIMENT_BYTES_ENV}", file=source, key=largest,
+                         need_bytes={key: value for key, value in sorted(need.items())}, max_bytes=cap)
+
+
 def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list, str]:
     """``(samples (n, size, size, 3) float64 in [0, 1], each sample's source, description)``."""
     size, count, source = config["data"]["size"], config["data"]["samples"], config["data"]["source"]
@@ -107,10 +133,14 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
         from scipy import ndimage
 
         for record in read_json_lines(folder / "records.jsonl"):
-            if record.get("error") or len(images) == count:
+            if not isinstance(record, dict) or record.get("error") or len(images) == count:
                 continue
-            sources.append(record["source"])
-            image = np.load(folder / record["output"])["image"].astype(np.float64)
+            output = path_inside(folder, record.get("output"), folder / "records.jsonl")
+            arrays = read_arrays(output)
+            if "image" not in arrays:
+                raise InputError("the preprocessed sample holds no 'image' array", file=str(output))
+            sources.append(str(record.get("source")))
+            image = arrays["image"].astype(np.float64)
             while image.ndim > 3 or (image.ndim == 3 and image.shape[-1] != 3):
                 image = image[0]  # first frame of a multi-frame image
             if image.ndim == 2:
@@ -241,13 +271,16 @@ def save_checkpoint(xp, logdir: Path, cycle: int, model: dict, pool: list, rows:
 
 def load_checkpoint(xp, path: Path):
     try:
-        with np.load(path, allow_pickle=False) as data:
-            model = {"w1": xp.asarray(data["w1"]), "w2": xp.asarray(data["w2"]), "b": xp.asarray(data["b"])}
-            rows = orjson.loads(data["rows"].tobytes())
-            pool = []
-            if "pool" in data.files:
-                pool = [(float(s), int(o), xp.asarray(img)) for (s, o), img in zip(data["pool_scores"], data["pool"])]
-            return int(data["cycle"]), model, pool, rows
+        data = read_arrays(path)  # headers checked first: a checkpoint claiming a huge array is refused unread
+    except InputError as exc:
+        raise InputError(f"cannot resume: the checkpoint is unreadable ({exc.message})", file=str(path))
+    try:
+        model = {"w1": xp.asarray(data["w1"]), "w2": xp.asarray(data["w2"]), "b": xp.asarray(data["b"])}
+        rows = orjson.loads(data["rows"].tobytes())
+        pool = []
+        if "pool" in data:
+            pool = [(float(s), int(o), xp.asarray(img)) for (s, o), img in zip(data["pool_scores"], data["pool"])]
+        return int(data["cycle"]), model, pool, rows
     except Exception as exc:
         raise InputError(f"cannot resume: the checkpoint is unreadable ({type(exc).__name__}: {exc})", file=str(path))
 

@@ -35,6 +35,7 @@ nothing.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,7 +52,7 @@ from scripts.utils.arrays import BACKENDS, array_module
 from scripts.utils.config_loader import config_sha256, load_config
 from scripts.utils.config_schema import validate
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, remove_temps_under
 from scripts.utils.run_records import RunRecorder, portable_argv
 from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
@@ -111,14 +112,15 @@ def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     return {"exit_code": code, "output_records": records}
 
 
-def prepare_logdir(logdir: Path | None, given: str | None, resume: bool) -> None:
+def prepare_logdir(logdir: Path | None, given: str | None, resume: bool,
+                   hint: str = "use --resume to continue it") -> None:
     """Refuse a log folder that is a file, or not empty without ``resume``; check it can be written."""
     if logdir is None:
         return
     if logdir.exists() and not logdir.is_dir():
         raise InputError("the log folder is a file", file=given)
     if logdir.is_dir() and any(logdir.iterdir()) and not resume:
-        raise InputError("the log folder is not empty: use --resume to continue it, or another folder", file=given)
+        raise InputError(f"the log folder is not empty: {hint}, or give another folder", file=given)
     try:
         logdir.mkdir(parents=True, exist_ok=True)
         probe = logdir / ".write-probe"
@@ -148,6 +150,8 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
     logdir_name = relative_to_workspace(workspace, logdir) if logdir else "experiments/results/<run id>"
     the_plan = plan(config, logdir_name, backend)
     extra = {"backend": backend, "git": git_state(), "argv": portable_argv(argv_record, workspace), "plan": the_plan}
+    if logdir is not None and resume:
+        remove_temps_under(logdir)  # a killed writer's leftovers are no outputs
     with RunRecorder("run_experiment", workspace=workspace, seeds=seeds, config=config, log=log,
                      extra=extra) as record:
         target = logdir or record.output_dir
@@ -188,6 +192,10 @@ def load_run_config(path, overrides, log) -> dict:
     """The resolved config, validated against the experiment schema (config_schema.py): every problem, exit 2."""
     config, _ = load_config(path, overrides, log)
     validate(config, "experiment", source=path)
+    if config["experiment"]["kind"] == "reference":
+        from scripts.orchestration.reference_experiment import check_memory
+
+        check_memory(config, source=path)
     return config
 
 
@@ -204,15 +212,15 @@ def run_sweep(args, workspace: Path, log) -> int:
     from scripts.orchestration import sweep
     from scripts.utils import cluster
 
-    if args.resume or args.dry_run:
-        raise InputError("--sweep runs fresh runs: --resume and --dry-run apply to one run")
+    if args.dry_run:
+        raise InputError("--dry-run applies to one run, not to --sweep")
     members = sweep.expand_sweep(args.sweep)
     base_logdir = Path(args.logdir).absolute() if args.logdir else None
     prepared = []
     for index, member in enumerate(members):  # everything is checked before the first run
         config = load_run_config(args.config, [*args.overrides, *member["overrides"]], log)
         logdir = base_logdir / f"run_{index:03d}" if base_logdir else None
-        prepare_logdir(logdir, str(logdir), False)
+        prepare_logdir(logdir, str(logdir), args.resume, hint="--resume continues the sweep")
         prepared.append(PreparedRun(member, config, load_seeds(args.seeds, member["seed"] if member["seed"] is not None
                                                                else args.seed),
                                     resolve_backend(config, args.backend), logdir))
@@ -221,16 +229,38 @@ def run_sweep(args, workspace: Path, log) -> int:
         raise InputError("external experiments run only locally: drop --scheduler", key="experiment.kind")
     log.info("sweep", runs=len(prepared), file=args.sweep, scheduler=address or "this process")
     rows = []
+    argvs = [sweep.member_argv(args, run.member, run.logdir) for run in prepared]
+    finished = sweep.finished_runs(workspace, [portable_argv(argv, workspace) for argv in argvs]) if args.resume else {}
+    todo = [run for index, run in enumerate(prepared) if index not in finished]
+    summary_config = {"sweep": members, "config": Path(args.config).name, "overrides": args.overrides}
+    if finished:
+        log.info("sweep_resumed", done=len(finished), to_run=len(todo))
+        if not todo and sweep.finished_summary(workspace, summary_config):
+            log.info("sweep_done", runs=len(finished), note="every run and the summary were recorded already")
+            return 0
     with cluster.cluster_executor(address, log) as executor:
-        computed = iter([None] * len(prepared))
+        computed = iter([None] * len(todo))
         if executor is not None:
-            computed = executor.map(sweep.compute_member, [str(workspace)] * len(prepared),
-                                    [run.config for run in prepared], [run.seeds.base_seed for run in prepared],
-                                    [run.seeds.streams for run in prepared], [run.backend for run in prepared])
-        for index, (run, work) in enumerate(zip(prepared, computed)):
+            computed = executor.map(sweep.compute_member, [str(workspace)] * len(todo),
+                                    [run.config for run in todo], [run.seeds.base_seed for run in todo],
+                                    [run.seeds.streams for run in todo], [run.backend for run in todo])
+        for index, (run, argv) in enumerate(zip(prepared, argvs)):
             member, seeds = run.member, run.seeds
-            argv = sweep.member_argv(args, member, run.logdir)
-            record, summary = launch(workspace, run.config, seeds, run.backend, run.logdir, argv, log, computed=work)
+            if index in finished:  # recorded before the sweep was stopped: its run stands
+                report = finished[index]
+                rows.append({"index": index, "run_id": report["run_id"], "seed": seeds.base_seed,
+                             "overrides": member["overrides"], "final": (report.get("results") or {}).get("final"),
+                             "report": f"experiments/results/{report['run_id']}.json",
+                             "command": ["python", "scripts/orchestration/run_experiment.py", *report["argv"]]})
+                continue
+            work = next(computed)
+            started = run.logdir is not None and any(run.logdir.iterdir())  # the run the stop cut short
+            resume = started and work is None and run.config["experiment"]["kind"] == "reference"
+            if started and not resume:  # what cannot continue starts again from nothing
+                shutil.rmtree(run.logdir)
+                run.logdir.mkdir()
+            record, summary = launch(workspace, run.config, seeds, run.backend, run.logdir, argv, log,
+                                     resume=resume, computed=work)
             if record.status == "failed":
                 raise CheckFailed("the external command of a sweep run failed", index=index,
                                   report=record.report)
@@ -240,8 +270,7 @@ def run_sweep(args, workspace: Path, log) -> int:
                          "command": ["python", "scripts/orchestration/run_experiment.py",
                                      *record.extra["argv"]]})
             log.info("sweep_run", index=index, of=len(prepared), run_id=record.run_id)
-    with RunRecorder("run_experiment_sweep", workspace=workspace, log=log,
-                     config={"sweep": members, "config": Path(args.config).name, "overrides": args.overrides}) as record:
+    with RunRecorder("run_experiment_sweep", workspace=workspace, log=log, config=summary_config) as record:
         with atomic_output(record.output_path("summary.jsonl")) as handle:
             for row in rows:
                 handle.write(canonical_json(row))
@@ -266,6 +295,7 @@ def launch_from_args(args, log) -> int:
         cli.print_json({"plan": plan(config, logdir_name, backend), "config_sha256": config_sha256(config),
                         "seeds": seeds.summary()})
         return 0
+    fresh = logdir is not None and not (logdir.is_dir() and any(logdir.iterdir()))
     prepare_logdir(logdir, args.logdir, args.resume)
 
     received = {"signal": None}
@@ -279,6 +309,10 @@ def launch_from_args(args, log) -> int:
         record, summary = launch(workspace, config, seeds, backend, logdir,
                                  args.argv, log, args.resume,
                                  should_stop=lambda: received["signal"] is not None)
+    except Exception:
+        if fresh:  # nothing was recorded: a log folder this run made goes too, so the same command works again
+            shutil.rmtree(logdir, ignore_errors=True)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -310,7 +344,7 @@ def main(argv=None) -> int:
     parser.add_argument("--logdir", metavar="DIR", help="log folder (default: experiments/results/<run id>/; "
                                                         "with --sweep, the parent of run_NNN/ folders)")
     parser.add_argument("--backend", choices=BACKENDS, help="override experiment.backend")
-    parser.add_argument("--resume", action="store_true", help="continue a run in a non-empty log folder")
+    parser.add_argument("--resume", action="store_true", help="continue a run in a non-empty log folder, or a stopped --sweep")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; write nothing")
     parser.add_argument("--sweep", metavar="SWEEP", default=None,
                         help="run every configuration of this sweep file (.toml/.json/.yaml: a grid or a list of "

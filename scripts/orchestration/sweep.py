@@ -31,6 +31,14 @@ records them one by one in sweep order, so run ids, the registry and the
 manifest are what a local sweep gives. External commands (``experiment.kind
 = "external"``) run only locally.
 
+A sweep that was stopped (killed, a failed run, a machine gone) is
+continued with the same command and ``--resume``: each configuration that
+already has a complete run in the workspace (found by its recorded command
+line) keeps it, the one that was cut short continues from its last
+checkpoint (a reference run with a log folder) or starts again, and the
+rest run; the summary is the one an uninterrupted sweep writes. Without
+``--resume`` the same command refuses the log folders that hold runs.
+
 The sweep ends with a run of its own, ``run_experiment_sweep_<stamp>``:
 ``summary.jsonl`` and ``summary.csv``, one row per run: index, overrides,
 seed, the final metrics, the run's report and its command.
@@ -108,6 +116,34 @@ def member_argv(args, member: dict, logdir: Path | None) -> list:
     if logdir is not None:
         argv += ["--logdir", str(logdir)]
     return argv
+
+
+def finished_runs(workspace: Path, argvs: list) -> dict:
+    """``{index: report}`` of the configurations (by their recorded command line, ``argvs``) that already have a
+    complete run in the workspace: a stopped sweep continued with ``--resume`` keeps them."""
+    from scripts.utils.registry import MANIFEST, read_manifest
+    from scripts.utils.run_reports import report_of_run
+
+    wanted = {tuple(argv): index for index, argv in enumerate(argvs)}
+    found = {}
+    for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items()):
+        if run.get("script") != "run_experiment" or run.get("status", "ok") != "ok":
+            continue
+        report = report_of_run(workspace, run_id)
+        index = wanted.get(tuple(report.get("argv") or ()))
+        if index is not None:
+            found.setdefault(index, report)
+    return found
+
+
+def finished_summary(workspace: Path, config: dict) -> str | None:
+    """The run id of a recorded sweep summary with this config, if there is one."""
+    from scripts.utils.config_loader import config_sha256
+    from scripts.utils.registry import MANIFEST, read_manifest
+
+    wanted = config_sha256(config)
+    return next((run_id for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items())
+                 if run.get("script") == "run_experiment_sweep" and run.get("config_sha256") == wanted), None)
 
 
 def compute_member(workspace: str, config: dict, base_seed: int, streams: dict, backend: str) -> dict:

@@ -10,14 +10,15 @@
 * ``read_arrays(path)`` reads a .npy or .npz given by a user: each array's
   header is checked before its data is read (a real number type, at most
   the pixel cap of limits.py in values, never pickled objects), so a file
-  claiming a huge shape or a compressed bomb costs nothing.
+  claiming a huge shape or a compressed bomb costs nothing;
+  ``arrays_from_bytes(data, name)`` does the same for bytes in memory.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -110,19 +111,30 @@ def read_arrays(path) -> dict:
     path = Path(path)
     regular_file(path, "array file")
     try:
-        if path.suffix.lower() == ".npy":
-            with open(path, "rb") as handle:
-                return {path.stem: _checked_array(handle, path.stem, str(path))}
+        with open(path, "rb") as handle:
+            return _arrays(handle, path.name, str(path))
+    except OSError as exc:
+        raise InputError(f"cannot read array file: {exc.strerror or exc}", file=str(path))
+
+
+def arrays_from_bytes(data: bytes, name: str) -> dict:
+    """``read_arrays`` of a file's bytes already in memory (``name`` gives its kind and names it in errors)."""
+    return _arrays(io.BytesIO(data), PurePosixPath(name).name, name)
+
+
+def _arrays(stream, filename: str, source: str) -> dict:
+    stem, suffix = PurePosixPath(filename).stem, PurePosixPath(filename).suffix.lower()
+    try:
+        if suffix == ".npy":
+            return {stem: _checked_array(stream, stem, source)}
         arrays = {}
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(stream) as archive:
             for info in archive.infolist():
                 if not info.filename.endswith(".npy") or info.is_dir():
                     continue
                 name = info.filename[:-4]
                 with archive.open(info) as member:
-                    arrays[name] = _checked_array(member, name, str(path))
+                    arrays[name] = _checked_array(member, name, source)
         return dict(sorted(arrays.items()))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError) as exc:
-        raise InputError(f"not a readable .npz archive: {exc}", file=str(path))
-    except OSError as exc:
-        raise InputError(f"cannot read array file: {exc.strerror or exc}", file=str(path))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError, ValueError) as exc:
+        raise InputError(f"not a readable .npz archive: {exc}", file=source)

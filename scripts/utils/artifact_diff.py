@@ -144,14 +144,14 @@ def compare_csv(name: str, a: bytes, b: bytes, limit: int) -> dict:
 # --------------------------------------------------------------------------
 
 def _read_arrays(name: str, data: bytes) -> dict:
+    from scripts.utils.arrays import arrays_from_bytes
     from scripts.utils.tensors import decode_cten, decode_sten
 
     suffix = PurePosixPath(name).suffix.lower()
     if suffix == ".npz":
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        return arrays_from_bytes(data, name)
     if suffix == ".npy":
-        return {"array": np.load(io.BytesIO(data), allow_pickle=False)}
+        return {"array": next(iter(arrays_from_bytes(data, name).values()))}
     tensor = decode_cten(data, name) if suffix == ".cten" else decode_sten(data, name)
     return {key: value for key, value in vars(tensor).items() if isinstance(value, np.ndarray)}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json  # parsing only, for duplicate-key detection; all output is orjson
+import math
 import json.decoder
 import json.scanner
 import re
@@ -140,9 +141,23 @@ def _locating_decoder() -> json.JSONDecoder:
     return decoder
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one that overflows to infinity (1e400) is bad input, as NaN and Infinity are."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError(f"number {text[:40]} is beyond what a 64-bit float holds")
+    return value
+
+
+def _no_constant(text: str):
+    raise InputError(f"{text} is not a number JSON allows (write a finite number)")
+
+
 def _load_json(text: str, path: Path):
     try:
-        return json.loads(text, object_pairs_hook=_unique_pairs)
+        return json.loads(text, object_pairs_hook=_unique_pairs, parse_float=_finite, parse_constant=_no_constant)
+    except InputError as exc:
+        raise InputError(exc.message, file=path)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)
     except _DuplicateKey as exc:

@@ -26,6 +26,7 @@ program's own sections, so only the project's sections are checked strictly.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 
 import orjson
@@ -150,8 +151,12 @@ SCHEMAS = {
     },
 }
 # An integer is an int here, never 16.0 (JSON Schema alone would accept it): the value is hashed as written.
-STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+# A number is finite: NaN passes every bound (every comparison with it is false), and TOML and YAML write
+# nan and inf as floats.
+STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many({
+    "integer": lambda checker, value: isinstance(value, int) and not isinstance(value, bool),
+    "number": lambda checker, value: isinstance(value, (int, float)) and not isinstance(value, bool)
+    and math.isfinite(value)})
 StrictValidator = validators.extend(Draft202012Validator, type_checker=STRICT_TYPES)
 VALIDATORS = {name: StrictValidator(schema) for name, schema in SCHEMAS.items()}
 
@@ -227,6 +232,8 @@ def describe(schema: dict, path=()) -> str:
 
 
 def _value_text(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -235,6 +242,8 @@ def _problem(error) -> str:
     value = error.validator_value
     if error.validator == "type":
         kinds = value if isinstance(value, list) else [value]
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return "must be a finite number"
         return "must be " + " or ".join({"integer": "an integer", "number": "a number", "string": "a string",
                                          "boolean": "true or false", "array": "a list", "object": "a table"}[kind]
                                         for kind in kinds)

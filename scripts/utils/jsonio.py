@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 import secrets
 import time
 from contextlib import contextmanager
@@ -253,6 +254,20 @@ def remove_stale_temps(path: Path) -> list:
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             stale.unlink(missing_ok=True)
             removed.append(stale.name)
+    return removed
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9]+\.[0-9a-f]{8}\.tmp$")  # what _temp_path names
+
+
+def remove_temps_under(folder: Path) -> list:
+    """Delete the temp files of atomic writes anywhere under ``folder`` (its writer is gone: a run resumed in its
+    own log folder), so that they are never taken for outputs."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if _TEMP_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
     return removed
 
 

@@ -19,6 +19,9 @@ stays bounded whatever a file claims:
   (``image_preprocessor --volumes``): ``$CRH_MAX_VOLUME_PIXELS``, default
   2**30 (a 1024-slice 1024x1024 series; 4 GiB as float32, held once: each
   slice is normalized straight into the volume).
+* ``max_experiment_bytes()``: what the reference experiment may plan to
+  hold in memory, computed from its config before anything is allocated:
+  ``$CRH_MAX_EXPERIMENT_BYTES``, default 8 GiB.
 * ``printable_name(raw)`` and ``name_hex(raw)``: how a file name that is not
   valid UTF-8 is written into JSON (bytes that are not UTF-8 as ``\\xNN``, and
   the exact bytes in hex, so the name can be rebuilt).
@@ -42,9 +45,11 @@ MAX_PIXELS_ENV = "CRH_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_VOLUME_PIXELS_ENV = "CRH_MAX_VOLUME_PIXELS"
 DEFAULT_MAX_VOLUME_PIXELS = 2 ** 30
+MAX_EXPERIMENT_BYTES_ENV = "CRH_MAX_EXPERIMENT_BYTES"
+DEFAULT_MAX_EXPERIMENT_BYTES = 8 << 30
 
 
-def _cap(variable: str, default: int) -> int:
+def _cap(variable: str, default: int, unit: str = "pixels") -> int:
     text = os.environ.get(variable, "").strip()
     if not text:
         return default
@@ -53,8 +58,13 @@ def _cap(variable: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise InputError(f"{variable} must be a positive integer number of pixels", value=text)
+        raise InputError(f"{variable} must be a positive integer number of {unit}", value=text)
     return value
+
+
+def max_experiment_bytes() -> int:
+    """The memory a reference experiment may plan to use: $CRH_MAX_EXPERIMENT_BYTES, else 8 GiB."""
+    return _cap(MAX_EXPERIMENT_BYTES_ENV, DEFAULT_MAX_EXPERIMENT_BYTES, "bytes")
 
 
 def max_pixels() -> int:
@@ -120,8 +130,13 @@ def read_input_bytes(path, max_bytes: int, what: str = "file") -> bytes:
     if info.st_size > max_bytes:
         raise InputError(f"{what} is {info.st_size:,} bytes, over the limit of {max_bytes:,}", file=path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+        with open(path, "rb") as handle:  # what the file holds (plus one byte to see it grow), never the cap
+            data = handle.read(min(info.st_size, max_bytes) + 1)
+            while info.st_size < len(data) <= max_bytes:  # longer than it said (growing, /proc): 1 MiB at a time
+                more = handle.read(min(1 << 20, max_bytes + 1 - len(data)))
+                if not more:
+                    break
+                data += more
     except IsADirectoryError:
         raise InputError(f"{what} is a folder, not a file", file=path)
     except OSError as exc:
