@@ -247,9 +247,9 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         except (OSError, TimeoutError, ValueError, ImportError) as exc:
             raise InputError(f"cannot reach the Dask scheduler: {exc}", scheduler=address)
         _route_dask_logs()  # again: LocalCluster's silence_logs sets Dask's loggers up anew
+        if carries_secret:  # before any task, the probe's included
+            check_worker_links(client.scheduler_info().get("workers", {}))
         workers = check_workers(client)
-        if carries_secret:
-            check_worker_links(workers)
         from scripts.utils.dask_worker import JsonStderr
 
         client.register_plugin(JsonStderr())

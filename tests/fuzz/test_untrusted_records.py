@@ -208,6 +208,33 @@ def test_hostile_config_keys_and_values_are_text_on_the_page_and_in_chromium(tmp
     assert b"<title>" in dom.stdout and b"<title>PWNED" not in dom.stdout
 
 
+def hostile_everywhere(report: dict) -> None:
+    """A hostile string in every free-form field a page shows."""
+    h = HOSTILE_KEY
+    report["config"] = {h: h, "learner": {h: [h, 1]}}
+    report["argv"] = ["--set", f"{h}=1", h]
+    report["seed"] = {"base_seed": 1, "streams": {h: 2}, "seeds_file_sha256": h}
+    report["environment"] = {"os": h, "python": {"implementation": h, "version": h},
+                             "blas": [{"internal_api": h, "version": h, "architecture": h}], "byte_relevant": {h: h}}
+    report["env_hash"], report["git"], report["backend"], report["status"] = h, {h: h}, h, h
+    report["results"] = {h: h, "warnings": [h, {h: h}], "skipped": [{"file": h, "reason": h}]}
+    report["outputs"] = {f"experiments/results/{h}.png": {"sha256": "0" * 64, "size": 1}}
+
+
+def test_hostile_values_in_every_field_of_a_report_are_text_in_chromium(two_runs, tmp_path):
+    workspace, _, second = two_runs
+    path = forge(workspace, second, hostile_everywhere)
+    html = Path(page_of(workspace, path)).read_text(encoding="utf-8")
+    assert "<script" not in html and html.count("PWNED") >= 10
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        assert not os.environ.get("CI"), "CI must have Chromium (.ci/run installs it)"
+        pytest.skip("no Chromium on this machine")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=2000",
+                          "--dump-dom", Path(page_of(workspace, path)).as_uri()], capture_output=True, timeout=120)
+    assert b"<title>" in dom.stdout and b"<title>PWNED" not in dom.stdout
+
+
 def verify_like(report: dict, artifact: str) -> None:
     report.update(script="verify", results={"identical": False, "causes": [], "differences": [
         {"artifact": artifact, "type": "image", "differences": [{"where": "pixels: rows 0-1, columns 0-1"}]}]})
