@@ -6,7 +6,11 @@
 From the run report: the script and its arguments, the resolved config
 (run_experiment: written to a file, ``--set`` already applied), the seeds
 (the base seed and every stream it drew, pinned), the code commit and the
-environment hash. The run is checked first: a run recorded from a dirty
+environment hash. The record is untrusted input (docs/untrusted-records.md):
+its shape and its SHA-256 against the manifest are checked (a report from
+elsewhere needs ``--force``), only this project's own commands are run, and
+a recorded argument or registry name that leads out of the workspace is
+refused. The run is checked next: a run recorded from a dirty
 tree, a checkout at another commit or with uncommitted changes, or another
 environment (``env_hash``, naming the fields) is refused with exit 2 unless
 ``--force``, and then the report lists what was forced.
