@@ -98,6 +98,7 @@ from scripts.utils.limits import printable_name
 from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
                                     read_manifest, read_registry)
 from scripts.utils.run_records import portable_argv, recover, records_lock, retract_runs
+from scripts.utils.run_reports import checked_report
 from scripts.utils.step_view import StepView
 from scripts.utils.registry import MANIFEST
 from scripts.utils.workspace import (REPO_ROOT, SEED_LOG, checked_run_id, ensure_layout, inside, resolve_workspace,
@@ -746,15 +747,16 @@ def artifacts_to_open(workspace: Path, summary: list) -> list:
     """Paths a person opens after a phase: animations, plots, renders; and how to get the HTML page."""
     lines = []
     for item in summary:
-        report = item["report"] and read_json(workspace / item["report"])
+        report = item["report"] and checked_report(read_json(workspace / item["report"]), item["report"])
         found = [path for path in sorted((report or {}).get("outputs") or {})
                  if Path(path).suffix in (".gif", ".mp4", ".wav", ".svg") or path.endswith(("panel.png", "spectrogram.png"))]
         if len(found) > 4:  # many renders: their folder
             lines.append(f"  {workspace / run_folder(report['run_id'])}/  ({len(found)} renders)")
         else:
             lines += [f"  {workspace / path}" for path in found]
-        if report and report.get("script") == "html_report":
-            lines.append(f"  {workspace / report['results']['html']}")
+        html = ((report or {}).get("results") or {}).get("html")
+        if report and report.get("script") == "html_report" and isinstance(html, str):
+            lines.append(f"  {workspace / html}")
     return ["open:"] + lines if lines else []
 
 

@@ -313,7 +313,10 @@ def side_by_side(kept: Path, item: dict) -> str:
         if not path.is_file():
             return ""
         data = path.read_bytes()
-        height, width = iio.imread(data, index=0 if path.suffix == ".gif" else None).shape[:2]
+        try:
+            height, width = iio.imread(data, index=0 if path.suffix == ".gif" else None).shape[:2]
+        except Exception:  # a kept copy that is no image (damaged, or put there): the table still shows it
+            return ""
         boxes = []
         for difference in item["differences"]:
             rows_cols = _box(difference["where"])

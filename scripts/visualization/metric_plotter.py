@@ -234,7 +234,8 @@ def plot_fft(runs: dict, series_names):
             frequencies, spectrum, period = dominant_period(series[name])
             if spectrum.size == 0:
                 continue
-            axis.plot(frequencies[1:], spectrum[1:], marker=".", linewidth=1, label=label)
+            x, y = decimated(frequencies[1:], spectrum[1:])
+            axis.plot(x, y, marker="." if x.size <= 200 else None, linewidth=1, label=label)
             excluded = int(np.sum(~np.isfinite(series[name])))
             periods.append({"run": label, "series": name, "dominant_period_cycles": period,
                             "excluded_non_finite": excluded})

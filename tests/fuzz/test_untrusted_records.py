@@ -301,6 +301,11 @@ def test_a_million_row_metrics_file_gives_a_small_page_in_bounded_memory(tmp_pat
     check_outcome(outcome, peak_mib=900)
     html = Path(orjson.loads(outcome.stdout.splitlines()[0])["html"])
     assert html.stat().st_size < 3_000_000
+    plotted = run_script("metric_plotter", [workspace / "experiments/results/exp", "--format", "svg",
+                                            "--workspace", workspace], env=EPOCH, timeout=300)
+    check_outcome(plotted, peak_mib=900)
+    svgs = list((workspace / "experiments/results").glob("metric_plotter_*/*.svg"))
+    assert len(svgs) == 2 and all(svg.stat().st_size < 3_000_000 for svg in svgs), svgs
 
 
 # --------------------------------------------------------------------------
