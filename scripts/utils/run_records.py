@@ -69,8 +69,9 @@ EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": Tru
 
 
 def portable_argv(argv, workspace: Path) -> list:
-    """The command line without execution options, absolute paths inside the workspace made relative
-    (no host paths in records)."""
+    """The command line without execution options, paths inside the workspace made workspace-relative
+    (no host paths in records). A relative path is taken as typed from the working folder when it names
+    something there (``ws/experiments/results/x``, ``train.toml``): rerun runs in the workspace, not there."""
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -81,6 +82,9 @@ def portable_argv(argv, workspace: Path) -> list:
             skip = EXECUTION_OPTIONS[option] and not has_value
             continue
         path = Path(arg)
+        if not path.is_absolute() and ("/" in arg or "\\" in arg or path.suffix) and not arg.startswith("-") \
+                and os.path.lexists(arg):
+            path = Path.cwd() / path
         if path.is_absolute():
             try:
                 arg = relative_to_workspace(workspace, path)

@@ -38,3 +38,16 @@ def test_a_recorded_run_is_rerun_from_its_record_and_proved_identical(workspace,
     differs = rerun(workspace, changed, "--force")
     assert differs.returncode == 1 and json_lines(differs.stdout)[0]["differing"] == 1
     assert single_error(differs.stderr)["first"] == name
+
+
+def test_paths_typed_relative_to_another_folder_are_recorded_workspace_relative_and_rerun(tmp_path):
+    from tests.conftest import SMALL_RUN
+
+    made = run_script("orchestration", "run_experiment", *SMALL_RUN, "--logdir", "ws/experiments/results/rel",
+                      "--workspace", "ws", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    report_path = next((tmp_path / "ws/experiments/results").glob("run_experiment_*.json"))
+    argv = orjson.loads(report_path.read_bytes())["argv"]
+    assert argv[argv.index("--logdir") + 1] == "experiments/results/rel"
+    result = rerun(tmp_path / "ws", report_path, "--force")
+    assert result.returncode == 0 and json_lines(result.stdout)[0]["identical"], result.stdout
