@@ -567,7 +567,13 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
     if not lost or not runs:
         return
     state = checked_state(read_json(state_path), state_path) if state_path.exists() else {}
-    mine = {step.name: recorded_runs_of(workspace, step, runs) for step in steps}
+    reports = {}
+    for run_id in runs:  # each report read once, whichever steps share its script
+        try:
+            reports[run_id] = read_json(workspace / run_report(run_id))
+        except InputError:
+            continue  # gone or torn: it names no step
+    mine = {step.name: recorded_runs_of(workspace, step, runs, reports) for step in steps}
     retract = set().union(*mine.values())
     if not retract:
         return
@@ -579,16 +585,16 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
                 runs=len(retract), note="the pipeline's earlier runs are redone, so the workspace equals a clean run")
 
 
-def recorded_runs_of(workspace: Path, step: Step, runs: dict) -> set:
-    """The runs in the manifest whose recorded command line (or, for a config step, config file) is this step's."""
+def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> set:
+    """The runs in the manifest whose recorded command line (or, for a config step, config file) is this step's;
+    ``reports``: {run id: its report as read}."""
     expected = portable_argv(step.argv[1:], workspace)
     found = set()
     for run_id in (run_id for run_id, run in runs.items() if run.get("script") == step.script):
-        try:
-            report = read_json(workspace / run_report(run_id))
-            argv, config = report.get("argv"), report.get("config")
-        except (InputError, AttributeError):
+        report = reports.get(run_id)
+        if not isinstance(report, dict):
             continue
+        argv, config = report.get("argv"), report.get("config")
         if step.in_process and argv is None:  # recorded by the pipeline itself: the config file names it
             if isinstance(config, dict) and config.get("file") == portable(step.argv[1], workspace):
                 found.add(run_id)

@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
 from scripts.utils.registry import MANIFEST, REGISTRY, empty_manifest, empty_registry, read_manifest, read_registry
 from scripts.utils.run_records import EXECUTION_OPTIONS, RunRecorder
 from scripts.utils.run_reports import command_path, resolve_target
-from scripts.utils.workspace import checked_name, ensure_layout, path_inside, resolve_workspace, run_report
+from scripts.utils.workspace import checked_name, ensure_layout, inside, path_inside, resolve_workspace, run_report
 
 OUTSIDE = "<outside workspace>"
 TAKES_CONFIG_AND_SEEDS = ("run_experiment",)  # scripts whose resolved config and seeds the record holds whole
@@ -158,12 +159,21 @@ def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
             if run_id != target and run_id.rpartition("_")[2] <= stamp}
     ensure_layout(fresh)
     files = {path: entry for path, entry in read_registry(source / REGISTRY).items() if entry.get("run") in runs}
+    vouched = {}  # folder -> whether it lies inside the source workspace (links resolved once per folder)
     for relative in files:
-        checked_name(relative, source / REGISTRY, data_root=True)
+        checked_name(relative, source / REGISTRY, data_root=True)  # so ``fresh / relative`` stays in fresh
         if relative.startswith("@"):
             continue  # a data root outside the workspace: bound below, read in place
-        origin, copy = path_inside(source, relative, source / REGISTRY), path_inside(fresh, relative, source / REGISTRY)
-        if not origin.is_file():
+        origin, copy = source / relative, fresh / relative
+        if origin.parent not in vouched:
+            vouched[origin.parent] = inside(source, origin.parent)
+        if not vouched[origin.parent]:
+            raise InputError("a recorded path leads outside the workspace (through a link)", file=source / REGISTRY,
+                             value=relative[:200])
+        try:
+            if not stat.S_ISREG(os.lstat(origin).st_mode):
+                continue  # a link or folder now: not what the run registered
+        except OSError:
             continue
         copy.parent.mkdir(parents=True, exist_ok=True)
         try:
