@@ -7,45 +7,32 @@
 Two fresh workspaces each run the pipeline (our phases, or your
 ``--command``s, with ``{workspace}`` filled in and the workspace as working
 directory) with SOURCE_DATE_EPOCH fixed. The second run is varied the way
-reprotest varies a build, and beyond it:
+reprotest varies a build, and beyond it; what each variation changes, from
+what to what, is in variations.py and the README's table (path, time, tz,
+locale, umask, hashseed, threads, cpu, cpus, workers, resume). All are on by
+default; ``--vary``/``--no-vary`` pick.
 
-=========  ==================================================================  ========
-variation  first run -> second run                                              cost
-=========  ==================================================================  ========
-path       the same absolute path -> another, longer one                        none
-tz         TZ=Etc/GMT+12 -> Etc/GMT-14                                          none
-locale     LC_ALL=C.UTF-8 -> another UTF-8 locale of this machine (or POSIX)    none
-umask      0022 -> 0002 (POSIX)                                                 none
-hashseed   PYTHONHASHSEED=0 -> 12345                                            none
-threads    OMP/OpenBLAS/MKL thread counts 1 -> 2                                none
-cpu        another machine's CPU, simulated: OpenBLAS's oldest kernel           slower BLAS
-           (OPENBLAS_CORETYPE=Prescott on x86-64, ARMV8 on ARM), NumPy's SIMD   and SIMD
-           dispatch narrowed to its baseline (NPY_DISABLE_CPU_FEATURES), MKL
-           in compatible mode (MKL_CBWR=COMPATIBLE)
-workers    CRH_WORKERS (every --workers default) 1 -> max(2, CPUs)               none
-resume     the run killed (SIGKILL, whole process group) at a seeded point      part of
-           between 50 % and 80 % of the first run's time, then run again         a run
-=========  ==================================================================  ========
+Every file the commands create or change in the workspace is an artifact,
+whether or not it went through the run records; ``--include``/``--exclude``
+(fnmatch patterns on the workspace-relative path, ``*`` crossing folders)
+select. Lock files, temporary files and stat caches are left out. In our own
+records the fields that describe the machine (a run report's ``environment``
+and every ``env_hash``, ``env/environment.json`` itself, their copies in the
+manifest, the hashes of those files in the registry and in reports, and the
+environment section of html_report's pages) are set aside: the spec table's
+environment parity compares them, and under ``cpu`` they are expected to
+differ. Files only one run wrote whose names differ only in digit runs (a
+time stamp in a name) are paired and compared as one. A command that fails
+or writes nothing is bad input (exit 2), never "0 artifacts differ".
 
-All are on by default; ``--vary``/``--no-vary`` pick. Every file the commands
-create or change in the workspace is an artifact, whether or not it went
-through the run records; ``--include``/``--exclude`` (fnmatch patterns on
-the workspace-relative path, ``*`` crossing folders) select. Lock files,
-temporary files and stat caches are left out. In our own records the fields
-that describe the machine (a run report's ``environment`` and every
-``env_hash``, ``env/environment.json`` itself, their copies in the manifest,
-the hashes of those files in the registry and in reports, and the environment
-section of html_report's pages) are set aside: the spec table's environment parity compares them, and under ``cpu``
-they are expected to differ. A command that fails or writes nothing is bad
-input (exit 2), never "0 artifacts differ".
-
-Each differing artifact is compared by type (utils/artifact_diff.py: every
-JSON key path, CSV cell, array region, image box, audio range, archive
-member, text line or byte range, up to ``--limit``). Then the causes: a
-control run (nothing varied: what differs there is run-to-run noise), one
-run per variation, and, for differences no single variation explains, one
-run per pair (an interaction). Each difference is matched by its place to
-the variations that reproduce it, so two leaks in one file are two causes.
+Each differing artifact is compared by type (utils/artifact_diff.py: JSON
+key paths, CSV cells, tensors by name, image boxes, audio ranges, archive
+members, text lines or byte ranges, up to ``--limit``). Then the causes
+(causes.py): controls first (what differs with nothing varied is run-to-run
+noise, never blamed on a variation, and not bisected), then bisection over
+the variations, so one cause costs a handful of runs, not one per
+variation; ``--max-probes`` caps the runs in all. Each cause lists what its
+variations changed (both values) and what to fix.
 
 The report (through the run records) holds the verdict, the spec's
 pass/fail table (hash reproducibility, environment parity, dataset split
@@ -62,7 +49,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import itertools
 import os
 import platform
 import re
@@ -82,6 +68,8 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
 
 import orjson
 
+from scripts.orchestration.causes import FILE_NAME, CauseSearch
+from scripts.orchestration.variations import VARIATIONS, changed_settings, other_locale, run_environment
 from scripts.utils import cli, timestamps
 from scripts.utils.artifact_diff import LIMIT, compare
 from scripts.utils.errors import CheckFailed, InputError
@@ -89,57 +77,17 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
-VARIATIONS = ("path", "tz", "locale", "umask", "hashseed", "threads", "cpu", "workers", "resume")
-BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1", "workers": "1"}
 DEFAULT_EPOCH = "1761912000"
 BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache__/*")
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
-MAX_PROBES = 45              # control + singles + pairs
+MAX_RUNS = 24                # all runs of one verification, the first two included
 KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps
-# Types whose places (key paths, cells, lines, members) stay put between runs; regions and ranges may move.
-STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4"}
+DIGIT_RUN = re.compile(r"\d+")
 
 
 # --------------------------------------------------------------------------
 # Running the pipeline under a set of variations
 # --------------------------------------------------------------------------
-
-def other_locale() -> str | None:
-    """A UTF-8 locale other than C.UTF-8 that this machine has (POSIX if none; None if unknown)."""
-    try:
-        names = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=10).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for name in names:
-        if name.lower().replace("-", "") not in ("c.utf8", "posix", "c") and "utf" in name.lower():
-            return name
-    return "POSIX" if "POSIX" in names else None
-
-
-def narrowed_cpu() -> dict:
-    """Environment variables that make this machine compute like an older CPU."""
-    from numpy._core._multiarray_umath import __cpu_dispatch__
-
-    arm = platform.machine().lower() in ("aarch64", "arm64")
-    return {"OPENBLAS_CORETYPE": "ARMV8" if arm else "Prescott",
-            "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__), "MKL_CBWR": "COMPATIBLE"}
-
-
-def environment(varied: set, epoch: str) -> tuple[dict, int]:
-    drop = ("CRH_WORKSPACE", "LANG", "LANGUAGE", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "MKL_CBWR")
-    env = {key: value for key, value in os.environ.items() if key not in drop}
-    env["SOURCE_DATE_EPOCH"] = epoch
-    env["TZ"] = "Etc/GMT-14" if "tz" in varied else BASE["tz"]
-    env["LC_ALL"] = (other_locale() or BASE["locale"]) if "locale" in varied else BASE["locale"]
-    env["PYTHONHASHSEED"] = "12345" if "hashseed" in varied else BASE["hashseed"]
-    threads = "2" if "threads" in varied else BASE["threads"]
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = threads
-    env[cli.WORKERS_ENV] = str(max(2, os.cpu_count() or 1)) if "workers" in varied else BASE["workers"]
-    if "cpu" in varied:
-        env.update(narrowed_cpu())
-    return env, 0o002 if "umask" in varied else BASE["umask"]
-
 
 def command_argv(template: str, workspace: Path) -> list:
     """A --command split as a POSIX shell would, with {workspace} filled in; bad quoting is bad input."""
@@ -162,23 +110,28 @@ def resume_point(epoch: str, first_run_seconds: float) -> float:
 class Runs:
     """The runs of one verification: each in a fresh workspace, at the same path unless ``path`` is varied."""
 
+    FOLDERS = {False: "ws", True: "ws-at-another-much-longer-path/for-the-varied-run"}
+
     def __init__(self, commands: list, scratch: Path, epoch: str, log):
         self.commands, self.scratch, self.epoch, self.log = commands, scratch, epoch, log
         self.first_run_seconds = None
         self.count = 0
 
+    def workspace_path(self, varied: set) -> Path:
+        return self.scratch / self.FOLDERS["path" in varied] / "ws"
+
     def run(self, name: str, varied: set) -> Path:
         """Run every command under ``varied``; returns the finished workspace (moved to runs/<name>)."""
         self.count += 1
-        folder = "ws-at-another-much-longer-path/for-the-varied-run" if "path" in varied else "ws"
-        workspace = self.scratch / folder / "ws"
+        workspace = self.workspace_path(varied)
         workspace.mkdir(parents=True)
-        env, umask = environment(varied, self.epoch)
+        env, umask, cpus = run_environment(varied, self.epoch)
         timer = timestamps.Stopwatch()
         if "resume" in varied:
-            self._killed_once(workspace, env, umask, varied)
+            self._killed_once(workspace, env, umask, cpus, varied)
+        env["CRH_CLOCK_REAL_START"] = repr(time.time())  # the run's clock starts now, in every process
         for template in self.commands:
-            result = self._start(template, workspace, env, umask)
+            result = self._start(template, workspace, env, umask, cpus)
             _, stderr = result.communicate()
             if result.returncode != 0:
                 raise InputError(
@@ -191,25 +144,31 @@ class Runs:
         stored = self.scratch / "runs" / name
         stored.mkdir(parents=True)
         shutil.move(str(workspace), str(stored / "ws"))
-        shutil.rmtree(self.scratch / folder.split("/")[0], ignore_errors=True)
+        shutil.rmtree(self.scratch / self.FOLDERS["path" in varied].split("/")[0], ignore_errors=True)
         self.log.info("run_done", run=name, variations=sorted(varied), seconds=round(seconds, 2))
         return stored / "ws"
 
-    def _start(self, template: str, workspace: Path, env: dict, umask: int) -> subprocess.Popen:
+    def _start(self, template: str, workspace: Path, env: dict, umask: int, cpus) -> subprocess.Popen:
         posix = os.name == "posix"
+
+        def in_the_child():
+            os.umask(umask)
+            if cpus is not None and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, cpus)
+
         try:
             return subprocess.Popen(command_argv(template, workspace), cwd=workspace, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    preexec_fn=(lambda: os.umask(umask)) if posix else None,
-                                    start_new_session=posix)
+                                    preexec_fn=in_the_child if posix else None, start_new_session=posix)
         except OSError as exc:
             raise InputError(f"cannot start the command: {exc.strerror or exc}", command=template)
 
-    def _killed_once(self, workspace: Path, env: dict, umask: int, varied: set) -> None:
+    def _killed_once(self, workspace: Path, env: dict, umask: int, cpus, varied: set) -> None:
         """Start the run and kill it (with everything it started) at the seeded point."""
         deadline = time.monotonic() + resume_point(self.epoch, self.first_run_seconds or 1.0)
+        env = {**env, "CRH_CLOCK_REAL_START": repr(time.time())}
         for template in self.commands:
-            process = self._start(template, workspace, env, umask)
+            process = self._start(template, workspace, env, umask, cpus)
             while process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             if process.poll() is None:
@@ -303,33 +262,62 @@ def snapshot(workspace: Path, include: list, exclude: list) -> dict:
     return files
 
 
+def renamed(first: dict, second: dict) -> dict:
+    """{first's path: second's path} for files only one run wrote whose paths differ only in digit runs.
+
+    A time stamp or counter in a file name: the two are compared as one file (paired only where the digit-free
+    pattern is unique on both sides; other leftovers are reported as present in one run only).
+    """
+    def by_pattern(paths):
+        groups: dict = {}
+        for path in paths:
+            groups.setdefault(DIGIT_RUN.sub("#", path), []).append(path)
+        return {pattern: paths[0] for pattern, paths in groups.items() if len(paths) == 1}
+
+    only_first = by_pattern(p for p in first if p not in second)
+    only_second = by_pattern(p for p in second if p not in first)
+    return {only_first[pattern]: only_second[pattern] for pattern in only_first if pattern in only_second}
+
+
 def differing(first: dict, second: dict) -> list:
-    """Paths whose content differs or that only one run wrote; records (reports, registry) last."""
-    paths = [p for p in sorted(set(first) | set(second)) if first.get(p) != second.get(p)]
+    """Paths whose content differs or that only one run wrote (a renamed pair by its first name); records last."""
+    pairs = renamed(first, second)
+    moved = set(pairs.values())
+    paths = [p for p in sorted(set(first) | set(second)) if first.get(p) != second.get(p) and p not in moved]
     return sorted(paths, key=lambda p: (_is_record(p) or p.startswith("meta/") or p == "data/hash_registry.json", p))
 
 
-def differences(first: Path, second: Path, paths: list, limit: int) -> dict:
-    """{artifact: comparison} for ``paths`` (what differs, by type; or which run lacks it)."""
+def differences(first: Path, second: Path, paths: list, limit: int, pairs: dict | None = None) -> dict:
+    """{artifact: comparison} for ``paths`` (what differs, by type; which run lacks it; a renamed file's names)."""
     found = {}
     for relative in paths:
-        x, y = first / relative, second / relative
+        other = (pairs or {}).get(relative, relative)
+        x, y = first / relative, second / other
         if not x.exists() or not y.exists():
             found[relative] = {"type": "presence", "count": 1, "truncated": False, "differences": [
                 {"where": "file", "first": "present" if x.exists() else "<absent>",
                  "second": "present" if y.exists() else "<absent>"}]}
             continue
-        found[relative] = compare(relative, comparable(relative, x.read_bytes()),
-                                  comparable(relative, y.read_bytes()), limit)
+        result = compare(relative, comparable(relative, x.read_bytes()), comparable(other, y.read_bytes()), limit)
+        if other != relative:
+            result = {**result, "count": result["count"] + 1,
+                      "differences": [{"where": FILE_NAME, "first": relative, "second": other}, *result["differences"]]}
+        found[relative] = result
     return found
 
 
-def keep_versions(first: Path, second: Path, paths: list) -> dict:
+def compared(first: Path, first_snapshot: dict, other: Path, other_snapshot: dict, limit: int) -> dict:
+    """Everything that differs between two finished workspaces, renamed files paired."""
+    pairs = renamed(first_snapshot, other_snapshot)
+    return differences(first, other, differing(first_snapshot, other_snapshot), limit, pairs)
+
+
+def keep_versions(first: Path, second: Path, paths: list, pairs: dict) -> dict:
     """Both versions of the smaller differing files, kept in the report's folder for side-by-side views."""
     kept, total = {}, 0
     for relative in paths[:KEEP_FILES]:
         for run, workspace in (("first", first), ("second", second)):
-            path = workspace / relative
+            path = workspace / (pairs.get(relative, relative) if run == "second" else relative)
             if path.is_file() and not path.is_symlink() and total + path.stat().st_size <= KEEP_BYTES:
                 data = path.read_bytes()
                 kept[(run, relative)] = data
@@ -342,75 +330,21 @@ def keep_versions(first: Path, second: Path, paths: list) -> dict:
 # --------------------------------------------------------------------------
 
 def find_causes(runs: Runs, first: Path, found: dict, varied: list, select: tuple, limit: int,
-                max_probes: int = MAX_PROBES) -> dict:
-    """Match every difference of the varied run to the variations that reproduce it.
-
-    A control run (nothing varied) names run-to-run noise; one run per variation names single causes; for
-    what no single variation reproduces, one run per pair names interactions. Returns
-    ``{"causes": [...], "unexplained": [...], "probes": n}``.
-    """
-    wanted = {(artifact, item["where"]) for artifact, result in found.items() for item in result["differences"]}
+                max_runs: int = MAX_RUNS) -> dict:
+    """Name the variations that make each difference of the varied run (see causes.py): controls, then bisection."""
     first_snapshot = snapshot(first, *select)
-    reproduced: dict = {}   # (artifact, where) -> {cause tuple: the difference as that cause makes it}
-    by_artifact: dict = {}  # artifact -> {cause tuple}
 
-    def probe(name: str, cause: tuple) -> None:
+    def probe(cause: frozenset, name: str) -> dict:
         workspace = runs.run(name, set(cause))
-        paths = [p for p in differing(first_snapshot, snapshot(workspace, *select)) if p in found]
-        for artifact, result in differences(first, workspace, paths, limit).items():
-            by_artifact.setdefault(artifact, set()).add(cause)
-            for item in result["differences"]:
-                reproduced.setdefault((artifact, item["where"]), {})[cause] = item
-        shutil.rmtree(workspace.parent, ignore_errors=True)
-        runs.log.info("cause_probe", variations=list(cause), artifacts=len(paths))
+        try:
+            return compared(first, first_snapshot, workspace, snapshot(workspace, *select), limit)
+        finally:
+            shutil.rmtree(workspace.parent, ignore_errors=True)
+            runs.log.info("cause_probe", run=name, variations=sorted(cause))
 
-    probe("control", ())
-    for variation in varied:
-        if runs.count >= max_probes:
-            break
-        probe(f"only-{variation}", (variation,))
-    for pair in itertools.combinations(varied, 2):
-        unexplained = {key for key in wanted if not any(len(cause) <= 1 for cause in reproduced.get(key, {})) and (
-            found[key[0]]["type"] in STABLE_PLACES or not any(len(c) <= 1 for c in by_artifact.get(key[0], ())))}
-        if not unexplained or runs.count >= max_probes:
-            break
-        probe(f"pair-{'-'.join(pair)}", pair)
-    return attribute(found, wanted, reproduced, by_artifact, runs.count)
-
-
-def attribute(found: dict, wanted: set, reproduced: dict, by_artifact: dict, probes: int) -> dict:
-    causes: dict = {}
-    unexplained = []
-    for artifact, where in sorted(wanted):
-        seen = reproduced.get((artifact, where), {})
-        chosen = _smallest_causes(seen)
-        if not chosen:  # the place moved (a region, a range): fall back to what reproduces the artifact at all
-            chosen = _smallest_causes({cause: None for cause in by_artifact.get(artifact, ())})
-        if not chosen:
-            unexplained.append({"artifact": artifact, "where": where})
-            continue
-        item = next(i for i in found[artifact]["differences"] if i["where"] == where)
-        for cause in chosen:
-            shown = seen.get(cause) or item
-            entry = causes.setdefault(cause, {})
-            entry.setdefault(artifact, []).append(shown)
-    listed = []
-    for cause, artifacts in sorted(causes.items(), key=lambda pair: (len(pair[0]), pair[0])):
-        listed.append({"variations": list(cause) or ["none: run-to-run noise"], "interaction": len(cause) > 1,
-                       "artifacts": [{"artifact": artifact, "differences": items}
-                                     for artifact, items in sorted(artifacts.items())]})
-    return {"causes": listed, "unexplained": unexplained, "probes": probes}
-
-
-def _smallest_causes(seen: dict) -> list:
-    """The smallest variation sets among ``seen`` (noise first: what differs with nothing varied)."""
-    if () in seen:
-        return [()]
-    for size in (1, 2):
-        chosen = sorted(cause for cause in seen if len(cause) == size)
-        if chosen:
-            return chosen
-    return []
+    paths = (str(runs.workspace_path(set())), str(runs.workspace_path({"path"})))
+    search = CauseSearch(probe, found, varied, runs.epoch, max_runs, runs.count, paths)
+    return search.explain()
 
 
 # --------------------------------------------------------------------------
@@ -441,15 +375,21 @@ def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict
 
 def summary_text(summary: dict) -> str:
     lines = [("IDENTICAL" if summary["identical"] else "DIFFERENT") +
-             f": {summary['artifacts']} artifacts, {summary['differing']} differ; varied: "
-             + ", ".join(summary["varied"])]
+             f": {summary['artifacts']} artifacts, {summary['differing']} differ; {summary.get('runs', 2)} runs; "
+             "varied: " + ", ".join(summary["varied"])]
     for name, row in summary["spec_table"].items():
         lines.append(f"  {'pass' if row['pass'] else 'FAIL'}  {name}" + (f"  ({row['note']})" if "note" in row else ""))
     for cause in summary.get("causes", []):
         label = " + ".join(cause["variations"]) + (" (together)" if cause["interaction"] else "")
         lines.append(f"cause: {label}")
+        if cause.get("changed"):
+            lines.append("  changed: " + "; ".join(cause["changed"][:4]) + (" ..." if len(cause["changed"]) > 4 else ""))
+        if cause.get("likely_sources"):
+            lines.append("  likely: " + "; ".join(source.split(" (")[0] for source in cause["likely_sources"]))
+        if cause.get("fix"):
+            lines.append(f"  fix: {cause['fix']}")
         for artifact in cause["artifacts"][:5]:
-            places = ", ".join(item["where"] for item in artifact["differences"][:3])
+            places = ", ".join(_place(item) for item in artifact["differences"][:3])
             lines.append(f"  {artifact['artifact']}: {places}")
         if len(cause["artifacts"]) > 5:
             lines.append(f"  ... and {len(cause['artifacts']) - 5} more artifacts")
@@ -457,6 +397,12 @@ def summary_text(summary: dict) -> str:
         lines.append(f"unexplained: {item['artifact']}: {item['where']}")
     lines.append(f"report: {summary['report']}")
     return "\n".join(lines) + "\n"
+
+
+def _place(item: dict) -> str:
+    if item["where"] == FILE_NAME:
+        return f"name {item['first']} -> {item['second']}" + (f" ({item['note']})" if "note" in item else "")
+    return item["where"]
 
 
 def verify_twice(args, log) -> int:
@@ -488,12 +434,15 @@ def verify_twice(args, log) -> int:
                              (" that --include/--exclude select" if args.include or args.exclude else ""),
                              commands=commands)
         second = runs.run("second", set(varied))
-        paths = differing(written, snapshot(second, *select))
-        found = differences(first, second, paths, args.limit)
-        kept = keep_versions(first, second, paths)
+        found = compared(first, written, second, snapshot(second, *select), args.limit)
+        paths = list(found)
+        kept = keep_versions(first, second, paths, renamed(written, snapshot(second, *select)))
         causes = {}
         if paths and not args.no_bisect and varied:
             causes = find_causes(runs, first, found, varied, select, args.limit, args.max_probes)
+        settings = {variation: changed_settings(variation, epoch, (str(runs.workspace_path(set())),
+                                                                   str(runs.workspace_path({"path"}))))
+                    for variation in varied}
         table = spec_table(first, second, not paths, varied)
         log.info("timing", first_run_seconds=round(runs.first_run_seconds, 2), runs=runs.count,
                  total_seconds=round(timer.elapsed(), 2))
@@ -502,15 +451,14 @@ def verify_twice(args, log) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     identical = not paths
     summary = {"identical": identical, "artifacts": len(written), "differing": len(paths), "varied": varied,
-               "spec_table": table, **{k: causes[k] for k in ("causes", "unexplained") if k in causes}}
+               "runs": runs.count, "spec_table": table,
+               **{k: causes[k] for k in ("causes", "unexplained") if k in causes}}
     with RunRecorder("verify", workspace=workspace, log=log,
                      config={"commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
                              "varied": varied, "source_date_epoch": epoch, "include": args.include,
                              "exclude": args.exclude}) as record:
         record.results.update(**summary, differences=[{"artifact": path, **result} for path, result in found.items()],
-                              probes=causes.get("probes", 0),
-                              settings={"base": {k: (oct(v) if k == "umask" else v) for k, v in BASE.items()},
-                                        "varied": varied})
+                              settings=settings)
         for (run, relative), data in kept.items():
             atomic_write_bytes(record.output_path(f"differences/{run}/{relative}"), data)
         if not identical:
@@ -549,8 +497,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-bisect", action="store_true", help="do not look for the causes of a difference")
     parser.add_argument("--limit", type=cli.bounded(int, 1, 10_000), default=LIMIT,
                         help="differences listed per artifact")
-    parser.add_argument("--max-probes", type=cli.bounded(int, 3, 1000), default=MAX_PROBES,
-                        help="runs at most, all told, when looking for causes")
+    parser.add_argument("--max-probes", type=cli.bounded(int, 3, 1000), default=MAX_RUNS,
+                        help="runs at most, all told (the first two included), when looking for causes")
     parser.add_argument("--keep", metavar="DIR", help="keep the workspaces under DIR/runs/")
     cli.add_common_options(parser)
     return cli.run(parser, verify_twice, argv)

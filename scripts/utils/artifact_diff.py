@@ -14,9 +14,12 @@ there were when that is known; ``truncated`` says whether the list stops
 short).
 
 By type: JSON and JSON lines (every differing key path), CSV (every
-differing cell), NumPy ``.npy``/``.npz`` and the core's ``.cten``/``.sten``
-(per array: shape/dtype, or differing regions with their element counts and
-largest difference), PNG/GIF (boxes of differing pixels), WAV (ranges of
+differing cell), tensors: NumPy ``.npy``/``.npz``, the core's ``.cten``/``.sten``
+checkpoints, PyTorch ``.pt``/``.pth``/``.ckpt`` (and a ``.bin`` that is one) and
+``.safetensors`` (per tensor, by name: shape/dtype, how many values differ,
+the largest difference, the first differing index and its two values, and
+the boxes of the largest differing regions; a model's other values, such as
+an epoch or a learning rate, by name too), PNG/GIF (boxes of differing pixels), WAV (ranges of
 differing samples), MP4 (differing decoded frames), tar/zip archives
 (member by member: missing members, metadata, and each differing member
 compared by its own type, recursively, as diffoscope does), UTF-8 text
@@ -37,6 +40,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import orjson
+
+from scripts.utils.model_files import is_torch_file
 
 LIMIT = 20              # differences listed per file
 MAX_DEPTH = 3           # archives inside archives
@@ -85,6 +90,8 @@ def _json_walk(x, y, path: str, found: Collector) -> None:
         found.count += 1
         return
     if isinstance(x, dict) and isinstance(y, dict):
+        if list(x) != list(y) and set(x) == set(y):  # the same keys in another order (a set or hash order)
+            found.add(f"{path}: key order", first=_short([str(k) for k in x]), second=_short([str(k) for k in y]))
         for key in sorted(set(x) | set(y), key=str):
             where = f"{path}.{key}"
             if key not in x or key not in y:
@@ -106,6 +113,8 @@ def _json_walk(x, y, path: str, found: Collector) -> None:
 def compare_json(name: str, a: bytes, b: bytes, limit: int) -> dict:
     found = Collector(limit)
     _json_walk(orjson.loads(a), orjson.loads(b), "$", found)
+    if not found.count and a != b:  # the same value, written differently (spacing, 1.0 against 1)
+        return {**compare_text(name, a, b, limit), "note": "the same JSON value, written differently"}
     return found.result("json")
 
 
@@ -173,27 +182,60 @@ def _box_text(box) -> str:
     return "[" + ", ".join(f"{s.start}:{s.stop}" for s in box) + "]"
 
 
-def compare_arrays(name: str, a: bytes, b: bytes, limit: int) -> dict:
-    found = Collector(limit)
-    x, y = _read_arrays(name, a), _read_arrays(name, b)
-    for key in sorted(set(x) | set(y)):
-        u, v = x.get(key), y.get(key)
-        if u is None or v is None or u.shape != v.shape or u.dtype != v.dtype:
-            found.add(f"{key}: shape and dtype",
-                      first=None if u is None else [list(u.shape), str(u.dtype)],
-                      second=None if v is None else [list(v.shape), str(v.dtype)])
+def _plain(value):
+    """A value as JSON can hold it (a repr where it cannot: complex numbers, sets, bytes)."""
+    try:
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return repr(value)
+    return _short(value)
+
+
+def compare_tensors(x: dict, y: dict, found: Collector) -> None:
+    """Named tensors (and plain values) compared one by one: what differs, how many values, by how much, where first."""
+    absent = object()
+    for key in sorted(set(x) | set(y), key=str):
+        u, v = x.get(key, absent), y.get(key, absent)
+        if not isinstance(u, np.ndarray) or not isinstance(v, np.ndarray):
+            if u is absent or v is absent:
+                found.add(f"{key}: present", first="<absent>" if u is absent else "present",
+                          second="<absent>" if v is absent else "present")
+            elif isinstance(u, np.ndarray) or isinstance(v, np.ndarray) or _plain(u) != _plain(v):
+                found.add(str(key), first=_plain(u if not isinstance(u, np.ndarray) else f"array {list(u.shape)}"),
+                          second=_plain(v if not isinstance(v, np.ndarray) else f"array {list(v.shape)}"))
+            continue
+        if u.shape != v.shape or u.dtype != v.dtype:
+            found.add(f"{key}: shape and dtype", first=[list(u.shape), str(u.dtype)],
+                      second=[list(v.shape), str(v.dtype)])
             continue
         unequal = (u != v) & ~(_isnan(u) & _isnan(v))
-        if not unequal.any():
+        count = int(unequal.sum())
+        if not count:
             continue
-        difference = np.abs(u.astype(np.float64) - v.astype(np.float64)) if u.dtype.kind in "biuf" else None
-        for box, elements in regions(unequal, limit):
-            if found.full:
-                found.count += 1
-                continue
-            largest = float(np.nanmax(difference[box])) if difference is not None else None
-            found.add(f"{key}{_box_text(box)}", elements=elements, max_abs_difference=largest)
+        first_index = tuple(int(i) for i in np.argwhere(unequal)[0]) if u.ndim else ()
+        numeric = u.dtype.kind in "biufc"
+        largest = float(np.nanmax(np.abs(u[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64)
+                                         - v[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64))))\
+            if numeric else None
+        found.add(str(key), shape=list(u.shape), dtype=str(u.dtype), differing_values=count, values=int(u.size),
+                  max_abs_difference=largest, first_index=list(first_index),
+                  first=_plain(u[first_index].item()), second=_plain(v[first_index].item()),
+                  regions=[_box_text(box) for box, _ in regions(unequal, 3)] if u.ndim else [])
+
+
+def compare_arrays(name: str, a: bytes, b: bytes, limit: int) -> dict:
+    found = Collector(limit)
+    compare_tensors(_read_arrays(name, a), _read_arrays(name, b), found)
     return found.result("array")
+
+
+def compare_model(name: str, a: bytes, b: bytes, limit: int) -> dict:
+    """PyTorch and safetensors files, tensor by tensor (utils/model_files.py reads them; no pickled code runs)."""
+    from scripts.utils.model_files import read_model
+
+    found = Collector(limit)
+    compare_tensors(read_model(name, a), read_model(name, b), found)
+    return found.result("model")
 
 
 def _isnan(values: np.ndarray) -> np.ndarray:
@@ -351,6 +393,7 @@ def compare_bytes(name: str, a: bytes, b: bytes, limit: int) -> dict:
 COMPARERS = {  # file suffix -> how two versions of that type are compared
     ".json": compare_json, ".jsonl": compare_jsonl, ".csv": compare_csv,
     ".npz": compare_arrays, ".npy": compare_arrays, ".cten": compare_arrays, ".sten": compare_arrays,
+    ".pt": compare_model, ".pth": compare_model, ".ckpt": compare_model, ".safetensors": compare_model,
     ".png": compare_image, ".gif": compare_image, ".wav": compare_wav, ".mp4": compare_mp4,
     ".tar": compare_archive, ".tgz": compare_archive, ".gz": compare_archive, ".zip": compare_archive,
 }
@@ -370,6 +413,8 @@ def compare(name: str, a: bytes, b: bytes, limit: int = LIMIT, depth: int = 0) -
     """Every difference between ``a`` and ``b`` (two versions of file ``name``), up to ``limit``."""
     suffix = PurePosixPath(name).suffix.lower()
     comparer = COMPARERS.get(suffix)
+    if comparer is None and suffix == ".bin" and is_torch_file(a) and is_torch_file(b):
+        comparer = compare_model
     if suffix == ".gz" and not name.lower().endswith(".tar.gz"):
         comparer = None
     note = {}

@@ -71,6 +71,8 @@ REPORT_SCHEMA = {
             "causes": {"type": "array", "items": {
                 "type": "object", "required": ["variations", "artifacts"],
                 "properties": {"variations": {"type": "array", "items": TEXT}, "interaction": {"type": "boolean"},
+                               "changed": {"type": "array", "items": TEXT}, "fix": TEXT,
+                               "likely_sources": {"type": "array", "items": TEXT},
                                "artifacts": {"type": "array", "items": {
                                    "type": "object", "required": ["artifact", "differences"],
                                    "properties": {"artifact": NAME,

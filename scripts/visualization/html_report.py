@@ -287,7 +287,10 @@ def verify_sections(workspace: Path, report: dict) -> list:
             label = " + ".join(cause["variations"]) + (" (together)" if cause.get("interaction") else "")
             rows = [[a["artifact"], d["where"], d.get("first"), d.get("second")]
                     for a in cause["artifacts"] for d in a["differences"]]
-            items.append(f'<h3><span class="badge">{esc(label)}</span></h3>'
+            said = [("changed", "; ".join(cause.get("changed") or [])),
+                    ("likely sources", "; ".join(cause.get("likely_sources") or [])), ("fix", cause.get("fix"))]
+            notes = "".join(f"<p><b>{name}:</b> {esc(text)}</p>" for name, text in said if text)
+            items.append(f'<h3><span class="badge">{esc(label)}</span></h3>{notes}'
                          + table(["artifact", "where", "first run", "second run"], rows, mono=(0, 1)))
         sections.append(section("Causes", "".join(items)))
     kept = workspace / RESULTS / report["run_id"] / "differences"

@@ -3,6 +3,7 @@ import sys
 import pytest
 
 from scripts.orchestration import verify as vf
+from scripts.orchestration.variations import other_locale
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO, json_lines, run_script, single_error
 
@@ -12,7 +13,7 @@ PIPELINE = REPO / "tests/orchestration/leaky_pipeline.py"      # a researcher's 
 PLACES = {"hashseed": ("out/model.json", "$.classes"), "tz": ("out/model.json", "$.trained_local"),
           "path": ("out/paths.txt", "line 1"), "umask": ("out/bundle.tar", "data.txt: mode"),
           "locale": ("out/locale.txt", "line 1"), "threads": ("out/sums.csv", "row 2, column total"),
-          "cpu": ("out/matmul.npy", "array["), "workers": ("out/order.jsonl", "line "),
+          "cpu": ("out/matmul.npy", "array"), "workers": ("out/order.jsonl", "line "),
           "resume": ("out/state.json", "$.starts")}
 
 
@@ -25,7 +26,7 @@ def pipeline(*leaks) -> str:
 
 
 def test_every_leak_in_a_foreign_pipeline_is_caught_placed_and_bisected_to_exactly_its_cause(workspace):
-    leaks = [leak for leak in PLACES if leak != "locale" or vf.other_locale()]
+    leaks = [leak for leak in PLACES if leak != "locale" or other_locale()]
     result = verify(workspace, "--command", pipeline(*leaks))
     assert result.returncode == 1, result.stderr
     summary = json_lines(result.stdout)[0]
@@ -110,16 +111,18 @@ def test_resume_kills_at_a_seeded_point_within_the_first_runs_time():
 
 
 def test_the_terminal_summary_fits_one_screen():
-    summary = {"identical": False, "artifacts": 9, "differing": 2, "varied": ["tz", "hashseed"],
+    summary = {"identical": False, "artifacts": 9, "differing": 2, "varied": ["tz", "hashseed"], "runs": 7,
                "spec_table": {"hash_reproducibility": {"pass": False},
                               "environment_parity": {"pass": True, "note": "another CPU was simulated (cpu): expected"}},
-               "causes": [{"variations": ["hashseed"], "interaction": False, "artifacts": [
+               "causes": [{"variations": ["hashseed"], "interaction": False, "changed": ["PYTHONHASHSEED 0 -> 12345"],
+                           "fix": "sort sets", "artifacts": [
                    {"artifact": "out/model.json", "differences": [{"where": "$.classes[0]"}]}]},
                    {"variations": ["tz", "threads"], "interaction": True, "artifacts": [
                        {"artifact": f"out/{n}.csv", "differences": [{"where": "row 2, column a"}]} for n in range(9)]}],
                "unexplained": [], "report": "experiments/results/verify_x.json"}
     text = vf.summary_text(summary)
-    assert text.startswith("DIFFERENT: 9 artifacts, 2 differ; varied: tz, hashseed")
-    assert "  FAIL  hash_reproducibility" in text and "cause: hashseed\n  out/model.json: $.classes[0]" in text
+    assert text.startswith("DIFFERENT: 9 artifacts, 2 differ; 7 runs; varied: tz, hashseed")
+    assert "  FAIL  hash_reproducibility" in text
+    assert "cause: hashseed\n  changed: PYTHONHASHSEED 0 -> 12345\n  fix: sort sets\n  out/model.json: $.classes[0]" in text
     assert "cause: tz + threads (together)" in text and "... and 4 more artifacts" in text
     assert len(text.splitlines()) <= 24

@@ -1,4 +1,6 @@
 import io
+import os
+import pickle
 import tarfile
 import wave
 import zipfile
@@ -7,6 +9,10 @@ import numpy as np
 import orjson
 
 from scripts.utils.artifact_diff import compare
+from scripts.utils.model_files import read_model
+from tests.conftest import REPO
+
+DATA = REPO / "tests/utils/data"
 
 
 def places(result) -> list:
@@ -60,13 +66,60 @@ def test_csv_lists_every_differing_cell_by_column_name():
     assert places(result) == ["row 2, column acc", "row 3, column loss", "row 3, column acc"]
 
 
-def test_arrays_give_each_differing_region():
+def test_arrays_are_compared_tensor_by_tensor():
     a = np.zeros((6, 6))
     b = a.copy()
     b[0:2, 0:2], b[5, 5] = 1.0, -3.0
     result = compare("s.npz", npz(x=a, y=np.arange(3)), npz(x=b, y=np.arange(4)))
-    assert places(result) == ["x[0:2, 0:2]", "x[5:6, 5:6]", "y: shape and dtype"]
-    assert result["differences"][0]["elements"] == 4 and result["differences"][1]["max_abs_difference"] == 3.0
+    assert places(result) == ["x", "y: shape and dtype"]
+    x = result["differences"][0]
+    assert (x["differing_values"], x["values"], x["max_abs_difference"]) == (5, 36, 3.0)
+    assert x["first_index"] == [0, 0] and (x["first"], x["second"]) == (0.0, 1.0)
+    assert x["shape"] == [6, 6] and x["dtype"] == "float64" and x["regions"] == ["[0:2, 0:2]", "[5:6, 5:6]"]
+
+
+def test_a_pytorch_file_is_compared_by_tensor_name_without_torch():
+    result = compare("ckpt.pt", (DATA / "torch_a.pt").read_bytes(), (DATA / "torch_b.pt").read_bytes())
+    assert result["type"] == "model" and places(result) == ["epoch", "model.2.weight"]
+    epoch, weight = result["differences"]
+    assert (epoch["first"], epoch["second"]) == (3, 4)
+    assert weight["shape"] == [2, 3] and weight["dtype"] == "float32" and weight["first_index"] == [1, 2]
+    assert weight["differing_values"] == 1 and abs(weight["max_abs_difference"] - 0.125) < 1e-6
+    tensors = read_model("ckpt.pt", (DATA / "torch_a.pt").read_bytes())
+    assert tensors["optimizer.param_groups[0].lr"] == 1.0 and tensors["optimizer.state.0.square_avg"].shape == (3, 4)
+
+
+def test_a_pickle_in_a_model_file_never_runs_code(tmp_path):
+    victim = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {victim}",)
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"weights": Payload()}, protocol=2))
+    tensors = read_model("evil.pt", buffer.getvalue())
+    assert not victim.exists() and tensors["weights"].endswith("system>")
+
+
+def safetensors(tensors: dict) -> bytes:
+    header, body = {}, b""
+    for name, array in tensors.items():
+        data = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": {"float32": "F32", "int64": "I64"}[str(array.dtype)], "shape": list(array.shape),
+                        "data_offsets": [len(body), len(body) + len(data)]}
+        body += data
+    encoded = orjson.dumps(header)
+    return len(encoded).to_bytes(8, "little") + encoded + body
+
+
+def test_safetensors_are_compared_by_tensor_name():
+    a = {"encoder.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "steps": np.array([7])}
+    b = {**a, "encoder.weight": a["encoder.weight"] * np.array([1, 1, 1, 1, 1, 2], np.float32).reshape(2, 3)}
+    result = compare("m.safetensors", safetensors(a), safetensors(b))
+    [item] = result["differences"]
+    assert item["where"] == "encoder.weight" and item["first_index"] == [1, 2] and item["max_abs_difference"] == 5.0
 
 
 def test_images_give_boxes_and_audio_gives_ranges():

@@ -83,5 +83,6 @@ def test_a_verify_page_shows_the_cause_and_both_images_with_the_box(workspace, t
     report_path = workspace / json_lines(verify.stdout)[0]["report"]
     text = open(report(workspace, report_path), encoding="utf-8").read()
     assert "<h2>Causes" in text and ">tz<" in text and "rows 4-6, columns 10-13" in text
+    assert "<b>changed:</b> TZ Etc/GMT+12 -&gt; Etc/GMT-14" in text and "<b>fix:</b> format times in UTC" in text
     assert text.count('alt="first run"') == 1 and text.count('alt="second run"') == 1
     assert 'style="top:25.000%;left:41.667%;height:18.750%;width:16.667%"' in text

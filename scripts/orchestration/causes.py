@@ -1,0 +1,207 @@
+"""Which variation makes each difference: noise learned from controls, then bisection over the variations.
+
+    from scripts.orchestration.causes import CauseSearch
+    search = CauseSearch(probe, found, varied, epoch, max_runs=24, runs_used=2)
+    explained = search.explain()   # {"causes": [...], "unexplained": [...]}
+
+``probe(varied, name)`` runs the commands once more with the variations in
+``varied`` (a frozenset) and returns what differs from the first run, as
+verify's ``differences`` gives it: ``{artifact: comparison}``.
+
+1. Noise first. A control run (nothing varied) shows what moves by itself;
+   if anything does, a second control shows more of it. An artifact that
+   differs in a control is run-to-run noise and is not bisected: its
+   differences are noise, except those that carry the varied run's clock
+   (the first run's year or Unix time where the run with ``time`` shows the
+   shifted one), which are ``time``.
+2. Every other difference is bisected: the variations are split in two
+   halves and each half run alone; what a half reproduces is looked for
+   inside it, and what needs both halves is an interaction, found by holding
+   one half on while the other is bisected. One cause among n variations
+   costs about 1.5 * log2(n) runs.
+3. A difference blamed on a variation must recur in every run that had that
+   variation; one that came and went is noise the controls missed.
+
+A difference is matched across runs by its place (a key path, a CSV cell, a
+line, a tensor, an archive member, a file name); for types whose places move
+(image boxes, byte ranges) the artifact is the place.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import orjson
+
+from scripts.orchestration.variations import CLOCK_SHIFT, FIXES, NOISE_FIX, NOISE_SOURCES, changed_settings
+
+# Types whose places (key paths, cells, lines, members, tensors) stay put between runs; regions and ranges may move.
+STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4", "array", "model"}
+FILE_NAME = "file name"
+NOISE = "none: run-to-run noise"
+LONG_NUMBER = re.compile(r"\d{10,}")
+
+
+class OutOfRuns(Exception):
+    """The run budget (--max-probes) is spent."""
+
+
+def place_keys(found: dict) -> dict:
+    """{(artifact, place or None): [differences]} -- None where the type's places move between runs."""
+    keys: dict = {}
+    for artifact, result in found.items():
+        stable = result["type"] in STABLE_PLACES
+        for item in result["differences"]:
+            place = item["where"] if stable or item["where"] == FILE_NAME else None
+            keys.setdefault((artifact, place), []).append(item)
+    return keys
+
+
+def carries_the_clock(item: dict, epoch: str) -> bool:
+    """Whether a difference shows the first run's clock in the first value and the shifted clock in the second."""
+    start, shifted = int(epoch), int(epoch) + CLOCK_SHIFT
+    first, second = (_text(item.get(run)) for run in ("first", "second"))
+    years = [str(datetime.datetime.fromtimestamp(t, datetime.timezone.utc).year) for t in (start, shifted)]
+    if years[0] in first and years[1] in second:
+        return True
+    prefixes = [str(t)[:4] for t in (start, shifted)]  # Unix time in s, ms, us or ns: ten digits or more
+    return (any(n.startswith(prefixes[0]) for n in LONG_NUMBER.findall(first))
+            and any(n.startswith(prefixes[1]) for n in LONG_NUMBER.findall(second)))
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+
+
+class CauseSearch:
+    """The runs of one search for causes, each cached by the variations it had."""
+
+    def __init__(self, probe, found: dict, varied: list, epoch: str, max_runs: int, runs_used: int,
+                 paths: tuple = ("<first>", "<second>")):
+        self.probe, self.found, self.varied, self.epoch = probe, found, list(varied), epoch
+        self.max_runs, self.runs = max_runs, runs_used
+        self.paths = paths
+        self.seen = {frozenset(varied): place_keys(found)}  # variations -> {key: differences} of that run
+        self.noisy: set = set()
+        self.control: dict = {}
+        self.confirmed: dict = {}
+
+    # ----------------------------------------------------------------------
+
+    def explain(self) -> dict:
+        self._learn_noise()
+        keys = place_keys(self.found)
+        noise = {key for key in keys if key[0] in self.noisy}
+        clocked = {key for key in noise if "time" in self.varied
+                   and all(carries_the_clock(item, self.epoch) for item in keys[key])}
+        targets = set(keys) - noise
+        causes: dict = {}
+        try:
+            causes = self._bisect(targets, self.varied, frozenset())
+        except OutOfRuns:
+            pass
+        self._confirm_interactions(set(causes.values()))
+        flickering = {key for key, cause in causes.items() if not self._recurs(key, cause)}
+        for key in flickering:
+            del causes[key]
+        for key in clocked:
+            causes[key] = frozenset({"time"})
+        for key in (noise - clocked) | flickering:
+            causes[key] = frozenset()
+        unexplained = sorted(targets - set(causes), key=str)
+        return {"causes": self._listed(causes, keys),
+                "unexplained": [{"artifact": a, "where": w or "(the file)"} for a, w in unexplained]}
+
+    def _run(self, varied: frozenset, name: str) -> dict:
+        if self.runs >= self.max_runs:
+            raise OutOfRuns()
+        self.runs += 1
+        return place_keys(self.probe(varied, name))
+
+    def _learn_noise(self) -> None:
+        self.control = self._run(frozenset(), "control")
+        self.noisy = {artifact for artifact, _ in self.control}
+        if self.noisy and self.runs < self.max_runs:
+            again = self._run(frozenset(), "control-2")
+            self.noisy |= {artifact for artifact, _ in again}
+            self.control = {**again, **self.control}
+
+    def _reproduced(self, varied: frozenset, keys: set) -> set:
+        if varied not in self.seen:
+            self.seen[varied] = self._run(varied, "with-" + "-".join(v for v in self.varied if v in varied))
+        found = self.seen[varied]
+        artifacts = {artifact for artifact, _ in found}
+        return {key for key in keys if key in found or (key[1] is None and key[0] in artifacts)}
+
+    def _bisect(self, keys: set, candidates: list, context: frozenset) -> dict:
+        """{key: the variations that make it}: each key is made by candidates + context, none by context alone."""
+        if not keys:
+            return {}
+        if len(candidates) == 1:
+            return {key: context | {candidates[0]} for key in keys}
+        half = (len(candidates) + 1) // 2
+        first, second = candidates[:half], candidates[half:]
+        by_first = self._reproduced(context | set(first), keys)
+        rest = keys - by_first
+        by_second = self._reproduced(context | set(second), rest) if rest else set()
+        causes = {**self._bisect(by_first, first, context), **self._bisect(by_second, second, context)}
+        together = rest - by_second
+        if together:  # an interaction: the part of the first half needed with all of the second, then vice versa
+            with_second = self._bisect(together, first, context | set(second))
+            parts = {cause - context - set(second) for cause in with_second.values()}
+            for part in sorted(parts, key=lambda part: [self.varied.index(v) for v in self._order(part)]):
+                needing = {key for key, cause in with_second.items() if cause - context - set(second) == part}
+                causes.update(self._bisect(needing, second, context | part))
+        return causes
+
+    def _confirm_interactions(self, causes: set) -> None:
+        """Run each interaction once more: what needs two variations together is rare, a flicker is not."""
+        for cause in sorted((c for c in causes if len(c) > 1), key=self._order):
+            if self.runs < self.max_runs:
+                self.confirmed[cause] = self._run(cause, "again-with-" + "-".join(self._order(cause)))
+
+    def _recurs(self, key: tuple, cause: frozenset) -> bool:
+        again = self.confirmed.get(cause)
+        if again is not None and key not in again and not (key[1] is None and any(a == key[0] for a, _ in again)):
+            return False
+        return all(bool(self._reproduced_already(varied, key)) for varied in self.seen if cause <= varied)
+
+    def _reproduced_already(self, varied: frozenset, key: tuple) -> bool:
+        found = self.seen[varied]
+        return key in found or (key[1] is None and any(artifact == key[0] for artifact, _ in found))
+
+    # ----------------------------------------------------------------------
+
+    def _listed(self, causes: dict, keys: dict) -> list:
+        grouped: dict = {}
+        order = {(artifact, item["where"]): index for artifact, result in self.found.items()
+                 for index, item in enumerate(result["differences"])}
+        for key, cause in sorted(causes.items(), key=lambda pair: str(pair[0])):
+            shown = self.seen.get(cause, {}).get(key) if cause else self.control.get(key)
+            items = [dict(item) for item in (shown or keys[key])]
+            for item in items:
+                if item["where"] == FILE_NAME:
+                    item["note"] = ("the name contains a time stamp" if "time" in cause or carries_the_clock(
+                        item, self.epoch) else "the name contains a number that changes from run to run")
+            grouped.setdefault(cause, {}).setdefault(key[0], []).extend(items)
+        listed = []
+        position = {variation: index for index, variation in enumerate(self.varied)}
+        for cause, artifacts in sorted(grouped.items(),
+                                       key=lambda pair: (len(pair[0]), sorted(position[v] for v in pair[0]))):
+            entry = {"variations": self._order(cause) or [NOISE], "interaction": len(cause) > 1}
+            if cause:
+                entry["changed"] = [line for v in self._order(cause)
+                                    for line in changed_settings(v, self.epoch, self.paths)]
+                entry["fix"] = "; ".join(FIXES[v] for v in self._order(cause))
+            else:
+                entry["likely_sources"], entry["fix"] = NOISE_SOURCES, NOISE_FIX
+            entry["artifacts"] = [{"artifact": artifact, "differences": sorted(items, key=lambda item: order.get(
+                (artifact, item["where"]), len(order)))} for artifact, items in sorted(artifacts.items())]
+            listed.append(entry)
+        return listed
+
+    def _order(self, cause: frozenset) -> list:
+        return [v for v in self.varied if v in cause]
