@@ -15,8 +15,10 @@ short).
 
 By type: JSON and JSON lines (every differing key path), CSV (every
 differing cell), tensors: NumPy ``.npy``/``.npz``, the core's ``.cten``/``.sten``
-checkpoints, PyTorch ``.pt``/``.pth``/``.ckpt`` (and a ``.bin`` that is one) and
-``.safetensors`` (per tensor, by name: shape/dtype, how many values differ,
+checkpoints, PyTorch ``.pt``/``.pth``/``.ckpt`` (and a ``.bin`` that is one),
+``.safetensors``, and pickles (``.pkl``, ``.pickle``, ``.joblib``: scikit-learn
+models by attribute; utils/model_files.py reads them all without running
+pickled code) (per tensor, by name: shape/dtype, how many values differ,
 the largest difference, the first differing index and its two values, and
 the boxes of the largest differing regions; a model's other values, such as
 an epoch or a learning rate, by name too), PNG/GIF (boxes of differing pixels), WAV (ranges of
@@ -394,6 +396,7 @@ COMPARERS = {  # file suffix -> how two versions of that type are compared
     ".json": compare_json, ".jsonl": compare_jsonl, ".csv": compare_csv,
     ".npz": compare_arrays, ".npy": compare_arrays, ".cten": compare_arrays, ".sten": compare_arrays,
     ".pt": compare_model, ".pth": compare_model, ".ckpt": compare_model, ".safetensors": compare_model,
+    ".pkl": compare_model, ".pickle": compare_model, ".joblib": compare_model,
     ".png": compare_image, ".gif": compare_image, ".wav": compare_wav, ".mp4": compare_mp4,
     ".tar": compare_archive, ".tgz": compare_archive, ".gz": compare_archive, ".zip": compare_archive,
 }
@@ -420,9 +423,11 @@ def compare(name: str, a: bytes, b: bytes, limit: int = LIMIT, depth: int = 0) -
     note = {}
     if comparer is not None and (comparer is not compare_archive or depth < MAX_DEPTH):
         try:
-            if comparer is compare_archive:
-                return compare_archive(name, a, b, limit, depth)
-            return comparer(name, a, b, limit)
+            result = compare_archive(name, a, b, limit, depth) if comparer is compare_archive \
+                else comparer(name, a, b, limit)
+            if result["count"] or a == b:
+                return result
+            note = {"note": f"the same {result['type']} content, stored differently"}  # e.g. a pickled object
         except Exception as exc:  # a file that does not parse as its type: compare it as text or bytes
             note = {"parse_error": f"{type(exc).__name__}: {exc}"}
     result = compare_text(name, a, b, limit) if _is_text(a) and _is_text(b) else compare_bytes(name, a, b, limit)

@@ -38,7 +38,9 @@ def test_an_unseeded_script_is_run_to_run_noise_and_nothing_else(workspace):
     summary = verify(workspace, "forest_unseeded.py")
     [cause] = summary["causes"]
     assert cause["variations"] == ["none: run-to-run noise"] and summary["unexplained"] == []
-    assert {a["artifact"] for a in cause["artifacts"]} == {"output/forest.pkl", "output/scores.json"}
+    assert {a["artifact"] for a in cause["artifacts"]} == {"output/forest.joblib", "output/scores.json"}
+    forest = next(a for a in cause["artifacts"] if a["artifact"] == "output/forest.joblib")["differences"]
+    assert any(d["where"].startswith("estimators_[") and d["where"].endswith("tree_.nodes") for d in forest)
     assert any("unseeded" in source for source in cause["likely_sources"]) and "random_state" in cause["fix"]
     assert summary["runs"] <= 4  # first, varied, two controls: noise is not bisected
 
@@ -94,7 +96,7 @@ def test_two_defects_at_once_are_two_causes(workspace):
 def test_noise_and_a_clock_in_one_script_are_told_apart(workspace, tmp_path):
     script = tmp_path / "unseeded_named_by_date.py"
     script.write_text((TRAINING / "forest_unseeded.py").read_text().replace(
-        '"output/forest.pkl"', 'f"output/forest_{__import__(\'time\').strftime(\'%Y%m%d-%H%M%S\')}.pkl"'))
+        '"output/forest.joblib"', 'f"output/forest_{__import__(\'time\').strftime(\'%Y%m%d-%H%M%S\')}.joblib"'))
     result = run_script("orchestration", "verify", "--command", f"{sys.executable} {script}",
                         "--workspace", workspace, cwd=workspace, timeout=600)
     summary = json_lines(result.stdout)[0]

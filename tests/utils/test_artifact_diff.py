@@ -1,3 +1,4 @@
+import collections
 import io
 import os
 import pickle
@@ -159,3 +160,55 @@ def test_text_lines_bytes_ranges_and_a_file_that_does_not_parse():
 def test_the_list_stops_at_the_limit_and_says_how_many_there_were():
     result = compare("big.json", orjson.dumps(list(range(100))), orjson.dumps(list(range(1, 101))), limit=5)
     assert len(result["differences"]) == 5 and result["count"] == 100 and result["truncated"]
+
+
+def hostile_torch_file(size: tuple, stride: tuple) -> bytes:
+    """A torch.save-shaped zip whose one tensor claims ``size`` over a 4-value storage (built without torch)."""
+
+    class Storage:
+        pass
+
+    class Tensor:  # pickled as OrderedDict(...) and Counter, then renamed to torch's names in the bytes
+        def __reduce__(self):
+            return collections.OrderedDict, (Storage(), 0, size, stride, False, {})
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", collections.Counter, "0", "cpu", 4) if isinstance(obj, Storage) else None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump({"w": Tensor()})
+    payload = buffer.getvalue().replace(b"ccollections\nOrderedDict\n", b"ctorch._utils\n_rebuild_tensor_v2\n")
+    payload = payload.replace(b"ccollections\nCounter\n", b"ctorch\nFloatStorage\n")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    return out.getvalue()
+
+
+def test_a_model_file_that_claims_more_values_than_it_holds_is_compared_as_bytes():
+    sane = hostile_torch_file((2, 2), (2, 1))
+    assert read_model("m.pt", sane)["w"].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    for size, stride in [((10 ** 12,), (0,)), ((4, 4), (4, 1)), ((2,), (-1,))]:
+        result = compare("m.pt", hostile_torch_file(size, stride), sane)
+        assert result["type"] == "bytes" and "parse_error" in result, (size, stride)
+
+
+def test_a_scikit_learn_model_pickled_or_dumped_with_joblib_is_compared_by_attribute(tmp_path):
+    import joblib
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import SGDClassifier
+
+    X, y = load_digits(return_X_y=True)
+    labels = np.array([f"digit {t}" for t in y], dtype=object)  # object arrays: a pickle inside joblib's stream
+    models = [SGDClassifier(max_iter=3, tol=None, random_state=seed).fit(X, labels) for seed in (0, 1)]
+    for suffix, save in ((".pkl", lambda m, p: p.write_bytes(pickle.dumps(m))), (".joblib", joblib.dump)):
+        paths = [tmp_path / f"m{seed}{suffix}" for seed in (0, 1)]
+        for model, path in zip(models, paths):
+            save(model, path)
+        result = compare(paths[0].name, paths[0].read_bytes(), paths[1].read_bytes())
+        assert result["type"] == "model" and places(result) == ["coef_", "intercept_", "random_state"], suffix
+        assert result["differences"][0]["shape"] == [10, 64]
+        tensors = read_model(paths[0].name, paths[0].read_bytes())
+        assert tensors["classes_"].tolist() == [f"digit {d}" for d in range(10)]

@@ -1,7 +1,8 @@
 """A random forest on the digits with no seed anywhere: each run trains another forest."""
 import json
 import os
-import pickle
+
+import joblib
 
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
@@ -16,5 +17,4 @@ os.makedirs("output", exist_ok=True)
 with open("output/scores.json", "w") as f:
     json.dump({"train": clf.score(X_train, y_train), "test": clf.score(X_test, y_test),
                "importances": clf.feature_importances_[:8].round(6).tolist()}, f)
-with open("output/forest.pkl", "wb") as f:
-    pickle.dump(clf, f)
+joblib.dump(clf, "output/forest.joblib")
