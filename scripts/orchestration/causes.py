@@ -41,33 +41,64 @@ STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4", "
 FILE_NAME = "file name"
 NOISE = "none: run-to-run noise"
 LONG_NUMBER = re.compile(r"\d{10,}")
+DIGIT_RUN = re.compile(r"\d+")
 
 
 class OutOfRuns(Exception):
     """The run budget (--max-probes) is spent."""
 
 
+def name_pattern(path: str) -> str:
+    """A path with its digit runs blanked: what stays of a name with a time stamp or counter in it."""
+    return DIGIT_RUN.sub("#", path)
+
+
 def place_keys(found: dict) -> dict:
-    """{(artifact, place or None): [differences]} -- None where the type's places move between runs."""
+    """{(artifact, place or None): [differences]} -- None where the type's places move between runs.
+
+    A file present in one run only is keyed by its name's pattern: its name may change from run to run.
+    """
     keys: dict = {}
     for artifact, result in found.items():
         stable = result["type"] in STABLE_PLACES
         for item in result["differences"]:
+            if result["type"] == "presence":
+                key = (name_pattern(artifact), f"{item['where']}: {item['first']} / {item['second']}")
+                keys.setdefault(key, []).append({**item, "artifact": artifact})
+                continue
             place = item["where"] if stable or item["where"] == FILE_NAME else None
             keys.setdefault((artifact, place), []).append(item)
     return keys
 
 
-def carries_the_clock(item: dict, epoch: str) -> bool:
-    """Whether a difference shows the first run's clock in the first value and the shifted clock in the second."""
+def carries_the_clock(item: dict, epoch: str, now: float | None = None) -> str | None:
+    """How a difference shows a wall clock: "shifted" (the first run's clock in the first value, the shifted one in
+    the second), "real" (today's date or Unix time in both: a clock outside Python, which verify cannot shift),
+    or None."""
     start, shifted = int(epoch), int(epoch) + CLOCK_SHIFT
     first, second = (_text(item.get(run)) for run in ("first", "second"))
-    years = [str(datetime.datetime.fromtimestamp(t, datetime.timezone.utc).year) for t in (start, shifted)]
-    if years[0] in first and years[1] in second:
-        return True
-    prefixes = [str(t)[:4] for t in (start, shifted)]  # Unix time in s, ms, us or ns: ten digits or more
-    return (any(n.startswith(prefixes[0]) for n in LONG_NUMBER.findall(first))
-            and any(n.startswith(prefixes[1]) for n in LONG_NUMBER.findall(second)))
+    if _shows(first, start) and _shows(second, shifted):
+        return "shifted"
+    days = () if now is None else (now - 86400, now, now + 86400)  # local dates run a day either side of UTC
+    if any(_shows(first, day, whole_day=True) for day in days) and any(_shows(second, day, whole_day=True)
+                                                                       for day in days):
+        return "real"
+    return None
+
+
+def _shows(text: str, instant: float, whole_day: bool = False) -> bool:
+    """Whether ``text`` holds ``instant`` as a date (2025-10-31, 20251031) or as Unix time (s, ms, us or ns)."""
+    moment = datetime.datetime.fromtimestamp(instant, datetime.timezone.utc)
+    if whole_day:
+        dates = {moment.strftime("%Y-%m-%d"), moment.strftime("%Y%m%d")}
+        if any(date in text for date in dates):
+            return True
+        prefix = str(int(instant))[:5]   # within about a day
+    else:
+        if str(moment.year) in text:
+            return True
+        prefix = str(int(instant))[:4]   # within about 11 days: a run's own stamps
+    return any(number.startswith(prefix) for number in LONG_NUMBER.findall(text))
 
 
 def _text(value) -> str:
@@ -80,10 +111,10 @@ class CauseSearch:
     """The runs of one search for causes, each cached by the variations it had."""
 
     def __init__(self, probe, found: dict, varied: list, epoch: str, max_runs: int, runs_used: int,
-                 paths: tuple = ("<first>", "<second>")):
+                 paths: tuple = ("<first>", "<second>"), now: float | None = None):
         self.probe, self.found, self.varied, self.epoch = probe, found, list(varied), epoch
         self.max_runs, self.runs = max_runs, runs_used
-        self.paths = paths
+        self.paths, self.now = paths, now
         self.seen = {frozenset(varied): place_keys(found)}  # variations -> {key: differences} of that run
         self.noisy: set = set()
         self.control: dict = {}
@@ -96,7 +127,7 @@ class CauseSearch:
         keys = place_keys(self.found)
         noise = {key for key in keys if key[0] in self.noisy}
         clocked = {key for key in noise if "time" in self.varied
-                   and all(carries_the_clock(item, self.epoch) for item in keys[key])}
+                   and all(carries_the_clock(item, self.epoch, self.now) for item in keys[key])}
         targets = set(keys) - noise
         causes: dict = {}
         try:
@@ -183,10 +214,17 @@ class CauseSearch:
             shown = self.seen.get(cause, {}).get(key) if cause else self.control.get(key)
             items = [dict(item) for item in (shown or keys[key])]
             for item in items:
+                clock = carries_the_clock(item, self.epoch, self.now) if "time" in cause else None
                 if item["where"] == FILE_NAME:
-                    item["note"] = ("the name contains a time stamp" if "time" in cause or carries_the_clock(
-                        item, self.epoch) else "the name contains a number that changes from run to run")
-            grouped.setdefault(cause, {}).setdefault(key[0], []).extend(items)
+                    item["note"] = ("the name contains a time stamp" if "time" in cause
+                                    else "the name contains a number that changes from run to run")
+                if clock == "real":
+                    item["clock"] = ("today's date or time, from a clock outside Python (a shell's date, a C "
+                                     "library): verify cannot shift it, so it changes between any two runs")
+            artifact = items[0].pop("artifact", key[0])  # a file present in one run: its own name, not the pattern
+            for item in items[1:]:
+                item.pop("artifact", None)
+            grouped.setdefault(cause, {}).setdefault(artifact, []).extend(items)
         listed = []
         position = {variation: index for index, variation in enumerate(self.varied)}
         for cause, artifacts in sorted(grouped.items(),

@@ -35,7 +35,7 @@ CONTROLLED = ("CRH_WORKSPACE", "LANG", "LANGUAGE", "PYTHON_CPU_COUNT", CLOCK_ENV
 FIXES = {
     "path": "record paths relative to the run's folder (or its inputs), never absolute",
     "time": "write times in UTC from SOURCE_DATE_EPOCH, or drop them; name files by run number or config hash, "
-            "not by date",
+            "not by date; never seed from the clock",
     "tz": "format times in UTC (datetime.now(timezone.utc)), never in local time",
     "locale": "format numbers and dates without the locale, and open files with encoding='utf-8'",
     "umask": "set file modes explicitly (os.chmod), or leave them out of archives",

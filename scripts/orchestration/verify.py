@@ -68,7 +68,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
 
 import orjson
 
-from scripts.orchestration.causes import FILE_NAME, CauseSearch
+from scripts.orchestration.causes import FILE_NAME, CauseSearch, name_pattern
 from scripts.orchestration.variations import VARIATIONS, changed_settings, other_locale, run_environment
 from scripts.utils import cli, timestamps
 from scripts.utils.artifact_diff import LIMIT, compare
@@ -82,7 +82,6 @@ BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache_
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
 MAX_RUNS = 24                # all runs of one verification, the first two included
 KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps
-DIGIT_RUN = re.compile(r"\d+")
 
 
 # --------------------------------------------------------------------------
@@ -265,18 +264,18 @@ def snapshot(workspace: Path, include: list, exclude: list) -> dict:
 def renamed(first: dict, second: dict) -> dict:
     """{first's path: second's path} for files only one run wrote whose paths differ only in digit runs.
 
-    A time stamp or counter in a file name: the two are compared as one file (paired only where the digit-free
-    pattern is unique on both sides; other leftovers are reported as present in one run only).
+    A time stamp or counter in a file name: the two are compared as one file. Where several files share a
+    digit-free pattern, they are paired in name order; the rest are present in one run only.
     """
     def by_pattern(paths):
         groups: dict = {}
-        for path in paths:
-            groups.setdefault(DIGIT_RUN.sub("#", path), []).append(path)
-        return {pattern: paths[0] for pattern, paths in groups.items() if len(paths) == 1}
+        for path in sorted(paths):
+            groups.setdefault(name_pattern(path), []).append(path)
+        return groups
 
     only_first = by_pattern(p for p in first if p not in second)
     only_second = by_pattern(p for p in second if p not in first)
-    return {only_first[pattern]: only_second[pattern] for pattern in only_first if pattern in only_second}
+    return {a: b for pattern, paths in only_first.items() for a, b in zip(paths, only_second.get(pattern, []))}
 
 
 def differing(first: dict, second: dict) -> list:
@@ -343,7 +342,7 @@ def find_causes(runs: Runs, first: Path, found: dict, varied: list, select: tupl
             runs.log.info("cause_probe", run=name, variations=sorted(cause))
 
     paths = (str(runs.workspace_path(set())), str(runs.workspace_path({"path"})))
-    search = CauseSearch(probe, found, varied, runs.epoch, max_runs, runs.count, paths)
+    search = CauseSearch(probe, found, varied, runs.epoch, max_runs, runs.count, paths, now=time.time())
     return search.explain()
 
 

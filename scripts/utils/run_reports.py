@@ -67,6 +67,7 @@ REPORT_SCHEMA = {
             "warnings": {"type": "array"},
             "skipped": {"type": "array"},
             "varied": {"type": "array", "items": TEXT},
+            "runs": {"type": "integer"},
             "spec_table": {"type": "object", "additionalProperties": {"type": "object"}},
             "causes": {"type": "array", "items": {
                 "type": "object", "required": ["variations", "artifacts"],

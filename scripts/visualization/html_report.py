@@ -278,7 +278,7 @@ def verify_sections(workspace: Path, report: dict) -> list:
             for name, row in (results.get("spec_table") or {}).items()]
     sections = [section("Verdict", f'<p class="{"pass" if results.get("identical") else "fail"}">'
                         f'{esc(verdict)}: {esc(results.get("artifacts"))} artifacts, {esc(results.get("differing"))} '
-                        f'differ</p><p>varied: {esc(", ".join(results.get("varied", [])))}</p>'
+                        f'differ ({esc(results.get("runs", 2))} runs)</p><p>varied: {esc(", ".join(results.get("varied", [])))}</p>'
                         + table(["check", "verdict", "details"], rows))]
     causes = results.get("causes") or []
     if causes:
