@@ -82,6 +82,7 @@ BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache_
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
 MAX_RUNS = 24                # all runs of one verification, the first two included
 KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps
+SHOWN_CAUSES = 3             # causes in the terminal summary (the report has them all)
 
 
 # --------------------------------------------------------------------------
@@ -378,7 +379,8 @@ def summary_text(summary: dict) -> str:
              "varied: " + ", ".join(summary["varied"])]
     for name, row in summary["spec_table"].items():
         lines.append(f"  {'pass' if row['pass'] else 'FAIL'}  {name}" + (f"  ({row['note']})" if "note" in row else ""))
-    for cause in summary.get("causes", []):
+    causes = summary.get("causes", [])
+    for cause in causes[:SHOWN_CAUSES]:
         label = " + ".join(cause["variations"]) + (" (together)" if cause["interaction"] else "")
         lines.append(f"cause: {label}")
         if cause.get("changed"):
@@ -387,11 +389,15 @@ def summary_text(summary: dict) -> str:
             lines.append("  likely: " + "; ".join(source.split(" (")[0] for source in cause["likely_sources"]))
         if cause.get("fix"):
             lines.append(f"  fix: {cause['fix']}")
-        for artifact in cause["artifacts"][:5]:
+        shown = 5 if len(causes) == 1 else 2
+        for artifact in cause["artifacts"][:shown]:
             places = ", ".join(_place(item) for item in artifact["differences"][:3])
             lines.append(f"  {artifact['artifact']}: {places}")
-        if len(cause["artifacts"]) > 5:
-            lines.append(f"  ... and {len(cause['artifacts']) - 5} more artifacts")
+        if len(cause["artifacts"]) > shown:
+            lines.append(f"  ... and {len(cause['artifacts']) - shown} more artifacts")
+    if len(causes) > SHOWN_CAUSES:
+        lines.append(f"... and {len(causes) - SHOWN_CAUSES} more causes: "
+                     + ", ".join(" + ".join(c["variations"]) for c in causes[SHOWN_CAUSES:]) + " (see the report)")
     for item in summary.get("unexplained", [])[:5]:
         lines.append(f"unexplained: {item['artifact']}: {item['where']}")
     lines.append(f"report: {summary['report']}")

@@ -124,5 +124,9 @@ def test_the_terminal_summary_fits_one_screen():
     assert text.startswith("DIFFERENT: 9 artifacts, 2 differ; 7 runs; varied: tz, hashseed")
     assert "  FAIL  hash_reproducibility" in text
     assert "cause: hashseed\n  changed: PYTHONHASHSEED 0 -> 12345\n  fix: sort sets\n  out/model.json: $.classes[0]" in text
-    assert "cause: tz + threads (together)" in text and "... and 4 more artifacts" in text
+    assert "cause: tz + threads (together)" in text and "... and 7 more artifacts" in text
     assert len(text.splitlines()) <= 24
+    many = {**summary, "causes": [{**summary["causes"][1], "variations": [v]} for v in
+                                  ("path", "time", "tz", "locale", "umask", "hashseed", "threads", "cpu", "cpus")]}
+    lines = vf.summary_text(many).splitlines()
+    assert len(lines) <= 24 and lines[-2].startswith("... and 6 more causes: locale, umask")

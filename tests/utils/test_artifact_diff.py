@@ -8,6 +8,8 @@ import zipfile
 
 import numpy as np
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scripts.utils.artifact_diff import compare
 from scripts.utils.model_files import read_model
@@ -212,3 +214,18 @@ def test_a_scikit_learn_model_pickled_or_dumped_with_joblib_is_compared_by_attri
         assert result["differences"][0]["shape"] == [10, 64]
         tensors = read_model(paths[0].name, paths[0].read_bytes())
         assert tensors["classes_"].tolist() == [f"digit {d}" for d in range(10)]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_a_damaged_model_file_is_compared_as_bytes_never_an_exception(data):
+    original = (DATA / "torch_a.pt").read_bytes() if data.draw(st.booleans()) else pickle.dumps(
+        {"coef_": np.arange(6.0).reshape(2, 3), "classes_": np.array(["a", "b"], dtype=object), "n": 3}, protocol=2)
+    damaged = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        damaged = damaged[: data.draw(st.integers(0, len(damaged)))]
+    result = compare("model.pt", original, bytes(damaged))
+    assert result["type"] in ("model", "bytes") and isinstance(result["differences"], list)
