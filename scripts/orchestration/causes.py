@@ -9,11 +9,11 @@
 verify's ``differences`` gives it: ``{artifact: comparison}``.
 
 1. Noise first. A control run (nothing varied) shows what moves by itself;
-   if anything does, a second control shows more of it. An artifact that
-   differs in a control is run-to-run noise and is not bisected: its
-   differences are noise, except those that carry the varied run's clock
-   (the first run's year or Unix time where the run with ``time`` shows the
-   shifted one), which are ``time``.
+   if anything does, a second control shows more of it. A difference that
+   carries the varied run's clock (the first run's year or Unix time where
+   the run with ``time`` shows the shifted one; or today's date in both, from
+   a clock outside Python) is ``time``. A file with any other difference in
+   a control is run-to-run noise throughout and is not bisected.
 2. Every other difference is bisected: the variations are split in two
    halves and each half run alone; what a half reproduces is looked for
    inside it, and what needs both halves is an interaction, found by holding
@@ -107,6 +107,14 @@ def _text(value) -> str:
     return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
 
 
+def _merged(*found: dict) -> dict:
+    merged: dict = {}
+    for causes in found:
+        for key, sets in causes.items():
+            merged.setdefault(key, set()).update(sets)
+    return merged
+
+
 class CauseSearch:
     """The runs of one search for causes, each cached by the variations it had."""
 
@@ -116,7 +124,6 @@ class CauseSearch:
         self.max_runs, self.runs = max_runs, runs_used
         self.paths, self.now = paths, now
         self.seen = {frozenset(varied): place_keys(found)}  # variations -> {key: differences} of that run
-        self.noisy: set = set()
         self.control: dict = {}
         self.confirmed: dict = {}
 
@@ -125,23 +132,27 @@ class CauseSearch:
     def explain(self) -> dict:
         self._learn_noise()
         keys = place_keys(self.found)
-        noise = {key for key in keys if key[0] in self.noisy}
-        clocked = {key for key in noise if "time" in self.varied
+        clocked = {key for key in keys if "time" in self.varied
                    and all(carries_the_clock(item, self.epoch, self.now) for item in keys[key])}
-        targets = set(keys) - noise
+        # a file with any difference in a control that is not the clock is noise throughout (not bisected)
+        noisy = {artifact for artifact, place in self.control if (artifact, place) not in clocked}
+        noise = {key for key in keys if key[0] in noisy} - clocked
+        targets = set(keys) - noise - clocked
         causes: dict = {}
         try:
             causes = self._bisect(targets, self.varied, frozenset())
         except OutOfRuns:
             pass
-        self._confirm_interactions(set(causes.values()))
-        flickering = {key for key, cause in causes.items() if not self._recurs(key, cause)}
-        for key in flickering:
-            del causes[key]
+        self._confirm_interactions({cause for found in causes.values() for cause in found})
+        flickering = set()
+        for key, found in causes.items():
+            causes[key] = {cause for cause in found if self._recurs(key, cause)}
+            if not causes[key]:
+                flickering.add(key)
         for key in clocked:
-            causes[key] = frozenset({"time"})
-        for key in (noise - clocked) | flickering:
-            causes[key] = frozenset()
+            causes[key] = {frozenset({"time"})}
+        for key in noise | flickering:
+            causes[key] = {frozenset()}
         unexplained = sorted(targets - set(causes), key=str)
         return {"causes": self._listed(causes, keys),
                 "unexplained": [{"artifact": a, "where": w or "(the file)"} for a, w in unexplained]}
@@ -153,12 +164,10 @@ class CauseSearch:
         return place_keys(self.probe(varied, name))
 
     def _learn_noise(self) -> None:
+        """What differs with nothing varied: one control, and a second one if the first shows any noise."""
         self.control = self._run(frozenset(), "control")
-        self.noisy = {artifact for artifact, _ in self.control}
-        if self.noisy and self.runs < self.max_runs:
-            again = self._run(frozenset(), "control-2")
-            self.noisy |= {artifact for artifact, _ in again}
-            self.control = {**again, **self.control}
+        if self.control and self.runs < self.max_runs:
+            self.control = {**self._run(frozenset(), "control-2"), **self.control}
 
     def _reproduced(self, varied: frozenset, keys: set) -> set:
         if varied not in self.seen:
@@ -168,24 +177,28 @@ class CauseSearch:
         return {key for key in keys if key in found or (key[1] is None and key[0] in artifacts)}
 
     def _bisect(self, keys: set, candidates: list, context: frozenset) -> dict:
-        """{key: the variations that make it}: each key is made by candidates + context, none by context alone."""
+        """{key: {variation sets that make it}}: each key is made by candidates + context, none by context alone.
+
+        A key that either half makes on its own is looked for in both: two variations may each make it.
+        """
         if not keys:
             return {}
         if len(candidates) == 1:
-            return {key: context | {candidates[0]} for key in keys}
+            return {key: {context | {candidates[0]}} for key in keys}
         half = (len(candidates) + 1) // 2
         first, second = candidates[:half], candidates[half:]
         by_first = self._reproduced(context | set(first), keys)
         rest = keys - by_first
-        by_second = self._reproduced(context | set(second), rest) if rest else set()
-        causes = {**self._bisect(by_first, first, context), **self._bisect(by_second, second, context)}
+        by_second = self._reproduced(context | set(second), keys) if rest else set()
+        causes = _merged(self._bisect(by_first, first, context), self._bisect(by_second, second, context))
         together = rest - by_second
         if together:  # an interaction: the part of the first half needed with all of the second, then vice versa
             with_second = self._bisect(together, first, context | set(second))
-            parts = {cause - context - set(second) for cause in with_second.values()}
+            parts = {cause - context - set(second) for found in with_second.values() for cause in found}
             for part in sorted(parts, key=lambda part: [self.varied.index(v) for v in self._order(part)]):
-                needing = {key for key, cause in with_second.items() if cause - context - set(second) == part}
-                causes.update(self._bisect(needing, second, context | part))
+                needing = {key for key, found in with_second.items()
+                           if any(cause - context - set(second) == part for cause in found)}
+                causes = _merged(causes, self._bisect(needing, second, context | part))
         return causes
 
     def _confirm_interactions(self, causes: set) -> None:
@@ -210,7 +223,8 @@ class CauseSearch:
         grouped: dict = {}
         order = {(artifact, item["where"]): index for artifact, result in self.found.items()
                  for index, item in enumerate(result["differences"])}
-        for key, cause in sorted(causes.items(), key=lambda pair: str(pair[0])):
+        for key, cause in sorted(((key, cause) for key, found in causes.items() for cause in found),
+                                 key=lambda pair: (str(pair[0]), self._order(pair[1]))):
             shown = self.seen.get(cause, {}).get(key) if cause else self.control.get(key)
             items = [dict(item) for item in (shown or keys[key])]
             for item in items:

@@ -78,3 +78,12 @@ def test_threads_sized_from_the_machine_are_never_blamed_on_anything_else(worksp
     summary, causes = verify(workspace, tmp_path, "torch.set_num_threads(1)",
                              "torch.set_num_threads(__import__('os').cpu_count())")
     assert set(causes) <= {("cpus",), ("cpu",)} and summary["unexplained"] == []
+
+
+def test_a_clock_in_the_metrics_is_time_and_the_losses_beside_it_are_not_noise(workspace, tmp_path):
+    summary, causes = verify(workspace, tmp_path, '"args": vars(args)}', '"args": vars(args), "finished": '
+                             '__import__("time").time()}')
+    assert ("time",) in causes and set(causes) <= {("time",), ("cpu",)}
+    assert [(a["artifact"], [d["where"] for d in a["differences"]]) for a in causes[("time",)]["artifacts"]] == [
+        ("metrics.json", ["$.finished"])]
+    assert summary["unexplained"] == [] and summary["runs"] <= 15
