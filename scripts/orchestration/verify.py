@@ -407,6 +407,10 @@ def summary_text(summary: dict) -> str:
 def _place(item: dict) -> str:
     if item["where"] == FILE_NAME:
         return f"name {item['first']} -> {item['second']}" + (f" ({item['note']})" if "note" in item else "")
+    if "differing_values" in item:  # a tensor
+        largest = item.get("max_abs_difference")
+        return (f"{item['where']} ({item['differing_values']} of {item['values']} values"
+                + (f", max |d| {largest:.3g})" if isinstance(largest, (int, float)) else ")"))
     return item["where"]
 
 

@@ -285,13 +285,14 @@ def verify_sections(workspace: Path, report: dict) -> list:
         items = []
         for cause in causes:
             label = " + ".join(cause["variations"]) + (" (together)" if cause.get("interaction") else "")
-            rows = [[a["artifact"], d["where"], d.get("first"), d.get("second")]
+            rows = [[a["artifact"], d["where"], d.get("first"), d.get("second"),
+                     {k: v for k, v in d.items() if k not in ("where", "first", "second")} or ""]
                     for a in cause["artifacts"] for d in a["differences"]]
             said = [("changed", "; ".join(cause.get("changed") or [])),
                     ("likely sources", "; ".join(cause.get("likely_sources") or [])), ("fix", cause.get("fix"))]
             notes = "".join(f"<p><b>{name}:</b> {esc(text)}</p>" for name, text in said if text)
             items.append(f'<h3><span class="badge">{esc(label)}</span></h3>{notes}'
-                         + table(["artifact", "where", "first run", "second run"], rows, mono=(0, 1)))
+                         + table(["artifact", "where", "first run", "second run", "more"], rows, mono=(0, 1)))
         sections.append(section("Causes", "".join(items)))
     kept = workspace / RESULTS / report["run_id"] / "differences"
     blocks = []
