@@ -8,10 +8,14 @@
 The config (TOML/JSON/YAML, ``--set key.sub=value`` overrides) is validated
 first: a missing key or a wrong type names the key and the expected type.
 ``experiment.kind = "reference"`` runs ``reference_experiment.py`` into the
-log folder; ``"external"`` runs ``external.command`` with ``{config}`` (the
-resolved config, written as ``config.json`` in the log folder), ``{seed}``
-and ``{logdir}`` filled in, and captures its output through the log
-converter into ``output.jsonl``.
+log folder; ``"external"`` runs ``external.command`` in the log folder with
+``{config}`` (``config.json``: the resolved config, written there),
+``{seed}`` (the run's ``external`` seed stream, 0 .. 2**32-1, which NumPy,
+scikit-learn and torch all take) and ``{logdir}`` (``.``) filled in, the same
+text in every run and rerun, and captures its output through the log
+converter into ``output.jsonl``. An external config needs no ``phase``. A
+command that fails is exit 1 with its exit code and the last lines it printed
+(``output_tail``), in the error record and the report.
 
 The run is recorded (design.md run records) with the resolved config and
 its hash, the seeds, the environment hash, the backend, the git commit and
@@ -46,6 +50,8 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
+
+import orjson
 
 from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module
@@ -90,13 +96,25 @@ def plan(config: dict, logdir_name: str, backend: str) -> dict:
                         "bridge/cycle_NNNN.sten", "checkpoints/cycle_NNNN.npz"]}
 
 
+EXTERNAL_SEED_RANGE = 2**32  # {seed}: what numpy's legacy seed, random_state and torch.manual_seed all take
+OUTPUT_TAIL_LINES = 20
+
+
+def external_seed(seeds: SeedManager) -> int:
+    """The seed an external command gets as {seed}: the run's "external" stream, reduced to 0 .. 2**32-1."""
+    return seeds.seed("external") % EXTERNAL_SEED_RANGE
+
+
 def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
-    """Run the configured command; its stdout and stderr become JSON lines in output.jsonl."""
+    """Run the configured command in its log folder; its stdout and stderr become JSON lines in output.jsonl.
+
+    The placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is
+    ``.`` (the command's working directory is its log folder), {seed} a number below 2**32.
+    """
     from scripts.utils.log_convert import convert_stream
 
-    config_path = logdir / "config.json"
-    atomic_write_bytes(config_path, canonical_json(config))
-    fill = {"config": str(config_path), "seed": str(seed), "logdir": str(logdir)}
+    atomic_write_bytes(logdir / "config.json", canonical_json(config))
+    fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
     try:
         command = [part.format(**fill) for part in config["external"]["command"]]
     except (KeyError, IndexError, ValueError) as exc:
@@ -109,7 +127,27 @@ def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
         records = convert_stream(process.stdout, sink)["records"]
     code = process.wait()
     log.info("external_done", exit_code=code, records=records)
-    return {"exit_code": code, "output_records": records}
+    summary = {"exit_code": code, "output_records": records}
+    if code != 0:
+        summary["output_tail"] = output_tail(logdir / "output.jsonl")
+    return summary
+
+
+def output_tail(path: Path, lines: int = OUTPUT_TAIL_LINES) -> list:
+    """The last lines the command printed (stdout and stderr), from the tail of its output.jsonl."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - (256 << 10)))
+        records = handle.read().splitlines()[-lines:]
+    tail = []
+    for line in records:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            text = record.get("raw") or record.get("msg") or record.get("message") or canonical_json(record).decode()
+            tail.append(str(text)[:500])
+    return tail
 
 
 def prepare_logdir(logdir: Path | None, given: str | None, resume: bool,
@@ -163,7 +201,7 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
             seeds.used.update(computed["seeds_used"])
             summary = computed["summary"]
         elif config["experiment"]["kind"] == "external":
-            summary = run_external(config, target, seeds.seed("external"), log)
+            summary = run_external(config, target, external_seed(seeds), log)
             if summary["exit_code"] != 0:
                 record.status = "failed"
         else:
@@ -219,6 +257,12 @@ def run_sweep(args, workspace: Path, log) -> int:
     prepared = []
     for index, member in enumerate(members):  # everything is checked before the first run
         config = load_run_config(args.config, [*args.overrides, *member["overrides"]], log)
+        if member["seed"] is not None:
+            pinned = sorted(SeedManager.from_file(args.seeds).streams)
+            if pinned:  # a pinned stream ignores the base seed: the sweep's seeds would give identical runs
+                raise InputError("the sweep varies seeds, but the seeds file pins streams to fixed seeds: "
+                                 "remove them from [streams] or drop the sweep's seeds",
+                                 file=args.seeds or "scripts/utils/seeds.toml", streams=pinned)
         logdir = base_logdir / f"run_{index:03d}" if base_logdir else None
         prepare_logdir(logdir, str(logdir), args.resume, hint="--resume continues the sweep")
         prepared.append(PreparedRun(member, config, load_seeds(args.seeds, member["seed"] if member["seed"] is not None
@@ -263,6 +307,7 @@ def run_sweep(args, workspace: Path, log) -> int:
                                      resume=resume, computed=work)
             if record.status == "failed":
                 raise CheckFailed("the external command of a sweep run failed", index=index,
+                                  exit_code=summary["exit_code"], output_tail=summary.get("output_tail", []),
                                   report=record.report)
             rows.append({"index": index, "run_id": record.run_id, "seed": seeds.base_seed,
                          "overrides": member["overrides"], "final": summary.get("final"),
@@ -318,7 +363,7 @@ def launch_from_args(args, log) -> int:
             signal.signal(sig, handler)
     if record.status == "failed":
         raise CheckFailed("the external command failed", exit_code=summary["exit_code"],
-                          report=record.report)
+                          output_tail=summary.get("output_tail", []), report=record.report)
     if record.status == "interrupted":
         log.info("interrupted", run_id=record.run_id, cycles_done=summary["cycles_done"],
                  resume=f"--resume --logdir {args.logdir}" if args.logdir else "give --logdir to resume")

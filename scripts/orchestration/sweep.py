@@ -7,7 +7,7 @@
 A sweep file (TOML, JSON or YAML) lists the configurations, either as a grid
 (every combination) or as a list, optionally times a list of base seeds::
 
-    seeds = [1, 2, 3]                 # optional; default: the seeds file's base seed
+    seeds = [1, 2, 3]                 # optional; default: the seeds file's base seed (alone: a seed sweep)
     [grid]                            # every combination of these --set overrides
     "learner.lr" = [0.01, 0.05]
     "experiment.cycles" = [4, 8]
@@ -85,6 +85,8 @@ def expand_sweep(path) -> list:
     spec = load_config_file(path)
     validate(spec, "sweep", source=path)
     seeds = spec.get("seeds", [None])
+    if "grid" not in spec and "runs" not in spec:  # seeds alone: the config as it is, once per seed
+        spec["runs"] = [{}]
     if "grid" in spec:
         grid = spec["grid"]
         tables = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] \

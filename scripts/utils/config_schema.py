@@ -96,7 +96,8 @@ EXPERIMENT_PROPERTIES = {
     }),
     "external": section("an external training program (experiment.kind = \"external\")", {
         "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                    "description": "argv with {config}, {seed} and {logdir} placeholders"},
+                    "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
+                                   "the command runs in its log folder) placeholders"},
     }),
 }
 EXTERNAL = {"properties": {"experiment": {"properties": {"kind": {"const": "external"}}, "required": ["kind"]}},
@@ -108,18 +109,19 @@ SCHEMAS = {
         "description": "trainer/config/*.toml: the reference experiment, or an external program",
         "type": "object",
         "properties": EXPERIMENT_PROPERTIES,
-        "required": ["phase", "experiment"],
-        "if": EXTERNAL,
+        "required": ["experiment"],
+        "if": EXTERNAL,  # phases are the pipeline's: an external run needs none
         "then": {"required": ["external"], "properties": {"external": {"required": ["command"]}}},
         "else": {
-            "required": list(REFERENCE_SECTIONS),
+            "required": ["phase", *REFERENCE_SECTIONS],
             "propertyNames": {"enum": list(EXPERIMENT_PROPERTIES)},
             "properties": {name: {"required": keys} for name, keys in REFERENCE_SECTIONS.items()},
         },
     },
     "sweep": {
         "$schema": DRAFT, "title": "run_experiment --sweep file",
-        "description": "a [grid] of --set values (every combination) or a list of [[runs]], times optional seeds",
+        "description": "a [grid] of --set values (every combination) or a list of [[runs]], times optional seeds "
+                       "(seeds alone: the config once per seed)",
         "type": "object",
         "properties": {
             "seeds": {"type": "array", "minItems": 1, "items": SEED,
@@ -134,8 +136,8 @@ SCHEMAS = {
                          "seed": SEED}}},
         },
         "additionalProperties": False,
-        "oneOf": [{"required": ["grid"], "not": {"required": ["runs"]}},
-                  {"required": ["runs"], "not": {"required": ["grid"]}}],
+        "anyOf": [{"required": ["grid"]}, {"required": ["runs"]}, {"required": ["seeds"]}],
+        "not": {"required": ["grid", "runs"]},
     },
     "seeds": {
         "$schema": DRAFT, "title": "seeds file",

@@ -199,3 +199,68 @@ def test_sigterm_stops_cleanly_with_a_partial_record(workspace):
     assert report["status"] == "interrupted" and report["results"]["stopped"] is True
     manifest = read_json(workspace / "meta/chronicle/manifest.json")["runs"]
     assert manifest[run_id]["status"] == "interrupted"
+
+
+ARGPARSE_TRAINER = """
+import argparse, json, sys
+import numpy as np
+from sklearn.linear_model import SGDClassifier
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int)
+parser.add_argument("--out", default=".")
+parser.add_argument("--config")
+parser.add_argument("--fail", action="store_true")
+args = parser.parse_args()
+np.random.seed(args.seed)                              # the legacy seed: 0 .. 2**32 - 1 only
+SGDClassifier(random_state=args.seed)                  # scikit-learn takes the same range
+json.dump(vars(args), open(f"{args.out}/args.json", "w"), sort_keys=True)
+if args.fail:
+    print("epoch 1 loss 0.5")
+    print("RuntimeError: CUDA out of memory", file=sys.stderr)
+    sys.exit(4)
+"""
+
+
+def external_config(tmp_path, *extra) -> object:
+    script = tmp_path / "train.py"
+    script.write_text(ARGPARSE_TRAINER)
+    config = tmp_path / "external.toml"
+    arguments = ", ".join(f'"{a}"' for a in ("--seed", "{seed}", "--out", "{logdir}", "--config", "{config}", *extra))
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
+                      f'{arguments}]\n')  # no phase: phases are the pipeline's
+    return config
+
+
+def test_an_external_script_gets_a_seed_any_library_takes_and_the_same_paths_in_every_run(workspace, tmp_path):
+    config = external_config(tmp_path)
+    for name in ("a", "b"):
+        result = experiment(workspace, workspace / name, "--config", config)
+        assert result.returncode == 0, result.stderr
+    first, second = (read_json(workspace / name / "args.json") for name in ("a", "b"))
+    assert first == second and first["out"] == "." and first["config"] == "config.json"
+    assert 0 <= first["seed"] < 2**32
+
+
+def test_a_failed_external_command_says_how_it_failed(workspace, tmp_path):
+    result = experiment(workspace, workspace / "run", "--config", external_config(tmp_path, "--fail"))
+    assert result.returncode == 1
+    error = single_error(result.stderr)
+    assert error["exit_code"] == 4 and error["output_tail"][-1] == "RuntimeError: CUDA out of memory"
+    report = read_json(workspace / error["report"])
+    assert report["status"] == "failed" and report["results"]["exit_code"] == 4
+    assert "epoch 1 loss 0.5" in report["results"]["output_tail"]
+
+
+def test_a_seed_sweep_reaches_the_command_and_a_pinned_stream_is_refused(workspace, tmp_path):
+    config = external_config(tmp_path)
+    sweep = tmp_path / "seeds.toml"
+    sweep.write_text("seeds = [1, 2, 3]\n")  # seeds alone are a sweep
+    result = experiment(workspace, workspace / "sweep", "--config", config, "--sweep", sweep)
+    assert result.returncode == 0, result.stderr
+    seeds = {read_json(workspace / f"sweep/run_{i:03d}/args.json")["seed"] for i in range(3)}
+    assert len(seeds) == 3
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text("base_seed = 5\n[streams]\nexternal = 42\n")
+    refused = experiment(workspace, workspace / "sweep2", "--config", config, "--sweep", sweep, "--seeds", pinned)
+    assert refused.returncode == 2 and single_error(refused.stderr)["streams"] == ["external"]
+    assert not (workspace / "sweep2" / "run_000").exists()
