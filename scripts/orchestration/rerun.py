@@ -80,11 +80,25 @@ def refusals(report: dict) -> list:
         found.append({"what": "another commit is checked out", "recorded": recorded["commit"], "now": now["commit"]})
     if now["dirty"]:
         found.append({"what": "this checkout has uncommitted changes"})
+    external = report.get("external")
+    if isinstance(external, dict):  # an external command's own code and Python (external_runs.py)
+        found += external_changes(external, report)
     if report.get("env_hash") and report["env_hash"] != environment_hash():
         fields = [item["field"] for item in differences(report.get("environment") or {}, environment_fingerprint())]
         found.append({"what": "another environment", "recorded": report["env_hash"], "now": environment_hash(),
                       "fields": fields[:20]})
     return found
+
+
+def external_changes(external: dict, report: dict) -> list:
+    """What changed in an external command's recorded code files and interpreter since its run."""
+    from scripts.orchestration.external_runs import changed_since, interpreter_environment, sha256_of
+
+    files = {path: sha256_of(Path(path)) for path in ((external.get("code") or {}).get("files") or {})
+             if Path(path).is_file()}
+    command = ((report.get("plan") or {}).get("command") or [])[:1]
+    environment = interpreter_environment(command, None, Path.cwd()) if command else None
+    return changed_since(external, {"code": {"files": files}, "environment": environment})
 
 
 def rerun_argv(report: dict, inputs: Path) -> list:

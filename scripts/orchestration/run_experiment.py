@@ -105,6 +105,24 @@ def external_seed(seeds: SeedManager) -> int:
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
+def external_command(config: dict, seed: int) -> list:
+    """external.command with its placeholders filled in."""
+    fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
+    try:
+        return [part.format(**fill) for part in config["external"]["command"]]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"external.command has an unknown placeholder: {exc}", key="external.command")
+
+
+def record_external(config: dict, seed: int, logdir: Path) -> dict:
+    """The command's own code and its interpreter's environment (external_runs.py), for the run's record."""
+    from scripts.orchestration.external_runs import code_record, interpreter_environment
+
+    command = external_command(config, seed)
+    return {"code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
+            "environment": interpreter_environment(command, None, logdir)}
+
+
 def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     """Run the configured command in its log folder; its stdout and stderr become JSON lines in output.jsonl.
 
@@ -114,11 +132,7 @@ def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
     from scripts.utils.log_convert import convert_stream
 
     atomic_write_bytes(logdir / "config.json", canonical_json(config))
-    fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
-    try:
-        command = [part.format(**fill) for part in config["external"]["command"]]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InputError(f"external.command has an unknown placeholder: {exc}", key="external.command")
+    command = external_command(config, seed)
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=logdir)
     except OSError as exc:
@@ -201,6 +215,7 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
             seeds.used.update(computed["seeds_used"])
             summary = computed["summary"]
         elif config["experiment"]["kind"] == "external":
+            record.extra["external"] = record_external(config, external_seed(seeds), target)
             summary = run_external(config, target, external_seed(seeds), log)
             if summary["exit_code"] != 0:
                 record.status = "failed"

@@ -98,6 +98,9 @@ EXPERIMENT_PROPERTIES = {
         "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
                     "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
                                    "the command runs in its log folder) placeholders"},
+        "code": {"type": "array", "items": {"type": "string"},
+                 "description": "more files and folders of the program's code to record (relative to the folder "
+                                "run_experiment is started in); the files the command names are recorded anyway"},
     }),
 }
 EXTERNAL = {"properties": {"experiment": {"properties": {"kind": {"const": "external"}}, "required": ["kind"]}},

@@ -187,9 +187,33 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         sections.append(section("Environment", f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
                                 "<details><summary>the fields it covers</summary>"
                                 + table(["field", "value"], rows, mono=(1,)) + "</details>", ENVIRONMENT_ID))
+    external = mapping(report.get("external"))
+    if external:
+        sections.append(external_section(external))
     sections += result_sections(report)
     sections.append(artifact_section(report, registry))
     return sections
+
+
+def external_section(external: dict) -> str:
+    """An external command's own code (files and their SHA-256, git) and its interpreter's environment."""
+    code, environment = mapping(external.get("code")), mapping(external.get("environment"))
+    files = mapping(code.get("files"))
+    rows = [["file", path, digest] for path, digest in sorted(files.items())]
+    rows += [["git", mapping(state).get("root"), f"{mapping(state).get('commit')}"
+              + (" (uncommitted changes)" if mapping(state).get("dirty") else "")]
+             for state in (code.get("git") if isinstance(code.get("git"), list) else [])]
+    torch = mapping(environment.get("torch"))
+    facts = [["python", f"{environment.get('implementation', '')} {environment.get('python', '')}".strip()],
+             ["executable", environment.get("executable")]]
+    facts += [[f"torch {name}", value] for name, value in sorted(torch.items())]
+    facts += [[name, value] for name, value in sorted(mapping(environment.get("variables")).items())]
+    packages = environment.get("distributions") if isinstance(environment.get("distributions"), list) else []
+    return section("The command's code and environment",
+                   table(["kind", "path", "sha256 / commit"], rows, mono=(1, 2))
+                   + table(["field", "value"], facts, mono=(1,))
+                   + f"<details><summary>{len(packages)} installed distributions</summary>"
+                   + table(["distribution"], [[p] for p in packages], mono=(0,)) + "</details>")
 
 
 def _run_folder(workspace: Path, report: dict) -> Path | None:

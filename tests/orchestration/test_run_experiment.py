@@ -264,3 +264,30 @@ def test_a_seed_sweep_reaches_the_command_and_a_pinned_stream_is_refused(workspa
     refused = experiment(workspace, workspace / "sweep2", "--config", config, "--sweep", sweep, "--seeds", pinned)
     assert refused.returncode == 2 and single_error(refused.stderr)["streams"] == ["external"]
     assert not (workspace / "sweep2" / "run_000").exists()
+
+
+def test_an_external_run_records_its_code_and_python_and_rerun_refuses_an_edited_script(workspace, tmp_path):
+    config = external_config(tmp_path)
+    result = experiment(workspace, workspace / "experiments/results/ext", "--config", config)
+    assert result.returncode == 0, result.stderr
+    [report_path] = (workspace / "experiments/results").glob("run_experiment_*.json")
+    report = read_json(report_path)
+    script = str((tmp_path / "train.py").resolve())
+    code, environment = report["external"]["code"], report["external"]["environment"]
+    assert code["files"] == {script: __import__("hashlib").sha256((tmp_path / "train.py").read_bytes()).hexdigest()}
+    assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert any(d.lower().startswith("scikit-learn==") for d in environment["distributions"])
+    forced = run_script("orchestration", "rerun", report_path, "--force", "--workspace", workspace, cwd=workspace,
+                        timeout=300)
+    assert forced.returncode == 0, forced.stderr  # --force: only this checkout's own state may be forced here
+    assert not [f for f in json_lines(forced.stdout)[0]["forced"] if "command's" in f]
+    (tmp_path / "train.py").write_text(ARGPARSE_TRAINER + "# tuned\n")
+    refused = run_script("orchestration", "rerun", report_path, "--workspace", workspace, cwd=workspace, timeout=300)
+    assert refused.returncode == 2
+    changed = [r for r in single_error(refused.stderr)["refused"] if r.get("file") == script]
+    assert changed and changed[0]["what"] == "a file of the command's code changed"
+    page = run_script("visualization", "html_report", report_path, "--workspace", workspace, cwd=workspace)
+    assert page.returncode == 0, page.stderr
+    html = (workspace / json_lines(page.stdout)[0]["html"]).read_text()
+    assert "The command&#x27;s code and environment" in html or "The command's code and environment" in html
+    assert script in html and "scikit-learn==" in html.lower()
