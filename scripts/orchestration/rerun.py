@@ -90,6 +90,15 @@ def refusals(report: dict) -> list:
     return found
 
 
+def run_outcome(report: dict) -> dict:
+    """How a run ended: its status and, for an external command, its exit code."""
+    outcome = {"status": report.get("status")}
+    exit_code = (report.get("results") or {}).get("exit_code")
+    if exit_code is not None:
+        outcome["exit_code"] = exit_code
+    return outcome
+
+
 def external_changes(external: dict, report: dict) -> list:
     """What changed in an external command's recorded code files and interpreter since its run."""
     from scripts.orchestration.external_runs import changed_since, interpreter_environment, sha256_of
@@ -251,23 +260,33 @@ def rerun_command(args, log) -> int:
         if result.returncode not in (0, 1) or not again.is_file():
             raise CheckFailed("the re-run did not finish as recorded", exit_code=result.returncode,
                               stderr_tail=result.stderr.decode(errors="replace").splitlines()[-5:])
-        new_outputs = read_json(again).get("outputs") or {}
+        new_report = read_json(again)
+        new_outputs = new_report.get("outputs") or {}
         found = compare_outputs(workspace, fresh, report.get("outputs") or {}, new_outputs)
+        outcome = {"original": run_outcome(report), "rerun": run_outcome(new_report)}
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    identical = not found
+    same_outcome = outcome["original"] == outcome["rerun"]
+    identical = not found and same_outcome
     with RunRecorder("rerun", workspace=workspace, log=log, config={"run": report["run_id"]}) as record:
         record.results.update(run=report["run_id"], identical=identical, outputs=len(report.get("outputs") or {}),
                               differing=found[:SHOWN_DIFFERENCES], differing_count=len(found),
-                              forced=blocking)
+                              forced=blocking, **outcome)
         if not identical:
             record.status = "check_failed"
     cli.print_json({"run": report["run_id"], "identical": identical, "outputs": len(report.get("outputs") or {}),
-                    "differing": len(found), "forced": [b["what"] for b in blocking], "report": record.report})
+                    "differing": len(found), **outcome, "forced": [b["what"] for b in blocking],
+                    "report": record.report})
+    if not same_outcome:
+        raise CheckFailed("the re-run did not end as the recorded run did", original=outcome["original"],
+                          rerun=outcome["rerun"], report=record.report)
     if not identical:
         raise CheckFailed(f"{len(found)} outputs differ from the recorded run", first=found[0]["artifact"],
                           report=record.report)
+    if outcome["original"]["status"] == "failed":
+        log.warning("failed_the_same_way", run=report["run_id"], exit_code=outcome["original"].get("exit_code"),
+                    note="the recorded run failed, and the re-run failed the same way with the same outputs")
     log.info("identical", run=report["run_id"], outputs=len(report.get("outputs") or {}))
     return 0
 

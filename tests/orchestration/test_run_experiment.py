@@ -291,3 +291,14 @@ def test_an_external_run_records_its_code_and_python_and_rerun_refuses_an_edited
     html = (workspace / json_lines(page.stdout)[0]["html"]).read_text()
     assert "The command&#x27;s code and environment" in html or "The command's code and environment" in html
     assert script in html and "scikit-learn==" in html.lower()
+
+
+def test_rerun_of_a_failed_external_run_says_it_failed_and_failed_the_same_way(workspace, tmp_path):
+    experiment(workspace, workspace / "experiments/results/bad", "--config", external_config(tmp_path, "--fail"))
+    [report_path] = (workspace / "experiments/results").glob("run_experiment_*.json")
+    again = run_script("orchestration", "rerun", report_path, "--force", "--workspace", workspace, cwd=workspace,
+                       timeout=300)
+    assert again.returncode == 0, again.stderr
+    said = json_lines(again.stdout)[0]
+    assert said["original"] == said["rerun"] == {"status": "failed", "exit_code": 4}
+    assert any(r["event"] == "failed_the_same_way" for r in json_lines(again.stderr))
