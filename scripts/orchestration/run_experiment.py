@@ -39,6 +39,7 @@ nothing.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,7 @@ from scripts.utils.config_loader import config_sha256, load_config
 from scripts.utils.config_schema import validate
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, remove_temps_under
+from scripts.utils.run_metrics import metrics_summary
 from scripts.utils.run_records import RunRecorder, portable_argv
 from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
@@ -105,13 +107,32 @@ def external_seed(seeds: SeedManager) -> int:
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
 def external_command(config: dict, seed: int) -> list:
-    """external.command with its placeholders filled in."""
+    """external.command with its placeholders filled in: {config}, {seed}, {logdir}, and any config value by its
+    dotted key ({train.lr} from a [train] table), so an argparse script can be swept over any argument."""
     fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
-    try:
-        return [part.format(**fill) for part in config["external"]["command"]]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InputError(f"external.command has an unknown placeholder: {exc}", key="external.command")
+
+    def value(match) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        name = match.group(1)
+        if name in fill:
+            return fill[name]
+        found = config
+        for part in name.split("."):
+            if not isinstance(found, dict) or part not in found:
+                raise InputError(f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
+                                 "logdir nor a key of the config", key="external.command", placeholder=name)
+            found = found[part]
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        return found if isinstance(found, str) else (str(found) if isinstance(found, (int, float))
+                                                      else canonical_json(found).decode().strip())
+
+    return [PLACEHOLDER.sub(value, part) for part in config["external"]["command"]]
 
 
 def record_external(config: dict, seed: int, logdir: Path) -> dict:
@@ -217,6 +238,8 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
         elif config["experiment"]["kind"] == "external":
             record.extra["external"] = record_external(config, external_seed(seeds), target)
             summary = run_external(config, target, external_seed(seeds), log)
+            summary.update(metrics_summary(target, config["external"].get("metrics"),
+                                           config["external"].get("goals")))
             if summary["exit_code"] != 0:
                 record.status = "failed"
         else:
@@ -336,8 +359,13 @@ def run_sweep(args, workspace: Path, log) -> int:
                 handle.write(canonical_json(row))
         with atomic_output(record.output_path("summary.csv")) as handle:
             handle.write(sweep.summary_csv(rows))
+        aggregates = sweep.seed_aggregates(rows)
+        if aggregates:
+            with atomic_output(record.output_path("aggregates.jsonl")) as handle:
+                for row in aggregates:
+                    handle.write(canonical_json(row))
         record.results.update(runs=len(rows), run_ids=[row["run_id"] for row in rows],
-                              summary=f"{record.folder}/summary.jsonl")
+                              summary=f"{record.folder}/summary.jsonl", aggregates=aggregates)
     log.info("sweep_done", runs=len(rows), summary=f"{record.folder}/summary.jsonl")
     return 0
 

@@ -41,7 +41,10 @@ rest run; the summary is the one an uninterrupted sweep writes. Without
 
 The sweep ends with a run of its own, ``run_experiment_sweep_<stamp>``:
 ``summary.jsonl`` and ``summary.csv``, one row per run: index, overrides,
-seed, the final metrics, the run's report and its command.
+seed, the final metrics (an external script's come from its own metrics
+file: utils/run_metrics.py), the run's report and its command; and, for each
+configuration run under two or more seeds, ``aggregates.jsonl``: every final
+metric's mean, standard deviation (n - 1), min and max across the seeds.
 """
 
 from __future__ import annotations
@@ -173,3 +176,32 @@ def summary_csv(rows: list) -> bytes:
         writer.writerow([row[c] if isinstance(row[c], (str, int)) else orjson.dumps(row[c], option=orjson.OPT_SORT_KEYS)
                          .decode() for c in SUMMARY_COLUMNS])
     return text.getvalue().encode("utf-8")
+
+
+def seed_aggregates(rows: list) -> list:
+    """Per configuration run under several seeds: each final metric's mean, standard deviation (n - 1), min, max.
+
+    ``[{"overrides": [...], "seeds": [...], "runs": n, "metrics": {name: {"mean", "std", "min", "max", "n"}}}]``
+    for every configuration with two or more seeds; metrics a run lacks are left out of its configuration's n.
+    """
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"]), []).append(row)
+    aggregates = []
+    for overrides, members in groups.items():
+        if len(members) < 2:
+            continue
+        names = sorted({name for row in members for name in (row.get("final") or {})})
+        metrics = {}
+        for name in names:
+            values = [float(row["final"][name]) for row in members if isinstance((row.get("final") or {}).get(name),
+                                                                               (int, float))]
+            if not values:
+                continue
+            mean = math.fsum(values) / len(values)
+            spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 \
+                else 0.0
+            metrics[name] = {"mean": mean, "std": spread, "min": min(values), "max": max(values), "n": len(values)}
+        aggregates.append({"overrides": list(overrides), "seeds": [row["seed"] for row in members],
+                           "runs": len(members), "metrics": metrics})
+    return aggregates

@@ -98,6 +98,10 @@ EXPERIMENT_PROPERTIES = {
         "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
                     "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
                                    "the command runs in its log folder) placeholders"},
+        "metrics": {"type": "string", "description": "the script's metrics file in its log folder (CSV, JSON lines "
+                                                     "or JSON); default: found by name (utils/run_metrics.py)"},
+        "goals": {"type": "object", "additionalProperties": {"enum": ["min", "max"]},
+                  "description": "metric = \"min\" or \"max\": which value is best, where the name does not say"},
         "code": {"type": "array", "items": {"type": "string"},
                  "description": "more files and folders of the program's code to record (relative to the folder "
                                 "run_experiment is started in); the files the command names are recorded anyway"},

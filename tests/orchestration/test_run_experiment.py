@@ -1,3 +1,4 @@
+import csv
 import os
 import signal
 import subprocess
@@ -5,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from scripts.orchestration import reference_experiment as rx
@@ -302,3 +304,59 @@ def test_rerun_of_a_failed_external_run_says_it_failed_and_failed_the_same_way(w
     said = json_lines(again.stdout)[0]
     assert said["original"] == said["rerun"] == {"status": "failed", "exit_code": 4}
     assert any(r["event"] == "failed_the_same_way" for r in json_lines(again.stderr))
+
+
+SGD_TRAINER = """
+import argparse, csv
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import log_loss
+from sklearn.model_selection import train_test_split
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=0.01)
+parser.add_argument("--epochs", type=int, default=4)
+parser.add_argument("--seed", type=int, default=0)
+args = parser.parse_args()
+X, y = load_digits(return_X_y=True)
+X_train, X_val, y_train, y_val = train_test_split(X / 16.0, y, test_size=0.3, random_state=args.seed)
+model = SGDClassifier(loss="log_loss", learning_rate="constant", eta0=args.lr, random_state=args.seed)
+with open("history.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["epoch", "val_loss", "val_accuracy"])
+    for epoch in range(1, args.epochs + 1):
+        model.partial_fit(X_train, y_train, classes=np.arange(10))
+        writer.writerow([epoch, log_loss(y_val, model.predict_proba(X_val)), model.score(X_val, y_val)])
+"""
+
+
+def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_aggregates(workspace, tmp_path):
+    script = tmp_path / "train_sgd.py"
+    script.write_text(SGD_TRAINER)
+    config = tmp_path / "sgd.toml"
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
+                      f'"--lr", "{{train.lr}}", "--seed", "{{seed}}"]\n[train]\nlr = 0.01\n')
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('seeds = [1, 2, 3]\n[grid]\n"train.lr" = [0.01, 0.1]\n')
+    result = experiment(workspace, workspace / "sweep", "--config", config, "--sweep", sweep)
+    assert result.returncode == 0, result.stderr
+    [summary_report] = (workspace / "experiments/results").glob("run_experiment_sweep_*.json")
+    aggregates = read_json(summary_report)["results"]["aggregates"]
+    assert [a["overrides"] for a in aggregates] == [["train.lr=0.01"], ["train.lr=0.1"]]
+    rows = [orjson.loads(line) for line in (summary_report.parent / summary_report.stem / "summary.jsonl")
+            .read_bytes().splitlines()]
+    for aggregate in aggregates:
+        members = [row for row in rows if row["overrides"] == aggregate["overrides"]]
+        finals = []
+        for row in members:  # independently: the last row of each run's own history.csv
+            run = read_json(workspace / row["report"])
+            with open(workspace / run["results"]["logdir"] / "history.csv", newline="") as handle:
+                finals.append(float(list(csv.DictReader(handle))[-1]["val_accuracy"]))
+        accuracy = aggregate["metrics"]["val_accuracy"]
+        assert accuracy["n"] == 3 and len(set(finals)) > 1  # the seeds reached the script
+        assert accuracy["mean"] == pytest.approx(np.mean(finals)) and accuracy["std"] == pytest.approx(
+            np.std(finals, ddof=1))
+        assert (accuracy["min"], accuracy["max"]) == (min(finals), max(finals))
+    first = read_json(workspace / rows[0]["report"])["results"]
+    assert first["metrics_file"] == "history.csv" and first["x"] == "epoch"
+    assert first["best"]["val_loss"]["goal"] == "min" and first["best"]["val_accuracy"]["goal"] == "max"
