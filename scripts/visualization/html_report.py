@@ -39,6 +39,7 @@ from scripts.utils.colour import rgb_to_hsl
 from scripts.utils.errors import InputError
 from scripts.utils.plotting import figure_bytes, pyplot
 from scripts.utils.registry import REGISTRY, read_registry
+from scripts.utils.run_metrics import read_metrics as read_run_metrics
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.run_reports import command_path, resolve_target
 from scripts.utils.tensors import read_cten, read_sten
@@ -49,6 +50,7 @@ from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
 METRICS = ("loss", "val_loss", "coherence")  # the curves and final/best values a page shows
 ENVIRONMENT_ID = "environment"  # the one section that describes the machine (verify sets it aside)
 SHOWN_TENSORS = 4
+SHOWN_METRICS, SHOWN_IMAGES, MAX_SHOWN_IMAGE_BYTES = 8, 12, 8 << 20
 ARTIFACT_ROWS = 500
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
@@ -159,7 +161,9 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
             ["backend", report.get("backend")]]
     sections = [section("Run", table(["field", "value"], [row for row in rows if row[1] is not None], mono=(1,)))]
     folder = _run_folder(workspace, report)
-    if folder is not None:
+    if folder is not None and isinstance(report.get("external"), dict):  # a script of its own: its files
+        sections += script_metric_sections(folder, report.get("results") or {}) + image_sections(folder)
+    elif folder is not None:
         sections += metric_sections(folder) + tensor_sections(folder)
     config = report.get("config")
     if isinstance(config, dict) and config:
@@ -246,6 +250,46 @@ def metric_sections(folder: Path) -> list:
     rows = [[name, f"{values['final']:.6g}", None if values["best"] is None else f"{values['best']:.6g}"]
             for name, values in summary.items()]
     return [section("Metrics", table(["metric", "final", "best"], rows) + f'<div class="plot">{svg_inline(figure)}</div>')]
+
+
+def script_metric_sections(folder: Path, results: dict) -> list:
+    """An external script's own metrics file (run_metrics.py): final and best values, and every column plotted."""
+    name = results.get("metrics_file")
+    if not isinstance(name, str) or not (folder / name).is_file() or not inside(folder, folder / name):
+        return []
+    try:
+        metrics = read_run_metrics(folder / name)
+    except (ValueError, OSError, InputError):
+        return []
+    x_name = metrics["x"]
+    names = [n for n in metrics["columns"] if n != x_name][:SHOWN_METRICS]
+    if not names:
+        return []
+    length = len(next(iter(metrics["columns"].values())))
+    x = np.array(metrics["columns"][x_name] if x_name else range(length), dtype=np.float64)
+    series = {"cycle": x, **{n: np.array([np.nan if v is None else v for v in metrics["columns"][n]], np.float64)
+                             for n in names}}
+    figure, _ = plot_curves({folder.name: series}, names, log_scale=False)
+    figure.axes[-1].set_xlabel(x_name or "row")
+    best, final = mapping(results.get("best")), mapping(results.get("final"))
+    rows = [[n, final.get(n), mapping(best.get(n)).get("value"), mapping(best.get(n)).get("goal"),
+             mapping(best.get(n)).get("at")] for n in names]
+    return [section(f"Metrics ({name})", table(["metric", "final", "best", "goal", f"at {x_name or 'row'}"], rows)
+                    + f'<div class="plot">{svg_inline(figure)}</div>')]
+
+
+def image_sections(folder: Path) -> list:
+    """The images a script wrote (PNG, SVG, GIF, JPEG), shown as images: never as markup, so an SVG runs nothing."""
+    kinds = {".png": "image/png", ".svg": "image/svg+xml", ".gif": "image/gif", ".jpg": "image/jpeg",
+             ".jpeg": "image/jpeg"}
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in kinds and p.is_file() and not p.is_symlink()
+                   and p.stat().st_size <= MAX_SHOWN_IMAGE_BYTES)[:SHOWN_IMAGES]
+    if not paths:
+        return []
+    figures = [f'<figure><img alt="{esc(p.name)}" src="data:{kinds[p.suffix.lower()]};base64,'
+               f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{esc(p.relative_to(folder).as_posix())}'
+               "</figcaption></figure>" for p in paths]
+    return [section("Images the run wrote", f'<div class="grid">{"".join(figures)}</div>')]
 
 
 def tensor_sections(folder: Path) -> list:

@@ -86,3 +86,40 @@ def test_a_verify_page_shows_the_cause_and_both_images_with_the_box(workspace, t
     assert "<b>changed:</b> TZ Etc/GMT+12 -&gt; Etc/GMT-14" in text and "<b>fix:</b> format times in UTC" in text
     assert text.count('alt="first run"') == 1 and text.count('alt="second run"') == 1
     assert 'style="top:25.000%;left:41.667%;height:18.750%;width:16.667%"' in text
+
+
+SCRIPT_WITH_PLOTS = """
+import csv, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+losses = [1.0 / epoch for epoch in range(1, 6)]
+with open("history.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["epoch", "val_loss", "val_accuracy"])
+    writer.writerows((epoch, loss, 1 - loss / 2) for epoch, loss in enumerate(losses, start=1))
+plt.plot(losses)
+plt.savefig("loss.png")
+plt.savefig("loss.svg")
+"""
+
+
+def test_an_external_scripts_page_plots_its_own_metrics_and_shows_its_images_in_chromium(workspace, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT_WITH_PLOTS)
+    config = tmp_path / "ext.toml"
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}"]\n')
+    ran = run_script("orchestration", "run_experiment", "--config", config, "--logdir",
+                     workspace / "experiments/results/ext", "--workspace", workspace, cwd=workspace)
+    assert ran.returncode == 0, ran.stderr
+    text = open(report(workspace, "experiments/results/ext"), encoding="utf-8").read()
+    assert "<h2>Metrics (history.csv)" in text and "<h2>Images the run wrote" in text
+    assert re.search(r"<td>val_loss</td><td>0\.2</td><td>0\.2</td><td>min</td><td>5\.0</td>", text)
+    assert "data:image/svg+xml;base64," in text and "<h2>The command" in text
+    browser = chromium()
+    page = tmp_path / "page.html"
+    page.write_text(text.replace("</body>", CHECK_IMAGES + "</body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
+                          "--dump-dom", page.as_uri()], capture_output=True, timeout=120)
+    title = re.search(rb"<title>([^<]*)</title>", dom.stdout).group(1).decode()
+    assert int(title.split()[1]) >= 2 and title.endswith("broken 0"), title
