@@ -8,8 +8,11 @@ them); a report file may lie in another workspace (a colleague's copy), and
 its run is read there. The comparison (JSON on stdout) holds:
 
 * ``config``: every config key whose value differs, with each run's value;
-* ``metrics``: final and best loss, val_loss and coherence per run (from the
-  run folder's metrics file), and ``--html`` overlays their curves;
+* ``arguments``: for external commands, each argument whose value differs
+  (``--lr 1.0 -> 0.5``);
+* ``metrics``: final and best values per run (the reference experiment's
+  loss, val_loss and coherence; an external script's every metric from its
+  own metrics file), and ``--html`` overlays their curves;
 * ``environment``: whether ``env_hash`` differs, and which fields;
 * ``artifacts``: each output, named relative to its run's folder, as
   ``same``, ``different`` or present only in some runs.
@@ -29,6 +32,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
 
+import numpy as np
 
 from scripts.utils import cli
 from scripts.utils.environment import differences as environment_differences
@@ -36,7 +40,9 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
 from scripts.utils.run_reports import resolve_target
-from scripts.visualization.html_report import METRICS, esc, flatten, page, read_metrics, section, svg_inline, table
+from scripts.utils.run_metrics import read_metrics as read_run_metrics
+from scripts.visualization.html_report import (METRICS, SHOWN_METRICS, esc, flatten, page, read_metrics, section,
+                                               svg_inline, table)
 from scripts.visualization.metric_plotter import plot_curves
 
 
@@ -93,15 +99,67 @@ def locate(workspace: Path, target: str, force: bool = False) -> tuple[dict, Pat
     return resolve_target(workspace, target, force), workspace
 
 
+def command_arguments(command: list) -> dict:
+    """{option: value} of an argv: ``--lr 0.5`` and ``--lr=0.5`` alike; a flag alone is ``true``."""
+    found, index = {}, 0
+    while index < len(command):
+        part = str(command[index])
+        if part.startswith("-") and len(part) > 1 and not part[1:2].isdigit():
+            if "=" in part:
+                name, value = part.split("=", 1)
+            elif index + 1 < len(command) and not str(command[index + 1]).startswith("-"):
+                name, value = part, str(command[index + 1])
+                index += 1
+            else:
+                name, value = part, "true"
+            found[name] = value
+        index += 1
+    return found
+
+
+def compare_arguments(reports: list) -> list:
+    """The external commands' arguments that differ, as ``--lr 1.0 -> 0.5`` (every run's value in order)."""
+    parsed = [command_arguments(((report.get("external") or {}).get("command") or [])[1:]) for report in reports]
+    names = list(dict.fromkeys(name for found in parsed for name in found))
+    return [{"argument": name, "values": [found.get(name, "<absent>") for found in parsed],
+             "change": f"{name} " + " -> ".join(found.get(name, "<absent>") for found in parsed)}
+            for name in names if len({found.get(name, "<absent>") for found in parsed}) > 1]
+
+
+def script_metrics(report: dict, folder: Path):
+    """(series for plotting, {metric: {"final", "best"}}) of an external run's own metrics file."""
+    results = report.get("results") or {}
+    name = results.get("metrics_file")
+    if not isinstance(name, str) or not (folder / name).is_file():
+        return None, {}
+    metrics = read_run_metrics(path_inside(folder, name))
+    x = metrics["columns"].get(metrics["x"]) if metrics["x"] else None
+    length = len(next(iter(metrics["columns"].values()), []))
+    series = {"cycle": np.array(x if x else range(length), dtype=np.float64)}
+    summary = {}
+    for metric, values in metrics["columns"].items():
+        if metric == metrics["x"]:
+            continue
+        series[metric] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        summary[metric] = {"final": (results.get("final") or {}).get(metric),
+                           "best": ((results.get("best") or {}).get(metric) or {}).get("value")}
+    return series, summary
+
+
 def comparison(located: list) -> tuple[dict, dict]:
     reports = [report for report, _ in located]
     series, metrics = {}, {}
     for report, home in located:
-        found, summary = read_metrics(path_inside(home, run_folder_of(report)))
+        folder = path_inside(home, run_folder_of(report))
+        if isinstance(report.get("external"), dict):
+            found, summary = script_metrics(report, folder)
+        else:
+            found, summary = read_metrics(folder)
         if found is not None:
             series[report["run_id"]], metrics[report["run_id"]] = found, summary
     artifacts = compare_artifacts(reports)
     result = {"runs": [report["run_id"] for report in reports], "config": compare_configs(reports),
+              "arguments": compare_arguments(reports),
               "metrics": metrics, "environment": compare_environments(reports), "artifacts": artifacts,
               "identical_results": artifacts["counts"]["different"] == 0 and artifacts["counts"]["only_in_some"] == 0}
     return result, series
@@ -115,10 +173,16 @@ def comparison_page(result: dict, series: dict) -> str:
     sections.append(section("Config: keys that differ", table(["key", *runs],
                                                                [[row["key"], *row["values"]] for row in result["config"]],
                                                                mono=(0,)) if result["config"] else "<p>none</p>"))
+    if result.get("arguments"):
+        sections.append(section("Arguments that differ", table(["argument", *runs],
+                                                               [[row["argument"], *row["values"]]
+                                                                for row in result["arguments"]], mono=(0,))))
     if result["metrics"]:
+        names = list(dict.fromkeys(m for run in runs for m in result["metrics"].get(run, {})))[:SHOWN_METRICS]
         rows = [[metric, kind, *[result["metrics"].get(run, {}).get(metric, {}).get(kind) for run in runs]]
-                for metric in METRICS for kind in ("final", "best")]
-        figure, _ = plot_curves(series, METRICS, log_scale=False)
+                for metric in names for kind in ("final", "best")]
+        plotted = [m for m in names if all(m in found for found in series.values())]
+        figure, _ = plot_curves(series, plotted or METRICS, log_scale=False)
         sections.append(section("Metrics", table(["metric", "", *runs], rows)
                                 + f'<div class="plot">{svg_inline(figure)}</div>'))
     environment = result["environment"]

@@ -140,7 +140,7 @@ def record_external(config: dict, seed: int, logdir: Path) -> dict:
     from scripts.orchestration.external_runs import code_record, interpreter_environment
 
     command = external_command(config, seed)
-    return {"code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
+    return {"command": command, "code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
             "environment": interpreter_environment(command, None, logdir)}
 
 

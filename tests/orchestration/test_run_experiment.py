@@ -330,12 +330,18 @@ with open("history.csv", "w", newline="") as f:
 """
 
 
-def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_aggregates(workspace, tmp_path):
+def sgd_config(tmp_path, seed: str = "{seed}"):
+    """An external config running SGD_TRAINER unedited: --lr from [train] lr, --seed from ``seed``."""
     script = tmp_path / "train_sgd.py"
     script.write_text(SGD_TRAINER)
     config = tmp_path / "sgd.toml"
     config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
-                      f'"--lr", "{{train.lr}}", "--seed", "{{seed}}"]\n[train]\nlr = 0.01\n')
+                      f'"--lr", "{{train.lr}}", "--seed", "{seed}"]\n[train]\nlr = 0.01\n')
+    return config
+
+
+def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_aggregates(workspace, tmp_path):
+    config = sgd_config(tmp_path)
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('seeds = [1, 2, 3]\n[grid]\n"train.lr" = [0.01, 0.1]\n')
     result = experiment(workspace, workspace / "sweep", "--config", config, "--sweep", sweep)
