@@ -41,8 +41,8 @@ from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
 from scripts.utils.run_reports import resolve_target
 from scripts.utils.run_metrics import read_metrics as read_run_metrics
-from scripts.visualization.html_report import (METRICS, SHOWN_METRICS, esc, flatten, page, read_metrics, section,
-                                               svg_inline, table)
+from scripts.visualization.html_report import (METRICS, SHOWN_METRICS, aggregate_rows, esc, flatten, page,
+                                               read_metrics, section, svg_inline, table)
 from scripts.visualization.metric_plotter import plot_curves
 
 
@@ -161,6 +161,8 @@ def comparison(located: list) -> tuple[dict, dict]:
     result = {"runs": [report["run_id"] for report in reports], "config": compare_configs(reports),
               "arguments": compare_arguments(reports),
               "metrics": metrics, "environment": compare_environments(reports), "artifacts": artifacts,
+              "aggregates": {report["run_id"]: report["results"]["aggregates"] for report in reports
+                             if (report.get("results") or {}).get("aggregates")},
               "identical_results": artifacts["counts"]["different"] == 0 and artifacts["counts"]["only_in_some"] == 0}
     return result, series
 
@@ -185,6 +187,9 @@ def comparison_page(result: dict, series: dict) -> str:
         figure, _ = plot_curves(series, plotted or METRICS, log_scale=False)
         sections.append(section("Metrics", table(["metric", "", *runs], rows)
                                 + f'<div class="plot">{svg_inline(figure)}</div>'))
+    for run, aggregates in result.get("aggregates", {}).items():
+        sections.append(section(f"Across seeds: {run}", table(["configuration", "metric", "mean", "std (n-1)", "min",
+                                                               "max", "n"], aggregate_rows(aggregates), mono=(0,))))
     environment = result["environment"]
     sections.append(section("Environment", table(["", *runs], [["env_hash", *environment["env_hashes"]]], mono=(1,))
                             + f"<p>differing fields: {esc(', '.join(environment['differing_fields']) or 'none')}</p>"))

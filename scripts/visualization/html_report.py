@@ -315,11 +315,26 @@ def tensor_sections(folder: Path) -> list:
     return sections
 
 
+def aggregate_rows(aggregates) -> list:
+    """[overrides, metric, mean, std, min, max, n] per configuration and metric of a sweep's seed aggregates."""
+    rows = []
+    for aggregate in aggregates if isinstance(aggregates, list) else []:
+        aggregate = mapping(aggregate)
+        for metric, values in sorted(mapping(aggregate.get("metrics")).items()):
+            values = mapping(values)
+            rows.append([" ".join(map(str, aggregate.get("overrides") or [])) or "(as configured)", metric,
+                         *[values.get(k) for k in ("mean", "std", "min", "max", "n")]])
+    return rows
+
+
 def result_sections(report: dict) -> list:
     results = report.get("results") or {}
     rows = [[key, value] for key, value in sorted(results.items())
-            if key not in ("differences", "causes", "spec_table", "skipped", "warnings", "settings")]
+            if key not in ("differences", "causes", "spec_table", "skipped", "warnings", "settings", "aggregates")]
     sections = [section("Results", table(["result", "value"], rows, mono=(1,)))] if rows else []
+    if results.get("aggregates"):
+        sections.append(section("Across seeds", table(["configuration", "metric", "mean", "std (n-1)", "min", "max",
+                                                       "n"], aggregate_rows(results["aggregates"]), mono=(0,))))
     problems = [[kind, item] for kind in ("warnings", "skipped") for item in (results.get(kind) or [])]
     if problems:
         sections.append(section("Warnings and skipped files", table(["kind", "what"], problems[:ARTIFACT_ROWS])))

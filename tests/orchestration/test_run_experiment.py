@@ -365,4 +365,8 @@ def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_
         assert (accuracy["min"], accuracy["max"]) == (min(finals), max(finals))
     first = read_json(workspace / rows[0]["report"])["results"]
     assert first["metrics_file"] == "history.csv" and first["x"] == "epoch"
+    page = run_script("visualization", "html_report", summary_report, "--workspace", workspace, cwd=workspace)
+    text = open(json_lines(page.stdout)[0]["html"], encoding="utf-8").read()
+    mean = f"{aggregates[0]['metrics']['val_accuracy']['mean']!r}"
+    assert "<h2>Across seeds" in text and f"<td>val_accuracy</td><td>{mean}</td>" in text
     assert first["best"]["val_loss"]["goal"] == "min" and first["best"]["val_accuracy"]["goal"] == "max"
