@@ -1,11 +1,14 @@
 """An external training command's own code and environment, recorded with its run and checked by rerun.
 
-    from scripts.orchestration.external_runs import code_record, interpreter_environment, changed_since
+    from scripts.orchestration.external_runs import code_record, external_command, interpreter_environment
+    command = external_command(config, seed=7)        # placeholders filled: {seed}, {logdir}, {train.lr}, ...
     code = code_record(command, config_dir, extra_code=["src/"], cwd=logdir)
     environment = interpreter_environment(command, env=None, cwd=logdir)
     changed_since({"code": code, "environment": environment}, recorded)   # [] when nothing changed
 
-The code of a run is every file its command names (the script, a module
+``external_command`` fills ``external.command``'s placeholders; the pipeline's
+fingerprint of a step whose config is external covers the code too
+(``config_code_hashes``). The code of a run is every file its command names (the script, a module
 file, but not the files in its own log folder), plus the files and folders
 that ``[external] code = [...]`` lists (relative to the config's folder), each
 by SHA-256, and the git state (commit, uncommitted changes) of the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,6 +56,34 @@ if importlib.util.find_spec("torch") is not None:
                       "threads": torch.get_num_threads()}
 print(json.dumps(found))
 """
+
+
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def external_command(config: dict, seed: int) -> list:
+    """external.command with its placeholders filled in: {config}, {seed}, {logdir}, and any config value by its
+    dotted key ({train.lr} from a [train] table), so an argparse script can be swept over any argument."""
+    fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
+
+    def value(match) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        name = match.group(1)
+        if name in fill:
+            return fill[name]
+        found = config
+        for part in name.split("."):
+            if not isinstance(found, dict) or part not in found:
+                raise InputError(f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
+                                 "logdir nor a key of the config", key="external.command", placeholder=name)
+            found = found[part]
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        return found if isinstance(found, str) else (str(found) if isinstance(found, (int, float))
+                                                      else orjson.dumps(found).decode())
+
+    return [PLACEHOLDER.sub(value, part) for part in config["external"]["command"]]
 
 
 def sha256_of(path: Path) -> str:
@@ -164,3 +196,14 @@ def changed_since(recorded: dict, now: dict) -> list:
             found.append({"what": f"the command's {key} changed", "recorded": old_env.get(key),
                           "now": new_env.get(key)})
     return found
+
+
+def config_code_hashes(config: dict, cwd: Path) -> dict:
+    """{file: sha256} of an external config's code (what the pipeline's fingerprint of its step covers)."""
+    if (config.get("experiment") or {}).get("kind") != "external" or not isinstance(config.get("external"), dict):
+        return {}
+    try:
+        command = external_command(config, 0)
+        return code_record(command, cwd, config["external"].get("code", []), cwd)["files"]
+    except InputError:
+        return {}

@@ -89,7 +89,9 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
 import orjson
 from filelock import FileLock, Timeout
 
+from scripts.orchestration.external_runs import config_code_hashes
 from scripts.utils import cli, cluster
+from scripts.utils.config_loader import load_config_file
 from scripts.utils.data_roots import bind_roots, collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import PROGRESS_ENV, JsonLogger
@@ -283,12 +285,24 @@ def portable(arg: str, workspace: Path) -> str:
     return printable_name(path.name)  # a name that is not UTF-8 still fingerprints (escaped)
 
 
+def external_code_of(config_path: Path) -> dict:
+    """{file: sha256} of the code an external experiment config runs ({} for any other file)."""
+    try:
+        config = load_config_file(config_path)
+    except InputError:
+        return {}
+    return {f"external:{name}": digest for name, digest in
+            config_code_hashes(config if isinstance(config, dict) else {}, Path.cwd()).items()}
+
+
 def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> str:
     files = {}
     for arg in step.argv[1:]:
         path = Path(arg)
         if path.is_absolute() and path.is_file() and inside(REPO_ROOT, path):
             files[portable(arg, workspace)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            if path.suffix.lower() in (".toml", ".json", ".yaml", ".yml"):  # an external command's own code too
+                files.update(external_code_of(path))
     also = [Path(__file__)] if step.in_process else []
     files["seeds"] = hashlib.sha256(SEEDS.read_bytes()).hexdigest()  # every step draws its seeds from it
     return hashlib.sha256(canonical_json({

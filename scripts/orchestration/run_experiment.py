@@ -39,7 +39,6 @@ nothing.
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +53,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
 
 import orjson
 
+from scripts.orchestration.external_runs import code_record, external_command, interpreter_environment
 from scripts.utils import cli
 from scripts.utils.arrays import BACKENDS, array_module
 from scripts.utils.config_loader import config_sha256, load_config
@@ -107,38 +107,8 @@ def external_seed(seeds: SeedManager) -> int:
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
-PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-
-
-def external_command(config: dict, seed: int) -> list:
-    """external.command with its placeholders filled in: {config}, {seed}, {logdir}, and any config value by its
-    dotted key ({train.lr} from a [train] table), so an argparse script can be swept over any argument."""
-    fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
-
-    def value(match) -> str:
-        if match.group(0) in ("{{", "}}"):
-            return match.group(0)[0]
-        name = match.group(1)
-        if name in fill:
-            return fill[name]
-        found = config
-        for part in name.split("."):
-            if not isinstance(found, dict) or part not in found:
-                raise InputError(f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
-                                 "logdir nor a key of the config", key="external.command", placeholder=name)
-            found = found[part]
-        if isinstance(found, bool):
-            return "true" if found else "false"
-        return found if isinstance(found, str) else (str(found) if isinstance(found, (int, float))
-                                                      else canonical_json(found).decode().strip())
-
-    return [PLACEHOLDER.sub(value, part) for part in config["external"]["command"]]
-
-
 def record_external(config: dict, seed: int, logdir: Path) -> dict:
     """The command's own code and its interpreter's environment (external_runs.py), for the run's record."""
-    from scripts.orchestration.external_runs import code_record, interpreter_environment
-
     command = external_command(config, seed)
     return {"command": command, "code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
             "environment": interpreter_environment(command, None, logdir)}

@@ -370,3 +370,14 @@ def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_
     mean = f"{aggregates[0]['metrics']['val_accuracy']['mean']!r}"
     assert "<h2>Across seeds" in text and f"<td>val_accuracy</td><td>{mean}</td>" in text
     assert first["best"]["val_loss"]["goal"] == "min" and first["best"]["val_accuracy"]["goal"] == "max"
+
+
+def test_the_pipeline_fingerprint_of_an_external_config_covers_the_script(tmp_path):
+    from scripts.orchestration.pipeline import external_code_of
+
+    config = external_config(tmp_path)
+    before = external_code_of(config)
+    assert list(before) == [f"external:{(tmp_path / 'train.py').resolve()}"]
+    (tmp_path / "train.py").write_text(ARGPARSE_TRAINER + "# tuned\n")
+    assert external_code_of(config) != before
+    assert external_code_of(REPO / "trainer/config/phase7.toml") == {}  # the reference experiment: no script
