@@ -179,6 +179,9 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         rows = [["base seed", seed.get("base_seed")], ["seeds file sha256", seed.get("seeds_file_sha256")]]
         rows += [[f"stream {name}", value] for name, value in sorted((seed.get("streams") or {}).items())]
         sections.append(section("Seeds", table(["seed", "value"], rows, mono=(1,))))
+    external = mapping(report.get("external"))
+    if external:  # the command's own code and Python come first: they are what made its outputs
+        sections.append(external_section(external))
     environment = mapping(report.get("environment"))
     if environment or report.get("env_hash"):
         python = mapping(environment.get("python"))
@@ -188,12 +191,11 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
                 ["blas", [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
                           for b in blas if isinstance(b, dict)]]]
         rows += [[name, version] for name, version in sorted(mapping(environment.get("byte_relevant")).items())]
-        sections.append(section("Environment", f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
+        title = "Launcher environment (run_experiment's Python, not the command's)" \
+            if isinstance(report.get("external"), dict) else "Environment"
+        sections.append(section(title, f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
                                 "<details><summary>the fields it covers</summary>"
                                 + table(["field", "value"], rows, mono=(1,)) + "</details>", ENVIRONMENT_ID))
-    external = mapping(report.get("external"))
-    if external:
-        sections.append(external_section(external))
     sections += result_sections(report)
     sections.append(artifact_section(report, registry))
     return sections

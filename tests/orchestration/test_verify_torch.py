@@ -13,6 +13,7 @@ baseline instruction set; the tests require the defect's own cause and allow onl
 
 import sys
 
+import orjson
 import pytest
 
 from tests.conftest import REPO, json_lines, run_script
@@ -87,3 +88,23 @@ def test_a_clock_in_the_metrics_is_time_and_the_losses_beside_it_are_not_noise(w
     assert [(a["artifact"], [d["where"] for d in a["differences"]]) for a in causes[("time",)]["artifacts"]] == [
         ("metrics.json", ["$.finished"])]
     assert summary["unexplained"] == [] and summary["runs"] <= 15
+
+
+def test_the_script_wrapped_as_an_external_run_records_torch_and_rerun_refuses_an_edit(workspace, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT.read_text())
+    config = tmp_path / "torch.toml"
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
+                      f'"--epochs", "1", "--seed", "{{seed}}", "--save-model"]\n')
+    ran = run_script("orchestration", "run_experiment", "--config", config, "--logdir",
+                     workspace / "experiments/results/torch", "--workspace", workspace, cwd=workspace, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    [path] = (workspace / "experiments/results").glob("run_experiment_*.json")
+    report = orjson.loads(path.read_bytes())
+    torch_info = report["external"]["environment"]["torch"]
+    assert torch_info["version"] and "deterministic_algorithms" in torch_info and "cudnn_benchmark" in torch_info
+    assert report["results"]["metrics_file"] == "metrics.csv" and set(report["results"]["final"]) >= {"loss"}
+    script.write_text(SCRIPT.read_text().replace("default=0.7", "default=0.5"))
+    refused = run_script("orchestration", "rerun", path, "--workspace", workspace, cwd=workspace, timeout=600)
+    assert refused.returncode == 2
+    assert any(r.get("file") == str(script.resolve()) for r in json_lines(refused.stderr)[-1]["refused"])
