@@ -7,9 +7,10 @@
 
 The file is the one the config names (``[external] metrics = "history.csv"``),
 else the first of the run folder's CSV, JSON-lines and JSON files whose name
-says metrics, history, log, scores or results (our own ``output.jsonl``,
-``config.json`` and ``plan.json`` left out), else its only CSV or JSON-lines
-file. Read as: CSV with a header; JSON lines of objects; JSON as a list of
+says metrics, history, log, scores, results, train, eval, loss, accuracy,
+epoch, step or stats (our own ``output.jsonl``, ``config.json`` and
+``plan.json`` left out), else its CSV or JSON-lines file with the most
+numeric columns. Read as: CSV with a header; JSON lines of objects; JSON as a list of
 objects, an object of equal-length lists, or an object holding one of those
 (``{"history": [...]}``). Every column whose values are all numbers (or
 empty) is a metric; ``step``, ``epoch``, ``iteration``, ``cycle`` or
@@ -33,7 +34,7 @@ from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 
 X_COLUMNS = ("global_step", "step", "epoch", "iteration", "iter", "cycle")
 OURS = {"output.jsonl", "config.json", "plan.json"}
-NAMED = re.compile(r"metric|history|log|score|result|progress|train|eval", re.I)
+NAMED = re.compile(r"metric|history|log|score|result|progress|train|eval|loss|acc|epoch|step|stat", re.I)
 LOWER_IS_BETTER = re.compile(r"loss|err|mae|mse|rmse|nll|perplexity|ppl|bpb|wer|cer|time|latency", re.I)
 HIGHER_IS_BETTER = re.compile(r"acc|f1|auc|precision|recall|score|iou|dice|r2|map|bleu|rouge|reward|return", re.I)
 MAX_ROWS = 1_000_000
@@ -46,10 +47,16 @@ def find_metrics_file(folder: Path, named: str | None = None) -> Path | None:
     candidates = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in OURS
                         and p.suffix.lower() in (".csv", ".jsonl", ".json") and ".partial" not in p.parts)
     by_name = [p for p in candidates if NAMED.search(p.stem)]
-    tables = [p for p in candidates if p.suffix.lower() in (".csv", ".jsonl")]
     if by_name:
         return min(by_name, key=lambda p: (p.suffix.lower() == ".json", len(p.parts), p.as_posix()))
-    return tables[0] if len(tables) == 1 else None
+    tables = []  # no name says it: the CSV or JSON-lines file with the most numeric columns
+    for path in (p for p in candidates if p.suffix.lower() in (".csv", ".jsonl")):
+        try:
+            tables.append((-len(read_metrics(path)["columns"]), path.as_posix(), path))
+        except (orjson.JSONDecodeError, OSError, ValueError):
+            continue
+    best = min(tables, default=None)
+    return best[2] if best and best[0] < 0 else None
 
 
 def _records(path: Path) -> list:
