@@ -107,6 +107,11 @@ def _text(value) -> str:
     return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
 
 
+def _holds(found: dict, key: tuple) -> bool:
+    """Whether a run's differences (place_keys) hold ``key``: its place, or its file where places move."""
+    return key in found or (key[1] is None and any(artifact == key[0] for artifact, _ in found))
+
+
 def _merged(*found: dict) -> dict:
     merged: dict = {}
     for causes in found:
@@ -172,9 +177,7 @@ class CauseSearch:
     def _reproduced(self, varied: frozenset, keys: set) -> set:
         if varied not in self.seen:
             self.seen[varied] = self._run(varied, "with-" + "-".join(v for v in self.varied if v in varied))
-        found = self.seen[varied]
-        artifacts = {artifact for artifact, _ in found}
-        return {key for key in keys if key in found or (key[1] is None and key[0] in artifacts)}
+        return {key for key in keys if _holds(self.seen[varied], key)}
 
     def _bisect(self, keys: set, candidates: list, context: frozenset) -> dict:
         """{key: {variation sets that make it}}: each key is made by candidates + context, none by context alone.
@@ -209,13 +212,9 @@ class CauseSearch:
 
     def _recurs(self, key: tuple, cause: frozenset) -> bool:
         again = self.confirmed.get(cause)
-        if again is not None and key not in again and not (key[1] is None and any(a == key[0] for a, _ in again)):
+        if again is not None and not _holds(again, key):
             return False
-        return all(bool(self._reproduced_already(varied, key)) for varied in self.seen if cause <= varied)
-
-    def _reproduced_already(self, varied: frozenset, key: tuple) -> bool:
-        found = self.seen[varied]
-        return key in found or (key[1] is None and any(artifact == key[0] for artifact, _ in found))
+        return all(_holds(self.seen[varied], key) for varied in self.seen if cause <= varied)
 
     # ----------------------------------------------------------------------
 

@@ -32,14 +32,13 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
 
-import numpy as np
-
 from scripts.utils import cli
 from scripts.utils.environment import differences as environment_differences
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
 from scripts.utils.run_reports import resolve_target
+from scripts.utils.run_metrics import plot_series
 from scripts.utils.run_metrics import read_metrics as read_run_metrics
 from scripts.visualization.html_report import (METRICS, SHOWN_METRICS, aggregate_rows, esc, flatten, page,
                                                read_metrics, section, svg_inline, table)
@@ -133,17 +132,10 @@ def script_metrics(report: dict, folder: Path):
     if not isinstance(name, str) or not (folder / name).is_file():
         return None, {}
     metrics = read_run_metrics(path_inside(folder, name))
-    x = metrics["columns"].get(metrics["x"]) if metrics["x"] else None
-    length = len(next(iter(metrics["columns"].values()), []))
-    series = {"cycle": np.array(x if x else range(length), dtype=np.float64)}
-    summary = {}
-    for metric, values in metrics["columns"].items():
-        if metric == metrics["x"]:
-            continue
-        series[metric] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        summary[metric] = {"final": (results.get("final") or {}).get(metric),
-                           "best": ((results.get("best") or {}).get(metric) or {}).get("value")}
-    return series, summary
+    names = [metric for metric in metrics["columns"] if metric != metrics["x"]]
+    summary = {metric: {"final": (results.get("final") or {}).get(metric),
+                        "best": ((results.get("best") or {}).get(metric) or {}).get("value")} for metric in names}
+    return plot_series(metrics, names), summary
 
 
 def comparison(located: list) -> tuple[dict, dict]:

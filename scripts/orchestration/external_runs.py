@@ -35,7 +35,8 @@ PROBE_SECONDS = 120
 SKIPPED_FOLDERS = {".git", "__pycache__", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache"}
 MAX_CODE_FILES = 10_000
 
-# Run by the command's own interpreter: prints one JSON object. Imports torch only where it is installed.
+# Run by the command's own interpreter: prints one JSON object (stdlib json: that Python may lack orjson).
+# Imports torch only where it is installed.
 PROBE = r"""
 import importlib.metadata as md, importlib.util, json, os, platform, sys
 found = {"python": platform.python_version(), "implementation": platform.python_implementation(),

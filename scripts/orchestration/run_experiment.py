@@ -107,23 +107,20 @@ def external_seed(seeds: SeedManager) -> int:
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
-def record_external(config: dict, seed: int, logdir: Path) -> dict:
+def record_external(config: dict, command: list, logdir: Path) -> dict:
     """The command's own code and its interpreter's environment (external_runs.py), for the run's record."""
-    command = external_command(config, seed)
     return {"command": command, "code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
             "environment": interpreter_environment(command, None, logdir)}
 
 
-def run_external(config: dict, logdir: Path, seed: int, log) -> dict:
-    """Run the configured command in its log folder; its stdout and stderr become JSON lines in output.jsonl.
-
-    The placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is
+def run_external(config: dict, logdir: Path, command: list, log) -> dict:
+    """Run ``command`` (external_command's filling) in its log folder; its stdout and stderr become JSON lines in
+    output.jsonl. The placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is
     ``.`` (the command's working directory is its log folder), {seed} a number below 2**32.
     """
     from scripts.utils.log_convert import convert_stream
 
     atomic_write_bytes(logdir / "config.json", canonical_json(config))
-    command = external_command(config, seed)
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=logdir)
     except OSError as exc:
@@ -206,8 +203,9 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
             seeds.used.update(computed["seeds_used"])
             summary = computed["summary"]
         elif config["experiment"]["kind"] == "external":
-            record.extra["external"] = record_external(config, external_seed(seeds), target)
-            summary = run_external(config, target, external_seed(seeds), log)
+            command = external_command(config, external_seed(seeds))
+            record.extra["external"] = record_external(config, command, target)
+            summary = run_external(config, target, command, log)
             summary.update(metrics_summary(target, config["external"].get("metrics"),
                                            config["external"].get("goals")))
             if summary["exit_code"] != 0:

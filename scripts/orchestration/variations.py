@@ -15,6 +15,7 @@ fixed instant, ``SOURCE_DATE_EPOCH``, or years later) and ``cpus`` (what
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -58,6 +59,7 @@ NOISE_FIX = ("seed every generator (torch.manual_seed, np.random.default_rng(see
              "torch.use_deterministic_algorithms(True)")
 
 
+@functools.cache
 def other_locale() -> str | None:
     """A UTF-8 locale other than C.UTF-8 that this machine has (POSIX if none; None if unknown)."""
     try:

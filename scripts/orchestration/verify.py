@@ -329,10 +329,9 @@ def keep_versions(first: Path, second: Path, paths: list, pairs: dict) -> dict:
 # Causes
 # --------------------------------------------------------------------------
 
-def find_causes(runs: Runs, first: Path, found: dict, varied: list, select: tuple, limit: int,
+def find_causes(runs: Runs, first: Path, first_snapshot: dict, found: dict, varied: list, select: tuple, limit: int,
                 max_runs: int = MAX_RUNS) -> dict:
     """Name the variations that make each difference of the varied run (see causes.py): controls, then bisection."""
-    first_snapshot = snapshot(first, *select)
 
     def probe(cause: frozenset, name: str) -> dict:
         workspace = runs.run(name, set(cause))
@@ -443,12 +442,13 @@ def verify_twice(args, log) -> int:
                              (" that --include/--exclude select" if args.include or args.exclude else ""),
                              commands=commands)
         second = runs.run("second", set(varied))
-        found = compared(first, written, second, snapshot(second, *select), args.limit)
+        second_snapshot = snapshot(second, *select)
+        found = compared(first, written, second, second_snapshot, args.limit)
         paths = list(found)
-        kept = keep_versions(first, second, paths, renamed(written, snapshot(second, *select)))
+        kept = keep_versions(first, second, paths, renamed(written, second_snapshot))
         causes = {}
         if paths and not args.no_bisect and varied:
-            causes = find_causes(runs, first, found, varied, select, args.limit, args.max_probes)
+            causes = find_causes(runs, first, written, found, varied, select, args.limit, args.max_probes)
         settings = {variation: changed_settings(variation, epoch, (str(runs.workspace_path(set())),
                                                                    str(runs.workspace_path({"path"}))))
                     for variation in varied}

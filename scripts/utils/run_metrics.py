@@ -28,6 +28,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
@@ -112,6 +113,16 @@ def read_metrics(path: Path) -> dict:
             columns[str(name)] = numbers
     x = next((name for name in X_COLUMNS if name in columns), None)
     return {"x": x, "columns": columns}
+
+
+def plot_series(metrics: dict, names: list) -> dict:
+    """read_metrics' columns as float arrays for metric_plotter.plot_curves: the x values as "cycle", gaps as NaN."""
+    x_name = metrics["x"]
+    length = len(next(iter(metrics["columns"].values()), []))
+    series = {"cycle": np.array(metrics["columns"][x_name] if x_name else range(length), dtype=np.float64)}
+    for name in names:
+        series[name] = np.array([np.nan if v is None else v for v in metrics["columns"][name]], dtype=np.float64)
+    return series
 
 
 def goal_of(name: str, goals: dict) -> str | None:

@@ -39,6 +39,7 @@ from scripts.utils.colour import rgb_to_hsl
 from scripts.utils.errors import InputError
 from scripts.utils.plotting import figure_bytes, pyplot
 from scripts.utils.registry import REGISTRY, read_registry
+from scripts.utils.run_metrics import plot_series
 from scripts.utils.run_metrics import read_metrics as read_run_metrics
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.run_reports import command_path, resolve_target
@@ -267,11 +268,7 @@ def script_metric_sections(folder: Path, results: dict) -> list:
     names = [n for n in metrics["columns"] if n != x_name][:SHOWN_METRICS]
     if not names:
         return []
-    length = len(next(iter(metrics["columns"].values())))
-    x = np.array(metrics["columns"][x_name] if x_name else range(length), dtype=np.float64)
-    series = {"cycle": x, **{n: np.array([np.nan if v is None else v for v in metrics["columns"][n]], np.float64)
-                             for n in names}}
-    figure, _ = plot_curves({folder.name: series}, names, log_scale=False)
+    figure, _ = plot_curves({folder.name: plot_series(metrics, names)}, names, log_scale=False)
     figure.axes[-1].set_xlabel(x_name or "row")
     best, final = mapping(results.get("best")), mapping(results.get("final"))
     rows = [[n, final.get(n), mapping(best.get(n)).get("value"), mapping(best.get(n)).get("goal"),
