@@ -58,6 +58,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -372,7 +373,17 @@ def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict
     return table
 
 
-def summary_text(summary: dict) -> str:
+def summary_text(summary: dict, width: int | None = None) -> str:
+    """The one-screen summary; with ``width``, each line shortened to fit (the report holds everything)."""
+    lines = _summary_lines(summary)
+    if width:
+        lines = [line if len(line) <= width else line[:len(line) - len(line.lstrip())]
+                 + textwrap.shorten(line.strip(), width - (len(line) - len(line.lstrip())), placeholder=" ...")
+                 for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_lines(summary: dict) -> list:
     lines = [("IDENTICAL" if summary["identical"] else "DIFFERENT") +
              f": {summary['artifacts']} artifacts, {summary['differing']} differ; {summary.get('runs', 2)} runs; "
              "varied: " + ", ".join(summary["varied"])]
@@ -400,7 +411,7 @@ def summary_text(summary: dict) -> str:
     for item in summary.get("unexplained", [])[:5]:
         lines.append(f"unexplained: {item['artifact']}: {item['where']}")
     lines.append(f"report: {summary['report']}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _place(item: dict) -> str:
@@ -474,7 +485,7 @@ def verify_twice(args, log) -> int:
             record.status = "check_failed"
     summary["report"] = record.report
     if sys.stdout.isatty():
-        sys.stdout.write(summary_text(summary))
+        sys.stdout.write(summary_text(summary, shutil.get_terminal_size().columns))
         sys.stdout.flush()
     else:
         cli.print_json(summary)

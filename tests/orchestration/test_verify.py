@@ -130,3 +130,6 @@ def test_the_terminal_summary_fits_one_screen():
                                   ("path", "time", "tz", "locale", "umask", "hashseed", "threads", "cpu", "cpus")]}
     lines = vf.summary_text(many).splitlines()
     assert len(lines) <= 24 and lines[-2].startswith("... and 6 more causes: locale, umask")
+    narrow = vf.summary_text(many, width=80).splitlines()
+    assert narrow[0] == "DIFFERENT: 9 artifacts, 2 differ; 7 runs; varied: tz, hashseed"
+    assert len(narrow) == len(lines) and max(map(len, narrow)) <= 80 and narrow[-2].endswith(" ...")
