@@ -13,6 +13,9 @@ its run is read there. The comparison (JSON on stdout) holds:
 * ``metrics``: final and best values per run (the reference experiment's
   loss, val_loss and coherence; an external script's every metric from its
   own metrics file), and ``--html`` overlays their curves;
+* ``code``: for external commands, what differs in the command's own code
+  and Python between the first run and each other one (a changed or missing
+  code file, other packages, another Python or torch), as ``rerun`` names it;
 * ``environment``: whether ``env_hash`` differs, and which fields;
 * ``artifacts``: each output, named relative to its run's folder, as
   ``same``, ``different`` or present only in some runs.
@@ -32,6 +35,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
     from scripts.utils.bootstrap import use_project_python
     use_project_python()
 
+from scripts.orchestration.external_runs import changed_since
 from scripts.utils import cli
 from scripts.utils.environment import differences as environment_differences
 from scripts.utils.errors import CheckFailed, InputError
@@ -125,6 +129,20 @@ def compare_arguments(reports: list) -> list:
             for name in names if len({found.get(name, "<absent>") for found in parsed}) > 1]
 
 
+def compare_code(reports: list) -> dict:
+    """{run id: changes} of each external run's code and Python against the first run's (none: left out)."""
+    first = reports[0].get("external")
+    if not isinstance(first, dict):
+        return {}
+    found = {}
+    for report in reports[1:]:
+        if isinstance(report.get("external"), dict):
+            changes = changed_since(first, report["external"])
+            if changes:
+                found[report["run_id"]] = changes
+    return found
+
+
 def script_metrics(report: dict, folder: Path):
     """(series for plotting, {metric: {"final", "best"}}) of an external run's own metrics file."""
     results = report.get("results") or {}
@@ -151,7 +169,7 @@ def comparison(located: list) -> tuple[dict, dict]:
             series[report["run_id"]], metrics[report["run_id"]] = found, summary
     artifacts = compare_artifacts(reports)
     result = {"runs": [report["run_id"] for report in reports], "config": compare_configs(reports),
-              "arguments": compare_arguments(reports),
+              "arguments": compare_arguments(reports), "code": compare_code(reports),
               "metrics": metrics, "environment": compare_environments(reports), "artifacts": artifacts,
               "aggregates": {report["run_id"]: report["results"]["aggregates"] for report in reports
                              if (report.get("results") or {}).get("aggregates")},
@@ -182,6 +200,11 @@ def comparison_page(result: dict, series: dict) -> str:
     for run, aggregates in result.get("aggregates", {}).items():
         sections.append(section(f"Across seeds: {run}", table(["configuration", "metric", "mean", "std (n-1)", "min",
                                                                "max", "n"], aggregate_rows(aggregates), mono=(0,))))
+    for run, changes in result.get("code", {}).items():
+        sections.append(section(f"The command's code and Python: {run} against {runs[0]}",
+                                table(["what", "detail"], [[change["what"], "; ".join(
+                                    f"{key}: {value}" for key, value in change.items() if key != "what")]
+                                    for change in changes], mono=(1,))))
     environment = result["environment"]
     sections.append(section("Environment", table(["", *runs], [["env_hash", *environment["env_hashes"]]], mono=(1,))
                             + f"<p>differing fields: {esc(', '.join(environment['differing_fields']) or 'none')}</p>"))

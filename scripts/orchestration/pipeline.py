@@ -292,7 +292,8 @@ def external_code_of(config_path: Path) -> dict:
     except InputError:
         return {}
     return {f"external:{name}": digest for name, digest in
-            config_code_hashes(config if isinstance(config, dict) else {}, Path.cwd()).items()}
+            config_code_hashes(config if isinstance(config, dict) else {},
+                                               config_path.resolve().parent).items()}
 
 
 def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> str:

@@ -13,7 +13,12 @@ a recorded argument or registry name that leads out of the workspace is
 refused. The run is checked next: a run recorded from a dirty
 tree, a checkout at another commit or with uncommitted changes, or another
 environment (``env_hash``, naming the fields) is refused with exit 2 unless
-``--force``, and then the report lists what was forced.
+``--force``, and then the report lists what was forced. An external
+command's run is refused the same way when a file of its code or its
+Python's packages changed; its code is looked for in ``--code-dir`` (default:
+the recorded code folder when it lay in the workspace, or the current
+folder: the first holding every file), as the record names its files
+relative to that folder.
 
 The fresh workspace holds what the run could read: every file the earlier
 runs registered (hard links where possible), their reports and manifest
@@ -69,8 +74,9 @@ def run_epoch(run_id: str) -> int:
     return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
 
 
-def refusals(report: dict) -> list:
-    """What stands between this checkout and the recorded run (empty: it can be re-run as recorded)."""
+def refusals(report: dict, code_dir: Path | None = None) -> list:
+    """What stands between this checkout and the recorded run (empty: it can be re-run as recorded); ``code_dir``:
+    where an external run's code is now."""
     found = []
     recorded = report.get("git") or {}
     now = git_state()
@@ -81,8 +87,8 @@ def refusals(report: dict) -> list:
     if now["dirty"]:
         found.append({"what": "this checkout has uncommitted changes"})
     external = report.get("external")
-    if isinstance(external, dict):  # an external command's own code and Python (external_runs.py)
-        found += external_changes(external, report)
+    if isinstance(external, dict) and code_dir is not None:  # an external command's own code and Python
+        found += external_changes(external, report, code_dir)
     if report.get("env_hash") and report["env_hash"] != environment_hash():
         fields = [item["field"] for item in differences(report.get("environment") or {}, environment_fingerprint())]
         found.append({"what": "another environment", "recorded": report["env_hash"], "now": environment_hash(),
@@ -99,15 +105,34 @@ def run_outcome(report: dict) -> dict:
     return outcome
 
 
-def external_changes(external: dict, report: dict) -> list:
-    """What changed in an external command's recorded code files and interpreter since its run."""
-    from scripts.orchestration.external_runs import changed_since, interpreter_environment, sha256_of
+def external_changes(external: dict, report: dict, code_dir: Path) -> list:
+    """What changed in an external command's recorded code files (looked for in ``code_dir``) and interpreter since
+    its run."""
+    from scripts.orchestration.external_runs import changed_since, current_code, interpreter_environment
 
-    files = {path: sha256_of(Path(path)) for path in ((external.get("code") or {}).get("files") or {})
-             if Path(path).is_file()}
     command = ((report.get("plan") or {}).get("command") or [])[:1]
     environment = interpreter_environment(command, None, Path.cwd()) if command else None
-    return changed_since(external, {"code": {"files": files}, "environment": environment})
+    found = changed_since(external, {"code": {"files": current_code(external.get("code"), code_dir)},
+                                     "environment": environment})
+    for change in found:
+        if "file" in change:
+            change.update(looked_in=str(code_dir), note="give --code-dir where the project's code is now")
+    return found
+
+
+def external_code_dir(report: dict, workspace: Path, given: str | None) -> Path | None:
+    """Where an external run's code is looked for: ``--code-dir``, else the recorded code folder (when it lay in
+    the workspace) or the current folder, the first that holds every recorded file (None for a run of ours)."""
+    external = report.get("external")
+    if not isinstance(external, dict) or report.get("script") != "run_experiment":
+        return None
+    if given:
+        return Path(given).resolve()
+    names = list(((external.get("code") or {}).get("files") or {}) if isinstance(external.get("code"), dict) else [])
+    candidates = [Path.cwd().resolve()]
+    if isinstance(external.get("code_dir"), str):
+        candidates.insert(0, path_inside(workspace, external["code_dir"]))
+    return next((folder for folder in candidates if all((folder / name).is_file() for name in names)), candidates[-1])
 
 
 def rerun_argv(report: dict, inputs: Path) -> list:
@@ -241,7 +266,8 @@ def rerun_command(args, log) -> int:
     if "argv" not in report:
         raise InputError("the record holds no command line (runs recorded before argv was recorded by every "
                          "script cannot be re-run)", run=report["run_id"])
-    blocking = unverified + refusals(report)
+    code_dir = external_code_dir(report, workspace, args.code_dir)
+    blocking = unverified + refusals(report, code_dir)
     if blocking and not args.force:
         raise InputError("the run cannot be re-run as recorded (--force re-runs it anyway and says so)",
                          run=report["run_id"], refused=blocking)
@@ -251,7 +277,7 @@ def rerun_command(args, log) -> int:
         inputs.mkdir(parents=True, exist_ok=True)
         copied = prepare_workspace(workspace, fresh, report)
         command = [sys.executable, str(command_path(report["script"])), *rerun_argv(report, inputs),
-                   "--workspace", str(fresh)]
+                   *(["--code-dir", str(code_dir)] if code_dir else []), "--workspace", str(fresh)]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(run_epoch(report["run_id"]))}
         env.pop("CRH_WORKSPACE", None)
         log.info("rerunning", run=report["run_id"], inputs=copied, forced=[b["what"] for b in blocking])
@@ -300,6 +326,9 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="re-run even from another commit, a dirty tree or another environment, or a report "
                              "the manifest does not hold (from elsewhere); what was forced is recorded")
+    parser.add_argument("--code-dir", metavar="DIR",
+                        help="where an external run's code is now (its record names files relative to it; default: "
+                             "the recorded folder when it lay in the workspace, else the current folder)")
     parser.add_argument("--keep", metavar="DIR", help="keep the fresh workspace under DIR/ws")
     cli.add_common_options(parser)
     return cli.run(parser, rerun_command, argv)

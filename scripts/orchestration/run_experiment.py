@@ -12,10 +12,12 @@ log folder; ``"external"`` runs ``external.command`` in the log folder with
 ``{config}`` (``config.json``: the resolved config, written there),
 ``{seed}`` (the run's ``external`` seed stream, 0 .. 2**32-1, which NumPy,
 scikit-learn and torch all take) and ``{logdir}`` (``.``) filled in, the same
-text in every run and rerun, and captures its output through the log
-converter into ``output.jsonl``. An external config needs no ``phase``. A
-command that fails is exit 1 with its exit code and the last lines it printed
-(``output_tail``), in the error record and the report.
+text in every run and rerun, and captures its stdout and stderr through the
+log converter into ``output.jsonl`` and ``stderr.jsonl``. Arguments naming a
+file or folder relative to the config's folder (or ``--code-dir``) are given
+as absolute paths. An external config needs no ``phase``. A command that fails
+is exit 1 with its exit code and the last lines of its stderr and stdout
+(``stderr_tail``, ``output_tail``), in the error record and the report.
 
 The run is recorded (design.md run records) with the resolved config and
 its hash, the seeds, the environment hash, the backend, the git commit and
@@ -39,10 +41,12 @@ nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,7 +66,7 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, canonical_json, remove_temps_under
 from scripts.utils.run_metrics import metrics_summary
 from scripts.utils.run_records import RunRecorder, portable_argv
-from scripts.utils.workspace import REPO_ROOT, relative_to_workspace, resolve_workspace
+from scripts.utils.workspace import REPO_ROOT, inside, relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager
 
 DEFAULT_CONFIG = "trainer/config/phase7.toml"
@@ -88,7 +92,7 @@ def plan(config: dict, logdir_name: str, backend: str) -> dict:
     exp = config["experiment"]
     if exp["kind"] == "external":
         return {"kind": "external", "logdir": logdir_name, "command": config["external"]["command"],
-                "outputs": ["config.json", "output.jsonl"]}
+                "outputs": ["plan.json", "config.json", "output.jsonl", "stderr.jsonl"]}
     cycles, every = exp["cycles"], exp["checkpoint_every"]
     checkpoints = sorted({c for c in range(every, cycles + 1, every)} | {cycles})
     return {"kind": "reference", "logdir": logdir_name, "phase": config["phase"], "cycles": cycles,
@@ -107,36 +111,60 @@ def external_seed(seeds: SeedManager) -> int:
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
-def record_external(config: dict, command: list, logdir: Path) -> dict:
-    """The command's own code and its interpreter's environment (external_runs.py), for the run's record."""
-    return {"command": command, "code": code_record(command, Path.cwd(), config["external"].get("code", []), logdir),
-            "environment": interpreter_environment(command, None, logdir)}
+def record_external(config: dict, seed: int, command: list, code_dir: Path, workspace: Path, logdir: Path) -> dict:
+    """The command (as the config words it, placeholders filled), its own code and its interpreter's environment
+    (external_runs.py), and the code folder when it lies in the workspace: the run's record holds no absolute
+    path."""
+    found = {"command": external_command(config, seed),
+             "code": code_record(command, code_dir, config["external"].get("code", []), logdir),
+             "environment": interpreter_environment(command, command_environment(command, code_dir), logdir)}
+    if inside(workspace, code_dir):
+        found["code_dir"] = relative_to_workspace(workspace, code_dir)
+    return found
 
 
-def run_external(config: dict, logdir: Path, command: list, log) -> dict:
-    """Run ``command`` (external_command's filling) in its log folder; its stdout and stderr become JSON lines in
-    output.jsonl. The placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is
-    ``.`` (the command's working directory is its log folder), {seed} a number below 2**32.
+def command_environment(command: list, code_dir: Path) -> dict | None:
+    """The environment the command runs in: ours, plus the config's folder on PYTHONPATH for ``python -m pkg.mod``
+    (the command runs in its log folder, where the project's packages are not); None (unchanged) otherwise."""
+    if "-m" not in command[1:]:
+        return None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_external(config: dict, logdir: Path, command: list, code_dir: Path, log) -> dict:
+    """Run ``command`` (external_command's filling) in its log folder; its stdout and its stderr become JSON lines in
+    output.jsonl and stderr.jsonl (two files, so that neither depends on how the two streams interleave). The
+    placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is ``.`` (the
+    command's working directory is its log folder), {seed} a number below 2**32.
     """
     from scripts.utils.log_convert import convert_stream
 
     atomic_write_bytes(logdir / "config.json", canonical_json(config))
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=logdir)
-    except OSError as exc:
-        raise InputError(f"cannot start the external command: {exc.strerror}", file=command[0], key="external.command")
-    with atomic_output(logdir / "output.jsonl") as sink:  # bytes as written: bars' carriage returns kept
-        records = convert_stream(process.stdout, sink)["records"]
-    code = process.wait()
-    log.info("external_done", exit_code=code, records=records)
-    summary = {"exit_code": code, "output_records": records}
+    with tempfile.TemporaryFile() as stderr:  # nameless: nothing is left behind if this process is killed
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, cwd=logdir,
+                                       env=command_environment(command, code_dir))
+        except OSError as exc:
+            raise InputError(f"cannot start the external command: {exc.strerror}", file=command[0],
+                             key="external.command")
+        with atomic_output(logdir / "output.jsonl") as sink:  # bytes as written: bars' carriage returns kept
+            records = convert_stream(process.stdout, sink)["records"]
+        code = process.wait()
+        stderr.seek(0)
+        with atomic_output(logdir / "stderr.jsonl") as sink:
+            error_records = convert_stream(stderr, sink)["records"]
+    log.info("external_done", exit_code=code, records=records, stderr_records=error_records)
+    summary = {"exit_code": code, "output_records": records, "stderr_records": error_records}
     if code != 0:
+        summary["stderr_tail"] = output_tail(logdir / "stderr.jsonl")
         summary["output_tail"] = output_tail(logdir / "output.jsonl")
     return summary
 
 
 def output_tail(path: Path, lines: int = OUTPUT_TAIL_LINES) -> list:
-    """The last lines the command printed (stdout and stderr), from the tail of its output.jsonl."""
+    """The last lines the command printed to one stream, from the tail of its JSON-lines file."""
     with open(path, "rb") as handle:
         handle.seek(max(0, path.stat().st_size - (256 << 10)))
         records = handle.read().splitlines()[-lines:]
@@ -178,8 +206,11 @@ def resolve_backend(config: dict, backend_arg: str | None) -> str:
 
 
 def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logdir: Path | None, argv_record: list,
-           log, resume: bool = False, should_stop=lambda: False, computed: dict | None = None):
+           log, resume: bool = False, should_stop=lambda: False, computed: dict | None = None,
+           code_dir: Path | None = None):
     """One recorded run, as one ``run_experiment`` call makes it: ``(record, summary)``.
+
+    ``code_dir`` (``code_folder``) anchors an external command's relative paths (default: the current folder).
 
     ``computed`` is the work of ``sweep.compute_member`` done elsewhere (a
     cluster worker): its files are written into the log folder and recorded
@@ -195,7 +226,8 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
     with RunRecorder("run_experiment", workspace=workspace, seeds=seeds, config=config, log=log,
                      extra=extra) as record:
         target = logdir or record.output_dir
-        atomic_write_bytes(target / "plan.json", canonical_json(the_plan))
+        # the log folder's name stays out of the file: the same run in another folder writes the same bytes
+        atomic_write_bytes(target / "plan.json", canonical_json({k: v for k, v in the_plan.items() if k != "logdir"}))
         if computed is not None:
             for name, data in computed["files"].items():
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -203,9 +235,11 @@ def launch(workspace: Path, config: dict, seeds: SeedManager, backend: str, logd
             seeds.used.update(computed["seeds_used"])
             summary = computed["summary"]
         elif config["experiment"]["kind"] == "external":
-            command = external_command(config, external_seed(seeds))
-            record.extra["external"] = record_external(config, command, target)
-            summary = run_external(config, target, command, log)
+            code_dir = (code_dir or Path.cwd()).resolve()
+            command = external_command(config, external_seed(seeds), code_dir)
+            record.extra["external"] = record_external(config, external_seed(seeds), command, code_dir, workspace,
+                                                       target)
+            summary = run_external(config, target, command, code_dir, log)
             summary.update(metrics_summary(target, config["external"].get("metrics"),
                                            config["external"].get("goals")))
             if summary["exit_code"] != 0:
@@ -230,6 +264,11 @@ class PreparedRun(NamedTuple):
     seeds: SeedManager
     backend: str
     logdir: Path | None
+
+
+def code_folder(args) -> Path:
+    """Where an external command's relative paths are taken from: --code-dir, else the config file's folder."""
+    return Path(args.code_dir or Path(args.config).parent).resolve()
 
 
 def load_run_config(path, overrides, log) -> dict:
@@ -310,11 +349,11 @@ def run_sweep(args, workspace: Path, log) -> int:
                 shutil.rmtree(run.logdir)
                 run.logdir.mkdir()
             record, summary = launch(workspace, run.config, seeds, run.backend, run.logdir, argv, log,
-                                     resume=resume, computed=work)
+                                     resume=resume, computed=work, code_dir=code_folder(args))
             if record.status == "failed":
                 raise CheckFailed("the external command of a sweep run failed", index=index,
-                                  exit_code=summary["exit_code"], output_tail=summary.get("output_tail", []),
-                                  report=record.report)
+                                  exit_code=summary["exit_code"], stderr_tail=summary.get("stderr_tail", []),
+                                  output_tail=summary.get("output_tail", []), report=record.report)
             rows.append({"index": index, "run_id": record.run_id, "seed": seeds.base_seed,
                          "overrides": member["overrides"], "final": summary.get("final"),
                          "report": record.report,
@@ -364,7 +403,8 @@ def launch_from_args(args, log) -> int:
     try:
         record, summary = launch(workspace, config, seeds, backend, logdir,
                                  args.argv, log, args.resume,
-                                 should_stop=lambda: received["signal"] is not None)
+                                 should_stop=lambda: received["signal"] is not None,
+                                 code_dir=code_folder(args))
     except Exception:
         if fresh:  # nothing was recorded: a log folder this run made goes too, so the same command works again
             shutil.rmtree(logdir, ignore_errors=True)
@@ -374,7 +414,8 @@ def launch_from_args(args, log) -> int:
             signal.signal(sig, handler)
     if record.status == "failed":
         raise CheckFailed("the external command failed", exit_code=summary["exit_code"],
-                          output_tail=summary.get("output_tail", []), report=record.report)
+                          stderr_tail=summary.get("stderr_tail", []), output_tail=summary.get("output_tail", []),
+                          report=record.report)
     if record.status == "interrupted":
         log.info("interrupted", run_id=record.run_id, cycles_done=summary["cycles_done"],
                  resume=f"--resume --logdir {args.logdir}" if args.logdir else "give --logdir to resume")
@@ -399,6 +440,9 @@ def main(argv=None) -> int:
                         help="use this base seed instead of the seeds file's (its [streams] still apply)")
     parser.add_argument("--logdir", metavar="DIR", help="log folder (default: experiments/results/<run id>/; "
                                                         "with --sweep, the parent of run_NNN/ folders)")
+    parser.add_argument("--code-dir", metavar="DIR", help="the folder an external command's relative paths (train.py, "
+                                                          "[external] code) are taken from (default: the config's "
+                                                          "folder; rerun gives the recorded one)")
     parser.add_argument("--backend", choices=BACKENDS, help="override experiment.backend")
     parser.add_argument("--resume", action="store_true", help="continue a run in a non-empty log folder, or a stopped --sweep")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; write nothing")

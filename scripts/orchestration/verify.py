@@ -3,10 +3,13 @@
     python scripts/orchestration/verify.py                       # make verify: phase5..phase9
     python scripts/orchestration/verify.py --phases phase5,phase7 --no-vary cpu
     python scripts/orchestration/verify.py --command "python train.py --out {workspace}" --exclude "logs/*"
+    python scripts/orchestration/verify.py --config experiment.toml   # your script, wrapped as an external run
 
 Two fresh workspaces each run the pipeline (our phases, or your
 ``--command``s, with ``{workspace}`` filled in and the workspace as working
-directory) with SOURCE_DATE_EPOCH fixed. The second run is varied the way
+directory, relative paths taken from where verify was started; or, with
+``--config``, run_experiment on that experiment config, your script wrapped as
+an external run) with SOURCE_DATE_EPOCH fixed. The second run is varied the way
 reprotest varies a build, and beyond it; what each variation changes, from
 what to what, is in variations.py and the README's table (path, time, tz,
 locale, umask, hashseed, threads, cpu, cpus, workers, resume). All are on by
@@ -17,9 +20,10 @@ whether or not it went through the run records; ``--include``/``--exclude``
 (fnmatch patterns on the workspace-relative path, ``*`` crossing folders)
 select. Lock files, temporary files and stat caches are left out. In our own
 records the fields that describe the machine (a run report's ``environment``
-and every ``env_hash``, ``env/environment.json`` itself, their copies in the
-manifest, the hashes of those files in the registry and in reports, and the
-environment section of html_report's pages) are set aside: the spec table's
+and every ``env_hash``, an external command's recorded Python, ``env/environment.json``
+itself, their copies in the manifest, the hashes of those files in the
+registry and in reports, and the environment sections of html_report's
+pages) are set aside: the spec table's
 environment parity compares them, and under ``cpu`` they are expected to
 differ. Files only one run wrote whose names differ only in digit runs (a
 time stamp in a name) are paired and compared as one. A command that fails
@@ -70,6 +74,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find 
 import orjson
 
 from scripts.orchestration.causes import FILE_NAME, CauseSearch, name_pattern
+from scripts.orchestration.external_runs import anchored
 from scripts.orchestration.variations import VARIATIONS, changed_settings, other_locale, run_environment
 from scripts.utils import cli, timestamps
 from scripts.utils.artifact_diff import LIMIT, compare
@@ -90,15 +95,32 @@ SHOWN_CAUSES = 3             # causes in the terminal summary (the report has th
 # Running the pipeline under a set of variations
 # --------------------------------------------------------------------------
 
-def command_argv(template: str, workspace: Path) -> list:
-    """A --command split as a POSIX shell would, with {workspace} filled in; bad quoting is bad input."""
+def command_argv(template: str, workspace: Path, here: Path) -> list:
+    """A --command split as a POSIX shell would, with {workspace} filled in, and each word that names an existing
+    file or folder relative to ``here`` (where verify was started: ``train.py``, ``data/``) made absolute, since
+    the command runs in the workspace; bad quoting is bad input."""
     try:
         parts = shlex.split(template)
     except ValueError as exc:
         raise InputError(f"cannot split the command: {exc}", command=template)
     if not parts:
         raise InputError("empty command", command=template)
-    return [part.replace("{workspace}", str(workspace)) for part in parts]
+    return [part.replace("{workspace}", str(workspace)) if "{workspace}" in part
+            else part if index == 0 and "/" not in part and os.sep not in part  # a program found on PATH
+            else anchored(part, here) for index, part in enumerate(parts)]
+
+
+def experiment_commands(config: str | None) -> list:
+    """``--config``: the run_experiment command that runs this experiment config (yours, ``kind = "external"``, or
+    ours) as a recorded run, its relative paths taken from the config's folder."""
+    if not config:
+        return []
+    path = Path(config).resolve()
+    if not path.is_file():
+        raise InputError("the experiment config does not exist", file=config)
+    return [" ".join(shlex.quote(str(part)) for part in (sys.executable, REPO_ROOT / "scripts/orchestration/run_experiment.py",
+                                                          "--config", path, "--code-dir", path.parent))
+            + " --logdir {workspace}/experiments/results/run --resume --workspace {workspace}"]  # resume: after a kill
 
 
 def resume_point(epoch: str, first_run_seconds: float) -> float:
@@ -115,6 +137,7 @@ class Runs:
 
     def __init__(self, commands: list, scratch: Path, epoch: str, log):
         self.commands, self.scratch, self.epoch, self.log = commands, scratch, epoch, log
+        self.here = Path.cwd()  # where the commands' relative paths point
         self.first_run_seconds = None
         self.count = 0
 
@@ -158,7 +181,7 @@ class Runs:
                 os.sched_setaffinity(0, cpus)
 
         try:
-            return subprocess.Popen(command_argv(template, workspace), cwd=workspace, env=env,
+            return subprocess.Popen(command_argv(template, workspace, self.here), cwd=workspace, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     preexec_fn=in_the_child if posix else None, start_new_session=posix)
         except OSError as exc:
@@ -196,13 +219,13 @@ def selected(relative: str, include: list, exclude: list) -> bool:
     return not include or any(fnmatch.fnmatchcase(relative, pattern) for pattern in include)
 
 
-HTML_ENVIRONMENT = re.compile(rb'<section id="environment">.*?</section>', re.S)
+HTML_ENVIRONMENT = re.compile(rb'<section id="(environment|command-environment)">.*?</section>', re.S)
 
 
 def comparable(relative: str, data: bytes) -> bytes:
     """The bytes compared: our records without the fields that describe the machine (see the docstring)."""
     if relative.endswith("report.html") and b'<section id="environment">' in data:  # html_report's page
-        return HTML_ENVIRONMENT.sub(b'<section id="environment"></section>', data)
+        return HTML_ENVIRONMENT.sub(rb'<section id="\1"></section>', data)
     if not relative.endswith(".json") or not data.startswith(b"{"):
         return data
     try:
@@ -213,6 +236,8 @@ def comparable(relative: str, data: bytes) -> bytes:
         return data
     if "run_id" in document and "env_hash" in document:                    # a run report
         document = _without_env_hash({k: v for k, v in document.items() if k != "environment"})
+        if isinstance(document.get("external"), dict):  # an external command's Python describes the machine too
+            document["external"] = {k: v for k, v in document["external"].items() if k != "environment"}
         document["outputs"] = {path: ({} if _is_record(path) else entry)
                                for path, entry in document.get("outputs", {}).items()}
     elif document.get("format") == "crh-manifest":
@@ -432,13 +457,15 @@ def verify_twice(args, log) -> int:
     if "locale" in varied and other_locale() is None:
         log.warning("locale_not_varied", note="this machine has no second locale")
         varied.remove("locale")
-    commands = args.command or [
+    if args.config and args.command:
+        raise InputError("give --config or --command, not both")
+    commands = args.command or experiment_commands(args.config) or [
         f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
         f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase.strip()]
     if not commands:
         raise InputError("nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases)
     for command in commands:
-        command_argv(command, Path("."))  # a command that cannot be split is bad input before any run
+        command_argv(command, Path("."), Path.cwd())  # a command that cannot be split is bad input before any run
     epoch = str(timestamps.source_date_epoch() or DEFAULT_EPOCH)
     select = (args.include, args.exclude)
     scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
@@ -505,6 +532,9 @@ def main(argv=None) -> int:
                     "each difference and name its causes.",
     )
     parser.add_argument("--phases", default="phase5,phase6,phase7,phase8,phase9", help="phases to run")
+    parser.add_argument("--config", metavar="FILE",
+                        help="verify this experiment config as run_experiment runs it (your script as "
+                             'kind = "external", or ours) instead of the phases')
     parser.add_argument("--command", action="append", default=[], metavar="CMD",
                         help="run CMD instead of the phases ({workspace} is filled in; repeatable, run in order)")
     parser.add_argument("--include", action="append", default=[], metavar="GLOB",

@@ -8,7 +8,7 @@
 The file is the one the config names (``[external] metrics = "history.csv"``),
 else the first of the run folder's CSV, JSON-lines and JSON files whose name
 says metrics, history, log, scores, results, train, eval, loss, accuracy,
-epoch, step or stats (our own ``output.jsonl``, ``config.json`` and
+epoch, step or stats (our own ``output.jsonl``, ``stderr.jsonl``, ``config.json`` and
 ``plan.json`` left out), else its CSV or JSON-lines file with the most
 numeric columns. Read as: CSV with a header; JSON lines of objects; JSON as a list of
 objects, an object of equal-length lists, or an object holding one of those
@@ -34,7 +34,7 @@ import orjson
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 
 X_COLUMNS = ("global_step", "step", "epoch", "iteration", "iter", "cycle")
-OURS = {"output.jsonl", "config.json", "plan.json"}
+OURS = {"output.jsonl", "stderr.jsonl", "config.json", "plan.json"}
 NAMED = re.compile(r"metric|history|log|score|result|progress|train|eval|loss|acc|epoch|step|stat", re.I)
 LOWER_IS_BETTER = re.compile(r"loss|err|mae|mse|rmse|nll|perplexity|ppl|bpb|wer|cer|time|latency", re.I)
 HIGHER_IS_BETTER = re.compile(r"acc|f1|auc|precision|recall|score|iou|dice|r2|map|bleu|rouge|reward|return", re.I)

@@ -65,7 +65,7 @@ from scripts.utils.workspace import (RESULTS, RUN_ID, SEED_LOG, checked_run_id, 
 # Options that say only where and how a run executes, never what it computes: left out of the recorded
 # command line, so that the same run from another workspace, log setting or cluster records the same bytes.
 EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--workers": True, "--quiet": False,
-                     "--log-format": True}
+                     "--log-format": True, "--code-dir": True}
 
 
 def portable_argv(argv, workspace: Path) -> list:

@@ -49,7 +49,8 @@ from scripts.visualization.metric_plotter import metrics_file, plot_curves, read
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
 
 METRICS = ("loss", "val_loss", "coherence")  # the curves and final/best values a page shows
-ENVIRONMENT_ID = "environment"  # the one section that describes the machine (verify sets it aside)
+ENVIRONMENT_ID = "environment"  # the sections that describe the machine (verify sets them aside)
+COMMAND_ENVIRONMENT_ID = "command-environment"
 SHOWN_TENSORS = 4
 SHOWN_METRICS, SHOWN_IMAGES, MAX_SHOWN_IMAGE_BYTES = 8, 12, 8 << 20
 ARTIFACT_ROWS = 500
@@ -182,7 +183,7 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
         sections.append(section("Seeds", table(["seed", "value"], rows, mono=(1,))))
     external = mapping(report.get("external"))
     if external:  # the command's own code and Python come first: they are what made its outputs
-        sections.append(external_section(external))
+        sections += external_sections(external)
     environment = mapping(report.get("environment"))
     if environment or report.get("env_hash"):
         python = mapping(environment.get("python"))
@@ -202,25 +203,28 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
     return sections
 
 
-def external_section(external: dict) -> str:
-    """An external command's own code (files and their SHA-256, git) and its interpreter's environment."""
+def external_sections(external: dict) -> list:
+    """An external command's own code (files and their SHA-256, git), then its interpreter's environment (a section
+    of its own, set aside by verify as ours is)."""
     code, environment = mapping(external.get("code")), mapping(external.get("environment"))
     files = mapping(code.get("files"))
-    rows = [["file", path, digest] for path, digest in sorted(files.items())]
+    rows = [["file", name, digest] for name, digest in sorted(files.items())]
     rows += [["git", mapping(state).get("root"), f"{mapping(state).get('commit')}"
               + (" (uncommitted changes)" if mapping(state).get("dirty") else "")]
              for state in (code.get("git") if isinstance(code.get("git"), list) else [])]
+    facts = [["command", " ".join(map(str, external.get("command") or []))],
+             ["code folder", external.get("code_dir", "outside the workspace (files named relative to it)")]]
     torch = mapping(environment.get("torch"))
-    facts = [["python", f"{environment.get('implementation', '')} {environment.get('python', '')}".strip()],
-             ["executable", environment.get("executable")]]
-    facts += [[f"torch {name}", value] for name, value in sorted(torch.items())]
-    facts += [[name, value] for name, value in sorted(mapping(environment.get("variables")).items())]
+    python = [["python", f"{environment.get('implementation', '')} {environment.get('python', '')}".strip()]]
+    python += [[f"torch {name}", value] for name, value in sorted(torch.items())]
+    python += [[name, value] for name, value in sorted(mapping(environment.get("variables")).items())]
     packages = environment.get("distributions") if isinstance(environment.get("distributions"), list) else []
-    return section("The command's code and environment",
-                   table(["kind", "path", "sha256 / commit"], rows, mono=(1, 2))
-                   + table(["field", "value"], facts, mono=(1,))
-                   + f"<details><summary>{len(packages)} installed distributions</summary>"
-                   + table(["distribution"], [[p] for p in packages], mono=(0,)) + "</details>")
+    return [section("The command and its code", table(["field", "value"], facts, mono=(1,))
+                    + table(["kind", "path", "sha256 / commit"], rows, mono=(1, 2))),
+            section("The command's Python", table(["field", "value"], python, mono=(1,))
+                    + f"<details><summary>{len(packages)} installed distributions</summary>"
+                    + table(["distribution"], [[p] for p in packages], mono=(0,)) + "</details>",
+                    COMMAND_ENVIRONMENT_ID)]
 
 
 def _run_folder(workspace: Path, report: dict) -> Path | None:

@@ -2,7 +2,7 @@
 
 ``reference_hashes.json`` holds the SHA-256 of every file each config's run
 wrote (metrics, dreams, bridges, checkpoints) with the int64 implementation
-(commit 564416c, before products went through float64 BLAS), made by
+(commit 564416c, before products went through float64 BLAS; plan.json without the log folder's name since), made by
 running ``run_experiment.py --config trainer/config/<name> --backend numpy``
 into ``run/`` of an empty workspace with SOURCE_DATE_EPOCH=1761912000, as below.
 """

@@ -105,6 +105,7 @@ def test_the_script_wrapped_as_an_external_run_records_torch_and_rerun_refuses_a
     assert torch_info["version"] and "deterministic_algorithms" in torch_info and "cudnn_benchmark" in torch_info
     assert report["results"]["metrics_file"] == "metrics.csv" and set(report["results"]["final"]) >= {"loss"}
     script.write_text(SCRIPT.read_text().replace("default=0.7", "default=0.5"))
-    refused = run_script("orchestration", "rerun", path, "--workspace", workspace, cwd=workspace, timeout=600)
+    refused = run_script("orchestration", "rerun", path, "--workspace", workspace, cwd=tmp_path, timeout=600)
     assert refused.returncode == 2
-    assert any(r.get("file") == str(script.resolve()) for r in json_lines(refused.stderr)[-1]["refused"])
+    changed = [r for r in json_lines(refused.stderr)[-1]["refused"] if r.get("file") == "train.py"]
+    assert changed and changed[0]["what"] == "a file of the command's code changed"

@@ -120,3 +120,26 @@ def test_the_cpu_count_reaches_python_and_the_affinity(workspace, variation):
     [cause] = summary["causes"]
     [artifact] = cause["artifacts"]
     assert cause["variations"] == [variation] and "$.cpu_count" in [d["where"] for d in artifact["differences"]]
+
+
+def test_a_command_naming_its_script_relative_to_where_verify_was_started(workspace):
+    """``python sgd_digits.py`` as typed in the project's folder: the command runs in each run's workspace, so the
+    script's relative name is taken from where verify was started."""
+    result = run_script("orchestration", "verify", "--command", f"{sys.executable} sgd_digits.py --out results",
+                        "--vary", "path", "--workspace", workspace, cwd=TRAINING, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[0]
+    assert summary["identical"] and summary["artifacts"] == 3
+
+
+def test_a_script_wrapped_as_an_external_run_is_verified_with_its_records(workspace, tmp_path):
+    """--config: run_experiment runs the script as a recorded run in each workspace; the records' descriptions of
+    the machine (ours and the command's Python) are set aside, so a seeded script is identical."""
+    config = tmp_path / "experiment.toml"
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\n'
+                      f'command = ["{sys.executable}", "{TRAINING / "sgd_digits.py"}", "--out", "results"]\n')
+    result = run_script("orchestration", "verify", "--config", config, "--workspace", workspace, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[0]
+    assert summary["identical"] and summary["runs"] == 2
+    assert {"time", "hashseed", "threads", "resume"} <= set(summary["varied"])
