@@ -40,9 +40,14 @@ gives, on any thread count, BLAS kernel or device, at BLAS speed. Each
 cycle's generators come from (seed, cycle), so a run resumed from a
 checkpoint continues exactly as an uninterrupted one.
 
+The cycle's dream is its own most coherent candidate laid over the pool's
+most coherent dream so far, in equal parts: the pool may keep its best for
+many cycles, but every cycle's candidates are new, and so is its dream (its
+coherence, energy and mean colours are the row's).
+
 Outputs in the log folder, per cycle: a row in ``metrics.csv`` (rewritten)
 and ``metrics.jsonl`` (appended; the live file the monitor follows), the
-best dream as ``dreams/cycle_NNNN.cten`` (with its coherence map) and its
+cycle's dream as ``dreams/cycle_NNNN.cten`` (with its coherence map) and its
 bridge encoding as ``bridge/cycle_NNNN.sten``; every
 ``experiment.checkpoint_every`` cycles and at the end, a checkpoint
 ``checkpoints/cycle_NNNN.npz``.
@@ -228,6 +233,15 @@ def reconstruction_loss(xp, model: dict, batch) -> float:
     return fixed_mean(xp, (out - batch) ** 2)
 
 
+DREAM_MIX = 0.5  # the share of the cycle's own best candidate in its dream; the rest is the pool's best
+
+
+def dream_of_cycle(xp, memory, newest):
+    """The cycle's dream: its most coherent new candidate over the pool's most coherent dream so far (equal parts).
+    The pool may keep its best for many cycles; each cycle's candidates are its own, and so is its dream."""
+    return xp.clip((1 - DREAM_MIX) * memory + DREAM_MIX * newest, 0.0, 1.0)
+
+
 def sgd_step(xp, model: dict, batch, lr: float) -> float:
     # Each operand is quantized once and used in every product it enters (the same bits as quantizing each time).
     batch_q, w2_q = Fixed(xp, batch), Fixed(xp, model["w2"])
@@ -334,9 +348,11 @@ def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: 
     for cycle in range(start, exp["cycles"] + 1):
         dreamer_seed, learner_seed = seeds.seed("dreamer", cycle), seeds.seed("learner", cycle)
         rng = np.random.Generator(np.random.PCG64(dreamer_seed))
+        candidates = []
         for dream in make_dreams(xp, train, rng, dcfg):
-            pool.append((coherence(xp, dream), order, dream))
+            candidates.append((coherence(xp, dream), order, dream))
             order += 1
+        pool += candidates
         pool.sort(key=lambda item: (-item[0], item[1]))
         pool = pool[: dcfg["pool_size"]]
 
@@ -347,20 +363,21 @@ def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: 
             picks = rng.integers(0, len(bank), lcfg["batch"])
             batch = xp.stack([bank[int(i)] for i in picks]).reshape(lcfg["batch"], dim)
             losses.append(sgd_step(xp, model, batch, lcfg["lr"]))
-        best_score, _, best = pool[0]
-        best_host = to_numpy(best)
+        dream = dream_of_cycle(xp, pool[0][2], min(candidates, key=lambda item: (-item[0], item[1]))[2])
+        dream_host = to_numpy(dream)
         row = {
             "cycle": cycle, "phase": config["phase"], "loss": losses[-1],
-            "val_loss": reconstruction_loss(xp, model, val_flat), "coherence": best_score,
-            "energy": fixed_mean(xp, best ** 2),
-            "mean_r": fixed_mean(xp, best[..., 0]), "mean_g": fixed_mean(xp, best[..., 1]),
-            "mean_b": fixed_mean(xp, best[..., 2]),
+            "val_loss": reconstruction_loss(xp, model, val_flat), "coherence": coherence(xp, dream),
+            "energy": fixed_mean(xp, dream ** 2),
+            "mean_r": fixed_mean(xp, dream[..., 0]), "mean_g": fixed_mean(xp, dream[..., 1]),
+            "mean_b": fixed_mean(xp, dream[..., 2]),
             "dreamer_seed": dreamer_seed, "learner_seed": learner_seed,
         }
         rows.append(row)
         write_cten(logdir / f"dreams/cycle_{cycle:04d}.cten",
-                   ChromaticTensor(best_host.astype(np.float32), to_numpy(coherence_map(xp, best)).astype(np.float32)))
-        write_sten(logdir / f"bridge/cycle_{cycle:04d}.sten", bridge_encode(best_host, bcfg))
+                   ChromaticTensor(dream_host.astype(np.float32),
+                                   to_numpy(coherence_map(xp, dream)).astype(np.float32)))
+        write_sten(logdir / f"bridge/cycle_{cycle:04d}.sten", bridge_encode(dream_host, bcfg))
         with open(logdir / "metrics.jsonl", "ab") as live:
             live.write(json_line(row))
         write_metrics(logdir, rows)

@@ -1,10 +1,13 @@
-"""The reference experiment's outputs are the bits of its former int64 arithmetic, on any threads or BLAS kernel.
+"""The reference experiment's outputs are fixed bits, on any threads or BLAS kernel.
 
 ``reference_hashes.json`` holds the SHA-256 of every file each config's run
-wrote (metrics, dreams, bridges, checkpoints) with the int64 implementation
-(commit 564416c, before products went through float64 BLAS; plan.json without the log folder's name since), made by
-running ``run_experiment.py --config trainer/config/<name> --backend numpy``
-into ``run/`` of an empty workspace with SOURCE_DATE_EPOCH=1761912000, as below.
+wrote (metrics, dreams, bridges, checkpoints), made by running
+``run_experiment.py --config trainer/config/<name> --backend numpy`` into
+``run/`` of an empty workspace with SOURCE_DATE_EPOCH=1761912000, as below.
+They were first the bits of the int64 implementation (commit 564416c, before
+products went through float64 BLAS, which gave the same bits); they were
+re-recorded, deliberately, when each cycle's dream became its own (issue 31)
+and when plan.json dropped the log folder's name.
 """
 
 import hashlib

@@ -389,3 +389,17 @@ def test_the_pipeline_fingerprint_of_an_external_config_covers_the_script(tmp_pa
     (tmp_path / "train.py").write_text(ARGPARSE_TRAINER + "# tuned\n")
     assert external_code_of(config) != before
     assert external_code_of(REPO / "trainer/config/phase7.toml") == {}  # the reference experiment: no script
+
+
+def test_every_cycle_dreams_its_own_dream(workspace):
+    """Each cycle's dream and its spectrum differ from the cycle before's (the replay and the spectra move)."""
+    logdir = workspace / "run"
+    result = experiment(workspace, logdir, "--config", REPO / "trainer/config/phase5.toml", "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    dreams = [read_cten(path).rgb for path in sorted((logdir / "dreams").glob("cycle_*.cten"))]
+    spectra = [read_sten(path) for path in sorted((logdir / "bridge").glob("cycle_*.sten"))]
+    assert len(dreams) == len(spectra) == 24
+    for before, after in zip(dreams, dreams[1:]):
+        assert not np.array_equal(before, after)
+    for before, after in zip(spectra, spectra[1:]):
+        assert not np.array_equal(before.bins, after.bins)

@@ -68,3 +68,25 @@ def test_bad_input(workspace, case):
     assert result.returncode == 2
     single_error(result.stderr)
     assert not (workspace / "experiments").exists() or not list((workspace / "experiments/results").glob("tensor_*"))
+
+
+def test_the_drift_check_is_measured_on_dreams_that_differ_and_fails_a_distorted_render(run_workspace,
+                                                                                       monkeypatch):
+    """Every cycle's dream is its own, so the check sees different tensors; a render made wrong on purpose (a gamma
+    of 0.8, as a colour-management slip would make it) drifts beyond 0.5 dB and fails the run."""
+    first, report, _ = visualize(run_workspace, "run")
+    renders = sorted(first.glob("*dreams__cycle_*/rgb.png"))
+    assert len(renders) == 6 and len({path.read_bytes() for path in renders}) == 6
+    assert 0 < report["results"]["max_abs_drift_db"] <= 0.5
+
+    honest = tv.png_bytes
+    monkeypatch.setattr(tv, "png_bytes", lambda values, bits: honest(np.clip(values, 0, 1) ** 0.8, bits))
+    monkeypatch.chdir(run_workspace)
+    code = tv.main(["run", "--workspace", str(run_workspace), "--quiet"])
+    assert code == 1
+    [run_id] = [p.stem for p in (run_workspace / "experiments/results").glob("tensor_visualizer_*.json")
+                if p.stem != first.name]
+    failing = read_json(run_workspace / f"experiments/results/{run_id}.json")["results"]["failing"]
+    assert {f["source"] for f in failing if f["view"] == "rgb"} == {f"run/dreams/cycle_{c:04d}.cten" for c in
+                                                                   range(1, 7)}
+    assert all(f["drift_db"] > 0.5 for f in failing)
