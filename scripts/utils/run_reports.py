@@ -67,7 +67,7 @@ REPORT_SCHEMA = {
             "warnings": {"type": "array"},
             "skipped": {"type": "array"},
             "varied": {"type": "array", "items": TEXT},
-            "runs": {"type": "integer"},
+            "runs": {"type": ["integer", "array"]},  # verify's and a sweep's count, or metric_plotter's run names
             "spec_table": {"type": "object", "additionalProperties": {"type": "object"}},
             "causes": {"type": "array", "items": {
                 "type": "object", "required": ["variations", "artifacts"],
