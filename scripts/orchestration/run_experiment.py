@@ -19,7 +19,7 @@ as absolute paths. An external config needs no ``phase``. A command that fails
 is exit 1 with its exit code and the last lines of its stderr and stdout
 (``stderr_tail``, ``output_tail``), in the error record and the report.
 
-The run is recorded (design.md run records) with the resolved config and
+The run is recorded (docs/design.md, run records) with the resolved config and
 its hash, the seeds, the environment hash, the backend, the git commit and
 whether the tree was dirty, and the command line (workspace paths made
 relative; --workspace, --log-file, --quiet, --scheduler and --workers left out: they

@@ -11,7 +11,7 @@ directory, relative paths taken from where verify was started; or, with
 ``--config``, run_experiment on that experiment config, your script wrapped as
 an external run) with SOURCE_DATE_EPOCH fixed. The second run is varied the way
 reprotest varies a build, and beyond it; what each variation changes, from
-what to what, is in variations.py and the README's table (path, time, tz,
+what to what, is in variations.py and docs/verify.md's table (path, time, tz,
 locale, umask, hashseed, threads, cpu, cpus, workers, resume). All are on by
 default; ``--vary``/``--no-vary`` pick.
 

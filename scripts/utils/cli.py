@@ -2,7 +2,7 @@
 
 * ``ScriptParser``: argparse with defaults shown, an example in ``--help``,
   and usage errors reported as one JSON record (exit 2), never plain text.
-* ``add_common_options``: --workspace, --log-file, --quiet (design.md).
+* ``add_common_options``: --workspace, --log-file, --quiet (docs/design.md).
 * ``run``: parse, build the JSON logger, call the script's handler, and map
   exceptions to exit codes: InputError -> 2, CheckFailed -> 1, an unexpected
   exception -> 3 (a bug here, reported as JSON with its traceback).
@@ -193,7 +193,7 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
         return failure.exit_code
     except MemoryError:
         log.error("bad_input", error="ran out of memory: the input is too large for this machine (see the caps in "
-                                     "README, 'What bad input gets')")
+                                     "docs/bad-input.md)")
         return EXIT_BAD_INPUT
     except RecursionError:
         log.error("bad_input", error="the input is nested too deeply")

@@ -37,7 +37,7 @@ have remote workers); the tasks then run only on the workers checked at the
 start, never on one that joins later. Use
 ``tls://`` with certificates set in Dask's configuration
 (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``, ``..._CLIENT__CERT``, ``..._CLIENT__KEY``;
-see the README's scaling section).
+see docs/scaling-out.md).
 
 How the work was executed (scheduler, workers, batches) is written to the
 log only: reports, tables and registries are byte-identical to a local run.
@@ -202,7 +202,7 @@ def check_worker_links(workers) -> None:
     clear = sorted(address for address in workers if not is_encrypted_or_local(address))
     if clear:
         raise InputError("the de-identification key would travel in clear to workers on other hosts; use TLS "
-                         "(README, 'Scaling out') or --keep-phi", worker=clear[0], workers_in_clear=clear[:20])
+                         "(docs/scaling-out.md) or --keep-phi", worker=clear[0], workers_in_clear=clear[:20])
 
 
 def _route_dask_logs() -> None:
@@ -230,7 +230,7 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         return
     if carries_secret and not is_encrypted_or_local(address):
         raise InputError("the de-identification key would travel to the workers in clear; use a tls:// scheduler "
-                         "(README, 'Scaling out') or --keep-phi", scheduler=address)
+                         "(docs/scaling-out.md) or --keep-phi", scheduler=address)
     import distributed
 
     _route_dask_logs()  # before the start: its messages too

@@ -89,7 +89,7 @@ EXPERIMENT_PROPERTIES = {
         "batch": integer(1, 100_000, "batch size"),
         "steps_per_cycle": integer(1, 100_000, "SGD steps per cycle"),
     }),
-    "bridge": section("the colour-to-spectrum bridge (design.md)", {
+    "bridge": section("the colour-to-spectrum bridge (docs/design.md)", {
         "f_min": number("lowest frequency, Hz", exclusiveMinimum=0, maximum=100_000),
         "octaves": number("octaves spanned", exclusiveMinimum=0, maximum=20),
         "bins": integer(1, 65_536, "spectral bins"),

@@ -1,4 +1,4 @@
-"""Exceptions that map to the exit codes of design.md.
+"""Exceptions that map to the exit codes of docs/design.md.
 
 ``InputError`` means bad input or usage (exit 2) and carries where the
 problem is (file, line, column, tag...) so the CLI wrapper can print one JSON

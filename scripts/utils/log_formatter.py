@@ -9,7 +9,7 @@ Recognises Python logging (with Hydra, loguru and Hugging Face forms),
 transformers, Lightning, Python warnings, glog/absl, PyTorch C10, NCCL,
 Rust env_logger, syslog (RFC 3164 and 5424), Slurm, any line starting with
 an ISO date-time, tqdm/rich progress bars, logfmt, JSON and plain text
-(the table is in utils/log_convert.py and the README). Each record gets
+(the table is in utils/log_convert.py and docs/scripts.md). Each record gets
 ``ts`` (UTC, or null; the line's own text in ``ts_raw`` when it differs),
 ``level``, ``source``, ``msg``, ``format`` and ``line``. With ``-o`` the
 output is written atomically and recorded as a run output.

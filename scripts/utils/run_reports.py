@@ -4,7 +4,7 @@
     report = resolve_target(workspace, "experiments/results/phase7")        # a folder, a report, or None: the newest
     report = resolve_target(workspace, "colleague/run.json", force=True)    # not in this manifest: used all the same
 
-A report read back is untrusted input (design.md, "Run records"): it may
+A report read back is untrusted input (docs/design.md, "Run records"): it may
 come from a colleague, be damaged, or be edited. Before anything uses one:
 
 * its shape is checked against ``REPORT_SCHEMA`` (JSON Schema): a run id of

@@ -1,4 +1,4 @@
-"""Readers and writers for the core's tensor files: .cten and .sten (design.md).
+"""Readers and writers for the core's tensor files: .cten and .sten (docs/design.md).
 
 All little-endian; the last 8 bytes are the CRC-64/XZ (ECMA-182 polynomial,
 reflected, as xz uses) of every byte before them, computed by ``fastcrc``

@@ -1,7 +1,7 @@
 """The workspace: where it is, its folders, and workspace-relative names.
 
 A workspace is a folder holding ``data/``, ``meta/chronicle/``,
-``experiments/results/`` and ``env/`` (design.md). It is ``--workspace``,
+``experiments/results/`` and ``env/`` (docs/design.md). It is ``--workspace``,
 else ``$CRH_WORKSPACE``, else the repository root. Every name written into
 a record is workspace-relative POSIX; a file outside the workspace is named
 through a data root instead (data_roots.py).

@@ -18,7 +18,7 @@ coherence.
   and the report says so. Container bytes can carry the encoder's version,
   so MP4s are compared by their decoded frames.
 * ``sonification.wav``: the Phase 7 "sonic mapping". Each frame's bridge
-  encoding (design.md: hue -> frequency f = f_min 2^(octaves H / 2pi),
+  encoding (docs/design.md: hue -> frequency f = f_min 2^(octaves H / 2pi),
   saturation -> amplitude, lightness -> kernel width) sounds for
   ``--seconds-per-frame``: every bin a sine partial at its centre frequency
   with its amplitude, under a Gaussian envelope whose width grows with the
