@@ -32,7 +32,7 @@ TEST_WORKERS ?= 2
 FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu lock test fuzz bench clean clean-venv \
+.PHONY: help setup setup-gpu lock test lint format fuzz bench clean clean-venv \
         phase5 phase6 phase7 phase8 phase9 verify report
 
 help:
@@ -41,7 +41,9 @@ help:
 	$(info   setup       create the virtual environment $(VENV) from requirements.lock)
 	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
 	$(info   lock        re-resolve requirements.in + requirements-dev.in into requirements.lock (and the GPU lock) with uv)
-	$(info   test        run the test suite (pytest in TEST_WORKERS=2 processes; PYTEST_ARGS=... passes options))
+	$(info   test        lint, then the test suite (pytest in TEST_WORKERS=2 processes; PYTEST_ARGS=... passes options))
+	$(info   lint        ruff check and ruff format --check (configured in pyproject.toml))
+	$(info   format      ruff format, then ruff check --fix)
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
@@ -67,8 +69,16 @@ lock: $(VENV_STAMP)
 	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
 	    --custom-compile-command "make lock" requirements-gpu.in -c requirements.lock -o requirements-gpu.lock
 
-test: $(VENV_STAMP)
+test: $(VENV_STAMP) lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV_STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 fuzz: export CRH_FUZZ_PROFILE = long
 fuzz: export CRH_FUZZ_EXAMPLES = $(FUZZ_EXAMPLES)

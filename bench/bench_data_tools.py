@@ -67,28 +67,68 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
     runs = {"ours": ours, "same_one": same_work_one_thread, "hashlib": hashlib_one_thread}
     sha256sum = shutil.which("sha256sum")
     if sha256sum:
-        runs["sha256sum"] = lambda: subprocess.run([sha256sum, *map(str, paths)], stdout=subprocess.DEVNULL, check=True)
+        runs["sha256sum"] = lambda: subprocess.run(
+            [sha256sum, *map(str, paths)], stdout=subprocess.DEVNULL, check=True
+        )
     best = best_of_alternating(runs, repeat)
     gib = lambda seconds: total / seconds / 2**30
-    sizes = [{"files": count, "seconds": best_of_alternating({"x": lambda: hash_files(items[:count], workers=cpus)},
-                                                            2)["x"]} for count in (max(1, files // 100), max(1, files // 10))]
+    sizes = [
+        {
+            "files": count,
+            "seconds": best_of_alternating(
+                {"x": lambda count=count: hash_files(items[:count], workers=cpus)}, 2
+            )["x"],
+        }
+        for count in (max(1, files // 100), max(1, files // 10))
+    ]
     sizes.append({"files": files, "seconds": best["ours"]})
-    common = {"input": {"files": files, "bytes": total}, "workers": cpus,
-              "scaling": scaling("hashing", "GiB/s", {1: gib(best["same_one"]), cpus: gib(best["ours"])}, sizes)}
+    common = {
+        "input": {"files": files, "bytes": total},
+        "workers": cpus,
+        "scaling": scaling(
+            "hashing", "GiB/s", {1: gib(best["same_one"]), cpus: gib(best["ours"])}, sizes
+        ),
+    }
     out = [
-        figure("hash_tree_vs_hashlib_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads", gib(best["ours"]),
-               "GiB/s", "hashlib SHA-256 alone, one thread, reused 1 MiB buffer", gib(best["hashlib"]), 1.8, common),
-        figure("hash_tree_vs_same_work_one_thread", f"hash_integrity SHA-256 + CRC32, {cpus} threads",
-               gib(best["ours"]), "GiB/s", "hash_integrity SHA-256 + CRC32, one thread", gib(best["same_one"]), None,
-               common),
+        figure(
+            "hash_tree_vs_hashlib_one_thread",
+            f"hash_integrity SHA-256 + CRC32, {cpus} threads",
+            gib(best["ours"]),
+            "GiB/s",
+            "hashlib SHA-256 alone, one thread, reused 1 MiB buffer",
+            gib(best["hashlib"]),
+            1.8,
+            common,
+        ),
+        figure(
+            "hash_tree_vs_same_work_one_thread",
+            f"hash_integrity SHA-256 + CRC32, {cpus} threads",
+            gib(best["ours"]),
+            "GiB/s",
+            "hash_integrity SHA-256 + CRC32, one thread",
+            gib(best["same_one"]),
+            None,
+            common,
+        ),
     ]
     if sha256sum:
-        bound = {"ratio_at_most": round(cpus * best["sha256sum"] / best["hashlib"], 2),
-                 "why": f"{cpus} cores, each at most one hashlib SHA-256 stream (OpenSSL, SHA-NI where the CPU "
-                        "has it); coreutils sha256sum here uses its own portable C"}
-        out.append(figure("hash_tree_vs_sha256sum", f"hash_integrity SHA-256 + CRC32, {cpus} threads",
-                          gib(best["ours"]), "GiB/s", "coreutils sha256sum over the same files",
-                          gib(best["sha256sum"]), 8.0, dict(common, bound=bound)))
+        bound = {
+            "ratio_at_most": round(cpus * best["sha256sum"] / best["hashlib"], 2),
+            "why": f"{cpus} cores, each at most one hashlib SHA-256 stream (OpenSSL, SHA-NI where the CPU "
+            "has it); coreutils sha256sum here uses its own portable C",
+        }
+        out.append(
+            figure(
+                "hash_tree_vs_sha256sum",
+                f"hash_integrity SHA-256 + CRC32, {cpus} threads",
+                gib(best["ours"]),
+                "GiB/s",
+                "coreutils sha256sum over the same files",
+                gib(best["sha256sum"]),
+                8.0,
+                dict(common, bound=bound),
+            )
+        )
     shutil.rmtree(workspace)
     return out
 
@@ -100,6 +140,7 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
     registry = workspace / "data" / "hash_registry.json"
     registry.parent.mkdir(parents=True)
     cpus = os.cpu_count() or 1
+
     def listed():
         return collect_inputs(workspace, [workspace / "tree"]).files
 
@@ -128,14 +169,27 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
 
     best = best_of_alternating({"full": full, "cached": cached, "stat": stat_pass}, repeat)
     shutil.rmtree(workspace)
-    return [figure("reverify_unchanged_tree", "verify with the stat cache (list, stat, compare)", best["cached"], "s",
-                   "the same verify reading and hashing every file", best["full"], 50.0,
-                   {"input": {"files": files, "bytes_each": size},
-                    "stat_pass_seconds": round(best["stat"], 4),
-                    "bound": {"ratio_at_most": round(best["full"] / best["stat"], 2),
-                              "why": "a re-verify must at least stat every file (os.scandir + stat, no Python "
-                                     "work): the full hash divided by that pass"}},
-                   higher_is_better=False)]
+    return [
+        figure(
+            "reverify_unchanged_tree",
+            "verify with the stat cache (list, stat, compare)",
+            best["cached"],
+            "s",
+            "the same verify reading and hashing every file",
+            best["full"],
+            50.0,
+            {
+                "input": {"files": files, "bytes_each": size},
+                "stat_pass_seconds": round(best["stat"], 4),
+                "bound": {
+                    "ratio_at_most": round(best["full"] / best["stat"], 2),
+                    "why": "a re-verify must at least stat every file (os.scandir + stat, no Python "
+                    "work): the full hash divided by that pass",
+                },
+            },
+            higher_is_better=False,
+        )
+    ]
 
 
 def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
@@ -150,7 +204,9 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
     key = b"bench-ke"
     manifest_path = scratch / "split.json"
     cpus = os.cpu_count() or 1
-    pool = ProcessPoolExecutor(max_workers=cpus) if cpus > 1 else None  # as the CLI does from 100k records
+    pool = (
+        ProcessPoolExecutor(max_workers=cpus) if cpus > 1 else None
+    )  # as the CLI does from 100k records
     if pool is not None:
         list(pool.map(abs, range(cpus)))  # start the workers outside the timing
 
@@ -162,7 +218,11 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
         dataset_splitter.assign_records(group_array, ratios, key)
 
     def sklearn():
-        next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(features, groups=group_array))
+        next(
+            GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(
+                features, groups=group_array
+            )
+        )
 
     try:
         best = best_of_alternating({"ours": ours, "core": ours_core, "sklearn": sklearn}, repeat)
@@ -172,7 +232,9 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
         random.Random(7).shuffle(order)
         shuffled = [{"id": f"r{i:07d}", "patient": f"p{i % groups}"} for i in order]
         start = time.perf_counter()
-        manifest = dataset_splitter.split_records(shuffled, ratios, key, "id", "patient", executor=pool)
+        manifest = dataset_splitter.split_records(
+            shuffled, ratios, key, "id", "patient", executor=pool
+        )
         shuffled_bytes = dataset_splitter.manifest_bytes(manifest)
         shuffled_seconds = time.perf_counter() - start
         assert shuffled_bytes == manifest_path.read_bytes(), "the manifest depends on the row order"
@@ -181,26 +243,63 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
             pool.shutdown()
 
     # Growth by 10%: new records in new groups. How many of the old test records move?
-    grown_rows = rows + [{"id": f"n{i:07d}", "patient": f"q{i % (groups // 10)}"} for i in range(records // 10)]
+    grown_rows = rows + [
+        {"id": f"n{i:07d}", "patient": f"q{i % (groups // 10)}"} for i in range(records // 10)
+    ]
     before = dataset_splitter.split_records(rows, ratios, key, "id", "patient")["assignments"]
     after = dataset_splitter.split_records(grown_rows, ratios, key, "id", "patient")["assignments"]
     ours_moved = sum(after[record_id] != split for record_id, split in before.items())
     grown_groups = np.array([row["patient"] for row in grown_rows])
-    _, test_before = next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(features, groups=group_array))
-    _, test_after = next(GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(
-        np.zeros((len(grown_rows), 1)), groups=grown_groups))
+    _, test_before = next(
+        GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(
+            features, groups=group_array
+        )
+    )
+    _, test_after = next(
+        GroupShuffleSplit(n_splits=1, test_size=0.15, random_state=0).split(
+            np.zeros((len(grown_rows), 1)), groups=grown_groups
+        )
+    )
     moved_fraction = 1 - len(set(test_before) & set(test_after)) / len(test_before)
-    growth = {"records_moved_ours": ours_moved, "sklearn_test_records_moved_fraction": round(moved_fraction, 3)}
-    common = {"input": {"records": records, "groups": groups, "order": "sorted by id (as metadata_extractor writes)"},
-              "growth_10_percent": growth, "workers": cpus,
-              "shuffled_rows_seconds": round(shuffled_seconds, 3), "manifest_bytes": manifest_path.stat().st_size}
+    growth = {
+        "records_moved_ours": ours_moved,
+        "sklearn_test_records_moved_fraction": round(moved_fraction, 3),
+    }
+    common = {
+        "input": {
+            "records": records,
+            "groups": groups,
+            "order": "sorted by id (as metadata_extractor writes)",
+        },
+        "growth_10_percent": growth,
+        "workers": cpus,
+        "shuffled_rows_seconds": round(shuffled_seconds, 3),
+        "manifest_bytes": manifest_path.stat().st_size,
+    }
     return [
-        figure("split_full_manifest", "dataset_splitter: split_records + split.json written (canonical, fsync'd)",
-               best["ours"], "s", "sklearn GroupShuffleSplit, one split", best["sklearn"], 0.5, common,
-               higher_is_better=False),
-        figure("split_assignment_only", "dataset_splitter.assign_records: keyed-hash split of every record (same "
-               "groups array as sklearn gets)", best["core"], "s",
-               "sklearn GroupShuffleSplit, one split", best["sklearn"], 0.5, common, higher_is_better=False),
+        figure(
+            "split_full_manifest",
+            "dataset_splitter: split_records + split.json written (canonical, fsync'd)",
+            best["ours"],
+            "s",
+            "sklearn GroupShuffleSplit, one split",
+            best["sklearn"],
+            0.5,
+            common,
+            higher_is_better=False,
+        ),
+        figure(
+            "split_assignment_only",
+            "dataset_splitter.assign_records: keyed-hash split of every record (same "
+            "groups array as sklearn gets)",
+            best["core"],
+            "s",
+            "sklearn GroupShuffleSplit, one split",
+            best["sklearn"],
+            0.5,
+            common,
+            higher_is_better=False,
+        ),
     ]
 
 
@@ -220,7 +319,9 @@ def bench_metadata(scratch: Path, quick: bool, repeat: int) -> list:
     key = b"k" * 32
 
     def extract(count, workers):
-        return lambda: metadata_extractor.extract_rows(files[:count], metadata_extractor.Settings(key), workers=workers)
+        return lambda: metadata_extractor.extract_rows(
+            files[:count], metadata_extractor.Settings(key), workers=workers
+        )
 
     def anchor():
         for path in paths:
@@ -228,28 +329,56 @@ def bench_metadata(scratch: Path, quick: bool, repeat: int) -> list:
 
     best = best_of_alternating({"ours": extract(len(files), cpus), "anchor": anchor}, repeat)
     one = best_of_alternating({"one": extract(len(files), 1)}, 1)["one"]
-    sizes = [{"files": count, "seconds": best_of_alternating({"x": extract(count, cpus)}, 2)["x"]}
-             for count in (max(1, len(files) // 100), max(1, len(files) // 10))] + [{"files": len(files), "seconds": best["ours"]}]
+    sizes = [
+        {"files": count, "seconds": best_of_alternating({"x": extract(count, cpus)}, 2)["x"]}
+        for count in (max(1, len(files) // 100), max(1, len(files) // 10))
+    ] + [{"files": len(files), "seconds": best["ours"]}]
     shutil.rmtree(folder)
     rate = lambda seconds: len(paths) / seconds
-    bound = {"ratio_at_most": round(cpus * rate(one) / rate(best["anchor"]), 2),
-             "why": "perfect scaling of today's per-file work (pydicom's parse, the columns, de-identification) over "
-                    f"{cpus} processes; the parse alone is the anchor, so no pydicom-based extractor exceeds {cpus}x"}
-    return [figure("metadata_extraction", f"metadata_extractor rows (de-identified), {cpus} processes",
-                   rate(best["ours"]), "files/s", "single-process pydicom dcmread(stop_before_pixels=True) loop",
-                   rate(best["anchor"]), 1.7,
-                   {"input": {"dicom_files": len(paths)}, "workers": cpus, "bound": bound,
-                    "scaling": scaling("metadata", "files/s", {1: rate(one), cpus: rate(best["ours"])}, sizes)})]
+    bound = {
+        "ratio_at_most": round(cpus * rate(one) / rate(best["anchor"]), 2),
+        "why": "perfect scaling of today's per-file work (pydicom's parse, the columns, de-identification) over "
+        f"{cpus} processes; the parse alone is the anchor, so no pydicom-based extractor exceeds {cpus}x",
+    }
+    return [
+        figure(
+            "metadata_extraction",
+            f"metadata_extractor rows (de-identified), {cpus} processes",
+            rate(best["ours"]),
+            "files/s",
+            "single-process pydicom dcmread(stop_before_pixels=True) loop",
+            rate(best["anchor"]),
+            1.7,
+            {
+                "input": {"dicom_files": len(paths)},
+                "workers": cpus,
+                "bound": bound,
+                "scaling": scaling(
+                    "metadata", "files/s", {1: rate(one), cpus: rate(best["ours"])}, sizes
+                ),
+            },
+        )
+    ]
 
 
-BENCH_PARAMS = {"kind": "dicom", "color": False, "photometric": "MONOCHROME2", "bits_stored": 16,
-                "rescale": [1.0, -1024.0], "window": [40.0, 400.0], "voi_function": "LINEAR", "frames": 1}
+BENCH_PARAMS = {
+    "kind": "dicom",
+    "color": False,
+    "photometric": "MONOCHROME2",
+    "bits_stored": 16,
+    "rescale": [1.0, -1024.0],
+    "window": [40.0, 400.0],
+    "voi_function": "LINEAR",
+    "frames": 1,
+}
 BENCH_OPTIONS = {"augment": True, "seed": 5, "epoch": 0}
 
 
 def _ours_one(path):
     pixels = np.load(path)
-    image, _ = image_preprocessor.preprocess_pixels(np, pixels, BENCH_PARAMS, BENCH_OPTIONS, Path(path).name)
+    image, _ = image_preprocessor.preprocess_pixels(
+        np, pixels, BENCH_PARAMS, BENCH_OPTIONS, Path(path).name
+    )
     return float(np.ascontiguousarray(image)[0, 0])  # as process_sample writes it: C order
 
 
@@ -258,15 +387,15 @@ def _naive_one(path):
     pixels = np.load(path)
     rng = np.random.default_rng(abs(hash(Path(path).name)) % 2**32)
     x = pixels.astype(np.float64)
-    x = x * 1.0 + (-1024.0)                                   # rescale to HU
+    x = x * 1.0 + (-1024.0)  # rescale to HU
     center, width = 40.0 - 0.5, 400.0 - 1
     low, high = center - width / 2, center + width / 2
     y = np.where(x <= low, 0.0, np.where(x > high, 1.0, (x - center) / width + 0.5))  # window
-    y = (y - y.min()) / (y.max() - y.min() + 1e-12)           # normalize
+    y = (y - y.min()) / (y.max() - y.min() + 1e-12)  # normalize
     if rng.random() < 0.5:
         y = np.fliplr(y).copy()
     y = np.rot90(y, int(rng.integers(0, 4))).copy()
-    y = y + rng.normal(0.0, 0.01, y.shape)                    # noise
+    y = y + rng.normal(0.0, 0.01, y.shape)  # noise
     return np.clip(y, 0, 1).astype(np.float32)
 
 
@@ -298,27 +427,56 @@ def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
             _naive_one(path)
 
     def parallel_first(number):
-        return lambda: list(pool.map(_ours_one, paths[:number], chunksize=max(1, min(8, number // cpus))))
+        return lambda: list(
+            pool.map(_ours_one, paths[:number], chunksize=max(1, min(8, number // cpus)))
+        )
 
     try:
-        best = best_of_alternating({"parallel": ours_parallel, "one": ours_one_process, "naive": naive}, repeat)
-        sizes = [{"files": number, "seconds": best_of_alternating({"x": parallel_first(number)}, 2)["x"]}
-                 for number in (max(1, count // 100), max(1, count // 10))] + [{"files": count, "seconds": best["parallel"]}]
+        best = best_of_alternating(
+            {"parallel": ours_parallel, "one": ours_one_process, "naive": naive}, repeat
+        )
+        sizes = [
+            {"files": number, "seconds": best_of_alternating({"x": parallel_first(number)}, 2)["x"]}
+            for number in (max(1, count // 100), max(1, count // 10))
+        ] + [{"files": count, "seconds": best["parallel"]}]
     finally:
         pool.shutdown()
     shutil.rmtree(folder)
     rate = lambda seconds: count / seconds
-    common = {"input": {"slices": count, "shape": [512, 512], "dtype": "int16", "read_from": ".npy files"},
-              "chain": "load, rescale, window (LINEAR 40/400), normalize, flip, rot90, intensity jitter, noise",
-              "workers": cpus,
-              "scaling": scaling("preprocess", "images/s", {1: rate(best["one"]), cpus: rate(best["parallel"])}, sizes)}
+    common = {
+        "input": {
+            "slices": count,
+            "shape": [512, 512],
+            "dtype": "int16",
+            "read_from": ".npy files",
+        },
+        "chain": "load, rescale, window (LINEAR 40/400), normalize, flip, rot90, intensity jitter, noise",
+        "workers": cpus,
+        "scaling": scaling(
+            "preprocess", "images/s", {1: rate(best["one"]), cpus: rate(best["parallel"])}, sizes
+        ),
+    }
     return [
-        figure("preprocess_ct_slices", f"image_preprocessor.preprocess_pixels, {cpus} processes", rate(best["parallel"]),
-               "images/s", "naive per-image NumPy chain (float64, np.where), one process", rate(best["naive"]), 5.0,
-               common),
-        figure("preprocess_ct_slices_one_process", "image_preprocessor.preprocess_pixels, one process",
-               rate(best["one"]), "images/s", "naive per-image NumPy chain, one process", rate(best["naive"]), None,
-               common),
+        figure(
+            "preprocess_ct_slices",
+            f"image_preprocessor.preprocess_pixels, {cpus} processes",
+            rate(best["parallel"]),
+            "images/s",
+            "naive per-image NumPy chain (float64, np.where), one process",
+            rate(best["naive"]),
+            5.0,
+            common,
+        ),
+        figure(
+            "preprocess_ct_slices_one_process",
+            "image_preprocessor.preprocess_pixels, one process",
+            rate(best["one"]),
+            "images/s",
+            "naive per-image NumPy chain, one process",
+            rate(best["naive"]),
+            None,
+            common,
+        ),
     ]
 
 
@@ -338,9 +496,14 @@ def write_ct_series(folder: Path, slices: int, size: int) -> list:
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid(entropy_srcs=[f"bench-{index}"])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid(
+            entropy_srcs=[f"bench-{index}"]
+        )
         ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", series, index + 1
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [-150.0, -150.0, -0.625 * index], [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = (
+            [-150.0, -150.0, -0.625 * index],
+            [1, 0, 0, 0, 1, 0],
+        )
         ds.PixelSpacing, ds.SliceThickness = [0.6, 0.6], 0.625
         ds.Rows = ds.Columns = size
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -356,8 +519,12 @@ def write_ct_series(folder: Path, slices: int, size: int) -> list:
 def _naive_volume(paths):
     import pydicom
 
-    datasets = sorted((pydicom.dcmread(path) for path in paths), key=lambda ds: float(ds.ImagePositionPatient[2]))
-    stack = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in datasets])
+    datasets = sorted(
+        (pydicom.dcmread(path) for path in paths), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
+    stack = np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in datasets]
+    )
     center, width = float(datasets[0].WindowCenter), float(datasets[0].WindowWidth)
     return np.clip((stack - (center - 0.5)) / (width - 1) + 0.5, 0, 1).astype(np.float32)
 
@@ -373,21 +540,35 @@ def bench_volume(scratch: Path, quick: bool, repeat: int) -> list:
         series, _ = image_preprocessor.slice_headers(images)
         (group,) = series.values()
         plan = image_preprocessor.volume_plan(group)
-        volumes["ours"], _, _ = image_preprocessor.assemble_volume(np, {"slices": plan["slices"], "source": "bench"})
+        volumes["ours"], _, _ = image_preprocessor.assemble_volume(
+            np, {"slices": plan["slices"], "source": "bench"}
+        )
 
     def naive():
         volumes["naive"] = _naive_volume(paths)
 
     best = best_of_alternating({"ours": ours, "naive": naive}, min(repeat, 2))
-    difference = float(np.abs(volumes.pop("ours") - volumes.pop("naive")).max())  # float32 vs float64 rounding
+    difference = float(
+        np.abs(volumes.pop("ours") - volumes.pop("naive")).max()
+    )  # float32 vs float64 rounding
     shutil.rmtree(scratch / "ct_series")
     rate = lambda seconds: slices / seconds
-    return [figure("volume_assembly", "image_preprocessor --volumes: read headers, order along the normal, check "
-                   "spacing, read, rescale, window, stack (float32), one process", rate(best["ours"]), "slices/s",
-                   "plain pydicom + NumPy loop (dcmread all, sort by z, rescale, window, np.stack), one process",
-                   rate(best["naive"]), None,
-                   {"input": {"slices": slices, "shape": [size, size], "dtype": "uint16"},
-                    "max_abs_difference_from_anchor": difference})]
+    return [
+        figure(
+            "volume_assembly",
+            "image_preprocessor --volumes: read headers, order along the normal, check "
+            "spacing, read, rescale, window, stack (float32), one process",
+            rate(best["ours"]),
+            "slices/s",
+            "plain pydicom + NumPy loop (dcmread all, sort by z, rescale, window, np.stack), one process",
+            rate(best["naive"]),
+            None,
+            {
+                "input": {"slices": slices, "shape": [size, size], "dtype": "uint16"},
+                "max_abs_difference_from_anchor": difference,
+            },
+        )
+    ]
 
 
 def _ten_file_run(workspace: Path) -> None:
@@ -404,29 +585,50 @@ def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
 
     entries = 100_000 if quick else 1_000_000
     big, empty = scratch / "growth_big", scratch / "growth_empty"
-    files = {f"data/scans/p{i // 1000:04d}/slice{i:07d}.dcm": {
-        "sha256": hashlib.sha256(b"%d" % i).hexdigest(), "crc32": f"{i:08x}", "size": 500_000 + i, "run": "seed"}
-        for i in range(entries)}
+    files = {
+        f"data/scans/p{i // 1000:04d}/slice{i:07d}.dcm": {
+            "sha256": hashlib.sha256(b"%d" % i).hexdigest(),
+            "crc32": f"{i:08x}",
+            "size": 500_000 + i,
+            "run": "seed",
+        }
+        for i in range(entries)
+    }
     path = big / registry.REGISTRY
     path.parent.mkdir(parents=True)
-    atomic_write_bytes(path, canonical_json({**registry.empty_registry(), "files": files}, checked=False))
+    atomic_write_bytes(
+        path, canonical_json({**registry.empty_registry(), "files": files}, checked=False)
+    )
     del files
     _ten_file_run(big)
     _ten_file_run(empty)  # layouts, imports and first-use costs outside the timing
-    best = best_of_alternating({"big": lambda: _ten_file_run(big), "empty": lambda: _ten_file_run(empty)}, repeat)
+    best = best_of_alternating(
+        {"big": lambda: _ten_file_run(big), "empty": lambda: _ten_file_run(empty)}, repeat
+    )
     start = time.perf_counter()
     folded = registry.fold_journal(path, force=True)
     fold_seconds = time.perf_counter() - start
     size = path.stat().st_size
     shutil.rmtree(big)
     shutil.rmtree(empty)
-    return [figure("registry_growth", f"a run registering 10 files, registry of {entries:,} entries "
-                   f"({size / 2**20:.0f} MiB): one journal line", best["big"], "s",
-                   "the same run against an empty registry", best["empty"], 1 / 3,
-                   {"input": {"entries": entries, "registry_bytes": size},
-                    "fold_seconds": round(fold_seconds, 3) if folded else None,
-                    "note": "the fold (a full rewrite) runs once the journal reaches 1/8 of the file"},
-                   higher_is_better=False)]
+    return [
+        figure(
+            "registry_growth",
+            f"a run registering 10 files, registry of {entries:,} entries "
+            f"({size / 2**20:.0f} MiB): one journal line",
+            best["big"],
+            "s",
+            "the same run against an empty registry",
+            best["empty"],
+            1 / 3,
+            {
+                "input": {"entries": entries, "registry_bytes": size},
+                "fold_seconds": round(fold_seconds, 3) if folded else None,
+                "note": "the fold (a full rewrite) runs once the journal reaches 1/8 of the file",
+            },
+            higher_is_better=False,
+        )
+    ]
 
 
 def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
@@ -450,35 +652,71 @@ def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
         startup = time.perf_counter() - started
         local_rows = metadata_extractor.extract_rows(files, settings, workers=workers)
         assert metadata_extractor.extract_rows(files, settings, executor=executor) == local_rows
-        best = best_of_alternating({
-            "meta_local": lambda: metadata_extractor.extract_rows(files, settings, workers=workers),
-            "meta_cluster": lambda: metadata_extractor.extract_rows(files, settings, executor=executor),
-            "hash_local": lambda: hash_files(items, workers=workers),
-            "hash_cluster": lambda: hash_files(items, executor=executor),
-        }, repeat)
+        best = best_of_alternating(
+            {
+                "meta_local": lambda: metadata_extractor.extract_rows(
+                    files, settings, workers=workers
+                ),
+                "meta_cluster": lambda: metadata_extractor.extract_rows(
+                    files, settings, executor=executor
+                ),
+                "hash_local": lambda: hash_files(items, workers=workers),
+                "hash_cluster": lambda: hash_files(items, executor=executor),
+            },
+            repeat,
+        )
         pairs = [(str(path), name) for path, name in files]
         batch_effect = []
         for per_task in (10, 50, 250):
             cut = cluster.batches(pairs, 1, max_items=per_task)
-            seconds = best_of_alternating({"x": lambda: list(cluster.map_batches(
-                executor, metadata_extractor.extract_batch, cut, settings))}, max(1, repeat - 1))["x"]
-            batch_effect.append({"files_per_task": len(cut[0]), "tasks": len(cut),
-                                 "files_per_s": round(len(pairs) / seconds, 1)})
+            seconds = best_of_alternating(
+                {
+                    "x": lambda cut=cut: list(
+                        cluster.map_batches(
+                            executor, metadata_extractor.extract_batch, cut, settings
+                        )
+                    )
+                },
+                max(1, repeat - 1),
+            )["x"]
+            batch_effect.append(
+                {
+                    "files_per_task": len(cut[0]),
+                    "tasks": len(cut),
+                    "files_per_s": round(len(pairs) / seconds, 1),
+                }
+            )
     shutil.rmtree(folder)
     shutil.rmtree(scratch / "hash_cluster")
     rate = lambda seconds: len(files) / seconds
     gib = lambda seconds: tree_files * (1 << 20) / seconds / 2**30
-    common = {"workers": workers, "cluster_startup_s": round(startup, 2),
-              "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} MiB, at least "
-                          f"{cluster.TASKS_PER_WORKER} per worker"}
+    common = {
+        "workers": workers,
+        "cluster_startup_s": round(startup, 2),
+        "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} MiB, at least "
+        f"{cluster.TASKS_PER_WORKER} per worker",
+    }
     return [
-        figure("cluster_metadata_vs_local", f"metadata_extractor on a Dask LocalCluster of {workers} processes",
-               rate(best["meta_cluster"]), "files/s", f"metadata_extractor, {workers} local processes",
-               rate(best["meta_local"]), 0.8, dict(common, input={"dicom_files": len(files)},
-                                                   batch_size_effect=batch_effect)),
-        figure("cluster_hashing_vs_local", f"hash_integrity on a Dask LocalCluster of {workers} processes",
-               gib(best["hash_cluster"]), "GiB/s", f"hash_integrity, {workers} local threads", gib(best["hash_local"]),
-               0.8, dict(common, input={"files": tree_files, "bytes": tree_files << 20})),
+        figure(
+            "cluster_metadata_vs_local",
+            f"metadata_extractor on a Dask LocalCluster of {workers} processes",
+            rate(best["meta_cluster"]),
+            "files/s",
+            f"metadata_extractor, {workers} local processes",
+            rate(best["meta_local"]),
+            0.8,
+            dict(common, input={"dicom_files": len(files)}, batch_size_effect=batch_effect),
+        ),
+        figure(
+            "cluster_hashing_vs_local",
+            f"hash_integrity on a Dask LocalCluster of {workers} processes",
+            gib(best["hash_cluster"]),
+            "GiB/s",
+            f"hash_integrity, {workers} local threads",
+            gib(best["hash_local"]),
+            0.8,
+            dict(common, input={"files": tree_files, "bytes": tree_files << 20}),
+        ),
     ]
 
 

@@ -45,8 +45,18 @@ def bench_record_keeping(scratch: Path, quick: bool, repeat: int) -> list:
     def recorded():
         workspace = fresh("recorded")
         environment.captured_fingerprint.cache_clear()  # every run captures its environment again
-        code = run_experiment.main(["--config", str(CONFIG), *sum((["--set", o] for o in overrides), []),
-                                    "--logdir", str(workspace / "run"), "--workspace", str(workspace), "--quiet"])
+        code = run_experiment.main(
+            [
+                "--config",
+                str(CONFIG),
+                *sum((["--set", o] for o in overrides), []),
+                "--logdir",
+                str(workspace / "run"),
+                "--workspace",
+                str(workspace),
+                "--quiet",
+            ]
+        )
         assert code == 0
         shutil.rmtree(workspace)
 
@@ -55,11 +65,19 @@ def bench_record_keeping(scratch: Path, quick: bool, repeat: int) -> list:
     # The target (5%) is close to this machine's run-to-run noise: take the best of more rounds.
     best = best_of_alternating({"bare": bare, "recorded": recorded}, max(repeat, 7))
     overhead = (best["recorded"] - best["bare"]) / best["bare"]
-    return [figure("run_experiment_record_keeping", "run_experiment: config, seeds, env capture, experiment, "
-                   "run records and registration", best["recorded"], "s",
-                   "the same reference experiment alone", best["bare"], 1 / 1.05,
-                   {"overhead_percent": round(overhead * 100, 2), "config": "trainer/config/phase7.toml"},
-                   higher_is_better=False)]
+    return [
+        figure(
+            "run_experiment_record_keeping",
+            "run_experiment: config, seeds, env capture, experiment, run records and registration",
+            best["recorded"],
+            "s",
+            "the same reference experiment alone",
+            best["bare"],
+            1 / 1.05,
+            {"overhead_percent": round(overhead * 100, 2), "config": "trainer/config/phase7.toml"},
+            higher_is_better=False,
+        )
+    ]
 
 
 def bench_cupy(scratch: Path, quick: bool, repeat: int) -> list:
@@ -67,8 +85,16 @@ def bench_cupy(scratch: Path, quick: bool, repeat: int) -> list:
     try:
         array_module("cupy")
     except InputError as exc:
-        return [{"name": "reference_experiment_cupy_vs_numpy", "skipped": True, "reason": exc.message,
-                 "ratio": None, "met": None, "target": None}]
+        return [
+            {
+                "name": "reference_experiment_cupy_vs_numpy",
+                "skipped": True,
+                "reason": exc.message,
+                "ratio": None,
+                "met": None,
+                "target": None,
+            }
+        ]
     config, _ = load_config(LARGE, ["experiment.cycles=4"] if quick else [])
     seeds = SeedManager.from_file()
 
@@ -81,14 +107,27 @@ def bench_cupy(scratch: Path, quick: bool, repeat: int) -> list:
             folder.mkdir(parents=True)
             reference_experiment.run_reference(scratch, folder, config, seeds, backend)
             digests[backend] = folder_digest(folder)
+
         return go
 
     run("cupy")()
     best = best_of_alternating({"numpy": run("numpy"), "cupy": run("cupy")}, repeat)
-    return [figure("reference_experiment_cupy_vs_numpy", "reference experiment, large config, CuPy (cuBLAS DGEMM "
-                   "for the exact products)", best["cupy"], "s", "the same on NumPy", best["numpy"], 10.0,
-                   {"config": "trainer/config/large.toml", "same_outputs": digests["cupy"] == digests["numpy"]},
-                   higher_is_better=False)]
+    return [
+        figure(
+            "reference_experiment_cupy_vs_numpy",
+            "reference experiment, large config, CuPy (cuBLAS DGEMM for the exact products)",
+            best["cupy"],
+            "s",
+            "the same on NumPy",
+            best["numpy"],
+            10.0,
+            {
+                "config": "trainer/config/large.toml",
+                "same_outputs": digests["cupy"] == digests["numpy"],
+            },
+            higher_is_better=False,
+        )
+    ]
 
 
 def folder_digest(folder: Path) -> str:
@@ -107,7 +146,9 @@ def int64_integer_matmul(xp, qa, qb, name="product", maxima=None):
 
 def int64_matmul(xp, a, b):
     """The reference experiment's product before issue 18 (the anchor)."""
-    return int64_integer_matmul(xp, exact.quantize(xp, a), exact.quantize(xp, b)) / (exact.SCALE * exact.SCALE)
+    return int64_integer_matmul(xp, exact.quantize(xp, a), exact.quantize(xp, b)) / (
+        exact.SCALE * exact.SCALE
+    )
 
 
 def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
@@ -115,29 +156,53 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
     shapes; one SGD step of large.toml, and its first cycle, against the same with the int64 products."""
     generator = np.random.Generator(np.random.PCG64(0))
     batch, dim, hidden = 64, 64 * 64 * 3, 128
-    a, b = generator.random((batch, dim)), generator.normal(0, dim ** -0.5, (dim, hidden))
+    a, b = generator.random((batch, dim)), generator.normal(0, dim**-0.5, (dim, hidden))
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
     qa, qb = exact.quantize(np, a), exact.quantize(np, b)
-    best = best_of_alternating({"float32": lambda: a32 @ b32, "product": lambda: exact.integer_matmul(np, qa, qb),
-                                "quantize": lambda: (exact.quantize(np, a), exact.quantize(np, b)),
-                                "end_to_end": lambda: exact.exact_matmul(np, a, b)}, max(repeat, 5))
+    best = best_of_alternating(
+        {
+            "float32": lambda: a32 @ b32,
+            "product": lambda: exact.integer_matmul(np, qa, qb),
+            "quantize": lambda: (exact.quantize(np, a), exact.quantize(np, b)),
+            "end_to_end": lambda: exact.exact_matmul(np, a, b),
+        },
+        max(repeat, 5),
+    )
     started = time.perf_counter()
     assert int64_matmul(np, a, b).tobytes() == exact.exact_matmul(np, a, b).tobytes()
-    int64_seconds = time.perf_counter() - started  # once: it is slow, and the figure needs no precision
-    shape = {"shapes": f"({batch} x {dim}) @ ({dim} x {hidden})", "blas_threads": "all CPUs, both sides",
-             "int64_product_ms": round(int64_seconds * 1000, 1),
-             "speedup_over_int64": round(int64_seconds / best["end_to_end"], 1),
-             "quantize_both_ms": round(best["quantize"] * 1000, 3),
-             "with_quantizing_ms": round(best["end_to_end"] * 1000, 3),
-             "with_quantizing_ratio": round(best["end_to_end"] / best["float32"], 2)}
-    figures = [figure("exact_product_vs_float32_blas", "exact product of quantized operands (bound check, "
-                      "float64 BLAS); quantizing both operands, done once per operand in the experiment, is "
-                      "reported beside it", best["product"] * 1000, "ms", "float32 BLAS product of the same shapes",
-                      best["float32"] * 1000, 0.25, shape, higher_is_better=False)]
+    int64_seconds = (
+        time.perf_counter() - started
+    )  # once: it is slow, and the figure needs no precision
+    shape = {
+        "shapes": f"({batch} x {dim}) @ ({dim} x {hidden})",
+        "blas_threads": "all CPUs, both sides",
+        "int64_product_ms": round(int64_seconds * 1000, 1),
+        "speedup_over_int64": round(int64_seconds / best["end_to_end"], 1),
+        "quantize_both_ms": round(best["quantize"] * 1000, 3),
+        "with_quantizing_ms": round(best["end_to_end"] * 1000, 3),
+        "with_quantizing_ratio": round(best["end_to_end"] / best["float32"], 2),
+    }
+    figures = [
+        figure(
+            "exact_product_vs_float32_blas",
+            "exact product of quantized operands (bound check, "
+            "float64 BLAS); quantizing both operands, done once per operand in the experiment, is "
+            "reported beside it",
+            best["product"] * 1000,
+            "ms",
+            "float32 BLAS product of the same shapes",
+            best["float32"] * 1000,
+            0.25,
+            shape,
+            higher_is_better=False,
+        )
+    ]
 
     def with_int64(function):
         saved = exact.integer_matmul
-        exact.integer_matmul = int64_integer_matmul  # every product of the experiment goes through it
+        exact.integer_matmul = (
+            int64_integer_matmul  # every product of the experiment goes through it
+        )
         try:
             return function()
         finally:
@@ -164,18 +229,31 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
         exact_model = steps(int64_steps)
         timings.append(time.perf_counter() - started)
     same_step = all(exact_model[name].tobytes() == int64_model[name].tobytes() for name in model0)
-    figures.append(figure("reference_experiment_step_exact_vs_int64", "one SGD step of large.toml (6 products, "
-                          "64 x 12288 x 128 each, and the updates), exact float64 products, one BLAS thread",
-                          min(timings) / int64_steps, "s", "the same step with the int64 products it replaced",
-                          per_step_int64, 20.0, {"same_weights": same_step}, higher_is_better=False))
+    figures.append(
+        figure(
+            "reference_experiment_step_exact_vs_int64",
+            "one SGD step of large.toml (6 products, "
+            "64 x 12288 x 128 each, and the updates), exact float64 products, one BLAS thread",
+            min(timings) / int64_steps,
+            "s",
+            "the same step with the int64 products it replaced",
+            per_step_int64,
+            20.0,
+            {"same_weights": same_step},
+            higher_is_better=False,
+        )
+    )
 
     # large.toml's first cycle, end to end: data, dreamer, steps, files; the same outputs either way.
-    config, _ = load_config(LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 2}"])
+    config, _ = load_config(
+        LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 2}"]
+    )
     seeds = SeedManager.from_file()
     digests, cycle = {}, {}
     for label in ("exact", "int64"):
         folder = scratch / f"exact_{label}"
         folder.mkdir(parents=True)
+
         def run(folder=folder):
             return reference_experiment.run_reference(scratch, folder, config, seeds, "numpy")
 
@@ -186,15 +264,29 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
             with_int64(run)
         cycle[label] = time.perf_counter() - started
         digests[label] = folder_digest(folder)
-    figures.append(figure("reference_experiment_first_cycle_exact_vs_int64", "large.toml's first cycle with "
-                          f"{config['learner']['steps_per_cycle']} steps (data synthesis, dreamer and files weigh "
-                          "more here than in the 20-cycle run)", cycle["exact"], "s", "the same with int64 products",
-                          cycle["int64"], None, {"same_outputs": digests["exact"] == digests["int64"]},
-                          higher_is_better=False))
+    figures.append(
+        figure(
+            "reference_experiment_first_cycle_exact_vs_int64",
+            "large.toml's first cycle with "
+            f"{config['learner']['steps_per_cycle']} steps (data synthesis, dreamer and files weigh "
+            "more here than in the 20-cycle run)",
+            cycle["exact"],
+            "s",
+            "the same with int64 products",
+            cycle["int64"],
+            None,
+            {"same_outputs": digests["exact"] == digests["int64"]},
+            higher_is_better=False,
+        )
+    )
     return figures
 
 
-BENCHMARKS = {"record_keeping": bench_record_keeping, "cupy": bench_cupy, "exact_arithmetic": bench_exact_arithmetic}
+BENCHMARKS = {
+    "record_keeping": bench_record_keeping,
+    "cupy": bench_cupy,
+    "exact_arithmetic": bench_exact_arithmetic,
+}
 
 
 def bench_verify(scratch: Path, quick: bool, repeat: int) -> list:
@@ -204,13 +296,30 @@ def bench_verify(scratch: Path, quick: bool, repeat: int) -> list:
     from scripts.orchestration import verify
 
     log_file = scratch / "verify.log"
-    phases = "phase9" if quick else "phase5"  # the data steps, the experiment, renders and page: the 5-minute budget
-    code = verify.main(["--phases", phases, "--workspace", str(scratch / "verify_ws"), "--log-file", str(log_file)])
-    timing = [orjson.loads(line) for line in log_file.read_bytes().splitlines()
-              if b'"event":"timing"' in line][-1]
-    return [figure("make_verify_time", f"verify: two runs of {phases} (the second varied) and the comparison",
-                   timing["total_seconds"], "s", "one run of the same phases", timing["first_run_seconds"], 1 / 2.3,
-                   {"identical": code == 0, "phases": phases}, higher_is_better=False)]
+    phases = (
+        "phase9" if quick else "phase5"
+    )  # the data steps, the experiment, renders and page: the 5-minute budget
+    code = verify.main(
+        ["--phases", phases, "--workspace", str(scratch / "verify_ws"), "--log-file", str(log_file)]
+    )
+    timing = [
+        orjson.loads(line)
+        for line in log_file.read_bytes().splitlines()
+        if b'"event":"timing"' in line
+    ][-1]
+    return [
+        figure(
+            "make_verify_time",
+            f"verify: two runs of {phases} (the second varied) and the comparison",
+            timing["total_seconds"],
+            "s",
+            "one run of the same phases",
+            timing["first_run_seconds"],
+            1 / 2.3,
+            {"identical": code == 0, "phases": phases},
+            higher_is_better=False,
+        )
+    ]
 
 
 BENCHMARKS["verify"] = bench_verify
@@ -245,7 +354,9 @@ def bench_pipeline_second_call(scratch: Path, quick: bool, repeat: int) -> list:
     files = 100 if quick else 10_000
     data, workspace = scratch / "pipeline_data" / "scans", scratch / "pipeline_ws"
     _data_folder(data, files)
-    phase = "phase5" if quick else "phase7"  # quick: a smoke test of the same path, without the animation steps
+    phase = (
+        "phase5" if quick else "phase7"
+    )  # quick: a smoke test of the same path, without the animation steps
     command = ["make", "-s", "-C", str(REPO_ROOT), phase, f"DATA={data}", f"WORKSPACE={workspace}"]
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH") or "1761912000"}
     start = time.perf_counter()
@@ -265,18 +376,32 @@ def bench_pipeline_second_call(scratch: Path, quick: bool, repeat: int) -> list:
         if watch is not None:
             watch.__exit__(None, None, None)
             opened.append(watch.opened + watch.read_events)
-        assert result.returncode == 0 and b'"status":"done"' not in result.stderr, "the second call redid a step"
+        assert result.returncode == 0 and b'"status":"done"' not in result.stderr, (
+            "the second call redid a step"
+        )
 
-    best = best_of_alternating({"rehash": lambda: hash_files(listed, workers=os.cpu_count() or 1),
-                                "second": second_call}, repeat)
+    best = best_of_alternating(
+        {"rehash": lambda: hash_files(listed, workers=os.cpu_count() or 1), "second": second_call},
+        repeat,
+    )
     shutil.rmtree(scratch / "pipeline_data", ignore_errors=True)
     shutil.rmtree(workspace, ignore_errors=True)
-    result = figure("pipeline_second_call", f"second make {phase} DATA=<{files} DICOM files>, nothing changed",
-                    best["second"], "s", "reading and hashing every data file once (no stat cache)", best["rehash"],
-                    None, {"first_call_seconds": round(first_seconds, 2), "input": {"files": files},
-                           "data_files_opened_or_read": max(opened) if opened else None,
-                           "counted_by": "inotify" if opened else "not measured (no inotify here)"},
-                    higher_is_better=False)
+    result = figure(
+        "pipeline_second_call",
+        f"second make {phase} DATA=<{files} DICOM files>, nothing changed",
+        best["second"],
+        "s",
+        "reading and hashing every data file once (no stat cache)",
+        best["rehash"],
+        None,
+        {
+            "first_call_seconds": round(first_seconds, 2),
+            "input": {"files": files},
+            "data_files_opened_or_read": max(opened) if opened else None,
+            "counted_by": "inotify" if opened else "not measured (no inotify here)",
+        },
+        higher_is_better=False,
+    )
     result["target"] = {"seconds_at_most": 1.0, "data_files_opened_or_read": 0}
     result["met"] = best["second"] < 1.0 and (max(opened) == 0 if opened else None) is not False
     return [result]

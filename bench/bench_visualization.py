@@ -19,7 +19,9 @@ def _frames(count: int, size: int) -> list:
     base = rng.random((size // 8, size // 8, 3))
     frames = []
     for index in range(count):
-        tensor = np.clip(np.kron(base, np.ones((8, 8, 1))) + 0.2 * np.sin(index / 7), 0, 1).astype(np.float32)
+        tensor = np.clip(np.kron(base, np.ones((8, 8, 1))) + 0.2 * np.sin(index / 7), 0, 1).astype(
+            np.float32
+        )
         frames.append(ChromaticTensor(tensor, tensor[..., 0]))
     return frames
 
@@ -48,20 +50,33 @@ def bench_gif(scratch: Path, quick: bool, repeat: int) -> list:
     tensors = _frames(count, 256)
 
     def ours():
-        pictures = [dream_animation.frame_pixels(t, 1, f"cycle {i + 1}") for i, t in enumerate(tensors)]
+        pictures = [
+            dream_animation.frame_pixels(t, 1, f"cycle {i + 1}") for i, t in enumerate(tensors)
+        ]
         gif_bytes(pictures, 4.0)
 
     def naive():
         _naive_gif(tensors)
 
     best = best_of_alternating({"ours": ours, "naive": naive}, 1 if not quick else repeat)
-    return [figure("dream_animation_gif", f"dream_animation GIF of {count} frames of 256x256 (with captions)",
-                   count / best["ours"], "frames/s", "matplotlib imshow + savefig per frame, imageio GIF",
-                   count / best["naive"], 5.0, {"input": {"frames": count, "size": [256, 256]}})]
+    return [
+        figure(
+            "dream_animation_gif",
+            f"dream_animation GIF of {count} frames of 256x256 (with captions)",
+            count / best["ours"],
+            "frames/s",
+            "matplotlib imshow + savefig per frame, imageio GIF",
+            count / best["naive"],
+            5.0,
+            {"input": {"frames": count, "size": [256, 256]}},
+        )
+    ]
 
 
 def bench_visualizer(scratch: Path, quick: bool, repeat: int) -> list:
-    count = 20 if quick else 80  # a throughput figure: 80 files give it within a few percent, in 15 s
+    count = (
+        20 if quick else 80
+    )  # a throughput figure: 80 files give it within a few percent, in 15 s
     folder = scratch / "ctens"
     for index, tensor in enumerate(_frames(count, 32)):
         write_cten(folder / f"t{index:05d}.cten", tensor)
@@ -88,10 +103,18 @@ def bench_visualizer(scratch: Path, quick: bool, repeat: int) -> list:
 
     best = best_of_alternating({"ours": ours, "naive": naive}, 1 if not quick else repeat)
     shutil.rmtree(folder)
-    return [figure("tensor_visualizer_files", "tensor_visualizer: 5 direct renders with drift checks + a panel "
-                   "figure per .cten", count / best["ours"], "files/s",
-                   "matplotlib imshow + savefig of the RGB view per file", count / best["naive"], None,
-                   {"input": {"files": count, "shape": [32, 32, 3]}})]
+    return [
+        figure(
+            "tensor_visualizer_files",
+            "tensor_visualizer: 5 direct renders with drift checks + a panel figure per .cten",
+            count / best["ours"],
+            "files/s",
+            "matplotlib imshow + savefig of the RGB view per file",
+            count / best["naive"],
+            None,
+            {"input": {"files": count, "shape": [32, 32, 3]}},
+        )
+    ]
 
 
 BENCHMARKS = {"gif": bench_gif, "visualizer": bench_visualizer}

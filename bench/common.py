@@ -19,10 +19,16 @@ def best_of_alternating(functions: dict, repeat: int) -> dict:
 def figure(name, what, ours, unit, anchor_what, anchor, target, extra=None, higher_is_better=True):
     """One figure; ``target`` None marks a figure shown for context, with no target of its own."""
     ratio = ours / anchor if higher_is_better else anchor / ours
-    result = {"name": name, "what": what, "value": round(ours, 3), "unit": unit,
-              "anchor": {"what": anchor_what, "value": round(anchor, 3), "unit": unit},
-              "ratio": round(ratio, 3), "target": None if target is None else {"ratio_at_least": target},
-              "met": None if target is None else ratio >= target}
+    result = {
+        "name": name,
+        "what": what,
+        "value": round(ours, 3),
+        "unit": unit,
+        "anchor": {"what": anchor_what, "value": round(anchor, 3), "unit": unit},
+        "ratio": round(ratio, 3),
+        "target": None if target is None else {"ratio_at_least": target},
+        "met": None if target is None else ratio >= target,
+    }
     result.update(extra or {})
     return result
 
@@ -33,12 +39,25 @@ def scaling(name: str, unit: str, rates: dict, sizes: list) -> dict:
     one = rates[min(rates)]
     largest = sizes[-1]
     return {
-        "name": name, "unit": unit,
-        "workers": [{"workers": w, "rate": round(r, 3), "ideal": round(one * w, 3), "efficiency": round(r / (one * w), 3)}
-                    for w, r in sorted(rates.items())],
-        "sizes": [{"files": item["files"], "seconds": round(item["seconds"], 4),
-                   "linear_seconds": round(largest["seconds"] * item["files"] / largest["files"], 4)}
-                  for item in sizes],
+        "name": name,
+        "unit": unit,
+        "workers": [
+            {
+                "workers": w,
+                "rate": round(r, 3),
+                "ideal": round(one * w, 3),
+                "efficiency": round(r / (one * w), 3),
+            }
+            for w, r in sorted(rates.items())
+        ],
+        "sizes": [
+            {
+                "files": item["files"],
+                "seconds": round(item["seconds"], 4),
+                "linear_seconds": round(largest["seconds"] * item["files"] / largest["files"], 4),
+            }
+            for item in sizes
+        ],
     }
 
 
@@ -52,13 +71,20 @@ def plot_scaling(curves: list, path) -> None:
         top, bottom = axes[0][column], axes[1][column]
         workers = [item["workers"] for item in curve["workers"]]
         top.plot(workers, [item["rate"] for item in curve["workers"]], "o-", label="measured")
-        top.plot(workers, [item["ideal"] for item in curve["workers"]], "k--", label="ideal (linear)")
+        top.plot(
+            workers, [item["ideal"] for item in curve["workers"]], "k--", label="ideal (linear)"
+        )
         top.set(title=curve["name"], xlabel="workers", ylabel=curve["unit"], xticks=workers)
         top.set_ylim(bottom=0)
         top.legend()
         files = [item["files"] for item in curve["sizes"]]
         bottom.loglog(files, [item["seconds"] for item in curve["sizes"]], "o-", label="measured")
-        bottom.loglog(files, [item["linear_seconds"] for item in curve["sizes"]], "k--", label="linear from largest")
+        bottom.loglog(
+            files,
+            [item["linear_seconds"] for item in curve["sizes"]],
+            "k--",
+            label="linear from largest",
+        )
         bottom.set(xlabel="files (1x, 10x, 100x)", ylabel="seconds")
         bottom.set_xticks(files, [str(count) for count in files])
         bottom.minorticks_off()

@@ -37,14 +37,21 @@ class FileAccessWatch:
 
     @staticmethod
     def available() -> bool:
-        return os.name == "posix" and os.uname().sysname == "Linux" and ctypes.util.find_library("c") is not None
+        return (
+            os.name == "posix"
+            and os.uname().sysname == "Linux"
+            and ctypes.util.find_library("c") is not None
+        )
 
     def __enter__(self):
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         self._fd = self._libc.inotify_init1(os.O_NONBLOCK)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        for folder in [self.folder, *(p for p in self.folder.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        for folder in [
+            self.folder,
+            *(p for p in self.folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+        ]:
             wd = self._libc.inotify_add_watch(self._fd, os.fsencode(folder), IN_ACCESS | IN_OPEN)
             if wd < 0:
                 raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {folder}")
@@ -60,7 +67,7 @@ class FileAccessWatch:
             offset = 0
             while offset < len(data):
                 wd, mask, _, length = _EVENT.unpack_from(data, offset)
-                name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
+                name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
                 offset += _EVENT.size + length
                 if mask & IN_Q_OVERFLOW:
                     self.overflowed = True

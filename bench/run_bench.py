@@ -56,24 +56,38 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
     def trivial_loop():
         with open(source, "rb") as reader, open(target, "wb") as writer:
             for line in reader:
-                writer.write(orjson.dumps({"msg": line.rstrip(b"\n").decode("utf-8", "replace")}) + b"\n")
+                writer.write(
+                    orjson.dumps({"msg": line.rstrip(b"\n").decode("utf-8", "replace")}) + b"\n"
+                )
 
     def converter(workers):
         def run():
             with open(source, "rb") as reader, open(target, "wb") as writer:
                 convert_stream(reader, writer, workers=workers)
+
         return run
 
-    header = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?) - (.*?) - ([A-Z]+) - (.*)")
+    header = re.compile(
+        r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?) - (.*?) - ([A-Z]+) - (.*)"
+    )
 
     def one_regex_loop():  # the least a per-line parser does: one header regex, one record, one dumps
         with open(source, "rb") as reader, open(target, "wb") as writer:
             for number, line in enumerate(reader, start=1):
                 text = line.rstrip(b"\n").decode("utf-8", "replace")
                 match = header.match(text)
-                record = {"ts": None, "level": None, "source": None, "msg": text, "format": "plain", "line": number}
+                record = {
+                    "ts": None,
+                    "level": None,
+                    "source": None,
+                    "msg": text,
+                    "format": "plain",
+                    "line": number,
+                }
                 if match:
-                    record.update(ts=match[1], source=match[2], level=match[3], msg=match[4], format="python")
+                    record.update(
+                        ts=match[1], source=match[2], level=match[3], msg=match[4], format="python"
+                    )
                 writer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     corpus = scratch / "corpus.log"  # every format the converter knows, from the test corpus
@@ -84,40 +98,80 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         def run():
             with open(path, "rb") as reader, open(target, "wb") as writer:
                 for line in reader:
-                    writer.write(orjson.dumps({"msg": line.rstrip(b"\n").decode("utf-8", "replace")}) + b"\n")
+                    writer.write(
+                        orjson.dumps({"msg": line.rstrip(b"\n").decode("utf-8", "replace")}) + b"\n"
+                    )
+
         return run
 
     def converter_on(path):
         def run():
             with open(path, "rb") as reader, open(target, "wb") as writer:
                 convert_stream(reader, writer, year_reference=date(2025, 12, 31))
+
         return run
 
-    best = best_of_alternating({"anchor": trivial_loop, "one": converter(1), "all": converter(cpus),
-                                "floor": one_regex_loop, "corpus_anchor": trivial_loop_on(corpus),
-                                "corpus": converter_on(corpus)}, repeat)
+    best = best_of_alternating(
+        {
+            "anchor": trivial_loop,
+            "one": converter(1),
+            "all": converter(cpus),
+            "floor": one_regex_loop,
+            "corpus_anchor": trivial_loop_on(corpus),
+            "corpus": converter_on(corpus),
+        },
+        repeat,
+    )
     anchor = lines / best["anchor"]
-    common = {"input": {"lines": lines, "bytes": size},
-              "bound": {"one_regex_loop_ratio": round(best["anchor"] / best["floor"], 3),
-                        "why": "a per-line Python loop that only matches one header regex and writes one 6-field "
-                               "record per line, one process (no continuation lines, time stamps, logfmt or JSON)"}}
+    common = {
+        "input": {"lines": lines, "bytes": size},
+        "bound": {
+            "one_regex_loop_ratio": round(best["anchor"] / best["floor"], 3),
+            "why": "a per-line Python loop that only matches one header regex and writes one 6-field "
+            "record per line, one process (no continuation lines, time stamps, logfmt or JSON)",
+        },
+    }
     return [
-        figure("log_converter_single_process", "log_convert.convert_stream, one process, on a mixed 5-format log",
-               lines / best["one"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
-               anchor, 0.5, common),
-        figure(f"log_converter_workers_{cpus}", f"log_convert.convert_stream, workers={cpus}, same log",
-               lines / best["all"], "lines/s", 'trivial loop: orjson.dumps({"msg": line}) per line, one process',
-               anchor, 0.5, common),
-        figure("log_converter_all_formats", "log_convert.convert_stream, one process, on the test corpus of every "
-               "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) repeated",
-               corpus_lines / best["corpus"], "lines/s", "the same trivial loop on the same log",
-               corpus_lines / best["corpus_anchor"], None,
-               {"input": {"lines": corpus_lines, "bytes": corpus_size}}),
+        figure(
+            "log_converter_single_process",
+            "log_convert.convert_stream, one process, on a mixed 5-format log",
+            lines / best["one"],
+            "lines/s",
+            'trivial loop: orjson.dumps({"msg": line}) per line, one process',
+            anchor,
+            0.5,
+            common,
+        ),
+        figure(
+            f"log_converter_workers_{cpus}",
+            f"log_convert.convert_stream, workers={cpus}, same log",
+            lines / best["all"],
+            "lines/s",
+            'trivial loop: orjson.dumps({"msg": line}) per line, one process',
+            anchor,
+            0.5,
+            common,
+        ),
+        figure(
+            "log_converter_all_formats",
+            "log_convert.convert_stream, one process, on the test corpus of every "
+            "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) repeated",
+            corpus_lines / best["corpus"],
+            "lines/s",
+            "the same trivial loop on the same log",
+            corpus_lines / best["corpus_anchor"],
+            None,
+            {"input": {"lines": corpus_lines, "bytes": corpus_size}},
+        ),
     ]
 
 
-BENCHMARKS = {"log_converter": bench_log_converter, **bench_data_tools.BENCHMARKS, **bench_orchestration.BENCHMARKS,
-              **bench_visualization.BENCHMARKS}
+BENCHMARKS = {
+    "log_converter": bench_log_converter,
+    **bench_data_tools.BENCHMARKS,
+    **bench_orchestration.BENCHMARKS,
+    **bench_visualization.BENCHMARKS,
+}
 
 
 def main(argv=None) -> int:
@@ -126,8 +180,12 @@ def main(argv=None) -> int:
         description="Run the benchmarks and write experiments/results/bench_<stamp>.json.",
         example="python bench/run_bench.py --quick",
     )
-    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these (repeatable)")
-    parser.add_argument("--quick", action="store_true", help="small inputs (a smoke test, not a measurement)")
+    parser.add_argument(
+        "--only", choices=sorted(BENCHMARKS), action="append", help="run only these (repeatable)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small inputs (a smoke test, not a measurement)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds per benchmark (best is kept)")
     cli.add_common_options(parser)
 
@@ -141,18 +199,34 @@ def main(argv=None) -> int:
                     for result in BENCHMARKS[name](Path(scratch), args.quick, max(1, args.repeat)):
                         log.info("bench_done", **result)
                         results.append(result)
-            curves = list({item["scaling"]["name"]: item["scaling"] for item in results if "scaling" in item}.values())
+            curves = list(
+                {
+                    item["scaling"]["name"]: item["scaling"]
+                    for item in results
+                    if "scaling" in item
+                }.values()
+            )
             if curves:
                 plot_scaling(curves, record.output_path("scaling.png"))
-            record.results.update({
-                "benchmarks": results,
-                "scaling_plot": f"experiments/results/{record.run_id}/scaling.png" if curves else None,
-                "quick": args.quick,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                            "machine": platform.machine(), "os": platform.system()},
-            })
+            record.results.update(
+                {
+                    "benchmarks": results,
+                    "scaling_plot": f"experiments/results/{record.run_id}/scaling.png"
+                    if curves
+                    else None,
+                    "quick": args.quick,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "machine": platform.machine(),
+                        "os": platform.system(),
+                    },
+                }
+            )
         summary = {f["name"]: {"ratio": f["ratio"], "met": f["met"]} for f in results}
-        log.info("bench_report", report=f"experiments/results/{record.run_id}.json", summary=summary)
+        log.info(
+            "bench_report", report=f"experiments/results/{record.run_id}.json", summary=summary
+        )
         return 0
 
     return cli.run(parser, run, argv)

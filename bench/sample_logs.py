@@ -25,25 +25,35 @@ def sample_lines(count: int):
         millis = (i * 37) % 1000
         kind = i % 10
         if kind < 4:
-            lines = [f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} - trainer.loop - "
-                     f"{LEVELS[i % 4]} - epoch {i // 100} step {i} loss={1.0 / (1 + i % 97):.5f} lr=0.001"]
+            lines = [
+                f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} - trainer.loop - "
+                f"{LEVELS[i % 4]} - epoch {i // 100} step {i} loss={1.0 / (1 + i % 97):.5f} lr=0.001"
+            ]
         elif kind < 7:
-            lines = [f"[2025-10-31T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z {RUST_LEVELS[i % 4]} "
-                     f"core::bridge::encoder] frame {i} coherence {0.5 + (i % 50) / 100:.3f} energy {i % 1000}"]
+            lines = [
+                f"[2025-10-31T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z {RUST_LEVELS[i % 4]} "
+                f"core::bridge::encoder] frame {i} coherence {0.5 + (i % 50) / 100:.3f} energy {i % 1000}"
+            ]
             if i % 50 == 4:
                 lines.append("  continuation of the previous message with details")
         elif kind == 7:
-            lines = [f"ts=2025-10-31T{hour:02d}:{minute:02d}:{second:02d}Z level=info msg=\"checkpoint saved\" "
-                     f"step={i} path=experiments/results/ckpt_{i}.npz"]
+            lines = [
+                f'ts=2025-10-31T{hour:02d}:{minute:02d}:{second:02d}Z level=info msg="checkpoint saved" '
+                f"step={i} path=experiments/results/ckpt_{i}.npz"
+            ]
         elif kind == 8:
-            lines = [f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least coherent dream"]
+            lines = [
+                f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least coherent dream"
+            ]
         else:
             lines = [f"plain progress line {i}: {'#' * (i % 40)}"]
             if i % 100 == 9:
-                lines = [f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} ERROR trainer.io: read failed",
-                         "Traceback (most recent call last):",
-                         '  File "trainer/io.py", line 42, in load',
-                         "OSError: [Errno 5] Input/output error"]
+                lines = [
+                    f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} ERROR trainer.io: read failed",
+                    "Traceback (most recent call last):",
+                    '  File "trainer/io.py", line 42, in load',
+                    "OSError: [Errno 5] Input/output error",
+                ]
         for line in lines:
             if produced == count:
                 return

@@ -46,7 +46,10 @@ def run_script(category: str, name: str, *args, cwd=None, env=None, input_bytes=
     return subprocess.run(
         [sys.executable, str(script_path(category, name)), *map(str, args)],
         cwd=cwd or tempfile.gettempdir(),
-        env=full_env, input=input_bytes, capture_output=True, timeout=timeout,
+        env=full_env,
+        input=input_bytes,
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -68,14 +71,36 @@ def tree(folder: Path) -> list:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-SMALL_RUN = ["--set", "experiment.cycles=4", "--set", "experiment.checkpoint_every=2", "--set", "data.samples=8",
-             "--set", "data.size=8", "--set", "data.source=synthetic", "--set", "learner.steps_per_cycle=2"]
+SMALL_RUN = [
+    "--set",
+    "experiment.cycles=4",
+    "--set",
+    "experiment.checkpoint_every=2",
+    "--set",
+    "data.samples=8",
+    "--set",
+    "data.size=8",
+    "--set",
+    "data.source=synthetic",
+    "--set",
+    "learner.steps_per_cycle=2",
+]
 
 
 def small_experiment(workspace: Path, logdir: str, *extra) -> dict:
     """A few-second reference experiment recorded in ``workspace``; returns its run report."""
-    result = run_script("orchestration", "run_experiment", *SMALL_RUN, *extra, "--logdir", workspace / logdir,
-                        "--workspace", workspace)
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        *SMALL_RUN,
+        *extra,
+        "--logdir",
+        workspace / logdir,
+        "--workspace",
+        workspace,
+    )
     assert result.returncode == 0, result.stderr
-    run_id = [r for r in json_lines(result.stderr) if r.get("event") == "run_recorded"][-1]["run_id"]
+    run_id = [r for r in json_lines(result.stderr) if r.get("event") == "run_recorded"][-1][
+        "run_id"
+    ]
     return orjson.loads((workspace / "experiments/results" / f"{run_id}.json").read_bytes())

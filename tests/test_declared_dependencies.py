@@ -11,7 +11,10 @@ from pathlib import Path
 from scripts.utils.bootstrap import CORE_MODULES
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_INSTALLED_HERE = {"cupy": "cupy-cuda12x", "cupyx": "cupy-cuda12x"}  # the GPU extra: make setup-gpu
+NOT_INSTALLED_HERE = {
+    "cupy": "cupy-cuda12x",
+    "cupyx": "cupy-cuda12x",
+}  # the GPU extra: make setup-gpu
 
 
 def normalize(name: str) -> str:
@@ -43,25 +46,37 @@ def imported_modules(*folders) -> dict:
                 for name in names:
                     found.setdefault(name.split(".")[0], path.relative_to(REPO).as_posix())
     project = {"scripts", "tests", "bench"}
-    return {name: where for name, where in found.items() if name not in sys.stdlib_module_names | project}
+    return {
+        name: where
+        for name, where in found.items()
+        if name not in sys.stdlib_module_names | project
+    }
 
 
 def undeclared(modules: dict, allowed: set) -> list:
     owners = metadata.packages_distributions()
     missing = []
     for module, where in sorted(modules.items()):
-        distributions = {normalize(d) for d in owners.get(module, [NOT_INSTALLED_HERE.get(module, module)])}
+        distributions = {
+            normalize(d) for d in owners.get(module, [NOT_INSTALLED_HERE.get(module, module)])
+        }
         if not distributions & allowed:
-            missing.append(f"{module} (imported by {where}; from {', '.join(sorted(distributions))})")
+            missing.append(
+                f"{module} (imported by {where}; from {', '.join(sorted(distributions))})"
+            )
     return missing
 
 
 def test_the_scripts_import_only_what_requirements_in_declares():
-    assert undeclared(imported_modules("scripts"), declared("requirements.in", "requirements-gpu.in")) == []
+    assert (
+        undeclared(imported_modules("scripts"), declared("requirements.in", "requirements-gpu.in"))
+        == []
+    )
 
 
 def test_tests_and_benchmarks_import_only_what_the_requirements_declare():
-    # torch (several GB) is in no lock: its tests run where it can be imported (tests/orchestration/test_verify_torch.py)
+    # torch (several GB) is in no lock: its tests run where it can be imported
+    # (tests/orchestration/test_verify_torch.py)
     allowed = declared("requirements.in", "requirements-dev.in", "requirements-gpu.in") | {"torch"}
     assert undeclared(imported_modules("tests", "bench"), allowed) == []
 
@@ -69,7 +84,9 @@ def test_tests_and_benchmarks_import_only_what_the_requirements_declare():
 def test_the_bootstrap_checks_declared_modules():
     owners = metadata.packages_distributions()
     runtime = declared("requirements.in")
-    assert all({normalize(d) for d in owners[name.split(".")[0]]} & runtime for name in CORE_MODULES)
+    assert all(
+        {normalize(d) for d in owners[name.split(".")[0]]} & runtime for name in CORE_MODULES
+    )
 
 
 def test_the_check_finds_an_undeclared_import():

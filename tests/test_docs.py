@@ -15,6 +15,9 @@ def test_every_relative_link_resolves():
     broken = []
     for page in PAGES:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
-            if not target.startswith(("http://", "https://", "mailto:")) and not (page.parent / target).exists():
+            if (
+                not target.startswith(("http://", "https://", "mailto:"))
+                and not (page.parent / target).exists()
+            ):
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
     assert broken == []

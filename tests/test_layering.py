@@ -29,15 +29,21 @@ def module_name(path: Path) -> str:
 
 def project_modules(root: Path = SCRIPTS) -> dict:
     """{module name: ast tree} for every module under ``root``."""
-    return {module_name(path): ast.parse(path.read_text(encoding="utf-8"), str(path))
-            for path in sorted(root.rglob("*.py"))}
+    return {
+        module_name(path): ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for path in sorted(root.rglob("*.py"))
+    }
 
 
 def imports(tree: ast.AST, modules: dict) -> list:
     """``(module, name or None, line)`` for every import of a project module in ``tree``."""
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scripts":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "scripts"
+        ):
             for alias in node.names:
                 submodule = f"{node.module}.{alias.name}"
                 if submodule in modules:  # `from scripts.utils import cli`: the module itself
@@ -45,7 +51,9 @@ def imports(tree: ast.AST, modules: dict) -> list:
                 else:
                     found.append((node.module, alias.name, node.lineno))
         elif isinstance(node, ast.Import):
-            found += [(alias.name, None, node.lineno) for alias in node.names if alias.name in modules]
+            found += [
+                (alias.name, None, node.lineno) for alias in node.names if alias.name in modules
+            ]
     return found
 
 
@@ -53,20 +61,27 @@ def top_level_names(tree: ast.Module) -> tuple:
     """(names the module defines itself, names it only imports)."""
     defined, imported = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node in tree.body:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node in tree.body
+        ):
             defined.add(node.name)
     for node in tree.body:
         for child in ast.walk(node):
             if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
                 defined.add(child.id)
-            elif isinstance(child, (ast.FunctionDef, ast.ClassDef)) and isinstance(node, (ast.If, ast.Try)):
+            elif isinstance(child, (ast.FunctionDef, ast.ClassDef)) and isinstance(
+                node, (ast.If, ast.Try)
+            ):
                 defined.add(child.name)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             imported |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
         elif isinstance(node, (ast.If, ast.Try)):
             for child in ast.walk(node):
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    imported |= {(alias.asname or alias.name).split(".")[0] for alias in child.names}
+                    imported |= {
+                        (alias.asname or alias.name).split(".")[0] for alias in child.names
+                    }
     return defined, imported - defined
 
 
@@ -84,13 +99,23 @@ def layer_violations(modules: dict) -> list:
             above = RANK[target_package] > RANK[package]
             beside = RANK[package] == 1 and target_package not in ("utils", package)
             if above or beside:
-                problems.append(f"{name}:{line} imports {target} ({target_package} is above or beside {package})")
+                problems.append(
+                    f"{name}:{line} imports {target} ({target_package} is above or beside {package})"
+                )
     return problems
 
 
 def import_cycles(modules: dict) -> list:
-    graph = {name: sorted({target for target, _, _ in imports(tree, modules) if target != name and target in modules})
-             for name, tree in modules.items()}
+    graph = {
+        name: sorted(
+            {
+                target
+                for target, _, _ in imports(tree, modules)
+                if target != name and target in modules
+            }
+        )
+        for name, tree in modules.items()
+    }
     cycles, state, stack = [], {}, []
 
     def visit(node):
@@ -98,7 +123,7 @@ def import_cycles(modules: dict) -> list:
         stack.append(node)
         for successor in graph[node]:
             if state.get(successor) == "open":
-                cycles.append(" -> ".join(stack[stack.index(successor):] + [successor]))
+                cycles.append(" -> ".join(stack[stack.index(successor) :] + [successor]))
             elif successor not in state:
                 visit(successor)
         state[node] = "done"
@@ -116,19 +141,30 @@ def private_uses(modules: dict) -> list:
     for name, tree in modules.items():
         aliases = {}
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scripts":
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] == "scripts"
+            ):
                 for alias in node.names:
                     if f"{node.module}.{alias.name}" in modules:
                         aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
                     elif alias.name.startswith("_"):
-                        problems.append(f"{name}:{node.lineno} imports {alias.name} from {node.module}")
+                        problems.append(
+                            f"{name}:{node.lineno} imports {alias.name} from {node.module}"
+                        )
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name in modules and alias.asname:
                         aliases[alias.asname] = alias.name
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 problems.append(f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
     return problems
 
@@ -144,30 +180,67 @@ def borrowed_names(modules: dict, importers: dict) -> list:
                 continue
             defined, only_imported = homes.get(target, (set(), set()))
             if imported not in defined and imported in only_imported:
-                problems.append(f"{name}:{line} imports {imported} from {target}, which only imports it")
+                problems.append(
+                    f"{name}:{line} imports {imported} from {target}, which only imports it"
+                )
         for node in ast.walk(tree):  # `module.NAME` where the module only imports NAME
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "scripts":
-                aliases.update({alias.asname or alias.name: f"{node.module}.{alias.name}" for alias in node.names
-                                if f"{node.module}.{alias.name}" in modules})
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] == "scripts"
+            ):
+                aliases.update(
+                    {
+                        alias.asname or alias.name: f"{node.module}.{alias.name}"
+                        for alias in node.names
+                        if f"{node.module}.{alias.name}" in modules
+                    }
+                )
             elif isinstance(node, ast.Import):
-                aliases.update({alias.asname: alias.name for alias in node.names
-                                if alias.name in modules and alias.asname})
-        shadowed = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+                aliases.update(
+                    {
+                        alias.asname: alias.name
+                        for alias in node.names
+                        if alias.name in modules and alias.asname
+                    }
+                )
+        shadowed = {
+            node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+        }
         shadowed |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-        aliases = {alias: module for alias, module in aliases.items() if alias not in shadowed}  # a local variable
-        patched = set()  # `module.NAME = wrapper(module.NAME)`: a test patching a name where it is used
+        aliases = {
+            alias: module for alias, module in aliases.items() if alias not in shadowed
+        }  # a local variable
+        patched = (
+            set()
+        )  # `module.NAME = wrapper(module.NAME)`: a test patching a name where it is used
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
-                    patched |= {(child.value.id, child.attr) for child in ast.walk(target)
-                                if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name)}
+                    patched |= {
+                        (child.value.id, child.attr)
+                        for child in ast.walk(target)
+                        if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name)
+                    }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
                 defined, only_imported = homes[aliases[node.value.id]]
-                if node.attr in defined or node.attr.startswith("__") or (node.value.id, node.attr) in patched:
+                if (
+                    node.attr in defined
+                    or node.attr.startswith("__")
+                    or (node.value.id, node.attr) in patched
+                ):
                     continue
-                problems.append(f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}, which that module "
-                                + ("only imports" if node.attr in only_imported else "does not define"))
+                problems.append(
+                    f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}, which that module "
+                    + ("only imports" if node.attr in only_imported else "does not define")
+                )
     return problems
 
 
@@ -191,22 +264,66 @@ def test_every_name_is_imported_from_its_home():
     assert borrowed_names(MODULES, everything) == []
 
 
-@pytest.mark.parametrize("source, problem", [
-    ({"scripts.utils.a": "from scripts.orchestration import b", "scripts.orchestration.b": ""}, "layer"),
-    ({"scripts.visualization.a": "from scripts.data_tools.b import f", "scripts.data_tools.b": "def f(): pass"},
-     "layer"),
-    ({"scripts.utils.a": "def f():\n    from scripts.utils import b", "scripts.utils.b": "from scripts.utils import a"},
-     "cycle"),
-    ({"scripts.utils.a": "from scripts.utils.b import _hidden", "scripts.utils.b": "_hidden = 1"}, "private"),
-    ({"scripts.utils.a": "from scripts.utils import b\nb._hidden()", "scripts.utils.b": "def _hidden(): pass"},
-     "private"),
-    ({"scripts.utils.a": "from scripts.utils.b import Path", "scripts.utils.b": "from pathlib import Path"},
-     "borrowed"),
-    ({"scripts.utils.a": "from scripts.utils import b\nb.Path", "scripts.utils.b": "from pathlib import Path"},
-     "borrowed"),
-])
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        (
+            {
+                "scripts.utils.a": "from scripts.orchestration import b",
+                "scripts.orchestration.b": "",
+            },
+            "layer",
+        ),
+        (
+            {
+                "scripts.visualization.a": "from scripts.data_tools.b import f",
+                "scripts.data_tools.b": "def f(): pass",
+            },
+            "layer",
+        ),
+        (
+            {
+                "scripts.utils.a": "def f():\n    from scripts.utils import b",
+                "scripts.utils.b": "from scripts.utils import a",
+            },
+            "cycle",
+        ),
+        (
+            {
+                "scripts.utils.a": "from scripts.utils.b import _hidden",
+                "scripts.utils.b": "_hidden = 1",
+            },
+            "private",
+        ),
+        (
+            {
+                "scripts.utils.a": "from scripts.utils import b\nb._hidden()",
+                "scripts.utils.b": "def _hidden(): pass",
+            },
+            "private",
+        ),
+        (
+            {
+                "scripts.utils.a": "from scripts.utils.b import Path",
+                "scripts.utils.b": "from pathlib import Path",
+            },
+            "borrowed",
+        ),
+        (
+            {
+                "scripts.utils.a": "from scripts.utils import b\nb.Path",
+                "scripts.utils.b": "from pathlib import Path",
+            },
+            "borrowed",
+        ),
+    ],
+)
 def test_the_checks_catch_what_they_are_for(source, problem):
     modules = {name: ast.parse(text) for name, text in source.items()}
-    found = {"layer": layer_violations, "cycle": import_cycles, "private": private_uses,
-             "borrowed": lambda m: borrowed_names(m, m)}[problem](modules)
+    found = {
+        "layer": layer_violations,
+        "cycle": import_cycles,
+        "private": private_uses,
+        "borrowed": lambda m: borrowed_names(m, m),
+    }[problem](modules)
     assert found, problem

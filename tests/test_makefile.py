@@ -24,7 +24,9 @@ def test_help_is_the_default_and_lists_every_target():
     for target in phony_targets():
         if target.startswith("phase"):
             target = "phase5..9"
-        assert re.search(rf"^\s*{re.escape(target)}\s", listed, re.M), f"make help does not list {target}"
+        assert re.search(rf"^\s*{re.escape(target)}\s", listed, re.M), (
+            f"make help does not list {target}"
+        )
 
 
 def test_python_targets_depend_on_the_venv():
@@ -39,12 +41,19 @@ def test_recipes_call_python_not_unix_tools():
 
 
 def test_an_unknown_phase_is_a_json_error():
-    result = subprocess.run(["make", "-s", "phase4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["make", "-s", "phase4"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and '"unknown phase' in result.stderr
 
 
 def test_data_and_workspace_reach_the_pipeline(tmp_path):
-    result = subprocess.run(["make", "-s", "phase5", f"DATA={tmp_path / 'missing'}", f"WORKSPACE={tmp_path / 'ws'}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["make", "-s", "phase5", f"DATA={tmp_path / 'missing'}", f"WORKSPACE={tmp_path / 'ws'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "DATA must be a folder" in result.stderr
     assert not (tmp_path / "ws").exists()

@@ -36,14 +36,18 @@ import math
 import operator
 import sys
 from collections.abc import Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
 from functools import cached_property
 from itertools import islice, repeat
-from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -51,12 +55,12 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.limits import regular_file
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json, sorted_object
+from scripts.utils.limits import regular_file
 from scripts.utils.registry import MANIFEST
 from scripts.utils.run_records import RunRecorder, latest_run
-from scripts.utils.workspace import relative_to_workspace, resolve_workspace, run_folder
 from scripts.utils.seed_manager import SeedManager
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace, run_folder
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"
 SEED_STREAM = "dataset_splitter"
@@ -72,19 +76,25 @@ def parse_ratios(text: str) -> dict:
         if not sep:
             names = default_names.get(len(items))
             if names is None:
-                raise InputError("unnamed ratios need 2 (train,test) or 3 (train,val,test) values", value=text)
+                raise InputError(
+                    "unnamed ratios need 2 (train,test) or 3 (train,val,test) values", value=text
+                )
             name, value = names[index], item
         try:
             ratio = float(value)
         except ValueError:
             raise InputError(f"ratio {value!r} is not a number", value=text)
         if not name or name in ratios or not 0 <= ratio <= 1 or not math.isfinite(ratio):
-            raise InputError("each split needs a unique name and a ratio between 0 and 1", value=text)
+            raise InputError(
+                "each split needs a unique name and a ratio between 0 and 1", value=text
+            )
         ratios[name] = ratio
     if len(ratios) < 2:
         raise InputError("give at least two splits", value=text)
     if abs(sum(ratios.values()) - 1) > 1e-9:
-        raise InputError(f"split ratios must sum to 1, they sum to {sum(ratios.values()):g}", value=text)
+        raise InputError(
+            f"split ratios must sum to 1, they sum to {sum(ratios.values()):g}", value=text
+        )
     return ratios
 
 
@@ -131,7 +141,7 @@ def assign_records(groups, ratios: dict, key: bytes, executor: Executor | None =
     names = list(dict.fromkeys(groups))
     if executor is not None and len(names) >= PARALLEL_GROUPS:
         size = -(-len(names) // 16)
-        chunks = [names[start:start + size] for start in range(0, len(names), size)]
+        chunks = [names[start : start + size] for start in range(0, len(names), size)]
         digests = b"".join(executor.map(_hash_chunk, [key] * len(chunks), chunks))
     else:
         digests = _hash_chunk(key, names)
@@ -158,8 +168,9 @@ def read_records(path: Path) -> list:
                 reader = csv.DictReader(handle)
                 for row in reader:
                     if None in row:
-                        raise InputError("a row has more fields than the header", file=path,
-                                         line=reader.line_num)
+                        raise InputError(
+                            "a row has more fields than the header", file=path, line=reader.line_num
+                        )
                     rows.append({k: (v if v != "" else None) for k, v in row.items()})
             return rows
         if suffix in (".jsonl", ".ndjson"):
@@ -171,7 +182,12 @@ def read_records(path: Path) -> list:
                     try:
                         row = orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
-                        raise InputError(f"invalid JSON line: {exc.msg}", file=path, line=number, column=exc.colno)
+                        raise InputError(
+                            f"invalid JSON line: {exc.msg}",
+                            file=path,
+                            line=number,
+                            column=exc.colno,
+                        )
                     if not isinstance(row, dict):
                         raise InputError("each line must be a JSON object", file=path, line=number)
                     rows.append(row)
@@ -199,8 +215,16 @@ def _column(rows: list, column: str) -> list:
     return [_text(value) for value in values]
 
 
-def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_column: str,
-                  stratify: str | None = None, source="records", executor: Executor | None = None) -> dict:
+def split_records(
+    rows: list,
+    ratios: dict,
+    key: bytes,
+    id_column: str,
+    group_column: str,
+    stratify: str | None = None,
+    source="records",
+    executor: Executor | None = None,
+) -> dict:
     """The split manifest's content for ``rows`` (see the module docstring).
 
     Column at a time: a million records take well under a second. A group
@@ -211,8 +235,11 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
         raise InputError("no records to split", file=source)
     for column in filter(None, (id_column, group_column, stratify)):
         if column not in rows[0]:
-            raise InputError(f"column {column!r} not found (columns: {', '.join(sorted(rows[0]))})",
-                             file=source, column_name=column)
+            raise InputError(
+                f"column {column!r} not found (columns: {', '.join(sorted(rows[0]))})",
+                file=source,
+                column_name=column,
+            )
     ids = _column(rows, id_column)
     groups = _column(rows, group_column)
     labels = _column(rows, stratify) if stratify else None
@@ -228,7 +255,10 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
         labels = [labels[n] for n in kept] if labels is not None else None
     without_group = groups.count(None)
     if without_group:
-        groups = [group if group is not None else "record:" + record_id for record_id, group in zip(ids, groups)]
+        groups = [
+            group if group is not None else "record:" + record_id
+            for record_id, group in zip(ids, groups)
+        ]
     if not ids:
         raise InputError("every record has an error: nothing to split", file=source)
 
@@ -237,27 +267,38 @@ def split_records(rows: list, ratios: dict, key: bytes, id_column: str, group_co
     assignments = Assignments.from_records(ids, per_record, names, source)
     group_splits = dict(zip(per_group, map(names.__getitem__, per_group.values())))
     group_indices = list(per_group.values())
-    counts = {name: {"records": per_record.count(index), "groups": group_indices.count(index)}
-              for index, name in enumerate(names)}
+    counts = {
+        name: {"records": per_record.count(index), "groups": group_indices.count(index)}
+        for index, name in enumerate(names)
+    }
     manifest = {
-        "format": "crh-split", "version": 1,
+        "format": "crh-split",
+        "version": 1,
         # A list, not a mapping: the order of the splits sets the hash bounds,
         # and canonical JSON sorts mapping keys.
         "splits": [[name, ratio] for name, ratio in ratios.items()],
-        "id_column": id_column, "group_column": group_column, "stratify": stratify,
+        "id_column": id_column,
+        "group_column": group_column,
+        "stratify": stratify,
         "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, against cumulative "
-                      "ratios x 2**64",
+        "ratios x 2**64",
         "assignments": assignments,  # canonical JSON writes the keys sorted
         "groups": group_splits,
         "counts": counts,
-        "achieved_ratios": {name: {"records": c["records"] / len(assignments), "groups": c["groups"] / len(group_splits)}
-                            for name, c in counts.items()},
+        "achieved_ratios": {
+            name: {
+                "records": c["records"] / len(assignments),
+                "groups": c["groups"] / len(group_splits),
+            }
+            for name, c in counts.items()
+        },
         "excluded_records": sorted(excluded),
         "records_without_group": without_group,
     }
     if stratify:
         manifest["class_ratios"], manifest["mixed_label_groups"] = class_balance(
-            dict(zip(ids, zip(groups, labels))), assignments, ratios)
+            dict(zip(ids, zip(groups, labels))), assignments, ratios
+        )
     return manifest
 
 
@@ -265,7 +306,10 @@ def manifest_bytes(manifest: dict) -> bytes:
     """split.json's canonical bytes. Its floats are finite ratios, so orjson writes it alone, unchecked."""
     assignments = manifest["assignments"]
     if isinstance(assignments, Assignments):
-        manifest = {**manifest, "assignments": sorted_object(assignments.ids, assignments.indices, assignments.names)}
+        manifest = {
+            **manifest,
+            "assignments": sorted_object(assignments.ids, assignments.indices, assignments.names),
+        }
     return canonical_json(manifest, checked=False)
 
 
@@ -276,7 +320,7 @@ class Assignments(Mapping):
         self.ids, self.indices, self.names = ids, indices, names
 
     @classmethod
-    def from_records(cls, ids: list, indices: list, names: list, source) -> "Assignments":
+    def from_records(cls, ids: list, indices: list, names: list, source) -> Assignments:
         """Sort by id and refuse a duplicate id. A table already in id order (metadata_extractor
         writes its rows sorted) is only checked: one pass."""
         if not all(map(operator.lt, ids, islice(ids, 1, None))):
@@ -284,7 +328,9 @@ class Assignments(Mapping):
             ids, indices = list(map(ids.__getitem__, order)), list(map(indices.__getitem__, order))
             duplicate = next((a for a, b in zip(ids, islice(ids, 1, None)) if a == b), None)
             if duplicate is not None:
-                raise InputError(f"duplicate record id {duplicate!r}", file=source, record_id=duplicate)
+                raise InputError(
+                    f"duplicate record id {duplicate!r}", file=source, record_id=duplicate
+                )
         return cls(ids, indices, names)
 
     @cached_property
@@ -310,8 +356,12 @@ def class_balance(records: dict, assignments: dict, ratios: dict):
         bucket = per_split[assignments[record_id]]
         bucket[label] = bucket.get(label, 0) + 1
         labels_of_group.setdefault(group, set()).add(label)
-    fractions = {name: {label: count / max(1, sum(bucket.values())) for label, count in sorted(bucket.items())}
-                 for name, bucket in per_split.items()}
+    fractions = {
+        name: {
+            label: count / max(1, sum(bucket.values())) for label, count in sorted(bucket.items())
+        }
+        for name, bucket in per_split.items()
+    }
     mixed = sorted(group for group, labels in labels_of_group.items() if len(labels) > 1)
     return fractions, mixed
 
@@ -320,9 +370,11 @@ def latest_table(workspace: Path) -> Path:
     """The metadata table of the newest metadata_extractor run in the manifest."""
     run_id = latest_run(workspace, "metadata_extractor")
     if run_id is None:
-        raise InputError("no records file given and no metadata_extractor run in this workspace: "
-                         "run scripts/data_tools/metadata_extractor.py first, or name a CSV/JSONL file",
-                         file=workspace / MANIFEST)
+        raise InputError(
+            "no records file given and no metadata_extractor run in this workspace: "
+            "run scripts/data_tools/metadata_extractor.py first, or name a CSV/JSONL file",
+            file=workspace / MANIFEST,
+        )
     return workspace / run_folder(run_id) / "metadata.jsonl"
 
 
@@ -331,7 +383,13 @@ def differences(expected: dict, actual: dict, limit: int = 20) -> list:
     found = []
     for record_id in sorted(set(expected) | set(actual)):
         if expected.get(record_id) != actual.get(record_id):
-            found.append({"record": record_id, "manifest": expected.get(record_id), "derived": actual.get(record_id)})
+            found.append(
+                {
+                    "record": record_id,
+                    "manifest": expected.get(record_id),
+                    "derived": actual.get(record_id),
+                }
+            )
             if len(found) == limit:
                 break
     return found
@@ -348,7 +406,11 @@ def split_table(args, log) -> int:
         if not isinstance(previous, dict) or previous.get("format") != "crh-split":
             raise InputError("not a split manifest (format crh-split)", file=args.verify)
         ratios = {name: ratio for name, ratio in previous["splits"]}
-        id_column, group_column, stratify = previous["id_column"], previous["group_column"], previous["stratify"]
+        id_column, group_column, stratify = (
+            previous["id_column"],
+            previous["group_column"],
+            previous["stratify"],
+        )
         source = Path(args.records) if args.records else workspace / previous["records"]
     else:
         ratios = parse_ratios(args.ratios)
@@ -361,47 +423,82 @@ def split_table(args, log) -> int:
     rows = read_records(source)
     if args.workers > 1 and len(rows) >= PARALLEL_GROUPS:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source,
-                                         pool)
+            manifest = lib.split_records(
+                rows, ratios, split_key(seeds), id_column, group_column, stratify, source, pool
+            )
     else:
-        manifest = lib.split_records(rows, ratios, split_key(seeds), id_column, group_column, stratify, source)
+        manifest = lib.split_records(
+            rows, ratios, split_key(seeds), id_column, group_column, stratify, source
+        )
     manifest["records"] = source_name
     manifest["records_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
 
-    config = {"ratios": ratios, "id_column": id_column, "group_column": group_column, "stratify": stratify,
-              "records": source_name, "verify": args.verify is not None}
-    with RunRecorder("dataset_splitter", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config) as record:
+    config = {
+        "ratios": ratios,
+        "id_column": id_column,
+        "group_column": group_column,
+        "stratify": stratify,
+        "records": source_name,
+        "verify": args.verify is not None,
+    }
+    with RunRecorder(
+        "dataset_splitter", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config
+    ) as record:
         if previous is None:
             with atomic_output(record.output_path("split.json")) as handle:
                 handle.write(lib.manifest_bytes(manifest))
             record.results.update(counts=manifest["counts"], split=f"{record.folder}/split.json")
-            log.info("split", **{name: c["records"] for name, c in manifest["counts"].items()},
-                     manifest=f"{record.folder}/split.json")
+            log.info(
+                "split",
+                **{name: c["records"] for name, c in manifest["counts"].items()},
+                manifest=f"{record.folder}/split.json",
+            )
             return 0
         found = differences(previous["assignments"], manifest["assignments"])
         record.results.update(verified=not found, differences=found)
     if found:
-        raise CheckFailed(f"the split differs from the manifest ({len(found)} records shown)",
-                          first=found[0], manifest=args.verify)
+        raise CheckFailed(
+            f"the split differs from the manifest ({len(found)} records shown)",
+            first=found[0],
+            manifest=args.verify,
+        )
     log.info("verified", manifest=args.verify, records=len(manifest["assignments"]))
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "dataset_splitter", doc=__doc__,
+        "dataset_splitter",
+        doc=__doc__,
         description="Split records into train/val/test by a keyed hash of their group (patient by default).",
         example="python scripts/data_tools/dataset_splitter.py --ratios train=0.7,val=0.15,test=0.15",
     )
-    parser.add_argument("records", nargs="?", metavar="FILE",
-                        help="CSV or JSONL records (default: the newest metadata table in the workspace)")
+    parser.add_argument(
+        "records",
+        nargs="?",
+        metavar="FILE",
+        help="CSV or JSONL records (default: the newest metadata table in the workspace)",
+    )
     parser.add_argument("--ratios", default=DEFAULT_RATIOS, help="split=ratio,... summing to 1")
-    parser.add_argument("--group-column", default="patient_id", help="records of one group stay together")
+    parser.add_argument(
+        "--group-column", default="patient_id", help="records of one group stay together"
+    )
     parser.add_argument("--id-column", default="path", help="the record identifier")
-    parser.add_argument("--stratify", metavar="COLUMN", default=None, help="label column to report class balance for")
-    parser.add_argument("--verify", metavar="MANIFEST", default=None,
-                        help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any difference")
-    cli.add_workers_option(parser, f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)")
+    parser.add_argument(
+        "--stratify",
+        metavar="COLUMN",
+        default=None,
+        help="label column to report class balance for",
+    )
+    parser.add_argument(
+        "--verify",
+        metavar="MANIFEST",
+        default=None,
+        help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any difference",
+    )
+    cli.add_workers_option(
+        parser, f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)"
+    )
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)
     return cli.run(parser, split_table, argv)

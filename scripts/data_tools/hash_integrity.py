@@ -49,17 +49,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils import cli, cluster
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output
 from scripts.utils.json_logger import progress
-from scripts.utils.registry import REGISTRY, StatCache, hash_files, prune, read_registry, update_registry, under
+from scripts.utils.jsonio import atomic_output
+from scripts.utils.registry import (
+    REGISTRY,
+    StatCache,
+    hash_files,
+    prune,
+    read_registry,
+    under,
+    update_registry,
+)
 from scripts.utils.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
@@ -102,7 +114,9 @@ def audit(registry_files: dict, scopes, hashed: dict) -> dict:
         elif known.get("sha256") == entry["sha256"] and known.get("size") == entry["size"]:
             result["matched"].append(path)
         else:
-            result["changed"].append({"path": path, "expected": known.get("sha256"), "found": entry["sha256"]})
+            result["changed"].append(
+                {"path": path, "expected": known.get("sha256"), "found": entry["sha256"]}
+            )
     missing = sorted(set(expected) - set(hashed))
     new_by_hash: dict = {}
     for path in new:
@@ -134,6 +148,7 @@ def sha256sum_lines(hashed: dict) -> bytes:
 # Command line
 # --------------------------------------------------------------------------
 
+
 def hash_or_verify(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     default_registry = workspace / REGISTRY
@@ -143,30 +158,51 @@ def hash_or_verify(args, log) -> int:
     inputs = collect_inputs(workspace, args.paths, args.data_name, log)
     scopes = inputs.given
     skipped = list(inputs.skipped)
-    cache = StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
+    cache = (
+        StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
+    )
     address = cluster.scheduler_address(args.scheduler)
-    with cluster.cluster_executor(address, log) as executor, \
-            progress(total=len(inputs.files), desc="hashing", unit="file") as bar:
-        hashed = hash_files(inputs.files, cache, executor=executor, workers=args.workers,
-                            progress=bar, on_error=lambda name, reason: skipped.append({"file": name,
-                                                                                        "reason": reason}))
+    with (
+        cluster.cluster_executor(address, log) as executor,
+        progress(total=len(inputs.files), desc="hashing", unit="file") as bar,
+    ):
+        hashed = hash_files(
+            inputs.files,
+            cache,
+            executor=executor,
+            workers=args.workers,
+            progress=bar,
+            on_error=lambda name, reason: skipped.append({"file": name, "reason": reason}),
+        )
     skipped.sort(key=lambda item: item["file"])
     read = sum(1 for h in hashed.values() if not h["cached"])
-    log.info("hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped))
+    log.info(
+        "hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped)
+    )
     for item in skipped[:20]:
         log.warning("skipped_file", **item)
     if skipped and args.strict:
-        raise InputError(f"{len(skipped)} files were skipped (--strict)", file=skipped[0]["file"],
-                         reason=skipped[0]["reason"])
+        raise InputError(
+            f"{len(skipped)} files were skipped (--strict)",
+            file=skipped[0]["file"],
+            reason=skipped[0]["reason"],
+        )
     if args.command == "hash" and not hashed:
         raise InputError("no file could be hashed under the given paths", file=args.paths[0])
 
-    with RunRecorder("hash_integrity", argv=args.argv, workspace=workspace, log=log,
-                     config={"command": args.command, "paths": scopes, "full": args.full}) as record:
+    with RunRecorder(
+        "hash_integrity",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={"command": args.command, "paths": scopes, "full": args.full},
+    ) as record:
         record.data_roots = inputs.root_records()
         if args.command == "hash":
             keep = {item["file"] for item in skipped}
-            counts = registry_changes(dict(read_registry(registry)), hashed, scopes, keep, record.run_id)
+            counts = registry_changes(
+                dict(read_registry(registry)), hashed, scopes, keep, record.run_id
+            )
             apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)  # noqa: E731
             if registry == default_registry:
                 record.change_registry(apply)  # with the run's own commit: all or nothing
@@ -191,28 +227,56 @@ def hash_or_verify(args, log) -> int:
         summary = {name: len(outcome[name]) for name in CATEGORIES}
         log.info("audit", **summary)
         if sum(summary.values()) != summary["matched"]:
-            raise CheckFailed("the tree differs from the registry", **summary,
-                              report=record.report)
+            raise CheckFailed("the tree differs from the registry", **summary, report=record.report)
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "hash_integrity", doc=__doc__,
+        "hash_integrity",
+        doc=__doc__,
         description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree against it.",
         example="python scripts/data_tools/hash_integrity.py verify data/sample --workers 2",
     )
-    parser.add_argument("command", choices=("hash", "verify"), help="hash: record; verify: audit (exit 1 on differences)")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (outside the workspace: data roots)")
-    parser.add_argument("--registry", metavar="FILE", default=None, help=f"registry file (default: <workspace>/{REGISTRY})")
-    parser.add_argument("--data-name", metavar="NAME", default=None,
-                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
+    parser.add_argument(
+        "command",
+        choices=("hash", "verify"),
+        help="hash: record; verify: audit (exit 1 on differences)",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files or folders (outside the workspace: data roots)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="FILE",
+        default=None,
+        help=f"registry file (default: <workspace>/{REGISTRY})",
+    )
+    parser.add_argument(
+        "--data-name",
+        metavar="NAME",
+        default=None,
+        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+    )
     cli.add_workers_option(parser, "hashing threads")
     cli.add_scheduler_option(parser)
-    parser.add_argument("--full", action="store_true", help="read every file, ignoring the stat cache")
-    parser.add_argument("--strict", action="store_true", help="exit 2 if any file is skipped (unreadable, not a file)")
-    parser.add_argument("--export", metavar="FILE", default=None,
-                        help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the registry")
+    parser.add_argument(
+        "--full", action="store_true", help="read every file, ignoring the stat cache"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 if any file is skipped (unreadable, not a file)",
+    )
+    parser.add_argument(
+        "--export",
+        metavar="FILE",
+        default=None,
+        help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the registry",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, hash_or_verify, argv)
 

@@ -16,7 +16,8 @@ For each image (default: every file in the sample dataset):
 3. Optional resize to ``--size HxW`` (bilinear, scipy.ndimage / cupyx).
 4. Optional seeded augmentation (``--augment``): horizontal/vertical flips,
    90-degree rotations, intensity jitter (scale, shift) and Gaussian noise
-   (16-bit levels of N(0, 1) quantiles; see ``normal_quantiles``). Each sample's generator is derived from (seed, sample id, epoch), so a
+   (16-bit levels of N(0, 1) quantiles; see ``normal_quantiles``). Each
+   sample's generator is derived from (seed, sample id, epoch), so a
    sample gets the same draws whatever the order or worker count; the drawn
    parameters are recorded.
 
@@ -65,7 +66,6 @@ Usage:
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import math
 import sys
@@ -73,9 +73,13 @@ import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -83,35 +87,58 @@ import orjson
 
 from scripts.utils import cli, cluster
 from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
-from scripts.utils.errors import InputError
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import scrub_quoted
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
 from scripts.utils.dicom_header import (
-    at, collapse, frame_count, frame_values, read_dataset, series_geometry, volume_affine,
+    at,
+    collapse,
+    frame_count,
+    frame_values,
+    read_dataset,
+    series_geometry,
+    volume_affine,
 )
-from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
+from scripts.utils.errors import InputError
 from scripts.utils.json_logger import progress
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
+from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 from scripts.utils.seed_manager import SeedManager, derive_seed
+from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
 # What tells apart the stacks of a series whose slices share positions (classic keywords, then enhanced ones).
-STACK_KEYS = ("EchoNumbers", "EchoTime", "EffectiveEchoTime", "TemporalPositionIdentifier", "TemporalPositionIndex",
-              "StackID", "TriggerTime", "DiffusionBValue", "AcquisitionNumber", "SeriesNumber")
-OUTPUT_BYTES = "_output_bytes"  # a record's outputs, sent back by a cluster worker for this process to write
+STACK_KEYS = (
+    "EchoNumbers",
+    "EchoTime",
+    "EffectiveEchoTime",
+    "TemporalPositionIdentifier",
+    "TemporalPositionIndex",
+    "StackID",
+    "TriggerTime",
+    "DiffusionBValue",
+    "AcquisitionNumber",
+    "SeriesNumber",
+)
+OUTPUT_BYTES = (
+    "_output_bytes"  # a record's outputs, sent back by a cluster worker for this process to write
+)
 OUTPUT_ERROR = "_error"  # a cluster task's bad input, sent back as its error record
-BATCH_INPUT_BYTES = 64 << 20  # input bytes per cluster task: the float32 outputs it sends back are a few times more
-MAX_VOLUME_FRAMES = 100_000  # frames of one multi-frame file in --volumes (each becomes a slice record)
+BATCH_INPUT_BYTES = (
+    64 << 20
+)  # input bytes per cluster task: the float32 outputs it sends back are a few times more
+MAX_VOLUME_FRAMES = (
+    100_000  # frames of one multi-frame file in --volumes (each becomes a slice record)
+)
 
 
 # --------------------------------------------------------------------------
 # Reading: pixels and the parameters that say how to normalize them
 # --------------------------------------------------------------------------
+
 
 def _lut(item, signed: bool) -> dict:
     """A Modality or VOI LUT item: first mapped value, bits per entry, the table."""
@@ -135,7 +162,12 @@ def read_dicom(path: Path) -> tuple:
     ds = read_dataset(path, stop_before_pixels=False)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError("DICOM file has no pixel data", file=path)
-    shape = [_count(ds, "NumberOfFrames"), _count(ds, "Rows"), _count(ds, "Columns"), _count(ds, "SamplesPerPixel")]
+    shape = [
+        _count(ds, "NumberOfFrames"),
+        _count(ds, "Rows"),
+        _count(ds, "Columns"),
+        _count(ds, "SamplesPerPixel"),
+    ]
     check_pixels(shape[0] * shape[1] * shape[2] * shape[3], "x".join(map(str, shape)), file=path)
     pixels = ds.pixel_array
     params = dicom_parameters(ds, path)
@@ -151,8 +183,13 @@ def dicom_parameters(ds, path=None) -> dict:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     frames = frame_count(ds)
-    params = {"kind": "dicom", "photometric": photometric, "signed": signed,
-              "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16), "frames": frames}
+    params = {
+        "kind": "dicom",
+        "photometric": photometric,
+        "signed": signed,
+        "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
+        "frames": frames,
+    }
     if photometric == "PALETTE COLOR":
         params["bits_stored"] = int(ds.RedPaletteColorLookupTableDescriptor[2])
         params["palette"] = True
@@ -163,9 +200,16 @@ def dicom_parameters(ds, path=None) -> dict:
     if ds.get("ModalityLUTSequence"):
         params["modality_lut"] = _lut(ds.ModalityLUTSequence[0], signed)
     else:
-        slopes, intercepts = frame_values(ds, "RescaleSlope", frames), frame_values(ds, "RescaleIntercept", frames)
-        rescales = [None if s is None and i is None else [_number(s, 1.0, "RescaleSlope", path), _number(i, 0.0, "RescaleIntercept", path)]
-                    for s, i in zip(slopes, intercepts)]
+        slopes, intercepts = (
+            frame_values(ds, "RescaleSlope", frames),
+            frame_values(ds, "RescaleIntercept", frames),
+        )
+        rescales = [
+            None
+            if s is None and i is None
+            else [_number(s, 1.0, "RescaleSlope", path), _number(i, 0.0, "RescaleIntercept", path)]
+            for s, i in zip(slopes, intercepts)
+        ]
         rescale, varies = collapse(rescales)
         if varies:
             params["frame_rescale"] = [r or [1.0, 0.0] for r in rescales]
@@ -173,15 +217,21 @@ def dicom_parameters(ds, path=None) -> dict:
             params["rescale"] = rescale
     if ds.get("VOILUTSequence"):
         params["voi_lut"] = _lut(ds.VOILUTSequence[0], signed)
-    windows = [_window(c, w) for c, w in zip(frame_values(ds, "WindowCenter", frames), frame_values(ds, "WindowWidth", frames))]
+    windows = [
+        _window(c, w)
+        for c, w in zip(
+            frame_values(ds, "WindowCenter", frames), frame_values(ds, "WindowWidth", frames)
+        )
+    ]
     window, varies = collapse(windows)
     if varies:
         params["frame_window"] = windows
     elif window is not None:
         params["window"] = window
     function, _ = collapse(frame_values(ds, "VOILUTFunction", frames))
-    params["voi_function"] = (str(function[0] if isinstance(function, list) else function or "LINEAR").upper()
-                              or "LINEAR")
+    params["voi_function"] = (
+        str(function[0] if isinstance(function, list) else function or "LINEAR").upper() or "LINEAR"
+    )
     return params
 
 
@@ -232,9 +282,13 @@ def read_png(path: Path) -> tuple:
     if pixels.ndim == 3 and pixels.shape[-1] == 4:
         pixels = pixels[..., :3]  # drop alpha
     elif pixels.ndim == 3 and pixels.shape[-1] == 2:
-        pixels = pixels[..., 0]   # gray + alpha
-    return pixels, {"kind": "png", "color": pixels.ndim == 3, "bits_stored": 16 if pixels.dtype == np.uint16 else 8,
-                    "frames": 1}
+        pixels = pixels[..., 0]  # gray + alpha
+    return pixels, {
+        "kind": "png",
+        "color": pixels.ndim == 3,
+        "bits_stored": 16 if pixels.dtype == np.uint16 else 8,
+        "frames": 1,
+    }
 
 
 def read_image(path: Path) -> tuple:
@@ -246,6 +300,7 @@ def read_image(path: Path) -> tuple:
 # --------------------------------------------------------------------------
 # Normalizing (one code path for NumPy and CuPy: ``xp``)
 # --------------------------------------------------------------------------
+
 
 def apply_lut(xp, values, lut: dict):
     """Look values up in a LUT; values below/above the mapped range clamp."""
@@ -309,7 +364,11 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
     Multi-frame images whose rescale or window differs between frames are
     normalized frame by frame, each with its own functional-group values.
     """
-    if not params["color"] and params.get("kind") != "png" and ("frame_rescale" in params or "frame_window" in params):
+    if (
+        not params["color"]
+        and params.get("kind") != "png"
+        and ("frame_rescale" in params or "frame_window" in params)
+    ):
         return _normalize_frames(xp, pixels, params, window_override, function_override)
     done = {}
     if params["color"] or params.get("kind") == "png":
@@ -317,12 +376,16 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
         image *= xp.float32(1 / (2 ** params["bits_stored"] - 1))
         done["scaled_by_bit_depth"] = params["bits_stored"]
         return xp.clip(image, 0.0, 1.0, out=image), done
-    done["modality"] = "lut" if "modality_lut" in params else ("rescale" if "rescale" in params else "none")
+    done["modality"] = (
+        "lut" if "modality_lut" in params else ("rescale" if "rescale" in params else "none")
+    )
     if "rescale" in params:
         done["rescale"] = params["rescale"]
     if window_override is None and "voi_lut" in params:
         lut = params["voi_lut"]
-        image = (apply_lut(xp, modality_values(xp, pixels, params), lut) / (2 ** lut["bits"] - 1)).astype(xp.float32)
+        image = (
+            apply_lut(xp, modality_values(xp, pixels, params), lut) / (2 ** lut["bits"] - 1)
+        ).astype(xp.float32)
         done["voi"] = {"lut": True, "bits": lut["bits"]}
     else:
         values = None
@@ -336,7 +399,11 @@ def normalize(xp, pixels, params: dict, window_override=None, function_override=
             (center, width), source = fallback_window(xp, values, params)
             function = function_override or "LINEAR_EXACT"
         done["voi"] = {"center": center, "width": width, "function": function, "from": source}
-        if function in ("LINEAR", "LINEAR_EXACT") and "modality_lut" not in params and width > (function == "LINEAR"):
+        if (
+            function in ("LINEAR", "LINEAR_EXACT")
+            and "modality_lut" not in params
+            and width > (function == "LINEAR")
+        ):
             slope, intercept = params.get("rescale", (1.0, 0.0))
             if function == "LINEAR":
                 center, width = center - 0.5, width - 1
@@ -364,7 +431,11 @@ def fallback_window(xp, values, params: dict) -> tuple:
     if high > low:
         return ((low + high) / 2, high - low), "data range"
     bits = params.get("bits_stored", 16)
-    stored = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if params.get("signed") else (0.0, 2.0 ** bits - 1)
+    stored = (
+        (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+        if params.get("signed")
+        else (0.0, 2.0**bits - 1)
+    )
     if "modality_lut" in params:
         ends = [float(v) for v in params["modality_lut"]["data"][[0, -1]]]
     else:
@@ -381,7 +452,11 @@ def _normalize_frames(xp, pixels, params: dict, window_override, function_overri
     frames = params["frames"]
     images, per_frame = [], []
     for index in range(frames):
-        frame_params = {key: value for key, value in params.items() if key not in ("frame_rescale", "frame_window")}
+        frame_params = {
+            key: value
+            for key, value in params.items()
+            if key not in ("frame_rescale", "frame_window")
+        }
         if "frame_rescale" in params:
             frame_params["rescale"] = at(params["frame_rescale"], index)
         if "frame_window" in params:
@@ -389,7 +464,13 @@ def _normalize_frames(xp, pixels, params: dict, window_override, function_overri
                 frame_params["window"] = at(params["frame_window"], index)
             else:
                 frame_params.pop("window", None)
-        image, done = normalize(xp, pixels[index] if frames > 1 else pixels, frame_params, window_override, function_override)
+        image, done = normalize(
+            xp,
+            pixels[index] if frames > 1 else pixels,
+            frame_params,
+            window_override,
+            function_override,
+        )
         images.append(image)
         per_frame.append(done)
     done = {"per_frame": True, "modality": per_frame[0]["modality"]}
@@ -411,14 +492,18 @@ def preprocess_pixels(xp, pixels, params: dict, options: dict, sample_id: str):
     axes = spatial_axes(image, params["color"])
     if options.get("mask_threshold") is not None:
         if params["color"] or params.get("kind") == "png":
-            raise InputError("--mask-threshold needs a monochrome DICOM (modality values)", file=sample_id)
+            raise InputError(
+                "--mask-threshold needs a monochrome DICOM (modality values)", file=sample_id
+            )
         image = image * (modality_values(xp, pixels, params) >= options["mask_threshold"])
         done["mask"] = {"threshold": options["mask_threshold"]}
     if options.get("mask") is not None:
         mask = xp.asarray(options["mask"], dtype=xp.float32)
         spatial = (image.shape[axes[0]], image.shape[axes[1]])
         if tuple(mask.shape) != spatial:
-            raise InputError(f"mask shape {tuple(mask.shape)} does not match the image {spatial}", file=sample_id)
+            raise InputError(
+                f"mask shape {tuple(mask.shape)} does not match the image {spatial}", file=sample_id
+            )
         image = image * (mask[..., None] if params["color"] else mask)
         done["mask"] = {"file": options.get("mask_name")}
     if options.get("size") is not None:
@@ -466,7 +551,9 @@ def augmentation_parameters(seed: int, sample_id: str, epoch: int) -> dict:
 
 
 NOISE_LEVELS = 1 << 16
-NOISE_GENERATOR = "SFC64 raw words as 16-bit levels into the 65,536 equiprobable quantiles of N(0, 1)"
+NOISE_GENERATOR = (
+    "SFC64 raw words as 16-bit levels into the 65,536 equiprobable quantiles of N(0, 1)"
+)
 
 
 @functools.cache
@@ -519,6 +606,7 @@ def augment(xp, image, draws: dict, axes):
 # One sample, end to end (runs in worker processes)
 # --------------------------------------------------------------------------
 
+
 def process_sample(task: dict) -> dict:
     """Read, normalize, mask, resize, augment one image; write its npz; return its record."""
     xp, backend = array_module(task["backend"])
@@ -533,14 +621,25 @@ def process_sample(task: dict) -> dict:
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"cannot preprocess image: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
+            raise InputError(
+                f"cannot preprocess image: {type(exc).__name__}: {scrub_quoted(str(exc))}",
+                file=task["source"],
+            )
     _write_output(task, record, "output", npz_bytes({"image": array}))
-    record.update({
-        "output": task["output_name"], "shape": list(array.shape), "dtype": "float32",
-        "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
-        "min": float(array.min()), "max": float(array.max()), "mean": float(array.mean(dtype=np.float64)),
-        "transforms": done, "backend": backend, "warnings": sorted({scrub_quoted(str(w.message)) for w in caught}),
-    })
+    record.update(
+        {
+            "output": task["output_name"],
+            "shape": list(array.shape),
+            "dtype": "float32",
+            "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+            "min": float(array.min()),
+            "max": float(array.max()),
+            "mean": float(array.mean(dtype=np.float64)),
+            "transforms": done,
+            "backend": backend,
+            "warnings": sorted({scrub_quoted(str(w.message)) for w in caught}),
+        }
+    )
     return record
 
 
@@ -553,8 +652,9 @@ def _write_output(task: dict, record: dict, field: str, data: bytes) -> None:
         atomic_write_bytes(Path(task[field]), data)
 
 
-def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None,
-              function=None) -> list:
+def run_tasks(
+    tasks: list, workers: int, skip_errors: bool, executor: Executor | None = None, function=None
+) -> list:
     """Run ``function`` (default: ``process_sample``) on every task, on ``executor`` (or a pool of
     ``workers``, or inline); records in task order.
 
@@ -571,13 +671,26 @@ def run_tasks(tasks: list, workers: int, skip_errors: bool, executor: Executor |
             if pool is None:
                 results = (_guarded(function, task, skip_errors) for task in tasks)
             elif own_pool:
-                results = pool.map(_guarded, [function] * len(tasks), tasks, [skip_errors] * len(tasks))
+                results = pool.map(
+                    _guarded, [function] * len(tasks), tasks, [skip_errors] * len(tasks)
+                )
             else:
                 remote = [dict(task, return_outputs=True) for task in tasks]
-                sizes = [sum(cluster.size_or_zero(s["path"]) for s in task["slices"]) if "slices" in task
-                         else cluster.size_or_zero(task["path"]) for task in tasks]
-                results = cluster.map_batches(pool, run_batch, cluster.batches(
-                    remote, cluster.worker_count(pool), sizes, max_bytes=BATCH_INPUT_BYTES), function, skip_errors)
+                sizes = [
+                    sum(cluster.size_or_zero(s["path"]) for s in task["slices"])
+                    if "slices" in task
+                    else cluster.size_or_zero(task["path"])
+                    for task in tasks
+                ]
+                results = cluster.map_batches(
+                    pool,
+                    run_batch,
+                    cluster.batches(
+                        remote, cluster.worker_count(pool), sizes, max_bytes=BATCH_INPUT_BYTES
+                    ),
+                    function,
+                    skip_errors,
+                )
             for record in results:
                 if OUTPUT_ERROR in record:
                     details = dict(record[OUTPUT_ERROR])
@@ -619,6 +732,7 @@ def _guarded(function, task: dict, skip_errors: bool) -> dict:
 # Series -> volumes (--volumes)
 # --------------------------------------------------------------------------
 
+
 def slice_headers(images: list) -> tuple[dict, list]:
     """``({series key: [slice]}, skipped)`` from the headers of ``[(name, path)]``.
 
@@ -633,19 +747,33 @@ def slice_headers(images: list) -> tuple[dict, list]:
             try:
                 with open(path, "rb") as handle:
                     if handle.read(8) == PNG_SIGNATURE:
-                        skipped.append({"file": name, "reason": "--volumes: a PNG is not part of a DICOM series"})
+                        skipped.append(
+                            {
+                                "file": name,
+                                "reason": "--volumes: a PNG is not part of a DICOM series",
+                            }
+                        )
                         continue
                 ds = read_dataset(path, stop_before_pixels=True)
                 frames = frame_count(ds)
                 shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
                 if frames > MAX_VOLUME_FRAMES:  # checked before one entry per claimed frame is made
-                    raise InputError(f"Number of Frames is {frames}, over {MAX_VOLUME_FRAMES} for --volumes", file=name)
-                check_pixels(frames * max(shape[0], 1) * max(shape[1], 1), f"{frames}x{shape[0]}x{shape[1]}",
-                             file=name, volume=True)
+                    raise InputError(
+                        f"Number of Frames is {frames}, over {MAX_VOLUME_FRAMES} for --volumes",
+                        file=name,
+                    )
+                check_pixels(
+                    frames * max(shape[0], 1) * max(shape[1], 1),
+                    f"{frames}x{shape[0]}x{shape[1]}",
+                    file=name,
+                    volume=True,
+                )
                 positions = frame_values(ds, "ImagePositionPatient", frames)
                 orientations = frame_values(ds, "ImageOrientationPatient", frames)
                 spacings = frame_values(ds, "PixelSpacing", frames)
-                stack_values = {keyword: frame_values(ds, keyword, frames) for keyword in STACK_KEYS}
+                stack_values = {
+                    keyword: frame_values(ds, keyword, frames) for keyword in STACK_KEYS
+                }
                 key = str(ds.get("SeriesInstanceUID", "") or f"(no Series Instance UID) {name}")
                 if "Rows" not in ds:  # headers are read without the pixel data; an image has Rows
                     skipped.append({"file": name, "reason": "--volumes: DICOM file has no image"})
@@ -654,32 +782,60 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 skipped.append({"file": name, "reason": exc.message})
                 continue
             except Exception as exc:
-                skipped.append({"file": name,
-                                "reason": f"cannot read the DICOM header: {type(exc).__name__}: {scrub_quoted(str(exc))}"})
+                skipped.append(
+                    {
+                        "file": name,
+                        "reason": f"cannot read the DICOM header: {type(exc).__name__}: {scrub_quoted(str(exc))}",
+                    }
+                )
                 continue
         for frame in range(frames):
-            series.setdefault(key, []).append({
-                "source": name if frames == 1 else f"{name}#frame{frame + 1}", "file": name, "path": str(path),
-                "frame": None if frames == 1 else frame, "position": at(positions, frame),
-                "orientation": at(orientations, frame), "pixel_spacing": at(spacings, frame), "shape": shape,
-                "stack": {keyword: at(values, frame) for keyword, values in stack_values.items()},
-            })
+            series.setdefault(key, []).append(
+                {
+                    "source": name if frames == 1 else f"{name}#frame{frame + 1}",
+                    "file": name,
+                    "path": str(path),
+                    "frame": None if frames == 1 else frame,
+                    "position": at(positions, frame),
+                    "orientation": at(orientations, frame),
+                    "pixel_spacing": at(spacings, frame),
+                    "shape": shape,
+                    "stack": {
+                        keyword: at(values, frame) for keyword, values in stack_values.items()
+                    },
+                }
+            )
     return series, skipped
 
 
 def volume_plan(slices: list) -> dict:
     """Order one series' slices and check them: ``{"slices", "problems", "kinds"}``, plus ``affine`` and
     ``spacing`` when there is no problem."""
-    geometry = series_geometry([s["position"] for s in slices], [s["orientation"] for s in slices],
-                               [s["shape"] for s in slices], [s["pixel_spacing"] for s in slices])
-    plan = {"slices": [slices[i] for i in geometry["order"]],
-            "problems": [message for _, message in geometry["problems"]],
-            "kinds": [kind for kind, _ in geometry["problems"]]}
+    geometry = series_geometry(
+        [s["position"] for s in slices],
+        [s["orientation"] for s in slices],
+        [s["shape"] for s in slices],
+        [s["pixel_spacing"] for s in slices],
+    )
+    plan = {
+        "slices": [slices[i] for i in geometry["order"]],
+        "problems": [message for _, message in geometry["problems"]],
+        "kinds": [kind for kind, _ in geometry["problems"]],
+    }
     if not plan["problems"]:
         first = plan["slices"][0]
-        plan["spacing"] = [geometry["spacing"], float(first["pixel_spacing"][0]), float(first["pixel_spacing"][1])]
-        plan["affine"] = volume_affine(first["position"], first["orientation"], first["pixel_spacing"],
-                                       geometry["spacing"], geometry["normal"])
+        plan["spacing"] = [
+            geometry["spacing"],
+            float(first["pixel_spacing"][0]),
+            float(first["pixel_spacing"][1]),
+        ]
+        plan["affine"] = volume_affine(
+            first["position"],
+            first["orientation"],
+            first["pixel_spacing"],
+            geometry["spacing"],
+            geometry["normal"],
+        )
     return plan
 
 
@@ -691,7 +847,12 @@ def assemble_volume(xp, task: dict) -> tuple:
     """
     slices = task["slices"]
     rows, columns = slices[0]["shape"]
-    check_pixels(len(slices) * rows * columns, f"{len(slices)}x{rows}x{columns}", file=task["source"], volume=True)
+    check_pixels(
+        len(slices) * rows * columns,
+        f"{len(slices)}x{rows}x{columns}",
+        file=task["source"],
+        volume=True,
+    )
     volume = np.empty((len(slices), rows, columns), dtype=np.float32)
     dones, cache = [], {}
     with warnings.catch_warnings(record=True) as caught:
@@ -706,17 +867,25 @@ def assemble_volume(xp, task: dict) -> tuple:
                     if task.get("values") == "modality":
                         cache[item["path"]] = modality_image(xp, pixels, params)
                     else:
-                        cache[item["path"]] = normalize(xp, pixels, params, task.get("window"), task.get("voi_function"))
+                        cache[item["path"]] = normalize(
+                            xp, pixels, params, task.get("window"), task.get("voi_function")
+                        )
                 image, done = cache[item["path"]]
                 image = image if item["frame"] is None else image[item["frame"]]
                 if tuple(image.shape) != (rows, columns):
-                    raise InputError(f"a slice decodes to {tuple(image.shape)}, not {rows}x{columns}", file=item["file"])
+                    raise InputError(
+                        f"a slice decodes to {tuple(image.shape)}, not {rows}x{columns}",
+                        file=item["file"],
+                    )
                 volume[index] = to_numpy(image)
                 dones.append(done)
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"cannot build the volume: {type(exc).__name__}: {scrub_quoted(str(exc))}", file=task["source"])
+            raise InputError(
+                f"cannot build the volume: {type(exc).__name__}: {scrub_quoted(str(exc))}",
+                file=task["source"],
+            )
     return volume, dones, sorted({scrub_quoted(str(w.message)) for w in caught})
 
 
@@ -724,12 +893,21 @@ def modality_image(xp, pixels, params: dict) -> tuple:
     """``(float32 modality values, what was done)``: the Modality LUT or rescale only (HU for CT), per frame."""
     frames = params.get("frames", 1)
     if "frame_rescale" in params and frames > 1:
-        image = xp.stack([modality_values(xp, pixels[index], dict(params, rescale=at(params["frame_rescale"], index)))
-                          for index in range(frames)])
+        image = xp.stack(
+            [
+                modality_values(
+                    xp, pixels[index], dict(params, rescale=at(params["frame_rescale"], index))
+                )
+                for index in range(frames)
+            ]
+        )
         rescale = params["frame_rescale"]
     else:
         image, rescale = modality_values(xp, pixels, params), params.get("rescale")
-    done = {"values": "modality", "modality": "lut" if "modality_lut" in params else ("rescale" if rescale else "none")}
+    done = {
+        "values": "modality",
+        "modality": "lut" if "modality_lut" in params else ("rescale" if rescale else "none"),
+    }
     if rescale is not None:
         done["rescale"] = rescale
     return image.astype(xp.float32), done
@@ -741,21 +919,48 @@ def process_volume(task: dict) -> dict:
     volume, dones, messages = assemble_volume(xp, task)
     affine = np.asarray(task["affine"], dtype=np.float64)
     record = {}
-    _write_output(task, record, "output", npz_bytes({
-        "image": volume, "affine": affine, "spacing": np.asarray(task["spacing"], dtype=np.float64)}))
+    _write_output(
+        task,
+        record,
+        "output",
+        npz_bytes(
+            {
+                "image": volume,
+                "affine": affine,
+                "spacing": np.asarray(task["spacing"], dtype=np.float64),
+            }
+        ),
+    )
     _write_output(task, record, "nifti", nifti_bytes(volume, affine))
     voi = [done.get("voi") for done in dones]
     return record | {
-        "index": task["index"], "kind": "volume", "source": task["source"], "error": None,
-        "output": task["output_name"], "nifti": task["nifti_name"], "sources": [s["source"] for s in task["slices"]],
-        "slices": len(task["slices"]), "shape": list(volume.shape), "dtype": "float32", "axes": "slice, row, column",
-        "spacing": task["spacing"], "affine": task["affine"], "affine_space": "LPS (DICOM patient), mm",
+        "index": task["index"],
+        "kind": "volume",
+        "source": task["source"],
+        "error": None,
+        "output": task["output_name"],
+        "nifti": task["nifti_name"],
+        "sources": [s["source"] for s in task["slices"]],
+        "slices": len(task["slices"]),
+        "shape": list(volume.shape),
+        "dtype": "float32",
+        "axes": "slice, row, column",
+        "spacing": task["spacing"],
+        "affine": task["affine"],
+        "affine_space": "LPS (DICOM patient), mm",
         "sha256": hashlib.sha256(volume.tobytes()).hexdigest(),
-        "min": float(volume.min()), "max": float(volume.max()), "mean": float(volume.mean(dtype=np.float64)),
+        "min": float(volume.min()),
+        "max": float(volume.max()),
+        "mean": float(volume.mean(dtype=np.float64)),
         "values": task.get("values", "normalized"),
-        "transforms": {"modality": dones[0].get("modality"),
-                       "voi": voi[0] if all(v == voi[0] for v in voi) else "per slice (the files' own windows)"},
-        "backend": backend, "warnings": sorted(set(messages) | set(task["warnings"])),
+        "transforms": {
+            "modality": dones[0].get("modality"),
+            "voi": voi[0]
+            if all(v == voi[0] for v in voi)
+            else "per slice (the files' own windows)",
+        },
+        "backend": backend,
+        "warnings": sorted(set(messages) | set(task["warnings"])),
     }
 
 
@@ -787,7 +992,10 @@ def split_stacks(slices: list) -> list:
         for value, item in zip(values, slices):
             groups.setdefault(orjson.dumps(value), []).append(item)
         if all(len(group) > 1 and not volume_plan(group)["problems"] for group in groups.values()):
-            return [(f"{keyword}={orjson.loads(value)}", group) for value, group in sorted(groups.items())]
+            return [
+                (f"{keyword}={orjson.loads(value)}", group)
+                for value, group in sorted(groups.items())
+            ]
     return []
 
 
@@ -795,8 +1003,10 @@ def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
     """``(tasks, skipped)``: one task per series that forms a regular volume (or per stack in it)."""
     series, skipped = slice_headers(images)
     planned = []
-    for key, slices in sorted(series.items(), key=lambda item: item[1][0]["file"]):
-        name = slices[0]["file"].rsplit("/", 1)[0] if "/" in slices[0]["file"] else slices[0]["file"]
+    for _key, slices in sorted(series.items(), key=lambda item: item[1][0]["file"]):
+        name = (
+            slices[0]["file"].rsplit("/", 1)[0] if "/" in slices[0]["file"] else slices[0]["file"]
+        )
         taken = sum(source.split("#")[0] == name for source, _ in planned)
         name = name if not taken else f"{name}#series{taken + 1}"
         plan = volume_plan(slices)
@@ -804,18 +1014,32 @@ def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
         if stacks:
             planned += [(f"{name}#{label}", volume_plan(group)) for label, group in stacks]
         elif plan["problems"]:
-            skipped.append({"file": name, "reason": "--volumes: series not stacked: " + "; ".join(plan["problems"]),
-                            "slices": len(slices)})
+            skipped.append(
+                {
+                    "file": name,
+                    "reason": "--volumes: series not stacked: " + "; ".join(plan["problems"]),
+                    "slices": len(slices),
+                }
+            )
         else:
             planned.append((name, plan))
     tasks = []
     for index, (name, plan) in enumerate(planned):
-        tasks.append(dict(options, index=index, source=name, slices=plan["slices"], spacing=plan["spacing"],
-                          affine=plan["affine"], warnings=[],
-                          output=str(record.output_path(f"volumes/{index:06d}.npz")),
-                          output_name=f"volumes/{index:06d}.npz",
-                          nifti=str(record.output_path(f"volumes/{index:06d}.nii")),
-                          nifti_name=f"volumes/{index:06d}.nii"))
+        tasks.append(
+            dict(
+                options,
+                index=index,
+                source=name,
+                slices=plan["slices"],
+                spacing=plan["spacing"],
+                affine=plan["affine"],
+                warnings=[],
+                output=str(record.output_path(f"volumes/{index:06d}.npz")),
+                output_name=f"volumes/{index:06d}.npz",
+                nifti=str(record.output_path(f"volumes/{index:06d}.nii")),
+                nifti_name=f"volumes/{index:06d}.nii",
+            )
+        )
     return tasks, skipped
 
 
@@ -856,6 +1080,7 @@ def select_from_table(files: list, table_path) -> tuple[list, list]:
 # Command line
 # --------------------------------------------------------------------------
 
+
 def parse_size(text):
     if text is None:
         return None
@@ -891,7 +1116,9 @@ def load_mask(path):
         else:
             import imageio.v3 as iio
 
-            check_png_pixels(path) if path.suffix.lower() == ".png" else regular_file(path, "mask file")
+            check_png_pixels(path) if path.suffix.lower() == ".png" else regular_file(
+                path, "mask file"
+            )
             mask = iio.imread(path)
     except FileNotFoundError:
         raise InputError("mask file not found", file=path)
@@ -912,18 +1139,29 @@ def preprocess_files(args, log) -> int:
     if args.mask is not None and args.mask_threshold is not None:
         raise InputError("use --mask or --mask-threshold, not both")
     if args.volumes:
-        unsupported = [flag for flag, value in (("--size", args.size), ("--augment", args.augment),
-                                                ("--mask", args.mask), ("--mask-threshold", args.mask_threshold))
-                       if value not in (None, False)]
+        unsupported = [
+            flag
+            for flag, value in (
+                ("--size", args.size),
+                ("--augment", args.augment),
+                ("--mask", args.mask),
+                ("--mask-threshold", args.mask_threshold),
+            )
+            if value not in (None, False)
+        ]
         if unsupported:
-            raise InputError(f"--volumes does not support {', '.join(unsupported)} (they are per-image options)")
+            raise InputError(
+                f"--volumes does not support {', '.join(unsupported)} (they are per-image options)"
+            )
     size, window_override = lib.parse_size(args.size), lib.parse_window(args.window)
     _, backend = array_module(args.backend)
     workers = args.workers if backend == "numpy" else 1
     workspace = resolve_workspace(args.workspace)
     seeds = SeedManager.from_file(args.seeds)
     seed = seeds.seed(SEED_STREAM)
-    found = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+    found = collect_inputs(
+        workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log
+    )
     images = [(name, Path(path)) for name, path, _ in found.files]
     skipped = list(found.skipped)
     if args.table:
@@ -931,85 +1169,200 @@ def preprocess_files(args, log) -> int:
         skipped += left_out
     if skipped and args.strict:
         skipped.sort(key=lambda item: item["file"])
-        raise InputError(f"{len(skipped)} files are skipped (--strict)", file=skipped[0]["file"],
-                         reason=skipped[0]["reason"])
+        raise InputError(
+            f"{len(skipped)} files are skipped (--strict)",
+            file=skipped[0]["file"],
+            reason=skipped[0]["reason"],
+        )
     mask = lib.load_mask(args.mask)
     if args.volume_values != "normalized" and not args.volumes:
         raise InputError("--volume-values needs --volumes")
-    config = {"volumes": args.volumes, "volume_values": args.volume_values, "window": window_override, "voi_function": args.voi_function, "size": size,
-              "mask_threshold": args.mask_threshold, "mask": Path(args.mask).name if args.mask else None,
-              "augment": args.augment, "epoch": args.epoch, "backend": backend}
+    config = {
+        "volumes": args.volumes,
+        "volume_values": args.volume_values,
+        "window": window_override,
+        "voi_function": args.voi_function,
+        "size": size,
+        "mask_threshold": args.mask_threshold,
+        "mask": Path(args.mask).name if args.mask else None,
+        "augment": args.augment,
+        "epoch": args.epoch,
+        "backend": backend,
+    }
     if args.table:
         config["table"] = record_name(workspace, args.table)
-    with RunRecorder("image_preprocessor", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config,
-                     extra={"backend": backend}) as record:
+    with RunRecorder(
+        "image_preprocessor",
+        argv=args.argv,
+        workspace=workspace,
+        seeds=seeds,
+        log=log,
+        config=config,
+        extra={"backend": backend},
+    ) as record:
         record.data_roots = found.root_records()
         if args.volumes:
-            tasks, not_stacked = lib.volume_tasks(images, record, {
-                "window": window_override, "voi_function": args.voi_function, "backend": backend,
-                "values": args.volume_values})
+            tasks, not_stacked = lib.volume_tasks(
+                images,
+                record,
+                {
+                    "window": window_override,
+                    "voi_function": args.voi_function,
+                    "backend": backend,
+                    "values": args.volume_values,
+                },
+            )
             for item in not_stacked:
-                log.warning("series_not_stacked" if "series not stacked" in item["reason"] else "skipped_file", **item)
+                log.warning(
+                    "series_not_stacked"
+                    if "series not stacked" in item["reason"]
+                    else "skipped_file",
+                    **item,
+                )
             skipped += not_stacked
             if skipped and args.strict:
                 skipped.sort(key=lambda item: item["file"])
-                raise InputError(f"{len(skipped)} files or series are skipped (--strict)", file=skipped[0]["file"],
-                                 reason=skipped[0]["reason"])
+                raise InputError(
+                    f"{len(skipped)} files or series are skipped (--strict)",
+                    file=skipped[0]["file"],
+                    reason=skipped[0]["reason"],
+                )
         else:
-            tasks = [{
-                "index": index, "path": str(path), "source": name,
-                "output": str(record.output_path(f"samples/{index:06d}.npz")),
-                "output_name": f"samples/{index:06d}.npz",
-                "window": window_override, "voi_function": args.voi_function, "size": size,
-                "mask_threshold": args.mask_threshold, "mask": mask, "mask_name": config["mask"],
-                "augment": args.augment, "epoch": args.epoch, "seed": seed, "backend": backend,
-            } for index, (name, path) in enumerate(images)]
+            tasks = [
+                {
+                    "index": index,
+                    "path": str(path),
+                    "source": name,
+                    "output": str(record.output_path(f"samples/{index:06d}.npz")),
+                    "output_name": f"samples/{index:06d}.npz",
+                    "window": window_override,
+                    "voi_function": args.voi_function,
+                    "size": size,
+                    "mask_threshold": args.mask_threshold,
+                    "mask": mask,
+                    "mask_name": config["mask"],
+                    "augment": args.augment,
+                    "epoch": args.epoch,
+                    "seed": seed,
+                    "backend": backend,
+                }
+                for index, (name, path) in enumerate(images)
+            ]
         with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log) as executor:
-            records = lib.run_tasks(tasks, workers, args.skip_errors and not args.strict, executor,
-                                    function=lib.process_volume if args.volumes else lib.process_sample)
+            records = lib.run_tasks(
+                tasks,
+                workers,
+                args.skip_errors and not args.strict,
+                executor,
+                function=lib.process_volume if args.volumes else lib.process_sample,
+            )
         with atomic_output(record.output_path("records.jsonl")) as handle:
             for item in records:
-                handle.write(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS))
+                handle.write(
+                    orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SORT_KEYS)
+                )
         failed = [item for item in records if item.get("error")]
-        skipped = sorted(skipped + [{"file": item["source"], "reason": item["error"]} for item in failed],
-                         key=lambda item: item["file"])
-        record.results.update(samples=len(records), errors=len(failed), skipped=skipped,
-                              records=f"{record.folder}/records.jsonl")
+        skipped = sorted(
+            skipped + [{"file": item["source"], "reason": item["error"]} for item in failed],
+            key=lambda item: item["file"],
+        )
+        record.results.update(
+            samples=len(records),
+            errors=len(failed),
+            skipped=skipped,
+            records=f"{record.folder}/records.jsonl",
+        )
     for item in skipped[:20]:
         log.warning("skipped_file", **item)
-    log.info("preprocessed", samples=len(records), errors=len(failed), skipped=len(skipped), backend=backend,
-             records=f"{record.folder}/records.jsonl")
+    log.info(
+        "preprocessed",
+        samples=len(records),
+        errors=len(failed),
+        skipped=len(skipped),
+        backend=backend,
+        records=f"{record.folder}/records.jsonl",
+    )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "image_preprocessor", doc=__doc__,
+        "image_preprocessor",
+        doc=__doc__,
         description="Normalize DICOM/PNG images to float32 arrays (npz) with a record per sample.",
         example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment --epoch 0",
     )
-    parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
-    parser.add_argument("--window", metavar="CENTER,WIDTH", help="override every DICOM window (e.g. 40,400)")
-    parser.add_argument("--voi-function", choices=VOI_FUNCTIONS, help="override the VOI LUT Function (default: the file's)")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="PATH",
+        help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})",
+    )
+    parser.add_argument(
+        "--window", metavar="CENTER,WIDTH", help="override every DICOM window (e.g. 40,400)"
+    )
+    parser.add_argument(
+        "--voi-function",
+        choices=VOI_FUNCTIONS,
+        help="override the VOI LUT Function (default: the file's)",
+    )
     parser.add_argument("--size", metavar="HxW", help="resize to this shape (bilinear)")
-    parser.add_argument("--mask-threshold", type=cli.bounded(float, -1e15, 1e15), metavar="VALUE", help="keep pixels whose modality value >= VALUE")
-    parser.add_argument("--mask", metavar="FILE", help="mask image or .npy (non-zero = keep), same shape as the images")
-    parser.add_argument("--augment", action="store_true", help="seeded flips, rot90, intensity jitter, noise")
-    parser.add_argument("--epoch", type=cli.bounded(int, 0, 2 ** 63 - 1), default=0,
-                        help="epoch number (part of each sample's generator key)")
-    parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic")
+    parser.add_argument(
+        "--mask-threshold",
+        type=cli.bounded(float, -1e15, 1e15),
+        metavar="VALUE",
+        help="keep pixels whose modality value >= VALUE",
+    )
+    parser.add_argument(
+        "--mask",
+        metavar="FILE",
+        help="mask image or .npy (non-zero = keep), same shape as the images",
+    )
+    parser.add_argument(
+        "--augment", action="store_true", help="seeded flips, rot90, intensity jitter, noise"
+    )
+    parser.add_argument(
+        "--epoch",
+        type=cli.bounded(int, 0, 2**63 - 1),
+        default=0,
+        help="epoch number (part of each sample's generator key)",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="numpy", help="array backend for the arithmetic"
+    )
     cli.add_workers_option(parser, "processes (NumPy backend)")
-    parser.add_argument("--skip-errors", action="store_true", help="record unreadable images and go on (default: exit 2)")
-    parser.add_argument("--volumes", action="store_true",
-                        help="stack each DICOM series into one volume (npz + NIfTI) ordered along the slice normal")
-    parser.add_argument("--volume-values", choices=("normalized", "modality"), default="normalized",
-                        help="with --volumes: windowed [0, 1] values, or modality values (rescaled, e.g. HU)")
-    parser.add_argument("--table", metavar="METADATA_JSONL",
-                        help="take only the files this metadata table read without error (others: skipped)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 2 if any file is skipped (by the table, the listing, or --skip-errors)")
-    parser.add_argument("--data-name", metavar="NAME", default=None,
-                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="record unreadable images and go on (default: exit 2)",
+    )
+    parser.add_argument(
+        "--volumes",
+        action="store_true",
+        help="stack each DICOM series into one volume (npz + NIfTI) ordered along the slice normal",
+    )
+    parser.add_argument(
+        "--volume-values",
+        choices=("normalized", "modality"),
+        default="normalized",
+        help="with --volumes: windowed [0, 1] values, or modality values (rescaled, e.g. HU)",
+    )
+    parser.add_argument(
+        "--table",
+        metavar="METADATA_JSONL",
+        help="take only the files this metadata table read without error (others: skipped)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 if any file is skipped (by the table, the listing, or --skip-errors)",
+    )
+    parser.add_argument(
+        "--data-name",
+        metavar="NAME",
+        default=None,
+        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+    )
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)

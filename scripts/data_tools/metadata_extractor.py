@@ -82,9 +82,13 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
@@ -93,78 +97,147 @@ from scripts.utils import cli, cluster
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
 from scripts.utils.dicom_header import (
-    PROBLEM_KINDS, collapse, dictionary_vr, frame_count, frame_values, get_plain, plain, read_dataset,
-    series_geometry, tag_of,
+    PROBLEM_KINDS,
+    collapse,
+    dictionary_vr,
+    frame_count,
+    frame_values,
+    get_plain,
+    plain,
+    read_dataset,
+    series_geometry,
+    tag_of,
 )
 from scripts.utils.errors import InputError
+from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output, joined
 from scripts.utils.limits import read_input_bytes
-from scripts.utils.json_logger import progress
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import resolve_workspace
 from scripts.utils.seed_manager import SeedManager
+from scripts.utils.workspace import resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
 KEY_ENV = "CRH_DEID_KEY"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
 MAX_CHUNK_BYTES = 16 << 20  # a header or text chunk held in memory
-MAX_TAGS_PER_FILE = 200_000  # --all-tags: entries kept per file (huge per-frame sequences are cut, with a warning)
+MAX_TAGS_PER_FILE = (
+    200_000  # --all-tags: entries kept per file (huge per-frame sequences are cut, with a warning)
+)
 PNG_CHUNKS_READ = (b"IHDR", b"tEXt", b"zTXt", b"iTXt")
 PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 
 # Column -> DICOM keywords, tried in order (the second is where enhanced objects keep it).
 DICOM_COLUMNS = {
-    "patient_id": ("PatientID",), "patient_name": ("PatientName",), "patient_birth_date": ("PatientBirthDate",),
-    "patient_sex": ("PatientSex",), "patient_age": ("PatientAge",), "patient_weight": ("PatientWeight",),
+    "patient_id": ("PatientID",),
+    "patient_name": ("PatientName",),
+    "patient_birth_date": ("PatientBirthDate",),
+    "patient_sex": ("PatientSex",),
+    "patient_age": ("PatientAge",),
+    "patient_weight": ("PatientWeight",),
     "patient_size": ("PatientSize",),
-    "study_uid": ("StudyInstanceUID",), "series_uid": ("SeriesInstanceUID",), "sop_uid": ("SOPInstanceUID",),
-    "frame_of_reference_uid": ("FrameOfReferenceUID",), "sop_class_uid": ("SOPClassUID",), "modality": ("Modality",),
+    "study_uid": ("StudyInstanceUID",),
+    "series_uid": ("SeriesInstanceUID",),
+    "sop_uid": ("SOPInstanceUID",),
+    "frame_of_reference_uid": ("FrameOfReferenceUID",),
+    "sop_class_uid": ("SOPClassUID",),
+    "modality": ("Modality",),
     "accession_number": ("AccessionNumber",),
-    "study_date": ("StudyDate",), "study_time": ("StudyTime",), "series_date": ("SeriesDate",),
-    "series_time": ("SeriesTime",), "acquisition_date": ("AcquisitionDate",), "acquisition_time": ("AcquisitionTime",),
+    "study_date": ("StudyDate",),
+    "study_time": ("StudyTime",),
+    "series_date": ("SeriesDate",),
+    "series_time": ("SeriesTime",),
+    "acquisition_date": ("AcquisitionDate",),
+    "acquisition_time": ("AcquisitionTime",),
     "acquisition_datetime": ("AcquisitionDateTime",),
-    "study_description": ("StudyDescription",), "series_description": ("SeriesDescription",),
-    "protocol_name": ("ProtocolName",), "body_part_examined": ("BodyPartExamined",),
-    "manufacturer": ("Manufacturer",), "manufacturer_model_name": ("ManufacturerModelName",),
-    "institution_name": ("InstitutionName",), "station_name": ("StationName",),
-    "device_serial_number": ("DeviceSerialNumber",), "software_versions": ("SoftwareVersions",),
-    "series_number": ("SeriesNumber",), "instance_number": ("InstanceNumber",),
+    "study_description": ("StudyDescription",),
+    "series_description": ("SeriesDescription",),
+    "protocol_name": ("ProtocolName",),
+    "body_part_examined": ("BodyPartExamined",),
+    "manufacturer": ("Manufacturer",),
+    "manufacturer_model_name": ("ManufacturerModelName",),
+    "institution_name": ("InstitutionName",),
+    "station_name": ("StationName",),
+    "device_serial_number": ("DeviceSerialNumber",),
+    "software_versions": ("SoftwareVersions",),
+    "series_number": ("SeriesNumber",),
+    "instance_number": ("InstanceNumber",),
     "acquisition_number": ("AcquisitionNumber",),
-    "rows": ("Rows",), "columns": ("Columns",),
-    "pixel_spacing": ("PixelSpacing",), "slice_thickness": ("SliceThickness",),
+    "rows": ("Rows",),
+    "columns": ("Columns",),
+    "pixel_spacing": ("PixelSpacing",),
+    "slice_thickness": ("SliceThickness",),
     "spacing_between_slices": ("SpacingBetweenSlices",),
-    "image_position_patient": ("ImagePositionPatient",), "image_orientation_patient": ("ImageOrientationPatient",),
+    "image_position_patient": ("ImagePositionPatient",),
+    "image_orientation_patient": ("ImageOrientationPatient",),
     "slice_location": ("SliceLocation",),
-    "rescale_slope": ("RescaleSlope",), "rescale_intercept": ("RescaleIntercept",), "rescale_type": ("RescaleType",),
-    "window_center": ("WindowCenter",), "window_width": ("WindowWidth",), "voi_lut_function": ("VOILUTFunction",),
-    "kvp": ("KVP",), "exposure_mas": ("Exposure", "ExposureInmAs"),
+    "rescale_slope": ("RescaleSlope",),
+    "rescale_intercept": ("RescaleIntercept",),
+    "rescale_type": ("RescaleType",),
+    "window_center": ("WindowCenter",),
+    "window_width": ("WindowWidth",),
+    "voi_lut_function": ("VOILUTFunction",),
+    "kvp": ("KVP",),
+    "exposure_mas": ("Exposure", "ExposureInmAs"),
     "xray_tube_current_ma": ("XRayTubeCurrent", "XRayTubeCurrentInmA"),
-    "exposure_time_ms": ("ExposureTime", "ExposureTimeInms"), "convolution_kernel": ("ConvolutionKernel",),
-    "echo_time": ("EchoTime", "EffectiveEchoTime"), "repetition_time": ("RepetitionTime",),
-    "inversion_time": ("InversionTime", "InversionTimes"), "flip_angle": ("FlipAngle",),
-    "magnetic_field_strength": ("MagneticFieldStrength",), "mr_acquisition_type": ("MRAcquisitionType",),
+    "exposure_time_ms": ("ExposureTime", "ExposureTimeInms"),
+    "convolution_kernel": ("ConvolutionKernel",),
+    "echo_time": ("EchoTime", "EffectiveEchoTime"),
+    "repetition_time": ("RepetitionTime",),
+    "inversion_time": ("InversionTime", "InversionTimes"),
+    "flip_angle": ("FlipAngle",),
+    "magnetic_field_strength": ("MagneticFieldStrength",),
+    "mr_acquisition_type": ("MRAcquisitionType",),
     "contrast_bolus_agent": ("ContrastBolusAgent",),
-    "photometric_interpretation": ("PhotometricInterpretation",), "samples_per_pixel": ("SamplesPerPixel",),
-    "bits_allocated": ("BitsAllocated",), "bits_stored": ("BitsStored",),
+    "photometric_interpretation": ("PhotometricInterpretation",),
+    "samples_per_pixel": ("SamplesPerPixel",),
+    "bits_allocated": ("BitsAllocated",),
+    "bits_stored": ("BitsStored",),
     "pixel_representation": ("PixelRepresentation",),
 }
 COLUMNS = (
     ("path", "kind", "error", "warnings", "deidentified")
     + tuple(DICOM_COLUMNS)
-    + ("frames", "varying_per_frame", "transfer_syntax", "private_tags", "phi_in_path",
-       "width", "height", "mode", "bit_depth", "color_type", "text_chunks", "text_chunks_removed")
+    + (
+        "frames",
+        "varying_per_frame",
+        "transfer_syntax",
+        "private_tags",
+        "phi_in_path",
+        "width",
+        "height",
+        "mode",
+        "bit_depth",
+        "color_type",
+        "text_chunks",
+        "text_chunks_removed",
+    )
 )
 SERIES_COLUMNS = (
-    "study_uid", "series_uid", "patient_id", "modality", "series_description", "first_path", "files", "slices",
-    "rows", "columns", "pixel_spacing", "image_orientation_patient", "slice_spacing", "slice_thickness",
-    "volume_ok", "flags", "problems",
+    "study_uid",
+    "series_uid",
+    "patient_id",
+    "modality",
+    "series_description",
+    "first_path",
+    "files",
+    "slices",
+    "rows",
+    "columns",
+    "pixel_spacing",
+    "image_orientation_patient",
+    "slice_spacing",
+    "slice_thickness",
+    "volume_ok",
+    "flags",
+    "problems",
 )
 
 
 class Settings(NamedTuple):
     """How rows are made: ``key`` None keeps PHI; ``options`` are Table E.1-1 option names."""
+
     key: bytes | None = None
     options: tuple = ()
     all_tags: bool = False
@@ -185,14 +258,18 @@ def deidentification_key(key_file, seeds: SeedManager, log):
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV].encode("utf-8"), f"${KEY_ENV}"
     if log is not None:
-        log.warning("deid_key_from_seeds", note=f"pseudonyms are keyed by the seeds file; for real patient data "
-                    f"set ${KEY_ENV} or --deid-key-file, or anyone with the seeds can re-identify")
+        log.warning(
+            "deid_key_from_seeds",
+            note=f"pseudonyms are keyed by the seeds file; for real patient data "
+            f"set ${KEY_ENV} or --deid-key-file, or anyone with the seeds can re-identify",
+        )
     return seeds.seed("deidentification").to_bytes(8, "big") * 4, "seeds (not secret)"
 
 
 # --------------------------------------------------------------------------
 # Readers
 # --------------------------------------------------------------------------
+
 
 def _png_text(kind: bytes, data: bytes) -> dict:
     keyword, _, rest = data.partition(b"\x00")
@@ -246,7 +323,9 @@ def png_row(source) -> dict:
             cut = remaining > 0
         else:
             if length > MAX_CHUNK_BYTES:
-                raise ValueError(f"PNG chunk {name!r} of {length} bytes is over the limit of {MAX_CHUNK_BYTES}")
+                raise ValueError(
+                    f"PNG chunk {name!r} of {length} bytes is over the limit of {MAX_CHUNK_BYTES}"
+                )
             body = handle.read(length)
             crc, cut = zlib.crc32(kind + body), len(body) < length
         stored = handle.read(4)
@@ -258,12 +337,24 @@ def png_row(source) -> dict:
             if len(body) < 13:
                 raise ValueError("PNG IHDR chunk is too short")
             width, height, depth, color = struct.unpack(">IIBB", body[:10])
-            row.update(width=width, height=height, bit_depth=depth, color_type=color,
-                       mode=PNG_COLOR_MODES.get(color), rows=height, columns=width)
+            row.update(
+                width=width,
+                height=height,
+                bit_depth=depth,
+                color_type=color,
+                mode=PNG_COLOR_MODES.get(color),
+                rows=height,
+                columns=width,
+            )
         elif kind == b"IDAT":
             seen_idat = True
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
-            texts.append(dict(_png_text(kind, body), position="after_image_data" if seen_idat else "before_image_data"))
+            texts.append(
+                dict(
+                    _png_text(kind, body),
+                    position="after_image_data" if seen_idat else "before_image_data",
+                )
+            )
         elif kind == b"IEND":
             break
         position += 12 + length
@@ -311,24 +402,37 @@ def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
         if varies and value is not None:
             varying.append(column)
     row.update(
-        frames=frames, varying_per_frame=varying,
+        frames=frames,
+        varying_per_frame=varying,
         transfer_syntax=get_plain(meta, "TransferSyntaxUID") if meta is not None else None,
-        private_tags=sum(1 for tag in ds.keys() if tag.is_private),  # top level; keys() decodes no values
+        private_tags=sum(
+            1 for tag in ds.keys() if tag.is_private
+        ),  # top level; keys() decodes no values
     )
     if enhanced:
         positions = frame_values(ds, "ImagePositionPatient", frames or 1)
         orientations = frame_values(ds, "ImageOrientationPatient", frames or 1)
     else:
-        positions, orientations = [get_plain(ds, "ImagePositionPatient")], [get_plain(ds, "ImageOrientationPatient")]
-    row["_slices"] = {"positions": positions, "orientations": orientations,
-                      "pixel_spacing": frame_values(ds, "PixelSpacing", 1)[0] if enhanced else get_plain(ds, "PixelSpacing")}
+        positions, orientations = (
+            [get_plain(ds, "ImagePositionPatient")],
+            [get_plain(ds, "ImageOrientationPatient")],
+        )
+    row["_slices"] = {
+        "positions": positions,
+        "orientations": orientations,
+        "pixel_spacing": frame_values(ds, "PixelSpacing", 1)[0]
+        if enhanced
+        else get_plain(ds, "PixelSpacing"),
+    }
     if deid is None:
         row["deidentified"] = False
     else:
         original = str(ds.get("PatientID", "") or "")
         row["phi_in_path"] = len(original) >= 3 and original in relative
         if row["phi_in_path"]:
-            warnings.warn("the file's path contains its Patient ID: the path column is not de-identified")
+            warnings.warn(
+                "the file's path contains its Patient ID: the path column is not de-identified"
+            )
         row["deidentified"] = True
         row["_context"] = context
     if settings.all_tags:
@@ -349,11 +453,17 @@ def all_tags(ds, deid: Deidentifier | None, context) -> dict:
             if tag.is_private or tag.element == 0:  # private tags never; group lengths say nothing
                 continue
             if len(out) >= MAX_TAGS_PER_FILE:
-                warnings.warn(f"--all-tags: more than {MAX_TAGS_PER_FILE} attributes; the rest are left out")
+                warnings.warn(
+                    f"--all-tags: more than {MAX_TAGS_PER_FILE} attributes; the rest are left out"
+                )
                 return dict(sorted(out.items()))
             raw = dataset.get_item(tag, keep_deferred=True)
             name = prefix + (_keyword(tag) or f"({tag.group:04X},{tag.element:04X})")
-            if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, 0xFFFFFFFF):
+            if (
+                isinstance(raw, RawDataElement)
+                and raw.value is None
+                and raw.length not in (0, 0xFFFFFFFF)
+            ):
                 if deid is None or deid.action(int(tag)) != "X":
                     out[name] = f"<{raw.VR or 'UN'} {raw.length} bytes, not read>"
                 continue
@@ -366,7 +476,9 @@ def all_tags(ds, deid: Deidentifier | None, context) -> dict:
             if element.VR == "SQ":
                 if action in "XZDU":
                     continue
-                nested.extend((f"{name}[{index}].", item) for index, item in enumerate(element.value or []))
+                nested.extend(
+                    (f"{name}[{index}].", item) for index, item in enumerate(element.value or [])
+                )
                 continue
             if element.VR in BINARY_VRS:
                 if action != "X":
@@ -423,7 +535,11 @@ def extract_row(path: Path, relative: str, settings: Settings | None = None) -> 
             row["error"] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
         context = row.pop("_context", None)
         if settings.key is not None:  # library messages may quote values: scrub them
-            clean = (lambda text: scrub_quoted(context.scrub(text))) if context is not None else scrub_quoted
+            clean = (
+                (lambda text: scrub_quoted(context.scrub(text)))
+                if context is not None
+                else scrub_quoted
+            )
             if row["error"]:
                 row["error"] = clean(row["error"])
             messages = {clean(str(w.message)) for w in caught}
@@ -461,7 +577,10 @@ def quiet_pydicom_log():
 # Tables
 # --------------------------------------------------------------------------
 
-def extract_rows(files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None) -> list:
+
+def extract_rows(
+    files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None
+) -> list:
     """Rows for ``files`` (``(path, name)`` pairs) in the given order.
 
     The work runs on ``executor`` when given (any ``concurrent.futures``
@@ -480,7 +599,9 @@ def extract_rows(files, settings: Settings | None = None, workers: int = 1, exec
             else:
                 parallelism = workers if own_pool else cluster.worker_count(pool)
                 items = [(str(path), name) for path, name in files]
-                results = cluster.map_batches(pool, extract_batch, cluster.batches(items, parallelism), settings)
+                results = cluster.map_batches(
+                    pool, extract_batch, cluster.batches(items, parallelism), settings
+                )
             for row in results:
                 rows.append(row)
                 bar.update(1)
@@ -516,28 +637,51 @@ def series_rows(rows) -> list:
         for kind, _ in geometry["problems"]:
             flags[kind] = True
         first = members[0]
-        table.append({
-            "study_uid": study, "series_uid": series, "patient_id": first.get("patient_id"),
-            "modality": first.get("modality"), "series_description": first.get("series_description"),
-            "first_path": first["path"], "files": len(members), "slices": len(positions),
-            "rows": None if flags["mixed_shape"] else first.get("rows"),
-            "columns": None if flags["mixed_shape"] else first.get("columns"),
-            "pixel_spacing": None if flags["mixed_pixel_spacing"] else first["_slices"]["pixel_spacing"],
-            "image_orientation_patient": None if flags["mixed_orientation"] else orientations[0],
-            "slice_spacing": geometry["spacing"], "slice_thickness": first.get("slice_thickness"),
-            "volume_ok": not any(flags.values()), "flags": flags, "problems": problems,
-        })
+        table.append(
+            {
+                "study_uid": study,
+                "series_uid": series,
+                "patient_id": first.get("patient_id"),
+                "modality": first.get("modality"),
+                "series_description": first.get("series_description"),
+                "first_path": first["path"],
+                "files": len(members),
+                "slices": len(positions),
+                "rows": None if flags["mixed_shape"] else first.get("rows"),
+                "columns": None if flags["mixed_shape"] else first.get("columns"),
+                "pixel_spacing": None
+                if flags["mixed_pixel_spacing"]
+                else first["_slices"]["pixel_spacing"],
+                "image_orientation_patient": None
+                if flags["mixed_orientation"]
+                else orientations[0],
+                "slice_spacing": geometry["spacing"],
+                "slice_thickness": first.get("slice_thickness"),
+                "volume_ok": not any(flags.values()),
+                "flags": flags,
+                "problems": problems,
+            }
+        )
     return sorted(table, key=lambda item: item["first_path"])
 
 
 def table_jsonl(rows, columns=COLUMNS) -> bytes:
-    return joined(orjson.dumps({column: row.get(column) for column in columns}, option=orjson.OPT_APPEND_NEWLINE)
-                  for row in rows)
+    return joined(
+        orjson.dumps(
+            {column: row.get(column) for column in columns}, option=orjson.OPT_APPEND_NEWLINE
+        )
+        for row in rows
+    )
 
 
 def tags_jsonl(rows) -> bytes:
-    return joined(orjson.dumps({"path": row["path"], "tags": row.get("_tags")}, option=orjson.OPT_APPEND_NEWLINE)
-                  for row in rows if row["kind"] == "dicom")
+    return joined(
+        orjson.dumps(
+            {"path": row["path"], "tags": row.get("_tags")}, option=orjson.OPT_APPEND_NEWLINE
+        )
+        for row in rows
+        if row["kind"] == "dicom"
+    )
 
 
 def parse_columns(text) -> tuple:
@@ -546,8 +690,12 @@ def parse_columns(text) -> tuple:
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in COLUMNS]
     if unknown or not chosen:
-        raise InputError(f"unknown columns: {unknown} (--list-columns shows them)" if unknown else "--columns is empty",
-                         value=text)
+        raise InputError(
+            f"unknown columns: {unknown} (--list-columns shows them)"
+            if unknown
+            else "--columns is empty",
+            value=text,
+        )
     return ("path",) + tuple(dict.fromkeys(name for name in chosen if name != "path"))
 
 
@@ -592,34 +740,66 @@ def extract_table(args, log) -> int:
         raise InputError("--retain-full-dates and --retain-modified-dates exclude each other")
     workspace = resolve_workspace(args.workspace)
     seeds = SeedManager.from_file(args.seeds)
-    inputs = collect_inputs(workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log)
+    inputs = collect_inputs(
+        workspace, args.inputs or [workspace / DEFAULT_INPUT], args.data_name, log
+    )
     files = [(Path(path), name) for name, path, _ in inputs.files]
-    key, key_source = (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
-    with cluster.cluster_executor(cluster.scheduler_address(args.scheduler), log,
-                                  carries_secret=key is not None) as executor:
-        rows = lib.extract_rows(files, Settings(key, options, args.all_tags), args.workers, executor)
+    key, key_source = (
+        (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
+    )
+    with cluster.cluster_executor(
+        cluster.scheduler_address(args.scheduler), log, carries_secret=key is not None
+    ) as executor:
+        rows = lib.extract_rows(
+            files, Settings(key, options, args.all_tags), args.workers, executor
+        )
     failed = [row for row in rows if row["error"]]
-    skipped = sorted(inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
-                     key=lambda item: item["file"])
+    skipped = sorted(
+        inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
+        key=lambda item: item["file"],
+    )
     leaking = [row["path"] for row in rows if row.get("phi_in_path")]
     if leaking:
-        log.warning("phi_in_paths", files=len(leaking), first=leaking[0],
-                    note="these paths contain Patient IDs; rename the folders before sharing the table")
+        log.warning(
+            "phi_in_paths",
+            files=len(leaking),
+            first=leaking[0],
+            note="these paths contain Patient IDs; rename the folders before sharing the table",
+        )
     for item in skipped[:20]:
         log.warning("skipped_file", **item)
     if skipped and args.strict:
-        raise InputError(f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
-                         file=skipped[0]["file"], reason=skipped[0]["reason"])
+        raise InputError(
+            f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
+            file=skipped[0]["file"],
+            reason=skipped[0]["reason"],
+        )
     series = lib.series_rows(rows)
     deid = None
     if key is not None:
-        deid = dict(lib.deidentifier(key, options).report(), key_source=key_source,
-                    applies_to="every value written: table, series table, --all-tags, warnings and errors",
-                    png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
-                                    f"free text", paths="kept (see phi_in_path)")
-    config = {"keep_phi": args.keep_phi, "inputs": inputs.given, "columns": None if args.columns is None else list(columns),
-              "all_tags": args.all_tags, "deidentification_options": list(options)}
-    with RunRecorder("metadata_extractor", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config) as record:
+        deid = dict(
+            lib.deidentifier(key, options).report(),
+            key_source=key_source,
+            applies_to="every value written: table, series table, --all-tags, warnings and errors",
+            png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
+            f"free text",
+            paths="kept (see phi_in_path)",
+        )
+    config = {
+        "keep_phi": args.keep_phi,
+        "inputs": inputs.given,
+        "columns": None if args.columns is None else list(columns),
+        "all_tags": args.all_tags,
+        "deidentification_options": list(options),
+    }
+    with RunRecorder(
+        "metadata_extractor",
+        argv=args.argv,
+        workspace=workspace,
+        seeds=seeds,
+        log=log,
+        config=config,
+    ) as record:
         record.data_roots = inputs.root_records()
         with atomic_output(record.output_path("metadata.jsonl")) as handle:
             handle.write(lib.table_jsonl(rows, columns))
@@ -635,35 +815,81 @@ def extract_table(args, log) -> int:
         kinds = {}
         for row in rows:
             kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
-        record.results.update(files=len(rows), errors=len(failed), kinds=dict(sorted(kinds.items())),
-                              series=len(series), series_not_volumes=sum(not s["volume_ok"] for s in series),
-                              paths_with_patient_ids=len(leaking), skipped=skipped,
-                              deidentification=deid or "none: --keep-phi",
-                              table=f"{record.folder}/metadata.jsonl")
-    log.info("extracted", files=len(rows), errors=len(failed), skipped=len(skipped), series=len(series),
-             table=f"{record.folder}/metadata.jsonl")
+        record.results.update(
+            files=len(rows),
+            errors=len(failed),
+            kinds=dict(sorted(kinds.items())),
+            series=len(series),
+            series_not_volumes=sum(not s["volume_ok"] for s in series),
+            paths_with_patient_ids=len(leaking),
+            skipped=skipped,
+            deidentification=deid or "none: --keep-phi",
+            table=f"{record.folder}/metadata.jsonl",
+        )
+    log.info(
+        "extracted",
+        files=len(rows),
+        errors=len(failed),
+        skipped=len(skipped),
+        series=len(series),
+        table=f"{record.folder}/metadata.jsonl",
+    )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "metadata_extractor", doc=__doc__,
+        "metadata_extractor",
+        doc=__doc__,
         description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified by default "
-                    "(DICOM PS3.15 Annex E).",
+        "(DICOM PS3.15 Annex E).",
         example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 --retain-modified-dates",
     )
-    parser.add_argument("inputs", nargs="*", metavar="PATH", help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})")
-    parser.add_argument("--columns", metavar="A,B,...", help="keep only these columns of metadata.jsonl/.csv (default: all)")
-    parser.add_argument("--list-columns", action="store_true", help="print the columns and their DICOM keywords, then exit")
-    parser.add_argument("--all-tags", action="store_true", help="also write tags.jsonl: every public attribute, flattened")
-    parser.add_argument("--keep-phi", action="store_true", help="write every value as it is (no de-identification)")
-    parser.add_argument("--deid-key-file", metavar="FILE", help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="PATH",
+        help=f"files or folders (default: <workspace>/{DEFAULT_INPUT})",
+    )
+    parser.add_argument(
+        "--columns",
+        metavar="A,B,...",
+        help="keep only these columns of metadata.jsonl/.csv (default: all)",
+    )
+    parser.add_argument(
+        "--list-columns",
+        action="store_true",
+        help="print the columns and their DICOM keywords, then exit",
+    )
+    parser.add_argument(
+        "--all-tags",
+        action="store_true",
+        help="also write tags.jsonl: every public attribute, flattened",
+    )
+    parser.add_argument(
+        "--keep-phi", action="store_true", help="write every value as it is (no de-identification)"
+    )
+    parser.add_argument(
+        "--deid-key-file",
+        metavar="FILE",
+        help=f"secret key for pseudonyms (default: ${KEY_ENV}, else the seeds)",
+    )
     for name, (code, meaning) in OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=f"option_{name}", action="store_true",
-                            help=f"de-identification option: {meaning} ({code})")
-    parser.add_argument("--strict", action="store_true", help="exit 2 if any file cannot be read or is skipped")
-    parser.add_argument("--data-name", metavar="NAME", default=None,
-                        help="name of the data root for a folder outside the workspace (default: the folder's name)")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=f"option_{name}",
+            action="store_true",
+            help=f"de-identification option: {meaning} ({code})",
+        )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 2 if any file cannot be read or is skipped"
+    )
+    parser.add_argument(
+        "--data-name",
+        metavar="NAME",
+        default=None,
+        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+    )
     cli.add_workers_option(parser, "processes")
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)

@@ -29,9 +29,13 @@ import sys
 import zlib
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -40,12 +44,34 @@ from scripts.utils import cli
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import resolve_workspace
 from scripts.utils.seed_manager import SeedManager
+from scripts.utils.workspace import resolve_workspace
 
 SAMPLE_DIR = "data/sample"
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Niklaus")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton", "Wirth")
+FIRST_NAMES = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "John",
+    "Margaret",
+    "Niklaus",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Backus",
+    "Hamilton",
+    "Wirth",
+)
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -61,23 +87,23 @@ def _uid(seeds: SeedManager, *key) -> str:
 
 def phantom_hu(size: int, slice_index: int, slices: int, rng: np.random.Generator) -> np.ndarray:
     """One axial slice of an elliptical chest phantom, in Hounsfield units."""
-    y, x = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
-    z = (slice_index + 0.5) / slices * 2 - 1        # -1 (feet) .. 1 (head)
-    image = np.full((size, size), -1000.0)           # air
+    y, x = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
+    z = (slice_index + 0.5) / slices * 2 - 1  # -1 (feet) .. 1 (head)
+    image = np.full((size, size), -1000.0)  # air
     body = (x / 0.85) ** 2 + (y / 0.65) ** 2 <= 1
-    image[body] = 40.0                                # soft tissue
+    image[body] = 40.0  # soft tissue
     ring = body & ((x / 0.78) ** 2 + (y / 0.58) ** 2 > 1)
-    image[ring] = 700.0                               # ribs
-    lung_scale = 0.32 * np.sqrt(max(0.05, 1 - z ** 2))
+    image[ring] = 700.0  # ribs
+    lung_scale = 0.32 * np.sqrt(max(0.05, 1 - z**2))
     for side in (-1, 1):
         lung = ((x - side * 0.38) / lung_scale) ** 2 + (y / (lung_scale * 1.4)) ** 2 <= 1
         image[lung] = -820.0
     spine = ((x) / 0.1) ** 2 + ((y - 0.45) / 0.1) ** 2 <= 1
     image[spine] = 1100.0
     cx, cy, radius = rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), rng.uniform(0.04, 0.12)
-    lesion = (x - cx) ** 2 + (y - cy) ** 2 <= radius ** 2
+    lesion = (x - cx) ** 2 + (y - cy) ** 2 <= radius**2
     image[lesion & body] = 65.0
-    image += rng.normal(0.0, 12.0, image.shape)       # scanner noise
+    image += rng.normal(0.0, 12.0, image.shape)  # scanner noise
     return np.clip(image, -1024, 3071)
 
 
@@ -114,7 +140,9 @@ def dicom_slices(seeds: SeedManager, patients: int, slices: int, size: int):
                 ds.SOPClassUID = CT_IMAGE_STORAGE
                 ds.SOPInstanceUID = sop_uid
                 ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
-                ds.StudyTime = ds.SeriesTime = ds.ContentTime = f"{9 + p % 8:02d}{(k * 7) % 60:02d}00"
+                ds.StudyTime = ds.SeriesTime = ds.ContentTime = (
+                    f"{9 + p % 8:02d}{(k * 7) % 60:02d}00"
+                )
                 ds.AccessionNumber = f"ACC{p + 1:03d}{s}"
                 ds.Modality = "CT"
                 ds.Manufacturer = "CRH Phantom Works"
@@ -177,14 +205,18 @@ def png_files(seeds: SeedManager, size: int):
     images = {
         "phantom_gray8.png": Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L"),
         "phantom_gray16.png": Image.fromarray(np.round(hu + 1024).astype(np.uint16)),
-        "phantom_rgb8.png": Image.fromarray(np.stack(
-            [np.round(gray * 255), np.round(gray ** 0.5 * 255), np.round((1 - gray) * 255)], axis=-1).astype(np.uint8),
-            mode="RGB"),
+        "phantom_rgb8.png": Image.fromarray(
+            np.stack(
+                [np.round(gray * 255), np.round(gray**0.5 * 255), np.round((1 - gray) * 255)],
+                axis=-1,
+            ).astype(np.uint8),
+            mode="RGB",
+        ),
     }
     for name, image in images.items():
         info = PngInfo()
         info.add_text("Software", "cognitive-research-hub sample_data")
-        info.add_text("Description", f"synthetic CT phantom, {name[8:-4]}", zip=True)   # zTXt
+        info.add_text("Description", f"synthetic CT phantom, {name[8:-4]}", zip=True)  # zTXt
         info.add_itxt("Comment", "Synthetic — no real patient", lang="en", tkey="Kommentar")  # iTXt
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=info)
@@ -194,8 +226,14 @@ def png_files(seeds: SeedManager, size: int):
         yield f"png/{name}", data
 
 
-def write_sample_dataset(workspace: Path, seeds: SeedManager, run: RunRecorder,
-                         patients: int = 6, slices: int = 8, size: int = 64) -> dict:
+def write_sample_dataset(
+    workspace: Path,
+    seeds: SeedManager,
+    run: RunRecorder,
+    patients: int = 6,
+    slices: int = 8,
+    size: int = 64,
+) -> dict:
     """Write the dataset into ``<workspace>/data/sample`` (replacing it whole)."""
     target = workspace / SAMPLE_DIR
     staging = target.with_name(".sample.partial")
@@ -203,7 +241,10 @@ def write_sample_dataset(workspace: Path, seeds: SeedManager, run: RunRecorder,
     counts = {"dicom": 0, "png": 0}
     written = []
     try:
-        for kind, files in (("dicom", dicom_slices(seeds, patients, slices, size)), ("png", png_files(seeds, size))):
+        for kind, files in (
+            ("dicom", dicom_slices(seeds, patients, slices, size)),
+            ("png", png_files(seeds, size)),
+        ):
             for relative, data in files:
                 atomic_write_bytes(staging / relative, data)
                 written.append(relative)
@@ -228,9 +269,17 @@ def write_sample_data(args, log) -> int:
             raise InputError(f"--{name} must be between 1 and 4096", value=getattr(args, name))
     seeds = SeedManager.from_file(args.seeds)
     workspace = resolve_workspace(args.workspace)
-    with RunRecorder("sample_data", argv=args.argv, workspace=workspace, seeds=seeds, log=log,
-                     config={"patients": args.patients, "slices": args.slices, "size": args.size}) as record:
-        counts = write_sample_dataset(workspace, seeds, record, args.patients, args.slices, args.size)
+    with RunRecorder(
+        "sample_data",
+        argv=args.argv,
+        workspace=workspace,
+        seeds=seeds,
+        log=log,
+        config={"patients": args.patients, "slices": args.slices, "size": args.size},
+    ) as record:
+        counts = write_sample_dataset(
+            workspace, seeds, record, args.patients, args.slices, args.size
+        )
         record.results.update(counts, folder=SAMPLE_DIR)
     log.info("sample_written", folder=SAMPLE_DIR, **counts)
     return 0
@@ -238,7 +287,8 @@ def write_sample_data(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "sample_data", doc=__doc__,
+        "sample_data",
+        doc=__doc__,
         description="Write the built-in sample dataset (CT phantom DICOM series and PNGs) into data/sample/.",
         example="python scripts/data_tools/sample_data.py --patients 6 --slices 8 --size 64",
     )

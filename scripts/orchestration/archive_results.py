@@ -1,6 +1,7 @@
 """Move a run's outputs into an archive folder losslessly; pack and verify archives.
 
-    python scripts/orchestration/archive_results.py runs/scratch_42                    # -> experiments/results/archive/scratch_42/
+    # -> experiments/results/archive/scratch_42/
+    python scripts/orchestration/archive_results.py runs/scratch_42
     python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz  # and a deterministic tarball
     python scripts/orchestration/archive_results.py --verify experiments/results/archive/scratch_42.tar.gz
 
@@ -52,16 +53,20 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
 
 from scripts.utils import cli, timestamps
-from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.data_roots import is_bookkeeping
+from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json
 from scripts.utils.limits import name_hex, printable_name, read_input_bytes, regular_file
 from scripts.utils.registry import MANIFEST, REGISTRY
@@ -71,7 +76,7 @@ from scripts.utils.workspace import inside, relative_to_workspace, resolve_works
 MANIFEST_NAME = "MANIFEST.json"
 DEFAULT_ARCHIVE_DIR = "experiments/results/archive"
 CHUNK = 1 << 20
-MAX_MANIFEST_BYTES = 256 * 1024 ** 2
+MAX_MANIFEST_BYTES = 256 * 1024**2
 PROTECTED = (REGISTRY, MANIFEST, "meta/chronicle")  # the workspace's own records: never archived
 
 
@@ -88,7 +93,12 @@ def safe_member(name: str) -> str:
     if printable_name(name) != name:
         raise InputError("member name is not valid UTF-8", file=printable_name(name))
     posix = PurePosixPath(name.replace("\\", "/"))
-    if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]) or not posix.parts:
+    if (
+        posix.is_absolute()
+        or ".." in posix.parts
+        or (posix.parts and ":" in posix.parts[0])
+        or not posix.parts
+    ):
         raise InputError("path escapes its folder (absolute, drive or '..')", file=name)
     return posix.as_posix()
 
@@ -97,8 +107,10 @@ def check_source(workspace: Path, source: Path) -> None:
     """Refuse a source that holds the workspace's own records (the registry, manifest, chronicle)."""
     for protected in PROTECTED:
         if inside(source, workspace / protected):
-            raise InputError(f"this folder holds the workspace's {protected}: it cannot be archived",
-                             file=str(source))
+            raise InputError(
+                f"this folder holds the workspace's {protected}: it cannot be archived",
+                file=str(source),
+            )
 
 
 def source_files(workspace: Path, source: Path) -> dict:
@@ -116,8 +128,11 @@ def source_files(workspace: Path, source: Path) -> dict:
             path = Path(entry.path)
             relative = path.relative_to(source).as_posix()
             if printable_name(entry.name) != entry.name:
-                raise InputError("file name is not valid UTF-8: rename it before archiving",
-                                 file=printable_name(relative), name_hex=name_hex(relative))
+                raise InputError(
+                    "file name is not valid UTF-8: rename it before archiving",
+                    file=printable_name(relative),
+                    name_hex=name_hex(relative),
+                )
             info = entry.stat(follow_symlinks=False)
             if stat_module.S_ISDIR(info.st_mode):
                 stack.append(path)
@@ -131,8 +146,10 @@ def source_files(workspace: Path, source: Path) -> dict:
                 if not target.is_file():
                     continue
             elif not stat_module.S_ISREG(info.st_mode):
-                raise InputError("not a regular file (a FIFO, socket or device): it cannot be archived",
-                                 file=relative)
+                raise InputError(
+                    "not a regular file (a FIFO, socket or device): it cannot be archived",
+                    file=relative,
+                )
             elif info.st_nlink > 1:
                 hard_links[(info.st_dev, info.st_ino)] = (relative, info.st_nlink)
             if is_bookkeeping(entry.name):
@@ -147,7 +164,7 @@ def _check_hard_links(workspace: Path, source: Path, hard_links: dict) -> None:
     if not hard_links:
         return
     seen = {key: 0 for key in hard_links}
-    for folder, folders, names in os.walk(workspace):
+    for folder, _folders, names in os.walk(workspace):
         for name in names:
             try:
                 info = os.stat(os.path.join(folder, name), follow_symlinks=False)
@@ -158,8 +175,11 @@ def _check_hard_links(workspace: Path, source: Path, hard_links: dict) -> None:
                 seen[key] += 1
     for key, (relative, links) in sorted(hard_links.items(), key=lambda item: item[1]):
         if seen[key] < links:
-            raise InputError(f"hard link to a file outside the workspace ({links - seen[key]} of its {links} "
-                             f"links lie elsewhere): copy it in first", file=relative)
+            raise InputError(
+                f"hard link to a file outside the workspace ({links - seen[key]} of its {links} "
+                f"links lie elsewhere): copy it in first",
+                file=relative,
+            )
 
 
 def checked_manifest(raw: bytes, where: str) -> dict:
@@ -167,15 +187,24 @@ def checked_manifest(raw: bytes, where: str) -> dict:
     try:
         manifest = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"{MANIFEST_NAME} is not valid JSON: {exc.msg}", file=where, line=exc.lineno,
-                         column=exc.colno)
+        raise InputError(
+            f"{MANIFEST_NAME} is not valid JSON: {exc.msg}",
+            file=where,
+            line=exc.lineno,
+            column=exc.colno,
+        )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         raise InputError(f"{MANIFEST_NAME} must be an object with a 'files' object", file=where)
     for name, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                and isinstance(entry.get("size"), int)):
-            raise InputError(f"{MANIFEST_NAME} entry is not {{sha256, size}}", file=where, member=name)
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int)
+        ):
+            raise InputError(
+                f"{MANIFEST_NAME} entry is not {{sha256, size}}", file=where, member=name
+            )
         safe_member(name)
     return files
 
@@ -187,7 +216,9 @@ def _copy_verified(source: Path, target: Path, expected: str) -> None:
     found = sha256_file(target)
     if found != expected:
         target.unlink(missing_ok=True)
-        raise CheckFailed("the copy does not match its source", file=str(target), expected=expected, found=found)
+        raise CheckFailed(
+            "the copy does not match its source", file=str(target), expected=expected, found=found
+        )
 
 
 def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict:
@@ -198,8 +229,13 @@ def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict
     an uninterrupted one produce the same record).
     """
     manifest_path = destination / MANIFEST_NAME
-    previous = checked_manifest(read_input_bytes(manifest_path, MAX_MANIFEST_BYTES, MANIFEST_NAME),
-                                str(manifest_path)) if manifest_path.exists() else {}
+    previous = (
+        checked_manifest(
+            read_input_bytes(manifest_path, MAX_MANIFEST_BYTES, MANIFEST_NAME), str(manifest_path)
+        )
+        if manifest_path.exists()
+        else {}
+    )
     current = source_files(workspace, source) if source.exists() else {}
     if not current and not previous:
         raise InputError("nothing to archive: the source has no files", file=str(source))
@@ -219,25 +255,48 @@ def move_run(workspace: Path, source: Path, destination: Path, log=None) -> dict
     for name, entry in entries.items():  # everything the manifest will claim is in place
         target = destination / name
         if not target.is_file() or sha256_file(target) != entry["sha256"]:
-            raise CheckFailed("an archived file is missing or damaged; its source is gone", file=str(target))
+            raise CheckFailed(
+                "an archived file is missing or damaged; its source is gone", file=str(target)
+            )
 
     with atomic_output(manifest_path) as handle:
-        handle.write(canonical_json({"format": "crh-archive", "version": 1,
-                                     "source": relative_to_workspace(workspace, source), "files": entries}))
+        handle.write(
+            canonical_json(
+                {
+                    "format": "crh-archive",
+                    "version": 1,
+                    "source": relative_to_workspace(workspace, source),
+                    "files": entries,
+                }
+            )
+        )
     removed = 0
     for name, path in current.items():
         if path.exists() and sha256_file(path) == entries[name]["sha256"]:
             path.unlink()
             removed += 1
     if source.exists():
-        for folder in sorted((p for p in source.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        for folder in sorted(
+            (p for p in source.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+        ):
             if not any(folder.iterdir()):
                 folder.rmdir()
         if not any(source.iterdir()):
             source.rmdir()
     if log is not None:
-        log.info("moved", files=len(entries), copied=copied, already_in_place=kept, removed_from_source=removed)
-    return {"files": entries, "copied": copied, "already_in_place": kept, "removed_from_source": removed}
+        log.info(
+            "moved",
+            files=len(entries),
+            copied=copied,
+            already_in_place=kept,
+            removed_from_source=removed,
+        )
+    return {
+        "files": entries,
+        "copied": copied,
+        "already_in_place": kept,
+        "removed_from_source": removed,
+    }
 
 
 def registry_moves(workspace: Path, source: Path, destination: Path, entries: dict):
@@ -260,7 +319,8 @@ def archive_time() -> int:
 
 
 def pack(destination: Path, kind: str, target: Path, files) -> None:
-    """Write a deterministic tar.gz or zip of ``files`` under ``destination``, and its manifest (prefixed with its name).
+    """Write a deterministic tar.gz or zip of ``files`` under ``destination``, and its manifest
+    (prefixed with its name).
 
     Only those: a temp file an interrupted copy left in the destination is never packed.
     """
@@ -269,24 +329,39 @@ def pack(destination: Path, kind: str, target: Path, files) -> None:
     mtime = archive_time()
     with atomic_output(target) as out:
         if kind == "tar.gz":
-            with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=mtime, compresslevel=9) as gz, \
-                    tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            with (
+                gzip.GzipFile(
+                    filename="", mode="wb", fileobj=out, mtime=mtime, compresslevel=9
+                ) as gz,
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+            ):
                 for name in names:
                     info = tarfile.TarInfo(f"{prefix}/{name}")
-                    info.size, info.mtime, info.mode = (destination / name).stat().st_size, mtime, 0o644
+                    info.size, info.mtime, info.mode = (
+                        (destination / name).stat().st_size,
+                        mtime,
+                        0o644,
+                    )
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     with open(destination / name, "rb") as member:
                         tar.addfile(info, member)
         else:
-            stamp = datetime.fromtimestamp(max(mtime, 315532800), timezone.utc).timetuple()[:6]  # zip starts in 1980
-            with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            stamp = datetime.fromtimestamp(max(mtime, 315532800), timezone.utc).timetuple()[
+                :6
+            ]  # zip starts in 1980
+            with zipfile.ZipFile(
+                out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9
+            ) as archive:
                 for name in names:
                     info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=stamp)
                     info.create_system = 3  # Unix, on every platform
                     info.external_attr = 0o100644 << 16
                     info.compress_type = zipfile.ZIP_DEFLATED
-                    with open(destination / name, "rb") as member, archive.open(info, "w", force_zip64=True) as out:
+                    with (
+                        open(destination / name, "rb") as member,
+                        archive.open(info, "w", force_zip64=True) as out,
+                    ):
                         shutil.copyfileobj(member, out, CHUNK)
 
 
@@ -302,8 +377,11 @@ def verify_archive(path: Path) -> dict:
             size += len(chunk)
             if is_manifest:
                 if size > MAX_MANIFEST_BYTES:
-                    raise InputError(f"{MANIFEST_NAME} is over {MAX_MANIFEST_BYTES:,} bytes", file=str(path),
-                                     member=name)
+                    raise InputError(
+                        f"{MANIFEST_NAME} is over {MAX_MANIFEST_BYTES:,} bytes",
+                        file=str(path),
+                        member=name,
+                    )
                 kept.append(chunk)
         members[name] = digest.hexdigest()
         if is_manifest:
@@ -316,7 +394,9 @@ def verify_archive(path: Path) -> dict:
                 for member in tar:
                     name = safe_member(member.name)
                     if not member.isfile():
-                        raise InputError("archive member is not a regular file", file=str(path), member=name)
+                        raise InputError(
+                            "archive member is not a regular file", file=str(path), member=name
+                        )
                     with tar.extractfile(member) as stream:
                         take(name, stream)
         elif path.suffix == ".zip":
@@ -324,18 +404,31 @@ def verify_archive(path: Path) -> dict:
                 for info in archive.infolist():
                     name = safe_member(info.filename)
                     kind = stat_module.S_IFMT(info.external_attr >> 16)
-                    if info.is_dir() or (info.create_system == 3 and kind not in (0, stat_module.S_IFREG)):
-                        raise InputError("archive member is not a regular file", file=str(path), member=name)
+                    if info.is_dir() or (
+                        info.create_system == 3 and kind not in (0, stat_module.S_IFREG)
+                    ):
+                        raise InputError(
+                            "archive member is not a regular file", file=str(path), member=name
+                        )
                     with archive.open(info) as stream:
                         take(name, stream)
         else:
             raise InputError("unknown archive type: use .tar.gz or .zip", file=str(path))
-    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
-            NotImplementedError, RuntimeError, ValueError) as exc:
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         raise InputError(f"corrupt or unreadable archive: {exc}", file=str(path))
     if len(contents) != 1:
         raise InputError(f"the archive holds no single top-level {MANIFEST_NAME}", file=str(path))
-    (manifest_name, raw), = contents.items()
+    ((manifest_name, raw),) = contents.items()
     prefix = manifest_name.split("/")[0]
     expected = checked_manifest(raw, f"{path}:{manifest_name}")
     result = {"matched": [], "changed": [], "missing": [], "unexpected": []}
@@ -347,8 +440,11 @@ def verify_archive(path: Path) -> dict:
             result["changed"].append(name)
         else:
             result["matched"].append(name)
-    result["unexpected"] = sorted(n[len(prefix) + 1:] for n in members
-                                  if n != manifest_name and n[len(prefix) + 1:] not in expected)
+    result["unexpected"] = sorted(
+        n[len(prefix) + 1 :]
+        for n in members
+        if n != manifest_name and n[len(prefix) + 1 :] not in expected
+    )
     return result
 
 
@@ -359,28 +455,45 @@ def archive_or_verify(args, log) -> int:
         summary = {key: len(value) for key, value in result.items()}
         log.info("verified", archive=args.verify, **summary)
         if summary["changed"] or summary["missing"] or summary["unexpected"]:
-            raise CheckFailed("the archive differs from its manifest", archive=args.verify, **summary,
-                              first=(result["changed"] + result["missing"] + result["unexpected"])[0])
+            raise CheckFailed(
+                "the archive differs from its manifest",
+                archive=args.verify,
+                **summary,
+                first=(result["changed"] + result["missing"] + result["unexpected"])[0],
+            )
         return 0
     if not args.source:
         raise InputError("give a RUN_DIR to archive, or --verify ARCHIVE")
     source = Path(args.source).absolute()
     relative_to_workspace(workspace, source)  # refuses a source outside the workspace
-    destination = Path(args.dest).absolute() if args.dest else workspace / DEFAULT_ARCHIVE_DIR / source.name
+    destination = (
+        Path(args.dest).absolute() if args.dest else workspace / DEFAULT_ARCHIVE_DIR / source.name
+    )
     relative_to_workspace(workspace, destination)
-    if source.resolve() == destination.resolve() or destination.resolve().is_relative_to(source.resolve()):
+    if source.resolve() == destination.resolve() or destination.resolve().is_relative_to(
+        source.resolve()
+    ):
         raise InputError("the destination cannot be the source or inside it", file=str(destination))
     check_source(workspace, source.resolve())
     if not source.exists() and not (destination / MANIFEST_NAME).exists():
         raise InputError("source not found", file=args.source)
-    with RunRecorder("archive_results", argv=args.argv, workspace=workspace, log=log,
-                     config={"source": relative_to_workspace(workspace, source),
-                             "destination": relative_to_workspace(workspace, destination),
-                             "archive": args.archive}) as record:
+    with RunRecorder(
+        "archive_results",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={
+            "source": relative_to_workspace(workspace, source),
+            "destination": relative_to_workspace(workspace, destination),
+            "archive": args.archive,
+        },
+    ) as record:
         moved = move_run(workspace, source, destination, log)
         record.change_registry(registry_moves(workspace, source, destination, moved["files"]))
         record.claim_output(destination / MANIFEST_NAME)
-        record.results.update(files=len(moved["files"]), destination=relative_to_workspace(workspace, destination))
+        record.results.update(
+            files=len(moved["files"]), destination=relative_to_workspace(workspace, destination)
+        )
         if args.archive:
             target = destination.with_name(f"{destination.name}.{args.archive}")
             pack(destination, args.archive, target, moved["files"])
@@ -391,15 +504,28 @@ def archive_or_verify(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "archive_results", doc=__doc__,
+        "archive_results",
+        doc=__doc__,
         description="Move a run's outputs into an archive folder (copy, verify, remove), optionally pack a\n"
-                    "deterministic tar.gz or zip; or --verify an archive.",
+        "deterministic tar.gz or zip; or --verify an archive.",
         example="python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz",
     )
-    parser.add_argument("source", nargs="?", metavar="RUN_DIR", help="the folder to archive (inside the workspace)")
-    parser.add_argument("--dest", metavar="DIR", help=f"destination (default: <workspace>/{DEFAULT_ARCHIVE_DIR}/<source name>)")
-    parser.add_argument("--archive", choices=("tar.gz", "zip"), help="also pack the destination into this archive")
-    parser.add_argument("--verify", metavar="ARCHIVE", help="re-check every member of ARCHIVE; exit 1 on a difference")
+    parser.add_argument(
+        "source", nargs="?", metavar="RUN_DIR", help="the folder to archive (inside the workspace)"
+    )
+    parser.add_argument(
+        "--dest",
+        metavar="DIR",
+        help=f"destination (default: <workspace>/{DEFAULT_ARCHIVE_DIR}/<source name>)",
+    )
+    parser.add_argument(
+        "--archive", choices=("tar.gz", "zip"), help="also pack the destination into this archive"
+    )
+    parser.add_argument(
+        "--verify",
+        metavar="ARCHIVE",
+        help="re-check every member of ARCHIVE; exit 1 on a difference",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, archive_or_verify, argv)
 

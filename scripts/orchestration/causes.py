@@ -34,7 +34,13 @@ import re
 
 import orjson
 
-from scripts.orchestration.variations import CLOCK_SHIFT, FIXES, NOISE_FIX, NOISE_SOURCES, changed_settings
+from scripts.orchestration.variations import (
+    CLOCK_SHIFT,
+    FIXES,
+    NOISE_FIX,
+    NOISE_SOURCES,
+    changed_settings,
+)
 
 # Types whose places (key paths, cells, lines, members, tensors) stay put between runs; regions and ranges may move.
 STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4", "array", "model"}
@@ -63,7 +69,10 @@ def place_keys(found: dict) -> dict:
         stable = result["type"] in STABLE_PLACES
         for item in result["differences"]:
             if result["type"] == "presence":
-                key = (name_pattern(artifact), f"{item['where']}: {item['first']} / {item['second']}")
+                key = (
+                    name_pattern(artifact),
+                    f"{item['where']}: {item['first']} / {item['second']}",
+                )
                 keys.setdefault(key, []).append({**item, "artifact": artifact})
                 continue
             place = item["where"] if stable or item["where"] == FILE_NAME else None
@@ -79,9 +88,12 @@ def carries_the_clock(item: dict, epoch: str, now: float | None = None) -> str |
     first, second = (_text(item.get(run)) for run in ("first", "second"))
     if _shows(first, start) and _shows(second, shifted):
         return "shifted"
-    days = () if now is None else (now - 86400, now, now + 86400)  # local dates run a day either side of UTC
-    if any(_shows(first, day, whole_day=True) for day in days) and any(_shows(second, day, whole_day=True)
-                                                                       for day in days):
+    days = (
+        () if now is None else (now - 86400, now, now + 86400)
+    )  # local dates run a day either side of UTC
+    if any(_shows(first, day, whole_day=True) for day in days) and any(
+        _shows(second, day, whole_day=True) for day in days
+    ):
         return "real"
     return None
 
@@ -93,11 +105,11 @@ def _shows(text: str, instant: float, whole_day: bool = False) -> bool:
         dates = {moment.strftime("%Y-%m-%d"), moment.strftime("%Y%m%d")}
         if any(date in text for date in dates):
             return True
-        prefix = str(int(instant))[:5]   # within about a day
+        prefix = str(int(instant))[:5]  # within about a day
     else:
         if str(moment.year) in text:
             return True
-        prefix = str(int(instant))[:4]   # within about 11 days: a run's own stamps
+        prefix = str(int(instant))[:4]  # within about 11 days: a run's own stamps
     return any(number.startswith(prefix) for number in LONG_NUMBER.findall(text))
 
 
@@ -123,12 +135,23 @@ def _merged(*found: dict) -> dict:
 class CauseSearch:
     """The runs of one search for causes, each cached by the variations it had."""
 
-    def __init__(self, probe, found: dict, varied: list, epoch: str, max_runs: int, runs_used: int,
-                 paths: tuple = ("<first>", "<second>"), now: float | None = None):
+    def __init__(
+        self,
+        probe,
+        found: dict,
+        varied: list,
+        epoch: str,
+        max_runs: int,
+        runs_used: int,
+        paths: tuple = ("<first>", "<second>"),
+        now: float | None = None,
+    ):
         self.probe, self.found, self.varied, self.epoch = probe, found, list(varied), epoch
         self.max_runs, self.runs = max_runs, runs_used
         self.paths, self.now = paths, now
-        self.seen = {frozenset(varied): place_keys(found)}  # variations -> {key: differences} of that run
+        self.seen = {
+            frozenset(varied): place_keys(found)
+        }  # variations -> {key: differences} of that run
         self.control: dict = {}
         self.confirmed: dict = {}
 
@@ -137,8 +160,12 @@ class CauseSearch:
     def explain(self) -> dict:
         self._learn_noise()
         keys = place_keys(self.found)
-        clocked = {key for key in keys if "time" in self.varied
-                   and all(carries_the_clock(item, self.epoch, self.now) for item in keys[key])}
+        clocked = {
+            key
+            for key in keys
+            if "time" in self.varied
+            and all(carries_the_clock(item, self.epoch, self.now) for item in keys[key])
+        }
         # a file with any difference in a control that is not the clock is noise throughout (not bisected)
         noisy = {artifact for artifact, place in self.control if (artifact, place) not in clocked}
         noise = {key for key in keys if key[0] in noisy} - clocked
@@ -159,8 +186,10 @@ class CauseSearch:
         for key in noise | flickering:
             causes[key] = {frozenset()}
         unexplained = sorted(targets - set(causes), key=str)
-        return {"causes": self._listed(causes, keys),
-                "unexplained": [{"artifact": a, "where": w or "(the file)"} for a, w in unexplained]}
+        return {
+            "causes": self._listed(causes, keys),
+            "unexplained": [{"artifact": a, "where": w or "(the file)"} for a, w in unexplained],
+        }
 
     def _run(self, varied: frozenset, name: str) -> dict:
         if self.runs >= self.max_runs:
@@ -176,7 +205,9 @@ class CauseSearch:
 
     def _reproduced(self, varied: frozenset, keys: set) -> set:
         if varied not in self.seen:
-            self.seen[varied] = self._run(varied, "with-" + "-".join(v for v in self.varied if v in varied))
+            self.seen[varied] = self._run(
+                varied, "with-" + "-".join(v for v in self.varied if v in varied)
+            )
         return {key for key in keys if _holds(self.seen[varied], key)}
 
     def _bisect(self, keys: set, candidates: list, context: frozenset) -> dict:
@@ -193,14 +224,23 @@ class CauseSearch:
         by_first = self._reproduced(context | set(first), keys)
         rest = keys - by_first
         by_second = self._reproduced(context | set(second), keys) if rest else set()
-        causes = _merged(self._bisect(by_first, first, context), self._bisect(by_second, second, context))
+        causes = _merged(
+            self._bisect(by_first, first, context), self._bisect(by_second, second, context)
+        )
         together = rest - by_second
         if together:  # an interaction: the part of the first half needed with all of the second, then vice versa
             with_second = self._bisect(together, first, context | set(second))
-            parts = {cause - context - set(second) for found in with_second.values() for cause in found}
-            for part in sorted(parts, key=lambda part: [self.varied.index(v) for v in self._order(part)]):
-                needing = {key for key, found in with_second.items()
-                           if any(cause - context - set(second) == part for cause in found)}
+            parts = {
+                cause - context - set(second) for found in with_second.values() for cause in found
+            }
+            for part in sorted(
+                parts, key=lambda part: [self.varied.index(v) for v in self._order(part)]
+            ):
+                needing = {
+                    key
+                    for key, found in with_second.items()
+                    if any(cause - context - set(second) == part for cause in found)
+                }
                 causes = _merged(causes, self._bisect(needing, second, context | part))
         return causes
 
@@ -208,7 +248,9 @@ class CauseSearch:
         """Run each interaction once more: what needs two variations together is rare, a flicker is not."""
         for cause in sorted((c for c in causes if len(c) > 1), key=self._order):
             if self.runs < self.max_runs:
-                self.confirmed[cause] = self._run(cause, "again-with-" + "-".join(self._order(cause)))
+                self.confirmed[cause] = self._run(
+                    cause, "again-with-" + "-".join(self._order(cause))
+                )
 
     def _recurs(self, key: tuple, cause: frozenset) -> bool:
         again = self.confirmed.get(cause)
@@ -220,37 +262,60 @@ class CauseSearch:
 
     def _listed(self, causes: dict, keys: dict) -> list:
         grouped: dict = {}
-        order = {(artifact, item["where"]): index for artifact, result in self.found.items()
-                 for index, item in enumerate(result["differences"])}
-        for key, cause in sorted(((key, cause) for key, found in causes.items() for cause in found),
-                                 key=lambda pair: (str(pair[0]), self._order(pair[1]))):
+        order = {
+            (artifact, item["where"]): index
+            for artifact, result in self.found.items()
+            for index, item in enumerate(result["differences"])
+        }
+        for key, cause in sorted(
+            ((key, cause) for key, found in causes.items() for cause in found),
+            key=lambda pair: (str(pair[0]), self._order(pair[1])),
+        ):
             shown = self.seen.get(cause, {}).get(key) if cause else self.control.get(key)
             items = [dict(item) for item in (shown or keys[key])]
             for item in items:
                 clock = carries_the_clock(item, self.epoch, self.now) if "time" in cause else None
                 if item["where"] == FILE_NAME:
-                    item["note"] = ("the name contains a time stamp" if "time" in cause
-                                    else "the name contains a number that changes from run to run")
+                    item["note"] = (
+                        "the name contains a time stamp"
+                        if "time" in cause
+                        else "the name contains a number that changes from run to run"
+                    )
                 if clock == "real":
-                    item["clock"] = ("today's date or time, from a clock outside Python (a shell's date, a C "
-                                     "library): verify cannot shift it, so it changes between any two runs")
-            artifact = items[0].pop("artifact", key[0])  # a file present in one run: its own name, not the pattern
+                    item["clock"] = (
+                        "today's date or time, from a clock outside Python (a shell's date, a C "
+                        "library): verify cannot shift it, so it changes between any two runs"
+                    )
+            artifact = items[0].pop(
+                "artifact", key[0]
+            )  # a file present in one run: its own name, not the pattern
             for item in items[1:]:
                 item.pop("artifact", None)
             grouped.setdefault(cause, {}).setdefault(artifact, []).extend(items)
         listed = []
         position = {variation: index for index, variation in enumerate(self.varied)}
-        for cause, artifacts in sorted(grouped.items(),
-                                       key=lambda pair: (len(pair[0]), sorted(position[v] for v in pair[0]))):
+        for cause, artifacts in sorted(
+            grouped.items(), key=lambda pair: (len(pair[0]), sorted(position[v] for v in pair[0]))
+        ):
             entry = {"variations": self._order(cause) or [NOISE], "interaction": len(cause) > 1}
             if cause:
-                entry["changed"] = [line for v in self._order(cause)
-                                    for line in changed_settings(v, self.epoch, self.paths)]
+                entry["changed"] = [
+                    line
+                    for v in self._order(cause)
+                    for line in changed_settings(v, self.epoch, self.paths)
+                ]
                 entry["fix"] = "; ".join(FIXES[v] for v in self._order(cause))
             else:
                 entry["likely_sources"], entry["fix"] = NOISE_SOURCES, NOISE_FIX
-            entry["artifacts"] = [{"artifact": artifact, "differences": sorted(items, key=lambda item: order.get(
-                (artifact, item["where"]), len(order)))} for artifact, items in sorted(artifacts.items())]
+            entry["artifacts"] = [
+                {
+                    "artifact": artifact,
+                    "differences": sorted(
+                        items, key=lambda item: order.get((artifact, item["where"]), len(order))
+                    ),
+                }
+                for artifact, items in sorted(artifacts.items())
+            ]
             listed.append(entry)
         return listed
 

@@ -27,9 +27,13 @@ import sys
 import threading
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils import cli
@@ -48,20 +52,33 @@ def job_cluster(system: str, config_file: Path, log=None):
     settings = load_config_file(config_file)
     section = (settings.get("jobqueue") or {}).get(system) if isinstance(settings, dict) else None
     if not isinstance(section, dict):
-        raise InputError(f"the config has no jobqueue.{system} section", file=config_file, key=f"jobqueue.{system}")
+        raise InputError(
+            f"the config has no jobqueue.{system} section",
+            file=config_file,
+            key=f"jobqueue.{system}",
+        )
     options = {key.replace("-", "_"): value for key, value in section.items()}
     missing = [key for key in ("cores", "memory") if not options.get(key)]
     if missing:
-        raise InputError(f"jobqueue.{system} needs {' and '.join(missing)} (per job)", file=config_file,
-                         key=f"jobqueue.{system}.{missing[0]}")
-    options["job_script_prologue"] = [f"cd {REPO_ROOT}", f"export PYTHONPATH={REPO_ROOT}",
-                                      *options.get("job_script_prologue", [])]
+        raise InputError(
+            f"jobqueue.{system} needs {' and '.join(missing)} (per job)",
+            file=config_file,
+            key=f"jobqueue.{system}.{missing[0]}",
+        )
+    options["job_script_prologue"] = [
+        f"cd {REPO_ROOT}",
+        f"export PYTHONPATH={REPO_ROOT}",
+        *options.get("job_script_prologue", []),
+    ]
     try:
         cluster = getattr(dask_jobqueue, SYSTEMS[system])(
-            python=sys.executable, scheduler_options={"dashboard_address": ":8787"}, **options)
+            python=sys.executable, scheduler_options={"dashboard_address": ":8787"}, **options
+        )
         cluster.job_script()  # dask-jobqueue checks most settings only when it writes a job
     except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"dask-jobqueue refused the settings: {exc}", file=config_file, key=f"jobqueue.{system}")
+        raise InputError(
+            f"dask-jobqueue refused the settings: {exc}", file=config_file, key=f"jobqueue.{system}"
+        )
     return cluster
 
 
@@ -71,10 +88,19 @@ def launch_cluster(args, log) -> int:
             sys.stdout.write(cluster.job_script())
             return 0
         cluster.scale(jobs=args.jobs)
-        cli.print_json({"scheduler": cluster.scheduler_address, "dashboard": cluster.dashboard_link,
-                        "jobs": args.jobs})
-        log.info("cluster_up", scheduler=cluster.scheduler_address, jobs=args.jobs,
-                 note="leave this running; Ctrl-C cancels the jobs")
+        cli.print_json(
+            {
+                "scheduler": cluster.scheduler_address,
+                "dashboard": cluster.dashboard_link,
+                "jobs": args.jobs,
+            }
+        )
+        log.info(
+            "cluster_up",
+            scheduler=cluster.scheduler_address,
+            jobs=args.jobs,
+            note="leave this running; Ctrl-C cancels the jobs",
+        )
         stop = threading.Event()
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: stop.set())
@@ -85,15 +111,27 @@ def launch_cluster(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "cluster_launcher", doc=__doc__,
+        "cluster_launcher",
+        doc=__doc__,
         description="Start a Dask scheduler here and workers as batch jobs (dask-jobqueue), for --scheduler.",
         example="python scripts/orchestration/cluster_launcher.py slurm --jobs 8",
     )
     parser.add_argument("system", choices=sorted(SYSTEMS), help="the batch system")
-    parser.add_argument("--jobs", type=cli.bounded(int, 1, 10_000), default=1, help="batch jobs of workers to submit")
-    parser.add_argument("--config", metavar="FILE", default=str(DEFAULT_CONFIG),
-                        help="dask-jobqueue settings (YAML/TOML/JSON with a jobqueue.<system> section)")
-    parser.add_argument("--job-script", action="store_true", help="print the job script and exit (submit nothing)")
+    parser.add_argument(
+        "--jobs",
+        type=cli.bounded(int, 1, 10_000),
+        default=1,
+        help="batch jobs of workers to submit",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=str(DEFAULT_CONFIG),
+        help="dask-jobqueue settings (YAML/TOML/JSON with a jobqueue.<system> section)",
+    )
+    parser.add_argument(
+        "--job-script", action="store_true", help="print the job script and exit (submit nothing)"
+    )
     cli.add_common_options(parser, workspace=False)
     return cli.run(parser, launch_cluster, argv)
 

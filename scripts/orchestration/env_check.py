@@ -27,9 +27,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils import cli, environment
@@ -53,44 +57,91 @@ def check_environment(args, log) -> int:
         with RunRecorder("env_check", argv=args.argv, workspace=workspace, log=log) as record:
             target = record.claim_output(workspace / SNAPSHOT)
             atomic_write_bytes(target, canonical_json(current))
-            record.results.update(env_hash=current["env_hash"], lock_matches=current["lock"]["matches"])
-        log.info("snapshot", file=SNAPSHOT, env_hash=current["env_hash"], lock_matches=current["lock"]["matches"],
-                 threads=environment.thread_counts())
+            record.results.update(
+                env_hash=current["env_hash"], lock_matches=current["lock"]["matches"]
+            )
+        log.info(
+            "snapshot",
+            file=SNAPSHOT,
+            env_hash=current["env_hash"],
+            lock_matches=current["lock"]["matches"],
+            threads=environment.thread_counts(),
+        )
         if not current["lock"]["matches"]:
-            log.warning("lock_mismatch", **{k: current["lock"][k] for k in ("missing", "extra", "mismatched")})
+            log.warning(
+                "lock_mismatch",
+                **{k: current["lock"][k] for k in ("missing", "extra", "mismatched")},
+            )
         return 0
 
-    path = Path(args.check) if Path(args.check).is_absolute() or Path(args.check).exists() else workspace / args.check
+    path = (
+        Path(args.check)
+        if Path(args.check).is_absolute() or Path(args.check).exists()
+        else workspace / args.check
+    )
     saved = read_json(path)
     if not isinstance(saved, dict) or "env_hash" not in saved:
         raise InputError("not an environment snapshot (no env_hash)", file=args.check)
     hashed = set(environment.HASHED_FIELDS)
-    found = environment.differences({k: v for k, v in saved.items() if k != "env_hash"},
-                                    {k: v for k, v in current.items() if k != "env_hash"})
+    found = environment.differences(
+        {k: v for k, v in saved.items() if k != "env_hash"},
+        {k: v for k, v in current.items() if k != "env_hash"},
+    )
     for difference in found:
         difference["affects_results"] = difference["field"].split(".")[0] in hashed
     failing = [d for d in found if d["affects_results"]] + (
-        [] if current["lock"]["matches"] else [{"field": "lock", "saved": "requirements.lock",
-                                                 "current": {k: current["lock"][k] for k in ("missing", "extra", "mismatched")},
-                                                 "affects_results": True}])
-    cli.print_json({"saved": str(args.check), "env_hash": {"saved": saved["env_hash"], "current": current["env_hash"]},
-                    "parity": not failing, "differences": found})
+        []
+        if current["lock"]["matches"]
+        else [
+            {
+                "field": "lock",
+                "saved": "requirements.lock",
+                "current": {k: current["lock"][k] for k in ("missing", "extra", "mismatched")},
+                "affects_results": True,
+            }
+        ]
+    )
+    cli.print_json(
+        {
+            "saved": str(args.check),
+            "env_hash": {"saved": saved["env_hash"], "current": current["env_hash"]},
+            "parity": not failing,
+            "differences": found,
+        }
+    )
     if failing:
-        raise CheckFailed("the environment differs from the snapshot or the lock", differences=len(failing),
-                          first=failing[0]["field"], saved_hash=saved["env_hash"], current_hash=current["env_hash"])
+        raise CheckFailed(
+            "the environment differs from the snapshot or the lock",
+            differences=len(failing),
+            first=failing[0]["field"],
+            saved_hash=saved["env_hash"],
+            current_hash=current["env_hash"],
+        )
     log.info("parity", env_hash=current["env_hash"], other_differences=len(found))
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "env_check", doc=__doc__,
+        "env_check",
+        doc=__doc__,
         description="Write an environment snapshot with a stable env_hash to env/, or --check against one.",
         example="python scripts/orchestration/env_check.py --check",
     )
-    parser.add_argument("--check", nargs="?", const=SNAPSHOT, metavar="SNAPSHOT", default=None,
-                        help=f"compare with SNAPSHOT (default: <workspace>/{SNAPSHOT}) and the lock; exit 1 on a difference")
-    parser.add_argument("--lock", metavar="FILE", default=str(environment.LOCK_FILE), help="the lock to compare with")
+    parser.add_argument(
+        "--check",
+        nargs="?",
+        const=SNAPSHOT,
+        metavar="SNAPSHOT",
+        default=None,
+        help=f"compare with SNAPSHOT (default: <workspace>/{SNAPSHOT}) and the lock; exit 1 on a difference",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="FILE",
+        default=str(environment.LOCK_FILE),
+        help="the lock to compare with",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, check_environment, argv)
 

@@ -85,19 +85,30 @@ def external_command(config: dict, seed: int, code_dir: Path | None = None) -> l
         found = config
         for part in name.split("."):
             if not isinstance(found, dict) or part not in found:
-                raise InputError(f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
-                                 "logdir nor a key of the config", key="external.command", placeholder=name)
+                raise InputError(
+                    f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
+                    "logdir nor a key of the config",
+                    key="external.command",
+                    placeholder=name,
+                )
             found = found[part]
         if isinstance(found, bool):
             return "true" if found else "false"
-        return found if isinstance(found, str) else (str(found) if isinstance(found, (int, float))
-                                                      else orjson.dumps(found).decode())
+        return (
+            found
+            if isinstance(found, str)
+            else (str(found) if isinstance(found, (int, float)) else orjson.dumps(found).decode())
+        )
 
     filled = [PLACEHOLDER.sub(value, part) for part in config["external"]["command"]]
     if code_dir is None:
         return filled
-    return [filled[0] if os.sep not in filled[0] and "/" not in filled[0] else anchored(filled[0], code_dir),
-            *(anchored(part, code_dir) for part in filled[1:])]
+    return [
+        filled[0]
+        if os.sep not in filled[0] and "/" not in filled[0]
+        else anchored(filled[0], code_dir),
+        *(anchored(part, code_dir) for part in filled[1:]),
+    ]
 
 
 def anchored(argument: str, code_dir: Path) -> str:
@@ -136,17 +147,24 @@ def _named_files(command: list, code_dir: Path, logdir: Path | None) -> list:
     for index, part in enumerate(command):
         if index == 0 and command_interpreter(command) is not None:
             continue  # the interpreter or a Python program: its environment is asked of it instead
-        if index > 0 and command[index - 1] == "-m":  # the module, and the packages' __init__ on the way to it
+        if (
+            index > 0 and command[index - 1] == "-m"
+        ):  # the module, and the packages' __init__ on the way to it
             parts = part.split(".")
             for depth in range(1, len(parts) + 1):
                 files += _module_files(parts[:depth], [code_dir])
-            if code_dir.joinpath(*parts, "__main__.py").is_file():  # ``python -m package`` runs its __main__
+            if code_dir.joinpath(
+                *parts, "__main__.py"
+            ).is_file():  # ``python -m package`` runs its __main__
                 files.append(code_dir.joinpath(*parts, "__main__.py").resolve())
             continue
         candidate = Path(part) if Path(part).is_absolute() else (logdir / part if logdir else None)
         try:
-            if candidate is not None and candidate.is_file() and (
-                    logdir is None or logdir.resolve() not in candidate.resolve().parents):
+            if (
+                candidate is not None
+                and candidate.is_file()
+                and (logdir is None or logdir.resolve() not in candidate.resolve().parents)
+            ):
                 files.append(candidate.resolve())
         except OSError:
             continue
@@ -188,7 +206,9 @@ def local_imports(files: list) -> list:
             else:
                 continue
             for parts, folder in names:
-                for index in range(1, len(parts) + 1):  # a package's __init__ files run on the way down
+                for index in range(
+                    1, len(parts) + 1
+                ):  # a package's __init__ files run on the way down
                     for module_file in _module_files(parts[:index], [folder]):
                         if module_file not in found:
                             found.append(module_file)
@@ -207,29 +227,54 @@ def _listed_files(entries: list, base: Path) -> list:
                 folders[:] = sorted(f for f in folders if f not in SKIPPED_FOLDERS)
                 files += [(Path(root) / name).resolve() for name in sorted(names)]
                 if len(files) > MAX_CODE_FILES:
-                    raise InputError(f"external.code lists more than {MAX_CODE_FILES:,} files", key="external.code",
-                                     value=entry)
+                    raise InputError(
+                        f"external.code lists more than {MAX_CODE_FILES:,} files",
+                        key="external.code",
+                        value=entry,
+                    )
         else:
-            raise InputError("external.code names a file or folder that does not exist", key="external.code",
-                             value=entry)
+            raise InputError(
+                "external.code names a file or folder that does not exist",
+                key="external.code",
+                value=entry,
+            )
     return files
 
 
 def git_state_of(folder: Path) -> dict | None:
     """{"root", "commit", "dirty"} of the git repository holding ``folder`` (None outside one, or without git)."""
     try:
-        result = subprocess.run(["git", "-C", str(folder), "status", "--porcelain=v2", "--branch",
-                                 "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-        root = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                              capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(folder),
+                "status",
+                "--porcelain=v2",
+                "--branch",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        root = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0 or root.returncode != 0:
         return None
     lines = result.stdout.splitlines()
     commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
-    return {"root": root.stdout.strip(), "commit": None if commit == "(initial)" else commit,
-            "dirty": any(not line.startswith("#") for line in lines)}
+    return {
+        "root": root.stdout.strip(),
+        "commit": None if commit == "(initial)" else commit,
+        "dirty": any(not line.startswith("#") for line in lines),
+    }
 
 
 def code_name(path: Path, code_dir: Path) -> str:
@@ -242,14 +287,21 @@ def code_record(command: list, code_dir: Path, extra_code: list, logdir: Path | 
     """{"files": {name: sha256}, "git": [repository states]} of the code a command runs, named relative to
     ``code_dir`` (``logdir``: its log folder, whose files are outputs, not code; None before there is one)."""
     code_dir = code_dir.resolve()
-    files = sorted(set(_named_files(command, code_dir, logdir)) | set(_listed_files(extra_code, code_dir)))
+    files = sorted(
+        set(_named_files(command, code_dir, logdir)) | set(_listed_files(extra_code, code_dir))
+    )
     repositories = {}
     for path in files:
         state = git_state_of(path.parent)
         if state is not None:
-            repositories[state["root"]] = {**state, "root": code_name(Path(state["root"]), code_dir)}
-    return {"files": {code_name(path, code_dir): sha256_of(path) for path in files},
-            "git": [repositories[root] for root in sorted(repositories)]}
+            repositories[state["root"]] = {
+                **state,
+                "root": code_name(Path(state["root"]), code_dir),
+            }
+    return {
+        "files": {code_name(path, code_dir): sha256_of(path) for path in files},
+        "git": [repositories[root] for root in sorted(repositories)],
+    }
 
 
 def current_code(recorded: dict, code_dir: Path) -> dict:
@@ -286,12 +338,16 @@ def interpreter_environment(command: list, env: dict | None, cwd: Path) -> dict 
     if program is None:
         return None
     try:
-        result = subprocess.run([program, "-c", PROBE], capture_output=True, env=env, cwd=cwd, timeout=PROBE_SECONDS)
+        result = subprocess.run(
+            [program, "-c", PROBE], capture_output=True, env=env, cwd=cwd, timeout=PROBE_SECONDS
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return {"error": f"the interpreter could not be asked: {exc}"}
     if result.returncode != 0:
-        return {"error": "the interpreter could not be asked",
-                "stderr_tail": result.stderr.decode(errors="replace").splitlines()[-3:]}
+        return {
+            "error": "the interpreter could not be asked",
+            "stderr_tail": result.stderr.decode(errors="replace").splitlines()[-3:],
+        }
     try:
         return orjson.loads(result.stdout.splitlines()[-1])
     except (orjson.JSONDecodeError, IndexError):
@@ -301,29 +357,50 @@ def interpreter_environment(command: list, env: dict | None, cwd: Path) -> dict 
 def changed_since(recorded: dict, now: dict) -> list:
     """What differs between a run's recorded code and environment and today's: refusals for rerun."""
     found = []
-    old_files, new_files = (recorded.get("code") or {}).get("files", {}), (now.get("code") or {}).get("files", {})
+    old_files, new_files = (
+        (recorded.get("code") or {}).get("files", {}),
+        (now.get("code") or {}).get("files", {}),
+    )
     for path, digest in sorted(old_files.items()):
         if path not in new_files:
             found.append({"what": "a file of the command's code is gone", "file": path})
         elif new_files[path] != digest:
-            found.append({"what": "a file of the command's code changed", "file": path,
-                          "recorded": digest, "now": new_files[path]})
+            found.append(
+                {
+                    "what": "a file of the command's code changed",
+                    "file": path,
+                    "recorded": digest,
+                    "now": new_files[path],
+                }
+            )
     old_env, new_env = recorded.get("environment") or {}, now.get("environment") or {}
     if "distributions" in old_env and "distributions" in new_env:
         before, after = set(old_env["distributions"]), set(new_env["distributions"])
         if before != after:
-            found.append({"what": "the command's Python has other packages",
-                          "removed": sorted(before - after)[:20], "added": sorted(after - before)[:20]})
+            found.append(
+                {
+                    "what": "the command's Python has other packages",
+                    "removed": sorted(before - after)[:20],
+                    "added": sorted(after - before)[:20],
+                }
+            )
     for key in ("python", "torch"):
         if key in old_env and old_env.get(key) != new_env.get(key):
-            found.append({"what": f"the command's {key} changed", "recorded": old_env.get(key),
-                          "now": new_env.get(key)})
+            found.append(
+                {
+                    "what": f"the command's {key} changed",
+                    "recorded": old_env.get(key),
+                    "now": new_env.get(key),
+                }
+            )
     return found
 
 
 def config_code_hashes(config: dict, code_dir: Path) -> dict:
     """{file: sha256} of an external config's code (what the pipeline's fingerprint of its step covers)."""
-    if (config.get("experiment") or {}).get("kind") != "external" or not isinstance(config.get("external"), dict):
+    if (config.get("experiment") or {}).get("kind") != "external" or not isinstance(
+        config.get("external"), dict
+    ):
         return {}
     try:
         command = external_command(config, 0, code_dir)

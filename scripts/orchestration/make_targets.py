@@ -19,9 +19,13 @@ import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils.errors import EXIT_BAD_INPUT
@@ -44,7 +48,11 @@ def target_argv(target: str, environ=None) -> tuple[str, list]:
     if target == "report":
         return "html_report", ([given("RUN")] if given("RUN") else []) + argv
     argv = [target, *argv]
-    for name, option in (("DATA", "--data"), ("DATA_NAME", "--data-name"), ("SCHEDULER", "--scheduler")):
+    for name, option in (
+        ("DATA", "--data"),
+        ("DATA_NAME", "--data-name"),
+        ("SCHEDULER", "--scheduler"),
+    ):
         if given(name):
             argv += [option, given(name)]
     if given("STRICT").strip().lower() in TRUE:

@@ -81,9 +81,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
@@ -97,14 +101,30 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import PROGRESS_ENV, JsonLogger
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
 from scripts.utils.limits import printable_name
-from scripts.utils.registry import (REGISTRY, StatCache, check_writable, damaged_files, fold_journal, hash_files,
-                                    read_manifest, read_registry)
-from scripts.utils.run_records import portable_argv, recover, records_lock, retract_runs
+from scripts.utils.registry import (
+    MANIFEST,
+    REGISTRY,
+    StatCache,
+    check_writable,
+    damaged_files,
+    fold_journal,
+    hash_files,
+    read_manifest,
+    read_registry,
+)
+from scripts.utils.run_records import portable_argv, records_lock, recover, retract_runs
 from scripts.utils.run_reports import checked_report
 from scripts.utils.step_view import StepView
-from scripts.utils.registry import MANIFEST
-from scripts.utils.workspace import (REPO_ROOT, SEED_LOG, checked_run_id, ensure_layout, inside, resolve_workspace,
-                                     run_folder, run_report)
+from scripts.utils.workspace import (
+    REPO_ROOT,
+    SEED_LOG,
+    checked_run_id,
+    ensure_layout,
+    inside,
+    resolve_workspace,
+    run_folder,
+    run_report,
+)
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
 TERMINAL_LOG = "meta/chronicle/pipeline.jsonl"  # the JSON log when the terminal shows the live view
@@ -112,7 +132,9 @@ STATE = "meta/chronicle/pipeline_state.json"
 PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
 SHOWN_SKIPPED = 5
-TABLE = re.compile(r"^experiments/results/metadata_extractor_[0-9TZ_-]+/metadata\.jsonl$")  # "{table}" as recorded
+TABLE = re.compile(
+    r"^experiments/results/metadata_extractor_[0-9TZ_-]+/metadata\.jsonl$"
+)  # "{table}" as recorded
 
 
 class StepFailed(CheckFailed):
@@ -126,16 +148,18 @@ class StepFailed(CheckFailed):
 @dataclass
 class Step:
     name: str
-    script: str                 # the name its runs are recorded under
-    argv: list                  # the script's path and arguments; "{table}" is the metadata step's table
+    script: str  # the name its runs are recorded under
+    argv: list  # the script's path and arguments; "{table}" is the metadata step's table
     after: list = field(default_factory=list)
-    folders: list = field(default_factory=list)   # workspace folders it fills outside its run folder
-    files: list = field(default_factory=list)     # workspace files it writes outside its run folder
-    keep_folders_on_resume: bool = False          # archive: a resumed move must keep what it moved
-    consumes: list = field(default_factory=list)  # workspace folders it moves away (archive: its source)
-    resume_from: str | None = None                # what lets it be redone once its source is gone
-    in_process: bool = False                      # run here, not as a subprocess: it prints its result, and
-                                                  # the pipeline records what it writes (config resolution)
+    folders: list = field(default_factory=list)  # workspace folders it fills outside its run folder
+    files: list = field(default_factory=list)  # workspace files it writes outside its run folder
+    keep_folders_on_resume: bool = False  # archive: a resumed move must keep what it moved
+    consumes: list = field(
+        default_factory=list
+    )  # workspace folders it moves away (archive: its source)
+    resume_from: str | None = None  # what lets it be redone once its source is gone
+    in_process: bool = False  # run here, not as a subprocess: it prints its result, and
+    # the pipeline records what it writes (config resolution)
 
 
 def script(category: str, name: str) -> str:
@@ -147,62 +171,167 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
     number = phase[-1]
     config = str(REPO_ROOT / f"trainer/config/phase{number}.toml")
     if phase == "phase9":  # deployment tooling needs no data
-        steps = [Step("env_check", "env_check", [script("orchestration", "env_check")],
-                      files=["env/environment.json"])]
+        steps = [
+            Step(
+                "env_check",
+                "env_check",
+                [script("orchestration", "env_check")],
+                files=["env/environment.json"],
+            )
+        ]
         for n in "56789":
-            steps.append(Step(f"config_phase{n}", "config_loader",
-                              [script("utils", "config_loader"), str(REPO_ROOT / f"trainer/config/phase{n}.toml")],
-                              files=[f"env/config_phase{n}.json"], in_process=True))
+            steps.append(
+                Step(
+                    f"config_phase{n}",
+                    "config_loader",
+                    [
+                        script("utils", "config_loader"),
+                        str(REPO_ROOT / f"trainer/config/phase{n}.toml"),
+                    ],
+                    files=[f"env/config_phase{n}.json"],
+                    in_process=True,
+                )
+            )
         return steps
     naming = ["--data-name", data_name] if data_name else []
     strictness = ["--strict"] if strict else []
-    steps = [] if external else [Step("sample", "sample_data", [script("data_tools", "sample_data")],
-                                      folders=["data/sample", "data/.sample.partial", "data/.sample.old"])]
+    steps = (
+        []
+        if external
+        else [
+            Step(
+                "sample",
+                "sample_data",
+                [script("data_tools", "sample_data")],
+                folders=["data/sample", "data/.sample.partial", "data/.sample.old"],
+            )
+        ]
+    )
     base = [] if external else ["sample"]
     table = "{table}"
     steps += [
-        Step("metadata", "metadata_extractor", [script("data_tools", "metadata_extractor"), data, *naming, *strictness],
-             base),
-        Step("split", "dataset_splitter", [script("data_tools", "dataset_splitter"), table], ["metadata"]),
-        Step("preprocess", "image_preprocessor", [script("data_tools", "image_preprocessor"), data, "--table", table,
-                                                  *naming, *(strictness or ["--skip-errors"])], ["metadata"]),
-        Step("hash", "hash_integrity", [script("data_tools", "hash_integrity"), "hash", data, *naming, *strictness],
-             base),
+        Step(
+            "metadata",
+            "metadata_extractor",
+            [script("data_tools", "metadata_extractor"), data, *naming, *strictness],
+            base,
+        ),
+        Step(
+            "split",
+            "dataset_splitter",
+            [script("data_tools", "dataset_splitter"), table],
+            ["metadata"],
+        ),
+        Step(
+            "preprocess",
+            "image_preprocessor",
+            [
+                script("data_tools", "image_preprocessor"),
+                data,
+                "--table",
+                table,
+                *naming,
+                *(strictness or ["--skip-errors"]),
+            ],
+            ["metadata"],
+        ),
+        Step(
+            "hash",
+            "hash_integrity",
+            [script("data_tools", "hash_integrity"), "hash", data, *naming, *strictness],
+            base,
+        ),
     ]
     data_steps = ["split", "preprocess", "hash"]
     if phase in ("phase5", "phase6", "phase7"):
         logdir = f"experiments/results/{phase}"
         steps += [
-            Step(f"experiment_{phase}", "run_experiment",
-                 [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS),
-                  "--logdir", logdir], data_steps, folders=[logdir]),
-            Step(f"render_{phase}", "tensor_visualizer", [script("visualization", "tensor_visualizer"), logdir],
-                 [f"experiment_{phase}"]),
+            Step(
+                f"experiment_{phase}",
+                "run_experiment",
+                [
+                    script("orchestration", "run_experiment"),
+                    "--config",
+                    config,
+                    "--seeds",
+                    str(SEEDS),
+                    "--logdir",
+                    logdir,
+                ],
+                data_steps,
+                folders=[logdir],
+            ),
+            Step(
+                f"render_{phase}",
+                "tensor_visualizer",
+                [script("visualization", "tensor_visualizer"), logdir],
+                [f"experiment_{phase}"],
+            ),
         ]
         if phase == "phase7":
             steps += [
-                Step("animate_phase7", "dream_animation", [script("visualization", "dream_animation"), logdir],
-                     ["experiment_phase7"]),
-                Step("plot_phase7", "metric_plotter", [script("visualization", "metric_plotter"), logdir],
-                     ["experiment_phase7"]),
+                Step(
+                    "animate_phase7",
+                    "dream_animation",
+                    [script("visualization", "dream_animation"), logdir],
+                    ["experiment_phase7"],
+                ),
+                Step(
+                    "plot_phase7",
+                    "metric_plotter",
+                    [script("visualization", "metric_plotter"), logdir],
+                    ["experiment_phase7"],
+                ),
             ]
-        steps.append(Step(f"report_{phase}", "html_report", [script("visualization", "html_report"), logdir],
-                          [step.name for step in steps if step.name.endswith(phase)]))
+        steps.append(
+            Step(
+                f"report_{phase}",
+                "html_report",
+                [script("visualization", "html_report"), logdir],
+                [step.name for step in steps if step.name.endswith(phase)],
+            )
+        )
     elif phase == "phase8":
         logdir, archive = "experiments/results/phase8", "experiments/results/archive/phase8"
         steps += [
-            Step("experiment_phase8", "run_experiment",
-                 [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS),
-                  "--logdir", logdir], data_steps, folders=[logdir]),
-            Step("archive_phase8", "archive_results",
-                 [script("orchestration", "archive_results"), logdir, "--archive", "tar.gz"], ["experiment_phase8"],
-                 folders=[archive], files=[f"{archive}.tar.gz"], keep_folders_on_resume=True, consumes=[logdir],
-                 resume_from=f"{archive}/MANIFEST.json"),
-            Step("verify_archive_phase8", "archive_results",
-                 [script("orchestration", "archive_results"), "--verify", f"{archive}.tar.gz"], ["archive_phase8"]),
-            Step("verify_hashes_phase8", "hash_integrity",
-                 [script("data_tools", "hash_integrity"), "verify", archive, data, *naming],
-                 ["archive_phase8", "hash"]),
+            Step(
+                "experiment_phase8",
+                "run_experiment",
+                [
+                    script("orchestration", "run_experiment"),
+                    "--config",
+                    config,
+                    "--seeds",
+                    str(SEEDS),
+                    "--logdir",
+                    logdir,
+                ],
+                data_steps,
+                folders=[logdir],
+            ),
+            Step(
+                "archive_phase8",
+                "archive_results",
+                [script("orchestration", "archive_results"), logdir, "--archive", "tar.gz"],
+                ["experiment_phase8"],
+                folders=[archive],
+                files=[f"{archive}.tar.gz"],
+                keep_folders_on_resume=True,
+                consumes=[logdir],
+                resume_from=f"{archive}/MANIFEST.json",
+            ),
+            Step(
+                "verify_archive_phase8",
+                "archive_results",
+                [script("orchestration", "archive_results"), "--verify", f"{archive}.tar.gz"],
+                ["archive_phase8"],
+            ),
+            Step(
+                "verify_hashes_phase8",
+                "hash_integrity",
+                [script("data_tools", "hash_integrity"), "verify", archive, data, *naming],
+                ["archive_phase8", "hash"],
+            ),
         ]
     return steps
 
@@ -225,8 +354,11 @@ def _module_file(dotted: str) -> Path | None:
 # ``import scripts.x.y`` and ``from scripts.x import y, z`` (parenthesized lists may span lines). A
 # regular expression instead of ast: parsing every module costs more than the rest of a second call.
 # It also matches such lines in docstrings, which only makes a fingerprint cover a module more.
-_IMPORT = re.compile(r"^[ \t]*(?:import[ \t]+(scripts(?:\.\w+)*)|from[ \t]+(scripts(?:\.\w+)*)[ \t]+import[ \t]+"
-                     r"(\([^)]*\)|[^\n#]*))", re.MULTILINE)
+_IMPORT = re.compile(
+    r"^[ \t]*(?:import[ \t]+(scripts(?:\.\w+)*)|from[ \t]+(scripts(?:\.\w+)*)[ \t]+import[ \t]+"
+    r"(\([^)]*\)|[^\n#]*))",
+    re.MULTILINE,
+)
 
 
 def project_imports(path: Path) -> list:
@@ -235,8 +367,16 @@ def project_imports(path: Path) -> list:
         return _MODULE_CACHE[path]
     found = set()
     for plain, module, names in _IMPORT.findall(path.read_text(encoding="utf-8")):
-        candidates = [plain] if plain else [module] + [
-            f"{module}.{name.split()[0]}" for name in names.strip("()").replace("\\", " ").split(",") if name.split()]
+        candidates = (
+            [plain]
+            if plain
+            else [module]
+            + [
+                f"{module}.{name.split()[0]}"
+                for name in names.strip("()").replace("\\", " ").split(",")
+                if name.split()
+            ]
+        )
         for name in candidates:
             file = _module_file(name)
             if file is not None:
@@ -266,9 +406,9 @@ def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
     digest = hashlib.sha256()
     for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
         entry = hashed.get(name)
-        digest.update(f"{name}\0{entry['sha256'] if entry else 'unreadable'}\n".encode("utf-8"))
+        digest.update(f"{name}\0{entry['sha256'] if entry else 'unreadable'}\n".encode())
     for item in inputs.skipped:
-        digest.update(f"{item['file']}\0skipped\n".encode("utf-8"))
+        digest.update(f"{item['file']}\0skipped\n".encode())
     return digest.hexdigest()
 
 
@@ -291,9 +431,12 @@ def external_code_of(config_path: Path) -> dict:
         config = load_config_file(config_path)
     except InputError:
         return {}
-    return {f"external:{name}": digest for name, digest in
-            config_code_hashes(config if isinstance(config, dict) else {},
-                                               config_path.resolve().parent).items()}
+    return {
+        f"external:{name}": digest
+        for name, digest in config_code_hashes(
+            config if isinstance(config, dict) else {}, config_path.resolve().parent
+        ).items()
+    }
 
 
 def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> str:
@@ -302,19 +445,34 @@ def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> 
         path = Path(arg)
         if path.is_absolute() and path.is_file() and inside(REPO_ROOT, path):
             files[portable(arg, workspace)] = hashlib.sha256(path.read_bytes()).hexdigest()
-            if path.suffix.lower() in (".toml", ".json", ".yaml", ".yml"):  # an external command's own code too
+            if path.suffix.lower() in (
+                ".toml",
+                ".json",
+                ".yaml",
+                ".yml",
+            ):  # an external command's own code too
                 files.update(external_code_of(path))
     also = [Path(__file__)] if step.in_process else []
-    files["seeds"] = hashlib.sha256(SEEDS.read_bytes()).hexdigest()  # every step draws its seeds from it
-    return hashlib.sha256(canonical_json({
-        "argv": [portable(a, workspace) for a in step.argv], "files": files,
-        "code": code_fingerprint(Path(step.argv[0]), also), "data": data, "after": upstream,
-    })).hexdigest()
+    files["seeds"] = hashlib.sha256(
+        SEEDS.read_bytes()
+    ).hexdigest()  # every step draws its seeds from it
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "argv": [portable(a, workspace) for a in step.argv],
+                "files": files,
+                "code": code_fingerprint(Path(step.argv[0]), also),
+                "data": data,
+                "after": upstream,
+            }
+        )
+    ).hexdigest()
 
 
 # --------------------------------------------------------------------------
 # Running a step
 # --------------------------------------------------------------------------
+
 
 def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, between fork and exec
     """Linux: a step whose pipeline is killed is killed too, so it cannot write beside the next pipeline."""
@@ -327,14 +485,22 @@ def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, b
 STEP_PREEXEC = _die_with_the_pipeline if sys.platform == "linux" else None
 
 
-def run_step(step: Step, argv: list, workspace: Path, env: dict | None = None, on_progress=None) -> str | None:
+def run_step(
+    step: Step, argv: list, workspace: Path, env: dict | None = None, on_progress=None
+) -> str | None:
     """Run one step's script (in ``env``: default this process's); return the id of the run it recorded
     (None if none), or raise. The step's progress records go to ``on_progress(record)`` as they come."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
-    child = subprocess.Popen(command, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             preexec_fn=STEP_PREEXEC, env=env)
+    child = subprocess.Popen(
+        command,
+        cwd=workspace,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=STEP_PREEXEC,
+        env=env,
+    )
     records = []
     with child:
         for line in child.stderr:
@@ -349,29 +515,47 @@ def run_step(step: Step, argv: list, workspace: Path, env: dict | None = None, o
             records.append(record)
     result = child
     if result.returncode != 0:
-        error = next((r for r in records if isinstance(r, dict) and r.get("level") == "error"),
-                     {"error": "no error record", "stderr_tail": [r.get("text") for r in records[-3:]]})
+        error = next(
+            (r for r in records if isinstance(r, dict) and r.get("level") == "error"),
+            {"error": "no error record", "stderr_tail": [r.get("text") for r in records[-3:]]},
+        )
         cause = {k: v for k, v in error.items() if k not in ("ts", "level", "script")}
         message = f"step {step.name!r} failed (exit {result.returncode}): {error.get('error')}"
         if result.returncode == 2:  # bad input stays bad input, naming the file
             raise InputError(message, file=cause.get("file"), step=step.name, cause=cause)
-        raise StepFailed(message, result.returncode if result.returncode in (1, 3) else 1, step=step.name,
-                         exit_code=result.returncode, cause=cause)
-    recorded = next((r for r in records if isinstance(r, dict) and r.get("event") == "run_recorded"), None)
-    return recorded["run_id"] if recorded else None  # a pure check (archive_results --verify) records none
+        raise StepFailed(
+            message,
+            result.returncode if result.returncode in (1, 3) else 1,
+            step=step.name,
+            exit_code=result.returncode,
+            cause=cause,
+        )
+    recorded = next(
+        (r for r in records if isinstance(r, dict) and r.get("event") == "run_recorded"), None
+    )
+    return (
+        recorded["run_id"] if recorded else None
+    )  # a pure check (archive_results --verify) records none
 
 
 def _record_config(step: Step, argv: list, workspace: Path) -> str:
     from scripts.utils.run_records import RunRecorder
 
-    result = subprocess.run([sys.executable, *argv], cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC)
+    result = subprocess.run(
+        [sys.executable, *argv], cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC
+    )
     if result.returncode != 0:
-        raise StepFailed(f"step {step.name!r} failed (exit {result.returncode})", result.returncode
-                         if result.returncode in (1, 2, 3) else 1, step=step.name,
-                         cause=result.stderr.decode(errors="replace").splitlines()[-1:])
+        raise StepFailed(
+            f"step {step.name!r} failed (exit {result.returncode})",
+            result.returncode if result.returncode in (1, 2, 3) else 1,
+            step=step.name,
+            cause=result.stderr.decode(errors="replace").splitlines()[-1:],
+        )
     resolved = orjson.loads(result.stdout)
     resolved["file"] = portable(resolved["file"], workspace)
-    with RunRecorder("config_loader", workspace=workspace, config={"file": resolved["file"]}) as record:
+    with RunRecorder(
+        "config_loader", workspace=workspace, config={"file": resolved["file"]}
+    ) as record:
         atomic_write_bytes(record.claim_output(workspace / step.files[0]), canonical_json(resolved))
     return record.run_id
 
@@ -389,17 +573,24 @@ def clear_places(step: Step, workspace: Path, keep_folders: bool) -> None:
 # The phase
 # --------------------------------------------------------------------------
 
+
 class Pipeline:
     """One call of a phase in one workspace (holding its pipeline lock)."""
 
     def __init__(self, workspace: Path, log, step_env: dict | None = None, view=None):
         self.workspace = workspace
         self.log = log
-        self.step_env = step_env  # the steps' environment (a Dask scheduler to use), else this process's
-        self.view = view          # a StepView on a terminal, else None
+        self.step_env = (
+            step_env  # the steps' environment (a Dask scheduler to use), else this process's
+        )
+        self.view = view  # a StepView on a terminal, else None
         self.state_path = workspace / STATE
         remove_stale_temps(self.state_path)
-        self.state = checked_state(read_json(self.state_path), self.state_path) if self.state_path.exists() else {}
+        self.state = (
+            checked_state(read_json(self.state_path), self.state_path)
+            if self.state_path.exists()
+            else {}
+        )
         self.cache = StatCache.load(workspace / REGISTRY)
         self._registry = self._manifest = self._by_run = None
 
@@ -411,7 +602,9 @@ class Pipeline:
             self._registry = read_registry(self.workspace / REGISTRY)
             self._by_run = {}
             for name, entry in self._registry.items():
-                if not name.startswith("@"):  # data files are inputs: the data fingerprint covers them
+                if not name.startswith(
+                    "@"
+                ):  # data files are inputs: the data fingerprint covers them
                     self._by_run.setdefault(entry.get("run"), {})[name] = entry
         return self._registry
 
@@ -426,7 +619,9 @@ class Pipeline:
         return self._manifest
 
     def runs_of(self, script_name: str) -> set:
-        return {run_id for run_id, run in self.manifest().items() if run.get("script") == script_name}
+        return {
+            run_id for run_id, run in self.manifest().items() if run.get("script") == script_name
+        }
 
     def intact(self, step: Step, run_id: str) -> list:
         """What is wrong with a finished step's run: [] when its outputs are all there and unchanged."""
@@ -443,21 +638,35 @@ class Pipeline:
     def redo(self, step: Step, fingerprint: str, argv: list, upstream_redone: bool) -> str | None:
         previous = self.state.get(step.name) or {}
         retract = set()
-        if previous.get("status") == "running":  # killed or failed last time: whatever it recorded since it started goes
-            retract |= set(previous.get("retract", [])) | (self.runs_of(step.script) - set(previous.get("before", [])))
+        if (
+            previous.get("status") == "running"
+        ):  # killed or failed last time: whatever it recorded since it started goes
+            retract |= set(previous.get("retract", [])) | (
+                self.runs_of(step.script) - set(previous.get("before", []))
+            )
         elif previous.get("run"):
             retract.add(previous["run"])
-        self.state[step.name] = {"status": "running", "fingerprint": fingerprint, "retract": sorted(retract),
-                                 "before": sorted(self.runs_of(step.script) - retract)}
+        self.state[step.name] = {
+            "status": "running",
+            "fingerprint": fingerprint,
+            "retract": sorted(retract),
+            "before": sorted(self.runs_of(step.script) - retract),
+        }
         self.save_state()
         if retract:
             retract_runs(self.workspace, retract, self.log)
         clear_places(step, self.workspace, step.keep_folders_on_resume and not upstream_redone)
         self.log.info("step", step=step.name)
         try:
-            progress = None if self.view is None else (
-                lambda record: self.view.progress(step.name, record.get("n", 0), record.get("total"),
-                                                  record.get("desc")))
+            progress = (
+                None
+                if self.view is None
+                else (
+                    lambda record: self.view.progress(
+                        step.name, record.get("n", 0), record.get("total"), record.get("desc")
+                    )
+                )
+            )
             run_id = run_step(step, argv, self.workspace, self.step_env, progress)
         finally:
             self._registry = self._manifest = None  # the step changed both
@@ -479,7 +688,9 @@ class Pipeline:
             return "inputs changed", []
         if upstream_redone:
             return "a step before it was redone", []
-        problems = self.intact(step, run_id) if run_id else []  # a pure check records no run: nothing to look at
+        problems = (
+            self.intact(step, run_id) if run_id else []
+        )  # a pure check records no run: nothing to look at
         return ("outputs damaged", problems) if problems else (None, [])
 
     def plan(self, steps: list, data: str, force: bool) -> dict:
@@ -493,29 +704,46 @@ class Pipeline:
         while True:
             fingerprints, planned = {}, {}
             for step in steps:
-                fingerprint = step_fingerprint(step, self.workspace, data, [fingerprints.get(n) for n in step.after])
+                fingerprint = step_fingerprint(
+                    step, self.workspace, data, [fingerprints.get(n) for n in step.after]
+                )
                 fingerprints[step.name] = fingerprint
                 upstream_redone = any(planned[n][1] is not None for n in step.after if n in planned)
                 reason, problems = self.reason_to_redo(step, fingerprint, upstream_redone, force)
                 if reason is None and step.name in forced:
                     reason = "its source is gone and a step after it must be redone"
                 planned[step.name] = (fingerprint, reason, problems)
-            stuck = [step for step in steps if planned[step.name][1] is not None and step.consumes
-                     and not upstream_of(step, planned) and not self.resumable(step, planned[step.name][2])]
+            stuck = [
+                step
+                for step in steps
+                if planned[step.name][1] is not None
+                and step.consumes
+                and not upstream_of(step, planned)
+                and not self.resumable(step, planned[step.name][2])
+            ]
             producers = {name for step in stuck for name in step.after} - forced
             if not producers:
                 break
             forced |= producers
         for name, (_, _, problems) in planned.items():
             if problems:
-                self.log.warning("damaged_outputs", step=name, files=len(problems), first=problems[:SHOWN_SKIPPED])
+                self.log.warning(
+                    "damaged_outputs",
+                    step=name,
+                    files=len(problems),
+                    first=problems[:SHOWN_SKIPPED],
+                )
         return {name: (fingerprint, reason) for name, (fingerprint, reason, _) in planned.items()}
 
     def resumable(self, step: Step, problems: list) -> bool:
         if any((self.workspace / folder).is_dir() for folder in step.consumes):
             return True
         marker = step.resume_from
-        return bool(marker) and (self.workspace / marker).is_file() and marker not in {p["file"] for p in problems}
+        return (
+            bool(marker)
+            and (self.workspace / marker).is_file()
+            and marker not in {p["file"] for p in problems}
+        )
 
     def run(self, steps: list, data: str, force: bool) -> list:
         planned = self.plan(steps, data, force)
@@ -528,8 +756,13 @@ class Pipeline:
                 runs[step.name] = run_id
                 if self.view is not None:
                     self.view.set(step.name, "up to date")
-                summary.append({"step": step.name, "status": "up to date",
-                                "report": run_report(run_id) if run_id else None})
+                summary.append(
+                    {
+                        "step": step.name,
+                        "status": "up to date",
+                        "report": run_report(run_id) if run_id else None,
+                    }
+                )
                 continue
             argv = [runs_table(runs) if arg == "{table}" else arg for arg in step.argv]
             if reason != "new":
@@ -546,9 +779,17 @@ class Pipeline:
                 self.view.set(step.name, "done", run_report(run_id) if run_id else "")
             runs[step.name] = run_id
             redone.add(step.name)
-            summary.append({"step": step.name, "status": "done", "report": run_report(run_id) if run_id else None})
+            summary.append(
+                {
+                    "step": step.name,
+                    "status": "done",
+                    "report": run_report(run_id) if run_id else None,
+                }
+            )
         self.cache.save()
-        fold_journal(self.workspace / REGISTRY, force=True)  # data/hash_registry.json whole after every phase
+        fold_journal(
+            self.workspace / REGISTRY, force=True
+        )  # data/hash_registry.json whole after every phase
         for item in summary:
             item["skipped"] = self.skipped_of(item["report"]) if item["report"] else []
         return summary
@@ -577,7 +818,11 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
     forward out of order.
     """
     state_path = workspace / STATE
-    lost = [name for name, path in (("state", state_path), ("seed log", workspace / SEED_LOG)) if not path.exists()]
+    lost = [
+        name
+        for name, path in (("state", state_path), ("seed log", workspace / SEED_LOG))
+        if not path.exists()
+    ]
     runs = read_manifest(workspace / MANIFEST)
     if not lost or not runs:
         return
@@ -596,8 +841,13 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
         state.pop(name, None)
     atomic_write_bytes(state_path, canonical_json(state))
     retract_runs(workspace, retract, log)
-    log.warning("bookkeeping_rebuilt", lost=lost, steps=sorted(n for n, found in mine.items() if found),
-                runs=len(retract), note="the pipeline's earlier runs are redone, so the workspace equals a clean run")
+    log.warning(
+        "bookkeeping_rebuilt",
+        lost=lost,
+        steps=sorted(n for n, found in mine.items() if found),
+        runs=len(retract),
+        note="the pipeline's earlier runs are redone, so the workspace equals a clean run",
+    )
 
 
 def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> set:
@@ -610,12 +860,19 @@ def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> 
         if not isinstance(report, dict):
             continue
         argv, config = report.get("argv"), report.get("config")
-        if step.in_process and argv is None:  # recorded by the pipeline itself: the config file names it
+        if (
+            step.in_process and argv is None
+        ):  # recorded by the pipeline itself: the config file names it
             if isinstance(config, dict) and config.get("file") == portable(step.argv[1], workspace):
                 found.add(run_id)
-        elif isinstance(argv, list) and len(argv) == len(expected) and all(
+        elif (
+            isinstance(argv, list)
+            and len(argv) == len(expected)
+            and all(
                 got == want or (want == "{table}" and isinstance(got, str) and TABLE.match(got))
-                for got, want in zip(argv, expected)):
+                for got, want in zip(argv, expected)
+            )
+        ):
             found.add(run_id)
     return found
 
@@ -637,14 +894,23 @@ def checked_state(document, path: Path) -> dict:
     if not isinstance(document, dict):
         raise InputError("not a pipeline state (expected an object of steps)", file=path)
     for name, state in document.items():
-        if not isinstance(state, dict) or state.get("status", "done") not in ("running", "done") \
-                or not isinstance(state.get("fingerprint", ""), str):
-            raise InputError("not a pipeline state: a step's state must hold a status of running or done and a "
-                             "fingerprint", file=path, key=name)
+        if (
+            not isinstance(state, dict)
+            or state.get("status", "done") not in ("running", "done")
+            or not isinstance(state.get("fingerprint", ""), str)
+        ):
+            raise InputError(
+                "not a pipeline state: a step's state must hold a status of running or done and a "
+                "fingerprint",
+                file=path,
+                key=name,
+            )
         runs = [state.get("run")] if state.get("run") is not None else []
         for key in ("retract", "before"):
             if not isinstance(state.get(key, []), list):
-                raise InputError(f"not a pipeline state: {key} must be a list of run ids", file=path, key=name)
+                raise InputError(
+                    f"not a pipeline state: {key} must be a list of run ids", file=path, key=name
+                )
             runs += state.get(key, [])
         for run_id in runs:
             checked_run_id(run_id, path)
@@ -659,24 +925,39 @@ def check_data(data_arg: str, workspace: Path, data_name: str | None, log):
         raise InputError("DATA must be a folder", file=data_arg)
     resolved = path.resolve()
     if resolved == workspace:
-        raise InputError("DATA is the workspace itself: give the folder that holds your images", file=data_arg)
+        raise InputError(
+            "DATA is the workspace itself: give the folder that holds your images", file=data_arg
+        )
     for records in (REGISTRY, "meta/chronicle", "experiments/results", "env"):
         if inside(resolved, workspace / records):
-            raise InputError("DATA holds the workspace's own records: give the folder that holds your images",
-                             file=data_arg, records=records)
+            raise InputError(
+                "DATA holds the workspace's own records: give the folder that holds your images",
+                file=data_arg,
+                records=records,
+            )
     try:
         inputs = collect_inputs(workspace, [resolved], data_name, log, bind=False)
     except InputError as exc:
         if exc.message.startswith("no files found"):
-            raise InputError("DATA folder is empty (no regular files)" + exc.message[len("no files found"):],
-                             file=data_arg)
+            raise InputError(
+                "DATA folder is empty (no regular files)" + exc.message[len("no files found") :],
+                file=data_arg,
+            )
         raise
     return inputs
 
 
-def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: bool = False,
-              data_name: str | None = None, strict: bool = False, scheduler: str | None = None,
-              live: bool = False) -> list:
+def run_phase(
+    phase: str,
+    workspace: Path,
+    data_arg: str | None,
+    log,
+    force: bool = False,
+    data_name: str | None = None,
+    strict: bool = False,
+    scheduler: str | None = None,
+    live: bool = False,
+) -> list:
     """Run ``phase``; with ``scheduler`` (utils/cluster.py) the data steps and the data fingerprint run on
     that Dask cluster (``local:N`` is started once for the whole phase)."""
     if phase not in PHASES:
@@ -686,7 +967,10 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     external = data_arg is not None and phase != "phase9"
     inputs = check_data(data_arg, workspace, data_name, log) if external else None
     ensure_layout(workspace)
-    for records in (REGISTRY, MANIFEST):  # their contents are checked when first read, before any step runs
+    for records in (
+        REGISTRY,
+        MANIFEST,
+    ):  # their contents are checked when first read, before any step runs
         check_writable(workspace / records)
     if inputs is not None:
         bind_roots(workspace, inputs.roots, log)
@@ -694,21 +978,36 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
     try:
         lock.acquire(timeout=0)
     except Timeout:  # e.g. make was killed but the pipeline it started is still finishing: let it
-        log.warning("waiting", note="another pipeline is running in this workspace; waiting for it to finish",
-                    lock=str(workspace / PIPELINE_LOCK))
+        log.warning(
+            "waiting",
+            note="another pipeline is running in this workspace; waiting for it to finish",
+            lock=str(workspace / PIPELINE_LOCK),
+        )
         lock.acquire()
     data = str(Path(data_arg).expanduser().resolve()) if inputs is not None else "data/sample"
     try:
-        rebuild_lost_bookkeeping(workspace, list({step.name: step for other in PHASES for step in steps_for(
-            other, data, inputs is not None, data_name, strict)}.values()), log)
+        rebuild_lost_bookkeeping(
+            workspace,
+            list(
+                {
+                    step.name: step
+                    for other in PHASES
+                    for step in steps_for(other, data, inputs is not None, data_name, strict)
+                }.values()
+            ),
+            log,
+        )
         with records_lock(workspace):
             recover(workspace, log)
         address = cluster.scheduler_address(scheduler)
         with cluster.cluster_executor(address if phase != "phase9" else None, log) as executor:
             # The steps get the scheduler through the environment, not their argv: where the work runs is
             # not part of a step's fingerprint (the bytes are the same), so changing it redoes nothing.
-            step_env = None if executor is None else dict(os.environ, **{
-                cluster.SCHEDULER_ENV: executor.address})
+            step_env = (
+                None
+                if executor is None
+                else dict(os.environ, **{cluster.SCHEDULER_ENV: executor.address})
+            )
             if live:  # the steps report their progress as JSON records, shown as bars
                 step_env = dict(step_env or os.environ, **{PROGRESS_ENV: "json"})
             pipeline = Pipeline(workspace, log, step_env)
@@ -719,7 +1018,9 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
                 fingerprint = "sample"
             steps = steps_for(phase, data, inputs is not None, data_name, strict)
             if live:
-                pipeline.view = StepView(f"{phase}: {PRODUCES[phase]}", [step.name for step in steps])
+                pipeline.view = StepView(
+                    f"{phase}: {PRODUCES[phase]}", [step.name for step in steps]
+                )
             return pipeline.run(steps, fingerprint, force)
     finally:
         lock.release()
@@ -727,12 +1028,12 @@ def run_phase(phase: str, workspace: Path, data_arg: str | None, log, force: boo
 
 PRODUCES = {
     "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv), renders (tensor_visualizer_*), "
-              "an HTML page (html_report_*/report.html)",
+    "an HTML page (html_report_*/report.html)",
     "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv), renders (tensor_visualizer_*), "
-              "an HTML page (html_report_*/report.html)",
+    "an HTML page (html_report_*/report.html)",
     "phase7": "experiments/results/phase7/ (metrics, dreams, bridge); FFT and curve plots (metric_plotter_*); "
-              "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders; "
-              "an HTML page (html_report_*/report.html)",
+    "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders; "
+    "an HTML page (html_report_*/report.html)",
     "phase8": "experiments/results/archive/phase8/ and phase8.tar.gz, verified",
     "phase9": "env/environment.json and env/config_phase5..9.json",
 }
@@ -742,9 +1043,13 @@ def skipped_lines(summary: list) -> list:
     lines = []
     for item in summary:
         for skipped in item["skipped"][:SHOWN_SKIPPED]:
-            lines.append(f"  {item['step']}: skipped {skipped.get('file')}: {skipped.get('reason')}")
+            lines.append(
+                f"  {item['step']}: skipped {skipped.get('file')}: {skipped.get('reason')}"
+            )
         if len(item["skipped"]) > SHOWN_SKIPPED:
-            lines.append(f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}")
+            lines.append(
+                f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}"
+            )
     return lines
 
 
@@ -753,7 +1058,9 @@ def print_table(phase: str, summary: list) -> None:
     lines = [f"{phase}: {PRODUCES[phase]}", ""]
     for item in summary:
         skipped = f"{len(item['skipped'])} skipped" if item["skipped"] else ""
-        lines.append(f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  {item['report'] or ''}")
+        lines.append(
+            f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  {item['report'] or ''}"
+        )
     sys.stderr.write("\n".join(lines + skipped_lines(summary)) + "\n")
 
 
@@ -768,9 +1075,15 @@ def artifacts_to_open(workspace: Path, summary: list) -> list:
     """Paths a person opens after a phase: animations, plots, renders; and how to get the HTML page."""
     lines = []
     for item in summary:
-        report = item["report"] and checked_report(read_json(workspace / item["report"]), item["report"])
-        found = [path for path in sorted((report or {}).get("outputs") or {})
-                 if Path(path).suffix in (".gif", ".mp4", ".wav", ".svg") or path.endswith(("panel.png", "spectrogram.png"))]
+        report = item["report"] and checked_report(
+            read_json(workspace / item["report"]), item["report"]
+        )
+        found = [
+            path
+            for path in sorted((report or {}).get("outputs") or {})
+            if Path(path).suffix in (".gif", ".mp4", ".wav", ".svg")
+            or path.endswith(("panel.png", "spectrogram.png"))
+        ]
         if len(found) > 4:  # many renders: their folder
             lines.append(f"  {workspace / run_folder(report['run_id'])}/  ({len(found)} renders)")
         else:
@@ -785,7 +1098,9 @@ def run_pipeline(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     if not terminal_mode(args):
         return finish_phase(args, workspace, log, live=False)
-    ensure_layout(workspace)  # the JSON log is kept in full, in a file; the terminal shows the steps
+    ensure_layout(
+        workspace
+    )  # the JSON log is kept in full, in a file; the terminal shows the steps
     file_log = JsonLogger("pipeline", log_file=workspace / TERMINAL_LOG)
     sys.stderr.write(f"JSON log: {workspace / TERMINAL_LOG}\n")
     try:
@@ -795,20 +1110,49 @@ def run_pipeline(args, log) -> int:
 
 
 def finish_phase(args, workspace: Path, log, live: bool) -> int:
-    summary = run_phase(args.phase, workspace, args.data or None, log, args.force, args.data_name or None,
-                        args.strict, args.scheduler, live)
+    summary = run_phase(
+        args.phase,
+        workspace,
+        args.data or None,
+        log,
+        args.force,
+        args.data_name or None,
+        args.strict,
+        args.scheduler,
+        live,
+    )
     skipped = {item["step"]: len(item["skipped"]) for item in summary if item["skipped"]}
     for item in summary:
         if item["skipped"]:
-            log.warning("skipped_files", step=item["step"], count=len(item["skipped"]),
-                        first=item["skipped"][:SHOWN_SKIPPED], report=item["report"])
-    steps = [{"step": item["step"], "status": item["status"], "report": item["report"],
-              "skipped": len(item["skipped"])} for item in summary]
-    record = {"phase": args.phase, "workspace": str(workspace), "produced": PRODUCES[args.phase], "steps": steps,
-              "reports": len(summary), "skipped": skipped}
+            log.warning(
+                "skipped_files",
+                step=item["step"],
+                count=len(item["skipped"]),
+                first=item["skipped"][:SHOWN_SKIPPED],
+                report=item["report"],
+            )
+    steps = [
+        {
+            "step": item["step"],
+            "status": item["status"],
+            "report": item["report"],
+            "skipped": len(item["skipped"]),
+        }
+        for item in summary
+    ]
+    record = {
+        "phase": args.phase,
+        "workspace": str(workspace),
+        "produced": PRODUCES[args.phase],
+        "steps": steps,
+        "reports": len(summary),
+        "skipped": skipped,
+    }
     log.info("summary", **record)
     if live:
-        sys.stderr.write("\n".join(skipped_lines(summary) + artifacts_to_open(workspace, summary)) + "\n")
+        sys.stderr.write(
+            "\n".join(skipped_lines(summary) + artifacts_to_open(workspace, summary)) + "\n"
+        )
     elif sys.stderr.isatty():
         print_table(args.phase, summary)
     if not sys.stdout.isatty():
@@ -818,20 +1162,35 @@ def finish_phase(args, workspace: Path, log, live: bool) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "pipeline", doc=__doc__,
+        "pipeline",
+        doc=__doc__,
         description="Run a phase of the pipeline (phase5 ... phase9) on the sample data or --data.",
         example="python scripts/orchestration/pipeline.py phase7 --data /mnt/scans",
     )
     parser.add_argument("phase", help=", ".join(PHASES))
-    parser.add_argument("--data", metavar="DIR", default=None,
-                        help="your DICOM/PNG folder, anywhere; only read (default: the sample data)")
-    parser.add_argument("--data-name", metavar="NAME", default=None,
-                        help="the name of --data in the records (default: the folder's name)")
-    parser.add_argument("--strict", action="store_true", help="any skipped file is a failure (exit 2)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="your DICOM/PNG folder, anywhere; only read (default: the sample data)",
+    )
+    parser.add_argument(
+        "--data-name",
+        metavar="NAME",
+        default=None,
+        help="the name of --data in the records (default: the folder's name)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="any skipped file is a failure (exit 2)"
+    )
     parser.add_argument("--force", action="store_true", help="redo every step")
-    parser.add_argument("--log-format", choices=("auto", "terminal", "json"), default="auto",
-                        help="terminal: a live view of the steps, the JSON log kept in meta/chronicle/pipeline.jsonl; "
-                             "json: JSON lines on stderr; auto: terminal when stderr is one and no --log-file")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "terminal", "json"),
+        default="auto",
+        help="terminal: a live view of the steps, the JSON log kept in meta/chronicle/pipeline.jsonl; "
+        "json: JSON lines on stderr; auto: terminal when stderr is one and no --log-file",
+    )
     cli.add_scheduler_option(parser)
     cli.add_common_options(parser)
     return cli.run(parser, run_pipeline, argv)

@@ -32,19 +32,23 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
 
 from scripts.utils import cli
 from scripts.utils.arrays import read_arrays
-from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.json_logger import progress
+from scripts.utils.jsonio import as_float, read_json
+from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.registry import REGISTRY, read_registry
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
@@ -91,7 +95,9 @@ def check_checkpoint(path: Path, registered: dict | None) -> str | None:
     return None
 
 
-def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_factor: float, now=None) -> dict:
+def summarize(
+    workspace: Path, logdir: Path, stall_seconds: float, diverge_factor: float, now=None
+) -> dict:
     plan_path = logdir / "plan.json"
     if not plan_path.exists():
         raise InputError("not a run folder: no plan.json", file=str(logdir))
@@ -105,11 +111,20 @@ def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_facto
         for key, value in row.items():
             number = _number(value) if key not in ("cycle", "phase") else None
             if number is not None and not math.isfinite(number):
-                anomalies.append({"kind": "non_finite", "cycle": row.get("cycle"), "metric": key, "value": value})
+                anomalies.append(
+                    {"kind": "non_finite", "cycle": row.get("cycle"), "metric": key, "value": value}
+                )
         loss = _number(row.get("loss"))
         if loss is not None and math.isfinite(loss):
             if loss > diverge_factor * best_loss and loss > 1e-12:
-                anomalies.append({"kind": "diverging_loss", "cycle": row.get("cycle"), "loss": loss, "best": best_loss})
+                anomalies.append(
+                    {
+                        "kind": "diverging_loss",
+                        "cycle": row.get("cycle"),
+                        "loss": loss,
+                        "best": best_loss,
+                    }
+                )
             best_loss = min(best_loss, loss)
     done = max((int(row["cycle"]) for row in rows if isinstance(row.get("cycle"), int)), default=0)
     finished = total is not None and done >= total
@@ -126,8 +141,13 @@ def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_facto
             anomalies.append({"kind": "missing_checkpoint", "cycle": cycle})
             continue
         problem = check_checkpoint(path, registry.get(name))
-        checkpoints.append({"cycle": cycle, "status": "ok" if problem is None else "corrupt",
-                            "registered": name in registry})
+        checkpoints.append(
+            {
+                "cycle": cycle,
+                "status": "ok" if problem is None else "corrupt",
+                "registered": name in registry,
+            }
+        )
         if problem:
             anomalies.append({"kind": "corrupt_checkpoint", "cycle": cycle, "problem": problem})
 
@@ -138,12 +158,21 @@ def summarize(workspace: Path, logdir: Path, stall_seconds: float, diverge_facto
         pace = (max(times) - min(times)) / (len(times) - 1)
         eta = round(pace * (total - done), 1)
     now = time.time() if now is None else now
-    newest = max([os.stat(logdir / "metrics.jsonl").st_mtime] if (logdir / "metrics.jsonl").exists() else [0])
+    newest = max(
+        [os.stat(logdir / "metrics.jsonl").st_mtime] if (logdir / "metrics.jsonl").exists() else [0]
+    )
     if not finished and now - newest > stall_seconds:
         anomalies.append({"kind": "stalled", "seconds_since_last_record": round(now - newest, 1)})
-    return {"logdir": relative_to_workspace(workspace, logdir), "cycles_done": done, "cycles": total,
-            "finished": finished, "eta_seconds": eta, "latest": rows[-1] if rows else None,
-            "checkpoints": checkpoints, "anomalies": anomalies}
+    return {
+        "logdir": relative_to_workspace(workspace, logdir),
+        "cycles_done": done,
+        "cycles": total,
+        "finished": finished,
+        "eta_seconds": eta,
+        "latest": rows[-1] if rows else None,
+        "checkpoints": checkpoints,
+        "anomalies": anomalies,
+    }
 
 
 def monitor_run(args, log) -> int:
@@ -159,8 +188,12 @@ def monitor_run(args, log) -> int:
                     bar.update(summary["cycles_done"] - max(seen, 0))
                     seen = summary["cycles_done"]
                     if not sys.stderr.isatty():
-                        log.info("progress", **{k: summary[k] for k in ("cycles_done", "cycles", "eta_seconds")},
-                                 latest=summary["latest"], anomalies=len(summary["anomalies"]))
+                        log.info(
+                            "progress",
+                            **{k: summary[k] for k in ("cycles_done", "cycles", "eta_seconds")},
+                            latest=summary["latest"],
+                            anomalies=len(summary["anomalies"]),
+                        )
                 stalled = any(a["kind"] == "stalled" for a in summary["anomalies"])
                 if summary["finished"] or stalled:
                     break
@@ -168,27 +201,45 @@ def monitor_run(args, log) -> int:
                 summary = summarize(workspace, logdir, args.stall_seconds, args.diverge_factor)
     cli.print_json(summary)
     if summary["anomalies"]:
-        raise CheckFailed(f"{len(summary['anomalies'])} anomalies in the run", logdir=summary["logdir"],
-                          first=summary["anomalies"][0])
+        raise CheckFailed(
+            f"{len(summary['anomalies'])} anomalies in the run",
+            logdir=summary["logdir"],
+            first=summary["anomalies"][0],
+        )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "pipeline_monitor", doc=__doc__,
+        "pipeline_monitor",
+        doc=__doc__,
         description="Report a run folder's progress, latest metrics, checkpoints and anomalies.",
         example="python scripts/orchestration/pipeline_monitor.py experiments/results/run_2025_10_31 --once",
     )
     parser.add_argument("logdir", metavar="RUN_DIR", help="the run's log folder")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="print one summary and exit (the default)")
+    mode.add_argument(
+        "--once", action="store_true", help="print one summary and exit (the default)"
+    )
     mode.add_argument("--follow", action="store_true", help="keep watching until the run finishes")
-    parser.add_argument("--stall-seconds", type=cli.bounded(float, 1, 10 ** 7), default=300.0,
-                        help="no new record for this long: stalled")
-    parser.add_argument("--diverge-factor", type=cli.bounded(float, 1, 10 ** 12), default=10.0,
-                        help="loss above this times its best: diverging")
-    parser.add_argument("--interval", type=cli.bounded(float, 0.01, 3600), default=1.0,
-                        help="seconds between reads with --follow")
+    parser.add_argument(
+        "--stall-seconds",
+        type=cli.bounded(float, 1, 10**7),
+        default=300.0,
+        help="no new record for this long: stalled",
+    )
+    parser.add_argument(
+        "--diverge-factor",
+        type=cli.bounded(float, 1, 10**12),
+        default=10.0,
+        help="loss above this times its best: diverging",
+    )
+    parser.add_argument(
+        "--interval",
+        type=cli.bounded(float, 0.01, 3600),
+        default=1.0,
+        help="seconds between reads with --follow",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, monitor_run, argv)
 

@@ -66,20 +66,38 @@ import orjson
 from scripts.utils.arrays import array_module, npz_bytes, read_arrays, to_numpy
 from scripts.utils.colour import bridge_encode
 from scripts.utils.errors import InputError
-from scripts.utils.exact import Fixed, blas_threads, exact_matmul, fixed_mean
-from scripts.utils.exact import SCALE, fixed_sum  # noqa: F401 - the experiment's arithmetic, still importable here
+from scripts.utils.exact import SCALE, Fixed, blas_threads, exact_matmul, fixed_mean, fixed_sum  # noqa: F401 - the experiment's arithmetic, still importable here
+from scripts.utils.jsonio import (
+    atomic_write_bytes,
+    encode_nonfinite,
+    joined,
+    json_line,
+    read_json,
+    read_json_lines,
+)
 from scripts.utils.limits import MAX_EXPERIMENT_BYTES_ENV, max_experiment_bytes
-from scripts.utils.jsonio import atomic_write_bytes, encode_nonfinite, joined, json_line, read_json, read_json_lines
 from scripts.utils.run_records import latest_run
-from scripts.utils.workspace import path_inside, run_folder
 from scripts.utils.tensors import ChromaticTensor, write_cten, write_sten
+from scripts.utils.workspace import path_inside, run_folder
 
-METRIC_COLUMNS = ("cycle", "phase", "loss", "val_loss", "coherence", "energy", "mean_r", "mean_g", "mean_b",
-                  "dreamer_seed", "learner_seed")
+METRIC_COLUMNS = (
+    "cycle",
+    "phase",
+    "loss",
+    "val_loss",
+    "coherence",
+    "energy",
+    "mean_r",
+    "mean_g",
+    "mean_b",
+    "dreamer_seed",
+    "learner_seed",
+)
 
 # --------------------------------------------------------------------------
 # Coherence
 # --------------------------------------------------------------------------
+
 
 def coherence_map(xp, image):
     """Per cell: 1 - |cell - mean of its 4 neighbours|, averaged over the channels."""
@@ -96,6 +114,7 @@ def coherence(xp, image) -> float:
 # Data
 # --------------------------------------------------------------------------
 
+
 def memory_need(config: dict) -> dict:
     """The bytes the run will hold at most, by the config keys that drive them: an upper estimate made from the
     config alone, before anything is allocated (float64 arrays, with the copies the exact products make)."""
@@ -104,8 +123,12 @@ def memory_need(config: dict) -> dict:
     return {
         "data.samples x data.size^2": 8 * dim * data["samples"] * 3,
         "learner.hidden x data.size^2": 8 * dim * lcfg["hidden"] * 12,
-        "learner.batch x data.size^2": 8 * dim * lcfg["batch"] * 8 + 8 * lcfg["batch"] * lcfg["hidden"] * 6,
-        "dreamer.candidates + dreamer.pool_size": 8 * dim * (dcfg["candidates"] + dcfg["pool_size"]) * 2,
+        "learner.batch x data.size^2": 8 * dim * lcfg["batch"] * 8
+        + 8 * lcfg["batch"] * lcfg["hidden"] * 6,
+        "dreamer.candidates + dreamer.pool_size": 8
+        * dim
+        * (dcfg["candidates"] + dcfg["pool_size"])
+        * 2,
     }
 
 
@@ -115,15 +138,24 @@ def check_memory(config: dict, source=None) -> None:
     cap = max_experiment_bytes()
     if sum(need.values()) > cap:
         largest = max(need, key=need.get)
-        raise InputError(f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over the "
-                         f"cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
-                         f"{MAX_EXPERIMENT_BYTES_ENV}", file=source, key=largest,
-                         need_bytes={key: value for key, value in sorted(need.items())}, max_bytes=cap)
+        raise InputError(
+            f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over the "
+            f"cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
+            f"{MAX_EXPERIMENT_BYTES_ENV}",
+            file=source,
+            key=largest,
+            need_bytes={key: value for key, value in sorted(need.items())},
+            max_bytes=cap,
+        )
 
 
 def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list, str]:
     """``(samples (n, size, size, 3) float64 in [0, 1], each sample's source, description)``."""
-    size, count, source = config["data"]["size"], config["data"]["samples"], config["data"]["source"]
+    size, count, source = (
+        config["data"]["size"],
+        config["data"]["samples"],
+        config["data"]["source"],
+    )
     folder = None
     if source == "auto":
         run_id = latest_run(workspace, "image_preprocessor")
@@ -131,8 +163,10 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
     elif source != "synthetic":
         folder = Path(source) if Path(source).is_absolute() else workspace / source
         if not (folder / "records.jsonl").is_file():
-            raise InputError("data.source must be an image_preprocessor run folder (with records.jsonl)",
-                             file=str(folder))
+            raise InputError(
+                "data.source must be an image_preprocessor run folder (with records.jsonl)",
+                file=str(folder),
+            )
     images, sources = [], []
     if folder is not None:
         from scipy import ndimage
@@ -151,7 +185,9 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=2)
             factors = (size / image.shape[0], size / image.shape[1], 1)
-            images.append(np.clip(ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest"), 0, 1))
+            images.append(
+                np.clip(ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest"), 0, 1)
+            )
         description = f"image_preprocessor run {folder.name}"
     if len(images) < 4:
         from scripts.data_tools.sample_data import phantom_hu
@@ -188,6 +224,7 @@ def split_indices(workspace: Path, sources: list, val_fraction: float, seeds):
 # Dreamer, learner, bridge
 # --------------------------------------------------------------------------
 
+
 def harmonic_noise(xp, rng, size: int, harmonics: int):
     y, x = np.mgrid[0:size, 0:size] / size
     noise = np.zeros((size, size, 3))
@@ -206,20 +243,26 @@ def make_dreams(xp, train, rng, dcfg: dict):
     dreams = []
     for _ in range(dcfg["candidates"]):
         base, donor = (int(i) for i in rng.integers(0, train.shape[0], 2))
-        dream = (1 - dcfg["blend"]) * train[base] + dcfg["blend"] * harmonic_noise(xp, rng, size, dcfg["harmonics"])
+        dream = (1 - dcfg["blend"]) * train[base] + dcfg["blend"] * harmonic_noise(
+            xp, rng, size, dcfg["harmonics"]
+        )
         side = max(1, int(round(size * math.sqrt(dcfg["mask_fraction"]))))
         if dcfg["mask_fraction"] > 0 and side < size:
             top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
-            dream[top:top + side, left:left + side] = train[donor][top:top + side, left:left + side]
+            dream[top : top + side, left : left + side] = train[donor][
+                top : top + side, left : left + side
+            ]
         dreams.append(xp.clip(dream, 0.0, 1.0))
     return dreams
 
 
 def init_learner(xp, dim: int, hidden: int, rng) -> dict:
     scale = 1.0 / math.sqrt(dim)
-    return {"w1": xp.asarray(rng.normal(0, scale, (dim, hidden))),
-            "w2": xp.asarray(rng.normal(0, scale, (hidden, dim))),
-            "b": xp.zeros(dim)}
+    return {
+        "w1": xp.asarray(rng.normal(0, scale, (dim, hidden))),
+        "w2": xp.asarray(rng.normal(0, scale, (hidden, dim))),
+        "b": xp.zeros(dim),
+    }
 
 
 def det_matmul(xp, a, b, name: str = "product"):
@@ -233,7 +276,9 @@ def reconstruction_loss(xp, model: dict, batch) -> float:
     return fixed_mean(xp, (out - batch) ** 2)
 
 
-DREAM_MIX = 0.5  # the share of the cycle's own best candidate in its dream; the rest is the pool's best
+DREAM_MIX = (
+    0.5  # the share of the cycle's own best candidate in its dream; the rest is the pool's best
+)
 
 
 def dream_of_cycle(xp, memory, newest):
@@ -248,7 +293,7 @@ def sgd_step(xp, model: dict, batch, lr: float) -> float:
     hidden = batch_q.matmul(Fixed(xp, model["w1"]), "encoder (batch @ w1)")
     hidden_q = Fixed(xp, hidden)
     error = hidden_q.matmul(w2_q, "decoder (hidden @ w2)") + model["b"] - batch
-    loss = fixed_mean(xp, error ** 2)
+    loss = fixed_mean(xp, error**2)
     grad_out_q = Fixed(xp, 2.0 * error / error.size)
     grad_w2 = hidden_q.T.matmul(grad_out_q, "gradient of w2")
     grad_b = Fixed(xp, xp.ones((1, batch.shape[0]))).matmul(grad_out_q, "gradient of b")[0]
@@ -264,6 +309,7 @@ def sgd_step(xp, model: dict, batch, lr: float) -> float:
 # The run
 # --------------------------------------------------------------------------
 
+
 def checkpoint_name(cycle: int) -> str:
     return f"checkpoints/cycle_{cycle:04d}.npz"
 
@@ -274,9 +320,13 @@ def latest_checkpoint(logdir: Path):
 
 
 def save_checkpoint(xp, logdir: Path, cycle: int, model: dict, pool: list, rows: list) -> None:
-    arrays = {"cycle": np.array(cycle), "w1": to_numpy(model["w1"]), "w2": to_numpy(model["w2"]),
-              "b": to_numpy(model["b"]),
-              "rows": np.frombuffer(orjson.dumps(encode_nonfinite(rows)), dtype=np.uint8)}
+    arrays = {
+        "cycle": np.array(cycle),
+        "w1": to_numpy(model["w1"]),
+        "w2": to_numpy(model["w2"]),
+        "b": to_numpy(model["b"]),
+        "rows": np.frombuffer(orjson.dumps(encode_nonfinite(rows)), dtype=np.uint8),
+    }
     if pool:
         arrays["pool"] = np.stack([to_numpy(image) for _, _, image in pool])
         arrays["pool_scores"] = np.array([[score, order] for score, order, _ in pool])
@@ -285,18 +335,32 @@ def save_checkpoint(xp, logdir: Path, cycle: int, model: dict, pool: list, rows:
 
 def load_checkpoint(xp, path: Path):
     try:
-        data = read_arrays(path)  # headers checked first: a checkpoint claiming a huge array is refused unread
+        data = read_arrays(
+            path
+        )  # headers checked first: a checkpoint claiming a huge array is refused unread
     except InputError as exc:
-        raise InputError(f"cannot resume: the checkpoint is unreadable ({exc.message})", file=str(path))
+        raise InputError(
+            f"cannot resume: the checkpoint is unreadable ({exc.message})", file=str(path)
+        )
     try:
-        model = {"w1": xp.asarray(data["w1"]), "w2": xp.asarray(data["w2"]), "b": xp.asarray(data["b"])}
+        model = {
+            "w1": xp.asarray(data["w1"]),
+            "w2": xp.asarray(data["w2"]),
+            "b": xp.asarray(data["b"]),
+        }
         rows = orjson.loads(data["rows"].tobytes())
         pool = []
         if "pool" in data:
-            pool = [(float(s), int(o), xp.asarray(img)) for (s, o), img in zip(data["pool_scores"], data["pool"])]
+            pool = [
+                (float(s), int(o), xp.asarray(img))
+                for (s, o), img in zip(data["pool_scores"], data["pool"])
+            ]
         return int(data["cycle"]), model, pool, rows
     except Exception as exc:
-        raise InputError(f"cannot resume: the checkpoint is unreadable ({type(exc).__name__}: {exc})", file=str(path))
+        raise InputError(
+            f"cannot resume: the checkpoint is unreadable ({type(exc).__name__}: {exc})",
+            file=str(path),
+        )
 
 
 def write_metrics(logdir: Path, rows: list) -> None:
@@ -308,8 +372,16 @@ def write_metrics(logdir: Path, rows: list) -> None:
     atomic_write_bytes(logdir / "metrics.csv", text.getvalue().encode())
 
 
-def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: str, log=None,
-                  resume: bool = False, should_stop=lambda: False) -> dict:
+def run_reference(
+    workspace: Path,
+    logdir: Path,
+    config: dict,
+    seeds,
+    backend: str,
+    log=None,
+    resume: bool = False,
+    should_stop=lambda: False,
+) -> dict:
     """Run (or resume) the experiment into ``logdir``; returns a summary.
 
     ``should_stop()`` is polled between cycles: when it says so, the run
@@ -319,11 +391,20 @@ def run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: s
         return _run_reference(workspace, logdir, config, seeds, backend, log, resume, should_stop)
 
 
-def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: str, log, resume: bool, should_stop) -> dict:
+def _run_reference(
+    workspace: Path, logdir: Path, config: dict, seeds, backend: str, log, resume: bool, should_stop
+) -> dict:
     xp, backend = array_module(backend)
-    exp, dcfg, lcfg, bcfg = config["experiment"], config["dreamer"], config["learner"], config["bridge"]
+    exp, dcfg, lcfg, bcfg = (
+        config["experiment"],
+        config["dreamer"],
+        config["learner"],
+        config["bridge"],
+    )
     samples, sources, data_source = load_samples(workspace, config, seeds)
-    train_idx, val_idx, split_source = split_indices(workspace, sources, config["data"]["val_fraction"], seeds)
+    train_idx, val_idx, split_source = split_indices(
+        workspace, sources, config["data"]["val_fraction"], seeds
+    )
     train, val = xp.asarray(samples[train_idx]), xp.asarray(samples[val_idx])
     dim = int(np.prod(samples.shape[1:]))
     val_flat = val.reshape(val.shape[0], dim)
@@ -336,7 +417,11 @@ def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: 
             done, model, pool, rows = load_checkpoint(xp, checkpoint)
             start = done + 1
             if log:
-                log.info("resumed", checkpoint=checkpoint.relative_to(logdir).as_posix(), next_cycle=start)
+                log.info(
+                    "resumed",
+                    checkpoint=checkpoint.relative_to(logdir).as_posix(),
+                    next_cycle=start,
+                )
         else:
             for name in ("metrics.jsonl", "metrics.csv"):
                 (logdir / name).unlink(missing_ok=True)
@@ -363,27 +448,43 @@ def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: 
             picks = rng.integers(0, len(bank), lcfg["batch"])
             batch = xp.stack([bank[int(i)] for i in picks]).reshape(lcfg["batch"], dim)
             losses.append(sgd_step(xp, model, batch, lcfg["lr"]))
-        dream = dream_of_cycle(xp, pool[0][2], min(candidates, key=lambda item: (-item[0], item[1]))[2])
+        dream = dream_of_cycle(
+            xp, pool[0][2], min(candidates, key=lambda item: (-item[0], item[1]))[2]
+        )
         dream_host = to_numpy(dream)
         row = {
-            "cycle": cycle, "phase": config["phase"], "loss": losses[-1],
-            "val_loss": reconstruction_loss(xp, model, val_flat), "coherence": coherence(xp, dream),
-            "energy": fixed_mean(xp, dream ** 2),
-            "mean_r": fixed_mean(xp, dream[..., 0]), "mean_g": fixed_mean(xp, dream[..., 1]),
+            "cycle": cycle,
+            "phase": config["phase"],
+            "loss": losses[-1],
+            "val_loss": reconstruction_loss(xp, model, val_flat),
+            "coherence": coherence(xp, dream),
+            "energy": fixed_mean(xp, dream**2),
+            "mean_r": fixed_mean(xp, dream[..., 0]),
+            "mean_g": fixed_mean(xp, dream[..., 1]),
             "mean_b": fixed_mean(xp, dream[..., 2]),
-            "dreamer_seed": dreamer_seed, "learner_seed": learner_seed,
+            "dreamer_seed": dreamer_seed,
+            "learner_seed": learner_seed,
         }
         rows.append(row)
-        write_cten(logdir / f"dreams/cycle_{cycle:04d}.cten",
-                   ChromaticTensor(dream_host.astype(np.float32),
-                                   to_numpy(coherence_map(xp, dream)).astype(np.float32)))
+        write_cten(
+            logdir / f"dreams/cycle_{cycle:04d}.cten",
+            ChromaticTensor(
+                dream_host.astype(np.float32), to_numpy(coherence_map(xp, dream)).astype(np.float32)
+            ),
+        )
         write_sten(logdir / f"bridge/cycle_{cycle:04d}.sten", bridge_encode(dream_host, bcfg))
         with open(logdir / "metrics.jsonl", "ab") as live:
             live.write(json_line(row))
         write_metrics(logdir, rows)
         if log:
-            log.info("cycle", cycle=cycle, of=exp["cycles"], loss=row["loss"], val_loss=row["val_loss"],
-                     coherence=row["coherence"])
+            log.info(
+                "cycle",
+                cycle=cycle,
+                of=exp["cycles"],
+                loss=row["loss"],
+                val_loss=row["val_loss"],
+                coherence=row["coherence"],
+            )
         if cycle % exp["checkpoint_every"] == 0 or cycle == exp["cycles"]:
             save_checkpoint(xp, logdir, cycle, model, pool, rows)
         if should_stop() and cycle < exp["cycles"]:
@@ -391,7 +492,14 @@ def _run_reference(workspace: Path, logdir: Path, config: dict, seeds, backend: 
             # rewrites the later cycles' files with the same bytes.
             stopped = True
             break
-    return {"cycles_done": cycle, "cycles": exp["cycles"], "stopped": stopped, "backend": backend,
-            "data": data_source, "split": split_source, "train_samples": int(train.shape[0]),
-            "val_samples": int(val.shape[0]),
-            "final": rows[-1] if rows else None}
+    return {
+        "cycles_done": cycle,
+        "cycles": exp["cycles"],
+        "stopped": stopped,
+        "backend": backend,
+        "data": data_source,
+        "split": split_source,
+        "train_samples": int(train.shape[0]),
+        "val_samples": int(val.shape[0]),
+        "final": rows[-1] if rows else None,
+    }

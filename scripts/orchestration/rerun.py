@@ -44,9 +44,13 @@ import tempfile
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
@@ -58,13 +62,29 @@ from scripts.utils.data_roots import BINDINGS
 from scripts.utils.environment import differences, environment_fingerprint, environment_hash
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
-from scripts.utils.registry import MANIFEST, REGISTRY, empty_manifest, empty_registry, read_manifest, read_registry
+from scripts.utils.registry import (
+    MANIFEST,
+    REGISTRY,
+    empty_manifest,
+    empty_registry,
+    read_manifest,
+    read_registry,
+)
 from scripts.utils.run_records import EXECUTION_OPTIONS, RunRecorder
 from scripts.utils.run_reports import command_path, resolve_target
-from scripts.utils.workspace import checked_name, ensure_layout, inside, path_inside, resolve_workspace, run_report
+from scripts.utils.workspace import (
+    checked_name,
+    ensure_layout,
+    inside,
+    path_inside,
+    resolve_workspace,
+    run_report,
+)
 
 OUTSIDE = "<outside workspace>"
-TAKES_CONFIG_AND_SEEDS = ("run_experiment",)  # scripts whose resolved config and seeds the record holds whole
+TAKES_CONFIG_AND_SEEDS = (
+    "run_experiment",
+)  # scripts whose resolved config and seeds the record holds whole
 SHOWN_DIFFERENCES = 20
 
 
@@ -81,18 +101,39 @@ def refusals(report: dict, code_dir: Path | None = None) -> list:
     recorded = report.get("git") or {}
     now = git_state()
     if recorded.get("dirty"):
-        found.append({"what": "the run was recorded from a tree with uncommitted changes: its code is unknown"})
+        found.append(
+            {
+                "what": "the run was recorded from a tree with uncommitted changes: its code is unknown"
+            }
+        )
     if recorded.get("commit") and now["commit"] != recorded["commit"]:
-        found.append({"what": "another commit is checked out", "recorded": recorded["commit"], "now": now["commit"]})
+        found.append(
+            {
+                "what": "another commit is checked out",
+                "recorded": recorded["commit"],
+                "now": now["commit"],
+            }
+        )
     if now["dirty"]:
         found.append({"what": "this checkout has uncommitted changes"})
     external = report.get("external")
-    if isinstance(external, dict) and code_dir is not None:  # an external command's own code and Python
+    if (
+        isinstance(external, dict) and code_dir is not None
+    ):  # an external command's own code and Python
         found += external_changes(external, report, code_dir)
     if report.get("env_hash") and report["env_hash"] != environment_hash():
-        fields = [item["field"] for item in differences(report.get("environment") or {}, environment_fingerprint())]
-        found.append({"what": "another environment", "recorded": report["env_hash"], "now": environment_hash(),
-                      "fields": fields[:20]})
+        fields = [
+            item["field"]
+            for item in differences(report.get("environment") or {}, environment_fingerprint())
+        ]
+        found.append(
+            {
+                "what": "another environment",
+                "recorded": report["env_hash"],
+                "now": environment_hash(),
+                "fields": fields[:20],
+            }
+        )
     return found
 
 
@@ -108,15 +149,26 @@ def run_outcome(report: dict) -> dict:
 def external_changes(external: dict, report: dict, code_dir: Path) -> list:
     """What changed in an external command's recorded code files (looked for in ``code_dir``) and interpreter since
     its run."""
-    from scripts.orchestration.external_runs import changed_since, current_code, interpreter_environment
+    from scripts.orchestration.external_runs import (
+        changed_since,
+        current_code,
+        interpreter_environment,
+    )
 
     command = ((report.get("plan") or {}).get("command") or [])[:1]
     environment = interpreter_environment(command, None, Path.cwd()) if command else None
-    found = changed_since(external, {"code": {"files": current_code(external.get("code"), code_dir)},
-                                     "environment": environment})
+    found = changed_since(
+        external,
+        {
+            "code": {"files": current_code(external.get("code"), code_dir)},
+            "environment": environment,
+        },
+    )
     for change in found:
         if "file" in change:
-            change.update(looked_in=str(code_dir), note="give --code-dir where the project's code is now")
+            change.update(
+                looked_in=str(code_dir), note="give --code-dir where the project's code is now"
+            )
     return found
 
 
@@ -128,11 +180,18 @@ def external_code_dir(report: dict, workspace: Path, given: str | None) -> Path 
         return None
     if given:
         return Path(given).resolve()
-    names = list(((external.get("code") or {}).get("files") or {}) if isinstance(external.get("code"), dict) else [])
+    names = list(
+        ((external.get("code") or {}).get("files") or {})
+        if isinstance(external.get("code"), dict)
+        else []
+    )
     candidates = [Path.cwd().resolve()]
     if isinstance(external.get("code_dir"), str):
         candidates.insert(0, path_inside(workspace, external["code_dir"]))
-    return next((folder for folder in candidates if all((folder / name).is_file() for name in names)), candidates[-1])
+    return next(
+        (folder for folder in candidates if all((folder / name).is_file() for name in names)),
+        candidates[-1],
+    )
 
 
 def rerun_argv(report: dict, inputs: Path) -> list:
@@ -144,7 +203,11 @@ def rerun_argv(report: dict, inputs: Path) -> list:
             skip = False
             continue
         option = arg.split("=", 1)[0]
-        value = arg.split("=", 1)[1] if "=" in arg else (argv[index + 1] if index + 1 < len(argv) else None)
+        value = (
+            arg.split("=", 1)[1]
+            if "=" in arg
+            else (argv[index + 1] if index + 1 < len(argv) else None)
+        )
         takes_next = "=" not in arg
         if option == "--set":
             skip = takes_next  # already applied: the recorded config is the resolved one
@@ -157,12 +220,19 @@ def rerun_argv(report: dict, inputs: Path) -> list:
             rebuilt += ["--seeds", str(seeds_file(report["seed"], inputs))]
             skip = takes_next
             continue
-        if OUTSIDE in arg or (value and OUTSIDE in value and takes_next and option.startswith("--")):
-            raise InputError("the record names a file outside its workspace that it does not hold; "
-                             "re-run it by hand", argument=arg if OUTSIDE in arg else f"{arg} {value}")
+        if OUTSIDE in arg or (
+            value and OUTSIDE in value and takes_next and option.startswith("--")
+        ):
+            raise InputError(
+                "the record names a file outside its workspace that it does not hold; "
+                "re-run it by hand",
+                argument=arg if OUTSIDE in arg else f"{arg} {value}",
+            )
         check_recorded_argument(arg)
         rebuilt.append(arg)
-    if report.get("script") in TAKES_CONFIG_AND_SEEDS:  # the defaults were used: give the recorded ones
+    if (
+        report.get("script") in TAKES_CONFIG_AND_SEEDS
+    ):  # the defaults were used: give the recorded ones
         if "--config" not in rebuilt and isinstance(report.get("config"), dict):
             rebuilt += ["--config", str(config_file(report["config"], inputs))]
         if "--seeds" not in rebuilt and report.get("seed"):
@@ -175,13 +245,21 @@ def check_recorded_argument(arg: str) -> None:
     when recording), absolute paths, and paths that climb out of the workspace."""
     option, _, value = arg.partition("=")
     if option in EXECUTION_OPTIONS:
-        raise InputError("the record's command line holds an option that records never keep (edited?)",
-                         argument=arg[:200])
+        raise InputError(
+            "the record's command line holds an option that records never keep (edited?)",
+            argument=arg[:200],
+        )
     for text in (arg, value):
-        if "\0" in text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) \
-                or ".." in re.split(r"[\\/]", text):
-            raise InputError("the record's command line names a path outside its workspace: refused",
-                             argument=arg[:200])
+        if (
+            "\0" in text
+            or text.startswith(("/", "\\"))
+            or re.match(r"^[A-Za-z]:[\\/]", text)
+            or ".." in re.split(r"[\\/]", text)
+        ):
+            raise InputError(
+                "the record's command line names a path outside its workspace: refused",
+                argument=arg[:200],
+            )
 
 
 def config_file(config: dict, inputs: Path) -> Path:
@@ -194,7 +272,10 @@ def config_file(config: dict, inputs: Path) -> Path:
 def seeds_file(seed: dict, inputs: Path) -> Path:
     """A seeds file giving the recorded base seed and, pinned, every stream the run drew."""
     lines = [f"base_seed = {int(seed['base_seed'])}", "", "[streams]"]
-    lines += [f"{orjson.dumps(name).decode()} = {int(value)}" for name, value in sorted((seed.get("streams") or {}).items())]
+    lines += [
+        f"{orjson.dumps(name).decode()} = {int(value)}"
+        for name, value in sorted((seed.get("streams") or {}).items())
+    ]
     path = inputs / "seeds.toml"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
@@ -203,21 +284,33 @@ def seeds_file(seed: dict, inputs: Path) -> Path:
 def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
     """Copy (hard-link) into ``fresh`` what the runs before this one registered; returns the file count."""
     target, stamp = report["run_id"], report["run_id"].rpartition("_")[2]
-    runs = {run_id: entry for run_id, entry in read_manifest(source / MANIFEST).items()
-            if run_id != target and run_id.rpartition("_")[2] <= stamp}
+    runs = {
+        run_id: entry
+        for run_id, entry in read_manifest(source / MANIFEST).items()
+        if run_id != target and run_id.rpartition("_")[2] <= stamp
+    }
     ensure_layout(fresh)
-    files = {path: entry for path, entry in read_registry(source / REGISTRY).items() if entry.get("run") in runs}
+    files = {
+        path: entry
+        for path, entry in read_registry(source / REGISTRY).items()
+        if entry.get("run") in runs
+    }
     vouched = {}  # folder -> whether it lies inside the source workspace (links resolved once per folder)
     for relative in files:
-        checked_name(relative, source / REGISTRY, data_root=True)  # so ``fresh / relative`` stays in fresh
+        checked_name(
+            relative, source / REGISTRY, data_root=True
+        )  # so ``fresh / relative`` stays in fresh
         if relative.startswith("@"):
             continue  # a data root outside the workspace: bound below, read in place
         origin, copy = source / relative, fresh / relative
         if origin.parent not in vouched:
             vouched[origin.parent] = inside(source, origin.parent)
         if not vouched[origin.parent]:
-            raise InputError("a recorded path leads outside the workspace (through a link)", file=source / REGISTRY,
-                             value=relative[:200])
+            raise InputError(
+                "a recorded path leads outside the workspace (through a link)",
+                file=source / REGISTRY,
+                value=relative[:200],
+            )
         try:
             if not stat.S_ISREG(os.lstat(origin).st_mode):
                 continue  # a link or folder now: not what the run registered
@@ -238,14 +331,19 @@ def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
 def compare_outputs(workspace: Path, fresh: Path, recorded: dict, new: dict) -> list:
     found = []
     for path in sorted(set(recorded) | set(new)):
-        before, after = (recorded.get(path) or {}).get("sha256"), (new.get(path) or {}).get("sha256")
+        before, after = (
+            (recorded.get(path) or {}).get("sha256"),
+            (new.get(path) or {}).get("sha256"),
+        )
         if before == after:
             continue
         item = {"artifact": path, "recorded": before, "rerun": after}
         original, again = path_inside(workspace, path), path_inside(fresh, path)
         if before and after and original.is_file() and again.is_file():
             data = original.read_bytes()
-            if hashlib.sha256(data).hexdigest() == before:  # the recorded file is still there, unchanged
+            if (
+                hashlib.sha256(data).hexdigest() == before
+            ):  # the recorded file is still there, unchanged
                 item.update(compare(path, data, again.read_bytes()))
         found.append(item)
     return found
@@ -259,33 +357,61 @@ def rerun_command(args, log) -> int:
         if not args.force or "recorded_sha256" not in exc.details:
             raise
         report = resolve_target(workspace, args.target, force=True)
-        unverified = [{"what": "the report is not the one the manifest holds", "recorded": exc.details["recorded_sha256"],
-                       "now": exc.details["actual_sha256"]}]
+        unverified = [
+            {
+                "what": "the report is not the one the manifest holds",
+                "recorded": exc.details["recorded_sha256"],
+                "now": exc.details["actual_sha256"],
+            }
+        ]
     if report.get("script") in ("rerun", "verify", "html_report", "compare_runs", None):
-        raise InputError("this run records no work to re-run", run=report.get("run_id"), script=report.get("script"))
+        raise InputError(
+            "this run records no work to re-run",
+            run=report.get("run_id"),
+            script=report.get("script"),
+        )
     if "argv" not in report:
-        raise InputError("the record holds no command line (runs recorded before argv was recorded by every "
-                         "script cannot be re-run)", run=report["run_id"])
+        raise InputError(
+            "the record holds no command line (runs recorded before argv was recorded by every "
+            "script cannot be re-run)",
+            run=report["run_id"],
+        )
     code_dir = external_code_dir(report, workspace, args.code_dir)
     blocking = unverified + refusals(report, code_dir)
     if blocking and not args.force:
-        raise InputError("the run cannot be re-run as recorded (--force re-runs it anyway and says so)",
-                         run=report["run_id"], refused=blocking)
-    scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-rerun-"))
+        raise InputError(
+            "the run cannot be re-run as recorded (--force re-runs it anyway and says so)",
+            run=report["run_id"],
+            refused=blocking,
+        )
+    scratch = (
+        Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-rerun-"))
+    )
     try:
         fresh, inputs = scratch / "ws", scratch / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
         copied = prepare_workspace(workspace, fresh, report)
-        command = [sys.executable, str(command_path(report["script"])), *rerun_argv(report, inputs),
-                   *(["--code-dir", str(code_dir)] if code_dir else []), "--workspace", str(fresh)]
+        command = [
+            sys.executable,
+            str(command_path(report["script"])),
+            *rerun_argv(report, inputs),
+            *(["--code-dir", str(code_dir)] if code_dir else []),
+            "--workspace",
+            str(fresh),
+        ]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(run_epoch(report["run_id"]))}
         env.pop("CRH_WORKSPACE", None)
-        log.info("rerunning", run=report["run_id"], inputs=copied, forced=[b["what"] for b in blocking])
+        log.info(
+            "rerunning", run=report["run_id"], inputs=copied, forced=[b["what"] for b in blocking]
+        )
         result = subprocess.run(command, cwd=fresh, env=env, capture_output=True)
         again = fresh / run_report(report["run_id"])
         if result.returncode not in (0, 1) or not again.is_file():
-            raise CheckFailed("the re-run did not finish as recorded", exit_code=result.returncode,
-                              stderr_tail=result.stderr.decode(errors="replace").splitlines()[-5:])
+            raise CheckFailed(
+                "the re-run did not finish as recorded",
+                exit_code=result.returncode,
+                stderr_tail=result.stderr.decode(errors="replace").splitlines()[-5:],
+            )
         new_report = read_json(again)
         new_outputs = new_report.get("outputs") or {}
         found = compare_outputs(workspace, fresh, report.get("outputs") or {}, new_outputs)
@@ -295,40 +421,76 @@ def rerun_command(args, log) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     same_outcome = outcome["original"] == outcome["rerun"]
     identical = not found and same_outcome
-    with RunRecorder("rerun", workspace=workspace, log=log, config={"run": report["run_id"]}) as record:
-        record.results.update(run=report["run_id"], identical=identical, outputs=len(report.get("outputs") or {}),
-                              differing=found[:SHOWN_DIFFERENCES], differing_count=len(found),
-                              forced=blocking, **outcome)
+    with RunRecorder(
+        "rerun", workspace=workspace, log=log, config={"run": report["run_id"]}
+    ) as record:
+        record.results.update(
+            run=report["run_id"],
+            identical=identical,
+            outputs=len(report.get("outputs") or {}),
+            differing=found[:SHOWN_DIFFERENCES],
+            differing_count=len(found),
+            forced=blocking,
+            **outcome,
+        )
         if not identical:
             record.status = "check_failed"
-    cli.print_json({"run": report["run_id"], "identical": identical, "outputs": len(report.get("outputs") or {}),
-                    "differing": len(found), **outcome, "forced": [b["what"] for b in blocking],
-                    "report": record.report})
+    cli.print_json(
+        {
+            "run": report["run_id"],
+            "identical": identical,
+            "outputs": len(report.get("outputs") or {}),
+            "differing": len(found),
+            **outcome,
+            "forced": [b["what"] for b in blocking],
+            "report": record.report,
+        }
+    )
     if not same_outcome:
-        raise CheckFailed("the re-run did not end as the recorded run did", original=outcome["original"],
-                          rerun=outcome["rerun"], report=record.report)
+        raise CheckFailed(
+            "the re-run did not end as the recorded run did",
+            original=outcome["original"],
+            rerun=outcome["rerun"],
+            report=record.report,
+        )
     if not identical:
-        raise CheckFailed(f"{len(found)} outputs differ from the recorded run", first=found[0]["artifact"],
-                          report=record.report)
+        raise CheckFailed(
+            f"{len(found)} outputs differ from the recorded run",
+            first=found[0]["artifact"],
+            report=record.report,
+        )
     if outcome["original"]["status"] == "failed":
-        log.warning("failed_the_same_way", run=report["run_id"], exit_code=outcome["original"].get("exit_code"),
-                    note="the recorded run failed, and the re-run failed the same way with the same outputs")
+        log.warning(
+            "failed_the_same_way",
+            run=report["run_id"],
+            exit_code=outcome["original"].get("exit_code"),
+            note="the recorded run failed, and the re-run failed the same way with the same outputs",
+        )
     log.info("identical", run=report["run_id"], outputs=len(report.get("outputs") or {}))
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "rerun", doc=__doc__,
+        "rerun",
+        doc=__doc__,
         description="Re-run a recorded run from its record in a fresh workspace and prove its outputs identical.",
     )
-    parser.add_argument("target", metavar="RUN", help="a run report (.json), a run folder or a log folder")
-    parser.add_argument("--force", action="store_true",
-                        help="re-run even from another commit, a dirty tree or another environment, or a report "
-                             "the manifest does not hold (from elsewhere); what was forced is recorded")
-    parser.add_argument("--code-dir", metavar="DIR",
-                        help="where an external run's code is now (its record names files relative to it; default: "
-                             "the recorded folder when it lay in the workspace, else the current folder)")
+    parser.add_argument(
+        "target", metavar="RUN", help="a run report (.json), a run folder or a log folder"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-run even from another commit, a dirty tree or another environment, or a report "
+        "the manifest does not hold (from elsewhere); what was forced is recorded",
+    )
+    parser.add_argument(
+        "--code-dir",
+        metavar="DIR",
+        help="where an external run's code is now (its record names files relative to it; default: "
+        "the recorded folder when it lay in the workspace, else the current folder)",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep the fresh workspace under DIR/ws")
     cli.add_common_options(parser)
     return cli.run(parser, rerun_command, argv)

@@ -92,8 +92,11 @@ def expand_sweep(path) -> list:
         spec["runs"] = [{}]
     if "grid" in spec:
         grid = spec["grid"]
-        tables = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] \
-            if math.prod(len(values) for values in grid.values()) * len(seeds) <= MAX_RUNS else None
+        tables = (
+            [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+            if math.prod(len(values) for values in grid.values()) * len(seeds) <= MAX_RUNS
+            else None
+        )
     else:
         tables = spec["runs"] if len(spec["runs"]) * len(seeds) <= MAX_RUNS else None
     if tables is None:
@@ -101,8 +104,12 @@ def expand_sweep(path) -> list:
     members = []
     for seed in seeds:
         for table in tables:
-            overrides, own_seed = (table, seed) if "grid" in spec else (table.get("set", {}), table.get("seed", seed))
-            members.append({"overrides": [override_text(k, v) for k, v in overrides.items()], "seed": own_seed})
+            overrides, own_seed = (
+                (table, seed) if "grid" in spec else (table.get("set", {}), table.get("seed", seed))
+            )
+            members.append(
+                {"overrides": [override_text(k, v) for k, v in overrides.items()], "seed": own_seed}
+            )
     return members
 
 
@@ -147,11 +154,19 @@ def finished_summary(workspace: Path, config: dict) -> str | None:
     from scripts.utils.registry import MANIFEST, read_manifest
 
     wanted = config_sha256(config)
-    return next((run_id for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items())
-                 if run.get("script") == "run_experiment_sweep" and run.get("config_sha256") == wanted), None)
+    return next(
+        (
+            run_id
+            for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items())
+            if run.get("script") == "run_experiment_sweep" and run.get("config_sha256") == wanted
+        ),
+        None,
+    )
 
 
-def compute_member(workspace: str, config: dict, base_seed: int, streams: dict, backend: str) -> dict:
+def compute_member(
+    workspace: str, config: dict, base_seed: int, streams: dict, backend: str
+) -> dict:
     """One configuration's experiment, in a scratch folder (runs on a cluster worker).
 
     Returns its files (``{relative path: bytes}``), the summary and the seeds it drew.
@@ -162,8 +177,11 @@ def compute_member(workspace: str, config: dict, base_seed: int, streams: dict, 
     with tempfile.TemporaryDirectory(prefix="crh-sweep-") as scratch:
         folder = Path(scratch)
         summary = experiment.run_reference(Path(workspace), folder, config, seeds, backend)
-        files = {path.relative_to(folder).as_posix(): path.read_bytes()
-                 for path in sorted(folder.rglob("*")) if path.is_file()}
+        files = {
+            path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        }
     return {"files": files, "summary": summary, "seeds_used": seeds.used}
 
 
@@ -173,8 +191,14 @@ def summary_csv(rows: list) -> bytes:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
     for row in rows:
-        writer.writerow([row[c] if isinstance(row[c], (str, int)) else orjson.dumps(row[c], option=orjson.OPT_SORT_KEYS)
-                         .decode() for c in SUMMARY_COLUMNS])
+        writer.writerow(
+            [
+                row[c]
+                if isinstance(row[c], (str, int))
+                else orjson.dumps(row[c], option=orjson.OPT_SORT_KEYS).decode()
+                for c in SUMMARY_COLUMNS
+            ]
+        )
     return text.getvalue().encode("utf-8")
 
 
@@ -194,14 +218,32 @@ def seed_aggregates(rows: list) -> list:
         names = sorted({name for row in members for name in (row.get("final") or {})})
         metrics = {}
         for name in names:
-            values = [float(row["final"][name]) for row in members if isinstance((row.get("final") or {}).get(name),
-                                                                               (int, float))]
+            values = [
+                float(row["final"][name])
+                for row in members
+                if isinstance((row.get("final") or {}).get(name), (int, float))
+            ]
             if not values:
                 continue
             mean = math.fsum(values) / len(values)
-            spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 \
+            spread = (
+                math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                if len(values) > 1
                 else 0.0
-            metrics[name] = {"mean": mean, "std": spread, "min": min(values), "max": max(values), "n": len(values)}
-        aggregates.append({"overrides": list(overrides), "seeds": [row["seed"] for row in members],
-                           "runs": len(members), "metrics": metrics})
+            )
+            metrics[name] = {
+                "mean": mean,
+                "std": spread,
+                "min": min(values),
+                "max": max(values),
+                "n": len(values),
+            }
+        aggregates.append(
+            {
+                "overrides": list(overrides),
+                "seeds": [row["seed"] for row in members],
+                "runs": len(members),
+                "metrics": metrics,
+            }
+        )
     return aggregates

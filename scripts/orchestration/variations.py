@@ -23,47 +23,89 @@ from pathlib import Path
 
 from scripts.utils import cli
 
-VARIATIONS = ("path", "time", "tz", "locale", "umask", "hashseed", "threads", "cpu", "cpus", "workers", "resume")
-BASE = {"tz": "Etc/GMT+12", "locale": "C.UTF-8", "umask": 0o022, "hashseed": "0", "threads": "1", "workers": "1"}
+VARIATIONS = (
+    "path",
+    "time",
+    "tz",
+    "locale",
+    "umask",
+    "hashseed",
+    "threads",
+    "cpu",
+    "cpus",
+    "workers",
+    "resume",
+)
+BASE = {
+    "tz": "Etc/GMT+12",
+    "locale": "C.UTF-8",
+    "umask": 0o022,
+    "hashseed": "0",
+    "threads": "1",
+    "workers": "1",
+}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-CLOCK_SHIFT = ((3 * 365 + 40) * 86400 + 7 * 3600 + 13 * 60)  # +3 years 40 days 7 h 13 min, as reprotest shifts it
+CLOCK_SHIFT = (
+    (3 * 365 + 40) * 86400 + 7 * 3600 + 13 * 60
+)  # +3 years 40 days 7 h 13 min, as reprotest shifts it
 CLOCK_ENV, CPU_COUNT_ENV = "CRH_CLOCK_START", "CRH_CPU_COUNT"
 SITE = Path(__file__).resolve().parent / "verify_site"
-CPU_VARIABLES = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+CPU_VARIABLES = (
+    "OPENBLAS_CORETYPE",
+    "NPY_DISABLE_CPU_FEATURES",
+    "MKL_CBWR",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+)
 # Set by verify for every run: the caller's values would hide what a variation changes.
-CONTROLLED = ("CRH_WORKSPACE", "LANG", "LANGUAGE", "PYTHON_CPU_COUNT", CLOCK_ENV, CPU_COUNT_ENV, *CPU_VARIABLES)
+CONTROLLED = (
+    "CRH_WORKSPACE",
+    "LANG",
+    "LANGUAGE",
+    "PYTHON_CPU_COUNT",
+    CLOCK_ENV,
+    CPU_COUNT_ENV,
+    *CPU_VARIABLES,
+)
 
 FIXES = {
     "path": "record paths relative to the run's folder (or its inputs), never absolute",
     "time": "write times in UTC from SOURCE_DATE_EPOCH, or drop them; name files by run number or config hash, "
-            "not by date; never seed from the clock",
+    "not by date; never seed from the clock",
     "tz": "format times in UTC (datetime.now(timezone.utc)), never in local time",
     "locale": "format numbers and dates without the locale, and open files with encoding='utf-8'",
     "umask": "set file modes explicitly (os.chmod), or leave them out of archives",
     "hashseed": "sort sets and dict keys before iterating or writing them (sorted(set(...)))",
     "threads": "pin the thread count (torch.set_num_threads(1), OMP_NUM_THREADS) or use order-independent "
-                "reductions",
+    "reductions",
     "cpu": "results follow the CPU's instruction set (BLAS kernels, SIMD, oneDNN): pin it for exact results "
-           "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, NPY_DISABLE_CPU_FEATURES) or compare with a tolerance",
+    "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, NPY_DISABLE_CPU_FEATURES) or compare with a tolerance",
     "cpus": "size threads, workers and batches from the config, not from os.cpu_count() or the machine",
     "workers": "make results independent of the worker count (collect results in input order, not completion order)",
     "resume": "make the script safe to kill: write outputs atomically, restart from a checkpoint, never append "
-              "to a file a killed run left",
+    "to a file a killed run left",
 }
-NOISE_SOURCES = ["an unseeded random generator (torch, numpy, random, a DataLoader or train/test split without a "
-                 "seeded generator)", "a nondeterministic kernel (GPU atomics, some torch ops)",
-                 "uninitialised memory (torch.empty, np.empty) written out", "a wall-clock time written with "
-                 "sub-second precision or a process id"]
-NOISE_FIX = ("seed every generator (torch.manual_seed, np.random.default_rng(seed), random.seed, "
-             "DataLoader(generator=torch.Generator().manual_seed(seed)), random_state= in scikit-learn); "
-             "torch.use_deterministic_algorithms(True)")
+NOISE_SOURCES = [
+    "an unseeded random generator (torch, numpy, random, a DataLoader or train/test split without a "
+    "seeded generator)",
+    "a nondeterministic kernel (GPU atomics, some torch ops)",
+    "uninitialised memory (torch.empty, np.empty) written out",
+    "a wall-clock time written with sub-second precision or a process id",
+]
+NOISE_FIX = (
+    "seed every generator (torch.manual_seed, np.random.default_rng(seed), random.seed, "
+    "DataLoader(generator=torch.Generator().manual_seed(seed)), random_state= in scikit-learn); "
+    "torch.use_deterministic_algorithms(True)"
+)
 
 
 @functools.cache
 def other_locale() -> str | None:
     """A UTF-8 locale other than C.UTF-8 that this machine has (POSIX if none; None if unknown)."""
     try:
-        names = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=10).stdout.split()
+        names = subprocess.run(
+            ["locale", "-a"], capture_output=True, text=True, timeout=10
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
     for name in names:
@@ -77,9 +119,12 @@ def narrowed_cpu() -> dict:
     from numpy._core._multiarray_umath import __cpu_dispatch__
 
     arm = platform.machine().lower() in ("aarch64", "arm64")
-    settings = {"OPENBLAS_CORETYPE": "ARMV8" if arm else "Prescott",
-                "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__), "MKL_CBWR": "COMPATIBLE",
-                "ATEN_CPU_CAPABILITY": "default"}
+    settings = {
+        "OPENBLAS_CORETYPE": "ARMV8" if arm else "Prescott",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__),
+        "MKL_CBWR": "COMPATIBLE",
+        "ATEN_CPU_CAPABILITY": "default",
+    }
     if not arm:
         settings["ONEDNN_MAX_CPU_ISA"] = "SSE41"
     return settings
@@ -114,7 +159,9 @@ def run_environment(varied: set, epoch: str) -> tuple[dict, int, list | None]:
     env["PYTHONHASHSEED"] = "12345" if "hashseed" in varied else BASE["hashseed"]
     for name in THREAD_VARIABLES:
         env[name] = "2" if "threads" in varied else BASE["threads"]
-    env[cli.WORKERS_ENV] = str(max(2, os.cpu_count() or 1)) if "workers" in varied else BASE["workers"]
+    env[cli.WORKERS_ENV] = (
+        str(max(2, os.cpu_count() or 1)) if "workers" in varied else BASE["workers"]
+    )
     if "cpu" in varied:
         env.update(narrowed_cpu())
     cpus = None
@@ -126,7 +173,9 @@ def run_environment(varied: set, epoch: str) -> tuple[dict, int, list | None]:
 
 
 def _instant(seconds: int) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 def _shown(value) -> str:
@@ -141,8 +190,10 @@ def changed_settings(variation: str, epoch: str, paths: tuple = ("<first>", "<se
     if variation == "resume":
         return ["the run killed (SIGKILL, its whole process group) part-way, then run again"]
     if variation == "time":
-        return [f"wall clock at the start {_instant(clock_start(set(), epoch))} -> "
-                f"{_instant(clock_start({'time'}, epoch))} (+3 years 40 days 7 h)"]
+        return [
+            f"wall clock at the start {_instant(clock_start(set(), epoch))} -> "
+            f"{_instant(clock_start({'time'}, epoch))} (+3 years 40 days 7 h)"
+        ]
     if variation == "umask":
         return [f"umask {BASE['umask']:04o} -> 0002"]
     if variation == "cpus":

@@ -54,7 +54,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -66,16 +65,25 @@ import textwrap
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
 
 from scripts.orchestration.causes import FILE_NAME, CauseSearch, name_pattern
 from scripts.orchestration.external_runs import anchored
-from scripts.orchestration.variations import VARIATIONS, changed_settings, other_locale, run_environment
+from scripts.orchestration.variations import (
+    VARIATIONS,
+    changed_settings,
+    other_locale,
+    run_environment,
+)
 from scripts.utils import cli, timestamps
 from scripts.utils.artifact_diff import LIMIT, compare
 from scripts.utils.errors import CheckFailed, InputError
@@ -86,14 +94,15 @@ from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 DEFAULT_EPOCH = "1761912000"
 BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache__/*")
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
-MAX_RUNS = 24                # all runs of one verification, the first two included
+MAX_RUNS = 24  # all runs of one verification, the first two included
 KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps
-SHOWN_CAUSES = 3             # causes in the terminal summary (the report has them all)
+SHOWN_CAUSES = 3  # causes in the terminal summary (the report has them all)
 
 
 # --------------------------------------------------------------------------
 # Running the pipeline under a set of variations
 # --------------------------------------------------------------------------
+
 
 def command_argv(template: str, workspace: Path, here: Path) -> list:
     """A --command split as a POSIX shell would, with {workspace} filled in, and each word that names an existing
@@ -105,9 +114,14 @@ def command_argv(template: str, workspace: Path, here: Path) -> list:
         raise InputError(f"cannot split the command: {exc}", command=template)
     if not parts:
         raise InputError("empty command", command=template)
-    return [part.replace("{workspace}", str(workspace)) if "{workspace}" in part
-            else part if index == 0 and "/" not in part and os.sep not in part  # a program found on PATH
-            else anchored(part, here) for index, part in enumerate(parts)]
+    return [
+        part.replace("{workspace}", str(workspace))
+        if "{workspace}" in part
+        else part
+        if index == 0 and "/" not in part and os.sep not in part  # a program found on PATH
+        else anchored(part, here)
+        for index, part in enumerate(parts)
+    ]
 
 
 def experiment_commands(config: str | None) -> list:
@@ -118,14 +132,28 @@ def experiment_commands(config: str | None) -> list:
     path = Path(config).resolve()
     if not path.is_file():
         raise InputError("the experiment config does not exist", file=config)
-    return [" ".join(shlex.quote(str(part)) for part in (sys.executable, REPO_ROOT / "scripts/orchestration/run_experiment.py",
-                                                          "--config", path, "--code-dir", path.parent))
-            + " --logdir {workspace}/experiments/results/run --resume --workspace {workspace}"]  # resume: after a kill
+    return [
+        " ".join(
+            shlex.quote(str(part))
+            for part in (
+                sys.executable,
+                REPO_ROOT / "scripts/orchestration/run_experiment.py",
+                "--config",
+                path,
+                "--code-dir",
+                path.parent,
+            )
+        )
+        + " --logdir {workspace}/experiments/results/run --resume --workspace {workspace}"
+    ]  # resume: after a kill
 
 
 def resume_point(epoch: str, first_run_seconds: float) -> float:
     """Seconds into the run at which ``resume`` kills it: seeded, between 50 % and 80 % of the first run."""
-    fraction = int.from_bytes(hashlib.sha256(f"verify-resume-{epoch}".encode()).digest()[:8], "big") / 2**64
+    fraction = (
+        int.from_bytes(hashlib.sha256(f"verify-resume-{epoch}".encode()).digest()[:8], "big")
+        / 2**64
+    )
     low, high = RESUME_BETWEEN
     return first_run_seconds * (low + (high - low) * fraction)
 
@@ -153,26 +181,36 @@ class Runs:
         timer = timestamps.Stopwatch()
         if "resume" in varied:
             self._killed_once(workspace, env, umask, cpus, varied)
-        env["CRH_CLOCK_REAL_START"] = repr(time.time())  # the run's clock starts now, in every process
+        env["CRH_CLOCK_REAL_START"] = repr(
+            time.time()
+        )  # the run's clock starts now, in every process
         for template in self.commands:
             result = self._start(template, workspace, env, umask, cpus)
             _, stderr = result.communicate()
             if result.returncode != 0:
                 raise InputError(
-                    "a pipeline command failed" + (f" under {', '.join(sorted(varied))}" if varied else ""),
-                    command=template, exit_code=result.returncode, variations=sorted(varied),
-                    stderr_tail=stderr.decode(errors="replace").splitlines()[-5:])
+                    "a pipeline command failed"
+                    + (f" under {', '.join(sorted(varied))}" if varied else ""),
+                    command=template,
+                    exit_code=result.returncode,
+                    variations=sorted(varied),
+                    stderr_tail=stderr.decode(errors="replace").splitlines()[-5:],
+                )
         seconds = timer.elapsed()
         if self.first_run_seconds is None:
             self.first_run_seconds = seconds
         stored = self.scratch / "runs" / name
         stored.mkdir(parents=True)
         shutil.move(str(workspace), str(stored / "ws"))
-        shutil.rmtree(self.scratch / self.FOLDERS["path" in varied].split("/")[0], ignore_errors=True)
+        shutil.rmtree(
+            self.scratch / self.FOLDERS["path" in varied].split("/")[0], ignore_errors=True
+        )
         self.log.info("run_done", run=name, variations=sorted(varied), seconds=round(seconds, 2))
         return stored / "ws"
 
-    def _start(self, template: str, workspace: Path, env: dict, umask: int, cpus) -> subprocess.Popen:
+    def _start(
+        self, template: str, workspace: Path, env: dict, umask: int, cpus
+    ) -> subprocess.Popen:
         posix = os.name == "posix"
 
         def in_the_child():
@@ -181,9 +219,15 @@ class Runs:
                 os.sched_setaffinity(0, cpus)
 
         try:
-            return subprocess.Popen(command_argv(template, workspace, self.here), cwd=workspace, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    preexec_fn=in_the_child if posix else None, start_new_session=posix)
+            return subprocess.Popen(
+                command_argv(template, workspace, self.here),
+                cwd=workspace,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=in_the_child if posix else None,
+                start_new_session=posix,
+            )
         except OSError as exc:
             raise InputError(f"cannot start the command: {exc.strerror or exc}", command=template)
 
@@ -212,19 +256,27 @@ class Runs:
 # What a run wrote, and what differs
 # --------------------------------------------------------------------------
 
+
 def selected(relative: str, include: list, exclude: list) -> bool:
-    if any(fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern)
-           for pattern in (*BOOKKEEPING, *exclude)):
+    if any(
+        fnmatch.fnmatchcase(relative, pattern)
+        or fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern)
+        for pattern in (*BOOKKEEPING, *exclude)
+    ):
         return False
     return not include or any(fnmatch.fnmatchcase(relative, pattern) for pattern in include)
 
 
-HTML_ENVIRONMENT = re.compile(rb'<section id="(environment|command-environment)">.*?</section>', re.S)
+HTML_ENVIRONMENT = re.compile(
+    rb'<section id="(environment|command-environment)">.*?</section>', re.S
+)
 
 
 def comparable(relative: str, data: bytes) -> bytes:
     """The bytes compared: our records without the fields that describe the machine (see the docstring)."""
-    if relative.endswith("report.html") and b'<section id="environment">' in data:  # html_report's page
+    if (
+        relative.endswith("report.html") and b'<section id="environment">' in data
+    ):  # html_report's page
         return HTML_ENVIRONMENT.sub(rb'<section id="\1"></section>', data)
     if not relative.endswith(".json") or not data.startswith(b"{"):
         return data
@@ -234,18 +286,28 @@ def comparable(relative: str, data: bytes) -> bytes:
         return data
     if not isinstance(document, dict):
         return data
-    if "run_id" in document and "env_hash" in document:                    # a run report
+    if "run_id" in document and "env_hash" in document:  # a run report
         document = _without_env_hash({k: v for k, v in document.items() if k != "environment"})
-        if isinstance(document.get("external"), dict):  # an external command's Python describes the machine too
-            document["external"] = {k: v for k, v in document["external"].items() if k != "environment"}
-        document["outputs"] = {path: ({} if _is_record(path) else entry)
-                               for path, entry in document.get("outputs", {}).items()}
+        if isinstance(
+            document.get("external"), dict
+        ):  # an external command's Python describes the machine too
+            document["external"] = {
+                k: v for k, v in document["external"].items() if k != "environment"
+            }
+        document["outputs"] = {
+            path: ({} if _is_record(path) else entry)
+            for path, entry in document.get("outputs", {}).items()
+        }
     elif document.get("format") == "crh-manifest":
-        document["runs"] = {run: {k: v for k, v in entry.items() if k not in ("env_hash", "report_sha256")}
-                            for run, entry in document.get("runs", {}).items()}
+        document["runs"] = {
+            run: {k: v for k, v in entry.items() if k not in ("env_hash", "report_sha256")}
+            for run, entry in document.get("runs", {}).items()
+        }
     elif document.get("format") == "crh-hash-registry":
-        document["files"] = {path: ({"run": entry.get("run")} if _is_record(path) else entry)
-                             for path, entry in document.get("files", {}).items()}
+        document["files"] = {
+            path: ({"run": entry.get("run")} if _is_record(path) else entry)
+            for path, entry in document.get("files", {}).items()
+        }
     elif relative == "env/environment.json":
         return b""  # the environment itself: compared by the spec table's environment parity
     else:
@@ -261,9 +323,11 @@ def _without_env_hash(value):
 
 def _is_record(path: str) -> bool:
     """Files that describe the machine in part: run reports, the environment, html_report's pages."""
-    return (path.startswith(RESULTS + "/") and path.count("/") == 2 and path.endswith(".json")) \
-        or path == "env/environment.json" \
+    return (
+        (path.startswith(RESULTS + "/") and path.count("/") == 2 and path.endswith(".json"))
+        or path == "env/environment.json"
         or (path.startswith(RESULTS + "/html_report_") and path.endswith("/report.html"))
+    )
 
 
 def snapshot(workspace: Path, include: list, exclude: list) -> dict:
@@ -294,6 +358,7 @@ def renamed(first: dict, second: dict) -> dict:
     A time stamp or counter in a file name: the two are compared as one file. Where several files share a
     digit-free pattern, they are paired in name order; the rest are present in one run only.
     """
+
     def by_pattern(paths):
         groups: dict = {}
         for path in sorted(paths):
@@ -302,37 +367,69 @@ def renamed(first: dict, second: dict) -> dict:
 
     only_first = by_pattern(p for p in first if p not in second)
     only_second = by_pattern(p for p in second if p not in first)
-    return {a: b for pattern, paths in only_first.items() for a, b in zip(paths, only_second.get(pattern, []))}
+    return {
+        a: b
+        for pattern, paths in only_first.items()
+        for a, b in zip(paths, only_second.get(pattern, []))
+    }
 
 
 def differing(first: dict, second: dict) -> list:
     """Paths whose content differs or that only one run wrote (a renamed pair by its first name); records last."""
     pairs = renamed(first, second)
     moved = set(pairs.values())
-    paths = [p for p in sorted(set(first) | set(second)) if first.get(p) != second.get(p) and p not in moved]
-    return sorted(paths, key=lambda p: (_is_record(p) or p.startswith("meta/") or p == "data/hash_registry.json", p))
+    paths = [
+        p
+        for p in sorted(set(first) | set(second))
+        if first.get(p) != second.get(p) and p not in moved
+    ]
+    return sorted(
+        paths,
+        key=lambda p: (_is_record(p) or p.startswith("meta/") or p == "data/hash_registry.json", p),
+    )
 
 
-def differences(first: Path, second: Path, paths: list, limit: int, pairs: dict | None = None) -> dict:
+def differences(
+    first: Path, second: Path, paths: list, limit: int, pairs: dict | None = None
+) -> dict:
     """{artifact: comparison} for ``paths`` (what differs, by type; which run lacks it; a renamed file's names)."""
     found = {}
     for relative in paths:
         other = (pairs or {}).get(relative, relative)
         x, y = first / relative, second / other
         if not x.exists() or not y.exists():
-            found[relative] = {"type": "presence", "count": 1, "truncated": False, "differences": [
-                {"where": "file", "first": "present" if x.exists() else "<absent>",
-                 "second": "present" if y.exists() else "<absent>"}]}
+            found[relative] = {
+                "type": "presence",
+                "count": 1,
+                "truncated": False,
+                "differences": [
+                    {
+                        "where": "file",
+                        "first": "present" if x.exists() else "<absent>",
+                        "second": "present" if y.exists() else "<absent>",
+                    }
+                ],
+            }
             continue
-        result = compare(relative, comparable(relative, x.read_bytes()), comparable(other, y.read_bytes()), limit)
+        result = compare(
+            relative, comparable(relative, x.read_bytes()), comparable(other, y.read_bytes()), limit
+        )
         if other != relative:
-            result = {**result, "count": result["count"] + 1,
-                      "differences": [{"where": FILE_NAME, "first": relative, "second": other}, *result["differences"]]}
+            result = {
+                **result,
+                "count": result["count"] + 1,
+                "differences": [
+                    {"where": FILE_NAME, "first": relative, "second": other},
+                    *result["differences"],
+                ],
+            }
         found[relative] = result
     return found
 
 
-def compared(first: Path, first_snapshot: dict, other: Path, other_snapshot: dict, limit: int) -> dict:
+def compared(
+    first: Path, first_snapshot: dict, other: Path, other_snapshot: dict, limit: int
+) -> dict:
     """Everything that differs between two finished workspaces, renamed files paired."""
     pairs = renamed(first_snapshot, other_snapshot)
     return differences(first, other, differing(first_snapshot, other_snapshot), limit, pairs)
@@ -344,7 +441,11 @@ def keep_versions(first: Path, second: Path, paths: list, pairs: dict) -> dict:
     for relative in paths[:KEEP_FILES]:
         for run, workspace in (("first", first), ("second", second)):
             path = workspace / (pairs.get(relative, relative) if run == "second" else relative)
-            if path.is_file() and not path.is_symlink() and total + path.stat().st_size <= KEEP_BYTES:
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and total + path.stat().st_size <= KEEP_BYTES
+            ):
                 data = path.read_bytes()
                 kept[(run, relative)] = data
                 total += len(data)
@@ -355,8 +456,17 @@ def keep_versions(first: Path, second: Path, paths: list, pairs: dict) -> dict:
 # Causes
 # --------------------------------------------------------------------------
 
-def find_causes(runs: Runs, first: Path, first_snapshot: dict, found: dict, varied: list, select: tuple, limit: int,
-                max_runs: int = MAX_RUNS) -> dict:
+
+def find_causes(
+    runs: Runs,
+    first: Path,
+    first_snapshot: dict,
+    found: dict,
+    varied: list,
+    select: tuple,
+    limit: int,
+    max_runs: int = MAX_RUNS,
+) -> dict:
     """Name the variations that make each difference of the varied run (see causes.py): controls, then bisection."""
 
     def probe(cause: frozenset, name: str) -> dict:
@@ -368,13 +478,16 @@ def find_causes(runs: Runs, first: Path, first_snapshot: dict, found: dict, vari
             runs.log.info("cause_probe", run=name, variations=sorted(cause))
 
     paths = (str(runs.workspace_path(set())), str(runs.workspace_path({"path"})))
-    search = CauseSearch(probe, found, varied, runs.epoch, max_runs, runs.count, paths, now=time.time())
+    search = CauseSearch(
+        probe, found, varied, runs.epoch, max_runs, runs.count, paths, now=time.time()
+    )
     return search.explain()
 
 
 # --------------------------------------------------------------------------
 # The spec's pass/fail table, and the summary
 # --------------------------------------------------------------------------
+
 
 def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict:
     def newest_report(workspace, prefix):
@@ -387,10 +500,15 @@ def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict
         hashes = [orjson.loads(p.read_bytes())["env_hash"] for p in env]
         same = hashes[0] == hashes[1]
         table["environment_parity"] = {"pass": same or "cpu" in varied, "env_hash": hashes[0]} | (
-            {} if same else {"second_env_hash": hashes[1], "note": "another CPU was simulated (cpu): expected"})
+            {}
+            if same
+            else {"second_env_hash": hashes[1], "note": "another CPU was simulated (cpu): expected"}
+        )
     splits = [sorted((w / RESULTS).glob("dataset_splitter_*/split.json")) for w in (first, second)]
     if all(splits):
-        table["dataset_split_determinism"] = {"pass": splits[0][-1].read_bytes() == splits[1][-1].read_bytes()}
+        table["dataset_split_determinism"] = {
+            "pass": splits[0][-1].read_bytes() == splits[1][-1].read_bytes()
+        }
     drift = [newest_report(w, "tensor_visualizer") for w in (first, second)]
     if all(drift):
         worst = max(report["results"]["max_abs_drift_db"] for report in drift)
@@ -402,26 +520,44 @@ def summary_text(summary: dict, width: int | None = None) -> str:
     """The one-screen summary; with ``width``, each line shortened to fit (the report holds everything)."""
     lines = _summary_lines(summary)
     if width:
-        lines = [line if len(line) <= width else line[:len(line) - len(line.lstrip())]
-                 + textwrap.shorten(line.strip(), width - (len(line) - len(line.lstrip())), placeholder=" ...")
-                 for line in lines]
+        lines = [
+            line
+            if len(line) <= width
+            else line[: len(line) - len(line.lstrip())]
+            + textwrap.shorten(
+                line.strip(), width - (len(line) - len(line.lstrip())), placeholder=" ..."
+            )
+            for line in lines
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _summary_lines(summary: dict) -> list:
-    lines = [("IDENTICAL" if summary["identical"] else "DIFFERENT") +
-             f": {summary['artifacts']} artifacts, {summary['differing']} differ; {summary.get('runs', 2)} runs; "
-             "varied: " + ", ".join(summary["varied"])]
+    lines = [
+        ("IDENTICAL" if summary["identical"] else "DIFFERENT")
+        + f": {summary['artifacts']} artifacts, {summary['differing']} differ; {summary.get('runs', 2)} runs; "
+        "varied: " + ", ".join(summary["varied"])
+    ]
     for name, row in summary["spec_table"].items():
-        lines.append(f"  {'pass' if row['pass'] else 'FAIL'}  {name}" + (f"  ({row['note']})" if "note" in row else ""))
+        lines.append(
+            f"  {'pass' if row['pass'] else 'FAIL'}  {name}"
+            + (f"  ({row['note']})" if "note" in row else "")
+        )
     causes = summary.get("causes", [])
     for cause in causes[:SHOWN_CAUSES]:
         label = " + ".join(cause["variations"]) + (" (together)" if cause["interaction"] else "")
         lines.append(f"cause: {label}")
         if cause.get("changed"):
-            lines.append("  changed: " + "; ".join(cause["changed"][:4]) + (" ..." if len(cause["changed"]) > 4 else ""))
+            lines.append(
+                "  changed: "
+                + "; ".join(cause["changed"][:4])
+                + (" ..." if len(cause["changed"]) > 4 else "")
+            )
         if cause.get("likely_sources"):
-            lines.append("  likely: " + "; ".join(source.split(" (")[0] for source in cause["likely_sources"]))
+            lines.append(
+                "  likely: "
+                + "; ".join(source.split(" (")[0] for source in cause["likely_sources"])
+            )
         if cause.get("fix"):
             lines.append(f"  fix: {cause['fix']}")
         shown = 5 if len(causes) == 1 else 2
@@ -431,8 +567,11 @@ def _summary_lines(summary: dict) -> list:
         if len(cause["artifacts"]) > shown:
             lines.append(f"  ... and {len(cause['artifacts']) - shown} more artifacts")
     if len(causes) > SHOWN_CAUSES:
-        lines.append(f"... and {len(causes) - SHOWN_CAUSES} more causes: "
-                     + ", ".join(" + ".join(c["variations"]) for c in causes[SHOWN_CAUSES:]) + " (see the report)")
+        lines.append(
+            f"... and {len(causes) - SHOWN_CAUSES} more causes: "
+            + ", ".join(" + ".join(c["variations"]) for c in causes[SHOWN_CAUSES:])
+            + " (see the report)"
+        )
     for item in summary.get("unexplained", [])[:5]:
         lines.append(f"unexplained: {item['artifact']}: {item['where']}")
     lines.append(f"report: {summary['report']}")
@@ -441,11 +580,14 @@ def _summary_lines(summary: dict) -> list:
 
 def _place(item: dict) -> str:
     if item["where"] == FILE_NAME:
-        return f"name {item['first']} -> {item['second']}" + (f" ({item['note']})" if "note" in item else "")
+        return f"name {item['first']} -> {item['second']}" + (
+            f" ({item['note']})" if "note" in item else ""
+        )
     if "differing_values" in item:  # a tensor
         largest = item.get("max_abs_difference")
-        return (f"{item['where']} ({item['differing_values']} of {item['values']} values"
-                + (f", max |d| {largest:.3g})" if isinstance(largest, (int, float)) else ")"))
+        return f"{item['where']} ({item['differing_values']} of {item['values']} values" + (
+            f", max |d| {largest:.3g})" if isinstance(largest, (int, float)) else ")"
+        )
     return item["where"]
 
 
@@ -459,26 +601,41 @@ def verify_twice(args, log) -> int:
         varied.remove("locale")
     if args.config and args.command:
         raise InputError("give --config or --command, not both")
-    commands = args.command or experiment_commands(args.config) or [
-        f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
-        f"{phase} --workspace {{workspace}}" for phase in args.phases.split(",") if phase.strip()]
+    commands = (
+        args.command
+        or experiment_commands(args.config)
+        or [
+            f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
+            f"{phase} --workspace {{workspace}}"
+            for phase in args.phases.split(",")
+            if phase.strip()
+        ]
+    )
     if not commands:
-        raise InputError("nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases)
+        raise InputError(
+            "nothing to run: give --phases (e.g. phase5,phase7) or --command", value=args.phases
+        )
     for command in commands:
-        command_argv(command, Path("."), Path.cwd())  # a command that cannot be split is bad input before any run
+        command_argv(
+            command, Path("."), Path.cwd()
+        )  # a command that cannot be split is bad input before any run
     epoch = str(timestamps.source_date_epoch() or DEFAULT_EPOCH)
     select = (args.include, args.exclude)
-    scratch = Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
+    scratch = (
+        Path(args.keep).absolute() if args.keep else Path(tempfile.mkdtemp(prefix="crh-verify-"))
+    )
     try:
         runs = Runs(commands, scratch, epoch, log)
         timer = timestamps.Stopwatch()
         first = runs.run("first", set())
         written = snapshot(first, *select)
         if not written:
-            raise InputError("the commands wrote no file in the workspace: verify compares what a command writes "
-                             "there ({workspace}, also its working directory)" +
-                             (" that --include/--exclude select" if args.include or args.exclude else ""),
-                             commands=commands)
+            raise InputError(
+                "the commands wrote no file in the workspace: verify compares what a command writes "
+                "there ({workspace}, also its working directory)"
+                + (" that --include/--exclude select" if args.include or args.exclude else ""),
+                commands=commands,
+            )
         second = runs.run("second", set(varied))
         second_snapshot = snapshot(second, *select)
         found = compared(first, written, second, second_snapshot, args.limit)
@@ -486,26 +643,54 @@ def verify_twice(args, log) -> int:
         kept = keep_versions(first, second, paths, renamed(written, second_snapshot))
         causes = {}
         if paths and not args.no_bisect and varied:
-            causes = find_causes(runs, first, written, found, varied, select, args.limit, args.max_probes)
-        settings = {variation: changed_settings(variation, epoch, (str(runs.workspace_path(set())),
-                                                                   str(runs.workspace_path({"path"}))))
-                    for variation in varied}
+            causes = find_causes(
+                runs, first, written, found, varied, select, args.limit, args.max_probes
+            )
+        settings = {
+            variation: changed_settings(
+                variation,
+                epoch,
+                (str(runs.workspace_path(set())), str(runs.workspace_path({"path"}))),
+            )
+            for variation in varied
+        }
         table = spec_table(first, second, not paths, varied)
-        log.info("timing", first_run_seconds=round(runs.first_run_seconds, 2), runs=runs.count,
-                 total_seconds=round(timer.elapsed(), 2))
+        log.info(
+            "timing",
+            first_run_seconds=round(runs.first_run_seconds, 2),
+            runs=runs.count,
+            total_seconds=round(timer.elapsed(), 2),
+        )
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     identical = not paths
-    summary = {"identical": identical, "artifacts": len(written), "differing": len(paths), "varied": varied,
-               "runs": runs.count, "spec_table": table,
-               **{k: causes[k] for k in ("causes", "unexplained") if k in causes}}
-    with RunRecorder("verify", workspace=workspace, log=log,
-                     config={"commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
-                             "varied": varied, "source_date_epoch": epoch, "include": args.include,
-                             "exclude": args.exclude}) as record:
-        record.results.update(**summary, differences=[{"artifact": path, **result} for path, result in found.items()],
-                              settings=settings)
+    summary = {
+        "identical": identical,
+        "artifacts": len(written),
+        "differing": len(paths),
+        "varied": varied,
+        "runs": runs.count,
+        "spec_table": table,
+        **{k: causes[k] for k in ("causes", "unexplained") if k in causes},
+    }
+    with RunRecorder(
+        "verify",
+        workspace=workspace,
+        log=log,
+        config={
+            "commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
+            "varied": varied,
+            "source_date_epoch": epoch,
+            "include": args.include,
+            "exclude": args.exclude,
+        },
+    ) as record:
+        record.results.update(
+            **summary,
+            differences=[{"artifact": path, **result} for path, result in found.items()],
+            settings=settings,
+        )
         for (run, relative), data in kept.items():
             atomic_write_bytes(record.output_path(f"differences/{run}/{relative}"), data)
         if not identical:
@@ -518,37 +703,81 @@ def verify_twice(args, log) -> int:
         cli.print_json(summary)
     if not identical:
         first_cause = (causes.get("causes") or [{}])[0]
-        raise CheckFailed(f"{len(paths)} artifacts differ between the runs", first=paths[0],
-                          causes=[" + ".join(c["variations"]) for c in causes.get("causes", [])],
-                          first_cause=first_cause.get("variations"), report=record.report)
-    log.info("identical", artifacts=len(written), varied=varied, spec_table=table, report=record.report)
+        raise CheckFailed(
+            f"{len(paths)} artifacts differ between the runs",
+            first=paths[0],
+            causes=[" + ".join(c["variations"]) for c in causes.get("causes", [])],
+            first_cause=first_cause.get("variations"),
+            report=record.report,
+        )
+    log.info(
+        "identical", artifacts=len(written), varied=varied, spec_table=table, report=record.report
+    )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "verify", doc=__doc__,
+        "verify",
+        doc=__doc__,
         description="Run the pipeline twice (the second run varied), compare every file it writes, explain\n"
-                    "each difference and name its causes.",
+        "each difference and name its causes.",
     )
-    parser.add_argument("--phases", default="phase5,phase6,phase7,phase8,phase9", help="phases to run")
-    parser.add_argument("--config", metavar="FILE",
-                        help="verify this experiment config as run_experiment runs it (your script as "
-                             'kind = "external", or ours) instead of the phases')
-    parser.add_argument("--command", action="append", default=[], metavar="CMD",
-                        help="run CMD instead of the phases ({workspace} is filled in; repeatable, run in order)")
-    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
-                        help="compare only files matching GLOB (workspace-relative; repeatable)")
-    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                        help="leave out files matching GLOB (repeatable)")
-    parser.add_argument("--vary", action="append", default=[], choices=VARIATIONS,
-                        help="vary only these (repeatable; default: all)")
-    parser.add_argument("--no-vary", action="append", default=[], choices=VARIATIONS, help="do not vary this")
-    parser.add_argument("--no-bisect", action="store_true", help="do not look for the causes of a difference")
-    parser.add_argument("--limit", type=cli.bounded(int, 1, 10_000), default=LIMIT,
-                        help="differences listed per artifact")
-    parser.add_argument("--max-probes", type=cli.bounded(int, 3, 1000), default=MAX_RUNS,
-                        help="runs at most, all told (the first two included), when looking for causes")
+    parser.add_argument(
+        "--phases", default="phase5,phase6,phase7,phase8,phase9", help="phases to run"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="verify this experiment config as run_experiment runs it (your script as "
+        'kind = "external", or ours) instead of the phases',
+    )
+    parser.add_argument(
+        "--command",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="run CMD instead of the phases ({workspace} is filled in; repeatable, run in order)",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="compare only files matching GLOB (workspace-relative; repeatable)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out files matching GLOB (repeatable)",
+    )
+    parser.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        choices=VARIATIONS,
+        help="vary only these (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--no-vary", action="append", default=[], choices=VARIATIONS, help="do not vary this"
+    )
+    parser.add_argument(
+        "--no-bisect", action="store_true", help="do not look for the causes of a difference"
+    )
+    parser.add_argument(
+        "--limit",
+        type=cli.bounded(int, 1, 10_000),
+        default=LIMIT,
+        help="differences listed per artifact",
+    )
+    parser.add_argument(
+        "--max-probes",
+        type=cli.bounded(int, 3, 1000),
+        default=MAX_RUNS,
+        help="runs at most, all told (the first two included), when looking for causes",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep the workspaces under DIR/runs/")
     cli.add_common_options(parser)
     return cli.run(parser, verify_twice, argv)

@@ -47,7 +47,9 @@ def _cupy_or_reason():
 def array_module(backend: str = "auto"):
     """``(xp, name)`` for ``numpy``, ``cupy`` or ``auto`` (CuPy if usable, else NumPy)."""
     if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}", value=backend)
+        raise InputError(
+            f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}", value=backend
+        )
     if backend == "numpy":
         return np, "numpy"
     cupy, reason = _cupy_or_reason()
@@ -60,7 +62,11 @@ def array_module(backend: str = "auto"):
 
 def to_numpy(array) -> np.ndarray:
     """A NumPy array from a NumPy or CuPy array."""
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+    return (
+        array.get()
+        if hasattr(array, "get") and not isinstance(array, np.ndarray)
+        else np.asarray(array)
+    )
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -72,7 +78,9 @@ def npz_bytes(arrays: dict) -> bytes:
             entry.external_attr = 0o644 << 16
             payload = io.BytesIO()
             # asarray(order="C") keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d)
-            np.lib.format.write_array(payload, np.asarray(to_numpy(arrays[name]), order="C"), allow_pickle=False)
+            np.lib.format.write_array(
+                payload, np.asarray(to_numpy(arrays[name]), order="C"), allow_pickle=False
+            )
             archive.writestr(entry, payload.getvalue())
     return buffer.getvalue()
 
@@ -92,16 +100,22 @@ def _checked_array(stream, name: str, source) -> np.ndarray:
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
         raise InputError(f"not a readable .npy array: {exc}", file=source, array=name)
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:
-        raise InputError(f"array has type {dtype}: expected real numbers (bool, integer or float)", file=source,
-                         array=name)
+        raise InputError(
+            f"array has type {dtype}: expected real numbers (bool, integer or float)",
+            file=source,
+            array=name,
+        )
     count = 1
     for size in shape:
         count *= size
     check_pixels(count, "x".join(map(str, shape)) or "a scalar", file=source)
     data = stream.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
-        raise InputError(f"array data is cut short: {len(data)} of {count * dtype.itemsize} bytes", file=source,
-                         array=name)
+        raise InputError(
+            f"array data is cut short: {len(data)} of {count * dtype.itemsize} bytes",
+            file=source,
+            array=name,
+        )
     array = np.frombuffer(data, dtype=dtype, count=count)
     return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
 
@@ -136,5 +150,12 @@ def _arrays(stream, filename: str, source: str) -> dict:
                 with archive.open(info) as member:
                     arrays[name] = _checked_array(member, name, source)
         return dict(sorted(arrays.items()))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         raise InputError(f"not a readable .npz archive: {exc}", file=source)

@@ -45,10 +45,10 @@ import orjson
 
 from scripts.utils.model_files import is_torch_file
 
-LIMIT = 20              # differences listed per file
-MAX_DEPTH = 3           # archives inside archives
+LIMIT = 20  # differences listed per file
+MAX_DEPTH = 3  # archives inside archives
 MAX_MEMBER_BYTES = 256 << 20
-TEXT_SNIPPET = 200      # characters of a differing line shown
+TEXT_SNIPPET = 200  # characters of a differing line shown
 
 
 class Collector:
@@ -69,8 +69,13 @@ class Collector:
         return len(self.items) >= self.limit
 
     def result(self, kind: str, **summary) -> dict:
-        return {"type": kind, "count": self.count, "differences": self.items,
-                "truncated": self.count > len(self.items), **summary}
+        return {
+            "type": kind,
+            "count": self.count,
+            "differences": self.items,
+            "truncated": self.count > len(self.items),
+            **summary,
+        }
 
 
 def _short(value):
@@ -87,18 +92,28 @@ def _short(value):
 # Structured text
 # --------------------------------------------------------------------------
 
+
 def _json_walk(x, y, path: str, found: Collector) -> None:
     if found.full:
         found.count += 1
         return
     if isinstance(x, dict) and isinstance(y, dict):
-        if list(x) != list(y) and set(x) == set(y):  # the same keys in another order (a set or hash order)
-            found.add(f"{path}: key order", first=_short([str(k) for k in x]), second=_short([str(k) for k in y]))
+        if list(x) != list(y) and set(x) == set(
+            y
+        ):  # the same keys in another order (a set or hash order)
+            found.add(
+                f"{path}: key order",
+                first=_short([str(k) for k in x]),
+                second=_short([str(k) for k in y]),
+            )
         for key in sorted(set(x) | set(y), key=str):
             where = f"{path}.{key}"
             if key not in x or key not in y:
-                found.add(where, first=_short(x.get(key)) if key in x else "<absent>",
-                          second=_short(y.get(key)) if key in y else "<absent>")
+                found.add(
+                    where,
+                    first=_short(x.get(key)) if key in x else "<absent>",
+                    second=_short(y.get(key)) if key in y else "<absent>",
+                )
             elif x[key] != y[key]:
                 _json_walk(x[key], y[key], where, found)
         return
@@ -116,7 +131,10 @@ def compare_json(name: str, a: bytes, b: bytes, limit: int) -> dict:
     found = Collector(limit)
     _json_walk(orjson.loads(a), orjson.loads(b), "$", found)
     if not found.count and a != b:  # the same value, written differently (spacing, 1.0 against 1)
-        return {**compare_text(name, a, b, limit), "note": "the same JSON value, written differently"}
+        return {
+            **compare_text(name, a, b, limit),
+            "note": "the same JSON value, written differently",
+        }
     return found.result("json")
 
 
@@ -154,6 +172,7 @@ def compare_csv(name: str, a: bytes, b: bytes, limit: int) -> dict:
 # Arrays, images, sound, video
 # --------------------------------------------------------------------------
 
+
 def _read_arrays(name: str, data: bytes) -> dict:
     from scripts.utils.arrays import arrays_from_bytes
     from scripts.utils.tensors import decode_cten, decode_sten
@@ -177,7 +196,9 @@ def regions(mask: np.ndarray, limit: int) -> list:
     boxes = ndimage.find_objects(labels)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     order = sorted(range(count), key=lambda i: (-sizes[i], [s.start for s in boxes[i]]))[:limit]
-    return [(boxes[i], int(sizes[i])) for i in sorted(order, key=lambda i: [s.start for s in boxes[i]])]
+    return [
+        (boxes[i], int(sizes[i])) for i in sorted(order, key=lambda i: [s.start for s in boxes[i]])
+    ]
 
 
 def _box_text(box) -> str:
@@ -200,15 +221,24 @@ def compare_tensors(x: dict, y: dict, found: Collector) -> None:
         u, v = x.get(key, absent), y.get(key, absent)
         if not isinstance(u, np.ndarray) or not isinstance(v, np.ndarray):
             if u is absent or v is absent:
-                found.add(f"{key}: present", first="<absent>" if u is absent else "present",
-                          second="<absent>" if v is absent else "present")
+                found.add(
+                    f"{key}: present",
+                    first="<absent>" if u is absent else "present",
+                    second="<absent>" if v is absent else "present",
+                )
             elif isinstance(u, np.ndarray) or isinstance(v, np.ndarray) or _plain(u) != _plain(v):
-                found.add(str(key), first=_plain(u if not isinstance(u, np.ndarray) else f"array {list(u.shape)}"),
-                          second=_plain(v if not isinstance(v, np.ndarray) else f"array {list(v.shape)}"))
+                found.add(
+                    str(key),
+                    first=_plain(u if not isinstance(u, np.ndarray) else f"array {list(u.shape)}"),
+                    second=_plain(v if not isinstance(v, np.ndarray) else f"array {list(v.shape)}"),
+                )
             continue
         if u.shape != v.shape or u.dtype != v.dtype:
-            found.add(f"{key}: shape and dtype", first=[list(u.shape), str(u.dtype)],
-                      second=[list(v.shape), str(v.dtype)])
+            found.add(
+                f"{key}: shape and dtype",
+                first=[list(u.shape), str(u.dtype)],
+                second=[list(v.shape), str(v.dtype)],
+            )
             continue
         unequal = (u != v) & ~(_isnan(u) & _isnan(v))
         count = int(unequal.sum())
@@ -216,13 +246,30 @@ def compare_tensors(x: dict, y: dict, found: Collector) -> None:
             continue
         first_index = tuple(int(i) for i in np.argwhere(unequal)[0]) if u.ndim else ()
         numeric = u.dtype.kind in "biufc"
-        largest = float(np.nanmax(np.abs(u[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64)
-                                         - v[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64))))\
-            if numeric else None
-        found.add(str(key), shape=list(u.shape), dtype=str(u.dtype), differing_values=count, values=int(u.size),
-                  max_abs_difference=largest, first_index=list(first_index),
-                  first=_plain(u[first_index].item()), second=_plain(v[first_index].item()),
-                  regions=[_box_text(box) for box, _ in regions(unequal, 3)] if u.ndim else [])
+        largest = (
+            float(
+                np.nanmax(
+                    np.abs(
+                        u[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64)
+                        - v[unequal].astype(np.complex128 if u.dtype.kind == "c" else np.float64)
+                    )
+                )
+            )
+            if numeric
+            else None
+        )
+        found.add(
+            str(key),
+            shape=list(u.shape),
+            dtype=str(u.dtype),
+            differing_values=count,
+            values=int(u.size),
+            max_abs_difference=largest,
+            first_index=list(first_index),
+            first=_plain(u[first_index].item()),
+            second=_plain(v[first_index].item()),
+            regions=[_box_text(box) for box, _ in regions(unequal, 3)] if u.ndim else [],
+        )
 
 
 def compare_arrays(name: str, a: bytes, b: bytes, limit: int) -> dict:
@@ -259,8 +306,9 @@ def compare_image(name: str, a: bytes, b: bytes, limit: int) -> dict:
     for frame in frames:
         spatial = mask[frame] if animated else mask
         for box, pixels in regions(spatial, limit):
-            where = (f"frame {frame}: " if animated else "") + \
-                f"rows {box[0].start}-{box[0].stop - 1}, columns {box[1].start}-{box[1].stop - 1}"
+            where = (
+                f"frame {frame}: " if animated else ""
+            ) + f"rows {box[0].start}-{box[0].stop - 1}, columns {box[1].start}-{box[1].stop - 1}"
             found.add(where, pixels=pixels)
     return found.result("image", shape=list(u.shape))
 
@@ -279,7 +327,9 @@ def compare_wav(name: str, a: bytes, b: bytes, limit: int) -> dict:
     u, v = np.frombuffer(frames[0], width), np.frombuffer(frames[1], width)
     rate = params[0].framerate * params[0].nchannels
     for start, stop in _runs(u, v):
-        found.add(f"samples {start}-{stop - 1}", seconds=[round(start / rate, 4), round(stop / rate, 4)])
+        found.add(
+            f"samples {start}-{stop - 1}", seconds=[round(start / rate, 4), round(stop / rate, 4)]
+        )
     if u.size != v.size:
         found.add("length", first=int(u.size), second=int(v.size))
     return found.result("wav", sample_rate=params[0].framerate)
@@ -308,15 +358,22 @@ def compare_mp4(name: str, a: bytes, b: bytes, limit: int) -> dict:
         u, v = read_mp4_frames(first), read_mp4_frames(second)
     for number, (x, y) in enumerate(zip(u, v)):
         if x.shape != y.shape or not np.array_equal(x, y):
-            found.add(f"frame {number}", pixels=int((x != y).any(axis=-1).sum()) if x.shape == y.shape else None)
+            found.add(
+                f"frame {number}",
+                pixels=int((x != y).any(axis=-1).sum()) if x.shape == y.shape else None,
+            )
     if len(u) != len(v):
         found.add("frames", first=len(u), second=len(v))
-    return found.result("mp4", note=None if found.count else "the decoded frames are equal: only the container differs")
+    return found.result(
+        "mp4",
+        note=None if found.count else "the decoded frames are equal: only the container differs",
+    )
 
 
 # --------------------------------------------------------------------------
 # Archives, member by member
 # --------------------------------------------------------------------------
+
 
 def _tar_members(data: bytes) -> dict:
     members = {}
@@ -325,9 +382,19 @@ def _tar_members(data: bytes) -> dict:
             content = b""
             if member.isfile() and member.size <= MAX_MEMBER_BYTES:
                 content = archive.extractfile(member).read()
-            members[member.name] = ({"mode": oct(member.mode), "mtime": member.mtime, "uid": member.uid,
-                                     "gid": member.gid, "user": member.uname, "group": member.gname,
-                                     "type": member.type.decode(errors="replace"), "link": member.linkname}, content)
+            members[member.name] = (
+                {
+                    "mode": oct(member.mode),
+                    "mtime": member.mtime,
+                    "uid": member.uid,
+                    "gid": member.gid,
+                    "user": member.uname,
+                    "group": member.gname,
+                    "type": member.type.decode(errors="replace"),
+                    "link": member.linkname,
+                },
+                content,
+            )
     return members
 
 
@@ -336,9 +403,15 @@ def _zip_members(data: bytes) -> dict:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for info in archive.infolist():
             content = archive.read(info) if info.file_size <= MAX_MEMBER_BYTES else b""
-            members[info.filename] = ({"date_time": list(info.date_time), "mode": oct(info.external_attr >> 16),
-                                       "compress_type": info.compress_type, "comment": info.comment.decode(
-                                           errors="replace")}, content)
+            members[info.filename] = (
+                {
+                    "date_time": list(info.date_time),
+                    "mode": oct(info.external_attr >> 16),
+                    "compress_type": info.compress_type,
+                    "comment": info.comment.decode(errors="replace"),
+                },
+                content,
+            )
     return members
 
 
@@ -350,8 +423,11 @@ def compare_archive(name: str, a: bytes, b: bytes, limit: int, depth: int = 0) -
         found.add("member order", first=list(x)[:limit], second=list(y)[:limit])
     for member in sorted(set(x) | set(y)):
         if member not in x or member not in y:
-            found.add(f"{member}", first="<absent>" if member not in x else "present",
-                      second="<absent>" if member not in y else "present")
+            found.add(
+                f"{member}",
+                first="<absent>" if member not in x else "present",
+                second="<absent>" if member not in y else "present",
+            )
             continue
         (meta_a, content_a), (meta_b, content_b) = x[member], y[member]
         for field in sorted(set(meta_a) | set(meta_b)):
@@ -360,7 +436,9 @@ def compare_archive(name: str, a: bytes, b: bytes, limit: int, depth: int = 0) -
         if content_a != content_b:
             inner = compare(member, content_a, content_b, limit, depth + 1)
             for item in inner["differences"]:
-                found.add(f"{member}: {item['where']}", **{k: v for k, v in item.items() if k != "where"})
+                found.add(
+                    f"{member}: {item['where']}", **{k: v for k, v in item.items() if k != "where"}
+                )
             found.count += inner["count"] - len(inner["differences"])
     return found.result("archive", members=[len(x), len(y)])
 
@@ -368,6 +446,7 @@ def compare_archive(name: str, a: bytes, b: bytes, limit: int, depth: int = 0) -
 # --------------------------------------------------------------------------
 # Text and bytes
 # --------------------------------------------------------------------------
+
 
 def compare_text(name: str, a: bytes, b: bytes, limit: int) -> dict:
     found = Collector(limit)
@@ -377,7 +456,9 @@ def compare_text(name: str, a: bytes, b: bytes, limit: int) -> dict:
         if tag == "equal":
             continue
         where = f"lines {i1 + 1}-{i2}" if i2 - i1 > 1 else f"line {i1 + 1}"
-        found.add(where, first=_short("\n".join(lines_a[i1:i2])), second=_short("\n".join(lines_b[j1:j2])))
+        found.add(
+            where, first=_short("\n".join(lines_a[i1:i2])), second=_short("\n".join(lines_b[j1:j2]))
+        )
     return found.result("text")
 
 
@@ -385,20 +466,39 @@ def compare_bytes(name: str, a: bytes, b: bytes, limit: int) -> dict:
     found = Collector(limit)
     u, v = np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)
     for start, stop in _runs(u, v, gap=8):
-        found.add(f"bytes {start}-{stop - 1}", first=a[start:min(stop, start + 16)].hex(),
-                  second=b[start:min(stop, start + 16)].hex())
+        found.add(
+            f"bytes {start}-{stop - 1}",
+            first=a[start : min(stop, start + 16)].hex(),
+            second=b[start : min(stop, start + 16)].hex(),
+        )
     if len(a) != len(b):
         found.add("size", first=len(a), second=len(b))
     return found.result("bytes")
 
 
 COMPARERS = {  # file suffix -> how two versions of that type are compared
-    ".json": compare_json, ".jsonl": compare_jsonl, ".csv": compare_csv,
-    ".npz": compare_arrays, ".npy": compare_arrays, ".cten": compare_arrays, ".sten": compare_arrays,
-    ".pt": compare_model, ".pth": compare_model, ".ckpt": compare_model, ".safetensors": compare_model,
-    ".pkl": compare_model, ".pickle": compare_model, ".joblib": compare_model,
-    ".png": compare_image, ".gif": compare_image, ".wav": compare_wav, ".mp4": compare_mp4,
-    ".tar": compare_archive, ".tgz": compare_archive, ".gz": compare_archive, ".zip": compare_archive,
+    ".json": compare_json,
+    ".jsonl": compare_jsonl,
+    ".csv": compare_csv,
+    ".npz": compare_arrays,
+    ".npy": compare_arrays,
+    ".cten": compare_arrays,
+    ".sten": compare_arrays,
+    ".pt": compare_model,
+    ".pth": compare_model,
+    ".ckpt": compare_model,
+    ".safetensors": compare_model,
+    ".pkl": compare_model,
+    ".pickle": compare_model,
+    ".joblib": compare_model,
+    ".png": compare_image,
+    ".gif": compare_image,
+    ".wav": compare_wav,
+    ".mp4": compare_mp4,
+    ".tar": compare_archive,
+    ".tgz": compare_archive,
+    ".gz": compare_archive,
+    ".zip": compare_archive,
 }
 
 
@@ -423,12 +523,23 @@ def compare(name: str, a: bytes, b: bytes, limit: int = LIMIT, depth: int = 0) -
     note = {}
     if comparer is not None and (comparer is not compare_archive or depth < MAX_DEPTH):
         try:
-            result = compare_archive(name, a, b, limit, depth) if comparer is compare_archive \
+            result = (
+                compare_archive(name, a, b, limit, depth)
+                if comparer is compare_archive
                 else comparer(name, a, b, limit)
+            )
             if result["count"] or a == b:
                 return result
-            note = {"note": f"the same {result['type']} content, stored differently"}  # e.g. a pickled object
-        except Exception as exc:  # a file that does not parse as its type: compare it as text or bytes
+            note = {
+                "note": f"the same {result['type']} content, stored differently"
+            }  # e.g. a pickled object
+        except (
+            Exception
+        ) as exc:  # a file that does not parse as its type: compare it as text or bytes
             note = {"parse_error": f"{type(exc).__name__}: {exc}"}
-    result = compare_text(name, a, b, limit) if _is_text(a) and _is_text(b) else compare_bytes(name, a, b, limit)
+    result = (
+        compare_text(name, a, b, limit)
+        if _is_text(a) and _is_text(b)
+        else compare_bytes(name, a, b, limit)
+    )
     return {**result, **note}

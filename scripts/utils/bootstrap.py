@@ -30,7 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("CRH_VENV") or REPO_ROOT / ".venv")  # the Makefile's VENV; CRH_VENV names another
+VENV = Path(
+    os.environ.get("CRH_VENV") or REPO_ROOT / ".venv"
+)  # the Makefile's VENV; CRH_VENV names another
 REEXEC_MARK = "CRH_BOOTSTRAPPED"  # set in the re-executed process: never loop
 # The modules every script imports first (the JSON logger and the command-line frame): if they are
 # importable, the interpreter has the project's environment; test_declared_dependencies keeps them declared.
@@ -54,11 +56,16 @@ def missing_modules(names=CORE_MODULES) -> list:
 
 
 def _refuse(script: str, missing: list, reason: str) -> None:
-    record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-              "level": "error", "script": Path(script).stem, "event": "bad_input",
-              "error": f"{reason}; run 'make setup' in {REPO_ROOT} (it creates .venv from requirements.lock), "
-                       f"then run the command again",
-              "missing": missing, "python": sys.executable}
+    record = {
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": "error",
+        "script": Path(script).stem,
+        "event": "bad_input",
+        "error": f"{reason}; run 'make setup' in {REPO_ROOT} (it creates .venv from requirements.lock), "
+        f"then run the command again",
+        "missing": missing,
+        "python": sys.executable,
+    }
     sys.stderr.write(json.dumps(record) + "\n")
     sys.stderr.flush()
     sys.exit(2)
@@ -73,8 +80,11 @@ def use_project_python(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     python = venv_python()
     if os.environ.get(REEXEC_MARK) or not python.exists():
-        reason = ("the project's .venv lacks " if os.environ.get(REEXEC_MARK) else
-                  "this Python lacks ") + ", ".join(missing) + " and there is no usable .venv" * (not python.exists())
+        reason = (
+            ("the project's .venv lacks " if os.environ.get(REEXEC_MARK) else "this Python lacks ")
+            + ", ".join(missing)
+            + " and there is no usable .venv" * (not python.exists())
+        )
         _refuse(script, missing, reason)
     command = [str(python), script, *argv]
     environ = dict(os.environ, **{REEXEC_MARK: "1"})

@@ -15,9 +15,13 @@ import shutil
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils import cli
@@ -47,15 +51,20 @@ def clean_from_args(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     if not workspace.is_dir():
         raise InputError("the workspace is not a folder", file=str(workspace))
-    if not (workspace / "meta/chronicle").is_dir() and any((workspace / f).exists() for f in LAYOUT):
-        raise InputError("not a workspace (no meta/chronicle/): nothing is deleted", file=str(workspace))
+    if not (workspace / "meta/chronicle").is_dir() and any(
+        (workspace / f).exists() for f in LAYOUT
+    ):
+        raise InputError(
+            "not a workspace (no meta/chronicle/): nothing is deleted", file=str(workspace)
+        )
     log.info("cleaned", workspace=str(workspace), removed=clean(workspace))
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "clean_workspace", doc=__doc__,
+        "clean_workspace",
+        doc=__doc__,
         description="Remove generated outputs (data/, meta/chronicle/, experiments/results/, env/).",
         example="python scripts/utils/clean_workspace.py --workspace /tmp/ws",
     )

@@ -61,20 +61,24 @@ from pathlib import Path
 from scripts.utils.errors import InputError
 
 SCHEDULER_ENV = "CRH_DASK_SCHEDULER"
-BATCH_FILES = 1000              # files per task at most: a task costs the scheduler ~1 ms
-BATCH_BYTES = 256 << 20         # bytes read per task at most (hashing): a few seconds of one core
-TASKS_PER_WORKER = 4            # small inputs: at least this many tasks per worker, for balance
-LOCAL_WORKER_BYTES = 1 << 30   # memory a local:N worker may need (a batch of images in flight)
+BATCH_FILES = 1000  # files per task at most: a task costs the scheduler ~1 ms
+BATCH_BYTES = 256 << 20  # bytes read per task at most (hashing): a few seconds of one core
+TASKS_PER_WORKER = 4  # small inputs: at least this many tasks per worker, for balance
+LOCAL_WORKER_BYTES = 1 << 30  # memory a local:N worker may need (a batch of images in flight)
 LOCAL = re.compile(r"^local:([0-9]{1,6})$")
 SCHEMES = ("tcp", "tls", "ws", "wss")
-HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
-                  r"[A-Za-z0-9])?)*|[0-9A-Fa-f:.]+)$")  # a DNS name, an IPv4 or an IPv6 address
+HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?)*|[0-9A-Fa-f:.]+)$"
+)  # a DNS name, an IPv4 or an IPv6 address
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def local_capacity() -> int:
     """The most ``local:N`` workers this machine can hold: one per CPU, and LOCAL_WORKER_BYTES of memory each."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # Windows: no sysconf; the CPUs decide
@@ -96,8 +100,11 @@ def scheduler_address(given: str | None) -> str | None:
     if match:
         capacity = local_capacity()
         if not 1 <= int(match.group(1)) <= capacity:
-            raise InputError(f"local:N needs 1 <= N <= {capacity} on this machine (one worker per CPU and "
-                             f"{LOCAL_WORKER_BYTES >> 30} GiB of memory each)", scheduler=address)
+            raise InputError(
+                f"local:N needs 1 <= N <= {capacity} on this machine (one worker per CPU and "
+                f"{LOCAL_WORKER_BYTES >> 30} GiB of memory each)",
+                scheduler=address,
+            )
         return address
     text = address if "://" in address else "tcp://" + address
     problem = "expected local:N, tcp://host:port or tls://host:port"
@@ -106,8 +113,18 @@ def scheduler_address(given: str | None) -> str | None:
         host, port = parsed.hostname, parsed.port
     except ValueError as exc:
         raise InputError(f"not a scheduler address: {exc}; {problem}", scheduler=address)
-    if parsed.scheme not in SCHEMES or any(c.isspace() or not c.isprintable() for c in text) or not host or not HOST.match(host) or parsed.path not in ("", "/") \
-            or parsed.query or parsed.fragment or parsed.username or parsed.password or port == 0:
+    if (
+        parsed.scheme not in SCHEMES
+        or any(c.isspace() or not c.isprintable() for c in text)
+        or not host
+        or not HOST.match(host)
+        or parsed.path not in ("", "/")
+        or parsed.query
+        or parsed.fragment
+        or parsed.username
+        or parsed.password
+        or port == 0
+    ):
         raise InputError(f"not a scheduler address: {problem}", scheduler=address)
     return text.rstrip("/")
 
@@ -181,16 +198,26 @@ def check_workers(client) -> dict:
     refused = []
     for worker, identity in sorted(theirs.items()):
         if "error" in identity:
-            refused.append({"worker": worker, "problem": identity["error"], "python": identity.get("python")})
+            refused.append(
+                {"worker": worker, "problem": identity["error"], "python": identity.get("python")}
+            )
             continue
         differing = differences(mine, identity)
         if differing:
-            refused.append({"worker": worker, "problem": "its environment or code differs from the client's",
-                            "differences": differing[:20]})
+            refused.append(
+                {
+                    "worker": worker,
+                    "problem": "its environment or code differs from the client's",
+                    "differences": differing[:20],
+                }
+            )
     if refused:
-        raise InputError(f"{len(refused)} of {len(theirs)} workers cannot give the same bytes as this machine; "
-                         "start them with this project's environment and code", worker=refused[0]["worker"],
-                         refused=refused)
+        raise InputError(
+            f"{len(refused)} of {len(theirs)} workers cannot give the same bytes as this machine; "
+            "start them with this project's environment and code",
+            worker=refused[0]["worker"],
+            refused=refused,
+        )
     if not theirs:
         raise InputError("the scheduler has no workers", scheduler=client.scheduler.address)
     return theirs
@@ -201,8 +228,12 @@ def check_worker_links(workers) -> None:
     a loopback scheduler can still have workers on other hosts."""
     clear = sorted(address for address in workers if not is_encrypted_or_local(address))
     if clear:
-        raise InputError("the de-identification key would travel in clear to workers on other hosts; use TLS "
-                         "(docs/scaling-out.md) or --keep-phi", worker=clear[0], workers_in_clear=clear[:20])
+        raise InputError(
+            "the de-identification key would travel in clear to workers on other hosts; use TLS "
+            "(docs/scaling-out.md) or --keep-phi",
+            worker=clear[0],
+            workers_in_clear=clear[:20],
+        )
 
 
 def _route_dask_logs() -> None:
@@ -229,8 +260,11 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         yield None
         return
     if carries_secret and not is_encrypted_or_local(address):
-        raise InputError("the de-identification key would travel to the workers in clear; use a tls:// scheduler "
-                         "(docs/scaling-out.md) or --keep-phi", scheduler=address)
+        raise InputError(
+            "the de-identification key would travel to the workers in clear; use a tls:// scheduler "
+            "(docs/scaling-out.md) or --keep-phi",
+            scheduler=address,
+        )
     import distributed
 
     _route_dask_logs()  # before the start: its messages too
@@ -238,12 +272,20 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         local = LOCAL.match(address)
         try:
             if local:
-                cluster = stack.enter_context(distributed.LocalCluster(
-                    n_workers=int(local.group(1)), threads_per_worker=1, processes=True, dashboard_address=":0",
-                    silence_logs=logging.CRITICAL))
+                cluster = stack.enter_context(
+                    distributed.LocalCluster(
+                        n_workers=int(local.group(1)),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        silence_logs=logging.CRITICAL,
+                    )
+                )
                 client = stack.enter_context(distributed.Client(cluster))
             else:
-                client = stack.enter_context(distributed.Client(address))  # distributed.comm.timeouts.connect
+                client = stack.enter_context(
+                    distributed.Client(address)
+                )  # distributed.comm.timeouts.connect
         except (OSError, TimeoutError, ValueError, ImportError) as exc:
             raise InputError(f"cannot reach the Dask scheduler: {exc}", scheduler=address)
         _route_dask_logs()  # again: LocalCluster's silence_logs sets Dask's loggers up anew
@@ -255,8 +297,14 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         client.register_plugin(JsonStderr())
         executor = ClusterExecutor(client, only_on=sorted(workers) if carries_secret else None)
         if log is not None:
-            log.info("cluster", scheduler=address if not local else "local", address=executor.address,
-                     workers=len(workers), threads=executor.threads, dashboard=None if local else client.dashboard_link)
+            log.info(
+                "cluster",
+                scheduler=address if not local else "local",
+                address=executor.address,
+                workers=len(workers),
+                threads=executor.threads,
+                dashboard=None if local else client.dashboard_link,
+            )
         try:
             yield executor
         finally:
@@ -275,8 +323,12 @@ class ClusterExecutor(Executor):
 
     def __init__(self, client, only_on=None):
         self.client = client
-        self.threads = max(1, sum(client.nthreads().values()))  # at the start; Dask rebalances if workers come or go
-        self.only_on = only_on  # the checked workers, when the tasks carry a secret: none that joins later
+        self.threads = max(
+            1, sum(client.nthreads().values())
+        )  # at the start; Dask rebalances if workers come or go
+        self.only_on = (
+            only_on  # the checked workers, when the tasks carry a secret: none that joins later
+        )
         self._iterators = []
 
     def submit(self, fn, /, *args, **kwargs):
@@ -297,7 +349,9 @@ class ClusterExecutor(Executor):
             while pending:
                 yield self._take(pending, timeout)
         finally:
-            for future in pending:  # an abandoned map (an error, a closed iterator) leaves nothing running
+            for (
+                future
+            ) in pending:  # an abandoned map (an error, a closed iterator) leaves nothing running
                 future.cancel()
 
     @staticmethod
@@ -335,8 +389,13 @@ def size_or_zero(path) -> int:
         return 0
 
 
-def batches(items: list, parallelism: int = 1, sizes: list | None = None, max_items: int = BATCH_FILES,
-            max_bytes: int = BATCH_BYTES) -> list:
+def batches(
+    items: list,
+    parallelism: int = 1,
+    sizes: list | None = None,
+    max_items: int = BATCH_FILES,
+    max_bytes: int = BATCH_BYTES,
+) -> list:
     """Cut ``items`` into consecutive batches: at most ``max_items`` each (and ``max_bytes`` of ``sizes``),
     and at least ``TASKS_PER_WORKER`` batches per unit of ``parallelism`` where there are enough items.
 
@@ -345,7 +404,9 @@ def batches(items: list, parallelism: int = 1, sizes: list | None = None, max_it
     """
     if not items:
         return []
-    per_batch = max(1, min(max_items, math.ceil(len(items) / (TASKS_PER_WORKER * max(1, parallelism)))))
+    per_batch = max(
+        1, min(max_items, math.ceil(len(items) / (TASKS_PER_WORKER * max(1, parallelism))))
+    )
     cut, current, current_bytes = [], [], 0
     for index, item in enumerate(items):
         size = sizes[index] if sizes is not None else 0

@@ -25,7 +25,9 @@ def rgb_to_hsl(rgb: np.ndarray):
     saturation = np.where(delta == 0, 0.0, delta / np.maximum(1e-12, 1 - np.abs(2 * lightness - 1)))
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     safe = np.where(delta == 0, 1.0, delta)
-    hue = np.where(high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = np.where(
+        high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
     hue = np.where(delta == 0, 0.0, hue) * (math.pi / 3)
     return hue % (2 * math.pi), np.clip(saturation, 0, 1), lightness
 
@@ -44,6 +46,13 @@ def bridge_encode(rgb: np.ndarray, bcfg: dict) -> SpectralTensor:
     cells = index.size
     amplitude = np.bincount(index, weights=saturation.ravel(), minlength=bcfg["bins"]) / cells
     counts = np.bincount(index, minlength=bcfg["bins"])
-    sigma = np.bincount(index, weights=lightness.ravel(), minlength=bcfg["bins"]) / np.maximum(counts, 1)
-    return SpectralTensor(amplitude.astype(np.float32), bcfg["f_min"], per_bin, sigma.astype(np.float32),
-                          log_layout=True)
+    sigma = np.bincount(index, weights=lightness.ravel(), minlength=bcfg["bins"]) / np.maximum(
+        counts, 1
+    )
+    return SpectralTensor(
+        amplitude.astype(np.float32),
+        bcfg["f_min"],
+        per_bin,
+        sigma.astype(np.float32),
+        log_layout=True,
+    )

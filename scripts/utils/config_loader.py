@@ -28,17 +28,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json  # parsing only, for duplicate-key detection; all output is orjson
-import math
 import json.decoder
 import json.scanner
+import math
 import re
 import sys
 from datetime import date, datetime, time
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 if sys.version_info >= (3, 11):
@@ -54,12 +58,20 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from scripts.utils import cli, timestamps
 from scripts.utils.config_schema import SCHEMAS, export_schemas, validate
 from scripts.utils.errors import InputError
-from scripts.utils.limits import (MAX_CONFIG_BYTES, MAX_DEPTH, check_plain, plain_copy, printable_name,
-                                  read_input_bytes)
 from scripts.utils.jsonio import canonical_json
+from scripts.utils.limits import (
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    check_plain,
+    plain_copy,
+    printable_name,
+    read_input_bytes,
+)
 
 FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
-MAX_YAML_NODES = 1_000_000  # nodes that aliases add when expanded (an alias counts its whole node each use)
+MAX_YAML_NODES = (
+    1_000_000  # nodes that aliases add when expanded (an alias counts its whole node each use)
+)
 
 # --------------------------------------------------------------------------
 # Loading
@@ -71,7 +83,9 @@ def load_config_file(path) -> dict:
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"unknown config format {path.suffix!r}: use .toml, .json, .yaml or .yml", file=path)
+        raise InputError(
+            f"unknown config format {path.suffix!r}: use .toml, .json, .yaml or .yml", file=path
+        )
     raw = read_input_bytes(path, MAX_CONFIG_BYTES, "config file")
     try:
         text = raw.decode("utf-8-sig")
@@ -81,11 +95,15 @@ def load_config_file(path) -> dict:
     try:
         data = {"toml": _load_toml, "json": _load_json, "yaml": _load_yaml}[fmt](text, path)
     except RecursionError:
-        raise InputError(f"config is nested too deeply (the limit is {MAX_DEPTH} levels)", file=path)
+        raise InputError(
+            f"config is nested too deeply (the limit is {MAX_DEPTH} levels)", file=path
+        )
     if data is None and fmt == "yaml":
         data = {}
     if not isinstance(data, dict):
-        raise InputError(f"the top level of a config must be a mapping, not {type(data).__name__}", file=path)
+        raise InputError(
+            f"the top level of a config must be a mapping, not {type(data).__name__}", file=path
+        )
     return plain_copy(data, path, _date_text, lambda value: _plain(value, path, ""))
 
 
@@ -155,7 +173,9 @@ def _no_constant(text: str):
 
 def _load_json(text: str, path: Path):
     try:
-        return json.loads(text, object_pairs_hook=_unique_pairs, parse_float=_finite, parse_constant=_no_constant)
+        return json.loads(
+            text, object_pairs_hook=_unique_pairs, parse_float=_finite, parse_constant=_no_constant
+        )
     except InputError as exc:
         raise InputError(exc.message, file=path)
     except json.JSONDecodeError as exc:
@@ -165,8 +185,13 @@ def _load_json(text: str, path: Path):
             _locating_decoder().decode(text)
         except _DuplicateKey as located:
             line, column = _line_column(text, located.offset)
-            raise InputError(f"duplicate key {located.key!r} in the object that starts here", file=path,
-                             line=line, column=column, key=located.key)
+            raise InputError(
+                f"duplicate key {located.key!r} in the object that starts here",
+                file=path,
+                line=line,
+                column=column,
+                key=located.key,
+            )
         except RecursionError:
             pass
         raise InputError(f"duplicate key {exc.key!r}", file=path, key=exc.key)
@@ -189,7 +214,10 @@ def _check_keys_and_size(root) -> None:
         if key in sizes:
             return sizes[key]
         if key in visiting:
-            raise MarkedYAMLError(problem="recursive alias (a node that contains itself)", problem_mark=node.start_mark)
+            raise MarkedYAMLError(
+                problem="recursive alias (a node that contains itself)",
+                problem_mark=node.start_mark,
+            )
         total = 1
         if isinstance(node, (SequenceNode, MappingNode)):
             visiting.add(key)
@@ -197,16 +225,24 @@ def _check_keys_and_size(root) -> None:
                 if isinstance(node, MappingNode):
                     key_node, child = child
                     if key_node.tag != "tag:yaml.org,2002:merge" and (
-                            not isinstance(key_node, ScalarNode) or key_node.tag != "tag:yaml.org,2002:str"):
+                        not isinstance(key_node, ScalarNode)
+                        or key_node.tag != "tag:yaml.org,2002:str"
+                    ):
                         text = key_node.value if isinstance(key_node, ScalarNode) else key_node.tag
-                        raise MarkedYAMLError(problem=f"mapping keys must be strings (quote it: '{text}')",
-                                              problem_mark=key_node.start_mark)
+                        raise MarkedYAMLError(
+                            problem=f"mapping keys must be strings (quote it: '{text}')",
+                            problem_mark=key_node.start_mark,
+                        )
                     total += size(key_node)
                 total += size(child)
             visiting.discard(key)
-        if total > MAX_YAML_NODES + len(sizes) + len(visiting) + 1:  # only aliases add more than the distinct nodes
-            raise MarkedYAMLError(problem=f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)",
-                                  problem_mark=node.start_mark)
+        if (
+            total > MAX_YAML_NODES + len(sizes) + len(visiting) + 1
+        ):  # only aliases add more than the distinct nodes
+            raise MarkedYAMLError(
+                problem=f"alias expansion exceeds {MAX_YAML_NODES:,} nodes (an alias bomb?)",
+                problem_mark=node.start_mark,
+            )
         sizes[key] = total
         return total
 
@@ -221,12 +257,17 @@ def _load_yaml(text: str, path: Path):
     """
     directive = YAML_1_1.search(text)
     if directive:
-        raise InputError("YAML 1.1 is not read here: configs are YAML 1.2 (remove the %YAML directive)", file=path,
-                         line=text.count("\n", 0, directive.start()) + 1, column=1)
+        raise InputError(
+            "YAML 1.1 is not read here: configs are YAML 1.2 (remove the %YAML directive)",
+            file=path,
+            line=text.count("\n", 0, directive.start()) + 1,
+            column=1,
+        )
     reader = YAML(typ="safe", pure=True)
     reader.allow_duplicate_keys = False
-    constructor, parser = reader.get_constructor_parser(io.StringIO(text))
-    try:
+    parser = None
+    try:  # the reader checks the first characters at once: a NUL there fails here
+        constructor, parser = reader.get_constructor_parser(io.StringIO(text))
         node = constructor.composer.get_single_node()
         if node is None:
             return None
@@ -236,35 +277,54 @@ def _load_yaml(text: str, path: Path):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         if "could not determine a constructor" in problem:
-            problem = "YAML tag not allowed (only plain data loads): " + problem.split("for the tag ")[-1]
+            problem = (
+                "YAML tag not allowed (only plain data loads): " + problem.split("for the tag ")[-1]
+            )
         elif "found duplicate key" in problem:
-            problem = "duplicate key " + repr(problem.split("found duplicate key ")[-1].split(" with value")[0].strip('"'))
-        raise InputError(f"invalid YAML: {problem}", file=path,
-                         line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
+            problem = "duplicate key " + repr(
+                problem.split("found duplicate key ")[-1].split(" with value")[0].strip('"')
+            )
+        raise InputError(
+            f"invalid YAML: {problem}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        )
     except YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", file=path)
     finally:
-        parser.dispose()
+        if parser is not None:
+            parser.dispose()
 
 
 def _plain(value, path: Path, where: str):
     """Normalize to JSON-compatible types; dates and times become strings (the careful, slow way)."""
     if isinstance(value, dict):
-        return {key: _plain(item, path, f"{where}.{key}" if where else key) for key, item in value.items()}
+        return {
+            key: _plain(item, path, f"{where}.{key}" if where else key)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_plain(item, path, f"{where}[{index}]") for index, item in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (datetime, date, time)):
         return _date_text(value)
-    raise InputError(f"unsupported value type {type(value).__name__} (use plain data)", file=path, key=where or None)
+    raise InputError(
+        f"unsupported value type {type(value).__name__} (use plain data)",
+        file=path,
+        key=where or None,
+    )
 
 
 def _date_text(value):
     """Dates and times as ISO 8601 text (zoned datetimes in canonical UTC)."""
     if isinstance(value, datetime):
-        return timestamps.format_iso(value, "microseconds" if value.microsecond else "seconds") \
-            if value.tzinfo is not None else value.isoformat()
+        return (
+            timestamps.format_iso(value, "microseconds" if value.microsecond else "seconds")
+            if value.tzinfo is not None
+            else value.isoformat()
+        )
     if isinstance(value, (date, time)):
         return value.isoformat()
     raise TypeError(type(value).__name__)
@@ -284,8 +344,10 @@ def parse_override_value(text: str):
     except tomllib.TOMLDecodeError:
         return text
     except RecursionError:
-        raise InputError(f"--set value is nested too deeply (the limit is {MAX_DEPTH} levels)",
-                         value=printable_name(text[:80]))
+        raise InputError(
+            f"--set value is nested too deeply (the limit is {MAX_DEPTH} levels)",
+            value=printable_name(text[:80]),
+        )
     return plain_copy(value, "--set", _date_text, lambda plain: _plain(plain, Path("--set"), ""))
 
 
@@ -293,7 +355,9 @@ def apply_overrides(config: dict, overrides, log=None) -> dict:
     """Apply ``key.sub=value`` strings to a copy of ``config``."""
     if not overrides:
         return config
-    config = orjson.loads(orjson.dumps(config))  # a deep copy (the config is plain: checked when loaded)
+    config = orjson.loads(
+        orjson.dumps(config)
+    )  # a deep copy (the config is plain: checked when loaded)
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
@@ -301,8 +365,10 @@ def apply_overrides(config: dict, overrides, log=None) -> dict:
             raise InputError("--set needs key.sub=value with non-empty key parts", value=item)
         parts = [part.strip() for part in parts]
         if len(parts) > MAX_DEPTH:
-            raise InputError(f"--set key has {len(parts)} parts: the limit is {MAX_DEPTH} levels",
-                             key=printable_name(".".join(parts[:3])) + "...")
+            raise InputError(
+                f"--set key has {len(parts)} parts: the limit is {MAX_DEPTH} levels",
+                key=printable_name(".".join(parts[:3])) + "...",
+            )
         for part in parts:
             check_plain(part, "--set", printable_name(key.strip()))
         value = parse_override_value(raw.strip())
@@ -311,10 +377,17 @@ def apply_overrides(config: dict, overrides, log=None) -> dict:
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise InputError(f"--set cannot go inside {'.'.join(parts[:depth + 1])!r}: it is not a table",
-                                 value=item, key=".".join(parts[:depth + 1]))
+                raise InputError(
+                    f"--set cannot go inside {'.'.join(parts[: depth + 1])!r}: it is not a table",
+                    value=item,
+                    key=".".join(parts[: depth + 1]),
+                )
         if parts[-1] not in node and log is not None:
-            log.warning("override_adds_key", key=".".join(parts), note="the key was not in the config: a typo?")
+            log.warning(
+                "override_adds_key",
+                key=".".join(parts),
+                note="the key was not in the config: a typo?",
+            )
         node[parts[-1]] = value
     return config
 
@@ -340,24 +413,47 @@ def resolve_and_print(args, log) -> int:
     config, digest = load_config(args.file, args.overrides, log)
     if args.schema:
         validate(config, args.schema, source=args.file)
-    cli.print_json({"file": args.file, "format": FORMATS[Path(args.file).suffix.lower()],
-                    "config": config, "sha256": digest})
+    cli.print_json(
+        {
+            "file": args.file,
+            "format": FORMATS[Path(args.file).suffix.lower()],
+            "config": config,
+            "sha256": digest,
+        }
+    )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "config_loader", doc=__doc__,
+        "config_loader",
+        doc=__doc__,
         description="Load a .toml/.json/.yaml config, apply --set overrides, and print the\n"
-                    "resolved config with its sha256 as JSON.",
+        "resolved config with its sha256 as JSON.",
     )
-    parser.add_argument("file", metavar="FILE", nargs="?", help="config file (.toml, .json, .yaml, .yml)")
-    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                        help="override a key, e.g. learner.lr=0.01 (repeatable)")
-    parser.add_argument("--schema", choices=sorted(SCHEMAS), default=None,
-                        help="check the resolved config against this shape (every problem reported at once)")
-    parser.add_argument("--export-schemas", metavar="DIR", default=None,
-                        help="write the JSON Schemas of the config shapes into DIR (for editors), and stop")
+    parser.add_argument(
+        "file", metavar="FILE", nargs="?", help="config file (.toml, .json, .yaml, .yml)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override a key, e.g. learner.lr=0.01 (repeatable)",
+    )
+    parser.add_argument(
+        "--schema",
+        choices=sorted(SCHEMAS),
+        default=None,
+        help="check the resolved config against this shape (every problem reported at once)",
+    )
+    parser.add_argument(
+        "--export-schemas",
+        metavar="DIR",
+        default=None,
+        help="write the JSON Schemas of the config shapes into DIR (for editors), and stop",
+    )
     cli.add_common_options(parser, workspace=False)
     return cli.run(parser, resolve_and_print, argv, workspace=False)
 

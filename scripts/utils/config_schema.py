@@ -48,7 +48,12 @@ def number(description: str, **bounds) -> dict:
 
 
 def section(description: str, properties: dict) -> dict:
-    return {"type": "object", "description": description, "properties": properties, "additionalProperties": False}
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "additionalProperties": False,
+    }
 
 
 SEED = integer(0, SEED_LIMIT - 1, "a seed: an integer with 0 <= seed < 2**63")
@@ -61,58 +66,108 @@ REFERENCE_SECTIONS = {
 }
 EXPERIMENT_PROPERTIES = {
     "phase": integer(5, 9, "the phase this config belongs to (5..9)"),
-    "experiment": section("what runs and how", {
-        "kind": {"enum": ["reference", "external"],
-                 "description": '"reference": the built-in Dreamer + Learner; "external": external.command'},
-        "cycles": integer(1, 100_000, "dream/learn cycles"),
-        "checkpoint_every": integer(1, 100_000, "a checkpoint every this many cycles (and after the last)"),
-        "backend": {"enum": ["auto", "numpy", "cupy"], "description": "array backend (auto: CuPy when a GPU works)"},
-    }),
-    "data": section("the samples the reference experiment learns from", {
-        "source": {"type": "string", "minLength": 1,
-                   "description": '"auto" (the newest image_preprocessor run, else synthetic), "synthetic", '
-                                  'or a run folder'},
-        "size": integer(4, 512, "ChromaticTensor height and width"),
-        "samples": integer(4, 100_000, "samples drawn"),
-        "val_fraction": number("share of samples held out for validation", exclusiveMinimum=0, exclusiveMaximum=1),
-    }),
-    "dreamer": section("the Dreamer: candidate dreams from harmonic noise", {
-        "candidates": integer(1, 1024, "candidates per cycle"),
-        "pool_size": integer(1, 1024, "dreams kept"),
-        "blend": number("weight of the harmonic noise", minimum=0, maximum=1),
-        "harmonics": integer(1, 64, "harmonics of the noise"),
-        "mask_fraction": number("area of the injected rectangle", minimum=0, exclusiveMaximum=1),
-    }),
-    "learner": section("the Learner: a one-hidden-layer autoencoder", {
-        "hidden": integer(1, 4096, "hidden units"),
-        "lr": number("learning rate", exclusiveMinimum=0, maximum=1000),
-        "batch": integer(1, 100_000, "batch size"),
-        "steps_per_cycle": integer(1, 100_000, "SGD steps per cycle"),
-    }),
-    "bridge": section("the colour-to-spectrum bridge (docs/design.md)", {
-        "f_min": number("lowest frequency, Hz", exclusiveMinimum=0, maximum=100_000),
-        "octaves": number("octaves spanned", exclusiveMinimum=0, maximum=20),
-        "bins": integer(1, 65_536, "spectral bins"),
-    }),
-    "external": section("an external training program (experiment.kind = \"external\")", {
-        "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                    "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
-                                   "the command runs in its log folder) placeholders"},
-        "metrics": {"type": "string", "description": "the script's metrics file in its log folder (CSV, JSON lines "
-                                                     "or JSON); default: found by name (utils/run_metrics.py)"},
-        "goals": {"type": "object", "additionalProperties": {"enum": ["min", "max"]},
-                  "description": "metric = \"min\" or \"max\": which value is best, where the name does not say"},
-        "code": {"type": "array", "items": {"type": "string"},
-                 "description": "more files and folders of the program's code to record (relative to the folder "
-                                "run_experiment is started in); the files the command names are recorded anyway"},
-    }),
+    "experiment": section(
+        "what runs and how",
+        {
+            "kind": {
+                "enum": ["reference", "external"],
+                "description": '"reference": the built-in Dreamer + Learner; "external": external.command',
+            },
+            "cycles": integer(1, 100_000, "dream/learn cycles"),
+            "checkpoint_every": integer(
+                1, 100_000, "a checkpoint every this many cycles (and after the last)"
+            ),
+            "backend": {
+                "enum": ["auto", "numpy", "cupy"],
+                "description": "array backend (auto: CuPy when a GPU works)",
+            },
+        },
+    ),
+    "data": section(
+        "the samples the reference experiment learns from",
+        {
+            "source": {
+                "type": "string",
+                "minLength": 1,
+                "description": '"auto" (the newest image_preprocessor run, else synthetic), "synthetic", '
+                "or a run folder",
+            },
+            "size": integer(4, 512, "ChromaticTensor height and width"),
+            "samples": integer(4, 100_000, "samples drawn"),
+            "val_fraction": number(
+                "share of samples held out for validation", exclusiveMinimum=0, exclusiveMaximum=1
+            ),
+        },
+    ),
+    "dreamer": section(
+        "the Dreamer: candidate dreams from harmonic noise",
+        {
+            "candidates": integer(1, 1024, "candidates per cycle"),
+            "pool_size": integer(1, 1024, "dreams kept"),
+            "blend": number("weight of the harmonic noise", minimum=0, maximum=1),
+            "harmonics": integer(1, 64, "harmonics of the noise"),
+            "mask_fraction": number(
+                "area of the injected rectangle", minimum=0, exclusiveMaximum=1
+            ),
+        },
+    ),
+    "learner": section(
+        "the Learner: a one-hidden-layer autoencoder",
+        {
+            "hidden": integer(1, 4096, "hidden units"),
+            "lr": number("learning rate", exclusiveMinimum=0, maximum=1000),
+            "batch": integer(1, 100_000, "batch size"),
+            "steps_per_cycle": integer(1, 100_000, "SGD steps per cycle"),
+        },
+    ),
+    "bridge": section(
+        "the colour-to-spectrum bridge (docs/design.md)",
+        {
+            "f_min": number("lowest frequency, Hz", exclusiveMinimum=0, maximum=100_000),
+            "octaves": number("octaves spanned", exclusiveMinimum=0, maximum=20),
+            "bins": integer(1, 65_536, "spectral bins"),
+        },
+    ),
+    "external": section(
+        'an external training program (experiment.kind = "external")',
+        {
+            "command": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
+                "the command runs in its log folder) placeholders",
+            },
+            "metrics": {
+                "type": "string",
+                "description": "the script's metrics file in its log folder (CSV, JSON lines "
+                "or JSON); default: found by name (utils/run_metrics.py)",
+            },
+            "goals": {
+                "type": "object",
+                "additionalProperties": {"enum": ["min", "max"]},
+                "description": 'metric = "min" or "max": which value is best, where the name does not say',
+            },
+            "code": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "more files and folders of the program's code to record (relative to the folder "
+                "run_experiment is started in); the files the command names are recorded anyway",
+            },
+        },
+    ),
 }
-EXTERNAL = {"properties": {"experiment": {"properties": {"kind": {"const": "external"}}, "required": ["kind"]}},
-            "required": ["experiment"]}
+EXTERNAL = {
+    "properties": {
+        "experiment": {"properties": {"kind": {"const": "external"}}, "required": ["kind"]}
+    },
+    "required": ["experiment"],
+}
 
 SCHEMAS = {
     "experiment": {
-        "$schema": DRAFT, "title": "run_experiment config",
+        "$schema": DRAFT,
+        "title": "run_experiment config",
         "description": "trainer/config/*.toml: the reference experiment, or an external program",
         "type": "object",
         "properties": EXPERIMENT_PROPERTIES,
@@ -126,34 +181,64 @@ SCHEMAS = {
         },
     },
     "sweep": {
-        "$schema": DRAFT, "title": "run_experiment --sweep file",
+        "$schema": DRAFT,
+        "title": "run_experiment --sweep file",
         "description": "a [grid] of --set values (every combination) or a list of [[runs]], times optional seeds "
-                       "(seeds alone: the config once per seed)",
+        "(seeds alone: the config once per seed)",
         "type": "object",
         "properties": {
-            "seeds": {"type": "array", "minItems": 1, "items": SEED,
-                      "description": "base seeds; each configuration runs once per seed"},
-            "grid": {"type": "object", "minProperties": 1, "description": "--set key = [values]",
-                     "additionalProperties": {"type": "array", "minItems": 1,
-                                              "items": {"type": ["string", "number", "boolean", "array"]}}},
-            "runs": {"type": "array", "minItems": 1, "description": "one table per run",
-                     "items": {"type": "object", "additionalProperties": False, "properties": {
-                         "set": {"type": "object", "description": "this run's --set overrides: key = value",
-                                 "additionalProperties": {"type": ["string", "number", "boolean", "array"]}},
-                         "seed": SEED}}},
+            "seeds": {
+                "type": "array",
+                "minItems": 1,
+                "items": SEED,
+                "description": "base seeds; each configuration runs once per seed",
+            },
+            "grid": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "--set key = [values]",
+                "additionalProperties": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": ["string", "number", "boolean", "array"]},
+                },
+            },
+            "runs": {
+                "type": "array",
+                "minItems": 1,
+                "description": "one table per run",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "set": {
+                            "type": "object",
+                            "description": "this run's --set overrides: key = value",
+                            "additionalProperties": {
+                                "type": ["string", "number", "boolean", "array"]
+                            },
+                        },
+                        "seed": SEED,
+                    },
+                },
+            },
         },
         "additionalProperties": False,
         "anyOf": [{"required": ["grid"]}, {"required": ["runs"]}, {"required": ["seeds"]}],
         "not": {"required": ["grid", "runs"]},
     },
     "seeds": {
-        "$schema": DRAFT, "title": "seeds file",
+        "$schema": DRAFT,
+        "title": "seeds file",
         "description": "scripts/utils/seeds.toml: the base seed, and streams pinned to explicit seeds",
         "type": "object",
         "properties": {
             "base_seed": SEED,
-            "streams": {"type": "object", "additionalProperties": SEED,
-                        "description": "stream name = seed (streams not listed derive from base_seed)"},
+            "streams": {
+                "type": "object",
+                "additionalProperties": SEED,
+                "description": "stream name = seed (streams not listed derive from base_seed)",
+            },
         },
         "required": ["base_seed"],
         "additionalProperties": False,
@@ -162,10 +247,14 @@ SCHEMAS = {
 # An integer is an int here, never 16.0 (JSON Schema alone would accept it): the value is hashed as written.
 # A number is finite: NaN passes every bound (every comparison with it is false), and TOML and YAML write
 # nan and inf as floats.
-STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many({
-    "integer": lambda checker, value: isinstance(value, int) and not isinstance(value, bool),
-    "number": lambda checker, value: isinstance(value, (int, float)) and not isinstance(value, bool)
-    and math.isfinite(value)})
+STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many(
+    {
+        "integer": lambda checker, value: isinstance(value, int) and not isinstance(value, bool),
+        "number": lambda checker, value: (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ),
+    }
+)
 StrictValidator = validators.extend(Draft202012Validator, type_checker=STRICT_TYPES)
 VALIDATORS = {name: StrictValidator(schema) for name, schema in SCHEMAS.items()}
 
@@ -186,33 +275,62 @@ def _messages(error) -> list:
     """(key, message, expected) for one jsonschema error; an if/then/else or oneOf error is unfolded."""
     where = list(error.absolute_path)
     if error.context and error.validator in ("oneOf", "anyOf"):
-        if error.validator == "oneOf" and set(error.schema.get("properties", {})) >= {"grid", "runs"}:
+        if error.validator == "oneOf" and set(error.schema.get("properties", {})) >= {
+            "grid",
+            "runs",
+        }:
             return [("", "a sweep file needs either [grid] or [[runs]] (not both)", "grid or runs")]
         return [item for sub in error.context for item in _messages(sub)]
     if error.validator == "additionalProperties" and error.validator_value is False:
         known = error.schema.get("properties", {})
         extra = [key for key in error.instance if key not in known]
-        return [(dotted(where + [key]), f"unknown key{suggestion(key, known)}", f"one of: {', '.join(known)}")
-                for key in extra]
+        return [
+            (
+                dotted(where + [key]),
+                f"unknown key{suggestion(key, known)}",
+                f"one of: {', '.join(known)}",
+            )
+            for key in extra
+        ]
     if "propertyNames" in error.relative_schema_path:  # a key outside the enum of known names
         key = error.instance
         known = error.validator_value
-        return [(dotted(where + [key]), f"unknown key{suggestion(key, known)}", f"one of: {', '.join(known)}")]
+        return [
+            (
+                dotted(where + [key]),
+                f"unknown key{suggestion(key, known)}",
+                f"one of: {', '.join(known)}",
+            )
+        ]
     if error.validator == "required":
         missing = [key for key in error.validator_value if key not in error.instance]
         results = []
         for key in missing:
-            schema = error.schema.get("properties", {}).get(key) or _experiment_property(where + [key])
-            results.append((dotted(where + [key]), "missing required key", describe(schema, where + [key])))
+            schema = error.schema.get("properties", {}).get(key) or _experiment_property(
+                where + [key]
+            )
+            results.append(
+                (dotted(where + [key]), "missing required key", describe(schema, where + [key]))
+            )
         return results
-    return [(dotted(where), f"{_value_text(error.instance)}: {_problem(error)}", describe(error.schema, where))]
+    return [
+        (
+            dotted(where),
+            f"{_value_text(error.instance)}: {_problem(error)}",
+            describe(error.schema, where),
+        )
+    ]
 
 
 def _experiment_property(path) -> dict:
     """The schema of ``path`` among the experiment properties (for keys required by its if/then/else)."""
     node = {"properties": EXPERIMENT_PROPERTIES}
     for part in path:
-        node = node.get("properties", {}).get(part, {}) if isinstance(part, str) else node.get("items", {})
+        node = (
+            node.get("properties", {}).get(part, {})
+            if isinstance(part, str)
+            else node.get("items", {})
+        )
     return node
 
 
@@ -228,14 +346,29 @@ def describe(schema: dict, path=()) -> str:
         if "minimum" in schema and "maximum" in schema:
             text += f" from {schema['minimum']:g} to {schema['maximum']:g}"
         else:
-            limits = [f"{sign} {schema[key]:g}" for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                                   ("maximum", "<="), ("exclusiveMaximum", "<"))
-                      if key in schema]
+            limits = [
+                f"{sign} {schema[key]:g}"
+                for key, sign in (
+                    ("minimum", ">="),
+                    ("exclusiveMinimum", ">"),
+                    ("maximum", "<="),
+                    ("exclusiveMaximum", "<"),
+                )
+                if key in schema
+            ]
             text += " " + " and ".join(limits) if limits else ""
     else:
-        words = {"string": "text", "number": "a number", "array": "a list", "object": "a table",
-                 "boolean": "true or false"}
-        text = " or ".join(words.get(item, item) for item in (kind if isinstance(kind, list) else [kind] if kind else []))
+        words = {
+            "string": "text",
+            "number": "a number",
+            "array": "a list",
+            "object": "a table",
+            "boolean": "true or false",
+        }
+        text = " or ".join(
+            words.get(item, item)
+            for item in (kind if isinstance(kind, list) else [kind] if kind else [])
+        )
     description = schema.get("description", "")
     return f"{text} ({description})" if text and description else text or description
 
@@ -243,7 +376,11 @@ def describe(schema: dict, path=()) -> str:
 def _value_text(value) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if not isinstance(value, str) else repr(value)
+    text = (
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        if not isinstance(value, str)
+        else repr(value)
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -253,9 +390,17 @@ def _problem(error) -> str:
         kinds = value if isinstance(value, list) else [value]
         if isinstance(error.instance, float) and not math.isfinite(error.instance):
             return "must be a finite number"
-        return "must be " + " or ".join({"integer": "an integer", "number": "a number", "string": "a string",
-                                         "boolean": "true or false", "array": "a list", "object": "a table"}[kind]
-                                        for kind in kinds)
+        return "must be " + " or ".join(
+            {
+                "integer": "an integer",
+                "number": "a number",
+                "string": "a string",
+                "boolean": "true or false",
+                "array": "a list",
+                "object": "a table",
+            }[kind]
+            for kind in kinds
+        )
     if error.validator == "enum":
         return "must be one of " + ", ".join(orjson.dumps(item).decode() for item in value)
     bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
@@ -285,8 +430,13 @@ def validate(config, shape: str, source=None) -> None:
     first = found[0]
     summary = "; ".join(f"{item['key'] or '(top level)'}: {item['error']}" for item in found[:5])
     more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
-    raise InputError(f"{SCHEMAS[shape]['title']}: {len(found)} problem{'s' * (len(found) > 1)}: {summary}{more}",
-                     file=source, key=first["key"], expected=first["expected"], problems=found)
+    raise InputError(
+        f"{SCHEMAS[shape]['title']}: {len(found)} problem{'s' * (len(found) > 1)}: {summary}{more}",
+        file=source,
+        key=first["key"],
+        expected=first["expected"],
+        problems=found,
+    )
 
 
 def export_schemas(folder) -> list:
@@ -297,7 +447,12 @@ def export_schemas(folder) -> list:
     for name, schema in SCHEMAS.items():
         document = {"$id": f"{name}.schema.json", **schema}
         path = folder / f"{name}.schema.json"
-        atomic_write_bytes(path, orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-                                              | orjson.OPT_APPEND_NEWLINE))
+        atomic_write_bytes(
+            path,
+            orjson.dumps(
+                document,
+                option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+            ),
+        )
         written.append(path)
     return written

@@ -29,7 +29,9 @@ class JsonStderr(WorkerPlugin):
 
     def setup(self, worker) -> None:
         global _installed
-        if _installed:  # registered again by the next script of a pipeline: one pipe per process is enough
+        if (
+            _installed
+        ):  # registered again by the next script of a pipeline: one pipe per process is enough
             return
         _installed = True
         original = os.dup(2)
@@ -37,8 +39,9 @@ class JsonStderr(WorkerPlugin):
         os.dup2(write, 2)
         os.close(write)
         address = worker.address
-        threading.Thread(target=_pump, args=(read, original, address), daemon=True,
-                         name="crh-json-stderr").start()
+        threading.Thread(
+            target=_pump, args=(read, original, address), daemon=True, name="crh-json-stderr"
+        ).start()
 
 
 def _pump(read: int, original: int, worker: str) -> None:
@@ -50,7 +53,16 @@ def _pump(read: int, original: int, worker: str) -> None:
             text = line.decode("utf-8", errors="replace").rstrip("\r\n")
             if not text.strip():
                 continue
-            sink.write(orjson.dumps({
-                "ts": timestamps.format_iso(timestamps.wall_clock(), "milliseconds"), "level": "warning",
-                "script": "dask_worker", "event": "native_output", "worker": worker, "text": text,
-            }) + b"\n")
+            sink.write(
+                orjson.dumps(
+                    {
+                        "ts": timestamps.format_iso(timestamps.wall_clock(), "milliseconds"),
+                        "level": "warning",
+                        "script": "dask_worker",
+                        "event": "native_output",
+                        "worker": worker,
+                        "text": text,
+                    }
+                )
+                + b"\n"
+            )

@@ -54,10 +54,12 @@ BOOKKEEPING_SUFFIXES = (".lock", ".tmp", ".statcache.json")
 @dataclass
 class DataRoot:
     name: str
-    path: Path           # absolute, resolved; logs only
+    path: Path  # absolute, resolved; logs only
     files: int = 0
     listing_sha256: str = ""
-    quick_check: str = ""  # the listing with times: tells a moved folder from another one (bindings only)
+    quick_check: str = (
+        ""  # the listing with times: tells a moved folder from another one (bindings only)
+    )
 
     def record(self) -> dict:
         """What a report says of the root: never its location."""
@@ -67,11 +69,13 @@ class DataRoot:
 @dataclass
 class Inputs:
     workspace: Path
-    files: list      # [(name, absolute path as str, os.stat_result)], sorted by name (a str: making 20,000
-                     # pathlib.Path objects costs more than listing and stat-ing the files)
-    roots: dict      # {root name: DataRoot}
-    skipped: list    # [{"file": name, "reason": why}], sorted by name
-    given: list      # the record name of each input given ("" for the workspace itself), sorted
+    files: (
+        list  # [(name, absolute path as str, os.stat_result)], sorted by name (a str: making 20,000
+    )
+    # pathlib.Path objects costs more than listing and stat-ing the files)
+    roots: dict  # {root name: DataRoot}
+    skipped: list  # [{"file": name, "reason": why}], sorted by name
+    given: list  # the record name of each input given ("" for the workspace itself), sorted
 
     def root_records(self) -> dict:
         return {name: root.record() for name, root in sorted(self.roots.items())}
@@ -79,10 +83,18 @@ class Inputs:
 
 def check_root_name(name: str, given_as=None) -> str:
     """A data root name: a plain folder-like name (no separators, no ':' or control characters)."""
-    if not name or name in (".", "..") or name.startswith(DATA_ROOT_MARK) or FORBIDDEN_IN_NAMES & set(name) \
-            or printable_name(name) != name:
-        raise InputError("not a usable data root name: give one with --data-name (letters, digits, '.', '-', '_')",
-                         value=printable_name(name), file=given_as)
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(DATA_ROOT_MARK)
+        or FORBIDDEN_IN_NAMES & set(name)
+        or printable_name(name) != name
+    ):
+        raise InputError(
+            "not a usable data root name: give one with --data-name (letters, digits, '.', '-', '_')",
+            value=printable_name(name),
+            file=given_as,
+        )
     return name
 
 
@@ -93,7 +105,11 @@ def is_bookkeeping(name: str) -> bool:
 
 def not_utf8(name: str) -> dict:
     """The skip record of a file whose name is not valid UTF-8 (see the module docstring)."""
-    return {"file": printable_name(name), "name_hex": name_hex(name), "reason": "file name is not valid UTF-8"}
+    return {
+        "file": printable_name(name),
+        "name_hex": name_hex(name),
+        "reason": "file name is not valid UTF-8",
+    }
 
 
 def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
@@ -105,7 +121,12 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
         try:
             entries = list(os.scandir(current))
         except OSError as exc:
-            skipped.append({"file": relative.rstrip("/") or ".", "reason": f"cannot list folder: {exc.strerror}"})
+            skipped.append(
+                {
+                    "file": relative.rstrip("/") or ".",
+                    "reason": f"cannot list folder: {exc.strerror}",
+                }
+            )
             continue
         for entry in entries:
             name = relative + entry.name
@@ -125,7 +146,9 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
             elif stat_module.S_ISLNK(info.st_mode):
                 skipped.append({"file": name, "reason": "symbolic link (not followed)"})
             else:
-                skipped.append({"file": name, "reason": "not a regular file (FIFO, socket or device)"})
+                skipped.append(
+                    {"file": name, "reason": "not a regular file (FIFO, socket or device)"}
+                )
     return found
 
 
@@ -139,11 +162,13 @@ def listing_sha256(files, strip: int, with_times: bool = False) -> str:
     digest = hashlib.sha256()
     for name, _, info in files:
         times = f"\0{info.st_mtime_ns // 10**9}" if with_times else ""
-        digest.update(f"{name[strip:]}\0{info.st_size}{times}\n".encode("utf-8"))
+        digest.update(f"{name[strip:]}\0{info.st_size}{times}\n".encode())
     return digest.hexdigest()
 
 
-def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=None, bind: bool = True) -> Inputs:
+def collect_inputs(
+    workspace: Path, inputs, root_name: str | None = None, log=None, bind: bool = True
+) -> Inputs:
     """Every regular file under ``inputs`` with its record name, the data roots used, and what was skipped.
 
     A workspace path is named workspace-relative; anything outside the
@@ -161,41 +186,62 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
                 raise InputError("input not found", file=printable_name(str(given)))
             resolved = path.resolve(strict=True)
         except OSError as exc:  # a symbolic link loop, a name too long, a permission
-            raise InputError(f"cannot open input: {exc.strerror or exc}", file=printable_name(str(given)))
+            raise InputError(
+                f"cannot open input: {exc.strerror or exc}", file=printable_name(str(given))
+            )
         except RuntimeError as exc:  # Python before 3.13: a symbolic link loop
             raise InputError(f"cannot open input: {exc}", file=printable_name(str(given)))
         if inside(workspace, resolved):
             relative = relative_to_workspace(workspace, resolved, check_text=False)
-            if printable_name(relative) != relative:  # the name as recorded: the workspace's own path is never
+            if (
+                printable_name(relative) != relative
+            ):  # the name as recorded: the workspace's own path is never
                 skipped.append(not_utf8(relative))
                 continue
             given_names.add("" if relative == "." else relative)
             if resolved.is_dir():
-                files += list_folder(resolved, "" if relative == "." else relative + "/", skipped, True)
+                files += list_folder(
+                    resolved, "" if relative == "." else relative + "/", skipped, True
+                )
             elif resolved.is_file():
                 info = resolved.stat()
                 files.append((relative_to_workspace(workspace, resolved), str(resolved), info))
             else:
-                skipped.append({"file": relative_to_workspace(workspace, resolved), "reason": "not a regular file"})
+                skipped.append(
+                    {
+                        "file": relative_to_workspace(workspace, resolved),
+                        "reason": "not a regular file",
+                    }
+                )
             continue
         if inside(resolved, workspace):
-            raise InputError("the workspace lies inside this input folder: its own outputs would become inputs",
-                             file=given, workspace=str(workspace))
+            raise InputError(
+                "the workspace lies inside this input folder: its own outputs would become inputs",
+                file=given,
+                workspace=str(workspace),
+            )
         outside.append((given, resolved))
 
     if root_name is not None and len({(r if r.is_dir() else r.parent) for _, r in outside}) > 1:
-        raise InputError("--data-name names one data folder; several are given outside the workspace", value=root_name)
+        raise InputError(
+            "--data-name names one data folder; several are given outside the workspace",
+            value=root_name,
+        )
     for given, resolved in outside:
         folder = resolved if resolved.is_dir() else resolved.parent
         name = check_root_name(root_name or folder.name, given)
         root = roots.get(name)
         if root is not None and root.path != folder:
-            raise InputError(f"two data folders are both named {name!r}: give one at a time, each with --data-name",
-                             file=given)
+            raise InputError(
+                f"two data folders are both named {name!r}: give one at a time, each with --data-name",
+                file=given,
+            )
         roots[name] = root or DataRoot(name, folder)
         prefix = f"{DATA_ROOT_MARK}{name}/"
-        if not resolved.is_dir() and printable_name(resolved.name) != resolved.name:  # a root's own name is never
-            skipped.append(not_utf8(prefix + resolved.name))                         # recorded, only --data-name
+        if (
+            not resolved.is_dir() and printable_name(resolved.name) != resolved.name
+        ):  # a root's own name is never
+            skipped.append(not_utf8(prefix + resolved.name))  # recorded, only --data-name
             continue
         given_names.add(f"{DATA_ROOT_MARK}{name}" if resolved.is_dir() else prefix + resolved.name)
         if resolved.is_dir():
@@ -203,7 +249,12 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
         elif resolved.is_file():
             listed = [(prefix + resolved.name, str(resolved), resolved.stat())]
         else:
-            skipped.append({"file": prefix + resolved.name, "reason": "not a regular file (FIFO, socket or device)"})
+            skipped.append(
+                {
+                    "file": prefix + resolved.name,
+                    "reason": "not a regular file (FIFO, socket or device)",
+                }
+            )
             listed = []
         files += listed
 
@@ -224,8 +275,11 @@ def collect_inputs(workspace: Path, inputs, root_name: str | None = None, log=No
     skipped.sort(key=lambda item: item["file"])
     if not files:
         first = f": {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
-        raise InputError(f"no files found ({len(skipped)} skipped{first})", file=printable_name(str(inputs[0]))
-                         if inputs else None, skipped=len(skipped) or None)
+        raise InputError(
+            f"no files found ({len(skipped)} skipped{first})",
+            file=printable_name(str(inputs[0])) if inputs else None,
+            skipped=len(skipped) or None,
+        )
     return Inputs(workspace, files, roots, skipped, sorted(given_names))
 
 
@@ -242,10 +296,13 @@ def bind_roots(workspace: Path, roots: dict, log=None) -> None:
             known = bindings.get(name)
             if isinstance(known, dict) and known.get("location") != location:
                 if known.get("listing") != root.quick_check:
-                    raise InputError(f"the data root name {name!r} already names another folder in this workspace; "
-                                     f"name this one differently with --data-name (make: DATA_NAME=...), or, if "
-                                     f"it is the same data moved and changed, delete {BINDINGS} to rebind it",
-                                     file=str(root.path), data_root=name)
+                    raise InputError(
+                        f"the data root name {name!r} already names another folder in this workspace; "
+                        f"name this one differently with --data-name (make: DATA_NAME=...), or, if "
+                        f"it is the same data moved and changed, delete {BINDINGS} to rebind it",
+                        file=str(root.path),
+                        data_root=name,
+                    )
                 moved.append(name)
             bindings[name] = {"location": location, "listing": root.quick_check}
         return bindings
@@ -259,4 +316,8 @@ def bind_roots(workspace: Path, roots: dict, log=None) -> None:
         locked_update(path, change, dict)
     if log is not None:
         for name in moved:
-            log.info("data_root_moved", name=name, note="same listing at a new location: the name follows it")
+            log.info(
+                "data_root_moved",
+                name=name,
+                note="same listing at a new location: the name follows it",
+            )

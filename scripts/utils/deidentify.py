@@ -53,7 +53,10 @@ OPTIONS = {  # flag name -> (code in CID 7050, meaning)
     "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
     "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
     "retain_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    "retain_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retain_modified_dates": (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_graphics": ("113103", "Clean Graphics Option"),
@@ -62,7 +65,24 @@ STRICTNESS = "XZDUCK"  # strongest first
 REDACTED = "[REDACTED]"
 MAX_DATE_SHIFT_DAYS = 3650
 PATIENT_ID_TAG = 0x00100020
-TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
+TEXT_VRS = {
+    "AE",
+    "AS",
+    "CS",
+    "DA",
+    "DS",
+    "DT",
+    "IS",
+    "LO",
+    "LT",
+    "PN",
+    "SH",
+    "ST",
+    "TM",
+    "UC",
+    "UR",
+    "UT",
+}
 FREE_TEXT_VRS = {"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
 DUMMY_BY_VR = {"DA": "19000101", "TM": "000000", "DT": "19000101000000"}
 _QUOTED = re.compile(r"(['\"])(?:(?!\1).){3,}\1")
@@ -123,18 +143,26 @@ class Deidentifier:
 
     # -- keyed replacements -------------------------------------------------
     def _digest(self, kind: str, value: str) -> bytes:
-        return hmac.new(self.key, f"{kind}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+        return hmac.new(self.key, f"{kind}\x00{value}".encode(), hashlib.sha256).digest()
 
     def pseudonym(self, value, kind: str = "patient"):
         return None if value in (None, "") else "anon-" + self._digest(kind, str(value)).hex()[:16]
 
     def uid(self, value):
         # 2.25.<integer> (PS3.5 B.2): 120 bits keep the UID within 64 characters.
-        return None if value in (None, "") else "2.25." + str(int.from_bytes(self._digest("uid", str(value))[:15], "big"))
+        return (
+            None
+            if value in (None, "")
+            else "2.25." + str(int.from_bytes(self._digest("uid", str(value))[:15], "big"))
+        )
 
     def date_shift_days(self, patient_id) -> int:
         """Days every date of this patient moves back (1..3650), keyed: intervals survive."""
-        return 1 + int.from_bytes(self._digest("date-shift", str(patient_id or ""))[:8], "big") % MAX_DATE_SHIFT_DAYS
+        return (
+            1
+            + int.from_bytes(self._digest("date-shift", str(patient_id or ""))[:8], "big")
+            % MAX_DATE_SHIFT_DAYS
+        )
 
     def fingerprint(self) -> str:
         """Identifies the key in reports without revealing it."""
@@ -154,7 +182,11 @@ class Deidentifier:
                 action = "K"
             else:
                 chosen = [row[name] for name in self.options if name in row]
-                action = strongest(chosen) if chosen else strongest(row["basic"].replace("*", "").split("/"))
+                action = (
+                    strongest(chosen)
+                    if chosen
+                    else strongest(row["basic"].replace("*", "").split("/"))
+                )
                 if tag == PATIENT_ID_TAG and action in "ZX":
                     action = "D"  # a keyed pseudonym: splits by patient must still work
         self._actions[tag] = action
@@ -163,22 +195,36 @@ class Deidentifier:
     def report(self) -> dict:
         return {
             "profile": {"code": PROFILE[0], "meaning": PROFILE[1], "table": EDITION},
-            "options": [{"name": name, "code": OPTIONS[name][0], "meaning": OPTIONS[name][1]} for name in self.options],
-            "pseudonyms": "HMAC-SHA256", "key_fingerprint": self.fingerprint(),
-            "date_shift": ("keyed per patient, 1..3650 days earlier; times of day kept"
-                           if "retain_modified_dates" in self.options else None),
+            "options": [
+                {"name": name, "code": OPTIONS[name][0], "meaning": OPTIONS[name][1]}
+                for name in self.options
+            ],
+            "pseudonyms": "HMAC-SHA256",
+            "key_fingerprint": self.fingerprint(),
+            "date_shift": (
+                "keyed per patient, 1..3650 days earlier; times of day kept"
+                if "retain_modified_dates" in self.options
+                else None
+            ),
             "private_attributes": "removed",
         }
 
-    def value(self, tag: int, vr: str, value, context: "FileContext"):
+    def value(self, tag: int, vr: str, value, context: FileContext):
         """``(keep, new value)`` for one attribute's plain value (None, str, number or list)."""
         action = self.action(tag)
-        if action == "K" and vr == "UI" and "retain_uids" not in self.options and not _registered_uids(value):
+        if (
+            action == "K"
+            and vr == "UI"
+            and "retain_uids" not in self.options
+            and not _registered_uids(value)
+        ):
             action = "U"  # a UID the standard does not define: it may carry an organisation's root
         if value is None:
             return action != "X", value
         if action == "K":
-            if vr in FREE_TEXT_VRS:  # a kept text may still hold a value the profile removes elsewhere
+            if (
+                vr in FREE_TEXT_VRS
+            ):  # a kept text may still hold a value the profile removes elsewhere
                 return True, _each(value, context.scrub)
             return True, value
         if action in "XZ":
@@ -216,7 +262,9 @@ def shift_date(value, days: int):
     """A DA (YYYYMMDD) or the date part of a DT moved back ``days`` days; unparsable: removed."""
     text = str(value).strip()
     try:
-        moved = datetime.date(int(text[0:4]), int(text[4:6]), int(text[6:8])) - datetime.timedelta(days=days)
+        moved = datetime.date(int(text[0:4]), int(text[4:6]), int(text[6:8])) - datetime.timedelta(
+            days=days
+        )
     except (ValueError, IndexError):
         return None
     return f"{moved.year:04d}{moved.month:02d}{moved.day:02d}" + text[8:]
@@ -246,7 +294,9 @@ class FileContext:
         stack = [self.ds]
         while stack:
             dataset = stack.pop()
-            for tag in dataset.keys():  # pydicom's tag objects: get_item takes them without converting
+            for (
+                tag
+            ) in dataset.keys():  # pydicom's tag objects: get_item takes them without converting
                 action = self.deid.action(tag)
                 private = (tag >> 16) & 1
                 if action == "K" and not private and dictionary_vr(tag) not in ("SQ", "UN"):
@@ -263,9 +313,15 @@ class FileContext:
                         pass
                     continue
                 # What the profile takes out is identifying; text it only cleans is not (dates are).
-                if vr not in TEXT_VRS | {"UI"} or action == "K" or (action == "C" and vr not in ("DA", "DT")):
+                if (
+                    vr not in TEXT_VRS | {"UI"}
+                    or action == "K"
+                    or (action == "C" and vr not in ("DA", "DT"))
+                ):
                     continue
-                if getattr(raw, "value", True) is None:  # a deferred (over 1 MB) value: never exported, never read
+                if (
+                    getattr(raw, "value", True) is None
+                ):  # a deferred (over 1 MB) value: never exported, never read
                     continue
                 try:
                     value = raw_plain(dataset, tag, decode, present=True)
@@ -276,14 +332,20 @@ class FileContext:
                     if len(text) >= 3:
                         values.add(text)
                     if vr == "PN":
-                        values.update(part for part in re.split(r"[\^= ,]+", text) if len(part) >= 3)
+                        values.update(
+                            part for part in re.split(r"[\^= ,]+", text) if len(part) >= 3
+                        )
         return values
 
     def scrub(self, text):
         if not isinstance(text, str) or not text:
             return text
-        if self._values is None:  # the file's identifying values, longest first, lower-cased for the search
-            self._values = sorted(((v.lower(), v) for v in self.identifying_values()), key=lambda p: -len(p[0]))
+        if (
+            self._values is None
+        ):  # the file's identifying values, longest first, lower-cased for the search
+            self._values = sorted(
+                ((v.lower(), v) for v in self.identifying_values()), key=lambda p: -len(p[0])
+            )
         lowered = text.lower()
         hits = [value for folded, value in self._values if folded in lowered]
         if not hits:  # the common case: a substring search, no regular expression to build

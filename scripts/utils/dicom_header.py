@@ -28,13 +28,20 @@ import numpy as np
 
 from scripts.utils.errors import InputError
 
-DEFER_BYTES = 1 << 20  # values larger than this are read only when asked for (pixel data: never, for headers)
+DEFER_BYTES = (
+    1 << 20
+)  # values larger than this are read only when asked for (pixel data: never, for headers)
 DICOM_HINTS = ("SOPClassUID", "Modality", "PatientID", "StudyInstanceUID", "Rows")
 # Where enhanced objects keep the attributes the tools use (functional group macro -> attributes).
 FUNCTIONAL_GROUPS = {
     "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices"),
     "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
-    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation"),
+    "FrameVOILUTSequence": (
+        "WindowCenter",
+        "WindowWidth",
+        "VOILUTFunction",
+        "WindowCenterWidthExplanation",
+    ),
     "PlanePositionSequence": ("ImagePositionPatient",),
     "PlaneOrientationSequence": ("ImageOrientationPatient",),
     "MREchoSequence": ("EffectiveEchoTime",),
@@ -43,12 +50,17 @@ FUNCTIONAL_GROUPS = {
     "CTXRayDetailsSequence": ("KVP",),
     "CTExposureSequence": ("ExposureInmAs", "XRayTubeCurrentInmA", "ExposureTimeInms"),
     "CTReconstructionSequence": ("ConvolutionKernel",),
-    "FrameContentSequence": ("FrameAcquisitionDateTime", "StackID", "InStackPositionNumber", "TemporalPositionIndex"),
+    "FrameContentSequence": (
+        "FrameAcquisitionDateTime",
+        "StackID",
+        "InStackPositionNumber",
+        "TemporalPositionIndex",
+    ),
 }
 GROUP_OF = {keyword: group for group, keywords in FUNCTIONAL_GROUPS.items() for keyword in keywords}
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE = 0.01  # relative deviation from the median slice spacing
-GAP_FACTOR = 1.5          # a step this many times the median spacing: slices are missing
+GAP_FACTOR = 1.5  # a step this many times the median spacing: slices are missing
 
 
 def read_dataset(path, stop_before_pixels: bool = True):
@@ -61,15 +73,25 @@ def read_dataset(path, stop_before_pixels: bool = True):
     except InvalidDicomError:
         from pydicom.filereader import read_partial
 
-        with open(path, "rb") as handle:  # as dcmread(force=True) does, but stopping where the tags stop rising
-            if handle.read(2) in (b"", b"\0", b"\0\0"):  # group 0000 (or nothing): pydicom would read every
-                ds = {}                                    # zero as a command element, minutes per gigabyte
+        with open(
+            path, "rb"
+        ) as handle:  # as dcmread(force=True) does, but stopping where the tags stop rising
+            if handle.read(2) in (
+                b"",
+                b"\0",
+                b"\0\0",
+            ):  # group 0000 (or nothing): pydicom would read every
+                ds = {}  # zero as a command element, minutes per gigabyte
             else:
                 handle.seek(0)
-                ds = read_partial(handle, _while_tags_rise(stop_before_pixels), defer_size=DEFER_BYTES, force=True)
+                ds = read_partial(
+                    handle, _while_tags_rise(stop_before_pixels), defer_size=DEFER_BYTES, force=True
+                )
         if not any(keyword in ds for keyword in DICOM_HINTS):
-            raise InputError("not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
-                             file=str(path))
+            raise InputError(
+                "not a DICOM or PNG file (no DICOM header and no recognisable DICOM attributes)",
+                file=str(path),
+            )
         return ds
 
 
@@ -106,7 +128,7 @@ def plain(value):
 def plain_scalar(value):
     if type(value) in (int, float, str):
         return value
-    if isinstance(value, int):    # pydicom IS
+    if isinstance(value, int):  # pydicom IS
         return int(value)
     if isinstance(value, float):  # pydicom DS
         return float(value)
@@ -128,7 +150,9 @@ def tag_of(keyword: str):
 def get_plain(ds, keyword):
     """``plain(ds.<keyword>)``; a value that cannot be decoded is None, with a warning."""
     tag = tag_of(keyword)
-    if tag is None or ds is None or tag not in ds.keys():  # absent is the common case: a dict lookup
+    if (
+        tag is None or ds is None or tag not in ds.keys()
+    ):  # absent is the common case: a dict lookup
         return None
     try:
         return raw_plain(ds, tag, present=True)
@@ -228,7 +252,11 @@ def text_decoder(ds):
     try:
         raw = ds.get_item(0x00080005, keep_deferred=True) if ds is not None else None
         if raw is not None:
-            charset = raw.value.decode("ascii", "replace").strip(" \x00") if isinstance(raw.value, bytes) else raw.value
+            charset = (
+                raw.value.decode("ascii", "replace").strip(" \x00")
+                if isinstance(raw.value, bytes)
+                else raw.value
+            )
     except Exception:
         charset = None
     if isinstance(charset, (list, tuple)) or (isinstance(charset, str) and "\\" in charset):
@@ -265,7 +293,10 @@ def raw_plain(ds, tag: int, decode=None, present: bool = False):
     if vr in ASCII_VRS or vr in CHARSET_VRS:
         text = (decode or text_decoder(ds))(data) if vr in CHARSET_VRS else data.decode("latin-1")
         parts = [text] if vr in SINGLE_VALUED_VRS else text.split("\\")
-        values = [part.rstrip(" \x00") if vr in SINGLE_VALUED_VRS else part.strip(" \x00") for part in parts]
+        values = [
+            part.rstrip(" \x00") if vr in SINGLE_VALUED_VRS else part.strip(" \x00")
+            for part in parts
+        ]
     elif vr in ("DS", "IS"):
         values = []
         for part in data.decode("latin-1").split("\\"):
@@ -286,12 +317,16 @@ def raw_plain(ds, tag: int, decode=None, present: bool = False):
         size = struct.calcsize(BINARY_NUMBER_FORMATS[vr])
         count = len(data) // size
         order = "<" if element.is_little_endian else ">"
-        values = list(struct.unpack(order + BINARY_NUMBER_FORMATS[vr] * count, data[: count * size]))
+        values = list(
+            struct.unpack(order + BINARY_NUMBER_FORMATS[vr] * count, data[: count * size])
+        )
     else:
         try:
             return plain(ds[tag].value)
         except Exception as exc:
-            warnings.warn(f"({tag >> 16:04X},{tag & 0xFFFF:04X}): unreadable value ({type(exc).__name__})")
+            warnings.warn(
+                f"({tag >> 16:04X},{tag & 0xFFFF:04X}): unreadable value ({type(exc).__name__})"
+            )
             return None
     if not values or all(value in (None, "") for value in values):
         return None
@@ -302,9 +337,13 @@ def raw_plain(ds, tag: int, decode=None, present: bool = False):
 # Geometry
 # --------------------------------------------------------------------------
 
+
 def slice_normal(orientation) -> np.ndarray:
     """The unit normal of an Image Orientation (Patient): row direction x column direction."""
-    row, column = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:6], dtype=float)
+    row, column = (
+        np.asarray(orientation[:3], dtype=float),
+        np.asarray(orientation[3:6], dtype=float),
+    )
     normal = np.cross(row, column)
     length = np.linalg.norm(normal)
     if length < 1e-6:
@@ -321,13 +360,26 @@ def slice_geometry(positions: list, orientations: list) -> dict:
     ``gap``, ``irregular_spacing``. A series with problems is not one volume.
     """
     count = len(positions)
-    result = {"slices": count, "order": list(range(count)), "spacing": None, "steps": [], "problems": []}
+    result = {
+        "slices": count,
+        "order": list(range(count)),
+        "spacing": None,
+        "steps": [],
+        "problems": [],
+    }
     if not all(_numbers(p, 3) for p in positions) or not all(_numbers(o, 6) for o in orientations):
-        result["problems"].append(("missing_geometry", "some slices lack a valid Image Position or Orientation (Patient)"))
+        result["problems"].append(
+            ("missing_geometry", "some slices lack a valid Image Position or Orientation (Patient)")
+        )
         return result
     reference = np.asarray(orientations[0], dtype=float)
-    if any(np.max(np.abs(np.asarray(o, dtype=float) - reference)) > ORIENTATION_TOLERANCE for o in orientations):
-        result["problems"].append(("mixed_orientation", "slices have different Image Orientation (Patient)"))
+    if any(
+        np.max(np.abs(np.asarray(o, dtype=float) - reference)) > ORIENTATION_TOLERANCE
+        for o in orientations
+    ):
+        result["problems"].append(
+            ("mixed_orientation", "slices have different Image Orientation (Patient)")
+        )
         return result
     try:
         normal = slice_normal(reference)
@@ -344,27 +396,51 @@ def slice_geometry(positions: list, orientations: list) -> dict:
     result["steps"] = [float(s) for s in steps]
     duplicates = int(np.sum(steps < 1e-3))
     if duplicates:
-        result["problems"].append(("duplicate_positions",
-                                   f"{duplicates + 1} slices share positions (several echoes, phases or "
-                                   f"acquisitions in one series?)"))
+        result["problems"].append(
+            (
+                "duplicate_positions",
+                f"{duplicates + 1} slices share positions (several echoes, phases or "
+                f"acquisitions in one series?)",
+            )
+        )
         return result
     spacing = float(np.median(steps))
     result["spacing"] = spacing
     gaps = int(np.sum(steps > GAP_FACTOR * spacing))
     if gaps:
-        result["problems"].append(("gap", f"{gaps} gaps: steps up to {float(steps.max()):.4g} mm against a "
-                                          f"median of {spacing:.4g} mm (missing slices?)"))
+        result["problems"].append(
+            (
+                "gap",
+                f"{gaps} gaps: steps up to {float(steps.max()):.4g} mm against a "
+                f"median of {spacing:.4g} mm (missing slices?)",
+            )
+        )
     elif float(np.max(np.abs(steps - spacing))) > max(SPACING_TOLERANCE * spacing, 1e-3):
-        result["problems"].append(("irregular_spacing", f"slice steps vary from {float(steps.min()):.4g} to "
-                                                        f"{float(steps.max()):.4g} mm"))
+        result["problems"].append(
+            (
+                "irregular_spacing",
+                f"slice steps vary from {float(steps.min()):.4g} to {float(steps.max()):.4g} mm",
+            )
+        )
     return result
 
 
-PROBLEM_KINDS = ("missing_geometry", "mixed_orientation", "duplicate_positions", "gap", "irregular_spacing",
-                 "single_slice", "mixed_shape", "mixed_pixel_spacing", "invalid_pixel_spacing")
+PROBLEM_KINDS = (
+    "missing_geometry",
+    "mixed_orientation",
+    "duplicate_positions",
+    "gap",
+    "irregular_spacing",
+    "single_slice",
+    "mixed_shape",
+    "mixed_pixel_spacing",
+    "invalid_pixel_spacing",
+)
 
 
-def series_geometry(positions: list, orientations: list, shapes: list, pixel_spacings: list) -> dict:
+def series_geometry(
+    positions: list, orientations: list, shapes: list, pixel_spacings: list
+) -> dict:
     """``slice_geometry`` plus the checks a stack needs: more than one slice, one size, one valid Pixel Spacing.
 
     The series table (metadata_extractor) and ``--volumes`` (image_preprocessor)
@@ -375,25 +451,39 @@ def series_geometry(positions: list, orientations: list, shapes: list, pixel_spa
     if len(positions) < 2:
         problems.append(("single_slice", "a single slice is not a volume"))
     if len(set(shapes)) > 1:
-        problems.append(("mixed_shape", f"slices have different sizes: {sorted(map(str, set(shapes)))}"))
+        problems.append(
+            ("mixed_shape", f"slices have different sizes: {sorted(map(str, set(shapes)))}")
+        )
     spacings = {tuple(s) if isinstance(s, list) else None for s in pixel_spacings}
     if len(spacings) > 1:
         problems.append(("mixed_pixel_spacing", "slices have different Pixel Spacing"))
-    elif not _numbers(list(next(iter(spacings)) or ()), 2) or not all(0 < v < 1e6 for v in next(iter(spacings))):
-        problems.append(("invalid_pixel_spacing", "slices have no valid Pixel Spacing (two positive numbers)"))
+    elif not _numbers(list(next(iter(spacings)) or ()), 2) or not all(
+        0 < v < 1e6 for v in next(iter(spacings))
+    ):
+        problems.append(
+            ("invalid_pixel_spacing", "slices have no valid Pixel Spacing (two positive numbers)")
+        )
     return geometry
 
 
 def _numbers(value, count: int) -> bool:
     """A list of ``count`` finite numbers."""
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value))
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            for v in value
+        )
+    )
 
 
 def volume_affine(first_position, orientation, pixel_spacing, slice_step: float, normal) -> list:
     """4x4 matrix from voxel index (column i, row j, slice k) to patient coordinates (LPS, mm)."""
-    row_direction = np.asarray(orientation[:3], dtype=float)     # direction of increasing column index
-    column_direction = np.asarray(orientation[3:6], dtype=float)  # direction of increasing row index
+    row_direction = np.asarray(orientation[:3], dtype=float)  # direction of increasing column index
+    column_direction = np.asarray(
+        orientation[3:6], dtype=float
+    )  # direction of increasing row index
     affine = np.eye(4)
     affine[:3, 0] = row_direction * float(pixel_spacing[1])
     affine[:3, 1] = column_direction * float(pixel_spacing[0])

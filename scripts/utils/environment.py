@@ -36,11 +36,27 @@ from scripts.utils.jsonio import canonical_json
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 # Libraries whose output bytes can differ between releases.
-BYTE_RELEVANT = ("numpy", "scipy", "orjson", "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
-                 "pylibjpeg-rle", "pillow", "imageio", "imageio-ffmpeg", "matplotlib", "isal", "cupy-cuda12x")
+BYTE_RELEVANT = (
+    "numpy",
+    "scipy",
+    "orjson",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-rle",
+    "pillow",
+    "imageio",
+    "imageio-ffmpeg",
+    "matplotlib",
+    "isal",
+    "cupy-cuda12x",
+)
 # Installed by venv itself, not by the lock.
 VENV_TOOLS = {"pip", "setuptools", "wheel"}
-PROJECT_DISTRIBUTION = "crh-scripts"  # this project, installed editable: its code is fingerprinted as code, not here
+PROJECT_DISTRIBUTION = (
+    "crh-scripts"  # this project, installed editable: its code is fingerprinted as code, not here
+)
 HASHED_FIELDS = ("os", "python", "cpu_features", "blas", "cuda", "byte_relevant", "packages")
 
 
@@ -57,7 +73,9 @@ def installed_packages() -> dict:
     """
     packages = {}
     for dist in metadata.distributions():
-        name, version = _name_and_version(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+        name, version = _name_and_version(
+            dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        )
         if name and version and _normalize(name) != PROJECT_DISTRIBUTION:
             packages[_normalize(name)] = version
     return dict(sorted(packages.items()))
@@ -98,10 +116,17 @@ def locked_packages(lock: Path = LOCK_FILE) -> dict:
 def compare_with_lock(installed: dict, locked: dict) -> dict:
     missing = sorted(name for name in locked if name not in installed)
     extra = sorted(name for name in installed if name not in locked and name not in VENV_TOOLS)
-    mismatched = {name: {"locked": locked[name], "installed": installed[name]}
-                  for name in sorted(locked) if name in installed and installed[name] != locked[name]}
-    return {"missing": missing, "extra": extra, "mismatched": mismatched,
-            "matches": not (missing or extra or mismatched)}
+    mismatched = {
+        name: {"locked": locked[name], "installed": installed[name]}
+        for name in sorted(locked)
+        if name in installed and installed[name] != locked[name]
+    }
+    return {
+        "missing": missing,
+        "extra": extra,
+        "mismatched": mismatched,
+        "matches": not (missing or extra or mismatched),
+    }
 
 
 def cpu_model() -> str | None:
@@ -112,8 +137,15 @@ def cpu_model() -> str | None:
                 if line.lower().startswith(("model name", "hardware", "cpu model")):
                     return line.split(":", 1)[1].strip()
         if system == "Darwin":
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or None
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+                or None
+            )
         if system == "Windows":
             return os.environ.get("PROCESSOR_IDENTIFIER") or platform.processor() or None
     except (OSError, subprocess.SubprocessError):
@@ -147,15 +179,35 @@ def blas_info() -> list:
 
     pools = []
     for pool in threadpool_info():
-        pools.append({key: pool.get(key) for key in ("user_api", "internal_api", "prefix", "version", "architecture",
-                                                     "threading_layer", "num_threads")})
-    return sorted(pools, key=lambda pool: canonical_json({k: v for k, v in pool.items() if k != "num_threads"}))
+        pools.append(
+            {
+                key: pool.get(key)
+                for key in (
+                    "user_api",
+                    "internal_api",
+                    "prefix",
+                    "version",
+                    "architecture",
+                    "threading_layer",
+                    "num_threads",
+                )
+            }
+        )
+    return sorted(
+        pools,
+        key=lambda pool: canonical_json({k: v for k, v in pool.items() if k != "num_threads"}),
+    )
 
 
 def thread_counts() -> dict:
     """Threads per BLAS/OpenMP pool and the variables that set them: for logs, not snapshots."""
-    return {"pools": [pool["num_threads"] for pool in blas_info()],
-            **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    return {
+        "pools": [pool["num_threads"] for pool in blas_info()],
+        **{
+            var: os.environ.get(var)
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
+    }
 
 
 def cuda_info() -> dict:
@@ -171,11 +223,20 @@ def cuda_info() -> dict:
         for index in range(count):
             props = runtime.getDeviceProperties(index)
             name = props["name"]
-            devices.append({"name": name.decode() if isinstance(name, bytes) else str(name),
-                            "compute_capability": f"{props['major']}.{props['minor']}",
-                            "memory_bytes": int(props["totalGlobalMem"])})
-        return {"present": count > 0, "cupy": cupy.__version__, "runtime": runtime.runtimeGetVersion(),
-                "driver": runtime.driverGetVersion(), "devices": devices}
+            devices.append(
+                {
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "compute_capability": f"{props['major']}.{props['minor']}",
+                    "memory_bytes": int(props["totalGlobalMem"]),
+                }
+            )
+        return {
+            "present": count > 0,
+            "cupy": cupy.__version__,
+            "runtime": runtime.runtimeGetVersion(),
+            "driver": runtime.driverGetVersion(),
+            "devices": devices,
+        }
     except Exception as exc:  # CuPy installed but no usable driver or device
         return {"present": False, "reason": f"CUDA not usable: {type(exc).__name__}: {exc}"}
 
@@ -238,10 +299,18 @@ def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True, with_lock: bool
     installed = installed_packages()
     pools = blas_info()
     return {
-        "os": {"system": platform.system(), "machine": platform.machine(), "byteorder": sys.byteorder},
+        "os": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "byteorder": sys.byteorder,
+        },
         "kernel": {"release": platform.release(), "version": platform.version()},
-        "python": {"implementation": platform.python_implementation(), "version": platform.python_version(),
-                   "build": list(platform.python_build()), "compiler": platform.python_compiler()},
+        "python": {
+            "implementation": platform.python_implementation(),
+            "version": platform.python_version(),
+            "build": list(platform.python_build()),
+            "compiler": platform.python_compiler(),
+        },
         "compiler": compiler_version() if with_compiler else None,
         "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count()},
         "cpu_features": cpu_features(),
@@ -249,9 +318,13 @@ def snapshot(lock: Path = LOCK_FILE, with_compiler: bool = True, with_lock: bool
         "cuda": cuda_info(),
         "byte_relevant": byte_relevant_versions(installed),
         "packages": installed,
-        "lock": None if not with_lock else {
-            "file": lock.name, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None,
-            **compare_with_lock(installed, locked_packages(lock))},
+        "lock": None
+        if not with_lock
+        else {
+            "file": lock.name,
+            "sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None,
+            **compare_with_lock(installed, locked_packages(lock)),
+        },
     }
 
 
@@ -269,7 +342,9 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list:
     found = []
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in sorted(set(saved) | set(current)):
-            found += differences(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
+            found += differences(
+                saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else key
+            )
     elif saved != current:
         found.append({"field": prefix, "saved": saved, "current": current})
     return found

@@ -54,14 +54,30 @@ class CheckFailed(Exception):
 # limit, a read-only or unwritable place, an I/O error, a folder where a file
 # (a lock, a record) must be or the reverse, a name too long or a link loop.
 # Exit 2, naming the file.
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-                                errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EEXIST,
-                                getattr(errno, "EDQUOT", errno.ENOSPC)})
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EEXIST,
+        getattr(errno, "EDQUOT", errno.ENOSPC),
+    }
+)
 
 
 def environment_failure(exc: BaseException) -> InputError | None:
     """The InputError for an OSError the environment caused (see ENVIRONMENT_ERRNOS), else None."""
     if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
         return None
-    return InputError(f"cannot read or write: {exc.strerror or exc}", file=exc.filename,
-                      errno=errno.errorcode.get(exc.errno))
+    return InputError(
+        f"cannot read or write: {exc.strerror or exc}",
+        file=exc.filename,
+        errno=errno.errorcode.get(exc.errno),
+    )

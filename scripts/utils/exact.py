@@ -1,6 +1,7 @@
 """Exact fixed-point arithmetic at BLAS speed, on NumPy or CuPy from one code path.
 
-    python -c "import numpy as np; from scripts.utils.exact import exact_matmul; print(exact_matmul(np, np.eye(2), np.ones((2, 2))))"
+    python -c "import numpy as np; from scripts.utils.exact import exact_matmul as m; \
+               print(m(np, np.eye(2), np.ones((2, 2))))"
 
 Values are quantized to steps of 2**-20 (``SCALE``), so a matrix product is
 a product of integer matrices, ``qa @ qb``. Computed in int64 that is exact,
@@ -33,10 +34,10 @@ import os
 
 from scripts.utils.errors import InputError
 
-SCALE = 2.0 ** 20
-EXACT_LIMIT = 2.0 ** 53        # every integer below this is a float64
-INT64_HEADROOM = 2.0 ** 62     # exact sums of split products stay below int64's 2**63
-_MARGIN = 1.0 + 2.0 ** -30     # covers the rounding of the bound's own float64 arithmetic
+SCALE = 2.0**20
+EXACT_LIMIT = 2.0**53  # every integer below this is a float64
+INT64_HEADROOM = 2.0**62  # exact sums of split products stay below int64's 2**63
+_MARGIN = 1.0 + 2.0**-30  # covers the rounding of the bound's own float64 arithmetic
 
 
 def quantize(xp, values):
@@ -78,8 +79,12 @@ def integer_matmul(xp, qa, qb, name: str = "product", maxima=None):
     if math.isnan(bound):
         raise InputError(f"{name}: an operand holds NaN", layer=name)
     if bound >= INT64_HEADROOM:
-        raise InputError(f"{name}: its exact value could exceed 2**62 (bound {bound:.3g}); the fixed-point "
-                         f"arithmetic cannot hold it: the values have grown too large", layer=name, bound=bound)
+        raise InputError(
+            f"{name}: its exact value could exceed 2**62 (bound {bound:.3g}); the fixed-point "
+            f"arithmetic cannot hold it: the values have grown too large",
+            layer=name,
+            bound=bound,
+        )
     return _split_product(xp, qa, qb).astype(xp.float64)
 
 
@@ -98,7 +103,7 @@ def _split_product(xp, qa, qb):
 def _halves(xp, q, largest: float):
     """``q = high * 2**shift + low`` with 0 <= low < 2**shift: both exact in float64, about half the bits each."""
     shift = max(1, math.ceil(math.log2(largest + 1) / 2))
-    step = 2.0 ** shift
+    step = 2.0**shift
     high = xp.floor(q / step)
     return shift, high, q - high * step
 
@@ -120,12 +125,14 @@ class Fixed:
         self.largest = max_abs(xp, self.q) if largest is None else largest
 
     @property
-    def T(self) -> "Fixed":  # noqa: N802 - mirrors ndarray.T
+    def T(self) -> Fixed:  # noqa: N802 - mirrors ndarray.T
         return Fixed(self.xp, quantized=self.q.T, largest=self.largest)
 
-    def matmul(self, other: "Fixed", name: str = "product"):
+    def matmul(self, other: Fixed, name: str = "product"):
         """The exact product in real units (``integer_matmul / 2**40``)."""
-        return integer_matmul(self.xp, self.q, other.q, name, (self.largest, other.largest)) / (SCALE * SCALE)
+        return integer_matmul(self.xp, self.q, other.q, name, (self.largest, other.largest)) / (
+            SCALE * SCALE
+        )
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -141,6 +148,7 @@ def blas_threads():
     if any(os.environ.get(name) for name in THREAD_VARIABLES):
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1, user_api="blas")
 
 

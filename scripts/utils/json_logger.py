@@ -18,11 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-
 from scripts.utils import timestamps
 from scripts.utils.jsonio import json_line
 from scripts.utils.limits import INT_MAX, INT_MIN, MAX_DEPTH, printable_name
-
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _RESERVED = ("ts", "level", "script", "event")
@@ -55,7 +53,11 @@ class JsonLogger:
 
         try:
             line = json_line(record)
-        except (TypeError, ValueError, RecursionError):  # a lone surrogate, a huge integer, deep nesting
+        except (
+            TypeError,
+            ValueError,
+            RecursionError,
+        ):  # a lone surrogate, a huge integer, deep nesting
             line = json_line(_loggable(record))
         if self._file is not None:
             self._file.write(line)
@@ -89,8 +91,12 @@ class JsonLogger:
         import warnings
 
         def show(message, category, filename, lineno, file=None, line=None):
-            self.warning("python_warning", category=category.__name__, message=str(message),
-                         source=f"{Path(filename).name}:{lineno}")
+            self.warning(
+                "python_warning",
+                category=category.__name__,
+                message=str(message),
+                source=f"{Path(filename).name}:{lineno}",
+            )
 
         logger = self
 
@@ -122,7 +128,11 @@ class JsonLogger:
 def _open_log_file(path):
     """Open a log file for appending; a FIFO without a reader fails at once (ENXIO) instead of blocking forever."""
     nonblocking = getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0) | nonblocking, 0o666)
+    fd = os.open(
+        path,
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0) | nonblocking,
+        0o666,
+    )
     if nonblocking:
         os.set_blocking(fd, True)
     return os.fdopen(fd, "ab")
@@ -153,7 +163,9 @@ def _write_stderr(text: str) -> None:
         sys.stderr.flush()
 
 
-PROGRESS_ENV = "CRH_PROGRESS"   # "json": progress as JSON records on stderr, for a parent that shows it
+PROGRESS_ENV = (
+    "CRH_PROGRESS"  # "json": progress as JSON records on stderr, for a parent that shows it
+)
 PROGRESS_EVERY_S = 0.5
 
 
@@ -172,8 +184,17 @@ class ProgressRecords:
             self.emit()
 
     def emit(self) -> None:
-        _write_stderr(json_line({"event": "progress", "desc": self.desc, "n": self.n, "total": self.total,
-                                 "unit": self.unit}).decode())
+        _write_stderr(
+            json_line(
+                {
+                    "event": "progress",
+                    "desc": self.desc,
+                    "n": self.n,
+                    "total": self.total,
+                    "unit": self.unit,
+                }
+            ).decode()
+        )
 
 
 class progress:
@@ -186,11 +207,21 @@ class progress:
         from tqdm import tqdm
 
         self.iterable = iterable
-        self.records = ProgressRecords(total if total is not None else _length(iterable), desc, unit) \
-            if os.environ.get(PROGRESS_ENV) == "json" and not sys.stderr.isatty() else None
+        self.records = (
+            ProgressRecords(total if total is not None else _length(iterable), desc, unit)
+            if os.environ.get(PROGRESS_ENV) == "json" and not sys.stderr.isatty()
+            else None
+        )
         self.bar = self.records or tqdm(
-            iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr,
-            disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            unit_scale=unit == "B",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
         )
 
     def __enter__(self):

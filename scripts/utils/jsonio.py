@@ -223,7 +223,10 @@ def holding(lock: FileLock, path: Path):
         with lock:
             yield
     except Timeout:
-        raise InputError(f"could not lock the file within {LOCK_TIMEOUT_S} s: another process holds it", file=path)
+        raise InputError(
+            f"could not lock the file within {LOCK_TIMEOUT_S} s: another process holds it",
+            file=path,
+        )
 
 
 def locked_update(path: Path, change, empty, checked: bool = True):
@@ -323,7 +326,7 @@ def _repair_tail(handle) -> str | None:
             break
         start = max(0, start - (1 << 20))
     line_start = start + cut + 1 if cut >= 0 else 0
-    fragment = tail[cut + 1:] if cut >= 0 else tail
+    fragment = tail[cut + 1 :] if cut >= 0 else tail
     try:
         orjson.loads(fragment)
         handle.seek(size)
@@ -349,5 +352,7 @@ def read_json_lines(path: Path) -> list:
         except orjson.JSONDecodeError as exc:
             if number == len(lines):
                 break
-            raise InputError(f"invalid JSON line: {exc.msg}", file=path, line=number, column=exc.colno)
+            raise InputError(
+                f"invalid JSON line: {exc.msg}", file=path, line=number, column=exc.colno
+            )
     return records

@@ -37,14 +37,14 @@ import orjson
 
 from scripts.utils.errors import InputError
 
-MAX_DEPTH = 64                       # nesting of configs, --set keys and values
-MAX_CONFIG_BYTES = 64 * 1024 ** 2    # a config or seeds file
-MAX_TABLE_BYTES = 4 * 1024 ** 3      # a records table, a registry, a manifest
-INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1   # what orjson writes exactly
+MAX_DEPTH = 64  # nesting of configs, --set keys and values
+MAX_CONFIG_BYTES = 64 * 1024**2  # a config or seeds file
+MAX_TABLE_BYTES = 4 * 1024**3  # a records table, a registry, a manifest
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what orjson writes exactly
 MAX_PIXELS_ENV = "CRH_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_VOLUME_PIXELS_ENV = "CRH_MAX_VOLUME_PIXELS"
-DEFAULT_MAX_VOLUME_PIXELS = 2 ** 30
+DEFAULT_MAX_VOLUME_PIXELS = 2**30
 MAX_EXPERIMENT_BYTES_ENV = "CRH_MAX_EXPERIMENT_BYTES"
 DEFAULT_MAX_EXPERIMENT_BYTES = 8 << 30
 
@@ -79,11 +79,17 @@ def max_volume_pixels() -> int:
 
 def check_pixels(count: int, shape_text: str, file=None, volume: bool = False) -> None:
     """Refuse an image (or, with ``volume``, a stacked series) over its cap, before decoding it."""
-    cap, variable = (max_volume_pixels(), MAX_VOLUME_PIXELS_ENV) if volume else (max_pixels(), MAX_PIXELS_ENV)
+    cap, variable = (
+        (max_volume_pixels(), MAX_VOLUME_PIXELS_ENV) if volume else (max_pixels(), MAX_PIXELS_ENV)
+    )
     if count > cap:
-        raise InputError(f"{'volume' if volume else 'image'} of {shape_text} ({count:,} values) is over the "
-                         f"decoded-size cap of {cap:,} (raise it with {variable})", file=file, pixels=count,
-                         max_pixels=cap)
+        raise InputError(
+            f"{'volume' if volume else 'image'} of {shape_text} ({count:,} values) is over the "
+            f"decoded-size cap of {cap:,} (raise it with {variable})",
+            file=file,
+            pixels=count,
+            max_pixels=cap,
+        )
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +107,9 @@ def check_png_pixels(path) -> None:
     width, height, _, color_type = struct.unpack(">IIBB", head[16:26])
     channels = _PNG_CHANNELS.get(color_type)
     if channels is None or width == 0 or height == 0:
-        raise InputError(f"PNG header is invalid: {width}x{height}, colour type {color_type}", file=path)
+        raise InputError(
+            f"PNG header is invalid: {width}x{height}, colour type {color_type}", file=path
+        )
     check_pixels(width * height * channels, f"{width}x{height}x{channels}", file=path)
 
 
@@ -119,7 +127,9 @@ def regular_file(path, what: str = "file") -> os.stat_result:
     if stat_module.S_ISDIR(info.st_mode):
         raise InputError(f"{what} is a folder, not a file", file=path)
     if not stat_module.S_ISREG(info.st_mode):
-        raise InputError(f"{what} is not a regular file (a FIFO, socket or device): it is never read", file=path)
+        raise InputError(
+            f"{what} is not a regular file (a FIFO, socket or device): it is never read", file=path
+        )
     return info
 
 
@@ -128,11 +138,17 @@ def read_input_bytes(path, max_bytes: int, what: str = "file") -> bytes:
     path = Path(path)
     info = regular_file(path, what)
     if info.st_size > max_bytes:
-        raise InputError(f"{what} is {info.st_size:,} bytes, over the limit of {max_bytes:,}", file=path)
+        raise InputError(
+            f"{what} is {info.st_size:,} bytes, over the limit of {max_bytes:,}", file=path
+        )
     try:
-        with open(path, "rb") as handle:  # what the file holds (plus one byte to see it grow), never the cap
+        with open(
+            path, "rb"
+        ) as handle:  # what the file holds (plus one byte to see it grow), never the cap
             data = handle.read(min(info.st_size, max_bytes) + 1)
-            while info.st_size < len(data) <= max_bytes:  # longer than it said (growing, /proc): 1 MiB at a time
+            while (
+                info.st_size < len(data) <= max_bytes
+            ):  # longer than it said (growing, /proc): 1 MiB at a time
                 more = handle.read(min(1 << 20, max_bytes + 1 - len(data)))
                 if not more:
                     break
@@ -142,7 +158,9 @@ def read_input_bytes(path, max_bytes: int, what: str = "file") -> bytes:
     except OSError as exc:
         raise InputError(f"cannot read {what}: {exc.strerror or exc}", file=path)
     if len(data) > max_bytes:
-        raise InputError(f"{what} grew over the limit of {max_bytes:,} bytes while being read", file=path)
+        raise InputError(
+            f"{what} grew over the limit of {max_bytes:,} bytes while being read", file=path
+        )
     return data
 
 
@@ -184,11 +202,17 @@ def check_plain(value, file=None, where: str = "", depth: int = 0) -> None:
     """
     kind = type(value)
     if kind in (dict, list, tuple) and depth >= MAX_DEPTH:
-        raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=file, key=printable_name(where) or None)
+        raise InputError(
+            f"nested more than {MAX_DEPTH} levels deep",
+            file=file,
+            key=printable_name(where) or None,
+        )
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise InputError(f"keys must be strings, not {type(key).__name__}", file=file, key=where or None)
+                raise InputError(
+                    f"keys must be strings, not {type(key).__name__}", file=file, key=where or None
+                )
             _check_text(key, file, where, "key")
             check_plain(item, file, f"{where}.{key}" if where else key, depth + 1)
     elif kind is list or kind is tuple:
@@ -197,16 +221,23 @@ def check_plain(value, file=None, where: str = "", depth: int = 0) -> None:
     elif kind is str:
         _check_text(value, file, where, "value")
     elif kind is int and not INT_MIN <= value <= INT_MAX:
-        raise InputError("integer beyond 64 bits (from -2**63 to 2**64-1); write it as a string if it is a name",
-                         file=file, key=printable_name(where) or None)
+        raise InputError(
+            "integer beyond 64 bits (from -2**63 to 2**64-1); write it as a string if it is a name",
+            file=file,
+            key=printable_name(where) or None,
+        )
 
 
 def _check_text(text: str, file, where: str, role: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"a {role} is not valid Unicode (a lone surrogate such as \\udcff, or bytes that are not "
-                         f"UTF-8): {printable_name(text)!r}", file=file, key=printable_name(where) or None)
+        raise InputError(
+            f"a {role} is not valid Unicode (a lone surrogate such as \\udcff, or bytes that are not "
+            f"UTF-8): {printable_name(text)!r}",
+            file=file,
+            key=printable_name(where) or None,
+        )
 
 
 def printable_name(raw: str) -> str:
@@ -217,13 +248,18 @@ def printable_name(raw: str) -> str:
         raw.encode("utf-8")
         return raw
     except UnicodeEncodeError:
-        return os.fsencode(raw).decode("utf-8", "backslashreplace") if _fs_encodable(raw) \
+        return (
+            os.fsencode(raw).decode("utf-8", "backslashreplace")
+            if _fs_encodable(raw)
             else raw.encode("utf-8", "backslashreplace").decode("utf-8")
+        )
 
 
 def name_hex(raw: str) -> str:
     """The exact bytes of a file name, in hex: ``bytes.fromhex`` rebuilds it."""
-    return os.fsencode(raw).hex() if _fs_encodable(raw) else raw.encode("utf-8", "surrogatepass").hex()
+    return (
+        os.fsencode(raw).hex() if _fs_encodable(raw) else raw.encode("utf-8", "surrogatepass").hex()
+    )
 
 
 def _fs_encodable(raw: str) -> bool:

@@ -84,83 +84,207 @@ import orjson
 from scripts.utils import timestamps
 from scripts.utils.errors import InputError
 
-
-BLOCK_BYTES = 1 << 18          # input is read in blocks of whole lines
-MAX_PROCESSES = 8              # --workers beyond the CPUs or this gain nothing and cost memory
-MAX_LINE_BYTES = 1 << 20       # a longer line is cut into pieces (flagged "split")
-MAX_JOINED_LINES = 10_000      # continuation lines joined into one record at most
+BLOCK_BYTES = 1 << 18  # input is read in blocks of whole lines
+MAX_PROCESSES = 8  # --workers beyond the CPUs or this gain nothing and cost memory
+MAX_LINE_BYTES = 1 << 20  # a longer line is cut into pieces (flagged "split")
+MAX_JOINED_LINES = 10_000  # continuation lines joined into one record at most
 MAX_JOINED_CHARS = 4 << 20
-MAX_DICT_CHARS = 1 << 16       # a printed Python dict longer than this stays plain text
-MAX_PROGRESS_CHARS = 4096      # a longer line is no progress bar (and its regexes never see it)
-PARALLEL_AFTER_BLOCKS = 4      # with --workers > 1, start the processes once the input is this large
+MAX_DICT_CHARS = 1 << 16  # a printed Python dict longer than this stays plain text
+MAX_PROGRESS_CHARS = 4096  # a longer line is no progress bar (and its regexes never see it)
+PARALLEL_AFTER_BLOCKS = 4  # with --workers > 1, start the processes once the input is this large
 PROGRESS_MODES = ("all", "last", "none")
 
 # Formats whose records take the continuation lines that follow them.
-CONTINUED_FORMATS = frozenset({"python", "transformers", "lightning", "python_warning", "glog", "c10", "nccl",
-                               "env_logger", "datetime", "traceback", "tensorflow", "level_prefix"})
-INDENTED_CONTINUATIONS = frozenset({"python_warning"})  # a warning's source line is indented; nothing else joins
+CONTINUED_FORMATS = frozenset(
+    {
+        "python",
+        "transformers",
+        "lightning",
+        "python_warning",
+        "glog",
+        "c10",
+        "nccl",
+        "env_logger",
+        "datetime",
+        "traceback",
+        "tensorflow",
+        "level_prefix",
+    }
+)
+INDENTED_CONTINUATIONS = frozenset(
+    {"python_warning"}
+)  # a warning's source line is indented; nothing else joins
 TRACEBACK_HEAD = "Traceback (most recent call last):"
 
 _LEVEL_NAMES = {
-    "TRACE": "trace", "DEBUG": "debug", "INFO": "info", "NOTICE": "info",
-    "WARNING": "warning", "WARN": "warning", "ERROR": "error", "ERR": "error",
-    "CRITICAL": "critical", "FATAL": "critical", "NOTSET": "notset",
+    "TRACE": "trace",
+    "DEBUG": "debug",
+    "INFO": "info",
+    "NOTICE": "info",
+    "WARNING": "warning",
+    "WARN": "warning",
+    "ERROR": "error",
+    "ERR": "error",
+    "CRITICAL": "critical",
+    "FATAL": "critical",
+    "NOTSET": "notset",
 }
-_INITIAL_LEVELS = {"D": "debug", "V": "debug", "I": "info", "W": "warning", "E": "error", "F": "critical"}
-_SYSLOG_SEVERITIES = ("critical", "critical", "critical", "error", "warning", "info", "info", "debug")
-_SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-                      "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
-                      "local3", "local4", "local5", "local6", "local7")
-_NCCL_LEVELS = {"INFO": "info", "WARN": "warning", "TRACE": "trace", "CALL": "trace", "ABORT": "critical"}
-_SLURM_LEVELS = {"error": "error", "warning": "warning", "fatal": "critical", "info": "info", "verbose": "debug"}
-_MONTHS = {name: index for index, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+_INITIAL_LEVELS = {
+    "D": "debug",
+    "V": "debug",
+    "I": "info",
+    "W": "warning",
+    "E": "error",
+    "F": "critical",
+}
+_SYSLOG_SEVERITIES = (
+    "critical",
+    "critical",
+    "critical",
+    "error",
+    "warning",
+    "info",
+    "info",
+    "debug",
+)
+_SYSLOG_FACILITIES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "audit",
+    "alert",
+    "clock",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+)
+_NCCL_LEVELS = {
+    "INFO": "info",
+    "WARN": "warning",
+    "TRACE": "trace",
+    "CALL": "trace",
+    "ABORT": "critical",
+}
+_SLURM_LEVELS = {
+    "error": "error",
+    "warning": "warning",
+    "fatal": "critical",
+    "info": "info",
+    "verbose": "debug",
+}
+_MONTHS = {
+    name: index
+    for index, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
 _FIELD_ALIASES = {
-    "ts": "ts", "time": "ts", "timestamp": "ts", "t": "ts", "@timestamp": "ts", "asctime": "ts",
-    "level": "level", "lvl": "level", "severity": "level", "levelname": "level",
-    "msg": "msg", "message": "msg",
-    "source": "source", "logger": "source", "name": "source", "target": "source",
-    "module": "source", "caller": "source", "component": "source",
+    "ts": "ts",
+    "time": "ts",
+    "timestamp": "ts",
+    "t": "ts",
+    "@timestamp": "ts",
+    "asctime": "ts",
+    "level": "level",
+    "lvl": "level",
+    "severity": "level",
+    "levelname": "level",
+    "msg": "msg",
+    "message": "msg",
+    "source": "source",
+    "logger": "source",
+    "name": "source",
+    "target": "source",
+    "module": "source",
+    "caller": "source",
+    "component": "source",
 }
-_SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "Z": 1e21, "Y": 1e24}
+_SCALE = {
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Z": 1e21,
+    "Y": 1e24,
+}
 
 # Header patterns match the header only; the message is the rest of the line
 # (a trailing `(.*)` would cost time on every line). `[ \t]` rather than `\s`
 # between fields, as loggers write them.
 _LVL = r"(TRACE|DEBUG|INFO|NOTICE|WARNING|WARN|ERROR|CRITICAL|FATAL|NOTSET)"
 # date, clock, fraction, zone
-_ISO = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d(?::?\d\d)?| UTC)?")
-_AFTER_DASHED = re.compile(r" - (\S*) - " + _LVL + r"\b(?: - ?|$)")                 # source, level
-_AFTER_LEVEL = re.compile(r"\]?[ \t]*(?:[-|:][ \t]*)?\[?" + _LVL + r"\b\]?")       # level
-_COLON_NAME = re.compile(r":([^:\s]*):")                                          # ts:LEVEL:name:msg
-_FLASK_NAME = re.compile(r"[ \t]+in[ \t]+([\w.<>\-]+):[ \t]?")                     # [ts] LEVEL in module: msg
-_BRACKET_NAME = re.compile(r"[ \t]*\[([^\]\s]+)\][ \t]?")                            # [ts] [LEVEL] [file:line:func] msg
+_ISO = re.compile(
+    r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d(?::?\d\d)?| UTC)?"
+)
+_AFTER_DASHED = re.compile(r" - (\S*) - " + _LVL + r"\b(?: - ?|$)")  # source, level
+_AFTER_LEVEL = re.compile(r"\]?[ \t]*(?:[-|:][ \t]*)?\[?" + _LVL + r"\b\]?")  # level
+_COLON_NAME = re.compile(r":([^:\s]*):")  # ts:LEVEL:name:msg
+_FLASK_NAME = re.compile(r"[ \t]+in[ \t]+([\w.<>\-]+):[ \t]?")  # [ts] LEVEL in module: msg
+_BRACKET_NAME = re.compile(r"[ \t]*\[([^\]\s]+)\][ \t]?")  # [ts] [LEVEL] [file:line:func] msg
 _SEPARATOR_NAME = re.compile(r"[ \t]*(?:[-|:][ \t]*)?(?:(\S+) - [ \t]*|([\w.<>\-]+):(?:[ \t]+|$))?")
-_AFTER_HYDRA = re.compile(r"\]\[([^\]]*)\]\[" + _LVL + r"\](?: -)? ?")             # source, level
+_AFTER_HYDRA = re.compile(r"\]\[([^\]]*)\]\[" + _LVL + r"\](?: -)? ?")  # source, level
 _AFTER_RSYSLOG = re.compile(r" ([\w.:-]+) ([A-Za-z][\w./()-]*?)(?:\[(\d+)\])?: ?")  # host, tag, pid
 _AFTER_DATETIME = re.compile(r"(?:[ \t]*[-|:>]+[ \t]+|[ \t]+|$)")
-_AFTER_TENSORFLOW = re.compile(r": ([DIWEF]) ([^\s\]]+?):(\d+)\] ?")          # level, file, line
-_US_DATE = re.compile(r"(\d\d)/(\d\d)/(\d{4}) (\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))? - " + _LVL + r" - (.*?) - ")
-_ENV_LOGGER = re.compile(r"\[(?:(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)[ \t]+)?"
-                         + _LVL + r"[ \t]*([^\]\s]*)[ \t]*\][ \t]?")
+_AFTER_TENSORFLOW = re.compile(r": ([DIWEF]) ([^\s\]]+?):(\d+)\] ?")  # level, file, line
+_US_DATE = re.compile(
+    r"(\d\d)/(\d\d)/(\d{4}) (\d\d:\d\d:\d\d)(?:[.,](\d{1,9}))? - " + _LVL + r" - (.*?) - "
+)
+_ENV_LOGGER = re.compile(
+    r"\[(?:(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)[ \t]+)?"
+    + _LVL
+    + r"[ \t]*([^\]\s]*)[ \t]*\][ \t]?"
+)
 _PY_DEFAULT = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL|WARN|TRACE):([^:\s]*):[ \t]?")
-_LEVEL_PREFIX = re.compile(_LVL + r"(?::| -| \|)[ \t]+")                                  # WARNING: msg
-_GLOG = re.compile(r"([DIWEF])(\d{8}|\d{4}) (\d\d:\d\d:\d+)(?:\.(\d{1,9}))? +(\d+) ([^\s\]]+?):(\d+)\] ?")
-_C10 = re.compile(r"\[([FEWIV])(?:(\d{3,4}) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?)? ([^\s\]]+?):(\d+)\] ?")
-_TRANSFORMERS = re.compile(r"\[" + _LVL + r"\|([^\]|]+?):(\d+)\] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,](\d{1,9}))? >> ?")
+_LEVEL_PREFIX = re.compile(_LVL + r"(?::| -| \|)[ \t]+")  # WARNING: msg
+_GLOG = re.compile(
+    r"([DIWEF])(\d{8}|\d{4}) (\d\d:\d\d:\d+)(?:\.(\d{1,9}))? +(\d+) ([^\s\]]+?):(\d+)\] ?"
+)
+_C10 = re.compile(
+    r"\[([FEWIV])(?:(\d{3,4}) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?)? ([^\s\]]+?):(\d+)\] ?"
+)
+_TRANSFORMERS = re.compile(
+    r"\[" + _LVL + r"\|([^\]|]+?):(\d+)\] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,](\d{1,9}))? >> ?"
+)
 _LIGHTNING = re.compile(r"\[rank: (\d+)\] ?")
 _RANK_PREFIX = re.compile(r"\[([A-Za-z_][\w-]*?)?(\d+)\]: ?|\[\d+,(\d+)\]<(stdout|stderr)>: ?")
 _SYSLOG_PRI = re.compile(r"<(\d{1,3})>")
-_SYSLOG_3164 = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d:\d\d:\d\d) ([\w.:-]+) ([^\s:\[]+)(?:\[(\d+)\])?: ?")
+_SYSLOG_3164 = re.compile(
+    r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d:\d\d:\d\d) ([\w.:-]+) ([^\s:\[]+)(?:\[(\d+)\])?: ?"
+)
 _SYSLOG_5424 = re.compile(r"1 (\S+) (\S+) (\S+) (\S+) (\S+) ")
 _SD_ELEMENT = re.compile(r'\[([^\s\]=]+)((?: [^\s\]=]+="(?:[^"\\\]]|\\.)*")*)\]')
 _SD_PARAM = re.compile(r' ([^\s\]=]+)="((?:[^"\\\]]|\\.)*)"')
 _SD_UNESCAPE = re.compile(r'\\([\\"\]])')
-_SLURM = re.compile(r"(slurmstepd|srun|sbatch|salloc|sattach|scancel|scontrol)(?:-([\w.-]+))?: "
-                    r"(?:(error|warning|fatal|info|verbose|debug\d?): )?")
-_SLURM_CANCELLED = re.compile(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)")
-_NCCL = re.compile(r"(?:\[(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))?\] )?([\w.-]+):(\d+):(\d+) \[(\d+)\] "
-                   r"(?:[\d.]+ )?(?:(\S+):(\d+) (?:\([^)]*\) )?)?NCCL (INFO|WARN|TRACE|CALL|ABORT)\b ?")
+_SLURM = re.compile(
+    r"(slurmstepd|srun|sbatch|salloc|sattach|scancel|scontrol)(?:-([\w.-]+))?: "
+    r"(?:(error|warning|fatal|info|verbose|debug\d?): )?"
+)
+_SLURM_CANCELLED = re.compile(
+    r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)"
+)
+_NCCL = re.compile(
+    r"(?:\[(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))?\] )?([\w.-]+):(\d+):(\d+) \[(\d+)\] "
+    r"(?:[\d.]+ )?(?:(\S+):(\d+) (?:\([^)]*\) )?)?NCCL (INFO|WARN|TRACE|CALL|ABORT)\b ?"
+)
 _PY_WARNING = re.compile(r"(.+?\.py):(\d+): (?:([A-Z]\w*Warning): )?")
 # Progress bars are read in pieces, each matched where it must stand, never by one pattern that starts with a
 # lazy ``(.*?)``: that form retries everything after it at every position, quadratic in a crafted line.
@@ -171,22 +295,36 @@ _TQDM_COUNTS = re.compile(r"[^|]*\| *([\d.]+[kMGTPEZY]?)/([\d.]+[kMGTPEZY]?) \["
 _TQDM_TIMES = re.compile(r"([^<]*)<([^,]*)(?:,( *[^,]*))?(?:, (.*))?", re.DOTALL)
 # tqdm without a total: "{desc}{n}{unit} [{elapsed}, {rate}, {postfix}]"
 _TQDM_UNSIZED_ELAPSED = re.compile(r" \[(\d[\d:d ]*),")
-_TQDM_UNSIZED_COUNT = re.compile(r"(?<![\d.])([\d.]+[kMGTPEZY]?)([A-Za-z]*)\Z")  # searched up to each " [d"
+_TQDM_UNSIZED_COUNT = re.compile(
+    r"(?<![\d.])([\d.]+[kMGTPEZY]?)([A-Za-z]*)\Z"
+)  # searched up to each " [d"
 _TQDM_UNSIZED_TAIL = re.compile(r"( *[^,]*)(?:, (.*))?", re.DOTALL)
-MAX_BAR_TRIES = 4  # places a bar may start that are tried in one line: real lines hold one bar near the start
-_RICH_BAR = re.compile(r"(?<![━╸╺])[━╸╺]+(?= |$)")  # a whole run of bar glyphs, then a blank or the end
-RICH_COLUMNS_CHARS = 512  # what follows a rich bar that is read for its columns (count, percent, times, rate)
+MAX_BAR_TRIES = (
+    4  # places a bar may start that are tried in one line: real lines hold one bar near the start
+)
+_RICH_BAR = re.compile(
+    r"(?<![━╸╺])[━╸╺]+(?= |$)"
+)  # a whole run of bar glyphs, then a blank or the end
+RICH_COLUMNS_CHARS = (
+    512  # what follows a rich bar that is read for its columns (count, percent, times, rate)
+)
 _RICH_COUNT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 _RICH_PERCENT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)%")
-_RICH_TIMES = re.compile(r"(?<![\d:-])(?:([\d-]+:[\d-]{2}:[\d-]{2}) • ([\d-]+:[\d-]{2}:[\d-]{2})|([\d-]+:[\d-]{2}:[\d-]{2}))")
+_RICH_TIMES = re.compile(
+    r"(?<![\d:-])(?:([\d-]+:[\d-]{2}:[\d-]{2}) • ([\d-]+:[\d-]{2}:[\d-]{2})|([\d-]+:[\d-]{2}:[\d-]{2}))"
+)
 _RATE = re.compile(r"(?<![\d.])(?:([\d.]+) ?([A-Za-z]*)/s(?![A-Za-z])|([\d.]+) ?s/([A-Za-z]+))")
 _LOGFMT_PAIR_TEXT = r'[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
 # Pairs apart by blanks: a value can then not shrink into the next key, so a long line costs linear time.
-_LOGFMT_LINE = re.compile(r"[ \t]*" + _LOGFMT_PAIR_TEXT + r"(?:[ \t]+" + _LOGFMT_PAIR_TEXT + r")+[ \t]*")
+_LOGFMT_LINE = re.compile(
+    r"[ \t]*" + _LOGFMT_PAIR_TEXT + r"(?:[ \t]+" + _LOGFMT_PAIR_TEXT + r")+[ \t]*"
+)
 _LOGFMT_PAIR = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _LOGFMT_UNESCAPE = re.compile(r"\\(.)")
 _EPOCH_TEXT = re.compile(r"\d{9,19}(?:\.\d+)?")
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[@-Z\\-_])")
+_ANSI = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[@-Z\\-_])"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
 
 
@@ -204,7 +342,9 @@ def parse_utc_offset(text: str) -> timedelta:
     delta = timedelta(hours=hours, minutes=minutes)
     delta = delta if match.group(1) == "+" else -delta
     if minutes > 59 or not timedelta(hours=-12) <= delta <= timedelta(hours=14):
-        raise InputError("--utc-offset must lie between -12:00 and +14:00 (minutes 00 to 59)", value=text)
+        raise InputError(
+            "--utc-offset must lie between -12:00 and +14:00 (minutes 00 to 59)", value=text
+        )
     return delta
 
 
@@ -215,7 +355,10 @@ def parse_year_reference(text: str | None) -> date:
         return timestamps.now().date()
     match = re.fullmatch(r"(\d{4})(?:-(\d\d)-(\d\d))?", text)
     if match is None or int(match.group(1)) < 1900:
-        raise InputError("--year must be a year (2025) or the log's last day (2025-03-01), from 1900 on", value=text)
+        raise InputError(
+            "--year must be a year (2025) or the log's last day (2025-03-01), from 1900 on",
+            value=text,
+        )
     if match.group(2) is None:
         return date(int(match.group(1)), 12, 31)
     try:
@@ -229,7 +372,7 @@ class Settings:
     """What a conversion depends on besides the input (picklable, for worker processes)."""
 
     utc_offset: timedelta = timedelta(0)
-    year_reference: date | None = None   # None: the run's stamp
+    year_reference: date | None = None  # None: the run's stamp
     progress: str = "all"
     label: str | None = None
     max_joined_lines: int = MAX_JOINED_LINES
@@ -279,7 +422,9 @@ class _Clock:
         elif len(zone) == 3:  # +01
             zone += ":00"
         try:
-            prefix = timestamps.format_iso(timestamps.parse_timestamp(f"{day}T{hour_minute}:00{zone}"))[:16]
+            prefix = timestamps.format_iso(
+                timestamps.parse_timestamp(f"{day}T{hour_minute}:00{zone}")
+            )[:16]
         except InputError:
             prefix = ""
         if len(self.cache) > 4096:
@@ -290,13 +435,19 @@ class _Clock:
     def year_for(self, month: int, day: int) -> int:
         """The year of a month-day without one: within the twelve months ending on the reference."""
         reference = self.reference
-        return reference.year if (month, day) <= (reference.month, reference.day) else reference.year - 1
+        return (
+            reference.year
+            if (month, day) <= (reference.month, reference.day)
+            else reference.year - 1
+        )
 
     def month_day(self, month: int, day: int, clock: str, fraction):
         """A stamp without year or zone (glog, c10, RFC 3164), read in the default zone."""
         if not 1 <= month <= 12:
             return None
-        return self.utc(f"{self.year_for(month, day):04d}-{month:02d}-{day:02d}", clock, fraction, None)
+        return self.utc(
+            f"{self.year_for(month, day):04d}-{month:02d}-{day:02d}", clock, fraction, None
+        )
 
 
 def _record(ts, level, source, msg, fmt: str, number: int, raw_ts=None) -> dict:
@@ -307,17 +458,32 @@ def _record(ts, level, source, msg, fmt: str, number: int, raw_ts=None) -> dict:
 
 
 def _plain_record(text: str, number: int) -> dict:
-    return {"ts": None, "level": None, "source": None, "msg": text, "format": "plain", "line": number}
+    return {
+        "ts": None,
+        "level": None,
+        "source": None,
+        "msg": text,
+        "format": "plain",
+        "line": number,
+    }
 
 
 def _unjoined_record(text: str, number: int) -> dict:
     """A line that starts no record and continues none: an uncaught exception's traceback, or plain text."""
     if text == TRACEBACK_HEAD:
-        return {"ts": None, "level": "error", "source": None, "msg": text, "format": "traceback", "line": number}
+        return {
+            "ts": None,
+            "level": "error",
+            "source": None,
+            "msg": text,
+            "format": "traceback",
+            "line": number,
+        }
     return _plain_record(text, number)
 
 
 # ---------------------------------------------------------------- headers, by the line's first character
+
 
 def _dated(line: str, number: int, clock: _Clock):
     """Lines that start with a digit: Python asctime forms, rsyslog, HF's US date, any ISO date-time."""
@@ -335,21 +501,33 @@ def _dated(line: str, number: int, clock: _Clock):
     after = _AFTER_TENSORFLOW.match(line, end)
     if after:  # TensorFlow's C++ logging before 2.16
         initial, path, line_number = after.groups()
-        return _record(ts, _INITIAL_LEVELS[initial], f"{path}:{line_number}", line[after.end():], "tensorflow",
-                       number, raw_ts)
-    if stamp.group(3) and len(stamp.group(3)) == 6 and stamp.group(4) and stamp.group(4)[0] in "+-Z" \
-            and line[10] == "T":
+        return _record(
+            ts,
+            _INITIAL_LEVELS[initial],
+            f"{path}:{line_number}",
+            line[after.end() :],
+            "tensorflow",
+            number,
+            raw_ts,
+        )
+    if (
+        stamp.group(3)
+        and len(stamp.group(3)) == 6
+        and stamp.group(4)
+        and stamp.group(4)[0] in "+-Z"
+        and line[10] == "T"
+    ):
         after = _AFTER_RSYSLOG.match(line, end)
         if after:
             host, tag, pid = after.groups()
-            record = _record(ts, None, tag, line[after.end():], "syslog", number, raw_ts)
+            record = _record(ts, None, tag, line[after.end() :], "syslog", number, raw_ts)
             record["host"] = host
             if pid:
                 record["pid"] = int(pid)
             return record
     after = _AFTER_DATETIME.match(line, end)
     if after:
-        return _record(ts, None, None, line[after.end():], "datetime", number, raw_ts)
+        return _record(ts, None, None, line[after.end() :], "datetime", number, raw_ts)
     return None
 
 
@@ -359,7 +537,9 @@ def _python_after_stamp(line: str, end: int, ts, raw_ts, number: int, named_firs
     after = named_first.match(line, end)
     if after:
         source, level = after.groups()
-        return _record(ts, _LEVEL_NAMES[level], source or None, line[after.end():], "python", number, raw_ts)
+        return _record(
+            ts, _LEVEL_NAMES[level], source or None, line[after.end() :], "python", number, raw_ts
+        )
     parsed = _level_and_source(line, end)
     if parsed:
         level, source, start = parsed
@@ -376,8 +556,11 @@ def _level_and_source(line: str, end: int):
     if match is None:
         return None
     level, position = match.group(1), match.end()
-    named = _COLON_NAME.match(line, position) or _FLASK_NAME.match(line, position) \
+    named = (
+        _COLON_NAME.match(line, position)
+        or _FLASK_NAME.match(line, position)
         or _BRACKET_NAME.match(line, position)
+    )
     if named:
         return level, named.group(1) or None, named.end()
     named = _SEPARATOR_NAME.match(line, position)
@@ -391,8 +574,10 @@ def _us_dated(line: str, number: int, clock: _Clock):
         return None
     month, day, year, time_of_day, fraction, level, source = match.groups()
     ts = clock.utc(f"{year}-{month}-{day}", time_of_day, fraction, None)
-    raw_ts = line[:match.end(5) if fraction else match.end(4)]
-    return _record(ts, _LEVEL_NAMES[level], source or None, line[match.end():], "python", number, raw_ts)
+    raw_ts = line[: match.end(5) if fraction else match.end(4)]
+    return _record(
+        ts, _LEVEL_NAMES[level], source or None, line[match.end() :], "python", number, raw_ts
+    )
 
 
 def _bracketed(line: str, number: int, clock: _Clock):
@@ -402,16 +587,30 @@ def _bracketed(line: str, number: int, clock: _Clock):
         initial, month_day, time_of_day, fraction, path, line_number = match.groups()
         ts = raw_ts = None
         if month_day:
-            raw_ts = line[2:match.end(4) if fraction else match.end(3)]
+            raw_ts = line[2 : match.end(4) if fraction else match.end(3)]
             ts = clock.month_day(int(month_day[:-2]), int(month_day[-2:]), time_of_day, fraction)
-        return _record(ts, _INITIAL_LEVELS[initial], f"{path}:{line_number}", line[match.end():], "c10", number,
-                       raw_ts)
+        return _record(
+            ts,
+            _INITIAL_LEVELS[initial],
+            f"{path}:{line_number}",
+            line[match.end() :],
+            "c10",
+            number,
+            raw_ts,
+        )
     if "|" in line[:12] and (match := _TRANSFORMERS.match(line)):
         level, path, line_number, stamp, fraction = match.groups()
         day, time_of_day = stamp.split(" ")
         ts = clock.utc(day, time_of_day, fraction, None)
-        return _record(ts, _LEVEL_NAMES[level], f"{path}:{line_number}", line[match.end():], "transformers",
-                       number, line[match.start(4):match.end(5) if fraction else match.end(4)])
+        return _record(
+            ts,
+            _LEVEL_NAMES[level],
+            f"{path}:{line_number}",
+            line[match.end() :],
+            "transformers",
+            number,
+            line[match.start(4) : match.end(5) if fraction else match.end(4)],
+        )
     match = _ENV_LOGGER.match(line)
     if match:
         raw_ts, level, source = match.groups()
@@ -420,25 +619,27 @@ def _bracketed(line: str, number: int, clock: _Clock):
             stamp = _ISO.fullmatch(raw_ts)
             ts = clock.utc(*stamp.groups()) if stamp else None
         fmt = "env_logger" if raw_ts or source else "level_prefix"  # a bare [INFO] names no crate
-        return _record(ts, _LEVEL_NAMES[level], source or None, line[match.end():], fmt, number, raw_ts)
+        return _record(
+            ts, _LEVEL_NAMES[level], source or None, line[match.end() :], fmt, number, raw_ts
+        )
     if "0" <= second <= "9":
         stamp = _ISO.match(line, 1)
         if stamp:
-            raw_ts, end = line[1:stamp.end()], stamp.end()
+            raw_ts, end = line[1 : stamp.end()], stamp.end()
             ts = clock.utc(*stamp.groups())
             record = _python_after_stamp(line, end, ts, raw_ts, number, _AFTER_HYDRA)
             if record:
                 return record
             if " NCCL " in line:
                 return _nccl(line, number, clock)
-            if line[end:end + 1] == "]":
+            if line[end : end + 1] == "]":
                 after = _AFTER_DATETIME.match(line, end + 1)
                 if after:
-                    return _record(ts, None, None, line[after.end():], "datetime", number, raw_ts)
+                    return _record(ts, None, None, line[after.end() :], "datetime", number, raw_ts)
         return None
     match = _LIGHTNING.match(line)
     if match:
-        record = _record(None, None, None, line[match.end():], "lightning", number)
+        record = _record(None, None, None, line[match.end() :], "lightning", number)
         record["rank"] = int(match.group(1))
         return record
     return None
@@ -459,26 +660,41 @@ def _lettered(line: str, number: int, clock: _Clock):
     match = _PY_DEFAULT.match(line)
     if match:
         level, source = match.groups()
-        return _record(None, _LEVEL_NAMES[level], source or None, line[match.end():], "python", number)
+        return _record(
+            None, _LEVEL_NAMES[level], source or None, line[match.end() :], "python", number
+        )
     match = _LEVEL_PREFIX.match(line)
     if match:
-        return _record(None, _LEVEL_NAMES[match.group(1)], None, line[match.end():], "level_prefix", number)
+        return _record(
+            None, _LEVEL_NAMES[match.group(1)], None, line[match.end() :], "level_prefix", number
+        )
     return None
 
 
 def _glog(line: str, match, number: int, clock: _Clock) -> dict:
     initial, month_day, time_of_day, fraction, thread, path, line_number = match.groups()
-    raw_ts = line[1:match.start(5)].rstrip()
+    raw_ts = line[1 : match.start(5)].rstrip()
     if month_day == "0000" and time_of_day.startswith("00:00:") and len(time_of_day) > 8:
-        ts = _epoch_stamp(int(time_of_day[6:]), fraction)  # absl before its clock is set up: Unix seconds
+        ts = _epoch_stamp(
+            int(time_of_day[6:]), fraction
+        )  # absl before its clock is set up: Unix seconds
     elif len(time_of_day) != 8:
         ts = None
     elif len(month_day) == 8:  # glog >= 0.6 writes the year
-        ts = clock.utc(f"{month_day[:4]}-{month_day[4:6]}-{month_day[6:]}", time_of_day, fraction, None)
+        ts = clock.utc(
+            f"{month_day[:4]}-{month_day[4:6]}-{month_day[6:]}", time_of_day, fraction, None
+        )
     else:
         ts = clock.month_day(int(month_day[:2]), int(month_day[2:]), time_of_day, fraction)
-    record = _record(ts, _INITIAL_LEVELS[initial], f"{path}:{line_number}", line[match.end():], "glog", number,
-                     raw_ts)
+    record = _record(
+        ts,
+        _INITIAL_LEVELS[initial],
+        f"{path}:{line_number}",
+        line[match.end() :],
+        "glog",
+        number,
+        raw_ts,
+    )
     record["thread"] = int(thread)
     return record
 
@@ -500,7 +716,7 @@ def _syslog(line: str, number: int, clock: _Clock):
     value = int(pri.group(1))
     if line.startswith("1 ", pri.end()):
         return _syslog_5424(line, pri.end(), number, clock, value)
-    if line[pri.end():pri.end() + 3] in _MONTHS:
+    if line[pri.end() : pri.end() + 3] in _MONTHS:
         return _syslog_3164(line, pri.end(), number, clock, value)
     return None
 
@@ -518,7 +734,9 @@ def _syslog_3164(line: str, start: int, number: int, clock: _Clock, pri):
         return None
     month, day, time_of_day, host, tag, pid = match.groups()
     ts = clock.month_day(_MONTHS.get(month, 0), int(day), time_of_day, None)
-    record = _record(ts, None, tag, line[match.end():], "syslog", number, line[start:match.end(3)])
+    record = _record(
+        ts, None, tag, line[match.end() :], "syslog", number, line[start : match.end(3)]
+    )
     record["host"] = host
     if pid:
         record["pid"] = int(pid)
@@ -534,21 +752,28 @@ def _syslog_5424(line: str, start: int, number: int, clock: _Clock, pri: int):
     if raw_ts is not None:
         stamp = _ISO.fullmatch(raw_ts)
         ts = clock.utc(*stamp.groups()) if stamp else None
-    rest = line[match.end():]
+    rest = line[match.end() :]
     structured = None
     if rest.startswith("-"):
         rest = rest[2:] if rest[1:2] == " " else rest[1:]
     elif rest.startswith("["):
         structured, position = {}, 0
         while (element := _SD_ELEMENT.match(rest, position)) is not None:
-            structured[element.group(1)] = {key: _SD_UNESCAPE.sub(r"\1", value)
-                                            for key, value in _SD_PARAM.findall(element.group(2))}
+            structured[element.group(1)] = {
+                key: _SD_UNESCAPE.sub(r"\1", value)
+                for key, value in _SD_PARAM.findall(element.group(2))
+            }
             position = element.end()
-        rest = rest[position + 1:] if rest[position:position + 1] == " " else rest[position:]
+        rest = rest[position + 1 :] if rest[position : position + 1] == " " else rest[position:]
     if rest.startswith("\ufeff"):  # the BOM that marks a UTF-8 message
         rest = rest[1:]
     record = _record(ts, None, app, rest, "syslog_rfc5424", number, raw_ts)
-    for key, value in (("host", host), ("procid", procid), ("msgid", msgid), ("structured_data", structured)):
+    for key, value in (
+        ("host", host),
+        ("procid", procid),
+        ("msgid", msgid),
+        ("structured_data", structured),
+    ):
         if value is not None:
             record[key] = value
     return _syslog_fields(record, pri)
@@ -556,12 +781,14 @@ def _syslog_5424(line: str, start: int, number: int, clock: _Clock, pri: int):
 
 def _slurm(line: str, match, number: int, clock: _Clock) -> dict:
     program, host, level = match.groups()
-    msg = line[match.end():]
+    msg = line[match.end() :]
     ts = raw_ts = None
     cancelled = _SLURM_CANCELLED.search(msg)
     if cancelled:  # Slurm writes the controller's local time
-        ts, raw_ts = clock.utc(cancelled.group(3), cancelled.group(4), None, None), \
-            f"{cancelled.group(3)}T{cancelled.group(4)}"
+        ts, raw_ts = (
+            clock.utc(cancelled.group(3), cancelled.group(4), None, None),
+            f"{cancelled.group(3)}T{cancelled.group(4)}",
+        )
     level = "debug" if level and level.startswith("debug") else _SLURM_LEVELS.get(level, "info")
     record = _record(ts, level, program, msg, "slurm", number, raw_ts)
     if host:
@@ -577,15 +804,19 @@ def _nccl(line: str, number: int, clock: _Clock):
         return None
     day, time_of_day, fraction, host, pid, thread, device, path, line_number, level = match.groups()
     ts = clock.utc(day, time_of_day, fraction, None) if day else None
-    raw_ts = line[1:match.end(3) if fraction else match.end(2)] if day else None
+    raw_ts = line[1 : match.end(3) if fraction else match.end(2)] if day else None
     source = f"{path}:{line_number}" if path else "NCCL"
-    record = _record(ts, _NCCL_LEVELS[level], source, line[match.end():], "nccl", number, raw_ts)
+    record = _record(ts, _NCCL_LEVELS[level], source, line[match.end() :], "nccl", number, raw_ts)
     record.update(host=host, pid=int(pid), thread=int(thread), device=int(device))
     return record
 
 
-_BY_FIRST = {"[": _bracketed, "<": _syslog, **{digit: _dated for digit in "0123456789"},
-             **{letter: _lettered for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZs"}}
+_BY_FIRST = {
+    "[": _bracketed,
+    "<": _syslog,
+    **{digit: _dated for digit in "0123456789"},
+    **{letter: _lettered for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZs"},
+}
 
 
 def _other_record(line: str, number: int, clock: _Clock):
@@ -595,16 +826,27 @@ def _other_record(line: str, number: int, clock: _Clock):
         return _mapped(line, "json", number, clock) or _mapped(line, "python_dict", number, clock)
     if "=" in line and _LOGFMT_LINE.fullmatch(line):
         return _mapped(line, "logfmt", number, clock)
-    if ".py:" in line and (match := _PY_WARNING.match(line)) \
-            and (match.group(3) or "lightning" in match.group(1)):
-        record = _record(None, "warning", f"{match.group(1)}:{match.group(2)}", line[match.end():],
-                         "python_warning", number)
+    if (
+        ".py:" in line
+        and (match := _PY_WARNING.match(line))
+        and (match.group(3) or "lightning" in match.group(1))
+    ):
+        record = _record(
+            None,
+            "warning",
+            f"{match.group(1)}:{match.group(2)}",
+            line[match.end() :],
+            "python_warning",
+            number,
+        )
         if match.group(3):
             record["category"] = match.group(3)
         return record
     if " NCCL " in line:
         return _nccl(line, number, clock)
-    if len(line) <= MAX_PROGRESS_CHARS and ("%|" in line or "━" in line or ("/s" in line and " [" in line)):
+    if len(line) <= MAX_PROGRESS_CHARS and (
+        "%|" in line or "━" in line or ("/s" in line and " [" in line)
+    ):
         fields = progress_fields(line)
         if fields is not None:
             record = _record(None, None, None, line.strip(), "progress", number)
@@ -614,6 +856,7 @@ def _other_record(line: str, number: int, clock: _Clock):
 
 
 # ---------------------------------------------------------------- progress bars
+
 
 def _number(text: str):
     """tqdm's ``n_fmt``: ``42``, ``1.50k`` -> a number (int when whole), or None."""
@@ -638,7 +881,12 @@ def _rate(text: str):
         value = float(value)
     except ValueError:
         return None, None
-    if unit[:1] in _SCALE and unit[1:] in ("it", "B", "iB", "b"):  # tqdm's unit_scale prefix: kit/s, MB/s
+    if unit[:1] in _SCALE and unit[1:] in (
+        "it",
+        "B",
+        "iB",
+        "b",
+    ):  # tqdm's unit_scale prefix: kit/s, MB/s
         return value * _SCALE[unit[:1]], unit[1:]
     return value, unit
 
@@ -682,8 +930,18 @@ def _tqdm(text: str):
             return None
         if times is not None:
             elapsed, remaining, rate, postfix = times.groups()
-            return _Bar((text[:start], percent, *counts.groups(), elapsed, remaining,
-                         None if rate is None else rate.lstrip(" "), postfix), end)
+            return _Bar(
+                (
+                    text[:start],
+                    percent,
+                    *counts.groups(),
+                    elapsed,
+                    remaining,
+                    None if rate is None else rate.lstrip(" "),
+                    postfix,
+                ),
+                end,
+            )
     return None
 
 
@@ -701,8 +959,16 @@ def _tqdm_unsized(text: str):
         if end < 0:
             return None
         if tail is not None:
-            return _Bar((text[:count.start()], *count.groups(), elapsed.group(1), tail.group(1).lstrip(" "),
-                         tail.group(2)), end)
+            return _Bar(
+                (
+                    text[: count.start()],
+                    *count.groups(),
+                    elapsed.group(1),
+                    tail.group(1).lstrip(" "),
+                    tail.group(2),
+                ),
+                end,
+            )
     return None
 
 
@@ -710,7 +976,11 @@ def _rich(text: str):
     """A rich bar: (desc, what follows the bar or None), or None. The bar is a run of ━╸╺ followed by a blank or
     the end of the line."""
     run = _RICH_BAR.search(text)
-    return None if run is None else (text[:run.start()].rstrip(" "), text[run.end():].lstrip(" ") or None)
+    return (
+        None
+        if run is None
+        else (text[: run.start()].rstrip(" "), text[run.end() :].lstrip(" ") or None)
+    )
 
 
 def _bar_end(text: str) -> int:
@@ -722,12 +992,12 @@ def _bar_end(text: str) -> int:
 def progress_fields(text: str):
     """The fields of one tqdm or rich progress-bar state, or None when ``text`` is not one."""
     bar = _tqdm(text)
-    if bar and not text[bar.end:].strip():
+    if bar and not text[bar.end :].strip():
         desc, percent, done, total, elapsed, remaining, rate, postfix = bar
         fields = {"n": _number(done), "total": _number(total), "percent": int(percent)}
     else:
         bar = _tqdm_unsized(text)
-        if bar and not text[bar.end:].strip() and bar[0].strip()[-1:] in ("", ":"):
+        if bar and not text[bar.end :].strip() and bar[0].strip()[-1:] in ("", ":"):
             desc, done, unit, elapsed, rate, postfix = bar
             remaining = None
             fields = {"n": _number(done), "total": None}
@@ -736,7 +1006,12 @@ def progress_fields(text: str):
     per_second, unit = _rate(rate or "")
     fields.update(rate=per_second, unit=unit, bar="tqdm")
     desc = desc.strip().rstrip(":").strip()
-    for key, value in (("desc", desc), ("elapsed", elapsed), ("remaining", remaining), ("postfix", postfix)):
+    for key, value in (
+        ("desc", desc),
+        ("elapsed", elapsed),
+        ("remaining", remaining),
+        ("postfix", postfix),
+    ):
         if value and value.strip() and value.strip() != "?":
             fields[key] = value.strip()
     return fields
@@ -750,7 +1025,10 @@ def _rich_fields(text: str):
     count, percent = _RICH_COUNT.search(rest), _RICH_PERCENT.search(rest)
     if count is None and percent is None:
         return None
-    fields = {"n": _number(count.group(1)) if count else None, "total": _number(count.group(2)) if count else None}
+    fields = {
+        "n": _number(count.group(1)) if count else None,
+        "total": _number(count.group(2)) if count else None,
+    }
     if percent:
         fields["percent"] = _number(percent.group(1))
     per_second, unit = _rate(rest)
@@ -771,6 +1049,7 @@ def _bar_key(record: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- lines
+
 
 def _prepared(text: str, flags):
     """One line that needs care, as a list of items for ``_records``.
@@ -794,8 +1073,11 @@ def _prepared(text: str, flags):
     pieces = []
     for segment in text.split("\r"):
         while segment.strip():
-            end = _bar_end(segment) if len(segment) <= MAX_PROGRESS_CHARS and ("%|" in segment or " [" in segment) \
+            end = (
+                _bar_end(segment)
+                if len(segment) <= MAX_PROGRESS_CHARS and ("%|" in segment or " [" in segment)
                 else -1
+            )
             if end < 0 or not segment[end:].strip():
                 pieces.append(segment)
                 break
@@ -844,7 +1126,7 @@ def _blocks(stream, block_bytes: int, max_line: int):
                 first_newline -= max_line
                 cut -= max_line
             yield tail[:cut], tail.count(b"\n", 0, cut) + 1, False
-            tail = tail[cut + 1:]
+            tail = tail[cut + 1 :]
         while len(tail) > max_line:
             yield tail[:max_line], 1, True
             tail = tail[max_line:]
@@ -874,12 +1156,16 @@ def _block_lines(data: bytes, split: bool) -> list:
         first = lines[0]
         text, flags = (first, {}) if type(first) is str else first[:2]
         lines = [(text, dict(flags, split=True))] + [
-            (item, {"split": True}, True) if type(item) is str else (item[0], dict(item[1], split=True), True)
-            for item in lines[1:]]
+            (item, {"split": True}, True)
+            if type(item) is str
+            else (item[0], dict(item[1], split=True), True)
+            for item in lines[1:]
+        ]
     return lines
 
 
 # ---------------------------------------------------------------- records
+
 
 def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block=None):
     """Turn items into JSON-lines records; yield each record's bytes when it is complete.
@@ -902,10 +1188,10 @@ def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block
     max_lines, max_chars = settings.max_joined_lines, settings.max_joined_chars
     progress_mode = settings.progress
     label_field = {"file": settings.label} if settings.label is not None else None
-    pending = None        # the open record
+    pending = None  # the open record
     pending_parts = None  # its continuation lines, once it has any
     pending_chars = 0
-    pending_key = None    # set when the open record is a held progress state
+    pending_key = None  # set when the open record is a held progress state
     pending_rank = None
     pending_indented = False
     head_count = head_chars = 0  # lines in ``head`` since it began or since its last traceback head
@@ -920,20 +1206,27 @@ def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block
             if len(item) == 2:
                 number += 1
         first = line[:1]
-        if first == "[" and (line.find("]:", 2, 40) > 0 or line.find("]<", 2, 16) > 0) \
-                and (prefix := _RANK_PREFIX.match(line)):
+        if (
+            first == "["
+            and (line.find("]:", 2, 40) > 0 or line.find("]<", 2, 16) > 0)
+            and (prefix := _RANK_PREFIX.match(line))
+        ):
             flags = _rank_flags(prefix, flags)
-            line = line[prefix.end():]
+            line = line[prefix.end() :]
             first = line[:1]
         parse = parsers.get(first)
         record = parse(line, number, clock) if parse is not None else None
         if record is None:
             record = _other_record(line, number, clock)
             if record is None:  # a continuation line, or plain text
-                if pending is not None and pending_key is None and pending_chars + len(line) < max_chars \
-                        and (pending_parts is None or len(pending_parts) < max_lines) \
-                        and (flags.get("rank") if flags else None) == pending_rank \
-                        and (not pending_indented or line[:1] in " \t"):
+                if (
+                    pending is not None
+                    and pending_key is None
+                    and pending_chars + len(line) < max_chars
+                    and (pending_parts is None or len(pending_parts) < max_lines)
+                    and (flags.get("rank") if flags else None) == pending_rank
+                    and (not pending_indented or line[:1] in " \t")
+                ):
                     if pending_parts is None:
                         pending_parts = [pending["msg"]]
                     pending_parts.append(line)
@@ -980,7 +1273,9 @@ def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block
             yield dumps(record, option=newline)
     if block is not None:
         block["started"] = started
-        block["tail"] = None if pending is None else [pending, pending_parts, pending_chars, pending_key]
+        block["tail"] = (
+            None if pending is None else [pending, pending_parts, pending_chars, pending_key]
+        )
     elif pending is not None:
         yield _dump_open(pending, pending_parts)
 
@@ -1078,12 +1373,21 @@ def _field_stamp(value, clock: _Clock):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return None
     magnitude = abs(value)
-    per_second = 1 if magnitude < 1e11 else 1_000 if magnitude < 1e14 else 1_000_000 if magnitude < 1e17 \
+    per_second = (
+        1
+        if magnitude < 1e11
+        else 1_000
+        if magnitude < 1e14
+        else 1_000_000
+        if magnitude < 1e17
         else 1_000_000_000
+    )
     try:
         if isinstance(value, int):
             seconds, rest = divmod(value, per_second)
-            moment = timestamps.from_epoch(seconds) + timedelta(microseconds=rest * 1_000_000 // per_second)
+            moment = timestamps.from_epoch(seconds) + timedelta(
+                microseconds=rest * 1_000_000 // per_second
+            )
         else:
             moment = timestamps.from_epoch(value / per_second)
     except (OverflowError, OSError, ValueError):
@@ -1092,6 +1396,7 @@ def _field_stamp(value, clock: _Clock):
 
 
 # ---------------------------------------------------------------- blocks in parallel, merged in order
+
 
 def _convert_block(data: bytes, split: bool, first_line: int, settings: Settings):
     """Convert one block on its own: in a worker process, or inline for small inputs."""
@@ -1144,10 +1449,14 @@ def _merge(results, settings: Settings, counts: dict):
     for head, body, tail, started, first_key, block_counts in results:
         out = bytearray()
         for text, number, flags in head:  # plain lines before the block's first record
-            if pending is not None and pending[3] is None and pending[2] + len(text) < max_chars \
-                    and (pending[1] is None or len(pending[1]) < max_lines) \
-                    and (flags.get("rank") if flags else None) == pending[0].get("rank") \
-                    and (pending[0]["format"] not in INDENTED_CONTINUATIONS or text[:1] in " \t"):
+            if (
+                pending is not None
+                and pending[3] is None
+                and pending[2] + len(text) < max_chars
+                and (pending[1] is None or len(pending[1]) < max_lines)
+                and (flags.get("rank") if flags else None) == pending[0].get("rank")
+                and (pending[0]["format"] not in INDENTED_CONTINUATIONS or text[:1] in " \t")
+            ):
                 if pending[1] is None:
                     pending[1] = [pending[0]["msg"]]
                 pending[1].append(text)
@@ -1183,8 +1492,16 @@ def _merge(results, settings: Settings, counts: dict):
         yield _dump_open(pending[0], pending[1])
 
 
-def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_label=None, workers: int = 1,
-                   on_progress=None, year_reference: date | None = None, progress: str = "all") -> dict:
+def convert_stream(
+    source,
+    sink,
+    utc_offset: timedelta = timedelta(0),
+    file_label=None,
+    workers: int = 1,
+    on_progress=None,
+    year_reference: date | None = None,
+    progress: str = "all",
+) -> dict:
     """Convert a binary input stream to JSON lines written to a binary sink.
 
     ``workers`` > 1 converts a large input in that many processes; the bytes
@@ -1205,6 +1522,7 @@ def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_labe
             yield block
 
     if workers <= 1:
+
         def lines():
             for data, _, split in blocks():
                 yield from _block_lines(data, split)
@@ -1219,9 +1537,14 @@ def convert_stream(source, sink, utc_offset: timedelta = timedelta(0), file_labe
     return {"lines": total_lines, "records": sum(formats.values()), "formats": formats}
 
 
-def convert_lines(lines, utc_offset: timedelta = timedelta(0), year_reference: date | None = None,
-                  progress: str = "all"):
+def convert_lines(
+    lines,
+    utc_offset: timedelta = timedelta(0),
+    year_reference: date | None = None,
+    progress: str = "all",
+):
     """Library form: convert an iterable of text lines, yield records as dicts (streaming)."""
+
     def items():
         for line in lines:
             line = line.rstrip("\n")

@@ -33,10 +33,20 @@ def gif_bytes(frames: list, fps: float) -> bytes:
 
     palette = Image.new("P", (1, 1))
     palette.putpalette(fixed_palette())
-    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    images = [
+        Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames
+    ]
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
-                   duration=round(1000 / fps), optimize=False, disposal=1)
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        loop=0,
+        duration=round(1000 / fps),
+        optimize=False,
+        disposal=1,
+    )
     return buffer.getvalue()
 
 
@@ -51,10 +61,28 @@ def write_mp4(frames: list, fps: float, path: Path) -> dict:
     size = (frames[0].shape[1], frames[0].shape[0])
     temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     writer = imageio_ffmpeg.write_frames(
-        str(temp), size, fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-        macro_block_size=1, quality=None, bitrate=None,
-        output_params=["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-crf", "18",
-                       "-x264-params", "threads=1"])
+        str(temp),
+        size,
+        fps=fps,
+        codec="libx264",
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        macro_block_size=1,
+        quality=None,
+        bitrate=None,
+        output_params=[
+            "-fflags",
+            "+bitexact",
+            "-flags:v",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            "-crf",
+            "18",
+            "-x264-params",
+            "threads=1",
+        ],
+    )
     try:
         writer.send(None)
         for frame in frames:

@@ -39,19 +39,49 @@ import orjson
 
 MAX_PICKLE_BYTES = 64 << 20
 STORAGE_DTYPES = {
-    "DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2", "BFloat16Storage": "bfloat16",
-    "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1",
-    "BoolStorage": "?", "ComplexFloatStorage": "<c8", "ComplexDoubleStorage": "<c16",
+    "DoubleStorage": "<f8",
+    "FloatStorage": "<f4",
+    "HalfStorage": "<f2",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+    "ComplexFloatStorage": "<c8",
+    "ComplexDoubleStorage": "<c16",
 }
 # Containers only: what they build is no bigger than the pickle (bytes(10**12) would not be).
-SAFE_BUILTINS = {"set": set, "frozenset": frozenset, "complex": complex, "slice": slice, "tuple": tuple,
-                 "list": list, "dict": dict}
-SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "bfloat16", "I64": "<i8", "I32": "<i4",
-                      "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+SAFE_BUILTINS = {
+    "set": set,
+    "frozenset": frozenset,
+    "complex": complex,
+    "slice": slice,
+    "tuple": tuple,
+    "list": list,
+    "dict": dict,
+}
+SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bfloat16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "U16": "<u2",
+    "U32": "<u4",
+    "U64": "<u8",
+    "BOOL": "?",
+}
 
 
 class Opaque:
-    """Whatever a pickle builds from a global the reader does not know: its name, arguments and contents; nothing runs."""
+    """Whatever a pickle builds from a global the reader does not know: its name, arguments and
+    contents; nothing runs."""
 
     name = "?"
 
@@ -108,8 +138,14 @@ class _Dtype:
         state = self.state if isinstance(self.state, tuple) else ()
         if len(state) >= 6 and state[3]:  # a structured dtype: names, fields, item size
             names, fields = state[3], state[4]
-            return np.dtype({"names": list(names), "formats": [_real_dtype(fields[n][0]) for n in names],
-                             "offsets": [int(fields[n][1]) for n in names], "itemsize": int(state[5])})
+            return np.dtype(
+                {
+                    "names": list(names),
+                    "formats": [_real_dtype(fields[n][0]) for n in names],
+                    "offsets": [int(fields[n][1]) for n in names],
+                    "itemsize": int(state[5]),
+                }
+            )
         dtype = np.dtype(self.kind)
         return dtype.newbyteorder(state[1]) if len(state) > 1 and state[1] in ("<", ">") else dtype
 
@@ -168,16 +204,24 @@ class _SafeUnpickler(pickle._Unpickler):
             return collections.OrderedDict
         if module == "builtins" and name in SAFE_BUILTINS:
             return SAFE_BUILTINS[name]
-        if module == "_codecs" and name == "encode":  # protocol 2 writes bytes as encode(text, "latin1")
-            return lambda text, encoding="utf-8": codecs.encode(text, "latin1" if encoding == "latin1" else "utf-8")
+        if (
+            module == "_codecs" and name == "encode"
+        ):  # protocol 2 writes bytes as encode(text, "latin1")
+            return lambda text, encoding="utf-8": codecs.encode(
+                text, "latin1" if encoding == "latin1" else "utf-8"
+            )
         if module == "datetime" and name in ("datetime", "date", "time", "timedelta", "timezone"):
-            return getattr(datetime, name)  # plain values; a time stamp in a checkpoint shows as one
+            return getattr(
+                datetime, name
+            )  # plain values; a time stamp in a checkpoint shows as one
         if numpy and name == "dtype":
             return _Dtype
         if numpy and name == "_reconstruct":
             return _PickledArray
         if numpy and name == "scalar":
-            return lambda dtype, raw=b"": _ndarray(raw, dtype, ()).item() if not _real_dtype(dtype).hasobject else raw
+            return lambda dtype, raw=b"": (
+                _ndarray(raw, dtype, ()).item() if not _real_dtype(dtype).hasobject else raw
+            )
         if numpy and name == "_frombuffer":
             return lambda raw, dtype, shape, order="C": _ndarray(raw, dtype, shape, order == "F")
         if module == "torch" and name == "Size":
@@ -186,22 +230,31 @@ class _SafeUnpickler(pickle._Unpickler):
             return STORAGE_DTYPES[name]
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
             return self.rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+        if module == "torch._utils" and name in (
+            "_rebuild_parameter",
+            "_rebuild_parameter_with_state",
+        ):
             return lambda data, *rest: data
         if module == "torch._tensor" and name == "_rebuild_from_type_v2":
             return lambda function, kind, args, state: function(*args)
         return type(name, (Opaque,), {"name": f"{module}.{name}"})
 
     def persistent_load(self, pid):
-        if self.storage is None or not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
-                                        and isinstance(pid[1], str)):
+        if self.storage is None or not (
+            isinstance(pid, tuple)
+            and len(pid) >= 3
+            and pid[0] == "storage"
+            and isinstance(pid[1], str)
+        ):
             raise ValueError(f"unknown persistent id {pid!r:.80}")
         return _Storage(pid[1], str(pid[2]))
 
     def rebuild_tensor(self, storage, offset, size, stride, *rest):
         if not isinstance(storage, _Storage):
             raise ValueError("a tensor without a storage")
-        return self.storage(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
+        return self.storage(
+            storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride)
+        )
 
     def load_build(self):
         pickle._Unpickler.load_build(self)
@@ -242,13 +295,18 @@ def read_torch(data: bytes) -> dict:
     """{name: ndarray or value} of a ``torch.save`` zip file."""
     archive = zipfile.ZipFile(io.BytesIO(data))
     names = archive.namelist()
-    pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1] or [n for n in names if n == "data.pkl"]
+    pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1] or [
+        n for n in names if n == "data.pkl"
+    ]
     if not pickles:
         raise ValueError("no data.pkl: not a torch.save file")
     prefix = pickles[0][: -len("data.pkl")]
     if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
         raise ValueError("data.pkl is too large to read")
-    if prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() not in (b"", b"little"):
+    if prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() not in (
+        b"",
+        b"little",
+    ):
         raise ValueError("big-endian tensors")
     cache: dict = {}
 
@@ -262,13 +320,15 @@ def read_torch(data: bytes) -> dict:
         if int(np.prod(size, dtype=np.float64)) > max(flat.size, 1 << 20):
             raise ValueError("a tensor claims more values than its storage holds")
         if not size:
-            return flat[offset:offset + 1].reshape(()).copy()
+            return flat[offset : offset + 1].reshape(()).copy()
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if min(size) == 0:
             return np.zeros(size, flat.dtype)
         if offset < 0 or min(stride) < 0 or last >= flat.size:
             raise ValueError("a tensor reaches past its storage")
-        view = np.lib.stride_tricks.as_strided(flat[offset:], size, [s * flat.itemsize for s in stride])
+        view = np.lib.stride_tricks.as_strided(
+            flat[offset:], size, [s * flat.itemsize for s in stride]
+        )
         return np.array(view)
 
     root = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), storage).load()
@@ -281,8 +341,8 @@ def read_safetensors(data: bytes) -> dict:
     (length,) = struct.unpack("<Q", data[:8])
     if length > len(data) - 8:
         raise ValueError("the header claims more bytes than the file has")
-    header = orjson.loads(data[8:8 + length])
-    body = data[8 + length:]
+    header = orjson.loads(data[8 : 8 + length])
+    body = data[8 + length :]
     tensors: dict = {}
     for name, entry in sorted(header.items()):
         if name == "__metadata__":
@@ -305,7 +365,9 @@ def flatten(value, name: str = "", into: dict | None = None) -> dict:
             flatten(item, f"{name}.{key}" if name else str(key), into)
     elif isinstance(value, (datetime.date, datetime.time, datetime.timedelta, datetime.tzinfo)):
         into[name or "(root)"] = str(value)
-    elif isinstance(value, (list, tuple)) and not (value and all(isinstance(v, (int, float)) for v in value)):
+    elif isinstance(value, (list, tuple)) and not (
+        value and all(isinstance(v, (int, float)) for v in value)
+    ):
         for index, item in enumerate(value):
             flatten(item, f"{name}[{index}]", into)
     elif isinstance(value, Opaque):

@@ -24,15 +24,17 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    matplotlib.rcParams.update({
-        "svg.hashsalt": "cognitive-research-hub",
-        "svg.fonttype": "path",            # glyphs as paths: no dependency on installed fonts
-        "font.family": "DejaVu Sans",      # bundled with matplotlib
-        "figure.dpi": 100,
-        "savefig.dpi": 100,
-        "path.simplify": True,
-        "text.parse_math": False,          # labels come from file and folder names: "$" is text, never mathtext
-    })
+    matplotlib.rcParams.update(
+        {
+            "svg.hashsalt": "cognitive-research-hub",
+            "svg.fonttype": "path",  # glyphs as paths: no dependency on installed fonts
+            "font.family": "DejaVu Sans",  # bundled with matplotlib
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "path.simplify": True,
+            "text.parse_math": False,  # labels come from file and folder names: "$" is text, never mathtext
+        }
+    )
     import matplotlib.pyplot as plt
 
     return plt

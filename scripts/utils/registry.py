@@ -57,8 +57,15 @@ except ImportError:  # pragma: no cover - a platform without isal wheels
 import orjson
 
 from scripts.utils.errors import InputError
-from scripts.utils.jsonio import (atomic_write_bytes, canonical_json, holding, lock_for, locked_update, read_json,
-                                  remove_stale_temps)
+from scripts.utils.jsonio import (
+    atomic_write_bytes,
+    canonical_json,
+    holding,
+    lock_for,
+    locked_update,
+    read_json,
+    remove_stale_temps,
+)
 from scripts.utils.workspace import checked_run_id
 
 REGISTRY = "data/hash_registry.json"
@@ -150,8 +157,10 @@ def journal_from_bytes() -> int:
     try:
         return max(0, int(os.environ.get(JOURNAL_BYTES_ENV, DEFAULT_JOURNAL_BYTES)))
     except ValueError:
-        raise InputError(f"${JOURNAL_BYTES_ENV} must be a whole number of bytes",
-                         value=os.environ.get(JOURNAL_BYTES_ENV))
+        raise InputError(
+            f"${JOURNAL_BYTES_ENV} must be a whole number of bytes",
+            value=os.environ.get(JOURNAL_BYTES_ENV),
+        )
 
 
 def read_journal(path: Path) -> list:
@@ -162,15 +171,23 @@ def read_journal(path: Path) -> list:
     except FileNotFoundError:
         return []
     changes = []
-    for number, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), start=1):
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
         try:
             change = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise InputError(f"registry journal line {number} is not JSON: {exc.msg}", file=journal, line=number)
-        if not isinstance(change, dict) or not isinstance(change.get("set", {}), dict) \
-                or not all(isinstance(entry, dict) for entry in change.get("set", {}).values()):
-            raise InputError(f"registry journal line {number} is not {{\"set\": {{name: entry}}}}", file=journal,
-                             line=number)
+            raise InputError(
+                f"registry journal line {number} is not JSON: {exc.msg}", file=journal, line=number
+            )
+        if (
+            not isinstance(change, dict)
+            or not isinstance(change.get("set", {}), dict)
+            or not all(isinstance(entry, dict) for entry in change.get("set", {}).values())
+        ):
+            raise InputError(
+                f'registry journal line {number} is not {{"set": {{name: entry}}}}',
+                file=journal,
+                line=number,
+            )
         changes.append(change)
     return changes
 
@@ -260,12 +277,15 @@ def add_to_registry(path: Path, entries: dict, change=None):
                     handle.flush()
                     os.fsync(handle.fileno())
             except BaseException:
-                _cut(journal, length)  # a line written but not synced must not outlive the failed commit
+                _cut(
+                    journal, length
+                )  # a line written but not synced must not outlive the failed commit
                 raise
 
             def undo():
                 with holding(lock_for(path), path):
                     _cut(journal, length)
+
             return undo
 
         previous = path.read_bytes() if size >= 0 else None
@@ -275,6 +295,7 @@ def add_to_registry(path: Path, entries: dict, change=None):
             if change is not None:
                 change(files)
             files.update(entries)
+
         _rewrite(path, add)
 
     def restore():
@@ -285,6 +306,7 @@ def add_to_registry(path: Path, entries: dict, change=None):
                 atomic_write_bytes(path, previous)
             if previous_journal is not None:
                 atomic_write_bytes(journal, previous_journal)
+
     return restore
 
 
@@ -333,7 +355,9 @@ def update_manifest(path: Path, change) -> dict:
         change(checked_manifest(document, path)["runs"])
         return document
 
-    return locked_update(path, apply, empty_manifest, checked=False)["runs"]  # strings and integers only
+    return locked_update(path, apply, empty_manifest, checked=False)[
+        "runs"
+    ]  # strings and integers only
 
 
 def register_files(workspace: Path, entries: dict) -> dict:
@@ -355,8 +379,12 @@ def check_writable(path: Path) -> None:
 
 def under(name: str, scopes) -> bool:
     """Whether ``name`` lies under one of ``scopes`` ("" or "." is the whole workspace, not the data roots)."""
-    return any((scope in ("", ".") and not name.startswith("@")) or name == scope or name.startswith(scope + "/")
-               for scope in scopes)
+    return any(
+        (scope in ("", ".") and not name.startswith("@"))
+        or name == scope
+        or name.startswith(scope + "/")
+        for scope in scopes
+    )
 
 
 def prune(files: dict, scopes, present) -> list:
@@ -381,7 +409,9 @@ def stat_key(stat) -> list:
 def hash_file(path) -> dict:
     """SHA-256, CRC32 (8 hex digits), size, and the stat seen before reading, in one pass."""
     buffer = getattr(_buffers, "buffer", None)
-    if buffer is None:  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
+    if (
+        buffer is None
+    ):  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
         buffer = _buffers.buffer = bytearray(HASH_CHUNK)
     view = memoryview(buffer)
     sha, crc, size = hashlib.sha256(), 0, 0
@@ -397,11 +427,20 @@ def hash_file(path) -> dict:
 
 def bytes_entry(data: bytes) -> dict:
     """The registry fields of bytes already in memory (a report just written)."""
-    return {"sha256": hashlib.sha256(data).hexdigest(), "crc32": f"{crc32(data):08x}", "size": len(data)}
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "crc32": f"{crc32(data):08x}",
+        "size": len(data),
+    }
 
 
 def registry_entry(hashed: dict, run_id: str) -> dict:
-    return {"sha256": hashed["sha256"], "crc32": hashed["crc32"], "size": hashed["size"], "run": run_id}
+    return {
+        "sha256": hashed["sha256"],
+        "crc32": hashed["crc32"],
+        "size": hashed["size"],
+        "run": run_id,
+    }
 
 
 class StatCache:
@@ -420,7 +459,7 @@ class StatCache:
         return registry_path.with_name(f".{registry_path.name}.statcache.json")
 
     @classmethod
-    def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> "StatCache":
+    def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> StatCache:
         """The cache beside ``registry_path``; a missing or unreadable cache is simply empty.
 
         With ``up_to_bytes``, a larger cache file is not read, and this one
@@ -476,8 +515,14 @@ class StatCache:
             pass
 
 
-def hash_files(files, cache: StatCache | None = None, executor: Executor | None = None, workers: int = 1,
-               progress=None, on_error=None) -> dict:
+def hash_files(
+    files,
+    cache: StatCache | None = None,
+    executor: Executor | None = None,
+    workers: int = 1,
+    progress=None,
+    on_error=None,
+) -> dict:
     """``{name: {sha256, crc32, size, stat, cached}}`` for ``files``, in name order.
 
     ``files`` holds ``(name, path)`` or ``(name, path, os.stat_result)``: a
@@ -514,9 +559,13 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
             from scripts.utils import cluster
 
             paths = [str(path) for _, path in to_hash]
-            sizes = [known_sizes[name] if name in known_sizes else cluster.size_or_zero(path) for name, path in to_hash]
-            hashed = cluster.map_batches(pool, hash_batch,
-                                         cluster.batches(paths, cluster.worker_count(pool), sizes))
+            sizes = [
+                known_sizes[name] if name in known_sizes else cluster.size_or_zero(path)
+                for name, path in to_hash
+            ]
+            hashed = cluster.map_batches(
+                pool, hash_batch, cluster.batches(paths, cluster.worker_count(pool), sizes)
+            )
         for (name, _), result in zip(to_hash, hashed):
             if progress is not None:
                 progress.update(1)
@@ -532,7 +581,9 @@ def hash_files(files, cache: StatCache | None = None, executor: Executor | None 
         if own_pool:
             pool.shutdown()
     names = list(results)
-    if all(map(str.__lt__, names, names[1:])):  # listed in name order and all cached: already sorted
+    if all(
+        map(str.__lt__, names, names[1:])
+    ):  # listed in name order and all cached: already sorted
         return results
     return {name: results[name] for name in sorted(results)}
 

@@ -35,9 +35,15 @@ from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 
 X_COLUMNS = ("global_step", "step", "epoch", "iteration", "iter", "cycle")
 OURS = {"output.jsonl", "stderr.jsonl", "config.json", "plan.json"}
-NAMED = re.compile(r"metric|history|log|score|result|progress|train|eval|loss|acc|epoch|step|stat", re.I)
-LOWER_IS_BETTER = re.compile(r"loss|err|mae|mse|rmse|nll|perplexity|ppl|bpb|wer|cer|time|latency", re.I)
-HIGHER_IS_BETTER = re.compile(r"acc|f1|auc|precision|recall|score|iou|dice|r2|map|bleu|rouge|reward|return", re.I)
+NAMED = re.compile(
+    r"metric|history|log|score|result|progress|train|eval|loss|acc|epoch|step|stat", re.I
+)
+LOWER_IS_BETTER = re.compile(
+    r"loss|err|mae|mse|rmse|nll|perplexity|ppl|bpb|wer|cer|time|latency", re.I
+)
+HIGHER_IS_BETTER = re.compile(
+    r"acc|f1|auc|precision|recall|score|iou|dice|r2|map|bleu|rouge|reward|return", re.I
+)
 MAX_ROWS = 1_000_000
 
 
@@ -45,8 +51,14 @@ def find_metrics_file(folder: Path, named: str | None = None) -> Path | None:
     if named:
         path = folder / named
         return path if path.is_file() else None
-    candidates = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in OURS
-                        and p.suffix.lower() in (".csv", ".jsonl", ".json") and ".partial" not in p.parts)
+    candidates = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in OURS
+        and p.suffix.lower() in (".csv", ".jsonl", ".json")
+        and ".partial" not in p.parts
+    )
     by_name = [p for p in candidates if NAMED.search(p.stem)]
     if by_name:
         return min(by_name, key=lambda p: (p.suffix.lower() == ".json", len(p.parts), p.as_posix()))
@@ -84,7 +96,11 @@ def _records(path: Path) -> list:
         if lists and len({len(v) for v in lists.values()}) == 1:
             return [dict(zip(lists, values)) for values in zip(*lists.values())][:MAX_ROWS]
         return [document]
-    return [row for row in document if isinstance(row, dict)][:MAX_ROWS] if isinstance(document, list) else []
+    return (
+        [row for row in document if isinstance(row, dict)][:MAX_ROWS]
+        if isinstance(document, list)
+        else []
+    )
 
 
 def _number(value):
@@ -109,7 +125,8 @@ def read_metrics(path: Path) -> dict:
         values = [row.get(name) for row in rows]
         numbers = [_number(v) for v in values]
         if all(n is not None or v in (None, "") for n, v in zip(numbers, values)) and any(
-                n is not None for n in numbers):
+            n is not None for n in numbers
+        ):
             columns[str(name)] = numbers
     x = next((name for name in X_COLUMNS if name in columns), None)
     return {"x": x, "columns": columns}
@@ -119,9 +136,13 @@ def plot_series(metrics: dict, names: list) -> dict:
     """read_metrics' columns as float arrays for metric_plotter.plot_curves: the x values as "cycle", gaps as NaN."""
     x_name = metrics["x"]
     length = len(next(iter(metrics["columns"].values()), []))
-    series = {"cycle": np.array(metrics["columns"][x_name] if x_name else range(length), dtype=np.float64)}
+    series = {
+        "cycle": np.array(metrics["columns"][x_name] if x_name else range(length), dtype=np.float64)
+    }
     for name in names:
-        series[name] = np.array([np.nan if v is None else v for v in metrics["columns"][name]], dtype=np.float64)
+        series[name] = np.array(
+            [np.nan if v is None else v for v in metrics["columns"][name]], dtype=np.float64
+        )
     return series
 
 
@@ -143,7 +164,10 @@ def metrics_summary(folder: Path, named: str | None = None, goals: dict | None =
     try:
         metrics = read_metrics(path)
     except (orjson.JSONDecodeError, OSError, ValueError):
-        return {"metrics_file": path.relative_to(folder).as_posix(), "metrics_error": "not readable as metrics"}
+        return {
+            "metrics_file": path.relative_to(folder).as_posix(),
+            "metrics_error": "not readable as metrics",
+        }
     x_values = metrics["columns"].get(metrics["x"]) if metrics["x"] else None
     final, best = {}, {}
     for name, values in metrics["columns"].items():
@@ -156,5 +180,14 @@ def metrics_summary(folder: Path, named: str | None = None, goals: dict | None =
         goal = goal_of(name, goals or {})
         if goal in ("min", "max"):
             index, value = (min if goal == "min" else max)(present, key=lambda pair: pair[1])
-            best[name] = {"value": value, "goal": goal, "at": x_values[index] if x_values else index}
-    return {"metrics_file": path.relative_to(folder).as_posix(), "x": metrics["x"], "final": final, "best": best}
+            best[name] = {
+                "value": value,
+                "goal": goal,
+                "at": x_values[index] if x_values else index,
+            }
+    return {
+        "metrics_file": path.relative_to(folder).as_posix(),
+        "x": metrics["x"],
+        "final": final,
+        "best": best,
+    }

@@ -52,20 +52,55 @@ from scripts.utils import timestamps
 from scripts.utils.config_loader import config_sha256
 from scripts.utils.environment import environment_fingerprint, environment_hash
 from scripts.utils.errors import InputError, environment_failure
+from scripts.utils.jsonio import (
+    LOCK_TIMEOUT_S,
+    atomic_write_bytes,
+    canonical_json,
+    holding,
+    read_json,
+    read_json_lines,
+)
 from scripts.utils.limits import printable_name
-from scripts.utils.jsonio import (LOCK_TIMEOUT_S, atomic_write_bytes, canonical_json, holding, read_json,
-                                  read_json_lines)
-from scripts.utils.registry import (MANIFEST, REGISTRY, StatCache, add_to_registry, bytes_entry, check_registry,
-                                    check_writable, fold_journal, hash_file, journal_from_bytes, read_manifest,
-                                    registry_entry, update_manifest, update_registry)
+from scripts.utils.registry import (
+    MANIFEST,
+    REGISTRY,
+    StatCache,
+    add_to_registry,
+    bytes_entry,
+    check_registry,
+    check_writable,
+    fold_journal,
+    hash_file,
+    journal_from_bytes,
+    read_manifest,
+    registry_entry,
+    update_manifest,
+    update_registry,
+)
 from scripts.utils.seed_manager import SeedManager, append_seed_line, log_seed
-from scripts.utils.workspace import (RESULTS, RUN_ID, SEED_LOG, checked_run_id, ensure_layout, relative_to_workspace,
-                                     resolve_workspace, run_folder, run_report)
+from scripts.utils.workspace import (
+    RESULTS,
+    RUN_ID,
+    SEED_LOG,
+    checked_run_id,
+    ensure_layout,
+    relative_to_workspace,
+    resolve_workspace,
+    run_folder,
+    run_report,
+)
 
 # Options that say only where and how a run executes, never what it computes: left out of the recorded
 # command line, so that the same run from another workspace, log setting or cluster records the same bytes.
-EXECUTION_OPTIONS = {"--workspace": True, "--log-file": True, "--scheduler": True, "--workers": True, "--quiet": False,
-                     "--log-format": True, "--code-dir": True}
+EXECUTION_OPTIONS = {
+    "--workspace": True,
+    "--log-file": True,
+    "--scheduler": True,
+    "--workers": True,
+    "--quiet": False,
+    "--log-format": True,
+    "--code-dir": True,
+}
 
 
 def portable_argv(argv, workspace: Path) -> list:
@@ -82,14 +117,20 @@ def portable_argv(argv, workspace: Path) -> list:
             skip = EXECUTION_OPTIONS[option] and not has_value
             continue
         path = Path(arg)
-        if not path.is_absolute() and ("/" in arg or "\\" in arg or path.suffix) and not arg.startswith("-") \
-                and os.path.lexists(arg):
+        if (
+            not path.is_absolute()
+            and ("/" in arg or "\\" in arg or path.suffix)
+            and not arg.startswith("-")
+            and os.path.lexists(arg)
+        ):
             path = Path.cwd() / path
         if path.is_absolute():
             try:
                 arg = relative_to_workspace(workspace, path)
             except InputError:
-                arg = "<outside workspace>/" + printable_name(path.name)  # a name that is not UTF-8, escaped
+                arg = "<outside workspace>/" + printable_name(
+                    path.name
+                )  # a name that is not UTF-8, escaped
         out.append(arg)
     return out
 
@@ -113,8 +154,11 @@ def run_order(run_id: str) -> tuple:
 def latest_run(workspace: Path, script: str) -> str | None:
     """The newest recorded run of ``script`` in the workspace's manifest (by stamp, then suffix)."""
     runs = read_manifest(Path(workspace) / MANIFEST)
-    candidates = [run_id for run_id, run in runs.items() if run.get("script") == script and
-                  run.get("status", "ok") == "ok"]
+    candidates = [
+        run_id
+        for run_id, run in runs.items()
+        if run.get("script") == script and run.get("status", "ok") == "ok"
+    ]
     return max(candidates, key=run_order) if candidates else None
 
 
@@ -187,10 +231,17 @@ def recover(workspace: Path, log=None) -> dict:
                     dead.add(name[: -len(PARTIAL)])
                     removed.append(f"{RESULTS}/{name}")
             elif name.startswith(".") and name.endswith(".tmp") and ".json." in name:
-                Path(entry.path).unlink(missing_ok=True)  # a report's temp file: reports are written under the lock
+                Path(entry.path).unlink(
+                    missing_ok=True
+                )  # a report's temp file: reports are written under the lock
                 removed.append(f"{RESULTS}/{name}")
-            elif name.endswith(".json") and RUN_ID.match(name[:-5]) and name[:-5] not in runs \
-                    and entry.is_file(follow_symlinks=False) and _is_report_of(Path(entry.path), name[:-5]):
+            elif (
+                name.endswith(".json")
+                and RUN_ID.match(name[:-5])
+                and name[:-5] not in runs
+                and entry.is_file(follow_symlinks=False)
+                and _is_report_of(Path(entry.path), name[:-5])
+            ):
                 run_id = name[:-5]
                 Path(entry.path).unlink(missing_ok=True)
                 shutil.rmtree(results / run_id, ignore_errors=True)
@@ -198,6 +249,7 @@ def recover(workspace: Path, log=None) -> dict:
                 removed.append(run_report(run_id))
     dropped = []
     if dead and (workspace / REGISTRY).exists():
+
         def drop(files):
             for name in [n for n, e in files.items() if e.get("run") in dead]:
                 dropped.append(name)
@@ -206,9 +258,14 @@ def recover(workspace: Path, log=None) -> dict:
         update_registry(workspace / REGISTRY, drop)
     appended = _roll_seed_log_forward(workspace, runs)
     if log is not None and (removed or dropped or appended):
-        log.warning("recovered", note="a run in this workspace was killed earlier; its leftovers are gone",
-                    removed=removed[:20], removed_count=len(removed), registry_entries_dropped=len(dropped),
-                    seed_lines_added=appended)
+        log.warning(
+            "recovered",
+            note="a run in this workspace was killed earlier; its leftovers are gone",
+            removed=removed[:20],
+            removed_count=len(removed),
+            registry_entries_dropped=len(dropped),
+            seed_lines_added=appended,
+        )
     return {"removed": removed, "registry_entries_dropped": dropped, "seed_lines_added": appended}
 
 
@@ -217,7 +274,9 @@ def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
     if not runs:
         return []
     logged = {record.get("run_id") for record in read_json_lines(path) if isinstance(record, dict)}
-    missing = sorted((run_id for run_id in runs if run_id not in logged), key=lambda r: (r.rpartition("_")[2], r))
+    missing = sorted(
+        (run_id for run_id in runs if run_id not in logged), key=lambda r: (r.rpartition("_")[2], r)
+    )
     appended = []
     for run_id in missing:
         try:
@@ -241,16 +300,22 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
     touched.
     """
     workspace = Path(workspace)
-    targets = {checked_run_id(run_id) for run_id in run_ids}  # a run id from a record must not name a path
+    targets = {
+        checked_run_id(run_id) for run_id in run_ids
+    }  # a run id from a record must not name a path
     if not targets:
         return []
     elsewhere = []
     with holding(records_lock(workspace), workspace / RECORDS_LOCK):
+
         def drop(files):
             for name in sorted(n for n, e in files.items() if e.get("run") in targets):
                 run = files.pop(name)["run"]
-                if name != run_report(run) and not name.startswith(run_folder(run) + "/") \
-                        and not name.startswith("@"):
+                if (
+                    name != run_report(run)
+                    and not name.startswith(run_folder(run) + "/")
+                    and not name.startswith("@")
+                ):
                     elsewhere.append(name)
 
         if (workspace / REGISTRY).exists():
@@ -273,21 +338,23 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
 class RunRecorder:
     """Context manager that records one run (see the module docstring)."""
 
-    def __init__(self, script: str, workspace=None, seeds=None, config=None, log=None, extra=None, argv=None):
+    def __init__(
+        self, script: str, workspace=None, seeds=None, config=None, log=None, extra=None, argv=None
+    ):
         self.script = script
         self.workspace = resolve_workspace(workspace)
         self.seeds = seeds if seeds is not None else SeedManager.from_file()
         self.config = config
         self.log = log
-        self.extra = dict(extra or {})   # top-level report fields (backend, ...)
-        if argv is not None:             # the command line, as rerun.py replays it
+        self.extra = dict(extra or {})  # top-level report fields (backend, ...)
+        if argv is not None:  # the command line, as rerun.py replays it
             self.extra["argv"] = portable_argv(argv, self.workspace)
-        self.results: dict = {}          # the script's own results, in the report
-        self.status = "ok"               # or "interrupted", "failed": recorded all the same
-        self.data_roots: dict = {}       # {name: {files, listing_sha256}} of data roots read
+        self.results: dict = {}  # the script's own results, in the report
+        self.status = "ok"  # or "interrupted", "failed": recorded all the same
+        self.data_roots: dict = {}  # {name: {files, listing_sha256}} of data roots read
         self.run_id = None
         self._claimed: list = []
-        self._created: list = []         # claimed outputs that did not exist when claimed
+        self._created: list = []  # claimed outputs that did not exist when claimed
         self._registry_changes: list = []
         self._staging = None
         self._run_lock = None
@@ -411,7 +478,10 @@ class RunRecorder:
             "config_sha256": config_hash,
             "env_hash": environment_hash(fingerprint),
             "environment": fingerprint,
-            "outputs": {path: {"sha256": h["sha256"], "size": h["size"]} for path, h in sorted(hashed.items())},
+            "outputs": {
+                path: {"sha256": h["sha256"], "size": h["size"]}
+                for path, h in sorted(hashed.items())
+            },
             "results": self.results,
         }
         if self.data_roots:
@@ -423,8 +493,12 @@ class RunRecorder:
         report_path = results / f"{self.run_id}.json"
         folder = run_folder(self.run_id)
         try:
-            staged = sorted(p for p in self._staging.rglob("*") if p.is_file() and p.name != RUN_LOCK)
-            hashed = {f"{folder}/{p.relative_to(self._staging).as_posix()}": hash_file(p) for p in staged}
+            staged = sorted(
+                p for p in self._staging.rglob("*") if p.is_file() and p.name != RUN_LOCK
+            )
+            hashed = {
+                f"{folder}/{p.relative_to(self._staging).as_posix()}": hash_file(p) for p in staged
+            }
             for path in self._claimed:
                 if not path.is_file():
                     raise RuntimeError(f"declared output was never written: {path}")
@@ -452,12 +526,25 @@ class RunRecorder:
                     os.replace(self._staging, self.final_dir)
                 else:
                     self._staging.rmdir()
-                undo_registry = add_to_registry(registry_path, entries, change if self._registry_changes else None)
-                update_manifest(manifest_path, lambda runs: runs.__setitem__(self.run_id, {
-                    "script": self.script, "report": report_rel, "report_sha256": entries[report_rel]["sha256"],
-                    "seed": self.seeds.base_seed, "config_sha256": report["config_sha256"],
-                    "env_hash": report["env_hash"], "outputs": len(hashed), "status": self.status,
-                }))
+                undo_registry = add_to_registry(
+                    registry_path, entries, change if self._registry_changes else None
+                )
+                update_manifest(
+                    manifest_path,
+                    lambda runs: runs.__setitem__(
+                        self.run_id,
+                        {
+                            "script": self.script,
+                            "report": report_rel,
+                            "report_sha256": entries[report_rel]["sha256"],
+                            "seed": self.seeds.base_seed,
+                            "config_sha256": report["config_sha256"],
+                            "env_hash": report["env_hash"],
+                            "outputs": len(hashed),
+                            "status": self.status,
+                        },
+                    ),
+                )
             except BaseException:
                 self._roll_back(report_path, undo_registry)
                 raise
@@ -468,15 +555,22 @@ class RunRecorder:
             cache.remember(path, h)
         cache.save()
         if self.log:
-            self.log.info("run_recorded", run_id=self.run_id, report=report_rel, outputs=len(hashed),
-                          seconds=round(self._timer.elapsed(), 3))
+            self.log.info(
+                "run_recorded",
+                run_id=self.run_id,
+                report=report_rel,
+                outputs=len(hashed),
+                seconds=round(self._timer.elapsed(), 3),
+            )
 
     def _log_seed(self) -> None:
         try:
             repaired = log_seed(self.workspace, self.run_id, self.script, self.seeds)
             if repaired and self.log:
                 self.log.warning("seed_log_repaired", file=SEED_LOG, note=repaired)
-        except OSError as exc:  # committed all the same: the next run appends the line from the report
+        except (
+            OSError
+        ) as exc:  # committed all the same: the next run appends the line from the report
             if self.log:
                 self.log.warning("seed_log_not_written", file=SEED_LOG, error=exc.strerror)
 

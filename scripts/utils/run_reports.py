@@ -51,38 +51,78 @@ REPORT_SCHEMA = {
         "argv": {"type": "array", "items": {"type": "string"}},
         "config": {"type": ["object", "null"]},
         "config_sha256": {"type": ["string", "null"]},
-        "seed": {"type": ["object", "null"], "properties": {
-            "base_seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2 ** 63 - 1},
-            "streams": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0,
-                                                                   "maximum": 2 ** 64 - 1}}}},
+        "seed": {
+            "type": ["object", "null"],
+            "properties": {
+                "base_seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1},
+                "streams": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+                },
+            },
+        },
         "env_hash": {"type": ["string", "null"]},
         "environment": {"type": "object"},
         "git": {"type": ["object", "null"]},
-        "outputs": {"type": "object", "propertyNames": {"pattern": SAFE_NAME},
-                    "additionalProperties": {"type": "object", "required": ["sha256"],
-                                             "properties": {"sha256": SHA256,
-                                                            "size": {"type": "integer", "minimum": 0}}}},
-        "results": {"type": "object", "properties": {
-            "logdir": NAME,
-            "warnings": {"type": "array"},
-            "skipped": {"type": "array"},
-            "varied": {"type": "array", "items": TEXT},
-            "runs": {"type": ["integer", "array"]},  # verify's and a sweep's count, or metric_plotter's run names
-            "spec_table": {"type": "object", "additionalProperties": {"type": "object"}},
-            "causes": {"type": "array", "items": {
-                "type": "object", "required": ["variations", "artifacts"],
-                "properties": {"variations": {"type": "array", "items": TEXT}, "interaction": {"type": "boolean"},
-                               "changed": {"type": "array", "items": TEXT}, "fix": TEXT,
-                               "likely_sources": {"type": "array", "items": TEXT},
-                               "artifacts": {"type": "array", "items": {
-                                   "type": "object", "required": ["artifact", "differences"],
-                                   "properties": {"artifact": NAME,
-                                                  "differences": {"type": "array", "items": DIFFERENCE}}}}}}},
-            "differences": {"type": "array", "items": {
-                "type": "object", "required": ["artifact", "differences"],
-                "properties": {"artifact": NAME, "type": TEXT,
-                               "differences": {"type": "array", "items": DIFFERENCE}}}},
-        }},
+        "outputs": {
+            "type": "object",
+            "propertyNames": {"pattern": SAFE_NAME},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["sha256"],
+                "properties": {"sha256": SHA256, "size": {"type": "integer", "minimum": 0}},
+            },
+        },
+        "results": {
+            "type": "object",
+            "properties": {
+                "logdir": NAME,
+                "warnings": {"type": "array"},
+                "skipped": {"type": "array"},
+                "varied": {"type": "array", "items": TEXT},
+                "runs": {
+                    "type": ["integer", "array"]
+                },  # verify's and a sweep's count, or metric_plotter's run names
+                "spec_table": {"type": "object", "additionalProperties": {"type": "object"}},
+                "causes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["variations", "artifacts"],
+                        "properties": {
+                            "variations": {"type": "array", "items": TEXT},
+                            "interaction": {"type": "boolean"},
+                            "changed": {"type": "array", "items": TEXT},
+                            "fix": TEXT,
+                            "likely_sources": {"type": "array", "items": TEXT},
+                            "artifacts": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["artifact", "differences"],
+                                    "properties": {
+                                        "artifact": NAME,
+                                        "differences": {"type": "array", "items": DIFFERENCE},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "differences": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["artifact", "differences"],
+                        "properties": {
+                            "artifact": NAME,
+                            "type": TEXT,
+                            "differences": {"type": "array", "items": DIFFERENCE},
+                        },
+                    },
+                },
+            },
+        },
         "data_roots": {"type": "object"},
     },
 }
@@ -91,12 +131,18 @@ _VALIDATOR = Draft202012Validator(REPORT_SCHEMA)
 
 def checked_report(document, file) -> dict:
     """``document`` if it has a run report's shape, else an InputError naming the first field that is wrong."""
-    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        _VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     if errors:
         error = errors[0]
         field = ".".join(str(p) for p in error.absolute_path) or "(the document)"
-        raise InputError(f"not a valid run report: {field}: {error.message[:300]}", file=file, key=field,
-                         problems=len(errors))
+        raise InputError(
+            f"not a valid run report: {field}: {error.message[:300]}",
+            file=file,
+            key=field,
+            problems=len(errors),
+        )
     return document
 
 
@@ -108,10 +154,19 @@ def read_report(workspace: Path, path: Path, force: bool = False) -> dict:
     actual = hashlib.sha256(data).hexdigest()
     recorded = entry.get("report_sha256") if isinstance(entry, dict) else None
     if recorded != actual and not force:
-        problem = ("the manifest does not list this run" if entry is None else
-                   "the report differs from the SHA-256 the manifest holds (edited or damaged)")
-        raise InputError(f"{problem}: --force uses it anyway", file=path, run=report["run_id"],
-                         manifest=str(Path(workspace) / MANIFEST), recorded_sha256=recorded, actual_sha256=actual)
+        problem = (
+            "the manifest does not list this run"
+            if entry is None
+            else "the report differs from the SHA-256 the manifest holds (edited or damaged)"
+        )
+        raise InputError(
+            f"{problem}: --force uses it anyway",
+            file=path,
+            run=report["run_id"],
+            manifest=str(Path(workspace) / MANIFEST),
+            recorded_sha256=recorded,
+            actual_sha256=actual,
+        )
     return report
 
 
@@ -125,7 +180,10 @@ def resolve_target(workspace: Path, target: str | None, force: bool = False) -> 
     if target is None:
         newest = [run for run in (latest_run(workspace, script) for script in PHASE_SCRIPTS) if run]
         if not newest:
-            raise InputError("no phase run in this workspace yet: run make phase7 first", workspace=str(workspace))
+            raise InputError(
+                "no phase run in this workspace yet: run make phase7 first",
+                workspace=str(workspace),
+            )
         return report_of_run(workspace, max(newest, key=run_order), force)
     path = Path(target)
     if not path.is_absolute():  # relative to here, else to the workspace
@@ -142,7 +200,9 @@ def resolve_target(workspace: Path, target: str | None, force: bool = False) -> 
         return read_report(workspace, own, force)
     logged = [run_id for run_id, report in _logdirs(workspace).items() if report == relative]
     if not logged:
-        raise InputError("no run report names this folder as its run folder or log folder", file=target)
+        raise InputError(
+            "no run report names this folder as its run folder or log folder", file=target
+        )
     return report_of_run(workspace, max(logged, key=run_order), force)
 
 
@@ -163,7 +223,11 @@ def _logdirs(workspace: Path) -> dict:
 def command_path(script) -> Path:
     """The project command ``scripts/<category>/<script>.py`` a record names; anything else is refused."""
     scripts = Path(__file__).resolve().parents[1]
-    found = sorted(scripts.glob(f"*/{script}.py")) if isinstance(script, str) and re.match(SCRIPT_NAME, script) else []
+    found = (
+        sorted(scripts.glob(f"*/{script}.py"))
+        if isinstance(script, str) and re.match(SCRIPT_NAME, script)
+        else []
+    )
     if not found or "def main(" not in found[0].read_text(encoding="utf-8"):
         raise InputError("the record names no command of this project", value=repr(script)[:200])
     return found[0]

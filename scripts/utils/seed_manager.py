@@ -26,9 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import orjson
@@ -67,13 +71,13 @@ class SeedManager:
     """Hands out named seeds and Generators; remembers which streams were used."""
 
     base_seed: int
-    streams: dict = field(default_factory=dict)   # explicit seeds from [streams]
-    source: str | None = None                     # the seeds file, as given
+    streams: dict = field(default_factory=dict)  # explicit seeds from [streams]
+    source: str | None = None  # the seeds file, as given
     file_sha256: str | None = None
-    used: dict = field(default_factory=dict)      # stream name -> seed handed out
+    used: dict = field(default_factory=dict)  # stream name -> seed handed out
 
     @classmethod
-    def from_file(cls, path=None) -> "SeedManager":
+    def from_file(cls, path=None) -> SeedManager:
         path = Path(path) if path is not None else DEFAULT_SEEDS_FILE
         data = load_config_file(path)
         validate(data, "seeds", source=path)
@@ -134,8 +138,9 @@ def append_seed_line(workspace: Path, run_id: str, script: str, summary: dict) -
     where it is, a different one replaces it in place. So a redone step
     leaves the log as a clean run would have written it.
     """
-    return append_json_line(Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary},
-                            key="run_id")
+    return append_json_line(
+        Path(workspace) / SEED_LOG, {"run_id": run_id, "script": script, **summary}, key="run_id"
+    )
 
 
 def show_seeds(args, log) -> int:
@@ -152,13 +157,21 @@ def show_seeds(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "seed_manager", doc=__doc__,
+        "seed_manager",
+        doc=__doc__,
         description="Print the seeds of named streams, derived from a seeds file, as JSON.",
-        example="python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml --stream dreamer --stream learner",
+        example="python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml "
+        "--stream dreamer --stream learner",
     )
-    parser.add_argument("--seeds", metavar="FILE", default=None,
-                        help=f"seeds file (default: {DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})")
-    parser.add_argument("--stream", metavar="NAME", action="append", default=[], help="a stream name (repeatable)")
+    parser.add_argument(
+        "--seeds",
+        metavar="FILE",
+        default=None,
+        help=f"seeds file (default: {DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})",
+    )
+    parser.add_argument(
+        "--stream", metavar="NAME", action="append", default=[], help="a stream name (repeatable)"
+    )
     cli.add_common_options(parser, workspace=False)
     return cli.run(parser, show_seeds, argv, workspace=False)
 

@@ -52,19 +52,24 @@ def can_redraw(stream) -> bool:
 
 
 class StepView:
-    def __init__(self, title: str, steps: list, stream=None, columns=None, redraw: bool | None = None):
+    def __init__(
+        self, title: str, steps: list, stream=None, columns=None, redraw: bool | None = None
+    ):
         self.stream = stream or sys.stderr
         self.title = title
-        self.steps = {name: {"state": "waiting", "detail": "", "started": None, "progress": None} for name in steps}
+        self.steps = {
+            name: {"state": "waiting", "detail": "", "started": None, "progress": None}
+            for name in steps
+        }
         self.width = max((len(name) for name in steps), default=4)
         encoding = (getattr(self.stream, "encoding", None) or "ascii").lower()
         self.symbols = SYMBOLS if "utf" in encoding else ASCII
         self.ellipsis = "…" if "utf" in encoding else "..."
         self.columns = columns or (lambda: terminal_columns(self.stream))
         self.redraw = can_redraw(self.stream) if redraw is None else redraw
-        self._drawn = 0           # rows of the last drawing (each line fits one row)
+        self._drawn = 0  # rows of the last drawing (each line fits one row)
         self._drawn_columns = None
-        self._printed = {}        # plain lines: what was last said of each step
+        self._printed = {}  # plain lines: what was last said of each step
         self._title_said = False
         self._last = 0.0
         self.render(force=True)
@@ -100,7 +105,7 @@ class StepView:
     def fit(self, text: str, columns: int) -> str:
         """``text`` cut to one row short of the width (a full row leaves some terminals waiting to wrap)."""
         room = max(columns, NARROWEST) - 1
-        return text if len(text) <= room else text[:room - len(self.ellipsis)] + self.ellipsis
+        return text if len(text) <= room else text[: room - len(self.ellipsis)] + self.ellipsis
 
     def render(self, force: bool = False) -> None:
         if not self.redraw:
@@ -111,8 +116,11 @@ class StepView:
             return
         self._last = now
         columns = self.columns()
-        lines = [self.fit(text, columns) for text in
-                 [self.title] + [self.line(name, entry) for name, entry in self.steps.items()]]
+        lines = [
+            self.fit(text, columns)
+            for text in [self.title]
+            + [self.line(name, entry) for name, entry in self.steps.items()]
+        ]
         if self._drawn and columns != self._drawn_columns:
             up = "\x1b[H\x1b[2J"  # resized: start again at the top of a cleared screen
         else:

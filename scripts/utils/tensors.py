@@ -51,22 +51,26 @@ def crc64_xz(data: bytes) -> int:
 
 @dataclass
 class ChromaticTensor:
-    rgb: np.ndarray                  # (h, w, 3) float32 in [0, 1]
+    rgb: np.ndarray  # (h, w, 3) float32 in [0, 1]
     coherence: np.ndarray | None = None  # (h, w) float32 in [0, 1]
 
 
 @dataclass
 class SpectralTensor:
-    bins: np.ndarray                 # (n,) float32 amplitudes
-    f_min: float                     # Hz
-    f_res: float                     # Hz per bin, or octaves per bin when log_layout
+    bins: np.ndarray  # (n,) float32 amplitudes
+    f_min: float  # Hz
+    f_res: float  # Hz per bin, or octaves per bin when log_layout
     sigma: np.ndarray | None = None  # (n,) float32
     log_layout: bool = False
 
     def frequencies(self) -> np.ndarray:
         """The centre frequency of each bin, in Hz."""
         index = np.arange(self.bins.shape[0], dtype=np.float64)
-        return self.f_min * 2.0 ** (index * self.f_res) if self.log_layout else self.f_min + index * self.f_res
+        return (
+            self.f_min * 2.0 ** (index * self.f_res)
+            if self.log_layout
+            else self.f_min + index * self.f_res
+        )
 
 
 def _seal(body: bytes) -> bytes:
@@ -110,35 +114,54 @@ def _check_envelope(data: bytes, magic: bytes, source, header_size: int) -> int:
     """Magic, version, minimum length and CRC; returns the flags."""
     kind = magic.decode()
     if data[:4] != magic:
-        raise InputError(f"not a .{kind.lower()} file: wrong magic {data[:4]!r} (expected {magic!r})", file=source,
-                         problem="magic")
+        raise InputError(
+            f"not a .{kind.lower()} file: wrong magic {data[:4]!r} (expected {magic!r})",
+            file=source,
+            problem="magic",
+        )
     if len(data) < header_size + 8:
-        raise InputError(f"wrong length: {len(data)} bytes is shorter than a .{kind.lower()} header", file=source,
-                         problem="length")
+        raise InputError(
+            f"wrong length: {len(data)} bytes is shorter than a .{kind.lower()} header",
+            file=source,
+            problem="length",
+        )
     version, flags = struct.unpack_from("<HH", data, 4)
     if version != VERSION:
-        raise InputError(f"unknown .{kind.lower()} version {version} (this reader knows {VERSION})", file=source,
-                         problem="version")
+        raise InputError(
+            f"unknown .{kind.lower()} version {version} (this reader knows {VERSION})",
+            file=source,
+            problem="version",
+        )
     stored = struct.unpack_from("<Q", data, len(data) - 8)[0]
     computed = crc64_xz(data[:-8])
     if stored != computed:
-        raise InputError(f"bad CRC-64/XZ: stored {stored:016x}, computed {computed:016x} (the file is damaged)",
-                         file=source, problem="crc")
+        raise InputError(
+            f"bad CRC-64/XZ: stored {stored:016x}, computed {computed:016x} (the file is damaged)",
+            file=source,
+            problem="crc",
+        )
     return flags
 
 
 def check_values(values: np.ndarray, what: str, source) -> None:
     """Refuse an empty array, or one with NaN or ±Inf: bad input naming the count and the first position."""
     if values.size == 0:
-        raise InputError(f"{what} is empty (shape {tuple(values.shape)})", file=source, problem="empty")
+        raise InputError(
+            f"{what} is empty (shape {tuple(values.shape)})", file=source, problem="empty"
+        )
     if values.dtype.kind in "biu":
         return
     finite = np.isfinite(values)
     if not finite.all():
         bad = int(values.size - np.count_nonzero(finite))
         first = [int(i) for i in np.unravel_index(int(np.argmin(finite.reshape(-1))), values.shape)]
-        raise InputError(f"{what} has {bad} non-finite values (NaN or ±Inf), the first at index {first}",
-                         file=source, problem="non_finite", non_finite=bad, first_index=first)
+        raise InputError(
+            f"{what} has {bad} non-finite values (NaN or ±Inf), the first at index {first}",
+            file=source,
+            problem="non_finite",
+            non_finite=bad,
+            first_index=first,
+        )
 
 
 def decode_cten(data: bytes, source="<bytes>") -> ChromaticTensor:
@@ -152,13 +175,20 @@ def decode_cten(data: bytes, source="<bytes>") -> ChromaticTensor:
         raise InputError(f"empty .cten tensor ({h}x{w})", file=source, problem="empty")
     expected = 16 + cells * 12 + (cells * 4 if flags & CTEN_COHERENCE else 0) + 8
     if len(data) != expected:
-        raise InputError(f"wrong length: {len(data)} bytes, a {h}x{w} .cten has {expected}", file=source,
-                         problem="length")
+        raise InputError(
+            f"wrong length: {len(data)} bytes, a {h}x{w} .cten has {expected}",
+            file=source,
+            problem="length",
+        )
     rgb = np.frombuffer(data, dtype=_F32, count=cells * 3, offset=16).reshape(h, w, 3).copy()
     check_values(rgb, "rgb", source)
     coherence = None
     if flags & CTEN_COHERENCE:
-        coherence = np.frombuffer(data, dtype=_F32, count=cells, offset=16 + cells * 12).reshape(h, w).copy()
+        coherence = (
+            np.frombuffer(data, dtype=_F32, count=cells, offset=16 + cells * 12)
+            .reshape(h, w)
+            .copy()
+        )
         check_values(coherence, "coherence", source)
     return ChromaticTensor(rgb, coherence)
 
@@ -171,16 +201,26 @@ def decode_sten(data: bytes, source="<bytes>") -> SpectralTensor:
     n, f_min, f_res = struct.unpack_from("<Iff", data, 8)
     expected = 20 + n * 4 * (2 if flags & STEN_SIGMA else 1) + 8
     if len(data) != expected:
-        raise InputError(f"wrong length: {len(data)} bytes, a {n}-bin .sten has {expected}", file=source,
-                         problem="length")
+        raise InputError(
+            f"wrong length: {len(data)} bytes, a {n}-bin .sten has {expected}",
+            file=source,
+            problem="length",
+        )
     if n == 0:
         raise InputError("empty .sten tensor (zero bins)", file=source, problem="empty")
     if not (math.isfinite(f_min) and math.isfinite(f_res) and f_min > 0 and f_res > 0):
-        raise InputError(f"bad frequency axis: f_min {f_min} and f_res {f_res} must be finite and positive",
-                         file=source, problem="axis")
+        raise InputError(
+            f"bad frequency axis: f_min {f_min} and f_res {f_res} must be finite and positive",
+            file=source,
+            problem="axis",
+        )
     bins = np.frombuffer(data, dtype=_F32, count=n, offset=20).copy()
     check_values(bins, "bins", source)
-    sigma = np.frombuffer(data, dtype=_F32, count=n, offset=20 + n * 4).copy() if flags & STEN_SIGMA else None
+    sigma = (
+        np.frombuffer(data, dtype=_F32, count=n, offset=20 + n * 4).copy()
+        if flags & STEN_SIGMA
+        else None
+    )
     if sigma is not None:
         check_values(sigma, "sigma", source)
     return SpectralTensor(bins, float(f_min), float(f_res), sigma, bool(flags & STEN_LOG))
@@ -191,7 +231,11 @@ def _read(path, bytes_per_cell: int) -> bytes:
     limit = 64 + bytes_per_cell * max_pixels()
     data = read_input_bytes(path, limit, "tensor file")
     if len(data) >= 16:
-        cells = struct.unpack_from("<II", data, 8) if data[:4] == CTEN_MAGIC else (struct.unpack_from("<I", data, 8)[0], 1)
+        cells = (
+            struct.unpack_from("<II", data, 8)
+            if data[:4] == CTEN_MAGIC
+            else (struct.unpack_from("<I", data, 8)[0], 1)
+        )
         check_pixels(cells[0] * cells[1], f"{cells[0]}x{cells[1]}", file=path)
     return data
 

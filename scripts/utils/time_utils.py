@@ -15,14 +15,26 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 from scripts.utils import cli
 from scripts.utils.errors import InputError
-from scripts.utils.timestamps import format_compact, format_iso, from_epoch, now, parse_timestamp, source_date_epoch, to_epoch
+from scripts.utils.timestamps import (
+    format_compact,
+    format_iso,
+    from_epoch,
+    now,
+    parse_timestamp,
+    source_date_epoch,
+    to_epoch,
+)
 
 
 def _describe(moment: datetime, source: str) -> dict:
@@ -52,7 +64,8 @@ def print_timestamp(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "time_utils", doc=__doc__,
+        "time_utils",
+        doc=__doc__,
         description="Print canonical UTC timestamps as JSON.",
         example="SOURCE_DATE_EPOCH=1761912000 python scripts/utils/time_utils.py now",
     )
@@ -60,7 +73,9 @@ def main(argv=None) -> int:
     sub.add_parser("now", help="the artifact time: SOURCE_DATE_EPOCH when set, else the clock")
     parse_cmd = sub.add_parser("parse", help="parse an ISO 8601 or compact timestamp")
     parse_cmd.add_argument("text")
-    parse_cmd.add_argument("--assume-utc", action="store_true", help="read a zone-less timestamp as UTC")
+    parse_cmd.add_argument(
+        "--assume-utc", action="store_true", help="read a zone-less timestamp as UTC"
+    )
     epoch_cmd = sub.add_parser("from-epoch", help="format seconds since 1970-01-01T00:00:00Z")
     epoch_cmd.add_argument("seconds", type=float)
 

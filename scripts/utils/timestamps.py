@@ -48,13 +48,16 @@ def source_date_epoch(environ=None) -> int | None:
     if not raw.isascii() or not raw.isdigit():
         raise InputError(
             "SOURCE_DATE_EPOCH must be a non-negative integer number of seconds (like `date +%s`)",
-            variable=SOURCE_DATE_EPOCH, value=raw,
+            variable=SOURCE_DATE_EPOCH,
+            value=raw,
         )
     value = int(raw)
     try:
         datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
-        raise InputError("SOURCE_DATE_EPOCH is out of the range of dates", variable=SOURCE_DATE_EPOCH, value=raw)
+        raise InputError(
+            "SOURCE_DATE_EPOCH is out of the range of dates", variable=SOURCE_DATE_EPOCH, value=raw
+        )
     return value
 
 
@@ -102,8 +105,13 @@ def parse_timestamp(text: str, assume_utc: bool = False) -> datetime:
             raise InputError("not an ISO 8601 or compact UTC timestamp", value=text)
         frac = (match["frac"] or "").ljust(6, "0")[:6]
         moment = datetime(
-            int(match["y"]), int(match["mo"]), int(match["d"]),
-            int(match["h"]), int(match["mi"]), int(match["s"]), int(frac or 0),
+            int(match["y"]),
+            int(match["mo"]),
+            int(match["d"]),
+            int(match["h"]),
+            int(match["mi"]),
+            int(match["s"]),
+            int(frac or 0),
         )
     except ValueError as exc:  # e.g. month 13
         raise InputError(f"invalid timestamp: {exc}", value=text)

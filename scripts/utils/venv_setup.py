@@ -30,8 +30,13 @@ STAMP = ".lock-sha256"
 
 
 def log(level: str, event: str, **fields) -> None:
-    record = {"ts": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "level": level,
-              "script": "venv_setup", "event": event, **fields}
+    record = {
+        "ts": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "level": level,
+        "script": "venv_setup",
+        "event": event,
+        **fields,
+    }
     sys.stderr.write(json.dumps(record) + "\n")
     sys.stderr.flush()
 
@@ -47,12 +52,19 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--venv", default=".venv", help="venv folder (default: .venv)")
-    parser.add_argument("--lock", default="requirements.lock", help="hashed lock file (default: requirements.lock)")
+    parser.add_argument(
+        "--lock", default="requirements.lock", help="hashed lock file (default: requirements.lock)"
+    )
     args = parser.parse_args(argv)
 
     if sys.version_info < MIN_PYTHON:
-        log("error", "bad_input", error=f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} is required, "
-            f"this is {sys.version.split()[0]}", file=sys.executable)
+        log(
+            "error",
+            "bad_input",
+            error=f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} is required, "
+            f"this is {sys.version.split()[0]}",
+            file=sys.executable,
+        )
         return 2
     lock = Path(args.lock)
     if not lock.is_file():
@@ -61,7 +73,9 @@ def main(argv=None) -> int:
     folder = Path(args.venv)
     # The venv is rebuilt when the lock or the Python that builds it changes.
     pyproject = PROJECT / "pyproject.toml"
-    digest = hashlib.sha256(lock.read_bytes() + sys.version.encode() + pyproject.read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        lock.read_bytes() + sys.version.encode() + pyproject.read_bytes()
+    ).hexdigest()
     stamp = folder / STAMP
     python = venv_python(folder)
     if python.exists() and stamp.is_file() and stamp.read_text().strip() == digest:
@@ -69,26 +83,53 @@ def main(argv=None) -> int:
         log("info", "venv_up_to_date", venv=str(folder), stamp=digest)
         return 0
 
-    log("info", "venv_create", venv=str(folder), lock=str(lock), stamp=digest,
-        python=sys.version.split()[0])
+    log(
+        "info",
+        "venv_create",
+        venv=str(folder),
+        lock=str(lock),
+        stamp=digest,
+        python=sys.version.split()[0],
+    )
     try:
         venv.EnvBuilder(clear=True, with_pip=True).create(folder)
     except Exception as exc:  # e.g. Debian without python3-venv
-        log("error", "venv_failed", error=f"cannot create the venv: {exc}",
-            hint="install Python's venv module (Debian/Ubuntu: apt install python3-venv)")
+        log(
+            "error",
+            "venv_failed",
+            error=f"cannot create the venv: {exc}",
+            hint="install Python's venv module (Debian/Ubuntu: apt install python3-venv)",
+        )
         return 2
     installs = [  # the pinned, hashed lock; then the project itself (offline: setuptools came with the lock)
         (["--require-hashes", "-r", str(lock)], "pip could not install the lock"),
-        (["--no-deps", "--no-build-isolation", "--no-index", "--editable", str(PROJECT)],
-         "pip could not install the project in editable mode"),
+        (
+            ["--no-deps", "--no-build-isolation", "--no-index", "--editable", str(PROJECT)],
+            "pip could not install the project in editable mode",
+        ),
     ]
     for arguments, failure in installs:
-        command = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--quiet",
-                   *arguments]
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        command = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--quiet",
+            *arguments,
+        ]
+        result = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         if result.returncode != 0:
-            log("error", "install_failed", error=failure, exit_code=result.returncode,
-                pip_output=result.stdout.splitlines()[-30:])
+            log(
+                "error",
+                "install_failed",
+                error=failure,
+                exit_code=result.returncode,
+                pip_output=result.stdout.splitlines()[-30:],
+            )
             return 2
     stamp.write_text(digest + "\n")
     log("info", "venv_ready", venv=str(folder), stamp=digest)

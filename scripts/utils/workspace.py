@@ -63,7 +63,10 @@ def relative_to_workspace(workspace: Path, path, check_text: bool = True) -> str
         except UnicodeEncodeError:
             raise InputError("file name is not valid UTF-8: rename it to record it", file=path)
     if relative.startswith(DATA_ROOT_MARK):
-        raise InputError(f"workspace names starting with {DATA_ROOT_MARK!r} are reserved for data roots", file=path)
+        raise InputError(
+            f"workspace names starting with {DATA_ROOT_MARK!r} are reserved for data roots",
+            file=path,
+        )
     return relative
 
 
@@ -89,8 +92,11 @@ def run_report(run_id: str) -> str:
 def checked_run_id(run_id, file=None) -> str:
     """``run_id`` if it has the shape ``<script>_<stamp>[-N]``; a record naming anything else is bad input."""
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
-        raise InputError("not a run id (expected <script>_YYYYMMDDTHHMMSSZ[-N])", file=file,
-                         value=repr(run_id)[:200])
+        raise InputError(
+            "not a run id (expected <script>_YYYYMMDDTHHMMSSZ[-N])",
+            file=file,
+            value=repr(run_id)[:200],
+        )
     return run_id
 
 
@@ -99,9 +105,16 @@ def checked_name(name, file=None, data_root: bool = False) -> str:
 
     ``data_root``: names of data-root files (``@root/...``) are allowed too.
     """
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or (name.startswith(DATA_ROOT_MARK) and not data_root):
-        raise InputError("a recorded path must be workspace-relative and stay inside it (no '..', no absolute path)",
-                         file=file, value=repr(name)[:200])
+    if (
+        not isinstance(name, str)
+        or not _SAFE_NAME.match(name)
+        or (name.startswith(DATA_ROOT_MARK) and not data_root)
+    ):
+        raise InputError(
+            "a recorded path must be workspace-relative and stay inside it (no '..', no absolute path)",
+            file=file,
+            value=repr(name)[:200],
+        )
     return name
 
 
@@ -109,6 +122,9 @@ def path_inside(workspace: Path, name, file=None) -> Path:
     """``workspace / name`` for a recorded ``name``, refused when it (through links too) leaves ``workspace``."""
     target = Path(workspace) / checked_name(name, file)
     if not inside(workspace, target):
-        raise InputError("a recorded path leads outside the workspace (through a link)", file=file,
-                         value=repr(name)[:200])
+        raise InputError(
+            "a recorded path leads outside the workspace (through a link)",
+            file=file,
+            value=repr(name)[:200],
+        )
     return target

@@ -36,9 +36,13 @@ import re
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -47,13 +51,13 @@ from scripts.utils import cli
 from scripts.utils.colour import bridge_encode
 from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import InputError
+from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.limits import check_pixels
 from scripts.utils.media import gif_bytes, wav_bytes, write_mp4
-from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import resolve_workspace
 from scripts.utils.tensors import read_cten
+from scripts.utils.workspace import resolve_workspace
 
 SAMPLE_RATE = 44_100
 BRIDGE = {"f_min": 55.0, "octaves": 5.0, "bins": 48}
@@ -77,13 +81,18 @@ def load_frames(workspace: Path, inputs) -> list:
     files = [(Path(path), info) for _, path, info in found.files if path.endswith(".cten")]
     if not files:
         raise InputError("no .cten frames found", file=str(inputs[0]))
-    check_pixels(sum(info.st_size for _, info in files) // 12, f"{len(files)} frames", file=str(inputs[0]))
+    check_pixels(
+        sum(info.st_size for _, info in files) // 12, f"{len(files)} frames", file=str(inputs[0])
+    )
     frames = []
     for index, (path, _) in enumerate(files):
         tensor = read_cten(path)
         if frames and tensor.rgb.shape != frames[0][2].rgb.shape:
-            raise InputError(f"frame shape {tensor.rgb.shape} differs from the first frame's "
-                             f"{frames[0][2].rgb.shape}", file=str(path))
+            raise InputError(
+                f"frame shape {tensor.rgb.shape} differs from the first frame's "
+                f"{frames[0][2].rgb.shape}",
+                file=str(path),
+            )
         match = re.search(r"(\d{1,18})", path.stem)
         frames.append((int(match.group(1)) if match else index + 1, path.name, tensor))
     return frames
@@ -115,13 +124,17 @@ def sonify(tensors: list, seconds_per_frame: float) -> np.ndarray:
         start = index * length
         absolute = (start + np.arange(length)) / SAMPLE_RATE
         segment = np.zeros(length)
-        for amplitude, frequency, sigma in zip(spectrum.bins, frequencies, spectrum.sigma):  # fixed order
+        for amplitude, frequency, sigma in zip(
+            spectrum.bins, frequencies, spectrum.sigma
+        ):  # fixed order
             if amplitude <= 0 or frequency >= SAMPLE_RATE / 2:
                 continue
             width = (0.15 + 0.35 * float(sigma)) * seconds_per_frame
             envelope = np.exp(-0.5 * ((local - seconds_per_frame / 2) / width) ** 2) * taper
-            segment += float(amplitude) * envelope * np.sin(2 * math.pi * float(frequency) * absolute)
-        signal[start:start + length] = segment
+            segment += (
+                float(amplitude) * envelope * np.sin(2 * math.pi * float(frequency) * absolute)
+            )
+        signal[start : start + length] = segment
     peak = float(np.max(np.abs(signal))) if signal.size else 0.0
     if peak > 0:
         signal *= 0.9 / peak
@@ -134,12 +147,21 @@ def spectrogram_figure(samples: np.ndarray):
     if values.size < window:
         values = np.pad(values, (0, window - values.size))
     count = 1 + (values.size - window) // hop
-    frames = np.stack([values[i * hop:i * hop + window] for i in range(count)]) * np.hanning(window)
+    frames = np.stack([values[i * hop : i * hop + window] for i in range(count)]) * np.hanning(
+        window
+    )
     magnitude = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-9)
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 3.2))
-    image = axis.imshow(magnitude, origin="lower", aspect="auto", cmap="magma", vmin=-120, vmax=magnitude.max(),
-                        extent=(0, values.size / SAMPLE_RATE, 0, SAMPLE_RATE / 2))
+    image = axis.imshow(
+        magnitude,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=-120,
+        vmax=magnitude.max(),
+        extent=(0, values.size / SAMPLE_RATE, 0, SAMPLE_RATE / 2),
+    )
     axis.set_ylim(0, min(SAMPLE_RATE / 2, BRIDGE["f_min"] * 2 ** BRIDGE["octaves"] * 1.5))
     axis.set_xlabel("time (s)")
     axis.set_ylabel("frequency (Hz)")
@@ -153,21 +175,39 @@ def animate(args, log) -> int:
     frames = load_frames(workspace, args.inputs)
     height, width = frames[0][2].rgb.shape[:2]
     scale = args.scale or max(1, -(-256 // max(height, width)))
-    check_pixels(len(frames) * height * width * scale * scale, f"{len(frames)} frames of "
-                 f"{height * scale}x{width * scale}", file=args.inputs[0])
+    check_pixels(
+        len(frames) * height * width * scale * scale,
+        f"{len(frames)} frames of {height * scale}x{width * scale}",
+        file=args.inputs[0],
+    )
     pictures = []
     for cycle, _, tensor in frames:
         caption = None
         if not args.no_overlay:
-            coherence = f"  coh {float(np.mean(tensor.coherence)):.3f}" if tensor.coherence is not None else ""
+            coherence = (
+                f"  coh {float(np.mean(tensor.coherence)):.3f}"
+                if tensor.coherence is not None
+                else ""
+            )
             caption = f"cycle {cycle}{coherence}"
         pictures.append(frame_pixels(tensor, scale, caption))
-    config = {"fps": args.fps, "scale": scale, "overlay": not args.no_overlay, "mp4": not args.no_mp4,
-              "seconds_per_frame": args.seconds_per_frame}
-    with RunRecorder("dream_animation", argv=args.argv, workspace=workspace, log=log, config=config) as record:
+    config = {
+        "fps": args.fps,
+        "scale": scale,
+        "overlay": not args.no_overlay,
+        "mp4": not args.no_mp4,
+        "seconds_per_frame": args.seconds_per_frame,
+    }
+    with RunRecorder(
+        "dream_animation", argv=args.argv, workspace=workspace, log=log, config=config
+    ) as record:
         atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
-        results = {"frames": len(frames), "frame_size": [height * scale, width * scale], "first": frames[0][1],
-                   "last": frames[-1][1]}
+        results = {
+            "frames": len(frames),
+            "frame_size": [height * scale, width * scale],
+            "first": frames[0][1],
+            "last": frames[-1][1],
+        }
         if not args.no_mp4:
             results["mp4"] = write_mp4(pictures, args.fps, record.output_path("replay.mp4"))
         samples = sonify([tensor for _, _, tensor in frames], args.seconds_per_frame)
@@ -183,18 +223,36 @@ def animate(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "dream_animation", doc=__doc__,
+        "dream_animation",
+        doc=__doc__,
         description="Replay .cten dream frames as GIF and MP4, and sonify them (WAV + spectrogram).",
         example="python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31 --fps 4",
     )
-    parser.add_argument("inputs", nargs="+", metavar="PATH", help="run folders, folders of .cten frames, or frames")
-    parser.add_argument("--fps", type=cli.bounded(float, 0.1, 120), default=4.0, help="frames per second (0.1 to 120)")
-    parser.add_argument("--scale", type=cli.bounded(int, 1, 64), default=None,
-                        help="pixel scale, 1 to 64 (default: up to at least 256 pixels)")
-    parser.add_argument("--no-overlay", action="store_true", help="no cycle/coherence caption on the frames")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="PATH", help="run folders, folders of .cten frames, or frames"
+    )
+    parser.add_argument(
+        "--fps",
+        type=cli.bounded(float, 0.1, 120),
+        default=4.0,
+        help="frames per second (0.1 to 120)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=cli.bounded(int, 1, 64),
+        default=None,
+        help="pixel scale, 1 to 64 (default: up to at least 256 pixels)",
+    )
+    parser.add_argument(
+        "--no-overlay", action="store_true", help="no cycle/coherence caption on the frames"
+    )
     parser.add_argument("--no-mp4", action="store_true", help="skip the MP4")
-    parser.add_argument("--seconds-per-frame", type=cli.bounded(float, 0.01, 10), default=0.25,
-                        help="audio length of each frame (0.01 to 10)")
+    parser.add_argument(
+        "--seconds-per-frame",
+        type=cli.bounded(float, 0.01, 10),
+        default=0.25,
+        help="audio length of each frame (0.01 to 10)",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, animate, argv)
 

@@ -26,9 +26,13 @@ import html
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -57,7 +61,8 @@ ARTIFACT_ROWS = 500
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
 main{max-width:1200px;margin:0 auto;padding:16px}@media(max-width:600px){main{padding:6px}section{padding:4px 8px 8px}}
-h1{font-size:1.5em;margin:.3em 0;overflow-wrap:anywhere}h2{font-size:1.2em;margin:1.4em 0 .5em;border-bottom:1px solid #d8dce3}
+h1{font-size:1.5em;margin:.3em 0;overflow-wrap:anywhere}
+h2{font-size:1.2em;margin:1.4em 0 .5em;border-bottom:1px solid #d8dce3}
 section{background:#fff;border:1px solid #e2e5ea;border-radius:6px;padding:8px 14px 14px;margin:12px 0}
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
@@ -75,6 +80,7 @@ details summary{cursor:pointer}
 # --------------------------------------------------------------------------
 # Finding what to show
 # --------------------------------------------------------------------------
+
 
 def overridden_keys(argv: list) -> set:
     """The config keys a run set with ``--set key=value``."""
@@ -100,6 +106,7 @@ def flatten(value, prefix: str = "") -> dict:
 # HTML pieces
 # --------------------------------------------------------------------------
 
+
 def esc(value) -> str:
     if not isinstance(value, str):
         value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
@@ -111,8 +118,10 @@ def table(headers: list, rows: list, classes: list | None = None, mono: tuple = 
     body = []
     for index, row in enumerate(rows):
         cls = f' class="{classes[index]}"' if classes and classes[index] else ""
-        cells = "".join(f'<td class="mono">{esc(c)}</td>' if i in mono else f"<td>{esc(c)}</td>"
-                        for i, c in enumerate(row))
+        cells = "".join(
+            f'<td class="mono">{esc(c)}</td>' if i in mono else f"<td>{esc(c)}</td>"
+            for i, c in enumerate(row)
+        )
         body.append(f"<tr{cls}>{cells}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
@@ -120,7 +129,7 @@ def table(headers: list, rows: list, classes: list | None = None, mono: tuple = 
 def svg_inline(figure) -> str:
     text = figure_bytes(figure, ".svg").decode()
     pyplot().close(figure)
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def png_img(data: bytes, alt: str) -> str:
@@ -133,15 +142,18 @@ def section(title: str, body: str, anchor: str | None = None) -> str:
 
 
 def page(title: str, sections: list) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
-            f"<body><main><h1>{esc(title)}</h1>{''.join(sections)}</main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
+        f"<body><main><h1>{esc(title)}</h1>{''.join(sections)}</main></body></html>\n"
+    )
 
 
 # --------------------------------------------------------------------------
 # A run
 # --------------------------------------------------------------------------
+
 
 def script_path(script) -> str:
     """How a page names the command of a run: ``scripts/<category>/<script>.py``."""
@@ -157,29 +169,60 @@ def mapping(value) -> dict:
 
 
 def run_sections(workspace: Path, report: dict, registry: dict) -> list:
-    rows = [["run id", report["run_id"]], ["script", report.get("script")], ["status", report.get("status")],
-            ["command", " ".join(["python", script_path(report.get("script")), *report.get("argv", [])])],
-            ["config sha256", report.get("config_sha256")], ["git", report.get("git")],
-            ["backend", report.get("backend")]]
-    sections = [section("Run", table(["field", "value"], [row for row in rows if row[1] is not None], mono=(1,)))]
+    rows = [
+        ["run id", report["run_id"]],
+        ["script", report.get("script")],
+        ["status", report.get("status")],
+        [
+            "command",
+            " ".join(["python", script_path(report.get("script")), *report.get("argv", [])]),
+        ],
+        ["config sha256", report.get("config_sha256")],
+        ["git", report.get("git")],
+        ["backend", report.get("backend")],
+    ]
+    sections = [
+        section(
+            "Run", table(["field", "value"], [row for row in rows if row[1] is not None], mono=(1,))
+        )
+    ]
     folder = _run_folder(workspace, report)
-    if folder is not None and isinstance(report.get("external"), dict):  # a script of its own: its files
-        sections += script_metric_sections(folder, report.get("results") or {}) + image_sections(folder)
+    if folder is not None and isinstance(
+        report.get("external"), dict
+    ):  # a script of its own: its files
+        sections += script_metric_sections(folder, report.get("results") or {}) + image_sections(
+            folder
+        )
     elif folder is not None:
         sections += metric_sections(folder) + tensor_sections(folder)
     config = report.get("config")
     if isinstance(config, dict) and config:
         overridden = overridden_keys(report.get("argv"))
         flat = flatten(config)
-        marks = ["set" if key in overridden or any(key.startswith(o + ".") for o in overridden) else ""
-                 for key in flat]
-        note = f"<p>Highlighted: set with --set ({esc(', '.join(sorted(overridden)))}).</p>" if overridden else ""
-        sections.append(section("Config", note + table(["key", "value"], [[k, v] for k, v in flat.items()], marks,
-                                                           mono=(0,))))
+        marks = [
+            "set" if key in overridden or any(key.startswith(o + ".") for o in overridden) else ""
+            for key in flat
+        ]
+        note = (
+            f"<p>Highlighted: set with --set ({esc(', '.join(sorted(overridden)))}).</p>"
+            if overridden
+            else ""
+        )
+        sections.append(
+            section(
+                "Config",
+                note + table(["key", "value"], [[k, v] for k, v in flat.items()], marks, mono=(0,)),
+            )
+        )
     seed = report.get("seed")
     if seed:
-        rows = [["base seed", seed.get("base_seed")], ["seeds file sha256", seed.get("seeds_file_sha256")]]
-        rows += [[f"stream {name}", value] for name, value in sorted((seed.get("streams") or {}).items())]
+        rows = [
+            ["base seed", seed.get("base_seed")],
+            ["seeds file sha256", seed.get("seeds_file_sha256")],
+        ]
+        rows += [
+            [f"stream {name}", value] for name, value in sorted((seed.get("streams") or {}).items())
+        ]
         sections.append(section("Seeds", table(["seed", "value"], rows, mono=(1,))))
     external = mapping(report.get("external"))
     if external:  # the command's own code and Python come first: they are what made its outputs
@@ -188,16 +231,38 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
     if environment or report.get("env_hash"):
         python = mapping(environment.get("python"))
         blas = environment.get("blas") if isinstance(environment.get("blas"), list) else []
-        rows = [["env_hash", report.get("env_hash")], ["os", environment.get("os")],
-                ["python", f"{python.get('implementation', '')} {python.get('version', '')}".strip()],
-                ["blas", [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
-                          for b in blas if isinstance(b, dict)]]]
-        rows += [[name, version] for name, version in sorted(mapping(environment.get("byte_relevant")).items())]
-        title = "Launcher environment (run_experiment's Python, not the command's)" \
-            if isinstance(report.get("external"), dict) else "Environment"
-        sections.append(section(title, f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
-                                "<details><summary>the fields it covers</summary>"
-                                + table(["field", "value"], rows, mono=(1,)) + "</details>", ENVIRONMENT_ID))
+        rows = [
+            ["env_hash", report.get("env_hash")],
+            ["os", environment.get("os")],
+            ["python", f"{python.get('implementation', '')} {python.get('version', '')}".strip()],
+            [
+                "blas",
+                [
+                    f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                    for b in blas
+                    if isinstance(b, dict)
+                ],
+            ],
+        ]
+        rows += [
+            [name, version]
+            for name, version in sorted(mapping(environment.get("byte_relevant")).items())
+        ]
+        title = (
+            "Launcher environment (run_experiment's Python, not the command's)"
+            if isinstance(report.get("external"), dict)
+            else "Environment"
+        )
+        sections.append(
+            section(
+                title,
+                f"<p>env_hash <code>{esc(report.get('env_hash'))}</code></p>"
+                "<details><summary>the fields it covers</summary>"
+                + table(["field", "value"], rows, mono=(1,))
+                + "</details>",
+                ENVIRONMENT_ID,
+            )
+        )
     sections += result_sections(report)
     sections.append(artifact_section(report, registry))
     return sections
@@ -209,27 +274,62 @@ def external_sections(external: dict) -> list:
     code, environment = mapping(external.get("code")), mapping(external.get("environment"))
     files = mapping(code.get("files"))
     rows = [["file", name, digest] for name, digest in sorted(files.items())]
-    rows += [["git", mapping(state).get("root"), f"{mapping(state).get('commit')}"
-              + (" (uncommitted changes)" if mapping(state).get("dirty") else "")]
-             for state in (code.get("git") if isinstance(code.get("git"), list) else [])]
-    facts = [["command", " ".join(map(str, external.get("command") or []))],
-             ["code folder", external.get("code_dir", "outside the workspace (files named relative to it)")]]
+    rows += [
+        [
+            "git",
+            mapping(state).get("root"),
+            f"{mapping(state).get('commit')}"
+            + (" (uncommitted changes)" if mapping(state).get("dirty") else ""),
+        ]
+        for state in (code.get("git") if isinstance(code.get("git"), list) else [])
+    ]
+    facts = [
+        ["command", " ".join(map(str, external.get("command") or []))],
+        [
+            "code folder",
+            external.get("code_dir", "outside the workspace (files named relative to it)"),
+        ],
+    ]
     torch = mapping(environment.get("torch"))
-    python = [["python", f"{environment.get('implementation', '')} {environment.get('python', '')}".strip()]]
+    python = [
+        [
+            "python",
+            f"{environment.get('implementation', '')} {environment.get('python', '')}".strip(),
+        ]
+    ]
     python += [[f"torch {name}", value] for name, value in sorted(torch.items())]
-    python += [[name, value] for name, value in sorted(mapping(environment.get("variables")).items())]
-    packages = environment.get("distributions") if isinstance(environment.get("distributions"), list) else []
-    return [section("The command and its code", table(["field", "value"], facts, mono=(1,))
-                    + table(["kind", "path", "sha256 / commit"], rows, mono=(1, 2))),
-            section("The command's Python", table(["field", "value"], python, mono=(1,))
-                    + f"<details><summary>{len(packages)} installed distributions</summary>"
-                    + table(["distribution"], [[p] for p in packages], mono=(0,)) + "</details>",
-                    COMMAND_ENVIRONMENT_ID)]
+    python += [
+        [name, value] for name, value in sorted(mapping(environment.get("variables")).items())
+    ]
+    packages = (
+        environment.get("distributions")
+        if isinstance(environment.get("distributions"), list)
+        else []
+    )
+    return [
+        section(
+            "The command and its code",
+            table(["field", "value"], facts, mono=(1,))
+            + table(["kind", "path", "sha256 / commit"], rows, mono=(1, 2)),
+        ),
+        section(
+            "The command's Python",
+            table(["field", "value"], python, mono=(1,))
+            + f"<details><summary>{len(packages)} installed distributions</summary>"
+            + table(["distribution"], [[p] for p in packages], mono=(0,))
+            + "</details>",
+            COMMAND_ENVIRONMENT_ID,
+        ),
+    ]
 
 
 def _run_folder(workspace: Path, report: dict) -> Path | None:
-    logdir = (report.get("results") or {}).get("logdir")  # a checked name (run_reports.REPORT_SCHEMA)
-    for candidate in ([workspace / logdir] if isinstance(logdir, str) else []) + [workspace / RESULTS / report["run_id"]]:
+    logdir = (report.get("results") or {}).get(
+        "logdir"
+    )  # a checked name (run_reports.REPORT_SCHEMA)
+    for candidate in ([workspace / logdir] if isinstance(logdir, str) else []) + [
+        workspace / RESULTS / report["run_id"]
+    ]:
         if candidate.is_dir() and inside(workspace, candidate):
             return candidate
     return None
@@ -245,7 +345,10 @@ def read_metrics(folder: Path):
     for name in METRICS:
         values = series[name][np.isfinite(series[name])]
         best = (values.max() if name == "coherence" else values.min()) if values.size else None
-        summary[name] = {"final": float(series[name][-1]), "best": None if best is None else float(best)}
+        summary[name] = {
+            "final": float(series[name][-1]),
+            "best": None if best is None else float(best),
+        }
     return series, summary
 
 
@@ -254,15 +357,31 @@ def metric_sections(folder: Path) -> list:
     if series is None:
         return []
     figure, _ = plot_curves({folder.name: series}, METRICS, log_scale=False)
-    rows = [[name, f"{values['final']:.6g}", None if values["best"] is None else f"{values['best']:.6g}"]
-            for name, values in summary.items()]
-    return [section("Metrics", table(["metric", "final", "best"], rows) + f'<div class="plot">{svg_inline(figure)}</div>')]
+    rows = [
+        [
+            name,
+            f"{values['final']:.6g}",
+            None if values["best"] is None else f"{values['best']:.6g}",
+        ]
+        for name, values in summary.items()
+    ]
+    return [
+        section(
+            "Metrics",
+            table(["metric", "final", "best"], rows)
+            + f'<div class="plot">{svg_inline(figure)}</div>',
+        )
+    ]
 
 
 def script_metric_sections(folder: Path, results: dict) -> list:
     """An external script's own metrics file (run_metrics.py): final and best values, and every column plotted."""
     name = results.get("metrics_file")
-    if not isinstance(name, str) or not (folder / name).is_file() or not inside(folder, folder / name):
+    if (
+        not isinstance(name, str)
+        or not (folder / name).is_file()
+        or not inside(folder, folder / name)
+    ):
         return []
     try:
         metrics = read_run_metrics(folder / name)
@@ -275,23 +394,50 @@ def script_metric_sections(folder: Path, results: dict) -> list:
     figure, _ = plot_curves({folder.name: plot_series(metrics, names)}, names, log_scale=False)
     figure.axes[-1].set_xlabel(x_name or "row")
     best, final = mapping(results.get("best")), mapping(results.get("final"))
-    rows = [[n, final.get(n), mapping(best.get(n)).get("value"), mapping(best.get(n)).get("goal"),
-             mapping(best.get(n)).get("at")] for n in names]
-    return [section(f"Metrics ({name})", table(["metric", "final", "best", "goal", f"at {x_name or 'row'}"], rows)
-                    + f'<div class="plot">{svg_inline(figure)}</div>')]
+    rows = [
+        [
+            n,
+            final.get(n),
+            mapping(best.get(n)).get("value"),
+            mapping(best.get(n)).get("goal"),
+            mapping(best.get(n)).get("at"),
+        ]
+        for n in names
+    ]
+    return [
+        section(
+            f"Metrics ({name})",
+            table(["metric", "final", "best", "goal", f"at {x_name or 'row'}"], rows)
+            + f'<div class="plot">{svg_inline(figure)}</div>',
+        )
+    ]
 
 
 def image_sections(folder: Path) -> list:
     """The images a script wrote (PNG, SVG, GIF, JPEG), shown as images: never as markup, so an SVG runs nothing."""
-    kinds = {".png": "image/png", ".svg": "image/svg+xml", ".gif": "image/gif", ".jpg": "image/jpeg",
-             ".jpeg": "image/jpeg"}
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in kinds and p.is_file() and not p.is_symlink()
-                   and p.stat().st_size <= MAX_SHOWN_IMAGE_BYTES)[:SHOWN_IMAGES]
+    kinds = {
+        ".png": "image/png",
+        ".svg": "image/svg+xml",
+        ".gif": "image/gif",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+    }
+    paths = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in kinds
+        and p.is_file()
+        and not p.is_symlink()
+        and p.stat().st_size <= MAX_SHOWN_IMAGE_BYTES
+    )[:SHOWN_IMAGES]
     if not paths:
         return []
-    figures = [f'<figure><img alt="{esc(p.name)}" src="data:{kinds[p.suffix.lower()]};base64,'
-               f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{esc(p.relative_to(folder).as_posix())}'
-               "</figcaption></figure>" for p in paths]
+    figures = [
+        f'<figure><img alt="{esc(p.name)}" src="data:{kinds[p.suffix.lower()]};base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{esc(p.relative_to(folder).as_posix())}'
+        "</figcaption></figure>"
+        for p in paths
+    ]
     return [section("Images the run wrote", f'<div class="grid">{"".join(figures)}</div>')]
 
 
@@ -306,15 +452,22 @@ def tensor_sections(folder: Path) -> list:
             scale = max(1, 160 // max(rgb.shape[:2]))
             big = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
             hue, saturation, lightness = rgb_to_hsl(rgb)
-            figures.append(f"<figure>{png_img(png_bytes(big, 8), path.name)}<figcaption>{esc(path.name)}: mean "
-                           f"lightness {float(lightness.mean()):.3f}, saturation {float(saturation.mean()):.3f}"
-                           "</figcaption></figure>")
+            figures.append(
+                f"<figure>{png_img(png_bytes(big, 8), path.name)}<figcaption>{esc(path.name)}: mean "
+                f"lightness {float(lightness.mean()):.3f}, saturation {float(saturation.mean()):.3f}"
+                "</figcaption></figure>"
+            )
         sections.append(section("Dreams (newest)", f'<div class="grid">{"".join(figures)}</div>'))
     spectra = sorted((folder / "bridge").glob("*.sten"))[-2:]
     if spectra:
-        figures = [f'<figure class="plot">{svg_inline(spectrum_figure(read_sten(p), False))}'
-                   f"<figcaption>{esc(p.name)}</figcaption></figure>" for p in spectra]
-        sections.append(section("Bridge spectra (newest)", f'<div class="grid">{"".join(figures)}</div>'))
+        figures = [
+            f'<figure class="plot">{svg_inline(spectrum_figure(read_sten(p), False))}'
+            f"<figcaption>{esc(p.name)}</figcaption></figure>"
+            for p in spectra
+        ]
+        sections.append(
+            section("Bridge spectra (newest)", f'<div class="grid">{"".join(figures)}</div>')
+        )
     return sections
 
 
@@ -325,69 +478,143 @@ def aggregate_rows(aggregates) -> list:
         aggregate = mapping(aggregate)
         for metric, values in sorted(mapping(aggregate.get("metrics")).items()):
             values = mapping(values)
-            rows.append([" ".join(map(str, aggregate.get("overrides") or [])) or "(as configured)", metric,
-                         *[values.get(k) for k in ("mean", "std", "min", "max", "n")]])
+            rows.append(
+                [
+                    " ".join(map(str, aggregate.get("overrides") or [])) or "(as configured)",
+                    metric,
+                    *[values.get(k) for k in ("mean", "std", "min", "max", "n")],
+                ]
+            )
     return rows
 
 
 def result_sections(report: dict) -> list:
     results = report.get("results") or {}
-    rows = [[key, value] for key, value in sorted(results.items())
-            if key not in ("differences", "causes", "spec_table", "skipped", "warnings", "settings", "aggregates")]
+    rows = [
+        [key, value]
+        for key, value in sorted(results.items())
+        if key
+        not in (
+            "differences",
+            "causes",
+            "spec_table",
+            "skipped",
+            "warnings",
+            "settings",
+            "aggregates",
+        )
+    ]
     sections = [section("Results", table(["result", "value"], rows, mono=(1,)))] if rows else []
     if results.get("aggregates"):
-        sections.append(section("Across seeds", table(["configuration", "metric", "mean", "std (n-1)", "min", "max",
-                                                       "n"], aggregate_rows(results["aggregates"]), mono=(0,))))
-    problems = [[kind, item] for kind in ("warnings", "skipped") for item in (results.get(kind) or [])]
+        sections.append(
+            section(
+                "Across seeds",
+                table(
+                    ["configuration", "metric", "mean", "std (n-1)", "min", "max", "n"],
+                    aggregate_rows(results["aggregates"]),
+                    mono=(0,),
+                ),
+            )
+        )
+    problems = [
+        [kind, item] for kind in ("warnings", "skipped") for item in (results.get(kind) or [])
+    ]
     if problems:
-        sections.append(section("Warnings and skipped files", table(["kind", "what"], problems[:ARTIFACT_ROWS])))
+        sections.append(
+            section("Warnings and skipped files", table(["kind", "what"], problems[:ARTIFACT_ROWS]))
+        )
     return sections
 
 
 def artifact_section(report: dict, registry: dict) -> str:
     outputs = report.get("outputs") or {}
-    rows = [[path, entry.get("size"), entry.get("sha256"), (registry.get(path) or {}).get("run", report["run_id"])]
-            for path, entry in sorted(outputs.items())[:ARTIFACT_ROWS]]
-    more = f"<p>and {len(outputs) - ARTIFACT_ROWS} more (see the run report)</p>" if len(outputs) > ARTIFACT_ROWS else ""
-    return section(f"Artifacts ({len(outputs)})", table(["path", "bytes", "sha256", "produced by"], rows,
-                                                        mono=(0, 2)) + more)
+    rows = [
+        [
+            path,
+            entry.get("size"),
+            entry.get("sha256"),
+            (registry.get(path) or {}).get("run", report["run_id"]),
+        ]
+        for path, entry in sorted(outputs.items())[:ARTIFACT_ROWS]
+    ]
+    more = (
+        f"<p>and {len(outputs) - ARTIFACT_ROWS} more (see the run report)</p>"
+        if len(outputs) > ARTIFACT_ROWS
+        else ""
+    )
+    return section(
+        f"Artifacts ({len(outputs)})",
+        table(["path", "bytes", "sha256", "produced by"], rows, mono=(0, 2)) + more,
+    )
 
 
 # --------------------------------------------------------------------------
 # A verify report
 # --------------------------------------------------------------------------
 
+
 def verify_sections(workspace: Path, report: dict) -> list:
     results = report.get("results") or {}
     verdict = "identical" if results.get("identical") else "different"
-    rows = [[name, "pass" if row.get("pass") else "FAIL", {k: v for k, v in row.items() if k != "pass"}]
-            for name, row in (results.get("spec_table") or {}).items()]
-    sections = [section("Verdict", f'<p class="{"pass" if results.get("identical") else "fail"}">'
-                        f'{esc(verdict)}: {esc(results.get("artifacts"))} artifacts, {esc(results.get("differing"))} '
-                        f'differ ({esc(results.get("runs", 2))} runs)</p><p>varied: {esc(", ".join(results.get("varied", [])))}</p>'
-                        + table(["check", "verdict", "details"], rows))]
+    rows = [
+        [name, "pass" if row.get("pass") else "FAIL", {k: v for k, v in row.items() if k != "pass"}]
+        for name, row in (results.get("spec_table") or {}).items()
+    ]
+    sections = [
+        section(
+            "Verdict",
+            f'<p class="{"pass" if results.get("identical") else "fail"}">'
+            f"{esc(verdict)}: {esc(results.get('artifacts'))} artifacts, {esc(results.get('differing'))} "
+            f"differ ({esc(results.get('runs', 2))} runs)</p><p>varied: {esc(', '.join(results.get('varied', [])))}</p>"
+            + table(["check", "verdict", "details"], rows),
+        )
+    ]
     causes = results.get("causes") or []
     if causes:
         items = []
         for cause in causes:
-            label = " + ".join(cause["variations"]) + (" (together)" if cause.get("interaction") else "")
-            rows = [[a["artifact"], d["where"], d.get("first"), d.get("second"),
-                     {k: v for k, v in d.items() if k not in ("where", "first", "second")} or ""]
-                    for a in cause["artifacts"] for d in a["differences"]]
-            said = [("changed", "; ".join(cause.get("changed") or [])),
-                    ("likely sources", "; ".join(cause.get("likely_sources") or [])), ("fix", cause.get("fix"))]
+            label = " + ".join(cause["variations"]) + (
+                " (together)" if cause.get("interaction") else ""
+            )
+            rows = [
+                [
+                    a["artifact"],
+                    d["where"],
+                    d.get("first"),
+                    d.get("second"),
+                    {k: v for k, v in d.items() if k not in ("where", "first", "second")} or "",
+                ]
+                for a in cause["artifacts"]
+                for d in a["differences"]
+            ]
+            said = [
+                ("changed", "; ".join(cause.get("changed") or [])),
+                ("likely sources", "; ".join(cause.get("likely_sources") or [])),
+                ("fix", cause.get("fix")),
+            ]
             notes = "".join(f"<p><b>{name}:</b> {esc(text)}</p>" for name, text in said if text)
-            items.append(f'<h3><span class="badge">{esc(label)}</span></h3>{notes}'
-                         + table(["artifact", "where", "first run", "second run", "more"], rows, mono=(0, 1)))
+            items.append(
+                f'<h3><span class="badge">{esc(label)}</span></h3>{notes}'
+                + table(["artifact", "where", "first run", "second run", "more"], rows, mono=(0, 1))
+            )
         sections.append(section("Causes", "".join(items)))
     kept = workspace / RESULTS / report["run_id"] / "differences"
     blocks = []
     for item in results.get("differences") or []:
-        rows = [[d["where"], d.get("first"), d.get("second"),
-                 {k: v for k, v in d.items() if k not in ("where", "first", "second")}] for d in item["differences"]]
+        rows = [
+            [
+                d["where"],
+                d.get("first"),
+                d.get("second"),
+                {k: v for k, v in d.items() if k not in ("where", "first", "second")},
+            ]
+            for d in item["differences"]
+        ]
         images = side_by_side(kept, item) if item.get("type") == "image" else ""
-        blocks.append(f"<h3><code>{esc(item['artifact'])}</code> <span class=\"badge\">{esc(item.get('type'))}</span>"
-                      f"</h3>{images}" + table(["where", "first run", "second run", "more"], rows, mono=(0,)))
+        blocks.append(
+            f'<h3><code>{esc(item["artifact"])}</code> <span class="badge">{esc(item.get("type"))}</span>'
+            f"</h3>{images}" + table(["where", "first run", "second run", "more"], rows, mono=(0,))
+        )
     if blocks:
         sections.append(section("Every difference", "".join(blocks)))
     return sections
@@ -405,20 +632,26 @@ def side_by_side(kept: Path, item: dict) -> str:
         data = path.read_bytes()
         try:
             height, width = iio.imread(data, index=0 if path.suffix == ".gif" else None).shape[:2]
-        except Exception:  # a kept copy that is no image (damaged, or put there): the table still shows it
+        except (
+            Exception
+        ):  # a kept copy that is no image (damaged, or put there): the table still shows it
             return ""
         boxes = []
         for difference in item["differences"]:
             rows_cols = _box(difference["where"])
             if rows_cols:
                 top, bottom, left, right = rows_cols
-                boxes.append(f'<span style="top:{100 * top / height:.3f}%;left:{100 * left / width:.3f}%;'
-                             f'height:{100 * (bottom - top + 1) / height:.3f}%;'
-                             f'width:{100 * (right - left + 1) / width:.3f}%"></span>')
+                boxes.append(
+                    f'<span style="top:{100 * top / height:.3f}%;left:{100 * left / width:.3f}%;'
+                    f"height:{100 * (bottom - top + 1) / height:.3f}%;"
+                    f'width:{100 * (right - left + 1) / width:.3f}%"></span>'
+                )
         mime = "image/gif" if path.suffix == ".gif" else "image/png"
-        figures.append(f'<figure><div class="box"><img alt="{run} run" src="data:{mime};base64,'
-                       f'{base64.b64encode(data).decode()}">{"".join(boxes)}</div>'
-                       f"<figcaption>{run} run</figcaption></figure>")
+        figures.append(
+            f'<figure><div class="box"><img alt="{run} run" src="data:{mime};base64,'
+            f'{base64.b64encode(data).decode()}">{"".join(boxes)}</div>'
+            f"<figcaption>{run} run</figcaption></figure>"
+        )
     return f'<div class="grid">{"".join(figures)}</div>'
 
 
@@ -437,6 +670,7 @@ def _box(where: str):
 # The command
 # --------------------------------------------------------------------------
 
+
 def build_page(workspace: Path, report: dict) -> str:
     registry = read_registry(workspace / REGISTRY)
     title = f"{report.get('script')} — {report['run_id']}"
@@ -448,8 +682,13 @@ def write_report(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     report = resolve_target(workspace, args.target, force=args.force)
     text = build_page(workspace, report)
-    with RunRecorder("html_report", argv=args.argv, workspace=workspace, log=log,
-                     config={"run": report["run_id"]}) as record:
+    with RunRecorder(
+        "html_report",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={"run": report["run_id"]},
+    ) as record:
         record.output_path("report.html").write_text(text, encoding="utf-8")
         record.results.update(run=report["run_id"], html=f"{record.folder}/report.html")
     path = workspace / record.folder / "report.html"
@@ -460,13 +699,21 @@ def write_report(args, log) -> int:
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "html_report", doc=__doc__,
+        "html_report",
+        doc=__doc__,
         description="Write one self-contained HTML page for a run, a run folder, or a verify report.",
     )
-    parser.add_argument("target", nargs="?", metavar="RUN",
-                        help="a run report (.json), a run folder or log folder (default: the newest phase run)")
-    parser.add_argument("--force", action="store_true",
-                        help="show a report the workspace's manifest does not hold (from elsewhere, or edited)")
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="RUN",
+        help="a run report (.json), a run folder or log folder (default: the newest phase run)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="show a report the workspace's manifest does not hold (from elsewhere, or edited)",
+    )
     cli.add_common_options(parser)
     return cli.run(parser, write_report, argv)
 

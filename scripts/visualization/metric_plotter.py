@@ -36,9 +36,13 @@ import sys
 from array import array
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -95,7 +99,9 @@ def _rows(path: Path, data: bytes):
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InputError("the metrics file is not valid UTF-8", file=str(path), offset=exc.start)
+            raise InputError(
+                "the metrics file is not valid UTF-8", file=str(path), offset=exc.start
+            )
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             yield from ((reader.line_num, row) for row in reader if row)
@@ -122,7 +128,9 @@ def read_series(path: Path, columns) -> dict:
                 _check_columns(path, wanted, header)
                 continue
             if len(row) > len(header):
-                raise InputError("a row has more fields than the header", file=str(path), line=number)
+                raise InputError(
+                    "a row has more fields than the header", file=str(path), line=number
+                )
             cells = [row[header[c]] if header[c] < len(row) else None for c in wanted]
         else:
             if header is None:
@@ -133,12 +141,18 @@ def read_series(path: Path, columns) -> dict:
         for column, raw in zip(wanted, cells):
             value = _value(raw)
             if value is None:
-                raise InputError(f"{column!r} is not a number in row {rows}: {str(raw)[:100]!r}", file=str(path),
-                                 row=rows, line=number)
+                raise InputError(
+                    f"{column!r} is not a number in row {rows}: {str(raw)[:100]!r}",
+                    file=str(path),
+                    row=rows,
+                    line=number,
+                )
             values[column].append(value)
     if not rows:
         raise InputError("the metrics file has no rows", file=str(path))
-    series = {column: np.frombuffer(found, dtype=np.float64).copy() for column, found in values.items()}
+    series = {
+        column: np.frombuffer(found, dtype=np.float64).copy() for column, found in values.items()
+    }
     if not np.all(np.isfinite(series["cycle"])):
         row = int(np.argmin(np.isfinite(series["cycle"]))) + 1
         raise InputError("'cycle' must be a finite number in every row", file=str(path), row=row)
@@ -149,8 +163,11 @@ def read_series(path: Path, columns) -> dict:
 def _check_columns(path: Path, wanted, header) -> None:
     for column in wanted:
         if column not in header:
-            raise InputError(f"the metrics file has no {column!r} column (columns: {', '.join(sorted(header))[:500]})",
-                             file=str(path), column_name=column)
+            raise InputError(
+                f"the metrics file has no {column!r} column (columns: {', '.join(sorted(header))[:500]})",
+                file=str(path),
+                column_name=column,
+            )
 
 
 def dominant_period(values: np.ndarray):
@@ -166,9 +183,9 @@ def dominant_period(values: np.ndarray):
     return frequencies, spectrum, round(1.0 / frequencies[peak], 4)
 
 
-PLOT_COLUMNS = 1000    # a long series is drawn as the min and max of each of this many columns (about a pixel each)
-MARKED_POINTS = 50     # off-scale points drawn and named one by one; the rest are counted
-OFF_SCALE = 1e100      # beyond it a value is drawn at the panel's edge, like an infinity
+PLOT_COLUMNS = 1000  # a long series is drawn as the min and max of each of this many columns (about a pixel each)
+MARKED_POINTS = 50  # off-scale points drawn and named one by one; the rest are counted
+OFF_SCALE = 1e100  # beyond it a value is drawn at the panel's edge, like an infinity
 
 
 def decimated(x: np.ndarray, y: np.ndarray, columns: int = PLOT_COLUMNS) -> tuple:
@@ -191,7 +208,9 @@ def decimated(x: np.ndarray, y: np.ndarray, columns: int = PLOT_COLUMNS) -> tupl
 
 def plot_curves(runs: dict, metrics, log_scale: bool):
     plt = pyplot()
-    figure, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.4 * len(metrics)), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        len(metrics), 1, figsize=(7, 2.4 * len(metrics)), sharex=True, squeeze=False
+    )
     marked = []
     for axis, metric in zip(axes[:, 0], metrics):
         for label, series in runs.items():
@@ -206,16 +225,33 @@ def plot_curves(runs: dict, metrics, log_scale: bool):
             cycles, values = series["cycle"], series[metric]
             off = ~(np.isfinite(values) & (np.abs(values) < OFF_SCALE))
             for count, (cycle, value) in enumerate(zip(cycles[off], values[off])):
-                kind = "NaN" if math.isnan(value) else ("+Inf" if value == math.inf else "-Inf" if value == -math.inf
-                                                        else f"{value:+.3g}")
+                kind = (
+                    "NaN"
+                    if math.isnan(value)
+                    else (
+                        "+Inf"
+                        if value == math.inf
+                        else "-Inf"
+                        if value == -math.inf
+                        else f"{value:+.3g}"
+                    )
+                )
                 if not math.isfinite(value):
-                    marked.append({"run": label, "metric": metric, "cycle": float(cycle), "value": kind})
+                    marked.append(
+                        {"run": label, "metric": metric, "cycle": float(cycle), "value": kind}
+                    )
                 if count >= MARKED_POINTS:
                     continue
                 edge = low if kind.startswith("-") else high
                 axis.plot([cycle], [edge], marker="x", color="red", markersize=9, clip_on=False)
-                axis.annotate(kind, (cycle, edge), color="red", fontsize=7,
-                              xytext=(3, 3 if kind.startswith("-") else -9), textcoords="offset points")
+                axis.annotate(
+                    kind,
+                    (cycle, edge),
+                    color="red",
+                    fontsize=7,
+                    xytext=(3, 3 if kind.startswith("-") else -9),
+                    textcoords="offset points",
+                )
         axis.set_ylim(low, high)
         axis.set_ylabel(metric)
         axis.grid(True, alpha=0.3)
@@ -227,7 +263,9 @@ def plot_curves(runs: dict, metrics, log_scale: bool):
 
 def plot_fft(runs: dict, series_names):
     plt = pyplot()
-    figure, axes = plt.subplots(len(series_names), 1, figsize=(7, 2.2 * len(series_names)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(series_names), 1, figsize=(7, 2.2 * len(series_names)), squeeze=False
+    )
     periods = []
     for axis, name in zip(axes[:, 0], series_names):
         for label, series in runs.items():
@@ -237,12 +275,23 @@ def plot_fft(runs: dict, series_names):
             x, y = decimated(frequencies[1:], spectrum[1:])
             axis.plot(x, y, marker="." if x.size <= 200 else None, linewidth=1, label=label)
             excluded = int(np.sum(~np.isfinite(series[name])))
-            periods.append({"run": label, "series": name, "dominant_period_cycles": period,
-                            "excluded_non_finite": excluded})
+            periods.append(
+                {
+                    "run": label,
+                    "series": name,
+                    "dominant_period_cycles": period,
+                    "excluded_non_finite": excluded,
+                }
+            )
             if period is not None:
                 peak = 1 + int(np.argmax(spectrum[1:]))
-                axis.annotate(f"period {period:g}", (frequencies[peak], spectrum[peak]), fontsize=7,
-                              xytext=(4, 4), textcoords="offset points")
+                axis.annotate(
+                    f"period {period:g}",
+                    (frequencies[peak], spectrum[peak]),
+                    fontsize=7,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
         axis.set_ylabel(name)
         axis.grid(True, alpha=0.3)
         if axis.lines:
@@ -273,35 +322,59 @@ def plot_metrics(args, log) -> int:
             runs[label] = read_series(path, metrics)  # no signature columns: plot the metrics alone
     fft_series = metrics + [c for c in SIGNATURE if all(c in s for s in runs.values())]
     suffixes = {"png": [".png"], "svg": [".svg"], "both": [".png", ".svg"]}[args.format]
-    with RunRecorder("metric_plotter", argv=args.argv, workspace=workspace, log=log,
-                     config={"metrics": metrics, "log_scale": args.log_scale, "format": args.format,
-                             "runs": sorted(runs)}) as record:
+    with RunRecorder(
+        "metric_plotter",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={
+            "metrics": metrics,
+            "log_scale": args.log_scale,
+            "format": args.format,
+            "runs": sorted(runs),
+        },
+    ) as record:
         curves, marked = plot_curves(runs, metrics, args.log_scale)
         fft, periods = plot_fft(runs, fft_series)
         for suffix in suffixes:
             save_figure(curves, record.output_path(f"curves{suffix}"))
             save_figure(fft, record.output_path(f"fft{suffix}"))
         pyplot().close("all")
-        record.results.update(runs=sorted(runs), non_finite_points=marked[:MARKED_POINTS],
-                              non_finite_count=len(marked), dominant_periods=periods)
+        record.results.update(
+            runs=sorted(runs),
+            non_finite_points=marked[:MARKED_POINTS],
+            non_finite_count=len(marked),
+            dominant_periods=periods,
+        )
     log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=record.folder)
     if marked:  # plotted and marked, so the run is visible; still a failed check
-        raise CheckFailed(f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
-                          f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}", non_finite=len(marked),
-                          first=marked[0], report=record.report)
+        raise CheckFailed(
+            f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
+            f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}",
+            non_finite=len(marked),
+            first=marked[0],
+            report=record.report,
+        )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "metric_plotter", doc=__doc__,
+        "metric_plotter",
+        doc=__doc__,
         description="Plot metric curves of one or more runs (NaN/Inf marked) and their FFT drift spectra.",
         example="python scripts/visualization/metric_plotter.py experiments/results/run_2025_10_31 --format both",
     )
-    parser.add_argument("inputs", nargs="+", metavar="RUN_OR_FILE", help="run folders or metrics.csv/.jsonl files")
-    parser.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated columns to plot")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="RUN_OR_FILE", help="run folders or metrics.csv/.jsonl files"
+    )
+    parser.add_argument(
+        "--metrics", default=DEFAULT_METRICS, help="comma-separated columns to plot"
+    )
     parser.add_argument("--log-scale", action="store_true", help="log scale for the metric axes")
-    parser.add_argument("--format", choices=("png", "svg", "both"), default="both", help="figure format")
+    parser.add_argument(
+        "--format", choices=("png", "svg", "both"), default="both", help="figure format"
+    )
     cli.add_common_options(parser)
     return cli.run(parser, plot_metrics, argv)
 

@@ -31,9 +31,13 @@ import math
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and __package__ in (None, ""):  # run as a file: find the project and its Python
+if __name__ == "__main__" and __package__ in (
+    None,
+    "",
+):  # run as a file: find the project and its Python
     sys.path[0] = str(Path(__file__).resolve().parents[2])
     from scripts.utils.bootstrap import use_project_python
+
     use_project_python()
 
 import numpy as np
@@ -41,14 +45,14 @@ import numpy as np
 from scripts.utils import cli
 from scripts.utils.arrays import read_arrays
 from scripts.utils.colour import rgb_to_hsl
-from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_write_bytes
-from scripts.utils.json_logger import progress
-from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.data_roots import collect_inputs
+from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.json_logger import progress
+from scripts.utils.jsonio import atomic_write_bytes
+from scripts.utils.plotting import pyplot, save_figure
 from scripts.utils.run_records import RunRecorder
-from scripts.utils.workspace import resolve_workspace
 from scripts.utils.tensors import ChromaticTensor, check_values, read_cten, read_sten
+from scripts.utils.workspace import resolve_workspace
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
 DRIFT_LIMIT_DB = 0.5
@@ -72,7 +76,9 @@ def png_bytes(values: np.ndarray, bits: int) -> bytes:
     top = 255 if bits == 8 else 65535
     pixels = np.rint(np.clip(values, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
     if bits == 16 and pixels.ndim == 3:
-        from PIL import Image  # Pillow cannot write 16-bit RGB: keep 16 bits with three gray planes side by side
+        from PIL import (
+            Image,
+        )  # Pillow cannot write 16-bit RGB: keep 16 bits with three gray planes side by side
 
         pixels = np.concatenate([pixels[..., c] for c in range(3)], axis=1)
         buffer = io.BytesIO()
@@ -89,7 +95,7 @@ def decode_png(data: bytes, shape) -> np.ndarray:
     values = pixels.astype(np.float64) / top
     if len(shape) == 3 and values.ndim == 2:  # 16-bit RGB written as planes side by side
         width = shape[1]
-        values = np.stack([values[:, c * width:(c + 1) * width] for c in range(3)], axis=-1)
+        values = np.stack([values[:, c * width : (c + 1) * width] for c in range(3)], axis=-1)
     return values
 
 
@@ -108,10 +114,18 @@ def render_direct(values: np.ndarray, path: Path) -> dict:
 def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
     rgb = tensor.rgb.astype(np.float64)
     hue, saturation, lightness = rgb_to_hsl(np.clip(rgb, 0, 1))
-    views = {"rgb": rgb, "hue": hue / (2 * math.pi), "saturation": saturation, "lightness": lightness}
+    views = {
+        "rgb": rgb,
+        "hue": hue / (2 * math.pi),
+        "saturation": saturation,
+        "lightness": lightness,
+    }
     if tensor.coherence is not None:
         views["coherence"] = tensor.coherence.astype(np.float64)
-    results = [dict(render_direct(values, folder / f"{name}.png"), view=name) for name, values in views.items()]
+    results = [
+        dict(render_direct(values, folder / f"{name}.png"), view=name)
+        for name, values in views.items()
+    ]
 
     plt = pyplot()
     columns = len(views)
@@ -120,8 +134,13 @@ def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
         if name == "rgb":
             axis.imshow(np.clip(values, 0, 1), interpolation="nearest")
         else:
-            image = axis.imshow(values, cmap="viridis" if name == "coherence" else "gray", vmin=0, vmax=1,
-                                interpolation="nearest")
+            image = axis.imshow(
+                values,
+                cmap="viridis" if name == "coherence" else "gray",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             if name == "coherence":
                 figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
         axis.set_title(name)
@@ -140,9 +159,14 @@ def spectrum_figure(tensor, log_axis: bool):
     figure, axis = plt.subplots(figsize=(6.4, 3.2))
     axis.plot(frequencies, tensor.bins, color="tab:blue", linewidth=1.2, label="amplitude")
     if tensor.sigma is not None:
-        axis.fill_between(frequencies, np.maximum(tensor.bins - tensor.sigma * tensor.bins.max(), 0),
-                          tensor.bins + tensor.sigma * tensor.bins.max(), color="tab:blue", alpha=0.2,
-                          label="sigma band")
+        axis.fill_between(
+            frequencies,
+            np.maximum(tensor.bins - tensor.sigma * tensor.bins.max(), 0),
+            tensor.bins + tensor.sigma * tensor.bins.max(),
+            color="tab:blue",
+            alpha=0.2,
+            label="sigma band",
+        )
     if log_axis or tensor.log_layout:
         axis.set_xscale("log", base=2)
     axis.set_xlabel("frequency (Hz)")
@@ -166,7 +190,10 @@ def load_array(path: Path) -> list:
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] != 3:
-            raise InputError(f"array {label!r} has shape {array.shape}: expected (H, W) or (H, W, 3)", file=str(path))
+            raise InputError(
+                f"array {label!r} has shape {array.shape}: expected (H, W) or (H, W, 3)",
+                file=str(path),
+            )
         check_values(array, f"array {label!r}", str(path))
         tensors.append((label, ChromaticTensor(array.astype(np.float32))))
     if not tensors:
@@ -198,7 +225,9 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
     found = collect_inputs(workspace, inputs)
     if record is not None:
         record.data_roots = found.root_records()
-    files = [(Path(path), name) for name, path, _ in found.files if Path(path).suffix.lower() in SUFFIXES]
+    files = [
+        (Path(path), name) for name, path, _ in found.files if Path(path).suffix.lower() in SUFFIXES
+    ]
     if not files:
         raise InputError("no .cten, .sten, .npy or .npz files found", file=str(inputs[0]))
     results = []
@@ -210,44 +239,76 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
                 results.append({"source": name, "kind": "cten", "renders": renders})
             elif path.suffix == ".sten":
                 render_sten(read_sten(path), out_root / stem, log_axis)
-                results.append({"source": name, "kind": "sten", "renders": [{"file": "spectrum.png"}]})
+                results.append(
+                    {"source": name, "kind": "sten", "renders": [{"file": "spectrum.png"}]}
+                )
             else:
                 for array_name, tensor in load_array(path):
                     renders = render_cten(tensor, out_root / array_name.replace("/", "__"))
-                    results.append({"source": f"{name}:{array_name}", "kind": "array", "renders": renders})
+                    results.append(
+                        {"source": f"{name}:{array_name}", "kind": "array", "renders": renders}
+                    )
             bar.update(1)
     return results
 
 
 def render_tensors(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
-    with RunRecorder("tensor_visualizer", argv=args.argv, workspace=workspace, log=log, config={"log_axis": args.log_axis}) as record:
+    with RunRecorder(
+        "tensor_visualizer",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={"log_axis": args.log_axis},
+    ) as record:
         results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
         drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
-        failing = [{"source": result["source"], **r} for result in results for r in result["renders"]
-                   if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB]
+        failing = [
+            {"source": result["source"], **r}
+            for result in results
+            for r in result["renders"]
+            if "drift_db" in r and abs(r["drift_db"]) > DRIFT_LIMIT_DB
+        ]
         worst = max((abs(r["drift_db"]) for r in drifts), default=0.0)
-        record.results.update(tensors=len(results), renders=sum(len(r["renders"]) for r in results),
-                              max_abs_drift_db=worst, drift_limit_db=DRIFT_LIMIT_DB, failing=failing,
-                              items=results)
+        record.results.update(
+            tensors=len(results),
+            renders=sum(len(r["renders"]) for r in results),
+            max_abs_drift_db=worst,
+            drift_limit_db=DRIFT_LIMIT_DB,
+            failing=failing,
+            items=results,
+        )
         if failing:
             record.status = "check_failed"
-    log.info("rendered", tensors=len(results), max_abs_drift_db=worst, failing=len(failing),
-             folder=record.folder)
+    log.info(
+        "rendered",
+        tensors=len(results),
+        max_abs_drift_db=worst,
+        failing=len(failing),
+        folder=record.folder,
+    )
     if failing:
-        raise CheckFailed(f"{len(failing)} renders drift beyond {DRIFT_LIMIT_DB} dB", first=failing[0],
-                          report=record.report)
+        raise CheckFailed(
+            f"{len(failing)} renders drift beyond {DRIFT_LIMIT_DB} dB",
+            first=failing[0],
+            report=record.report,
+        )
     return 0
 
 
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
-        "tensor_visualizer", doc=__doc__,
+        "tensor_visualizer",
+        doc=__doc__,
         description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift check.",
         example="python scripts/visualization/tensor_visualizer.py experiments/results/run_2025_10_31",
     )
-    parser.add_argument("inputs", nargs="+", metavar="PATH", help="tensor files, folders or run folders")
-    parser.add_argument("--log-axis", action="store_true", help="log frequency axis for every spectrum")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="PATH", help="tensor files, folders or run folders"
+    )
+    parser.add_argument(
+        "--log-axis", action="store_true", help="log frequency axis for every spectrum"
+    )
     cli.add_common_options(parser)
     return cli.run(parser, render_tensors, argv)
 

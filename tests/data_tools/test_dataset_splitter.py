@@ -14,20 +14,27 @@ RATIOS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def records(count, groups, start=0, labels=("a", "b")):
-    return [{"id": f"r{i}", "patient": f"p{i % groups}", "label": labels[(i % groups) % len(labels)]}
-            for i in range(start, start + count)]
+    return [
+        {"id": f"r{i}", "patient": f"p{i % groups}", "label": labels[(i % groups) % len(labels)]}
+        for i in range(start, start + count)
+    ]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("train=0.8,test=0.2", {"train": 0.8, "test": 0.2}),
-    ("0.7,0.15,0.15", RATIOS),
-    ("a=0.5, b=0.25, c=0.25", {"a": 0.5, "b": 0.25, "c": 0.25}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train=0.8,test=0.2", {"train": 0.8, "test": 0.2}),
+        ("0.7,0.15,0.15", RATIOS),
+        ("a=0.5, b=0.25, c=0.25", {"a": 0.5, "b": 0.25, "c": 0.25}),
+    ],
+)
 def test_ratio_parsing(text, expected):
     assert sp.parse_ratios(text) == expected and list(sp.parse_ratios(text)) == list(expected)
 
 
-@pytest.mark.parametrize("text", ["0.5,0.4", "train=1.2,test=-0.2", "train=0.5,train=0.5", "x", "a=b,c=1", "1"])
+@pytest.mark.parametrize(
+    "text", ["0.5,0.4", "train=1.2,test=-0.2", "train=0.5,train=0.5", "x", "a=b,c=1", "1"]
+)
 def test_bad_ratios(text):
     with pytest.raises(InputError):
         sp.parse_ratios(text)
@@ -45,7 +52,9 @@ def test_groups_never_span_splits_and_ratios_are_close():
 
 def test_growth_moves_no_record():
     before = sp.split_records(records(5_000, 500), RATIOS, KEY, "id", "patient")["assignments"]
-    grown = records(5_000, 500) + records(500, 550, start=5_000)  # new records: existing and new patients
+    grown = records(5_000, 500) + records(
+        500, 550, start=5_000
+    )  # new records: existing and new patients
     after = sp.split_records(grown, RATIOS, KEY, "id", "patient")["assignments"]
     assert all(after[record_id] == split for record_id, split in before.items())
     assert len(after) == 5_500
@@ -66,18 +75,24 @@ def test_stratification_reports_balance_and_mixed_groups():
 
 
 def test_rows_with_errors_are_left_out_and_groupless_rows_stand_alone():
-    rows = [{"id": "x", "patient": None, "error": None}, {"id": "y", "patient": "p", "error": "bad file"},
-            {"id": "z", "patient": "p", "error": None}]
+    rows = [
+        {"id": "x", "patient": None, "error": None},
+        {"id": "y", "patient": "p", "error": "bad file"},
+        {"id": "z", "patient": "p", "error": None},
+    ]
     manifest = sp.split_records(rows, RATIOS, KEY, "id", "patient")
     assert manifest["excluded_records"] == ["y"] and set(manifest["assignments"]) == {"x", "z"}
     assert manifest["records_without_group"] == 1 and "record:x" in manifest["groups"]
 
 
-@pytest.mark.parametrize("rows, fragment", [
-    ([{"id": "a"}], "column 'patient' not found"),
-    ([{"id": "a", "patient": "1"}, {"id": "a", "patient": "2"}], "duplicate record id"),
-    ([], "no records"),
-])
+@pytest.mark.parametrize(
+    "rows, fragment",
+    [
+        ([{"id": "a"}], "column 'patient' not found"),
+        ([{"id": "a", "patient": "1"}, {"id": "a", "patient": "2"}], "duplicate record id"),
+        ([], "no records"),
+    ],
+)
 def test_bad_records(rows, fragment):
     with pytest.raises(InputError, match=fragment):
         sp.split_records(rows, RATIOS, KEY, "id", "patient")
@@ -95,7 +110,9 @@ def test_every_record_lands_in_its_groups_split():
 
 def test_a_table_of_only_errors_is_a_clear_error():
     with pytest.raises(InputError, match="every record has an error"):
-        sp.split_records([{"id": "a", "patient": "p", "error": "unreadable"}], RATIOS, KEY, "id", "patient")
+        sp.split_records(
+            [{"id": "a", "patient": "p", "error": "unreadable"}], RATIOS, KEY, "id", "patient"
+        )
 
 
 def test_manifest_bytes_do_not_depend_on_record_order():
@@ -106,21 +123,34 @@ def test_manifest_bytes_do_not_depend_on_record_order():
 
 
 def test_cli_splits_the_metadata_table_and_verifies(sample_workspace):
-    assert run_script("data_tools", "metadata_extractor", "--workspace", sample_workspace).returncode == 0
+    assert (
+        run_script("data_tools", "metadata_extractor", "--workspace", sample_workspace).returncode
+        == 0
+    )
     result = run_script("data_tools", "dataset_splitter", "--workspace", sample_workspace)
     assert result.returncode == 0, result.stderr
-    manifest_path = sample_workspace / [r for r in json_lines(result.stderr) if r["event"] == "split"][0]["manifest"]
+    manifest_path = (
+        sample_workspace
+        / [r for r in json_lines(result.stderr) if r["event"] == "split"][0]["manifest"]
+    )
     manifest = read_json(manifest_path)
     assert sum(c["records"] for c in manifest["counts"].values()) == 21
     assert [name for name, _ in manifest["splits"]] == ["train", "val", "test"]
-    ok = run_script("data_tools", "dataset_splitter", "--verify", manifest_path, "--workspace", sample_workspace)
+    ok = run_script(
+        "data_tools", "dataset_splitter", "--verify", manifest_path, "--workspace", sample_workspace
+    )
     assert ok.returncode == 0, ok.stderr
 
     tampered = dict(manifest)
     first = sorted(manifest["assignments"])[0]
-    tampered["assignments"] = dict(manifest["assignments"], **{first: "test" if manifest["assignments"][first] != "test" else "train"})
+    tampered["assignments"] = dict(
+        manifest["assignments"],
+        **{first: "test" if manifest["assignments"][first] != "test" else "train"},
+    )
     manifest_path.write_bytes(orjson.dumps(tampered))
-    bad = run_script("data_tools", "dataset_splitter", "--verify", manifest_path, "--workspace", sample_workspace)
+    bad = run_script(
+        "data_tools", "dataset_splitter", "--verify", manifest_path, "--workspace", sample_workspace
+    )
     assert bad.returncode == 1 and single_error(bad.stderr)["first"]["record"] == first
 
 
@@ -130,8 +160,17 @@ def test_cli_reads_csv_and_rejects_a_missing_column(workspace, tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["path", "subject"])
         writer.writerows([[f"img{i}.png", f"s{i % 7}"] for i in range(50)])
-    ok = run_script("data_tools", "dataset_splitter", path, "--group-column", "subject", "--ratios", "0.8,0.2",
-                    "--workspace", workspace)
+    ok = run_script(
+        "data_tools",
+        "dataset_splitter",
+        path,
+        "--group-column",
+        "subject",
+        "--ratios",
+        "0.8,0.2",
+        "--workspace",
+        workspace,
+    )
     assert ok.returncode == 0, ok.stderr
     bad = run_script("data_tools", "dataset_splitter", path, "--workspace", workspace)
     assert bad.returncode == 2 and single_error(bad.stderr)["column_name"] == "patient_id"
@@ -157,8 +196,22 @@ def test_manifest_bytes_equal_a_plain_canonical_dump():
     """The fast writer of the assignments gives canonical_json's bytes, escapes and non-ASCII included."""
     from scripts.utils.jsonio import canonical_json
 
-    odd = ["quote\"inside", "back\\slash", "a\",\"b", "tab\there", "é/ü", "日本", "emoji😀", "ctrl\x01", "end\\"]
-    rows = [{"id": text + str(i), "patient": f"p{i % 7}"} for i in range(300) for text in [odd[i % len(odd)]]]
+    odd = [
+        'quote"inside',
+        "back\\slash",
+        'a","b',
+        "tab\there",
+        "é/ü",
+        "日本",
+        "emoji😀",
+        "ctrl\x01",
+        "end\\",
+    ]
+    rows = [
+        {"id": text + str(i), "patient": f"p{i % 7}"}
+        for i in range(300)
+        for text in [odd[i % len(odd)]]
+    ]
     manifest = sp.split_records(rows, RATIOS, KEY, "id", "patient")
     plain = {**manifest, "assignments": dict(manifest["assignments"].items())}
     assert sp.manifest_bytes(manifest) == canonical_json(plain)

@@ -24,7 +24,23 @@ from tests.conftest import json_lines, run_script
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIBABEL_FILES = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
-TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT", "UI"}
+TEXT_VRS = {
+    "AE",
+    "AS",
+    "CS",
+    "DA",
+    "DT",
+    "LO",
+    "LT",
+    "PN",
+    "SH",
+    "ST",
+    "TM",
+    "UC",
+    "UR",
+    "UT",
+    "UI",
+}
 NAME, MRN, HOSPITAL = "Doe^Jane^Q", "MRN99887766", "Saint Elsewhere Hospital"
 
 
@@ -41,7 +57,10 @@ def phi_laden(path: Path) -> None:
     item.PatientID, item.IssuerOfPatientID = "OTHERID4242", HOSPITAL
     ds.OtherPatientIDsSequence = Sequence([item])
     request = Dataset()
-    request.RequestedProcedureDescription, request.RequestingPhysician = "Chest CT Jane Doe", "Moriarty^James"
+    request.RequestedProcedureDescription, request.RequestingPhysician = (
+        "Chest CT Jane Doe",
+        "Moriarty^James",
+    )
     ds.RequestAttributesSequence = Sequence([request])
     ds.add_new(0x00091010, "LO", "Jane Doe private note")
     ds.save_as(path)
@@ -54,7 +73,9 @@ def dicom_folder(tmp_path_factory) -> Path:
     (folder / "nibabel").mkdir()
     for source in NIBABEL_FILES.glob("*.dcm*"):
         data = source.read_bytes()
-        (folder / "nibabel" / source.name.replace(".gz", "")).write_bytes(gzip.decompress(data) if source.suffix == ".gz" else data)
+        (folder / "nibabel" / source.name.replace(".gz", "")).write_bytes(
+            gzip.decompress(data) if source.suffix == ".gz" else data
+        )
     phi_laden(folder / "phi_laden.dcm")
     return folder
 
@@ -88,7 +109,11 @@ def values_dicognito_takes_out(path: Path) -> set:
             continue
         for value in (str(v).strip() for v in values):
             # dicognito appends to De-identification Method, and writes 19000101-style dummies of its own
-            if len(value) >= 4 and value not in after.get(key, "") and not re.fullmatch(r"[0-9.+\- ]{1,6}", value):
+            if (
+                len(value) >= 4
+                and value not in after.get(key, "")
+                and not re.fullmatch(r"[0-9.+\- ]{1,6}", value)
+            ):
                 taken.add(value)
     return taken
 
@@ -96,12 +121,27 @@ def values_dicognito_takes_out(path: Path) -> set:
 @pytest.fixture(scope="module")
 def taken_out(dicom_folder) -> dict:
     """For each file, the values dicognito removes or replaces (computed once for the module)."""
-    return {path: values_dicognito_takes_out(path) for path in sorted(dicom_folder.rglob("*")) if path.is_file()}
+    return {
+        path: values_dicognito_takes_out(path)
+        for path in sorted(dicom_folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def extract(workspace, folder, *args):
-    result = run_script("data_tools", "metadata_extractor", folder, "--all-tags", "--workspace", workspace,
-                        "--workers", "2", "--data-name", "exports", *args)
+    result = run_script(
+        "data_tools",
+        "metadata_extractor",
+        folder,
+        "--all-tags",
+        "--workspace",
+        workspace,
+        "--workers",
+        "2",
+        "--data-name",
+        "exports",
+        *args,
+    )
     assert result.returncode == 0, result.stderr
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][0]["run_id"]
     out = workspace / "experiments/results" / run_id
@@ -113,17 +153,25 @@ def extract(workspace, folder, *args):
 # Options that retain values (dates, devices, patient characteristics) keep, by the user's choice, what
 # dicognito (which has no such options) removes; Clean Descriptors must still take out every identifier.
 @pytest.mark.parametrize("options", [(), ("--clean-descriptors",)])
-def test_nothing_dicognito_removes_survives_in_any_output(workspace, dicom_folder, taken_out, options):
+def test_nothing_dicognito_removes_survives_in_any_output(
+    workspace, dicom_folder, taken_out, options
+):
     rows, tags, out, result = extract(workspace, dicom_folder, *options)
     log = result.stderr.decode("utf-8", "replace")
     report = (out.parent / f"{out.name}.json").read_text()
     files = sorted(p for p in dicom_folder.rglob("*") if p.is_file())
-    names = sorted(("@exports/" + p.relative_to(dicom_folder).as_posix() for p in files), key=len, reverse=True)
+    names = sorted(
+        ("@exports/" + p.relative_to(dicom_folder).as_posix() for p in files), key=len, reverse=True
+    )
     for name in names:  # paths are kept on purpose (phi_in_path flags them)
         log = log.replace(name, "")
     checked, survivors = 0, []
-    for path, name in zip(files, ("@exports/" + p.relative_to(dicom_folder).as_posix() for p in files)):
-        written = orjson.dumps([rows[name], tags.get(name)]).decode().replace(name, "") + log + report
+    for path, name in zip(
+        files, ("@exports/" + p.relative_to(dicom_folder).as_posix() for p in files)
+    ):
+        written = (
+            orjson.dumps([rows[name], tags.get(name)]).decode().replace(name, "") + log + report
+        )
         for value in taken_out[path]:
             checked += 1
             if value in written:
@@ -160,5 +208,7 @@ def test_png_text_chunks_are_removed_under_deidentification(sample_workspace):
     assert png and all(row["text_chunks"] == [] for row in png)
     assert sum(row["text_chunks_removed"] for row in png) >= 4
     assert "Synthetic" not in (out / "metadata.csv").read_text()
-    report = orjson.loads((out.parent / f"{run_id}.json").read_bytes())["results"]["deidentification"]
+    report = orjson.loads((out.parent / f"{run_id}.json").read_bytes())["results"][
+        "deidentification"
+    ]
     assert report["png_text_chunks"].startswith("removed") and report["profile"]["code"] == "113100"

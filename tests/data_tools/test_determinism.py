@@ -16,8 +16,19 @@ def run_chain(workspace, hash_seed: str, workers: str) -> dict:
     workspace.mkdir()
     for script, args in CHAIN:
         extra = [] if script in ("sample_data", "dataset_splitter") else ["--workers", workers]
-        result = run_script("data_tools", script, *args, *extra, "--workspace", workspace, cwd=workspace,
-                            env={"PYTHONHASHSEED": hash_seed, "TZ": "Etc/GMT-14" if hash_seed == "0" else "Etc/GMT+12"})
+        result = run_script(
+            "data_tools",
+            script,
+            *args,
+            *extra,
+            "--workspace",
+            workspace,
+            cwd=workspace,
+            env={
+                "PYTHONHASHSEED": hash_seed,
+                "TZ": "Etc/GMT-14" if hash_seed == "0" else "Etc/GMT+12",
+            },
+        )
         assert result.returncode == 0, (script, result.stderr)
     return read_json(workspace / "data/hash_registry.json")["files"]
 
@@ -28,6 +39,9 @@ def test_chain_is_byte_identical_across_hash_seeds_time_zones_and_worker_counts(
     assert set(first) == set(second)
     differing = sorted(path for path in first if first[path]["sha256"] != second[path]["sha256"])
     assert differing == []
-    assert len(first) == 33  # 11 sample files; table x2, series table x2, split, 11 npz, records; 5 reports
-    assert (tmp_path / "one/meta/chronicle/manifest.json").read_bytes() == \
-        (tmp_path / "two/meta/chronicle/manifest.json").read_bytes()
+    assert (
+        len(first) == 33
+    )  # 11 sample files; table x2, series table x2, split, 11 npz, records; 5 reports
+    assert (tmp_path / "one/meta/chronicle/manifest.json").read_bytes() == (
+        tmp_path / "two/meta/chronicle/manifest.json"
+    ).read_bytes()

@@ -12,7 +12,16 @@ from tests.conftest import json_lines, run_script, single_error
 
 
 def hash_tree(workspace, *extra, command="hash", path="data/sample"):
-    return run_script("data_tools", "hash_integrity", command, path, "--workspace", workspace, *extra, cwd=workspace)
+    return run_script(
+        "data_tools",
+        "hash_integrity",
+        command,
+        path,
+        "--workspace",
+        workspace,
+        *extra,
+        cwd=workspace,
+    )
 
 
 def test_hash_then_verify_matches(sample_workspace):
@@ -20,7 +29,10 @@ def test_hash_then_verify_matches(sample_workspace):
     result = hash_tree(sample_workspace, command="verify")
     assert result.returncode == 0, result.stderr
     audit = [r for r in json_lines(result.stderr) if r["event"] == "audit"][0]
-    assert audit["matched"] == 21 and audit["changed"] == audit["new"] == audit["missing"] == audit["moved"] == 0
+    assert (
+        audit["matched"] == 21
+        and audit["changed"] == audit["new"] == audit["missing"] == audit["moved"] == 0
+    )
 
 
 def test_verify_reports_changed_new_missing_moved(sample_workspace):
@@ -36,7 +48,9 @@ def test_verify_reports_changed_new_missing_moved(sample_workspace):
     error = single_error(result.stderr)
     assert (error["changed"], error["new"], error["missing"], error["moved"]) == (1, 1, 1, 1)
     report = read_json(sample_workspace / error["report"])["results"]
-    assert report["moved"] == [{"from": "data/sample/png/phantom_rgb8.png", "to": "data/sample/png/renamed.png"}]
+    assert report["moved"] == [
+        {"from": "data/sample/png/phantom_rgb8.png", "to": "data/sample/png/renamed.png"}
+    ]
     assert report["new"] == ["data/sample/png/extra.txt"]
     assert report["missing"] == ["data/sample/dicom/case01/study1/series1/slice001.dcm"]
 
@@ -45,7 +59,10 @@ def test_unchanged_entries_keep_their_producing_run(sample_workspace):
     before = read_json(sample_workspace / "data/hash_registry.json")["files"]
     hash_tree(sample_workspace)
     after = read_json(sample_workspace / "data/hash_registry.json")["files"]
-    assert after["data/sample/png/phantom_gray8.png"]["run"] == before["data/sample/png/phantom_gray8.png"]["run"]
+    assert (
+        after["data/sample/png/phantom_gray8.png"]["run"]
+        == before["data/sample/png/phantom_gray8.png"]["run"]
+    )
 
 
 def test_stat_cache_is_used_and_the_racy_rule_rehashes(sample_workspace):
@@ -58,10 +75,16 @@ def test_stat_cache_is_used_and_the_racy_rule_rehashes(sample_workspace):
     cache["files"][target]["sha256"] = "0" * 64  # a stale cache entry whose stat still matches
     cache_path.write_bytes(orjson.dumps(cache))
 
-    os.utime(cache_path, ns=(stat.st_mtime_ns + 10**9, stat.st_mtime_ns + 10**9))  # file clearly older
+    os.utime(
+        cache_path, ns=(stat.st_mtime_ns + 10**9, stat.st_mtime_ns + 10**9)
+    )  # file clearly older
     trusted = hash_tree(sample_workspace, command="verify")
-    assert trusted.returncode == 1 and single_error(trusted.stderr)["changed"] == 1  # the cache was believed
-    assert hash_tree(sample_workspace, "--full", command="verify").returncode == 0  # --full reads the file
+    assert (
+        trusted.returncode == 1 and single_error(trusted.stderr)["changed"] == 1
+    )  # the cache was believed
+    assert (
+        hash_tree(sample_workspace, "--full", command="verify").returncode == 0
+    )  # --full reads the file
 
     cache_path.write_bytes(orjson.dumps(cache))
     os.utime(cache_path, ns=(stat.st_mtime_ns, stat.st_mtime_ns))  # same tick as the file: racy
@@ -73,8 +96,11 @@ def test_worker_count_does_not_change_the_registry(sample_workspace, tmp_path):
     shutil.copytree(sample_workspace, copy)
     hash_tree(sample_workspace, "--workers", "1")
     hash_tree(copy, "--workers", "4")
-    files = lambda ws: {p: {k: e[k] for k in ("sha256", "crc32", "size")}
-                        for p, e in read_json(ws / "data/hash_registry.json")["files"].items() if p.startswith("data/")}
+    files = lambda ws: {
+        p: {k: e[k] for k in ("sha256", "crc32", "size")}
+        for p, e in read_json(ws / "data/hash_registry.json")["files"].items()
+        if p.startswith("data/")
+    }
     assert files(sample_workspace) == files(copy)
 
 
@@ -83,7 +109,9 @@ def test_export_is_sha256sum_format(sample_workspace):
     lines = result.stdout.decode().splitlines()
     assert len(lines) == 21 and all(len(line.split("  ", 1)[0]) == 64 for line in lines)
     if shutil.which("sha256sum"):
-        check = subprocess.run(["sha256sum", "-c", "-"], input=result.stdout, cwd=sample_workspace, capture_output=True)
+        check = subprocess.run(
+            ["sha256sum", "-c", "-"], input=result.stdout, cwd=sample_workspace, capture_output=True
+        )
         assert check.returncode == 0, check.stdout
 
 
@@ -102,4 +130,6 @@ def test_audit_pairs_moves_by_content():
     registry = {"a/x": {"sha256": "1", "size": 1}, "a/y": {"sha256": "2", "size": 1}}
     hashed = {"a/z": {"sha256": "1", "size": 1}, "a/y": {"sha256": "3", "size": 1}}
     result = hash_integrity.audit(registry, ["a"], hashed)
-    assert result["moved"] == [{"from": "a/x", "to": "a/z"}] and result["changed"][0]["path"] == "a/y"
+    assert (
+        result["moved"] == [{"from": "a/x", "to": "a/z"}] and result["changed"][0]["path"] == "a/y"
+    )

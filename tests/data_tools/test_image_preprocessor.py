@@ -18,9 +18,16 @@ PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 def pydicom_range(ds):
     """The [y_min, y_max] pydicom maps windowed values onto (its apply_windowing)."""
     bits = int(ds.BitsStored)
-    low, high = (0, 2**bits - 1) if ds.PixelRepresentation == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    low, high = (
+        (0, 2**bits - 1)
+        if ds.PixelRepresentation == 0
+        else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    )
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        low, high = low * float(ds.RescaleSlope) + float(ds.RescaleIntercept), high * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        low, high = (
+            low * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+            high * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+        )
     return low, high
 
 
@@ -31,9 +38,13 @@ def windowed_monochrome_files():
         for path in sorted(PYDICOM_TEST_FILES.rglob("*")):
             try:
                 ds = pydicom.dcmread(path)
-                if "PixelData" in ds and str(ds.PhotometricInterpretation).startswith("MONOCHROME") \
-                        and "WindowCenter" in ds and float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth) > 1:
-                    ds.pixel_array
+                if (
+                    "PixelData" in ds
+                    and str(ds.PhotometricInterpretation).startswith("MONOCHROME")
+                    and "WindowCenter" in ds
+                    and float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth) > 1
+                ):
+                    _ = ds.pixel_array  # decodes, or raises
                     found.append(path)
             except Exception:
                 continue
@@ -45,7 +56,10 @@ WINDOWED = windowed_monochrome_files()
 
 def test_there_are_real_files_to_compare_with():
     names = {p.name for p in WINDOWED}
-    assert len(WINDOWED) >= 20 and {"693_J2KI.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"} <= names
+    assert (
+        len(WINDOWED) >= 20
+        and {"693_J2KI.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"} <= names
+    )
 
 
 @pytest.mark.parametrize("path", WINDOWED, ids=lambda p: p.name)
@@ -63,8 +77,12 @@ def test_matches_pydicom_modality_and_voi_on_real_files(path):
         image = 1 - image
     # float32 output: within a few float32 steps of pydicom's float64 result
     np.testing.assert_allclose(image, (expected - low) / (high - low), rtol=0, atol=2e-6)
-    np.testing.assert_allclose(ip.modality_values(np, pixels, params), apply_modality_lut(ds.pixel_array, ds),
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        ip.modality_values(np, pixels, params),
+        apply_modality_lut(ds.pixel_array, ds),
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
@@ -84,9 +102,13 @@ def test_lut_sequences_match_pydicom(tmp_path):
     ds = pydicom.dcmread(PYDICOM_TEST_FILES / "MR_small.dcm")
     modality, voi = Dataset(), Dataset()
     modality.LUTDescriptor, modality.ModalityLUTType = [4096, 0, 16], "US"
-    modality.add_new(0x00283006, "OW", np.array([(3 * v) % 65536 for v in range(4096)], dtype="<u2").tobytes())
+    modality.add_new(
+        0x00283006, "OW", np.array([(3 * v) % 65536 for v in range(4096)], dtype="<u2").tobytes()
+    )
     voi.LUTDescriptor = [4096, 0, 12]
-    voi.add_new(0x00283006, "OW", np.array([min(4095, v // 3) for v in range(4096)], dtype="<u2").tobytes())
+    voi.add_new(
+        0x00283006, "OW", np.array([min(4095, v // 3) for v in range(4096)], dtype="<u2").tobytes()
+    )
     ds.ModalityLUTSequence, ds.VOILUTSequence = [modality], [voi]
     for keyword in ("RescaleSlope", "RescaleIntercept"):
         if keyword in ds:
@@ -96,13 +118,19 @@ def test_lut_sequences_match_pydicom(tmp_path):
     ds = pydicom.dcmread(path)
     pixels, params = ip.read_image(path)
     image, done = ip.normalize(np, pixels, params)
-    np.testing.assert_allclose(ip.modality_values(np, pixels, params), apply_modality_lut(ds.pixel_array, ds))
-    np.testing.assert_allclose(image * 4095, apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds), atol=4095 * 2e-7)
+    np.testing.assert_allclose(
+        ip.modality_values(np, pixels, params), apply_modality_lut(ds.pixel_array, ds)
+    )
+    np.testing.assert_allclose(
+        image * 4095, apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds), atol=4095 * 2e-7
+    )
     assert done["modality"] == "lut" and done["voi"] == {"lut": True, "bits": 12}
 
 
 def run_preprocessor(workspace, *args):
-    result = run_script("data_tools", "image_preprocessor", *args, "--workspace", workspace, cwd=workspace)
+    result = run_script(
+        "data_tools", "image_preprocessor", *args, "--workspace", workspace, cwd=workspace
+    )
     assert result.returncode == 0, result.stderr
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][-1]["run_id"]
     return workspace / "experiments/results" / run_id
@@ -132,32 +160,54 @@ def test_noise_levels_are_pinned_and_gaussian():
     """The table of normal quantiles is part of the output bytes: its SHA-256 is fixed on every platform."""
     table = ip.normal_quantiles()
     assert hashlib.sha256(table.tobytes()).hexdigest() == (
-        "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8")
+        "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8"
+    )
     assert np.all(np.diff(table) > 0) and abs(float(table[-1]) - 4.3249) < 1e-3
     noise = ip.gaussian_noise(3, (1000, 1000), 0.5)
-    assert noise.dtype == np.float32 and abs(float(noise.mean())) < 0.002 and abs(float(noise.std()) - 0.5) < 0.002
+    assert (
+        noise.dtype == np.float32
+        and abs(float(noise.mean())) < 0.002
+        and abs(float(noise.std()) - 0.5) < 0.002
+    )
     # Its tails follow N(0, 0.25): P(|z| > 2 sigma) = 4.55%.
     assert abs(float(np.mean(np.abs(noise) > 1.0)) - 0.0455) < 0.002
     assert np.array_equal(noise, ip.gaussian_noise(3, (1000, 1000), 0.5))
     assert hashlib.sha256(ip.gaussian_noise(11, (7, 5), 0.25).tobytes()).hexdigest() == (
-        "36024db270f0ba1050a10e9f88f0effd84223f0838c02099c9b3555190a92995")  # the draws, pinned too
+        "36024db270f0ba1050a10e9f88f0effd84223f0838c02099c9b3555190a92995"
+    )  # the draws, pinned too
 
 
 def test_augmentation_commutes_with_its_flips_and_rotation():
     """Jitter and noise are applied before the flips and rotation; the result is that image, rotated."""
     image = np.linspace(0, 1, 12 * 8, dtype=np.float32).reshape(12, 8)
-    draws = dict(ip.augmentation_parameters(7, "a", 0), flip_horizontal=True, flip_vertical=False, rot90=1)
+    draws = dict(
+        ip.augmentation_parameters(7, "a", 0), flip_horizontal=True, flip_vertical=False, rot90=1
+    )
     plain = dict(draws, flip_horizontal=False, rot90=0)
     expected = np.rot90(np.flip(ip.augment(np, image, plain, (0, 1)), axis=1), 1)
     assert np.array_equal(ip.augment(np, image, draws, (0, 1)), expected)
 
 
 def test_records_say_what_was_done(sample_workspace):
-    out = run_preprocessor(sample_workspace, "--mask-threshold", "-500", "--window=-600,1500",
-                           "--voi-function", "SIGMOID", "data/sample/dicom")
+    out = run_preprocessor(
+        sample_workspace,
+        "--mask-threshold",
+        "-500",
+        "--window=-600,1500",
+        "--voi-function",
+        "SIGMOID",
+        "data/sample/dicom",
+    )
     record = json_lines((out / "records.jsonl").read_bytes())[0]
-    assert record["transforms"]["voi"] == {"center": -600.0, "width": 1500.0, "function": "SIGMOID", "from": "argument"}
-    assert record["transforms"]["mask"] == {"threshold": -500.0} and record["transforms"]["rescale"] == [1.0, -1024.0]
+    assert record["transforms"]["voi"] == {
+        "center": -600.0,
+        "width": 1500.0,
+        "function": "SIGMOID",
+        "from": "argument",
+    }
+    assert record["transforms"]["mask"] == {"threshold": -500.0} and record["transforms"][
+        "rescale"
+    ] == [1.0, -1024.0]
     image = np.load(out / record["output"])["image"]
     assert image[0, 0] == 0.0 and image.max() > 0.5  # air outside the body is masked
 
@@ -173,12 +223,15 @@ def test_mask_file_and_png_inputs(sample_workspace, tmp_path):
     assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[16, 16].max() > 0
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--size", "0x5"], "--size"),
-    (["--window", "40,-1"], "--window"),
-    (["--backend", "cupy"], "cupy"),
-    (["--mask-threshold", "0", "--mask", "m.npy"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--size", "0x5"], "--size"),
+        (["--window", "40,-1"], "--window"),
+        (["--backend", "cupy"], "cupy"),
+        (["--mask-threshold", "0", "--mask", "m.npy"], "not both"),
+    ],
+)
 def test_bad_arguments(sample_workspace, args, fragment):
     result = run_script("data_tools", "image_preprocessor", *args, "--workspace", sample_workspace)
     if "cupy" in args and result.returncode == 0:

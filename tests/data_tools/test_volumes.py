@@ -25,7 +25,9 @@ PHILIPS_MR = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "phili
 
 
 def preprocess(workspace, *args):
-    result = run_script("data_tools", "image_preprocessor", *args, "--workspace", workspace, "--workers", "2")
+    result = run_script(
+        "data_tools", "image_preprocessor", *args, "--workspace", workspace, "--workers", "2"
+    )
     assert result.returncode == 0, result.stderr
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][0]["run_id"]
     folder = workspace / "experiments/results" / run_id
@@ -43,7 +45,14 @@ def ct_series(workspace, tmp_path):
 
 
 def world_corners(affine, shape):
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    corners = np.array(
+        [
+            [i, j, k, 1.0]
+            for i in (0, shape[0] - 1)
+            for j in (0, shape[1] - 1)
+            for k in (0, shape[2] - 1)
+        ]
+    )
     return np.array(sorted(map(tuple, np.round((np.asarray(affine) @ corners.T).T[:, :3], 3))))
 
 
@@ -52,17 +61,29 @@ def test_a_series_volume_matches_dicom2nifti(workspace, ct_series, tmp_path):
 
     records, folder, _ = preprocess(workspace, ct_series, "--volumes")
     (record,) = records
-    assert record["slices"] == 8 and record["shape"] == [8, 32, 32] and record["spacing"] == [5.0, 0.7, 0.7]
+    assert (
+        record["slices"] == 8
+        and record["shape"] == [8, 32, 32]
+        and record["spacing"] == [5.0, 0.7, 0.7]
+    )
     ours = nibabel.load(folder / record["nifti"])
-    theirs = dicom2nifti.dicom_series_to_nifti(str(ct_series), str(tmp_path / "ref.nii"), reorient_nifti=False)["NII"]
+    theirs = dicom2nifti.dicom_series_to_nifti(
+        str(ct_series), str(tmp_path / "ref.nii"), reorient_nifti=False
+    )["NII"]
     ours, theirs = nibabel.as_closest_canonical(ours), nibabel.as_closest_canonical(theirs)
     assert ours.shape == theirs.shape and np.allclose(ours.affine, theirs.affine, atol=1e-4)
     voi = record["transforms"]["voi"]
-    expected = np.clip((theirs.get_fdata() - (voi["center"] - 0.5)) / (voi["width"] - 1) + 0.5, 0, 1)
+    expected = np.clip(
+        (theirs.get_fdata() - (voi["center"] - 0.5)) / (voi["width"] - 1) + 0.5, 0, 1
+    )
     assert np.abs(ours.get_fdata() - expected).max() < 1e-5
     npz = np.load(folder / record["output"])
-    assert np.allclose(np.diag([-1, -1, 1, 1]) @ npz["affine"], nibabel.load(folder / record["nifti"]).affine)
-    assert npz["image"].shape == (8, 32, 32) and record["sources"][0].endswith("slice008.dcm")  # lowest z first
+    assert np.allclose(
+        np.diag([-1, -1, 1, 1]) @ npz["affine"], nibabel.load(folder / record["nifti"]).affine
+    )
+    assert npz["image"].shape == (8, 32, 32) and record["sources"][0].endswith(
+        "slice008.dcm"
+    )  # lowest z first
 
 
 def test_file_names_do_not_decide_the_slice_order(workspace, ct_series):
@@ -73,10 +94,15 @@ def test_file_names_do_not_decide_the_slice_order(workspace, ct_series):
     assert before[0]["sha256"] == after[0]["sha256"] and before[0]["affine"] == after[0]["affine"]
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("gap", "gaps"), ("duplicate", "share positions"), ("orientation", "different Image Orientation"),
-    ("single", "single slice"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("gap", "gaps"),
+        ("duplicate", "share positions"),
+        ("orientation", "different Image Orientation"),
+        ("single", "single slice"),
+    ],
+)
 def test_series_that_are_not_one_volume_are_named(workspace, ct_series, damage, reason):
     slices = sorted(ct_series.glob("*.dcm"))
     if damage == "gap":
@@ -96,13 +122,29 @@ def test_series_that_are_not_one_volume_are_named(workspace, ct_series, damage, 
     assert records == []
     warning = [r for r in json_lines(result.stderr) if r["event"] == "series_not_stacked"][0]
     assert reason in warning["reason"] and warning["file"].endswith("series1")
-    strict = run_script("data_tools", "image_preprocessor", ct_series, "--volumes", "--strict", "--workspace", workspace)
+    strict = run_script(
+        "data_tools",
+        "image_preprocessor",
+        ct_series,
+        "--volumes",
+        "--strict",
+        "--workspace",
+        workspace,
+    )
     assert strict.returncode == 2 and reason in single_error(strict.stderr)["reason"]
 
 
 def test_volumes_refuse_per_image_options(workspace, ct_series):
-    result = run_script("data_tools", "image_preprocessor", ct_series, "--volumes", "--size", "16x16",
-                        "--workspace", workspace)
+    result = run_script(
+        "data_tools",
+        "image_preprocessor",
+        ct_series,
+        "--volumes",
+        "--size",
+        "16x16",
+        "--workspace",
+        workspace,
+    )
     assert result.returncode == 2 and "--size" in single_error(result.stderr)["error"]
 
 
@@ -117,8 +159,12 @@ def enhanced_from(ct_series, path: Path, windows):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
-            slices, series_instance_uid=pydicom.uid.generate_uid(entropy_srcs=["enhanced"]), series_number=99,
-            sop_instance_uid=pydicom.uid.generate_uid(entropy_srcs=["enhanced-sop"]), instance_number=1)
+            slices,
+            series_instance_uid=pydicom.uid.generate_uid(entropy_srcs=["enhanced"]),
+            series_number=99,
+            sop_instance_uid=pydicom.uid.generate_uid(entropy_srcs=["enhanced-sop"]),
+            instance_number=1,
+        )
     assert "RescaleIntercept" not in enhanced and "PerFrameFunctionalGroupsSequence" in enhanced
     enhanced.save_as(path)
     for ds, original in zip(slices, sorted(ct_series.glob("*.dcm"))):
@@ -138,7 +184,11 @@ def test_enhanced_ct_frames_use_their_functional_groups(workspace, ct_series, tm
         classic, classic_params = ip.read_image(path)
         expected, _ = ip.normalize(np, classic, classic_params)
         assert np.array_equal(image[index], expected)
-    assert done["voi"][3]["center"] == 70.0 and done["rescale"][3] == [1.375, -1024.0] and 0.0 < float(image.mean()) < 1.0
+    assert (
+        done["voi"][3]["center"] == 70.0
+        and done["rescale"][3] == [1.375, -1024.0]
+        and 0.0 < float(image.mean()) < 1.0
+    )
     from_classic, _, _ = preprocess(workspace, ct_series, "--volumes")
     from_enhanced, _, _ = preprocess(workspace, enhanced.parent, "--volumes")
     assert from_classic[0]["sha256"] == from_enhanced[0]["sha256"]
@@ -162,16 +212,32 @@ def test_enhanced_philips_mr_geometry_matches_nibabel(workspace, tmp_path):
     assert np.allclose(ours, theirs, atol=0.01)
     table = run_script("data_tools", "metadata_extractor", folder, "--workspace", workspace)
     run_id = [r for r in json_lines(table.stderr) if r["event"] == "run_recorded"][0]["run_id"]
-    (row,) = json_lines((workspace / "experiments/results" / run_id / "metadata.jsonl").read_bytes())
-    assert row["frames"] == 176 and row["pixel_spacing"] == [1.0, 1.0] and row["rescale_slope"] == pytest.approx(2.1079365)
+    (row,) = json_lines(
+        (workspace / "experiments/results" / run_id / "metadata.jsonl").read_bytes()
+    )
+    assert (
+        row["frames"] == 176
+        and row["pixel_spacing"] == [1.0, 1.0]
+        and row["rescale_slope"] == pytest.approx(2.1079365)
+    )
     assert len(row["window_center"]) == 176 and "window_center" in row["varying_per_frame"]
     assert len(row["image_position_patient"]) == 176 and row["echo_time"] == pytest.approx(3.513)
-    (series,) = json_lines((workspace / "experiments/results" / run_id / "series.jsonl").read_bytes())
-    assert series["slices"] == 176 and series["volume_ok"] and series["slice_spacing"] == pytest.approx(1.0, abs=1e-4)
+    (series,) = json_lines(
+        (workspace / "experiments/results" / run_id / "series.jsonl").read_bytes()
+    )
+    assert (
+        series["slices"] == 176
+        and series["volume_ok"]
+        and series["slice_spacing"] == pytest.approx(1.0, abs=1e-4)
+    )
 
 
-@pytest.mark.parametrize("value, signed, expected", [(1000, False, 1000 / 4095), (0, False, 0.0), (0, True, 2048 / 4095)])
-def test_a_constant_image_without_window_is_placed_in_its_stored_range(tmp_path, value, signed, expected):
+@pytest.mark.parametrize(
+    "value, signed, expected", [(1000, False, 1000 / 4095), (0, False, 0.0), (0, True, 2048 / 4095)]
+)
+def test_a_constant_image_without_window_is_placed_in_its_stored_range(
+    tmp_path, value, signed, expected
+):
     ds = pydicom.dcmread(Path(pydicom.__file__).parent / "data/test_files/CT_small.dcm")
     for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
         if keyword in ds:
@@ -182,7 +248,10 @@ def test_a_constant_image_without_window_is_placed_in_its_stored_range(tmp_path,
     ds.save_as(path)
     pixels, params = ip.read_image(path)
     image, done = ip.normalize(np, pixels, params)
-    assert done["voi"]["from"] == "stored range (constant image)" and done["voi"]["function"] == "LINEAR_EXACT"
+    assert (
+        done["voi"]["from"] == "stored range (constant image)"
+        and done["voi"]["function"] == "LINEAR_EXACT"
+    )
     assert np.allclose(image, expected, atol=1e-6)
 
 
@@ -192,34 +261,60 @@ def test_an_image_without_window_uses_its_data_range(tmp_path):
     path = tmp_path / "nowindow.dcm"
     ds.save_as(path)
     image, done = ip.normalize(np, *ip.read_image(path))
-    assert done["voi"]["from"] == "data range" and float(image.min()) == 0.0 and float(image.max()) == 1.0
+    assert (
+        done["voi"]["from"] == "data range"
+        and float(image.min()) == 0.0
+        and float(image.max()) == 1.0
+    )
 
 
 def test_series_table_flags_gaps(workspace, ct_series):
     sorted(ct_series.glob("*.dcm"))[4].unlink()
-    result = run_script("data_tools", "metadata_extractor", ct_series.parent, "--workspace", workspace)
+    result = run_script(
+        "data_tools", "metadata_extractor", ct_series.parent, "--workspace", workspace
+    )
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][0]["run_id"]
-    (series,) = json_lines((workspace / "experiments/results" / run_id / "series.jsonl").read_bytes())
+    (series,) = json_lines(
+        (workspace / "experiments/results" / run_id / "series.jsonl").read_bytes()
+    )
     assert series["slices"] == 7 and series["flags"]["gap"] and not series["volume_ok"]
     assert series["slice_spacing"] == 5.0 and "missing slices" in series["problems"][0]
     csv_text = (workspace / "experiments/results" / run_id / "series.csv").read_text()
     assert csv_text.splitlines()[0].startswith("study_uid,series_uid")
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda ds: ds.__setitem__(0x00200032, RawDataElement(Tag(0x00200032), "DS", 6, b"a\\b\\c ", 0, False, True)),
-     "valid Image Position"),
-    (lambda ds: setattr(ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]), "direction cosines"),
-    (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), "valid Pixel Spacing"),
-    (lambda ds: setattr(ds, "NumberOfFrames", 10 ** 9), "Number of Frames"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            lambda ds: ds.__setitem__(
+                0x00200032, RawDataElement(Tag(0x00200032), "DS", 6, b"a\\b\\c ", 0, False, True)
+            ),
+            "valid Image Position",
+        ),
+        (
+            lambda ds: setattr(ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]),
+            "direction cosines",
+        ),
+        (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), "valid Pixel Spacing"),
+        (lambda ds: setattr(ds, "NumberOfFrames", 10**9), "Number of Frames"),
+    ],
+)
 def test_hostile_geometry_is_named_not_a_crash(workspace, ct_series, change, reason):
     for path in sorted(ct_series.glob("*.dcm")):
         ds = pydicom.dcmread(path)
         with pydicom.config.disable_value_validation():  # the damage is the point
             change(ds)
             ds.save_as(path)
-    result = run_script("data_tools", "image_preprocessor", ct_series, "--volumes", "--strict", "--workspace", workspace)
+    result = run_script(
+        "data_tools",
+        "image_preprocessor",
+        ct_series,
+        "--volumes",
+        "--strict",
+        "--workspace",
+        workspace,
+    )
     assert result.returncode == 2 and reason in single_error(result.stderr)["reason"]
     table = run_script("data_tools", "metadata_extractor", ct_series, "--workspace", workspace)
     assert table.returncode == 0, table.stderr
@@ -245,17 +340,31 @@ def test_several_echoes_in_one_series_become_one_volume_each(workspace, ct_serie
 def test_modality_volumes_equal_dicom2nifti_values(workspace, ct_series, tmp_path):
     import dicom2nifti
 
-    records, folder, _ = preprocess(workspace, ct_series, "--volumes", "--volume-values", "modality")
+    records, folder, _ = preprocess(
+        workspace, ct_series, "--volumes", "--volume-values", "modality"
+    )
     (record,) = records
-    assert record["values"] == "modality" and record["transforms"] == {"modality": "rescale", "voi": None}
+    assert record["values"] == "modality" and record["transforms"] == {
+        "modality": "rescale",
+        "voi": None,
+    }
     ours = nibabel.as_closest_canonical(nibabel.load(folder / record["nifti"]))
-    theirs = dicom2nifti.dicom_series_to_nifti(str(ct_series), str(tmp_path / "ref.nii"), reorient_nifti=False)["NII"]
+    theirs = dicom2nifti.dicom_series_to_nifti(
+        str(ct_series), str(tmp_path / "ref.nii"), reorient_nifti=False
+    )["NII"]
     theirs = nibabel.as_closest_canonical(theirs)
     assert np.allclose(ours.affine, theirs.affine, atol=1e-4)
     assert np.array_equal(ours.get_fdata(), theirs.get_fdata())  # Hounsfield units, both
     assert float(ours.get_fdata().min()) < -500  # air in HU, not a [0, 1] value
-    refused = run_script("data_tools", "image_preprocessor", ct_series, "--volume-values", "modality",
-                         "--workspace", workspace)
+    refused = run_script(
+        "data_tools",
+        "image_preprocessor",
+        ct_series,
+        "--volume-values",
+        "modality",
+        "--workspace",
+        workspace,
+    )
     assert refused.returncode == 2 and "--volumes" in single_error(refused.stderr)["error"]
 
 
@@ -264,6 +373,10 @@ def test_enhanced_modality_volume_uses_each_frames_rescale(workspace, ct_series,
     enhanced.parent.mkdir()
     enhanced_from(ct_series, enhanced, [(40, 400)] * 8)
     classic, _, _ = preprocess(workspace, ct_series, "--volumes", "--volume-values", "modality")
-    from_enhanced, _, _ = preprocess(workspace, enhanced.parent, "--volumes", "--volume-values", "modality")
+    from_enhanced, _, _ = preprocess(
+        workspace, enhanced.parent, "--volumes", "--volume-values", "modality"
+    )
     assert classic[0]["sha256"] == from_enhanced[0]["sha256"]
-    assert len(from_enhanced[0]["transforms"]["modality"]) and from_enhanced[0]["values"] == "modality"
+    assert (
+        len(from_enhanced[0]["transforms"]["modality"]) and from_enhanced[0]["values"] == "modality"
+    )

@@ -15,10 +15,10 @@ peak memory under a bound.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +50,10 @@ class Outcome:
     timed_out: bool
 
     def describe(self) -> str:
-        return (f"rc={self.rc} peak={self.peak_mib} MiB timed_out={self.timed_out}\n"
-                f"stderr tail: {self.stderr[-1500:].decode('utf-8', 'replace')}")
+        return (
+            f"rc={self.rc} peak={self.peak_mib} MiB timed_out={self.timed_out}\n"
+            f"stderr tail: {self.stderr[-1500:].decode('utf-8', 'replace')}"
+        )
 
 
 def script_path(script: str) -> Path:
@@ -61,25 +63,42 @@ def script_path(script: str) -> Path:
     return found[0]
 
 
-def run_script(script: str, args, *, cwd=None, env=None, stdin: bytes | None = None,
-               timeout: float = 120.0) -> Outcome:
-    argv = [sys.executable, str(script_path(script)), *[os.fsdecode(a) if isinstance(a, bytes) else str(a)
-                                                         for a in args]]
+def run_script(
+    script: str, args, *, cwd=None, env=None, stdin: bytes | None = None, timeout: float = 120.0
+) -> Outcome:
+    argv = [
+        sys.executable,
+        str(script_path(script)),
+        *[os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args],
+    ]
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("PYTHONHASHSEED", "0")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        launch = [sys.executable, "-S", "-c", _LAUNCHER, str(report_fd := _PEAK_FD), *argv] \
-            if hasattr(os, "wait4") else argv
+        launch = (
+            [sys.executable, "-S", "-c", _LAUNCHER, str(report_fd := _PEAK_FD), *argv]
+            if hasattr(os, "wait4")
+            else argv
+        )
         read_end, write_end = os.pipe() if hasattr(os, "wait4") else (None, None)
+        if read_end == _PEAK_FD:  # many files open: the pipe itself got the launcher's fd number
+            read_end, stale = os.dup(read_end), read_end
+            os.close(stale)
         pass_fds = ()
         if write_end is not None:
             os.dup2(write_end, report_fd, inheritable=True) if write_end != report_fd else None
             pass_fds = (report_fd,)
         try:
-            process = subprocess.Popen(launch, cwd=cwd or REPO, env=full_env, stdout=out, stderr=err,
-                                       stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                       pass_fds=pass_fds, start_new_session=True)
+            process = subprocess.Popen(
+                launch,
+                cwd=cwd or REPO,
+                env=full_env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                pass_fds=pass_fds,
+                start_new_session=True,
+            )
         finally:
             if write_end is not None:
                 os.close(write_end)

@@ -34,15 +34,28 @@ from scripts.utils import tensors
 from tests.fuzz.harness import check_outcome, run_script
 
 PEAK_MIB = 512
-settings.register_profile("ci", max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 10)), deadline=None,
-                          derandomize=True, database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("long", max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 150)), deadline=None,
-                          database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 10)),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    max_examples=int(os.environ.get("CRH_FUZZ_EXAMPLES", 150)),
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile(os.environ.get("CRH_FUZZ_PROFILE", "ci"))
 
-TRIED: dict = defaultdict(lambda: {"examples": 0, "exit_codes": Counter(), "peak_mib": 0.0, "errors": Counter()})
+TRIED: dict = defaultdict(
+    lambda: {"examples": 0, "exit_codes": Counter(), "peak_mib": 0.0, "errors": Counter()}
+)
 
 
 def judge(reader: str, outcome) -> None:
@@ -60,11 +73,20 @@ def pytest_sessionfinish_report() -> None:
     target = os.environ.get("CRH_FUZZ_REPORT")
     if not target:
         return
-    report = {reader: {"examples": t["examples"], "exit_codes": dict(sorted(t["exit_codes"].items())),
-                       "peak_mib": round(t["peak_mib"], 1), "errors": dict(t["errors"].most_common(12))}
-              for reader, t in sorted(TRIED.items())}
-    Path(target).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
-                                          | orjson.OPT_APPEND_NEWLINE))
+    report = {
+        reader: {
+            "examples": t["examples"],
+            "exit_codes": dict(sorted(t["exit_codes"].items())),
+            "peak_mib": round(t["peak_mib"], 1),
+            "errors": dict(t["errors"].most_common(12)),
+        }
+        for reader, t in sorted(TRIED.items())
+    }
+    Path(target).write_bytes(
+        orjson.dumps(
+            report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+        )
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,6 +98,7 @@ def _report():
 # --------------------------------------------------------------------------
 # Inputs: valid seeds and their mutations
 # --------------------------------------------------------------------------
+
 
 @st.composite
 def mutated(draw, seed: bytes):
@@ -89,12 +112,14 @@ def mutated(draw, seed: bytes):
         elif kind == "insert":
             data[position:position] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete" and data:
-            del data[position:position + draw(st.integers(1, 16))]
+            del data[position : position + draw(st.integers(1, 16))]
         elif kind == "field" and len(data) >= 4:  # a length or count field set to an extreme
             position = min(position, len(data) - 4)
-            data[position:position + 4] = struct.pack("<I", draw(st.sampled_from([0, 1, 0x7FFFFFFF, 0xFFFFFFFF])))
+            data[position : position + 4] = struct.pack(
+                "<I", draw(st.sampled_from([0, 1, 0x7FFFFFFF, 0xFFFFFFFF]))
+            )
     if draw(st.booleans()):
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     return bytes(data)
 
 
@@ -104,13 +129,19 @@ def inputs_from(seed: bytes):
 
 def cten_seed() -> bytes:
     rng = np.random.default_rng(0)
-    return tensors.encode_cten(tensors.ChromaticTensor(rng.random((4, 5, 3), dtype=np.float32),
-                                                       rng.random((4, 5), dtype=np.float32)))
+    return tensors.encode_cten(
+        tensors.ChromaticTensor(
+            rng.random((4, 5, 3), dtype=np.float32), rng.random((4, 5), dtype=np.float32)
+        )
+    )
 
 
 def sten_seed() -> bytes:
-    return tensors.encode_sten(tensors.SpectralTensor(np.linspace(0, 1, 16, dtype=np.float32), 20.0, 0.5,
-                                                      np.full(16, 0.1, np.float32), True))
+    return tensors.encode_sten(
+        tensors.SpectralTensor(
+            np.linspace(0, 1, 16, dtype=np.float32), 20.0, 0.5, np.full(16, 0.1, np.float32), True
+        )
+    )
 
 
 def png_seed() -> bytes:
@@ -119,7 +150,9 @@ def png_seed() -> bytes:
     pixels = (np.arange(8 * 6 * 3) % 251).astype(np.uint8).reshape(8, 6, 3)
     data = iio.imwrite("<bytes>", pixels, extension=".png")
     text = b"tEXt" + b"Comment\x00a colleague's note"  # a text chunk for the chunk reader
-    chunk = struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text) & 0xFFFFFFFF)
+    chunk = (
+        struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text) & 0xFFFFFFFF)
+    )
     return data[:33] + chunk + data[33:]
 
 
@@ -136,10 +169,12 @@ CONFIG_SEEDS = {
     ".yaml": b"experiment:\n  name: phase7\n  steps: 8\n  lr: 1.0e-3\n  tags: [a, b]\n  base: &b {x: 1}\n  inner: *b\n",
 }
 SEEDS_FILE = b"base_seed = 42\n[streams]\nsplit = 7\n"
-LOG_SEED = (b"2025-10-31 12:00:00,123 INFO trainer: started\n  continuation line\n"
-            b"[2025-10-31T12:00:01Z WARN core::dream] drift 0.3\n"
-            b'{"ts": "2025-10-31T12:00:02Z", "level": "error", "msg": "boom", "n": 1}\n'
-            b"level=info msg=\"logfmt line\" step=3\nplain text line\n")
+LOG_SEED = (
+    b"2025-10-31 12:00:00,123 INFO trainer: started\n  continuation line\n"
+    b"[2025-10-31T12:00:01Z WARN core::dream] drift 0.3\n"
+    b'{"ts": "2025-10-31T12:00:02Z", "level": "error", "msg": "boom", "n": 1}\n'
+    b'level=info msg="logfmt line" step=3\nplain text line\n'
+)
 METRICS_SEED = b"cycle,loss,val_loss,coherence\n1,0.5,0.6,0.9\n2,0.4,0.5,0.91\n3,0.3,0.45,0.93\n4,0.25,0.4,0.95\n"
 
 
@@ -148,9 +183,16 @@ def archive_seed(kind: str, manifest: bytes | None = None) -> bytes:
     if manifest is None:
         import hashlib
 
-        manifest = orjson.dumps({"format": "crh-archive", "version": 1, "source": "experiments/results/x",
-                                 "files": {"a.txt": {"sha256": hashlib.sha256(payload).hexdigest(),
-                                                     "size": len(payload)}}})
+        manifest = orjson.dumps(
+            {
+                "format": "crh-archive",
+                "version": 1,
+                "source": "experiments/results/x",
+                "files": {
+                    "a.txt": {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+                },
+            }
+        )
     members = {"run/MANIFEST.json": manifest, "run/a.txt": payload}
     buffer = io.BytesIO()
     if kind == "zip":
@@ -168,12 +210,21 @@ def archive_seed(kind: str, manifest: bytes | None = None) -> bytes:
 
 def json_values(max_leaves: int = 12):
     """Any JSON-like value, with the awkward cases: huge integers, surrogates, deep nesting."""
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 80), max_value=2 ** 80),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                        st.sampled_from(["\udcff", "\ud800x", "\x00", "NaN", "Infinity"]))
-    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                        max_leaves=max_leaves)
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+        st.sampled_from(["\udcff", "\ud800x", "\x00", "NaN", "Infinity"]),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
 
 
 def write(folder: Path, name: str, data: bytes) -> Path:
@@ -185,6 +236,7 @@ def write(folder: Path, name: str, data: bytes) -> Path:
 # --------------------------------------------------------------------------
 # One test per reader
 # --------------------------------------------------------------------------
+
 
 @given(data=inputs_from(cten_seed()))
 def test_cten_reader(workspace, tmp_path, data):
@@ -200,12 +252,27 @@ def test_sten_reader(workspace, tmp_path, data):
 
 @given(suffix=st.sampled_from(sorted(CONFIG_SEEDS)), data=st.data())
 def test_config_reader(tmp_path, suffix, data):
-    raw = data.draw(st.one_of(inputs_from(CONFIG_SEEDS[suffix]),
-                              json_values().map(lambda v: orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS)
-                                                if _dumpable(v) else b"{}")))
+    raw = data.draw(
+        st.one_of(
+            inputs_from(CONFIG_SEEDS[suffix]),
+            json_values().map(
+                lambda v: (
+                    orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS)
+                    if _dumpable(v)
+                    else b"{}"
+                )
+            ),
+        )
+    )
     path = write(tmp_path, "config" + suffix, raw)
-    override = data.draw(st.one_of(st.just([]), st.tuples(st.text(max_size=20), st.text(max_size=40)).map(
-        lambda kv: ["--set", f"{kv[0]}={kv[1]}"])))
+    override = data.draw(
+        st.one_of(
+            st.just([]),
+            st.tuples(st.text(max_size=20), st.text(max_size=40)).map(
+                lambda kv: ["--set", f"{kv[0]}={kv[1]}"]
+            ),
+        )
+    )
     judge("config", run_script("config_loader", [path, *override], cwd=tmp_path))
 
 
@@ -238,18 +305,32 @@ def test_dicom_header_reader(workspace, tmp_path, index, data):
     folder = tmp_path / "dicom"
     folder.mkdir(exist_ok=True)
     write(folder, "image.dcm", head + seed[2048:])
-    judge("dicom", run_script("metadata_extractor", [folder, "--workspace", workspace], cwd=tmp_path))
+    judge(
+        "dicom", run_script("metadata_extractor", [folder, "--workspace", workspace], cwd=tmp_path)
+    )
 
 
 @given(kind=st.sampled_from(["zip", "tar.gz"]), data=st.data())
 def test_archive_reader(workspace, tmp_path, kind, data):
-    raw = data.draw(st.one_of(
-        mutated(archive_seed(kind)),
-        json_values().map(lambda v: archive_seed(kind, orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS)
-                                                 if _dumpable(v) else b"[]")),
-        inputs_from(archive_seed(kind, b'{"files": {"a.txt": {"sha256": "00", "size": 1}}}'))))
+    raw = data.draw(
+        st.one_of(
+            mutated(archive_seed(kind)),
+            json_values().map(
+                lambda v: archive_seed(
+                    kind,
+                    orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS)
+                    if _dumpable(v)
+                    else b"[]",
+                )
+            ),
+            inputs_from(archive_seed(kind, b'{"files": {"a.txt": {"sha256": "00", "size": 1}}}')),
+        )
+    )
     path = write(tmp_path, f"run.{kind}", raw)
-    judge("archive", run_script("archive_results", ["--verify", path, "--workspace", workspace], cwd=tmp_path))
+    judge(
+        "archive",
+        run_script("archive_results", ["--verify", path, "--workspace", workspace], cwd=tmp_path),
+    )
 
 
 @given(data=inputs_from(LOG_SEED), workers=st.sampled_from(["1", "2"]))
@@ -261,4 +342,9 @@ def test_raw_log_reader(tmp_path, data, workers):
 @given(data=inputs_from(METRICS_SEED))
 def test_metrics_reader(workspace, tmp_path, data):
     path = write(tmp_path, "metrics.csv", data)
-    judge("metrics", run_script("metric_plotter", [path, "--format", "png", "--workspace", workspace], cwd=tmp_path))
+    judge(
+        "metrics",
+        run_script(
+            "metric_plotter", [path, "--format", "png", "--workspace", workspace], cwd=tmp_path
+        ),
+    )

@@ -23,8 +23,39 @@ import pytest
 
 from scripts.utils.log_convert import convert_stream
 
-PIECES = [" ", "1", "%|", "|", "━", " [", ", ", "/s", ":", "1:", ".", "it/s", "]", "x", "[", "<", "00:0", "s/", "-",
-          "•", "=", '"', "a.py:", "[rank0]:", "2025-11-26 12:00:00", " - ", "INFO", "\x1b[", "{'", "\\", "1 ["]
+PIECES = [
+    " ",
+    "1",
+    "%|",
+    "|",
+    "━",
+    " [",
+    ", ",
+    "/s",
+    ":",
+    "1:",
+    ".",
+    "it/s",
+    "]",
+    "x",
+    "[",
+    "<",
+    "00:0",
+    "s/",
+    "-",
+    "•",
+    "=",
+    '"',
+    "a.py:",
+    "[rank0]:",
+    "2025-11-26 12:00:00",
+    " - ",
+    "INFO",
+    "\x1b[",
+    "{'",
+    "\\",
+    "1 [",
+]
 DOORS = ["", "━", "%|", "/s [", "1%|", " [1:00, ", "12%|█| 1/2 [", "k=", "I1126 ", "<14>1 "]
 LINE = 4000
 FILE_BYTES = 120_000
@@ -54,12 +85,14 @@ def crafted_lines(count: int, seed: int) -> list:
     generator = np.random.Generator(np.random.PCG64(seed))
     pairs = list(itertools.product(PIECES, repeat=2))
     units += ["".join(pairs[i]) for i in generator.choice(len(pairs), count, replace=False)]
-    units += ["".join(PIECES[i] for i in generator.integers(0, len(PIECES), 3)) for _ in range(count)]
+    units += [
+        "".join(PIECES[i] for i in generator.integers(0, len(PIECES), 3)) for _ in range(count)
+    ]
     lines = []
     for unit in units:
         body = (unit * (LINE // len(unit) + 1))[:LINE]
         for door in DOORS:
-            lines += [door + body[len(door):], body[:LINE - len(door)] + door]
+            lines += [door + body[len(door) :], body[: LINE - len(door)] + door]
     return lines
 
 
@@ -68,7 +101,7 @@ def test_crafted_lines_cost_at_most_five_times_plain_text_per_byte():
     lines = crafted_lines(count=25, seed=28)
     worst = []
     for index in range(0, len(lines), 40):  # a file of 40 different crafted lines, three times over
-        data = repeated("\n".join(lines[index:index + 40]), FILE_BYTES)
+        data = repeated("\n".join(lines[index : index + 40]), FILE_BYTES)
         plain = per_byte(PLAIN)
         ratio = per_byte(data) / plain
         if ratio > BOUND:  # measured again once: a pause of the machine is not a pattern's cost
@@ -78,7 +111,9 @@ def test_crafted_lines_cost_at_most_five_times_plain_text_per_byte():
     assert worst[0][0] <= BOUND, worst[:3]
 
 
-@pytest.mark.parametrize("unit", ["\r%|", "1%|\r", "\r━ 1/", "x\r", "\r1 [1:00, ", "━\r=", "\r\x1b[1;"])
+@pytest.mark.parametrize(
+    "unit", ["\r%|", "1%|\r", "\r━ 1/", "x\r", "\r1 [1:00, ", "━\r=", "\r\x1b[1;"]
+)
 def test_carriage_returns_cost_what_the_same_lines_cost(unit):
     line = (unit * (LINE // len(unit) + 1))[:LINE]
     data = repeated(line, FILE_BYTES // 2)

@@ -35,10 +35,16 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 time.sleep(0.3)  # something to interrupt
-classes = list({"bird", "fish", "cat", "dog", "owl"}) if "hashseed" in leaks else ["bird", "cat", "dog", "fish", "owl"]
+classes = (
+    list({"bird", "fish", "cat", "dog", "owl"})
+    if "hashseed" in leaks
+    else ["bird", "cat", "dog", "fish", "owl"]
+)
 local = time.strftime("%Y-%m-%d %H:%M", time.localtime(0)) if "tz" in leaks else "1970-01-01 00:00"
-(out / "model.json").write_text(json.dumps({"classes": classes, "trained_local": local, "weights": [0.5, 0.25]},
-                                           sort_keys=True) + "\n")
+(out / "model.json").write_text(
+    json.dumps({"classes": classes, "trained_local": local, "weights": [0.5, 0.25]}, sort_keys=True)
+    + "\n"
+)
 (out / "paths.txt").write_text((str(out.resolve()) if "path" in leaks else "<out>") + "\n")
 data = out / "data.txt"
 data.write_text("payload\n")
@@ -55,11 +61,15 @@ if "locale" in leaks:
     (out / "locale.txt").write_text(str(locale.setlocale(locale.LC_ALL, "")) + "\n")
 values = [0.1 * (index % 7) + 1e-3 * index for index in range(1001)]
 parts = int(os.environ.get("OMP_NUM_THREADS", "1")) if "threads" in leaks else 1
-total = sum(math.fsum(values[lane::parts]) for lane in range(parts))  # each part exactly rounded, then added
+total = sum(
+    math.fsum(values[lane::parts]) for lane in range(parts)
+)  # each part exactly rounded, then added
 (out / "sums.csv").write_text(f"name,total\nvalues,{total!r}\n")
 matrix = np.random.default_rng(3).standard_normal((300, 300))
 small = np.round(matrix * 8)  # small integers: their products and sums are exact under any kernel
-with threadpool_limits(1):  # one BLAS thread: the kernel alone decides (threads change a float matmul too)
+with threadpool_limits(
+    1
+):  # one BLAS thread: the kernel alone decides (threads change a float matmul too)
     product = matrix @ matrix if "cpu" in leaks else small @ small
 np.save(out / "matmul.npy", product)
 workers = int(os.environ.get("CRH_WORKERS", "1")) if "workers" in leaks else 1

@@ -1,6 +1,6 @@
 """Test helper: a pipeline step with a hidden nondeterminism, chosen by its argument.
 
-    python tests/orchestration/leaky_step.py tz|hashseed|none --workspace DIR
+python tests/orchestration/leaky_step.py tz|hashseed|none --workspace DIR
 """
 
 import sys
@@ -14,9 +14,11 @@ from scripts.utils.run_records import RunRecorder  # noqa: E402
 
 def main() -> None:
     leak, workspace = sys.argv[1], sys.argv[3]
-    content = {"tz": f"offset {time.strftime('%z', time.localtime(0))}\n",
-               "hashseed": f"bucket {hash('dreamer') % 1000}\n",
-               "none": "steady\n"}[leak]
+    content = {
+        "tz": f"offset {time.strftime('%z', time.localtime(0))}\n",
+        "hashseed": f"bucket {hash('dreamer') % 1000}\n",
+        "none": "steady\n",
+    }[leak]
     with RunRecorder("leaky_step", workspace=workspace) as run:
         run.output_path("value.txt").write_text(content)
         run.output_path("stable.json").write_text('{"a": 1}\n')

@@ -13,7 +13,11 @@ from tests.conftest import run_script, single_error, tree
 
 def make_run(workspace, name="runs/scratch", files=None):
     """A finished run folder, recorded like a real run so the registry knows its files."""
-    files = files or {"metrics.csv": "cycle,loss\n0,1.0\n", "sub/best.cten": "tensor bytes", "log.jsonl": "{}\n"}
+    files = files or {
+        "metrics.csv": "cycle,loss\n0,1.0\n",
+        "sub/best.cten": "tensor bytes",
+        "log.jsonl": "{}\n",
+    }
     source = workspace / name
     with RunRecorder("demo", workspace=workspace) as run:
         for relative, text in files.items():
@@ -25,7 +29,9 @@ def make_run(workspace, name="runs/scratch", files=None):
 
 
 def archive(workspace, *args):
-    return run_script("orchestration", "archive_results", *args, "--workspace", workspace, cwd=workspace)
+    return run_script(
+        "orchestration", "archive_results", *args, "--workspace", workspace, cwd=workspace
+    )
 
 
 def test_move_copies_verifies_removes_and_moves_registry_entries(workspace):
@@ -63,7 +69,9 @@ def test_interrupted_copy_is_finished_by_a_rerun(workspace, monkeypatch):
     monkeypatch.setattr(ar, "_copy_verified", real_copy)
     result = ar.move_run(workspace, source, destination)
     assert result["already_in_place"] == 1 and result["copied"] == 2
-    assert not source.exists() and sorted(read_json(destination / "MANIFEST.json")["files"]) == sorted(files)
+    assert not source.exists() and sorted(
+        read_json(destination / "MANIFEST.json")["files"]
+    ) == sorted(files)
 
 
 def test_interrupted_removal_is_finished_by_a_rerun(workspace, monkeypatch):
@@ -87,7 +95,9 @@ def test_interrupted_removal_is_finished_by_a_rerun(workspace, monkeypatch):
     result = ar.move_run(workspace, source, destination)
     assert result["copied"] == 0 and not source.exists()
     assert tree(destination) == sorted(["MANIFEST.json", *files])
-    again = archive(workspace, "runs/scratch")  # the source is gone: nothing left to do, nothing lost
+    again = archive(
+        workspace, "runs/scratch"
+    )  # the source is gone: nothing left to do, nothing lost
     assert again.returncode == 0, again.stderr
 
 
@@ -151,5 +161,7 @@ def test_paths_outside_the_workspace_are_refused(workspace, tmp_path):
     except OSError:  # Windows without the right to make links
         pytest.skip("cannot create symbolic links here")
     result = archive(workspace, "runs/linked")
-    assert result.returncode == 2 and "outside the workspace" in single_error(result.stderr)["error"]
+    assert (
+        result.returncode == 2 and "outside the workspace" in single_error(result.stderr)["error"]
+    )
     assert (link_run / "escape").is_symlink()  # nothing was moved

@@ -22,8 +22,12 @@ def search(rules: dict, varied=VARIATIONS, max_runs=24):
 
     found = found_under(rules, frozenset(varied), 2)
     explained = CauseSearch(probe, found, list(varied), EPOCH, max_runs, runs_used=2).explain()
-    by_key = {(a["artifact"], d["where"]): tuple(c["variations"])
-              for c in explained["causes"] for a in c["artifacts"] for d in a["differences"]}
+    by_key = {
+        (a["artifact"], d["where"]): tuple(c["variations"])
+        for c in explained["causes"]
+        for a in c["artifacts"]
+        for d in a["differences"]
+    }
     return by_key, explained, next(counter) - 1
 
 
@@ -31,7 +35,9 @@ def found_under(rules, cause, number) -> dict:
     found = {}
     for (artifact, place), rule in rules.items():
         if rule(cause, number):
-            found.setdefault(artifact, {"type": "json", "count": 0, "truncated": False, "differences": []})
+            found.setdefault(
+                artifact, {"type": "json", "count": 0, "truncated": False, "differences": []}
+            )
             found[artifact]["differences"].append({"where": place, "first": 1, "second": 2})
     return found
 
@@ -47,11 +53,17 @@ def test_one_cause_among_eleven_variations_costs_a_few_runs():
 
 
 def test_two_causes_in_one_file_and_an_interaction():
-    rules = {("a.json", "$.x"): needs("tz"), ("a.json", "$.y"): needs("hashseed"),
-             ("b.json", "$.z"): needs("threads", "cpu")}
+    rules = {
+        ("a.json", "$.x"): needs("tz"),
+        ("a.json", "$.y"): needs("hashseed"),
+        ("b.json", "$.z"): needs("threads", "cpu"),
+    }
     by_key, explained, runs = search(rules)
-    assert by_key == {("a.json", "$.x"): ("tz",), ("a.json", "$.y"): ("hashseed",),
-                      ("b.json", "$.z"): ("threads", "cpu")}
+    assert by_key == {
+        ("a.json", "$.x"): ("tz",),
+        ("a.json", "$.y"): ("hashseed",),
+        ("b.json", "$.z"): ("threads", "cpu"),
+    }
     assert [c["interaction"] for c in explained["causes"]] == [False, False, True] and runs <= 20
 
 
@@ -76,13 +88,20 @@ def test_the_clock_in_a_noisy_file_is_time():
 
     rules = {("summary.json", "$.trained_at"): stamp, ("summary.json", "$.loss"): stamp}
     found = found_under(rules, frozenset(VARIATIONS), 2)
-    found["summary.json"]["differences"][0].update(first="2025-10-31T12:00:01.5", second="2028-12-09T19:13:01.2")
+    found["summary.json"]["differences"][0].update(
+        first="2025-10-31T12:00:01.5", second="2028-12-09T19:13:01.2"
+    )
 
     def probe(cause, name):
         return found_under(rules, cause, 3)
 
     explained = CauseSearch(probe, found, list(VARIATIONS), EPOCH, 24, 2).explain()
-    by_key = {d["where"]: c["variations"] for c in explained["causes"] for a in c["artifacts"] for d in a["differences"]}
+    by_key = {
+        d["where"]: c["variations"]
+        for c in explained["causes"]
+        for a in c["artifacts"]
+        for d in a["differences"]
+    }
     assert by_key == {"$.trained_at": ["time"], "$.loss": ["none: run-to-run noise"]}
 
 

@@ -25,8 +25,16 @@ def test_the_shipped_config_gives_a_job_script_running_this_checkout(system, dir
 def test_a_config_without_sizes_is_bad_input(tmp_path):
     config = tmp_path / "site.yaml"
     config.write_text("jobqueue:\n  slurm:\n    queue: cpu\n")
-    result = run_script("orchestration", "cluster_launcher", "slurm", "--config", config, "--job-script")
+    result = run_script(
+        "orchestration", "cluster_launcher", "slurm", "--config", config, "--job-script"
+    )
     error = single_error(result.stderr)
-    assert result.returncode == 2 and "cores and memory" in error["error"] and error["key"] == "jobqueue.slurm.cores"
-    result = run_script("orchestration", "cluster_launcher", "pbs", "--config", config, "--job-script")
+    assert (
+        result.returncode == 2
+        and "cores and memory" in error["error"]
+        and error["key"] == "jobqueue.slurm.cores"
+    )
+    result = run_script(
+        "orchestration", "cluster_launcher", "pbs", "--config", config, "--job-script"
+    )
     assert result.returncode == 2 and "jobqueue.pbs" in single_error(result.stderr)["error"]

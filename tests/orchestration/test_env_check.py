@@ -13,13 +13,26 @@ def snapshot_of(workspace, env=None):
 
 
 def check(workspace, *args, env=None):
-    return run_script("orchestration", "env_check", "--check", *args, "--workspace", workspace, env=env)
+    return run_script(
+        "orchestration", "env_check", "--check", *args, "--workspace", workspace, env=env
+    )
 
 
 def test_snapshot_has_every_section_and_a_stable_hash(workspace):
     first = snapshot_of(workspace)
-    for section in ("os", "kernel", "python", "compiler", "cpu", "cpu_features", "blas", "cuda",
-                    "byte_relevant", "packages", "lock"):
+    for section in (
+        "os",
+        "kernel",
+        "python",
+        "compiler",
+        "cpu",
+        "cpu_features",
+        "blas",
+        "cuda",
+        "byte_relevant",
+        "packages",
+        "lock",
+    ):
         assert section in first
     assert first["lock"]["matches"] is True and first["packages"]["numpy"]
     assert first["cuda"]["present"] in (True, False)
@@ -32,8 +45,12 @@ def test_thread_counts_do_not_change_the_hash(workspace, tmp_path):
     first = snapshot_of(workspace)
     other = tmp_path / "other"
     other.mkdir()
-    second = snapshot_of(other, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    assert second == first  # the whole snapshot, not only the hash: make verify varies thread counts
+    second = snapshot_of(
+        other, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    )
+    assert (
+        second == first
+    )  # the whole snapshot, not only the hash: make verify varies thread counts
 
 
 def test_check_passes_against_itself(workspace):
@@ -41,7 +58,9 @@ def test_check_passes_against_itself(workspace):
     result = check(workspace)
     assert result.returncode == 0, result.stderr
     printed = json_lines(result.stdout)[0]
-    assert printed["parity"] is True and printed["env_hash"]["saved"] == printed["env_hash"]["current"]
+    assert (
+        printed["parity"] is True and printed["env_hash"]["saved"] == printed["env_hash"]["current"]
+    )
 
 
 def test_a_changed_result_field_fails_the_check(workspace):
@@ -53,7 +72,9 @@ def test_a_changed_result_field_fails_the_check(workspace):
     result = check(workspace)
     assert result.returncode == 1
     error = single_error(result.stderr)
-    assert error["first"] == "packages.numpy" and error["differences"] == 1  # the kernel is listed, not failing
+    assert (
+        error["first"] == "packages.numpy" and error["differences"] == 1
+    )  # the kernel is listed, not failing
     fields = {d["field"]: d["affects_results"] for d in json_lines(result.stdout)[0]["differences"]}
     assert fields == {"packages.numpy": True, "kernel.release": False}
 
@@ -62,7 +83,11 @@ def test_a_lock_mismatch_fails_the_check(workspace, tmp_path):
     snapshot_of(workspace)
     lock = tmp_path / "requirements.lock"
     text = (REPO / "requirements.lock").read_text()
-    lock.write_text(text.replace("orjson==", "orjson==0.0.0.post", 1).replace("\nuv==", "\nnot-installed-pkg==1.0\nuv==", 1))
+    lock.write_text(
+        text.replace("orjson==", "orjson==0.0.0.post", 1).replace(
+            "\nuv==", "\nnot-installed-pkg==1.0\nuv==", 1
+        )
+    )
     result = check(workspace, "--lock", lock)
     assert result.returncode == 1
     assert single_error(result.stderr)["first"] == "lock"
@@ -73,9 +98,15 @@ def test_lock_comparison_honours_markers():
     installed = environment.installed_packages()
     assert locked["numpy"] == installed["numpy"]  # exactly one numpy line holds for this Python
     assert "colorama" not in locked or installed.get("colorama")  # win32-only pin skipped elsewhere
-    result = environment.compare_with_lock({"a": "1", "b": "2", "pip": "9"}, {"a": "1", "b": "3", "c": "1"})
-    assert result == {"missing": ["c"], "extra": [], "mismatched": {"b": {"locked": "3", "installed": "2"}},
-                      "matches": False}
+    result = environment.compare_with_lock(
+        {"a": "1", "b": "2", "pip": "9"}, {"a": "1", "b": "3", "c": "1"}
+    )
+    assert result == {
+        "missing": ["c"],
+        "extra": [],
+        "mismatched": {"b": {"locked": "3", "installed": "2"}},
+        "matches": False,
+    }
 
 
 @pytest.mark.parametrize("content", [b"{}", b"[1, 2]", b"not json"])

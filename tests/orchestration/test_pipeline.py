@@ -5,7 +5,16 @@ from tests.conftest import REPO, json_lines, run_script, single_error
 
 
 def phase(workspace, name, *args):
-    return run_script("orchestration", "pipeline", name, "--workspace", workspace, *args, cwd=workspace, timeout=600)
+    return run_script(
+        "orchestration",
+        "pipeline",
+        name,
+        "--workspace",
+        workspace,
+        *args,
+        cwd=workspace,
+        timeout=600,
+    )
 
 
 def summary_of(result):
@@ -16,15 +25,25 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
     first = phase(workspace, "phase5")
     assert first.returncode == 0, first.stderr
     steps = summary_of(first)["steps"]
-    assert [s["step"] for s in steps] == ["sample", "metadata", "split", "preprocess", "hash", "experiment_phase5",
-                                          "render_phase5", "report_phase5"]
+    assert [s["step"] for s in steps] == [
+        "sample",
+        "metadata",
+        "split",
+        "preprocess",
+        "hash",
+        "experiment_phase5",
+        "render_phase5",
+        "report_phase5",
+    ]
     assert all(s["status"] == "done" and s["report"] for s in steps)
     assert (workspace / "experiments/results/phase5/metrics.csv").exists()
 
     again = phase(workspace, "phase5")
     assert [s["status"] for s in summary_of(again)["steps"]] == ["up to date"] * 8
 
-    shutil.rmtree(workspace / "experiments/results/phase5")  # a lost output is rebuilt, with what depends on it
+    shutil.rmtree(
+        workspace / "experiments/results/phase5"
+    )  # a lost output is rebuilt, with what depends on it
     redone = {s["step"]: s["status"] for s in summary_of(phase(workspace, "phase5"))["steps"]}
     assert redone["experiment_phase5"] == "done" and redone["render_phase5"] == "done"
     assert redone["report_phase5"] == "done"
@@ -33,15 +52,22 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
 
 def test_user_data_and_bad_input(workspace, tmp_path):
     data = tmp_path / "mydata"
-    shutil.copytree(REPO / "tests", data / "not-images", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(
+        REPO / "tests", data / "not-images", ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
     result = phase(workspace, "phase9")
     assert result.returncode == 0, result.stderr
-    assert (workspace / "env/environment.json").exists() and (workspace / "env/config_phase7.json").exists()
+    assert (workspace / "env/environment.json").exists() and (
+        workspace / "env/config_phase7.json"
+    ).exists()
     registry = read_json(workspace / "data/hash_registry.json")["files"]
     assert "env/config_phase7.json" in registry
 
-    for args, fragment in (([], "unknown phase"), (["--data", str(tmp_path / "none")], "folder"),
-                           (["--data", str(tmp_path / "empty")], "empty")):
+    for args, fragment in (
+        ([], "unknown phase"),
+        (["--data", str(tmp_path / "none")], "folder"),
+        (["--data", str(tmp_path / "empty")], "empty"),
+    ):
         (tmp_path / "empty").mkdir(exist_ok=True)
         name = "phase4" if not args else "phase5"
         bad = phase(workspace, name, *args)

@@ -8,7 +8,9 @@ SMALL = ["--set", "experiment.cycles=8", "--set", "data.size=8", "--set", "data.
 
 def finished_run(workspace):
     logdir = workspace / "run"
-    result = run_script("orchestration", "run_experiment", "--logdir", logdir, "--workspace", workspace, *SMALL)
+    result = run_script(
+        "orchestration", "run_experiment", "--logdir", logdir, "--workspace", workspace, *SMALL
+    )
     assert result.returncode == 0, result.stderr
     return logdir
 
@@ -23,7 +25,9 @@ def test_a_finished_run_has_no_anomalies(workspace):
     assert result.returncode == 0, result.stderr
     summary = json_lines(result.stdout)[0]
     assert summary["finished"] and summary["cycles_done"] == 8 and summary["latest"]["cycle"] == 8
-    assert [c["status"] for c in summary["checkpoints"]] == ["ok", "ok"] and summary["anomalies"] == []
+    assert [c["status"] for c in summary["checkpoints"]] == ["ok", "ok"] and summary[
+        "anomalies"
+    ] == []
     assert monitor(workspace, logdir, "--follow", "--interval", "0.01").returncode == 0
 
 

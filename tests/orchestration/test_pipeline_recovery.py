@@ -29,19 +29,45 @@ from tests.conftest import FIXED_EPOCH, REPO, json_lines, run_script, single_err
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGKILL")
 
-PHASE7_STEPS = ["metadata", "split", "preprocess", "hash", "experiment_phase7", "render_phase7", "animate_phase7",
-                "plot_phase7", "report_phase7"]
+PHASE7_STEPS = [
+    "metadata",
+    "split",
+    "preprocess",
+    "hash",
+    "experiment_phase7",
+    "render_phase7",
+    "animate_phase7",
+    "plot_phase7",
+    "report_phase7",
+]
 BOOKKEEPING = (".lock", ".statcache.json", ".data_roots.json")
 R = "experiments/results"
 
 
 def make(phase, workspace, data=None, *extra, kill_after=None, kill_on_step=None, timeout=600):
     """Run ``make phaseN`` in its own process group; kill the whole group with SIGKILL when asked."""
-    command = ["make", "-s", phase, f"WORKSPACE={workspace}", *([f"DATA={data}"] if data else []), *extra]
-    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    command = [
+        "make",
+        "-s",
+        phase,
+        f"WORKSPACE={workspace}",
+        *([f"DATA={data}"] if data else []),
+        *extra,
+    ]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    }
     env["SOURCE_DATE_EPOCH"] = FIXED_EPOCH  # module fixtures run before the autouse one
-    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     lines = []
     if kill_on_step is not None:
         for line in process.stderr:
@@ -56,7 +82,9 @@ def make(phase, workspace, data=None, *extra, kill_after=None, kill_on_step=None
             os.killpg(process.pid, signal.SIGKILL)
     lines += process.stderr.read().splitlines(keepends=True)
     process.wait(timeout)
-    return process.returncode, b"".join(line for line in lines if line.startswith(b"{"))  # make's own lines aside
+    return process.returncode, b"".join(
+        line for line in lines if line.startswith(b"{")
+    )  # make's own lines aside
 
 
 def summary(stderr: bytes) -> dict:
@@ -69,20 +97,29 @@ def statuses(stderr: bytes) -> dict:
 
 def snapshot(workspace: Path) -> dict:
     """Every artifact of a workspace: relative path -> SHA-256."""
-    return {p.relative_to(workspace).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(workspace.rglob("*")) if p.is_file()
-            and not (p.name.startswith(".") and p.name.endswith(BOOKKEEPING))}
+    return {
+        p.relative_to(workspace).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(workspace.rglob("*"))
+        if p.is_file() and not (p.name.startswith(".") and p.name.endswith(BOOKKEEPING))
+    }
 
 
 def differences(expected: dict, found: dict) -> list:
-    return sorted(set(expected) ^ set(found)) + sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    return sorted(set(expected) ^ set(found)) + sorted(
+        k for k in set(expected) & set(found) if expected[k] != found[k]
+    )
 
 
 def data_state(folder: Path) -> dict:
     """Names, sizes, mtimes and contents of a data folder: to prove nothing in it changed."""
-    return {p.relative_to(folder).as_posix(): (p.stat().st_mode, p.stat().st_mtime_ns,
-                                               hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
-            for p in sorted([folder, *folder.rglob("*")])}
+    return {
+        p.relative_to(folder).as_posix(): (
+            p.stat().st_mode,
+            p.stat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None,
+        )
+        for p in sorted([folder, *folder.rglob("*")])
+    }
 
 
 def make_read_only(folder: Path) -> None:
@@ -95,8 +132,14 @@ def make_read_only(folder: Path) -> None:
 def outside(tmp_path_factory):
     """The sample data in a read-only folder outside any workspace, and one clean phase7 run on it."""
     root = tmp_path_factory.mktemp("outside")
-    made = run_script("data_tools", "sample_data", "--workspace", root / "src", env={"SOURCE_DATE_EPOCH": FIXED_EPOCH},
-                      timeout=120)
+    made = run_script(
+        "data_tools",
+        "sample_data",
+        "--workspace",
+        root / "src",
+        env={"SOURCE_DATE_EPOCH": FIXED_EPOCH},
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     data = root / "disk" / "scans"
     shutil.copytree(root / "src/data/sample", data)
@@ -106,17 +149,28 @@ def outside(tmp_path_factory):
     code, stderr = make("phase7", clean, data)
     assert code == 0, stderr.decode()[-2000:]
     assert data_state(data) == before, "the data folder was written to"
-    return {"root": root, "data": data, "clean": clean, "reference": snapshot(clean), "stderr": stderr}
+    return {
+        "root": root,
+        "data": data,
+        "clean": clean,
+        "reference": snapshot(clean),
+        "stderr": stderr,
+    }
 
 
 def test_data_outside_is_read_only_and_named_by_its_root(outside):
     clean, data = outside["clean"], outside["data"]
-    assert [s["status"] for s in summary(outside["stderr"])["steps"]] == ["done"] * len(PHASE7_STEPS)
+    assert [s["status"] for s in summary(outside["stderr"])["steps"]] == ["done"] * len(
+        PHASE7_STEPS
+    )
     registry = read_json(clean / "data/hash_registry.json")["files"]
     data_entries = [name for name in registry if name.startswith("@")]
     assert len(data_entries) == 75 and all(name.startswith("@scans/") for name in data_entries)
     hash_report = read_json(clean / summary(outside["stderr"])["steps"][3]["report"])
-    assert hash_report["data_roots"]["scans"]["files"] == 75 and len(hash_report["data_roots"]["scans"]["listing_sha256"]) == 64
+    assert (
+        hash_report["data_roots"]["scans"]["files"] == 75
+        and len(hash_report["data_roots"]["scans"]["listing_sha256"]) == 64
+    )
     for artifact in clean.rglob("*"):  # the root's absolute path appears in no record
         if artifact.is_file() and artifact.suffix in (".json", ".jsonl", ".csv"):
             assert str(data).encode() not in artifact.read_bytes(), artifact
@@ -125,21 +179,29 @@ def test_data_outside_is_read_only_and_named_by_its_root(outside):
 def test_same_data_at_another_path_gives_the_same_records(outside, tmp_path):
     elsewhere = tmp_path / "another" / "much" / "deeper" / "scans"
     shutil.copytree(outside["data"], elsewhere)
-    for script, args in (("metadata_extractor", [elsewhere]), ("hash_integrity", ["hash", elsewhere])):
-        result = run_script("data_tools", script, *args, "--workspace", tmp_path / "ws", cwd=tmp_path)
+    for script, args in (
+        ("metadata_extractor", [elsewhere]),
+        ("hash_integrity", ["hash", elsewhere]),
+    ):
+        result = run_script(
+            "data_tools", script, *args, "--workspace", tmp_path / "ws", cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
     clean = outside["clean"]
     ours = read_json(tmp_path / "ws/data/hash_registry.json")["files"]
     theirs = read_json(clean / "data/hash_registry.json")["files"]
-    assert {k: {f: v[f] for f in ("sha256", "size")} for k, v in ours.items() if k.startswith("@")} == \
-        {k: {f: v[f] for f in ("sha256", "size")} for k, v in theirs.items() if k.startswith("@")}
+    assert {
+        k: {f: v[f] for f in ("sha256", "size")} for k, v in ours.items() if k.startswith("@")
+    } == {k: {f: v[f] for f in ("sha256", "size")} for k, v in theirs.items() if k.startswith("@")}
     table = "metadata_extractor_20251031T120000Z/metadata.jsonl"
     assert (tmp_path / "ws" / R / table).read_bytes() == (clean / R / table).read_bytes()
 
 
 def test_a_second_call_reads_no_data_and_redoes_nothing(outside, tmp_path):
     workspace = tmp_path / "ws"
-    shutil.copytree(outside["clean"], workspace)  # new inodes: the first call re-reads, the second must not
+    shutil.copytree(
+        outside["clean"], workspace
+    )  # new inodes: the first call re-reads, the second must not
     code, _ = make("phase7", workspace, outside["data"])
     assert code == 0
     if not FileAccessWatch.available():
@@ -178,14 +240,38 @@ def test_kills_at_random_moments_converge_to_the_clean_run(outside, tmp_path):
 
 
 DAMAGE = [
-    ("delete the metrics CSV", lambda w: (w / R / "phase7/metrics.csv").unlink(),
-     ["experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7", "report_phase7"]),
-    ("alter a render", lambda w: _append(sorted((w / R / "tensor_visualizer_20251031T120000Z").rglob("*.png"))[2]),
-     ["render_phase7", "report_phase7"]),
-    ("delete the GIF", lambda w: (w / R / "dream_animation_20251031T120000Z/replay.gif").unlink(), ["animate_phase7", "report_phase7"]),
-    ("alter an npz, same size", lambda w: _flip(sorted((w / R / "image_preprocessor_20251031T120000Z").rglob("*.npz"))[0]),
-     ["preprocess", "experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7", "report_phase7"]),
-    ("alter a report", lambda w: _append(w / R / "metric_plotter_20251031T120000Z.json"), ["plot_phase7", "report_phase7"]),
+    (
+        "delete the metrics CSV",
+        lambda w: (w / R / "phase7/metrics.csv").unlink(),
+        ["experiment_phase7", "render_phase7", "animate_phase7", "plot_phase7", "report_phase7"],
+    ),
+    (
+        "alter a render",
+        lambda w: _append(sorted((w / R / "tensor_visualizer_20251031T120000Z").rglob("*.png"))[2]),
+        ["render_phase7", "report_phase7"],
+    ),
+    (
+        "delete the GIF",
+        lambda w: (w / R / "dream_animation_20251031T120000Z/replay.gif").unlink(),
+        ["animate_phase7", "report_phase7"],
+    ),
+    (
+        "alter an npz, same size",
+        lambda w: _flip(sorted((w / R / "image_preprocessor_20251031T120000Z").rglob("*.npz"))[0]),
+        [
+            "preprocess",
+            "experiment_phase7",
+            "render_phase7",
+            "animate_phase7",
+            "plot_phase7",
+            "report_phase7",
+        ],
+    ),
+    (
+        "alter a report",
+        lambda w: _append(w / R / "metric_plotter_20251031T120000Z.json"),
+        ["plot_phase7", "report_phase7"],
+    ),
     ("only touch an output", lambda w: os.utime(w / R / "phase7/metrics.csv"), []),
 ]
 
@@ -209,10 +295,14 @@ def test_damaged_outputs_redo_exactly_their_step_and_dependents(outside, tmp_pat
         # One repair runs its steps on a Dask LocalCluster of 2 processes: the same files as the clean local run,
         # and the later repairs, local again, redo nothing more (where the work ran is in no fingerprint).
         on_cluster = what.startswith("alter an npz")
-        code, stderr = make("phase7", workspace, outside["data"], *(["SCHEDULER=local:2"] if on_cluster else []))
+        code, stderr = make(
+            "phase7", workspace, outside["data"], *(["SCHEDULER=local:2"] if on_cluster else [])
+        )
         assert code == 0, (what, stderr.decode()[-2000:])
         if on_cluster:
-            assert any(r.get("event") == "cluster" and r["workers"] == 2 for r in json_lines(stderr))
+            assert any(
+                r.get("event") == "cluster" and r["workers"] == 2 for r in json_lines(stderr)
+            )
         redone = [step for step, status in statuses(stderr).items() if status == "done"]
         assert redone == expected, what
         assert differences(outside["reference"], snapshot(workspace)) == [], what
@@ -223,7 +313,9 @@ def test_changed_data_redoes_the_data_steps(outside, tmp_path):
     shutil.copytree(outside["data"], data)
     workspace = tmp_path / "ws"
     shutil.copytree(outside["clean"], workspace)
-    code, stderr = make("phase7", workspace, data)  # moved, same listing: the name follows, nothing to redo
+    code, stderr = make(
+        "phase7", workspace, data
+    )  # moved, same listing: the name follows, nothing to redo
     assert code == 0 and set(statuses(stderr).values()) == {"up to date"}
     target = data / "png/phantom_gray8.png"
     target.chmod(0o644)
@@ -252,16 +344,23 @@ def test_a_damaged_sample_dicom_is_regenerated_identically(tmp_path):
 
 
 def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
-    data = Path(pydicom.data.__file__).parent / "test_files"  # many vendors and codecs, some without pixels
+    data = (
+        Path(pydicom.data.__file__).parent / "test_files"
+    )  # many vendors and codecs, some without pixels
     workspace = tmp_path / "ws"
     code, stderr = make("phase5", workspace, data)
     assert code == 0, stderr.decode()[-2000:]
     found = summary(stderr)
-    assert found["skipped"]["metadata"] >= 5 and found["skipped"]["preprocess"] > found["skipped"]["metadata"]
+    assert (
+        found["skipped"]["metadata"] >= 5
+        and found["skipped"]["preprocess"] > found["skipped"]["metadata"]
+    )
     steps = {item["step"]: item for item in found["steps"]}
     report = read_json(workspace / steps["preprocess"]["report"])["results"]
     reasons = {item["file"]: item["reason"] for item in report["skipped"]}
-    assert reasons["@test_files/README.txt"].startswith("metadata_extractor: ")  # left out after metadata
+    assert reasons["@test_files/README.txt"].startswith(
+        "metadata_extractor: "
+    )  # left out after metadata
     assert any("no pixel data" in reason for reason in reasons.values())
     assert len(reasons) == found["skipped"]["preprocess"]
     run_folder = workspace / steps["preprocess"]["report"][: -len(".json")]
@@ -276,13 +375,20 @@ def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
     assert not (strict / "meta/chronicle/manifest.json").exists()  # no run was recorded
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "the workspace", "holds the workspace", "workspace records"])
+@pytest.mark.parametrize(
+    "case", ["missing", "empty", "the workspace", "holds the workspace", "workspace records"]
+)
 def test_unusable_data_folders_are_exit_2_before_any_work(tmp_path, case):
     workspace = tmp_path / "ws"
     empty = tmp_path / "empty"
     empty.mkdir()
-    data = {"missing": tmp_path / "nope", "empty": empty, "the workspace": workspace, "holds the workspace": tmp_path,
-            "workspace records": workspace / "data"}[case]
+    data = {
+        "missing": tmp_path / "nope",
+        "empty": empty,
+        "the workspace": workspace,
+        "holds the workspace": tmp_path,
+        "workspace records": workspace / "data",
+    }[case]
     if case in ("the workspace", "workspace records"):
         (workspace / "data").mkdir(parents=True)
         (workspace / "data/some.png").write_bytes(b"x")
@@ -299,8 +405,16 @@ def test_a_root_name_never_names_two_folders_in_one_workspace(tmp_path):
         folder.mkdir(parents=True)
         (folder / "x.txt").write_bytes(content)
     workspace = tmp_path / "ws"
-    hash_tree = lambda folder, *extra: run_script("data_tools", "hash_integrity", "hash", folder, *extra,  # noqa: E731
-                                                 "--workspace", workspace, cwd=tmp_path)
+    hash_tree = lambda folder, *extra: run_script(
+        "data_tools",
+        "hash_integrity",
+        "hash",
+        folder,
+        *extra,  # noqa: E731
+        "--workspace",
+        workspace,
+        cwd=tmp_path,
+    )
     assert hash_tree(first).returncode == 0
     clash = hash_tree(second)
     assert clash.returncode == 2 and "--data-name" in single_error(clash.stderr)["error"]
@@ -317,8 +431,12 @@ def test_a_step_fingerprint_covers_its_own_code_only():
     closure = lambda name: {p.name for p in _closure(REPO / name)}  # noqa: E731
     assert "metric_plotter.py" not in closure("scripts/data_tools/metadata_extractor.py")
     assert "metric_plotter.py" not in closure("scripts/orchestration/run_experiment.py")
-    assert {"run_records.py", "registry.py", "cli.py"} <= closure("scripts/data_tools/metadata_extractor.py")
-    assert "reference_experiment.py" in closure("scripts/orchestration/run_experiment.py")  # a lazy import counts
+    assert {"run_records.py", "registry.py", "cli.py"} <= closure(
+        "scripts/data_tools/metadata_extractor.py"
+    )
+    assert "reference_experiment.py" in closure(
+        "scripts/orchestration/run_experiment.py"
+    )  # a lazy import counts
     assert len(plot) == 64
 
 
@@ -340,7 +458,9 @@ def test_one_pipeline_at_a_time_per_workspace(outside, tmp_path):
 
     workspace = tmp_path / "ws"
     shutil.copytree(outside["clean"], workspace)
-    lock = FileLock(str(workspace / pipeline.PIPELINE_LOCK), thread_local=False)  # released from a timer thread
+    lock = FileLock(
+        str(workspace / pipeline.PIPELINE_LOCK), thread_local=False
+    )  # released from a timer thread
     lock.acquire()
     threading.Timer(2.0, lock.release).start()
     code, stderr = make("phase7", workspace, outside["data"])

@@ -4,13 +4,17 @@ from tests.conftest import json_lines, run_script, single_error, small_experimen
 
 
 def rerun(workspace, *args):
-    return run_script("orchestration", "rerun", *args, "--workspace", workspace, cwd=workspace, timeout=300)
+    return run_script(
+        "orchestration", "rerun", *args, "--workspace", workspace, cwd=workspace, timeout=300
+    )
 
 
 def test_a_recorded_run_is_rerun_from_its_record_and_proved_identical(workspace, tmp_path):
     report = small_experiment(workspace, "experiments/results/exp", "--set", "learner.hidden=8")
     path = workspace / "experiments/results" / f"{report['run_id']}.json"
-    result = rerun(workspace, path, "--force")  # forced only if this checkout differs from the recorded one
+    result = rerun(
+        workspace, path, "--force"
+    )  # forced only if this checkout differs from the recorded one
     assert result.returncode == 0, result.stderr
     found = json_lines(result.stdout)[0]
     assert found["identical"] and found["outputs"] == len(report["outputs"]) > 5
@@ -20,15 +24,23 @@ def test_a_recorded_run_is_rerun_from_its_record_and_proved_identical(workspace,
     other = dict(report, env_hash="0" * 64)  # the record of a run made in another environment
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_bytes(orjson.dumps(other))
-    refused = rerun(workspace, elsewhere)  # not the report the manifest holds: refused before anything runs
+    refused = rerun(
+        workspace, elsewhere
+    )  # not the report the manifest holds: refused before anything runs
     assert refused.returncode == 2
     error = single_error(refused.stderr)
-    assert error["recorded_sha256"] == orjson.loads((workspace / "meta/chronicle/manifest.json").read_bytes())[
-        "runs"][report["run_id"]]["report_sha256"] and error["actual_sha256"] != error["recorded_sha256"]
+    assert (
+        error["recorded_sha256"]
+        == orjson.loads((workspace / "meta/chronicle/manifest.json").read_bytes())["runs"][
+            report["run_id"]
+        ]["report_sha256"]
+        and error["actual_sha256"] != error["recorded_sha256"]
+    )
     forced = rerun(workspace, elsewhere, "--force")
     assert forced.returncode == 0
     assert {"another environment", "the report is not the one the manifest holds"} <= set(
-        json_lines(forced.stdout)[0]["forced"])
+        json_lines(forced.stdout)[0]["forced"]
+    )
 
     tampered = dict(report, outputs=dict(report["outputs"]))
     name = next(p for p in tampered["outputs"] if p.endswith("metrics.csv"))
@@ -43,8 +55,16 @@ def test_a_recorded_run_is_rerun_from_its_record_and_proved_identical(workspace,
 def test_paths_typed_relative_to_another_folder_are_recorded_workspace_relative_and_rerun(tmp_path):
     from tests.conftest import SMALL_RUN
 
-    made = run_script("orchestration", "run_experiment", *SMALL_RUN, "--logdir", "ws/experiments/results/rel",
-                      "--workspace", "ws", cwd=tmp_path)
+    made = run_script(
+        "orchestration",
+        "run_experiment",
+        *SMALL_RUN,
+        "--logdir",
+        "ws/experiments/results/rel",
+        "--workspace",
+        "ws",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     report_path = next((tmp_path / "ws/experiments/results").glob("run_experiment_*.json"))
     argv = orjson.loads(report_path.read_bytes())["argv"]

@@ -20,8 +20,17 @@ SMALL = ["--set", "experiment.cycles=6", "--set", "data.size=8", "--set", "data.
 
 
 def experiment(workspace, logdir, *args, env=None, cwd=None):
-    return run_script("orchestration", "run_experiment", "--logdir", logdir, "--workspace", workspace, *args,
-                      env=env, cwd=cwd or workspace)
+    return run_script(
+        "orchestration",
+        "run_experiment",
+        "--logdir",
+        logdir,
+        "--workspace",
+        workspace,
+        *args,
+        env=env,
+        cwd=cwd or workspace,
+    )
 
 
 def folder_bytes(folder):
@@ -30,23 +39,46 @@ def folder_bytes(folder):
 
 def test_the_spec_example_runs_from_the_repository_root(workspace):
     logdir = workspace / "experiments/results/run_2025_10_31"
-    result = run_script("orchestration", "run_experiment", "--config", "trainer/config/phase7.toml",
-                        "--seeds", "scripts/utils/seeds.toml", "--logdir", logdir, "--workspace", workspace, cwd=REPO)
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        "--config",
+        "trainer/config/phase7.toml",
+        "--seeds",
+        "scripts/utils/seeds.toml",
+        "--logdir",
+        logdir,
+        "--workspace",
+        workspace,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     plan = read_json(logdir / "plan.json")
     names = tree(logdir)
     assert {"metrics.csv", "metrics.jsonl", "plan.json"} <= set(names)
-    assert sum(n.startswith("dreams/") for n in names) == plan["cycles"] == sum(n.startswith("bridge/") for n in names)
-    assert [n for n in names if n.startswith("checkpoints/")] == [f"checkpoints/cycle_{c:04d}.npz" for c in plan["checkpoints"]]
+    assert (
+        sum(n.startswith("dreams/") for n in names)
+        == plan["cycles"]
+        == sum(n.startswith("bridge/") for n in names)
+    )
+    assert [n for n in names if n.startswith("checkpoints/")] == [
+        f"checkpoints/cycle_{c:04d}.npz" for c in plan["checkpoints"]
+    ]
     size = load_config(REPO / "trainer/config/phase7.toml")[0]["data"]["size"]
     dream = read_cten(logdir / "dreams/cycle_0001.cten")
     assert dream.rgb.shape == (size, size, 3) and dream.coherence.shape == (size, size)
     assert 0 <= dream.rgb.min() and dream.rgb.max() <= 1
     assert read_sten(logdir / "bridge/cycle_0001.sten").log_layout
     report = read_json(workspace / "experiments/results/run_experiment_20251031T120000Z.json")
-    assert report["status"] == "ok" and report["backend"] == "numpy" and len(report["config_sha256"]) == 64
+    assert (
+        report["status"] == "ok"
+        and report["backend"] == "numpy"
+        and len(report["config_sha256"]) == 64
+    )
     assert report["git"]["commit"] is None or len(report["git"]["commit"]) == 40
-    assert report["argv"][report["argv"].index("--logdir") + 1] == "experiments/results/run_2025_10_31"
+    assert (
+        report["argv"][report["argv"].index("--logdir") + 1] == "experiments/results/run_2025_10_31"
+    )
     registry = read_json(workspace / "data/hash_registry.json")["files"]
     assert all(f"experiments/results/run_2025_10_31/{n}" in registry for n in names)
     rows = json_lines((logdir / "metrics.jsonl").read_bytes())
@@ -56,9 +88,17 @@ def test_the_spec_example_runs_from_the_repository_root(workspace):
 
 def test_same_seeds_same_bytes_under_varied_threads_and_hash_seeds(tmp_path):
     outputs, registries = [], []
-    for index, env in enumerate(({"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "TZ": "Etc/GMT-14"},
-                                 {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONHASHSEED": "99",
-                                  "TZ": "Etc/GMT+12"})):
+    for index, env in enumerate(
+        (
+            {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "TZ": "Etc/GMT-14"},
+            {
+                "OMP_NUM_THREADS": "2",
+                "OPENBLAS_NUM_THREADS": "2",
+                "PYTHONHASHSEED": "99",
+                "TZ": "Etc/GMT+12",
+            },
+        )
+    ):
         workspace = tmp_path / f"ws{index}"
         workspace.mkdir()
         result = experiment(workspace, workspace / "run", *SMALL, env=env)
@@ -70,8 +110,16 @@ def test_same_seeds_same_bytes_under_varied_threads_and_hash_seeds(tmp_path):
 
 
 def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
-    args = ["--set", "experiment.cycles=200", "--set", "data.size=8", "--set", "data.samples=8",
-            "--set", "dreamer.candidates=2"]
+    args = [
+        "--set",
+        "experiment.cycles=200",
+        "--set",
+        "data.size=8",
+        "--set",
+        "data.samples=8",
+        "--set",
+        "dreamer.candidates=2",
+    ]
     reference = tmp_path / "ws_ref"
     reference.mkdir()
     assert experiment(reference, reference / "run", *args).returncode == 0
@@ -79,9 +127,18 @@ def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
     workspace = tmp_path / "ws"
     workspace.mkdir()
     logdir = workspace / "run"
-    command = [sys.executable, str(REPO / "scripts/orchestration/run_experiment.py"), "--logdir", str(logdir),
-               "--workspace", str(workspace), *args]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    command = [
+        sys.executable,
+        str(REPO / "scripts/orchestration/run_experiment.py"),
+        "--logdir",
+        str(logdir),
+        "--workspace",
+        str(workspace),
+        *args,
+    ]
+    child = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
+    )
     deadline = time.monotonic() + 60
     while not (logdir / "checkpoints/cycle_0004.npz").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -93,7 +150,9 @@ def test_interrupt_then_resume_ends_with_the_same_bytes(tmp_path):
     report = read_json(workspace / f"experiments/results/{interrupted['run_id']}.json")
     assert report["status"] == "interrupted"
 
-    assert experiment(workspace, logdir, *args).returncode == 2  # not empty: refused without --resume
+    assert (
+        experiment(workspace, logdir, *args).returncode == 2
+    )  # not empty: refused without --resume
     resumed = experiment(workspace, logdir, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert folder_bytes(logdir) == folder_bytes(reference / "run")
@@ -119,12 +178,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert tree(workspace) == []
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--set", "learner.lr=fast"], "learner.lr"),
-    (["--set", "experiment.cycles=0"], "experiment.cycles"),
-    (["--set", "experiment.backend=tpu"], "experiment.backend"),
-    (["--set", "experiment.kind=magic"], "experiment.kind"),
-])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--set", "learner.lr=fast"], "learner.lr"),
+        (["--set", "experiment.cycles=0"], "experiment.cycles"),
+        (["--set", "experiment.backend=tpu"], "experiment.backend"),
+        (["--set", "experiment.kind=magic"], "experiment.kind"),
+    ],
+)
 def test_bad_config_values_name_the_key_and_type(workspace, args, key):
     result = experiment(workspace, workspace / "run", *args)
     assert result.returncode == 2
@@ -153,12 +215,16 @@ def test_cupy_without_a_gpu_and_unwritable_logdirs_are_bad_input(workspace):
 
 def test_external_command_output_is_captured(workspace, tmp_path):
     script = tmp_path / "train.py"
-    script.write_text("import sys\nprint('INFO:trainer:seed', sys.argv[1])\nprint('plain progress')\n"
-                      "sys.exit(int(sys.argv[3]))\n")
+    script.write_text(
+        "import sys\nprint('INFO:trainer:seed', sys.argv[1])\nprint('plain progress')\n"
+        "sys.exit(int(sys.argv[3]))\n"
+    )
     config = tmp_path / "external.toml"
     for code, expected in ((0, 0), (3, 1)):
-        config.write_text(f'phase = 7\n[experiment]\nkind = "external"\n[external]\n'
-                          f'command = ["{sys.executable}", "{script}", "{{seed}}", "x", "{code}"]\n')
+        config.write_text(
+            f'phase = 7\n[experiment]\nkind = "external"\n[external]\n'
+            f'command = ["{sys.executable}", "{script}", "{{seed}}", "x", "{code}"]\n'
+        )
         logdir = workspace / f"ext{code}"
         result = experiment(workspace, logdir, "--config", config)
         assert result.returncode == expected, result.stderr
@@ -172,7 +238,9 @@ def test_fixed_point_arithmetic_is_exact_and_order_free():
     a, b = rng.random((8, 96)), rng.random((96, 5))
     product = exact.exact_matmul(np, a, b)
     np.testing.assert_allclose(product, a @ b, atol=1e-4)
-    assert np.array_equal(exact.exact_matmul(np, a[::-1], b)[::-1], product)  # row order cannot matter
+    assert np.array_equal(
+        exact.exact_matmul(np, a[::-1], b)[::-1], product
+    )  # row order cannot matter
     values = rng.random(10_000)
     assert exact.fixed_sum(np, values) == exact.fixed_sum(np, values[::-1])
 
@@ -185,9 +253,22 @@ def test_coherence_prefers_smooth_images():
 
 def test_sigterm_stops_cleanly_with_a_partial_record(workspace):
     logdir = workspace / "run"
-    command = [sys.executable, str(REPO / "scripts/orchestration/run_experiment.py"), "--logdir", str(logdir),
-               "--workspace", str(workspace), "--set", "experiment.cycles=500", "--set", "data.size=8",
-               "--set", "data.samples=8", "--set", "dreamer.candidates=2"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts/orchestration/run_experiment.py"),
+        "--logdir",
+        str(logdir),
+        "--workspace",
+        str(workspace),
+        "--set",
+        "experiment.cycles=500",
+        "--set",
+        "data.size=8",
+        "--set",
+        "data.samples=8",
+        "--set",
+        "dreamer.candidates=2",
+    ]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not (logdir / "metrics.jsonl").exists() or not (logdir / "metrics.jsonl").read_bytes():
@@ -227,13 +308,19 @@ def external_config(tmp_path, *extra) -> object:
     script = tmp_path / "train.py"
     script.write_text(ARGPARSE_TRAINER)
     config = tmp_path / "external.toml"
-    arguments = ", ".join(f'"{a}"' for a in ("--seed", "{seed}", "--out", "{logdir}", "--config", "{config}", *extra))
-    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
-                      f'{arguments}]\n')  # no phase: phases are the pipeline's
+    arguments = ", ".join(
+        f'"{a}"' for a in ("--seed", "{seed}", "--out", "{logdir}", "--config", "{config}", *extra)
+    )
+    config.write_text(
+        f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
+        f"{arguments}]\n"
+    )  # no phase: phases are the pipeline's
     return config
 
 
-def test_an_external_script_gets_a_seed_any_library_takes_and_the_same_paths_in_every_run(workspace, tmp_path):
+def test_an_external_script_gets_a_seed_any_library_takes_and_the_same_paths_in_every_run(
+    workspace, tmp_path
+):
     config = external_config(tmp_path)
     for name in ("a", "b"):
         result = experiment(workspace, workspace / name, "--config", config)
@@ -244,14 +331,18 @@ def test_an_external_script_gets_a_seed_any_library_takes_and_the_same_paths_in_
 
 
 def test_a_failed_external_command_says_how_it_failed(workspace, tmp_path):
-    result = experiment(workspace, workspace / "run", "--config", external_config(tmp_path, "--fail"))
+    result = experiment(
+        workspace, workspace / "run", "--config", external_config(tmp_path, "--fail")
+    )
     assert result.returncode == 1
     error = single_error(result.stderr)
     assert error["exit_code"] == 4 and error["stderr_tail"] == ["RuntimeError: CUDA out of memory"]
     report = read_json(workspace / error["report"])
     assert report["status"] == "failed" and report["results"]["exit_code"] == 4
     assert report["results"]["stderr_tail"] == error["stderr_tail"]
-    assert report["results"]["output_tail"] == ["epoch 1 loss 0.5"]  # stdout apart: a traceback is not buried
+    assert report["results"]["output_tail"] == [
+        "epoch 1 loss 0.5"
+    ]  # stdout apart: a traceback is not buried
 
 
 def test_a_seed_sweep_reaches_the_command_and_a_pinned_stream_is_refused(workspace, tmp_path):
@@ -264,12 +355,16 @@ def test_a_seed_sweep_reaches_the_command_and_a_pinned_stream_is_refused(workspa
     assert len(seeds) == 3
     pinned = tmp_path / "pinned.toml"
     pinned.write_text("base_seed = 5\n[streams]\nexternal = 42\n")
-    refused = experiment(workspace, workspace / "sweep2", "--config", config, "--sweep", sweep, "--seeds", pinned)
+    refused = experiment(
+        workspace, workspace / "sweep2", "--config", config, "--sweep", sweep, "--seeds", pinned
+    )
     assert refused.returncode == 2 and single_error(refused.stderr)["streams"] == ["external"]
     assert not (workspace / "sweep2" / "run_000").exists()
 
 
-def test_an_external_run_records_its_code_and_python_and_rerun_refuses_an_edited_script(workspace, tmp_path):
+def test_an_external_run_records_its_code_and_python_and_rerun_refuses_an_edited_script(
+    workspace, tmp_path
+):
     config = external_config(tmp_path)
     result = experiment(workspace, workspace / "experiments/results/ext", "--config", config)
     assert result.returncode == 0, result.stderr
@@ -277,37 +372,79 @@ def test_an_external_run_records_its_code_and_python_and_rerun_refuses_an_edited
     report = read_json(report_path)
     script = "train.py"  # named relative to the config's folder: records hold no absolute path
     code, environment = report["external"]["code"], report["external"]["environment"]
-    assert code["files"] == {script: __import__("hashlib").sha256((tmp_path / "train.py").read_bytes()).hexdigest()}
-    recorded = {k: v for k, v in report["external"].items() if k != "command"}  # the command is the config's words
+    assert code["files"] == {
+        script: __import__("hashlib").sha256((tmp_path / "train.py").read_bytes()).hexdigest()
+    }
+    recorded = {
+        k: v for k, v in report["external"].items() if k != "command"
+    }  # the command is the config's words
     assert str(tmp_path) not in str(recorded)
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert any(d.lower().startswith("scikit-learn==") for d in environment["distributions"])
-    forced = run_script("orchestration", "rerun", report_path, "--force", "--workspace", workspace, cwd=tmp_path,
-                        timeout=300)  # from the project's folder, where its code is
-    assert forced.returncode == 0, forced.stderr  # --force: only this checkout's own state may be forced here
+    forced = run_script(
+        "orchestration",
+        "rerun",
+        report_path,
+        "--force",
+        "--workspace",
+        workspace,
+        cwd=tmp_path,
+        timeout=300,
+    )  # from the project's folder, where its code is
+    assert forced.returncode == 0, (
+        forced.stderr
+    )  # --force: only this checkout's own state may be forced here
     assert not [f for f in json_lines(forced.stdout)[0]["forced"] if "command's" in f]
-    elsewhere = run_script("orchestration", "rerun", report_path, "--workspace", workspace, cwd=workspace)
+    elsewhere = run_script(
+        "orchestration", "rerun", report_path, "--workspace", workspace, cwd=workspace
+    )
     gone = [r for r in single_error(elsewhere.stderr)["refused"] if r.get("file") == script]
     assert elsewhere.returncode == 2 and gone[0]["what"] == "a file of the command's code is gone"
     assert gone[0]["looked_in"] == str(workspace.resolve()) and "--code-dir" in gone[0]["note"]
     (tmp_path / "train.py").write_text(ARGPARSE_TRAINER + "# tuned\n")
-    refused = run_script("orchestration", "rerun", report_path, "--workspace", workspace, "--code-dir", tmp_path,
-                         cwd=workspace, timeout=300)
+    refused = run_script(
+        "orchestration",
+        "rerun",
+        report_path,
+        "--workspace",
+        workspace,
+        "--code-dir",
+        tmp_path,
+        cwd=workspace,
+        timeout=300,
+    )
     assert refused.returncode == 2
     changed = [r for r in single_error(refused.stderr)["refused"] if r.get("file") == script]
     assert changed and changed[0]["what"] == "a file of the command's code changed"
-    page = run_script("visualization", "html_report", report_path, "--workspace", workspace, cwd=workspace)
+    page = run_script(
+        "visualization", "html_report", report_path, "--workspace", workspace, cwd=workspace
+    )
     assert page.returncode == 0, page.stderr
     html = (workspace / json_lines(page.stdout)[0]["html"]).read_text()
-    assert "The command and its code" in html and ("The command&#x27;s Python" in html or "The command's Python" in html)
+    assert "The command and its code" in html and (
+        "The command&#x27;s Python" in html or "The command's Python" in html
+    )
     assert script in html and "scikit-learn==" in html.lower()
 
 
 def test_rerun_of_a_failed_external_run_says_it_failed_and_failed_the_same_way(workspace, tmp_path):
-    experiment(workspace, workspace / "experiments/results/bad", "--config", external_config(tmp_path, "--fail"))
+    experiment(
+        workspace,
+        workspace / "experiments/results/bad",
+        "--config",
+        external_config(tmp_path, "--fail"),
+    )
     [report_path] = (workspace / "experiments/results").glob("run_experiment_*.json")
-    again = run_script("orchestration", "rerun", report_path, "--force", "--workspace", workspace, cwd=workspace,
-                       timeout=300)
+    again = run_script(
+        "orchestration",
+        "rerun",
+        report_path,
+        "--force",
+        "--workspace",
+        workspace,
+        cwd=workspace,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     said = json_lines(again.stdout)[0]
     assert said["original"] == said["rerun"] == {"status": "failed", "exit_code": 4}
@@ -343,12 +480,16 @@ def sgd_config(tmp_path, seed: str = "{seed}"):
     script = tmp_path / "train_sgd.py"
     script.write_text(SGD_TRAINER)
     config = tmp_path / "sgd.toml"
-    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
-                      f'"--lr", "{{train.lr}}", "--seed", "{seed}"]\n[train]\nlr = 0.01\n')
+    config.write_text(
+        f'[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "{script}", '
+        f'"--lr", "{{train.lr}}", "--seed", "{seed}"]\n[train]\nlr = 0.01\n'
+    )
     return config
 
 
-def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_aggregates(workspace, tmp_path):
+def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_aggregates(
+    workspace, tmp_path
+):
     config = sgd_config(tmp_path)
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('seeds = [1, 2, 3]\n[grid]\n"train.lr" = [0.01, 0.1]\n')
@@ -357,8 +498,12 @@ def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_
     [summary_report] = (workspace / "experiments/results").glob("run_experiment_sweep_*.json")
     aggregates = read_json(summary_report)["results"]["aggregates"]
     assert [a["overrides"] for a in aggregates] == [["train.lr=0.01"], ["train.lr=0.1"]]
-    rows = [orjson.loads(line) for line in (summary_report.parent / summary_report.stem / "summary.jsonl")
-            .read_bytes().splitlines()]
+    rows = [
+        orjson.loads(line)
+        for line in (summary_report.parent / summary_report.stem / "summary.jsonl")
+        .read_bytes()
+        .splitlines()
+    ]
     for aggregate in aggregates:
         members = [row for row in rows if row["overrides"] == aggregate["overrides"]]
         finals = []
@@ -368,16 +513,22 @@ def test_an_unedited_argparse_script_is_swept_over_its_arguments_and_seeds_with_
                 finals.append(float(list(csv.DictReader(handle))[-1]["val_accuracy"]))
         accuracy = aggregate["metrics"]["val_accuracy"]
         assert accuracy["n"] == 3 and len(set(finals)) > 1  # the seeds reached the script
-        assert accuracy["mean"] == pytest.approx(np.mean(finals)) and accuracy["std"] == pytest.approx(
-            np.std(finals, ddof=1))
+        assert accuracy["mean"] == pytest.approx(np.mean(finals)) and accuracy[
+            "std"
+        ] == pytest.approx(np.std(finals, ddof=1))
         assert (accuracy["min"], accuracy["max"]) == (min(finals), max(finals))
     first = read_json(workspace / rows[0]["report"])["results"]
     assert first["metrics_file"] == "history.csv" and first["x"] == "epoch"
-    page = run_script("visualization", "html_report", summary_report, "--workspace", workspace, cwd=workspace)
+    page = run_script(
+        "visualization", "html_report", summary_report, "--workspace", workspace, cwd=workspace
+    )
     text = open(json_lines(page.stdout)[0]["html"], encoding="utf-8").read()
     mean = f"{aggregates[0]['metrics']['val_accuracy']['mean']!r}"
     assert "<h2>Across seeds" in text and f"<td>val_accuracy</td><td>{mean}</td>" in text
-    assert first["best"]["val_loss"]["goal"] == "min" and first["best"]["val_accuracy"]["goal"] == "max"
+    assert (
+        first["best"]["val_loss"]["goal"] == "min"
+        and first["best"]["val_accuracy"]["goal"] == "max"
+    )
 
 
 def test_the_pipeline_fingerprint_of_an_external_config_covers_the_script(tmp_path):
@@ -388,13 +539,17 @@ def test_the_pipeline_fingerprint_of_an_external_config_covers_the_script(tmp_pa
     assert list(before) == ["external:train.py"]
     (tmp_path / "train.py").write_text(ARGPARSE_TRAINER + "# tuned\n")
     assert external_code_of(config) != before
-    assert external_code_of(REPO / "trainer/config/phase7.toml") == {}  # the reference experiment: no script
+    assert (
+        external_code_of(REPO / "trainer/config/phase7.toml") == {}
+    )  # the reference experiment: no script
 
 
 def test_every_cycle_dreams_its_own_dream(workspace):
     """Each cycle's dream and its spectrum differ from the cycle before's (the replay and the spectra move)."""
     logdir = workspace / "run"
-    result = experiment(workspace, logdir, "--config", REPO / "trainer/config/phase5.toml", "--backend", "numpy")
+    result = experiment(
+        workspace, logdir, "--config", REPO / "trainer/config/phase5.toml", "--backend", "numpy"
+    )
     assert result.returncode == 0, result.stderr
     dreams = [read_cten(path).rgb for path in sorted((logdir / "dreams").glob("cycle_*.cten"))]
     spectra = [read_sten(path) for path in sorted((logdir / "bridge").glob("cycle_*.sten"))]

@@ -32,15 +32,19 @@ def after(function, point: str, wanted: str, when=lambda *a, **k: True):
         if point == wanted and when(*args, **kwargs):
             die()
         return result
+
     return wrapper
 
 
 def main() -> None:
     workspace, point = sys.argv[1], sys.argv[2]
     is_report = lambda path, *rest: str(path).endswith(".json") and "experiments" in str(path)  # noqa: E731
-    run_records.atomic_write_bytes = after(run_records.atomic_write_bytes, point, "report", is_report)
-    run_records.os.replace = after(os.replace, point, "rename",
-                                   lambda source, target: str(source).endswith(".partial"))
+    run_records.atomic_write_bytes = after(
+        run_records.atomic_write_bytes, point, "report", is_report
+    )
+    run_records.os.replace = after(
+        os.replace, point, "rename", lambda source, target: str(source).endswith(".partial")
+    )
     run_records.add_to_registry = after(run_records.add_to_registry, point, "registry")
     run_records.update_manifest = after(run_records.update_manifest, point, "manifest")
     with run_records.RunRecorder("crash", workspace=workspace) as run:

@@ -14,12 +14,15 @@ def make_parser():
     return parser
 
 
-@pytest.mark.parametrize("raised, code, event", [
-    (InputError("bad file", file="x.toml", line=3), 2, "bad_input"),
-    (CheckFailed("hashes differ", artifact="a.png"), 1, "check_failed"),
-    (ZeroDivisionError("oops"), 3, "internal_error"),
-    (KeyboardInterrupt(), 130, "interrupted"),
-])
+@pytest.mark.parametrize(
+    "raised, code, event",
+    [
+        (InputError("bad file", file="x.toml", line=3), 2, "bad_input"),
+        (CheckFailed("hashes differ", artifact="a.png"), 1, "check_failed"),
+        (ZeroDivisionError("oops"), 3, "internal_error"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
 def test_exceptions_map_to_exit_codes_and_one_json_record(capsys, raised, code, event):
     def handler(args, log):
         raise raised
@@ -49,8 +52,12 @@ def test_help_shows_example_and_defaults(capsys):
 
 
 def test_unwritable_log_file_is_bad_input(capsys, tmp_path):
-    code = cli.run(make_parser(), lambda args, log: 0, ["--log-file", str(tmp_path / "no" / "such" / "dir.log")],
-                   workspace=False)
+    code = cli.run(
+        make_parser(),
+        lambda args, log: 0,
+        ["--log-file", str(tmp_path / "no" / "such" / "dir.log")],
+        workspace=False,
+    )
     assert code == 2 and single_error(capsys.readouterr().err.encode())["event"] == "bad_input"
 
 
@@ -85,11 +92,20 @@ def test_clean_workspace_keeps_folders(workspace, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json_lines(result.stderr)[-1]["removed"] == 2
     assert sorted(p.name for p in (workspace / "data").iterdir()) == [".gitkeep"]
-    assert (workspace / "experiments" / "results").is_dir() and (workspace / "trainer.toml").exists()
+    assert (workspace / "experiments" / "results").is_dir() and (
+        workspace / "trainer.toml"
+    ).exists()
 
 
-@pytest.mark.parametrize("category, name", [("data_tools", "hash_integrity"), ("data_tools", "metadata_extractor"),
-                                            ("data_tools", "image_preprocessor"), ("utils", "log_formatter")])
+@pytest.mark.parametrize(
+    "category, name",
+    [
+        ("data_tools", "hash_integrity"),
+        ("data_tools", "metadata_extractor"),
+        ("data_tools", "image_preprocessor"),
+        ("utils", "log_formatter"),
+    ],
+)
 def test_worker_counts_below_one_are_usage_errors(category, name, tmp_path):
     args = ["verify", "."] if name == "hash_integrity" else []
     result = run_script(category, name, *args, "--workers", "0", cwd=tmp_path)
@@ -114,24 +130,35 @@ def test_python_warnings_and_library_logging_become_json_records(capsys):
     records = json_lines(capsys.readouterr().err.encode())
     kinds = {r["event"]: r for r in records}
     assert kinds["python_warning"]["category"] == "RuntimeWarning"
-    assert kinds["library_log"] == {**kinds["library_log"], "logger": "pydicom", "message": "Invalid value for VR UI"}
-    assert (warnings.showwarning, logging.getLogger().handlers[:]) == before  # put back for the caller
+    assert kinds["library_log"] == {
+        **kinds["library_log"],
+        "logger": "pydicom",
+        "message": "Invalid value for VR UI",
+    }
+    assert (
+        warnings.showwarning,
+        logging.getLogger().handlers[:],
+    ) == before  # put back for the caller
 
 
 def test_help_shows_the_docstring_examples():
-    doc = '''Demo.
+    doc = """Demo.
 
     python scripts/demo.py --n 3
     SOURCE_DATE_EPOCH=0 python scripts/demo.py \\
         --n 4
 
 Not an example: python is mentioned in prose.
-'''
-    assert cli.usage_examples(doc) == ["python scripts/demo.py --n 3",
-                                       "SOURCE_DATE_EPOCH=0 python scripts/demo.py \\\n      --n 4"]
+"""
+    assert cli.usage_examples(doc) == [
+        "python scripts/demo.py --n 3",
+        "SOURCE_DATE_EPOCH=0 python scripts/demo.py \\\n      --n 4",
+    ]
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal (POSIX)")
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal (POSIX)"
+)
 def test_at_a_terminal_a_usage_error_is_a_sentence_and_piped_it_is_json(tmp_path):
     import os
     import subprocess
@@ -142,8 +169,12 @@ def test_at_a_terminal_a_usage_error_is_a_sentence_and_piped_it_is_json(tmp_path
     script = str(REPO / "scripts/utils/time_utils.py")
     controller, terminal = os.openpty()
     try:
-        result = subprocess.run([sys.executable, script, "tomorrow"], stderr=terminal, stdout=subprocess.DEVNULL,
-                                timeout=60)
+        result = subprocess.run(
+            [sys.executable, script, "tomorrow"],
+            stderr=terminal,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+        )
         text = os.read(controller, 65536).decode()
     finally:
         os.close(terminal)

@@ -17,8 +17,10 @@ def test_every_shipped_config_and_the_seeds_file_fit_their_schema():
 
 
 def test_a_typo_is_named_with_a_suggestion_and_every_problem_is_reported_at_once():
-    config = apply_overrides(load_config(PHASE7)[0], ["experiment.cylces=3", "learner.lr=fast", "data.size=2",
-                                                      "dreamer.pool=3", "extra=1"])
+    config = apply_overrides(
+        load_config(PHASE7)[0],
+        ["experiment.cylces=3", "learner.lr=fast", "data.size=2", "dreamer.pool=3", "extra=1"],
+    )
     with pytest.raises(InputError) as error:
         validate(config, "experiment", source=PHASE7)
     found = {item["key"]: item for item in error.value.details["problems"]}
@@ -27,51 +29,79 @@ def test_a_typo_is_named_with_a_suggestion_and_every_problem_is_reported_at_once
     assert found["dreamer.pool"]["error"] == "unknown key (did you mean 'pool_size'?)"
     assert found["data.size"]["expected"].startswith("an integer from 4 to 512")
     assert "must be a number" in found["learner.lr"]["error"]
-    assert error.value.details["key"] == "data.size"  # the first, sorted: also in the record's own fields
+    assert (
+        error.value.details["key"] == "data.size"
+    )  # the first, sorted: also in the record's own fields
 
 
 def test_types_are_not_coerced():
-    config = apply_overrides(load_config(PHASE7)[0], ['experiment.cycles="3"', "learner.batch=16.0",
-                                                      "experiment.checkpoint_every=true"])
+    config = apply_overrides(
+        load_config(PHASE7)[0],
+        ['experiment.cycles="3"', "learner.batch=16.0", "experiment.checkpoint_every=true"],
+    )
     assert {item["key"] for item in problems(config, "experiment")} == {
-        "experiment.cycles", "learner.batch", "experiment.checkpoint_every"}
+        "experiment.cycles",
+        "learner.batch",
+        "experiment.checkpoint_every",
+    }
 
 
 def test_an_external_config_keeps_its_own_sections_but_not_typos_in_ours():
-    config = {"phase": 7, "experiment": {"kind": "external"}, "external": {"command": ["python", "train.py"]},
-              "model": {"depth": 50}}
+    config = {
+        "phase": 7,
+        "experiment": {"kind": "external"},
+        "external": {"command": ["python", "train.py"]},
+        "model": {"depth": 50},
+    }
     assert problems(config, "experiment") == []
     config["external"]["comand"] = ["x"]
     del config["external"]["command"]
     keys = {item["key"]: item["error"] for item in problems(config, "experiment")}
-    assert keys == {"external.comand": "unknown key (did you mean 'command'?)",
-                    "external.command": "missing required key"}
+    assert keys == {
+        "external.comand": "unknown key (did you mean 'command'?)",
+        "external.command": "missing required key",
+    }
 
 
-@pytest.mark.parametrize("shape, document, key", [
-    ("seeds", {"base_seed": -1}, "base_seed"),
-    ("seeds", {"base_seed": 1, "stream": {"a": 1}}, "stream"),
-    ("seeds", {"base_seed": 1, "streams": {"a": 2**63}}, "streams.a"),
-    ("sweep", {"grid": {"learner.lr": [0.1]}, "runs": [{"set": {}}]}, ""),
-    ("sweep", {"grid": {"learner.lr": []}}, "grid.learner.lr"),
-    ("sweep", {"runs": [{"set": {"learner.lr": 0.1}, "sed": 3}]}, "runs[0].sed"),
-    ("sweep", {"grid": {"learner.lr": [0.1]}, "seed": [1]}, "seed"),
-])
+@pytest.mark.parametrize(
+    "shape, document, key",
+    [
+        ("seeds", {"base_seed": -1}, "base_seed"),
+        ("seeds", {"base_seed": 1, "stream": {"a": 1}}, "stream"),
+        ("seeds", {"base_seed": 1, "streams": {"a": 2**63}}, "streams.a"),
+        ("sweep", {"grid": {"learner.lr": [0.1]}, "runs": [{"set": {}}]}, ""),
+        ("sweep", {"grid": {"learner.lr": []}}, "grid.learner.lr"),
+        ("sweep", {"runs": [{"set": {"learner.lr": 0.1}, "sed": 3}]}, "runs[0].sed"),
+        ("sweep", {"grid": {"learner.lr": [0.1]}, "seed": [1]}, "seed"),
+    ],
+)
 def test_sweep_and_seeds_files_are_checked_too(shape, document, key):
     assert key in {item["key"] for item in problems(document, shape)}
 
 
 def test_the_exported_schemas_are_current(tmp_path):
     written = export_schemas(tmp_path)
-    assert sorted(path.name for path in written) == sorted(f"{name}.schema.json" for name in SCHEMAS)
+    assert sorted(path.name for path in written) == sorted(
+        f"{name}.schema.json" for name in SCHEMAS
+    )
     for path in written:
         assert path.read_bytes() == (REPO / "docs/schemas" / path.name).read_bytes(), (
-            f"docs/schemas/{path.name} is stale: run python scripts/utils/config_loader.py --export-schemas docs/schemas")
+            f"docs/schemas/{path.name} is stale: run "
+            "python scripts/utils/config_loader.py --export-schemas docs/schemas"
+        )
 
 
 def test_run_experiment_refuses_a_typo_before_writing_anything(workspace):
-    result = run_script("orchestration", "run_experiment", "--set", "experiment.cylces=3", "--logdir",
-                        workspace / "run", "--workspace", workspace)
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        "--set",
+        "experiment.cylces=3",
+        "--logdir",
+        workspace / "run",
+        "--workspace",
+        workspace,
+    )
     assert result.returncode == 2
     error = single_error(result.stderr)
     assert error["key"] == "experiment.cylces" and "did you mean 'cycles'" in error["error"]

@@ -45,7 +45,9 @@ def test_raw_decoding_matches_pydicom_on_real_files():
             for keyword in keywords:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ours = dh.get_plain(ds, keyword)  # first: from the raw bytes (pydicom converts in place)
+                    ours = dh.get_plain(
+                        ds, keyword
+                    )  # first: from the raw bytes (pydicom converts in place)
                     try:
                         theirs = dh.plain(ds.get(keyword))
                     except Exception:
@@ -55,18 +57,23 @@ def test_raw_decoding_matches_pydicom_on_real_files():
                 compared += 1
                 if isinstance(theirs, list) and not isinstance(ours, list):
                     ours = [ours]
-                if not same(ours, theirs if keyword != "PatientName" else str(theirs) if theirs else None):
+                if not same(
+                    ours, theirs if keyword != "PatientName" else str(theirs) if theirs else None
+                ):
                     differences.append((name, keyword, ours, theirs))
     assert compared > 2000 and differences == []
 
 
-@pytest.mark.parametrize("positions, problem", [
-    ([[0, 0, z] for z in (0, 5, 10, 15)], None),
-    ([[0, 0, z] for z in (15, 0, 10, 5)], None),
-    ([[0, 0, z] for z in (0, 5, 15, 20)], "gap"),
-    ([[0, 0, z] for z in (0, 5, 5, 10)], "duplicate_positions"),
-    ([[0, 0, z] for z in (0, 5, 10.4, 15)], "irregular_spacing"),
-])
+@pytest.mark.parametrize(
+    "positions, problem",
+    [
+        ([[0, 0, z] for z in (0, 5, 10, 15)], None),
+        ([[0, 0, z] for z in (15, 0, 10, 5)], None),
+        ([[0, 0, z] for z in (0, 5, 15, 20)], "gap"),
+        ([[0, 0, z] for z in (0, 5, 5, 10)], "duplicate_positions"),
+        ([[0, 0, z] for z in (0, 5, 10.4, 15)], "irregular_spacing"),
+    ],
+)
 def test_slice_geometry(positions, problem):
     geometry = dh.slice_geometry(positions, [[1, 0, 0, 0, 1, 0]] * len(positions))
     assert [kind for kind, _ in geometry["problems"]] == ([problem] if problem else [])

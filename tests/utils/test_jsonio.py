@@ -12,7 +12,7 @@ from scripts.utils.errors import InputError
 
 def test_canonical_json_sorts_keys_and_ends_with_newline():
     data = jsonio.canonical_json({"b": 1, "a": {"d": [1, 2], "c": "é"}})
-    assert data == '{"a":{"c":"é","d":[1,2]},"b":1}\n'.encode("utf-8")
+    assert data == '{"a":{"c":"é","d":[1,2]},"b":1}\n'.encode()
 
 
 def test_non_finite_floats_are_strings_and_come_back():
@@ -21,14 +21,20 @@ def test_non_finite_floats_are_strings_and_come_back():
     parsed = orjson.loads(data)
     assert parsed == {"down": "-Infinity", "loss": "NaN", "ok": 0.5, "up": "Infinity"}
     restored = jsonio.restore_nonfinite(parsed)
-    assert math.isnan(restored["loss"]) and restored["up"] == math.inf and restored["down"] == -math.inf
+    assert (
+        math.isnan(restored["loss"])
+        and restored["up"] == math.inf
+        and restored["down"] == -math.inf
+    )
     assert jsonio.as_float("NaN") != jsonio.as_float("NaN") and jsonio.as_float(2) == 2.0
     with pytest.raises(ValueError):
         jsonio.as_float("fast")
 
 
 def test_numpy_values_and_tuples_become_plain_json():
-    data = jsonio.canonical_json({"a": np.float32(0.5), "b": np.arange(3), "c": (1, np.nan), "d": np.int64(7)})
+    data = jsonio.canonical_json(
+        {"a": np.float32(0.5), "b": np.arange(3), "c": (1, np.nan), "d": np.int64(7)}
+    )
     assert orjson.loads(data) == {"a": 0.5, "b": [0, 1, 2], "c": [1, "NaN"], "d": 7}
 
 

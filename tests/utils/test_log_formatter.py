@@ -1,16 +1,16 @@
 import io
 import subprocess
-from pathlib import Path
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
 from scripts.utils import json_logger, log_convert
-from scripts.utils.jsonio import read_json
 from scripts.utils.json_logger import JsonLogger
+from scripts.utils.jsonio import read_json
 from scripts.utils.log_convert import convert_lines, convert_stream
 from tests.conftest import REPO, json_lines, run_script, single_error, tree
 
@@ -29,43 +29,71 @@ def core(record):
 
 # ---------------------------------------------------------------- converter
 
-@pytest.mark.parametrize("line, expected", [
-    ("WARNING:root:disk almost full", (None, "warning", "root", "disk almost full", "python")),
-    ("2025-10-31 12:00:00,123 - trainer.loop - INFO - epoch 1 done",
-     ("2025-10-31T12:00:00.123Z", "info", "trainer.loop", "epoch 1 done", "python")),
-    ("2025-10-31 12:00:01,456 ERROR trainer.io: cannot open",
-     ("2025-10-31T12:00:01.456Z", "error", "trainer.io", "cannot open", "python")),
-    ("2025-10-31 12:00:07,000:DEBUG:mod.sub:colon style",
-     ("2025-10-31T12:00:07.000Z", "debug", "mod.sub", "colon style", "python")),
-    ("[2025-10-31 12:00:06,000] INFO in app: flask style",
-     ("2025-10-31T12:00:06.000Z", "info", "app", "flask style", "python")),
-    ("[2025-10-31T12:00:02Z INFO  core::bridge] encoding frame 3",
-     ("2025-10-31T12:00:02Z", "info", "core::bridge", "encoding frame 3", "env_logger")),
-    ("[2025-10-31T12:00:03.250Z WARN  core::dream] coherence low",
-     ("2025-10-31T12:00:03.250Z", "warning", "core::dream", "coherence low", "env_logger")),
-    ("[TRACE my_crate] no time stamp", (None, "trace", "my_crate", "no time stamp", "env_logger")),
-    ('ts=2025-10-31T12:00:04Z level=info msg="hello world" step=3',
-     ("2025-10-31T12:00:04Z", "info", None, "hello world", "logfmt")),
-    ('{"time": "2025-10-31T13:00:05+01:00", "level": "DEBUG", "message": "json line", "logger": "x"}',
-     ("2025-10-31T12:00:05Z", "debug", "x", "json line", "json")),
-    ("just a plain line", (None, None, None, "just a plain line", "plain")),
-])
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("WARNING:root:disk almost full", (None, "warning", "root", "disk almost full", "python")),
+        (
+            "2025-10-31 12:00:00,123 - trainer.loop - INFO - epoch 1 done",
+            ("2025-10-31T12:00:00.123Z", "info", "trainer.loop", "epoch 1 done", "python"),
+        ),
+        (
+            "2025-10-31 12:00:01,456 ERROR trainer.io: cannot open",
+            ("2025-10-31T12:00:01.456Z", "error", "trainer.io", "cannot open", "python"),
+        ),
+        (
+            "2025-10-31 12:00:07,000:DEBUG:mod.sub:colon style",
+            ("2025-10-31T12:00:07.000Z", "debug", "mod.sub", "colon style", "python"),
+        ),
+        (
+            "[2025-10-31 12:00:06,000] INFO in app: flask style",
+            ("2025-10-31T12:00:06.000Z", "info", "app", "flask style", "python"),
+        ),
+        (
+            "[2025-10-31T12:00:02Z INFO  core::bridge] encoding frame 3",
+            ("2025-10-31T12:00:02Z", "info", "core::bridge", "encoding frame 3", "env_logger"),
+        ),
+        (
+            "[2025-10-31T12:00:03.250Z WARN  core::dream] coherence low",
+            ("2025-10-31T12:00:03.250Z", "warning", "core::dream", "coherence low", "env_logger"),
+        ),
+        (
+            "[TRACE my_crate] no time stamp",
+            (None, "trace", "my_crate", "no time stamp", "env_logger"),
+        ),
+        (
+            'ts=2025-10-31T12:00:04Z level=info msg="hello world" step=3',
+            ("2025-10-31T12:00:04Z", "info", None, "hello world", "logfmt"),
+        ),
+        (
+            '{"time": "2025-10-31T13:00:05+01:00", "level": "DEBUG", "message": "json line", "logger": "x"}',
+            ("2025-10-31T12:00:05Z", "debug", "x", "json line", "json"),
+        ),
+        ("just a plain line", (None, None, None, "just a plain line", "plain")),
+    ],
+)
 def test_each_format(line, expected):
     (record,) = convert(line + "\n")
     assert core(record) == dict(zip(("ts", "level", "source", "msg", "format"), expected))
     assert record["line"] == 1
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1764158403.5", "2025-11-26T12:00:03.500000Z"),          # seconds
-    ("1764158403500", "2025-11-26T12:00:03.500000Z"),         # milliseconds (pino)
-    ("1764158403500001", "2025-11-26T12:00:03.500001Z"),      # microseconds
-    ("1764158403500001999", "2025-11-26T12:00:03.500001Z"),   # nanoseconds, cut
-    ('"1764158403"', "2025-11-26T12:00:03.000000Z"),          # as text
-    ("1e300", None), ('"soon"', None), ("true", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1764158403.5", "2025-11-26T12:00:03.500000Z"),  # seconds
+        ("1764158403500", "2025-11-26T12:00:03.500000Z"),  # milliseconds (pino)
+        ("1764158403500001", "2025-11-26T12:00:03.500001Z"),  # microseconds
+        ("1764158403500001999", "2025-11-26T12:00:03.500001Z"),  # nanoseconds, cut
+        ('"1764158403"', "2025-11-26T12:00:03.000000Z"),  # as text
+        ("1e300", None),
+        ('"soon"', None),
+        ("true", None),
+    ],
+)
 def test_json_time_fields_may_be_unix_time(value, expected):
-    (record,) = convert('{"ts": %s, "msg": "m"}\n' % value)
+    (record,) = convert(f'{{"ts": {value}, "msg": "m"}}\n')
     assert record["ts"] == expected and record["ts_raw"] == orjson.loads(value)
 
 
@@ -73,7 +101,11 @@ def test_extra_fields_are_kept():
     (logfmt,) = convert('level=warn msg="say \\"hi\\"" step=3 path=/a/b\n')
     assert logfmt["msg"] == 'say "hi"' and logfmt["step"] == "3" and logfmt["path"] == "/a/b"
     (record,) = convert('{"message": "m", "extra": {"k": [1, 2]}, "format": "mine"}\n')
-    assert record["extra"] == {"k": [1, 2]} and record["field_format"] == "mine" and record["format"] == "json"
+    assert (
+        record["extra"] == {"k": [1, 2]}
+        and record["field_format"] == "mine"
+        and record["format"] == "json"
+    )
 
 
 def test_continuation_lines_join_the_record_above():
@@ -111,7 +143,9 @@ def test_bad_bytes_are_kept_escaped_and_flagged():
 
 
 def test_random_binary_never_crashes():
-    junk = np.random.Generator(np.random.PCG64(7)).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    junk = (
+        np.random.Generator(np.random.PCG64(7)).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    )
     sink = io.BytesIO()
     stats = convert_stream(io.BytesIO(junk), sink)
     records = json_lines(sink.getvalue())  # every line parses
@@ -132,7 +166,9 @@ def test_long_lines_are_cut_in_pieces(monkeypatch):
 
 
 def test_zone_less_stamps_use_the_given_offset_and_bad_dates_stay_raw():
-    (record,) = convert("2025-10-31 23:50:00,5 INFO a: late\n", utc_offset=timedelta(hours=-5, minutes=-30))
+    (record,) = convert(
+        "2025-10-31 23:50:00,5 INFO a: late\n", utc_offset=timedelta(hours=-5, minutes=-30)
+    )
     assert record["ts"] == "2025-11-01T05:20:00.5Z"
     (bad,) = convert("2025-13-40 12:00:00,000 INFO a: no such day\n")
     assert bad["ts"] is None and bad["ts_raw"] == "2025-13-40 12:00:00,000"
@@ -151,16 +187,18 @@ def _corpus(kind: str) -> bytes:
             parts += [f"  continuation {index}.{k}" for k in range(index % 13)]
             parts += ["", "ts=2025-10-31T12:00:00Z level=info msg=break"] if index % 7 == 0 else []
         return "\n".join(parts).encode()
-    junk = np.random.Generator(np.random.PCG64(3)).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    junk = (
+        np.random.Generator(np.random.PCG64(3)).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    )
     return b"INFO:a:start\n" + junk + b"\nINFO:a:end\n" + b"z" * 700 + b"\n"
 
 
 @pytest.mark.parametrize("kind", ["mixed", "continuations", "junk"])
 def test_output_is_the_same_for_any_worker_count(monkeypatch, kind):
     data = _corpus(kind)
-    monkeypatch.setattr(log_convert, "BLOCK_BYTES", 256)       # many blocks
-    monkeypatch.setattr(log_convert, "MAX_LINE_BYTES", 300)    # and cut lines
-    monkeypatch.setattr(log_convert, "MAX_JOINED_LINES", 7)    # and capped joins
+    monkeypatch.setattr(log_convert, "BLOCK_BYTES", 256)  # many blocks
+    monkeypatch.setattr(log_convert, "MAX_LINE_BYTES", 300)  # and cut lines
+    monkeypatch.setattr(log_convert, "MAX_JOINED_LINES", 7)  # and capped joins
     monkeypatch.setattr(log_convert, "PARALLEL_AFTER_BLOCKS", 0)
     outputs, stats = [], []
     for workers in (1, 2, 3):
@@ -192,7 +230,9 @@ def test_constant_memory_on_a_large_stream():
         "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
         "sys.stderr.write(peak + ' ' + str(stats['lines']))"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(REPO)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(REPO)], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     sys.path.insert(0, str(REPO))
     from bench.sample_logs import sample_lines
 
@@ -211,6 +251,7 @@ def test_constant_memory_on_a_large_stream():
 
 # ---------------------------------------------------------------- CLI
 
+
 def test_cli_stdin_to_stdout():
     result = run_script("utils", "log_formatter", input_bytes=b"INFO:root:hello\n")
     assert result.returncode == 0, result.stderr
@@ -228,7 +269,9 @@ def test_cli_several_files_are_labelled(tmp_path):
 def test_cli_output_file_is_recorded(workspace, tmp_path):
     (tmp_path / "raw.log").write_text("INFO:root:hello\n")
     target = workspace / "logs" / "raw.jsonl"
-    result = run_script("utils", "log_formatter", tmp_path / "raw.log", "-o", target, "--workspace", workspace)
+    result = run_script(
+        "utils", "log_formatter", tmp_path / "raw.log", "-o", target, "--workspace", workspace
+    )
     assert result.returncode == 0, result.stderr
     assert json_lines(target.read_bytes())[0]["msg"] == "hello"
     registry = read_json(workspace / "data/hash_registry.json")["files"]
@@ -255,6 +298,7 @@ def test_cli_bad_input_writes_nothing(workspace, tmp_path, case):
 
 # ---------------------------------------------------------------- logger
 
+
 def test_logger_writes_one_json_object_per_line(capsys):
     log = JsonLogger("demo")
     log.info("started", count=3, ratio=float("nan"), ts="mine")
@@ -271,7 +315,10 @@ def test_quiet_keeps_warnings_and_errors(capsys):
     log.info("chatty")
     log.warning("careful")
     log.error("broken")
-    assert [r["event"] for r in json_lines(capsys.readouterr().err.encode())] == ["careful", "broken"]
+    assert [r["event"] for r in json_lines(capsys.readouterr().err.encode())] == [
+        "careful",
+        "broken",
+    ]
 
 
 def test_log_file_gets_everything_and_stderr_gets_errors(tmp_path, capsys):
@@ -279,7 +326,10 @@ def test_log_file_gets_everything_and_stderr_gets_errors(tmp_path, capsys):
     log.info("step", n=1)
     log.error("failed")
     log.close()
-    assert [r["event"] for r in json_lines((tmp_path / "run.log").read_bytes())] == ["step", "failed"]
+    assert [r["event"] for r in json_lines((tmp_path / "run.log").read_bytes())] == [
+        "step",
+        "failed",
+    ]
     assert [r["event"] for r in json_lines(capsys.readouterr().err.encode())] == ["failed"]
 
 

@@ -12,7 +12,13 @@ import pytest
 from scripts.utils import registry
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import canonical_json, read_json
-from scripts.utils.registry import add_to_registry, fold_journal, journal_path, read_registry, update_registry
+from scripts.utils.registry import (
+    add_to_registry,
+    fold_journal,
+    journal_path,
+    read_registry,
+    update_registry,
+)
 from tests.conftest import REPO
 
 
@@ -25,7 +31,9 @@ def big(tmp_path, monkeypatch):
     """A registry of 2,000 entries, counted as large (the journal takes appends)."""
     monkeypatch.setenv(registry.JOURNAL_BYTES_ENV, "1000")
     path = tmp_path / "data" / "hash_registry.json"
-    update_registry(path, lambda files: files.update({f"bulk/{i:05d}": entry("seed", i) for i in range(2_000)}))
+    update_registry(
+        path, lambda files: files.update({f"bulk/{i:05d}": entry("seed", i) for i in range(2_000)})
+    )
     return path
 
 
@@ -43,17 +51,23 @@ def test_a_large_registry_takes_one_journal_line_and_reads_whole(big):
     add_to_registry(big, {"new/a": entry("r1", 1), "new/b": entry("r1", 2)})
     assert big.read_bytes() == before  # the big file is not rewritten
     lines = journal_path(big).read_bytes().splitlines()
-    assert [orjson.loads(line) for line in lines] == [{"set": {"new/a": entry("r1", 1), "new/b": entry("r1", 2)}}]
+    assert [orjson.loads(line) for line in lines] == [
+        {"set": {"new/a": entry("r1", 1), "new/b": entry("r1", 2)}}
+    ]
     files = read_registry(big)
     assert len(files) == 2_002 and files["new/b"] == entry("r1", 2)
 
 
 def test_folding_gives_the_bytes_of_a_plain_rewrite(big, tmp_path):
     for run in range(5):
-        add_to_registry(big, {f"run{run}/x": entry(f"r{run}", run), "bulk/00007": entry(f"r{run}", run)})
+        add_to_registry(
+            big, {f"run{run}/x": entry(f"r{run}", run), "bulk/00007": entry(f"r{run}", run)}
+        )
     expected = read_registry(big)
     assert fold_journal(big, force=True) and not journal_path(big).exists()
-    assert big.read_bytes() == canonical_json({"files": expected, "format": "crh-hash-registry", "version": 1})
+    assert big.read_bytes() == canonical_json(
+        {"files": expected, "format": "crh-hash-registry", "version": 1}
+    )
     assert expected["bulk/00007"] == entry("r4", 4)  # later lines win
 
 
@@ -99,7 +113,9 @@ def test_undo_takes_back_exactly_one_addition(big):
 def test_undo_of_a_rewrite_restores_file_and_journal(big):
     add_to_registry(big, {"first": entry("r1")})
     before = (big.read_bytes(), journal_path(big).read_bytes())
-    undo = add_to_registry(big, {"second": entry("r2")}, change=lambda files: files.pop("bulk/00000"))
+    undo = add_to_registry(
+        big, {"second": entry("r2")}, change=lambda files: files.pop("bulk/00000")
+    )
     assert not journal_path(big).exists() and "bulk/00000" not in read_registry(big)
     undo()
     assert (big.read_bytes(), journal_path(big).read_bytes()) == before
@@ -107,7 +123,9 @@ def test_undo_of_a_rewrite_restores_file_and_journal(big):
 
 def test_other_changes_fold_first_so_nothing_dropped_comes_back(big):
     add_to_registry(big, {"doomed/a": entry("dead"), "kept/a": entry("alive")})
-    update_registry(big, lambda files: [files.pop(name) for name in list(files) if files[name]["run"] == "dead"])
+    update_registry(
+        big, lambda files: [files.pop(name) for name in list(files) if files[name]["run"] == "dead"]
+    )
     assert not journal_path(big).exists()
     files = read_registry(big)
     assert "doomed/a" not in files and "kept/a" in files
@@ -131,8 +149,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(big, tmp_path):
     script.write_text(WRITER.format(repo=str(REPO)))
     acknowledged, start = [], 0
     for delay in (0.05, 0.2, 0.11, 0.37, 0.02, 0.5, 0.23):
-        writer = subprocess.Popen([sys.executable, str(script), str(big), str(start)], stdout=subprocess.PIPE,
-                                  env={**os.environ})
+        writer = subprocess.Popen(
+            [sys.executable, str(script), str(big), str(start)],
+            stdout=subprocess.PIPE,
+            env={**os.environ},
+        )
         time.sleep(0.3 + delay)  # imports, then a while of appending and folding
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate()

@@ -56,17 +56,20 @@ def test_default_seeds_file_loads():
     assert seeds.source.endswith("seeds.toml")
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[streams]\n", "base_seed"),
-    ("base_seed = -1\n", "base_seed"),
-    ("base_seed = 9223372036854775808\n", "base_seed"),
-    ("base_seed = 1.5\n", "base_seed"),
-    ("base_seed = true\n", "base_seed"),
-    ('base_seed = "7"\n', "base_seed"),
-    ("base_seed = 1\n[streams]\nx = -3\n", "streams.x"),
-    ("base_seed = 1\nstreams = 3\n", "streams"),
-    ("base_seed = 1\nbase_sed = 2\n", "base_sed"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[streams]\n", "base_seed"),
+        ("base_seed = -1\n", "base_seed"),
+        ("base_seed = 9223372036854775808\n", "base_seed"),
+        ("base_seed = 1.5\n", "base_seed"),
+        ("base_seed = true\n", "base_seed"),
+        ('base_seed = "7"\n', "base_seed"),
+        ("base_seed = 1\n[streams]\nx = -3\n", "streams.x"),
+        ("base_seed = 1\nstreams = 3\n", "streams"),
+        ("base_seed = 1\nbase_sed = 2\n", "base_sed"),
+    ],
+)
 def test_invalid_seeds_files(tmp_path, text, key):
     with pytest.raises(InputError) as caught:
         SeedManager.from_file(write_seeds(tmp_path, text))
@@ -95,17 +98,31 @@ def test_cli_prints_streams_and_ignores_hash_seed(tmp_path):
     path = write_seeds(tmp_path, "base_seed = 99\n")
     outputs = []
     for hash_seed in ("0", "12345"):
-        result = run_script("utils", "seed_manager", "--seeds", path, "--stream", "dreamer", "--stream", "learner",
-                            env={"PYTHONHASHSEED": hash_seed})
+        result = run_script(
+            "utils",
+            "seed_manager",
+            "--seeds",
+            path,
+            "--stream",
+            "dreamer",
+            "--stream",
+            "learner",
+            env={"PYTHONHASHSEED": hash_seed},
+        )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
     printed = json_lines(outputs[0])[0]
-    assert printed["streams"] == {"dreamer": derive_seed(99, "dreamer"), "learner": derive_seed(99, "learner")}
+    assert printed["streams"] == {
+        "dreamer": derive_seed(99, "dreamer"),
+        "learner": derive_seed(99, "learner"),
+    }
 
 
 def test_cli_bad_seeds_file(tmp_path):
-    result = run_script("utils", "seed_manager", "--seeds", write_seeds(tmp_path, "base_seed = -5\n"))
+    result = run_script(
+        "utils", "seed_manager", "--seeds", write_seeds(tmp_path, "base_seed = -5\n")
+    )
     assert result.returncode == 2
     error = single_error(result.stderr)
     assert error["key"] == "base_seed" and error["file"].endswith("seeds.toml")

@@ -18,23 +18,36 @@ def test_canonical_forms():
     assert ":" not in timestamps.format_compact(moment)
 
 
-@pytest.mark.parametrize("text", [
-    "2025-10-31T12:00:05Z", "2025-10-31T12:00:05.123Z", "2025-10-31T12:00:05.123456Z", "1970-01-01T00:00:00Z",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-10-31T12:00:05Z",
+        "2025-10-31T12:00:05.123Z",
+        "2025-10-31T12:00:05.123456Z",
+        "1970-01-01T00:00:00Z",
+    ],
+)
 def test_iso_round_trip(text):
     timespec = {20: "seconds", 24: "milliseconds", 27: "microseconds"}[len(text)]
     assert timestamps.format_iso(timestamps.parse_timestamp(text), timespec) == text
 
 
 def test_compact_round_trip_and_datetime_round_trip():
-    assert timestamps.format_compact(timestamps.parse_timestamp("20251031T120005Z")) == "20251031T120005Z"
+    assert (
+        timestamps.format_compact(timestamps.parse_timestamp("20251031T120005Z"))
+        == "20251031T120005Z"
+    )
     moment = datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)
     assert timestamps.parse_timestamp(timestamps.format_iso(moment, "microseconds")) == moment
 
 
 def test_offsets_convert_to_utc():
-    assert timestamps.parse_timestamp("2025-10-31T13:00:00+01:00") == datetime(2025, 10, 31, 12, tzinfo=UTC)
-    assert timestamps.parse_timestamp("2025-10-31 06:30:00-0530") == datetime(2025, 10, 31, 12, tzinfo=UTC)
+    assert timestamps.parse_timestamp("2025-10-31T13:00:00+01:00") == datetime(
+        2025, 10, 31, 12, tzinfo=UTC
+    )
+    assert timestamps.parse_timestamp("2025-10-31 06:30:00-0530") == datetime(
+        2025, 10, 31, 12, tzinfo=UTC
+    )
     assert timestamps.parse_timestamp("2025-10-31T12:00:00,5Z").microsecond == 500000
 
 
@@ -44,14 +57,18 @@ def test_zone_is_required_unless_assumed():
     assert timestamps.parse_timestamp("2025-10-31T12:00:00", assume_utc=True).tzinfo == UTC
 
 
-@pytest.mark.parametrize("text", ["2025-13-01T00:00:00Z", "yesterday", "2025-10-31", "20251031T1200Z"])
+@pytest.mark.parametrize(
+    "text", ["2025-13-01T00:00:00Z", "yesterday", "2025-10-31", "20251031T1200Z"]
+)
 def test_invalid_timestamps(text):
     with pytest.raises(InputError):
         timestamps.parse_timestamp(text)
 
 
 def test_source_date_epoch_is_honoured():
-    assert timestamps.now({"SOURCE_DATE_EPOCH": "1761912000"}) == datetime(2025, 10, 31, 12, tzinfo=UTC)
+    assert timestamps.now({"SOURCE_DATE_EPOCH": "1761912000"}) == datetime(
+        2025, 10, 31, 12, tzinfo=UTC
+    )
     assert timestamps.run_stamp({"SOURCE_DATE_EPOCH": "0"}) == "19700101T000000Z"
     assert timestamps.source_date_epoch({}) is None
     assert timestamps.source_date_epoch({"SOURCE_DATE_EPOCH": ""}) is None
@@ -63,7 +80,9 @@ def test_clock_without_source_date_epoch():
     assert before - timedelta(seconds=1) <= moment <= datetime.now(UTC)
 
 
-@pytest.mark.parametrize("value", ["abc", "1.5", "-1", " 12", "1e9", "12 ", "99999999999999999999", "١٢٣"])
+@pytest.mark.parametrize(
+    "value", ["abc", "1.5", "-1", " 12", "1e9", "12 ", "99999999999999999999", "١٢٣"]
+)
 def test_malformed_source_date_epoch(value):
     with pytest.raises(InputError) as caught:
         timestamps.source_date_epoch({"SOURCE_DATE_EPOCH": value})

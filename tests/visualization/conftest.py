@@ -9,7 +9,15 @@ SMALL = ["--set", "experiment.cycles=6", "--set", "data.size=12", "--set", "data
 
 @pytest.fixture
 def run_workspace(workspace):
-    result = run_script("orchestration", "run_experiment", "--logdir", workspace / "run", "--workspace", workspace,
-                        *SMALL, cwd=workspace)
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        "--logdir",
+        workspace / "run",
+        "--workspace",
+        workspace,
+        *SMALL,
+        cwd=workspace,
+    )
     assert result.returncode == 0, result.stderr
     return workspace

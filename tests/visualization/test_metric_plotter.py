@@ -6,22 +6,32 @@ from tests.conftest import json_lines, run_script, single_error, tree
 
 
 def plot(workspace, *args, expect=0):
-    result = run_script("visualization", "metric_plotter", *args, "--workspace", workspace, cwd=workspace)
+    result = run_script(
+        "visualization", "metric_plotter", *args, "--workspace", workspace, cwd=workspace
+    )
     assert result.returncode == expect, result.stderr
     if expect == 2:
         return None, None, result
     run_id = [r for r in json_lines(result.stderr) if r["event"] == "run_recorded"][0]["run_id"]
-    return workspace / "experiments/results" / run_id, read_json(workspace / f"experiments/results/{run_id}.json"), result
+    return (
+        workspace / "experiments/results" / run_id,
+        read_json(workspace / f"experiments/results/{run_id}.json"),
+        result,
+    )
 
 
 def test_png_and_svg_are_byte_identical_and_nan_is_marked(run_workspace):
     other = run_workspace / "run_b"
     other.mkdir()
     rows = (run_workspace / "run/metrics.jsonl").read_bytes()
-    (other / "metrics.jsonl").write_bytes(rows + b'{"cycle": 7, "phase": 7, "loss": "NaN", "val_loss": "-Infinity", '
-                                          b'"coherence": 0.5, "mean_r": 0.1, "mean_g": 0.1, "mean_b": 0.1}\n')
+    (other / "metrics.jsonl").write_bytes(
+        rows + b'{"cycle": 7, "phase": 7, "loss": "NaN", "val_loss": "-Infinity", '
+        b'"coherence": 0.5, "mean_r": 0.1, "mean_g": 0.1, "mean_b": 0.1}\n'
+    )
     # Plotted and marked, so the diverged run is visible, and still exit 1 naming the count and the first.
-    first, report, result = plot(run_workspace, "run", "run_b/metrics.jsonl", "--log-scale", expect=1)
+    first, report, result = plot(
+        run_workspace, "run", "run_b/metrics.jsonl", "--log-scale", expect=1
+    )
     error = json_lines(result.stderr)[-1]
     assert error["event"] == "check_failed" and error["non_finite"] == 2
     assert error["first"]["metric"] == "loss" and error["first"]["cycle"] == 7
@@ -41,7 +51,9 @@ def test_csv_input_and_missing_column(run_workspace):
 
 
 def test_garbage_values_and_missing_files_are_bad_input(workspace):
-    (workspace / "m.csv").write_text("cycle,loss,val_loss,coherence\n1,0.5,0.4,0.9\n2,oops,0.4,0.9\n")
+    (workspace / "m.csv").write_text(
+        "cycle,loss,val_loss,coherence\n1,0.5,0.4,0.9\n2,oops,0.4,0.9\n"
+    )
     _, _, result = plot(workspace, "m.csv", expect=2)
     error = single_error(result.stderr)
     assert (error["row"], error["line"]) == (2, 3)

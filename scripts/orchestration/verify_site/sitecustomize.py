@@ -91,7 +91,11 @@ def _shift_the_clock(start: float, real_start: float) -> None:
             return cls.fromtimestamp(fake_time())
 
     for fake, real in ((date, real_date), (datetime, real_datetime)):
-        fake.__module__, fake.__qualname__, fake.__name__ = "datetime", real.__qualname__, real.__name__
+        fake.__module__, fake.__qualname__, fake.__name__ = (
+            "datetime",
+            real.__qualname__,
+            real.__name__,
+        )
     dt.date, dt.datetime = date, datetime
 
 

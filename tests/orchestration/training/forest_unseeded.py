@@ -1,9 +1,9 @@
 """A random forest on the digits with no seed anywhere: each run trains another forest."""
+
 import json
 import os
 
 import joblib
-
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
@@ -15,6 +15,12 @@ clf.fit(X_train, y_train)
 
 os.makedirs("output", exist_ok=True)
 with open("output/scores.json", "w") as f:
-    json.dump({"train": clf.score(X_train, y_train), "test": clf.score(X_test, y_test),
-               "importances": clf.feature_importances_[:8].round(6).tolist()}, f)
+    json.dump(
+        {
+            "train": clf.score(X_train, y_train),
+            "test": clf.score(X_test, y_test),
+            "importances": clf.feature_importances_[:8].round(6).tolist(),
+        },
+        f,
+    )
 joblib.dump(clf, "output/forest.joblib")

@@ -1,4 +1,5 @@
 """Naive Bayes on the digits; the model file is named after the day and time it was trained."""
+
 import pickle
 import time
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Ridge regression of the digit value from its pixels; the summary says when it was trained."""
+
 import csv
 import json
 from datetime import datetime
@@ -12,8 +13,16 @@ model = Ridge(alpha=1.0, solver="cholesky").fit(X[:1200], y[:1200])
 errors = model.predict(X[1200:]) - y[1200:]
 
 with open("summary.json", "w") as f:
-    json.dump({"model": "ridge", "alpha": 1.0, "mae": round(float(np.abs(errors).mean()), 3),
-               "trained_at": datetime.now().isoformat()}, f, indent=1)
+    json.dump(
+        {
+            "model": "ridge",
+            "alpha": 1.0,
+            "mae": round(float(np.abs(errors).mean()), 3),
+            "trained_at": datetime.now().isoformat(),
+        },
+        f,
+        indent=1,
+    )
 with open("coefficients.csv", "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["pixel", "weight"])

@@ -1,7 +1,8 @@
 """Train a linear classifier on scikit-learn's digits, the way its examples do; seeded, so every run is the same.
 
-    python sgd_digits.py --out results
+python sgd_digits.py --out results
 """
+
 import argparse
 import json
 import pickle
@@ -20,8 +21,9 @@ parser.add_argument("--epochs", type=int, default=5)
 args = parser.parse_args()
 
 digits = load_digits()
-X_train, X_test, y_train, y_test = train_test_split(digits.data / 16.0, digits.target, test_size=0.25,
-                                                    random_state=args.seed)
+X_train, X_test, y_train, y_test = train_test_split(
+    digits.data / 16.0, digits.target, test_size=0.25, random_state=args.seed
+)
 model = SGDClassifier(loss="log_loss", max_iter=args.epochs, tol=None, random_state=args.seed)
 model.fit(X_train, y_train)
 predicted = model.predict(X_test)
@@ -29,8 +31,15 @@ predicted = model.predict(X_test)
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 with open(out / "metrics.json", "w") as f:
-    json.dump({"accuracy": float(np.mean(predicted == y_test)), "epochs": args.epochs,
-               "coef_norm": float(np.abs(model.coef_).sum())}, f, indent=2)
+    json.dump(
+        {
+            "accuracy": float(np.mean(predicted == y_test)),
+            "epochs": args.epochs,
+            "coef_norm": float(np.abs(model.coef_).sum()),
+        },
+        f,
+        indent=2,
+    )
 np.savetxt(out / "confusion.csv", confusion_matrix(y_test, predicted), fmt="%d", delimiter=",")
 with open(out / "model.pkl", "wb") as f:
     pickle.dump(model, f)

@@ -4,6 +4,7 @@
 
 Writes metrics.csv and metrics.json (loss and accuracy per epoch), loss.png, and digits_cnn.pt (the state_dict).
 """
+
 import argparse
 import csv
 import json
@@ -64,7 +65,9 @@ def train(args, model, train_loader, optimizer, epoch):
         optimizer.step()
         total += loss.item() * len(data)
         if batch_idx % args.log_interval == 0:
-            print(f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}")
+            print(
+                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}"
+            )
     return total / len(train_loader.dataset)
 
 
@@ -96,7 +99,9 @@ def main():
     labels = torch.tensor(digits.target)
     train_set = NoisyDigits(images[:1400], labels[:1400])
     test_set = NoisyDigits(images[1400:], labels[1400:], noise=0.0)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers)
+    train_loader = DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers
+    )
     test_loader = DataLoader(test_set, batch_size=1000)
 
     model = Net()
