@@ -19,10 +19,10 @@ import numpy as np
 from bench.common import best_of_alternating, figure, scaling
 from scripts.data_tools import dataset_splitter, image_preprocessor, metadata_extractor
 from scripts.data_tools.sample_data import dicom_slices, phantom_hu
-from scripts.utils.data_roots import collect_inputs
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
-from scripts.utils.registry import StatCache, hash_files
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.registry import StatCache, hash_files
 
 
 def _write_tree(root: Path, files: int, size: int) -> list:
@@ -572,7 +572,7 @@ def bench_volume(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 def _ten_file_run(workspace: Path) -> None:
-    from scripts.utils.run_records import RunRecorder
+    from scripts.utils.records.run_records import RunRecorder
 
     with RunRecorder("growth", workspace=workspace) as run:
         for index in range(10):
@@ -581,7 +581,7 @@ def _ten_file_run(workspace: Path) -> None:
 
 def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
     """A run registering 10 files, against a registry of 10^6 entries and against an empty one."""
-    from scripts.utils import registry
+    from scripts.utils.records import registry
 
     entries = 100_000 if quick else 1_000_000
     big, empty = scratch / "growth_big", scratch / "growth_empty"
@@ -634,7 +634,7 @@ def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
 def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
     """Metadata and hashing through a Dask LocalCluster of 2 worker processes against the local 2-way path,
     and how the batch size (files per task) moves the cluster's throughput."""
-    from scripts.utils import cluster
+    from scripts.utils.compute import cluster
 
     patients = 10 if quick else 85  # 85 patients x 1.5 studies x 8 slices ~ 1,000 files
     folder = scratch / "dicom_cluster"

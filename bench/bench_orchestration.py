@@ -12,11 +12,11 @@ import numpy as np
 
 from bench.common import best_of_alternating, figure
 from scripts.orchestration import reference_experiment, run_experiment
-from scripts.utils import environment, exact
-from scripts.utils.arrays import array_module
-from scripts.utils.config_loader import load_config
+from scripts.utils.compute import environment, exact
+from scripts.utils.config.loading import load_config
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import InputError
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.formats.arrays import array_module
 from scripts.utils.workspace import REPO_ROOT
 
 CONFIG = REPO_ROOT / "trainer/config/phase7.toml"
@@ -348,8 +348,8 @@ def bench_pipeline_second_call(scratch: Path, quick: bool, repeat: int) -> list:
     import time
 
     from bench.file_access import FileAccessWatch
-    from scripts.utils.data_roots import collect_inputs
-    from scripts.utils.registry import hash_files
+    from scripts.utils.records.data_roots import collect_inputs
+    from scripts.utils.records.registry import hash_files
 
     files = 100 if quick else 10_000
     data, workspace = scratch / "pipeline_data" / "scans", scratch / "pipeline_ws"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import best_of_alternating, figure
-from scripts.utils.media import gif_bytes
-from scripts.utils.tensors import ChromaticTensor, write_cten
+from scripts.utils.formats.media import gif_bytes
+from scripts.utils.formats.tensors import ChromaticTensor, write_cten
 from scripts.visualization import dream_animation, tensor_visualizer
 
 
@@ -30,7 +30,7 @@ def _naive_gif(tensors: list) -> bytes:
     """Each frame drawn with matplotlib imshow + savefig, then assembled by imageio."""
     import imageio.v3 as iio
 
-    from scripts.utils.plotting import pyplot
+    from scripts.utils.formats.plotting import pyplot
 
     plt = pyplot()
     images = []
@@ -88,8 +88,8 @@ def bench_visualizer(scratch: Path, quick: bool, repeat: int) -> list:
         shutil.rmtree(out)
 
     def naive():
-        from scripts.utils.plotting import pyplot
-        from scripts.utils.tensors import read_cten
+        from scripts.utils.formats.plotting import pyplot
+        from scripts.utils.formats.tensors import read_cten
 
         plt = pyplot()
         out = scratch / "naive"

@@ -63,7 +63,7 @@ def scaling(name: str, unit: str, rates: dict, sizes: list) -> dict:
 
 def plot_scaling(curves: list, path) -> None:
     """One PNG: per tool, throughput against workers (with the ideal line) and time against input size."""
-    from scripts.utils.plotting import pyplot
+    from scripts.utils.formats.plotting import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(2, len(curves), figsize=(4.2 * len(curves), 7), squeeze=False)

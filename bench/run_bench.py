@@ -13,7 +13,7 @@ Anchors and targets (from the issues); the data-tool benchmarks are in
   trivial one-process loop that only wraps each line as ``{"msg": line}``
   with orjson. Target: ratio >= 0.5. Beside them, for context (no target):
   the converter on the test corpus of every format it recognises
-  (tests/utils/log_corpus/, repeated), against the same trivial loop.
+  (tests/utils/formats/log_corpus/, repeated), against the same trivial loop.
 
 Each pair is timed in alternation (anchor, ours, anchor, ours, ...), best of
 ``--repeat``, so that drift on a shared machine hits both alike.
@@ -41,8 +41,8 @@ from bench import bench_data_tools, bench_orchestration, bench_visualization  # 
 from bench.common import best_of_alternating, figure, plot_scaling  # noqa: E402
 from bench.sample_logs import write_corpus_log, write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
-from scripts.utils.log_convert import convert_stream  # noqa: E402
-from scripts.utils.run_records import RunRecorder  # noqa: E402
+from scripts.utils.formats.log_convert import convert_stream  # noqa: E402
+from scripts.utils.records.run_records import RunRecorder  # noqa: E402
 
 
 def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:

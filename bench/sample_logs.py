@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[1] / "tests" / "utils" / "log_corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "utils" / "formats" / "log_corpus"
 
 LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR")
 RUST_LEVELS = ("INFO ", "DEBUG", "WARN ", "TRACE")

@@ -2,6 +2,10 @@
 
 * ``scripts/utils`` imports nothing from the other packages; ``data_tools`` and ``visualization`` import
   only ``utils`` (and themselves); ``orchestration`` may import everything.
+* Inside ``utils``, ranks: the frame (the modules at its top: cli, errors, logging, jsonio, limits,
+  workspace, ...) below ``config`` and ``compute``, below ``formats``, below ``records``; a wing imports
+  only its own rank or below, never a wing beside it. The commands in ``utils`` (config_loader,
+  seed_manager, ...) are imported by nobody, and no module in a wing imports the CLI frame (cli).
 * No import cycles between modules.
 * No private name (``_x``) of one module is imported or used by another.
 * A name is imported from the module that defines it (its one home), never through a module that only
@@ -86,6 +90,49 @@ def top_level_names(tree: ast.Module) -> tuple:
 
 
 MODULES = project_modules()
+UTILS_COMMANDS = {
+    "config_loader",
+    "seed_manager",
+    "log_formatter",
+    "time_utils",
+    "clean_workspace",
+    "venv_setup",
+}
+UTILS_RANK = {"frame": 0, "config": 1, "compute": 1, "formats": 2, "records": 3, "command": 4}
+
+
+def utils_room(name: str) -> str | None:
+    """Where a module lives inside ``scripts/utils``: its wing, "frame" or "command" (None outside)."""
+    parts = name.split(".")
+    if parts[:2] != ["scripts", "utils"] or len(parts) < 3:
+        return None
+    if parts[2] in UTILS_RANK:
+        return parts[2]
+    return "command" if parts[2] in UTILS_COMMANDS else "frame"
+
+
+def utils_violations(modules: dict) -> list:
+    problems = []
+    for name, tree in modules.items():
+        room = utils_room(name)
+        for target, _, line in imports(tree, modules):
+            target_room = utils_room(target)
+            if target_room == "command" and target != name:
+                problems.append(f"{name}:{line} imports the command {target}")
+            elif (
+                room in UTILS_RANK
+                and room not in ("frame", "command")
+                and target == "scripts.utils.cli"
+            ):
+                problems.append(f"{name}:{line} imports the CLI frame")
+            elif room is not None and target_room is not None and room != target_room:
+                above = UTILS_RANK[target_room] > UTILS_RANK[room]
+                beside = UTILS_RANK[target_room] == UTILS_RANK[room] and room != "command"
+                if above or beside:
+                    problems.append(
+                        f"{name}:{line} imports {target} ({target_room} is above or beside {room})"
+                    )
+    return problems
 
 
 def layer_violations(modules: dict) -> list:
@@ -248,6 +295,10 @@ def test_each_package_imports_only_its_own_layer_or_below():
     assert layer_violations(MODULES) == []
 
 
+def test_the_wings_of_utils_keep_their_ranks():
+    assert utils_violations(MODULES) == []
+
+
 def test_no_import_cycles():
     assert import_cycles(MODULES) == []
 
@@ -316,6 +367,31 @@ def test_every_name_is_imported_from_its_home():
             },
             "borrowed",
         ),
+        (
+            {
+                "scripts.utils.formats.a": "from scripts.utils.records import b",
+                "scripts.utils.records.b": "",
+            },
+            "wings",
+        ),
+        (
+            {
+                "scripts.utils.config.a": "from scripts.utils.compute.b import f",
+                "scripts.utils.compute.b": "def f(): pass",
+            },
+            "wings",
+        ),
+        (
+            {
+                "scripts.utils.records.a": "from scripts.utils.seed_manager import main",
+                "scripts.utils.seed_manager": "def main(): pass",
+            },
+            "wings",
+        ),
+        (
+            {"scripts.utils.formats.a": "from scripts.utils import cli", "scripts.utils.cli": ""},
+            "wings",
+        ),
     ],
 )
 def test_the_checks_catch_what_they_are_for(source, problem):
@@ -325,5 +401,6 @@ def test_the_checks_catch_what_they_are_for(source, problem):
         "cycle": import_cycles,
         "private": private_uses,
         "borrowed": lambda m: borrowed_names(m, m),
+        "wings": utils_violations,
     }[problem](modules)
     assert found, problem

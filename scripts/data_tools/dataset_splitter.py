@@ -54,12 +54,12 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json, sorted_object
 from scripts.utils.limits import regular_file
-from scripts.utils.registry import MANIFEST
-from scripts.utils.run_records import RunRecorder, latest_run
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.records.registry import MANIFEST
+from scripts.utils.records.run_records import RunRecorder, latest_run
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace, run_folder
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"

@@ -9,12 +9,12 @@
 The registry is ``data/hash_registry.json`` (the one the run records use) or
 ``--registry FILE``. Files in the workspace are named workspace-relative; a
 folder outside it is a data root, whose files are named
-``@<root>/<path>`` (``--data-name`` names it; see scripts/utils/data_roots.py):
+``@<root>/<path>`` (``--data-name`` names it; see scripts/utils/records/data_roots.py):
 the data folder is only read, never written. An entry that is already right
 keeps the run that produced it; new and changed files are credited to this
 run. The registry changes with the run's commit, so a failed or killed run
 changes nothing. ``hash`` reads and rewrites the whole registry, folding in
-its journal (a large registry's appended runs; see scripts/utils/registry.py).
+its journal (a large registry's appended runs; see scripts/utils/records/registry.py).
 
 A stat cache beside the registry (``.<registry>.statcache.json``: inode,
 size, mtime_ns, ctime_ns per file) lets both commands skip reading files
@@ -34,7 +34,7 @@ output bytes never depend on ``--workers``. ``--scheduler ADDRESS`` (or
 ``$CRH_DASK_SCHEDULER``) hashes on a Dask cluster instead, in tasks of up to
 1,000 files or 256 MiB, the workers reading the files by the same path
 (shared storage); the registry is still written by this process alone, and
-its bytes are the same (scripts/utils/cluster.py). ``--export FILE`` (``-``
+its bytes are the same (scripts/utils/compute/cluster.py). ``--export FILE`` (``-``
 for stdout) writes the hashed files in ``sha256sum -c`` format.
 
 Usage:
@@ -58,12 +58,13 @@ if __name__ == "__main__" and __package__ in (
 
     use_project_python()
 
-from scripts.utils import cli, cluster
-from scripts.utils.data_roots import collect_inputs
+from scripts.utils import cli
+from scripts.utils.compute import cluster
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output
-from scripts.utils.registry import (
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.registry import (
     REGISTRY,
     StatCache,
     hash_files,
@@ -72,7 +73,7 @@ from scripts.utils.registry import (
     under,
     update_registry,
 )
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 CATEGORIES = ("matched", "changed", "new", "missing", "moved")

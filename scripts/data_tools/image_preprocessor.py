@@ -23,7 +23,7 @@ For each image (default: every file in the sample dataset):
 
 Inputs are files or folders: in the workspace (named workspace-relative) or
 anywhere else (a data root, named ``@<root>/<path>``, never written to; see
-scripts/utils/data_roots.py). ``--table METADATA_JSONL`` takes only the
+scripts/utils/records/data_roots.py). ``--table METADATA_JSONL`` takes only the
 files that metadata_extractor read without error; the others are left out,
 each listed under ``skipped`` in the report with its reason, as are images
 that fail here with ``--skip-errors``. ``--strict`` makes any skipped file
@@ -85,11 +85,13 @@ if __name__ == "__main__" and __package__ in (
 import numpy as np
 import orjson
 
-from scripts.utils import cli, cluster
-from scripts.utils.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
-from scripts.utils.data_roots import collect_inputs
-from scripts.utils.deidentify import scrub_quoted
-from scripts.utils.dicom_header import (
+from scripts.utils import cli
+from scripts.utils.compute import cluster
+from scripts.utils.config.seeds import SeedManager, derive_seed
+from scripts.utils.errors import InputError
+from scripts.utils.formats.arrays import BACKENDS, array_module, npz_bytes, read_arrays, to_numpy
+from scripts.utils.formats.deidentify import scrub_quoted
+from scripts.utils.formats.dicom_header import (
     at,
     collapse,
     frame_count,
@@ -98,12 +100,11 @@ from scripts.utils.dicom_header import (
     series_geometry,
     volume_affine,
 )
-from scripts.utils.errors import InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
 from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.seed_manager import SeedManager, derive_seed
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
@@ -658,7 +659,7 @@ def run_tasks(
     """Run ``function`` (default: ``process_sample``) on every task, on ``executor`` (or a pool of
     ``workers``, or inline); records in task order.
 
-    On an ``executor`` (a Dask cluster's: utils/cluster.py) tasks go in
+    On an ``executor`` (a Dask cluster's: utils/compute/cluster.py) tasks go in
     batches and the workers send the output bytes back: this process alone
     writes into the workspace, which then need not be on shared storage.
     """

@@ -5,7 +5,7 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
 * ``metadata.jsonl`` / ``.csv``: one row per file under the given folders
   (default: the sample dataset). Every row: ``path`` (workspace-relative,
   or ``@<root>/<path>`` for a folder outside the workspace, a data root:
-  see scripts/utils/data_roots.py; ``--data-name`` names it), ``kind``
+  see scripts/utils/records/data_roots.py; ``--data-name`` names it), ``kind``
   (dicom, png, or null), ``error`` (null, or why the file could not be
   read), ``warnings``. DICOM rows have the columns researchers filter and
   group on (``--list-columns`` prints them with their DICOM keywords):
@@ -34,7 +34,7 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
 
 De-identification (default): DICOM PS3.15 Annex E, Basic Application
 Level Confidentiality Profile, applied from the standard's own Table E.1-1
-(shipped as data; see scripts/utils/deidentify.py) to every value written,
+(shipped as data; see scripts/utils/formats/deidentify.py) to every value written,
 inside sequences too: attributes are removed, emptied, given dummies or new
 UIDs, or cleaned, as the table says; private tags are dropped (only
 counted). Patient ID becomes a keyed pseudonym ``anon-<16 hex>`` =
@@ -93,10 +93,12 @@ if __name__ == "__main__" and __package__ in (
 
 import orjson
 
-from scripts.utils import cli, cluster
-from scripts.utils.data_roots import collect_inputs
-from scripts.utils.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
-from scripts.utils.dicom_header import (
+from scripts.utils import cli
+from scripts.utils.compute import cluster
+from scripts.utils.config.seeds import SeedManager
+from scripts.utils.errors import InputError
+from scripts.utils.formats.deidentify import OPTIONS, Deidentifier, FileContext, scrub_quoted
+from scripts.utils.formats.dicom_header import (
     PROBLEM_KINDS,
     collapse,
     dictionary_vr,
@@ -108,12 +110,11 @@ from scripts.utils.dicom_header import (
     series_geometry,
     tag_of,
 )
-from scripts.utils.errors import InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output, joined
 from scripts.utils.limits import read_input_bytes
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
@@ -585,7 +586,7 @@ def extract_rows(
 
     The work runs on ``executor`` when given (any ``concurrent.futures``
     executor, a Dask cluster's included), in batches of files, one task each
-    (utils/cluster.py); else on a process pool of ``workers``, else inline.
+    (utils/compute/cluster.py); else on a process pool of ``workers``, else inline.
     Results are merged in input order, so the table does not depend on the choice.
     """
     settings = settings or Settings()

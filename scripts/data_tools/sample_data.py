@@ -41,10 +41,10 @@ if __name__ == "__main__" and __package__ in (
 import numpy as np
 
 from scripts.utils import cli
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 SAMPLE_DIR = "data/sample"

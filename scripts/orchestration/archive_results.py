@@ -65,12 +65,12 @@ if __name__ == "__main__" and __package__ in (
 import orjson
 
 from scripts.utils import cli, timestamps
-from scripts.utils.data_roots import is_bookkeeping
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json
 from scripts.utils.limits import name_hex, printable_name, read_input_bytes, regular_file
-from scripts.utils.registry import MANIFEST, REGISTRY
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.data_roots import is_bookkeeping
+from scripts.utils.records.registry import MANIFEST, REGISTRY
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import inside, relative_to_workspace, resolve_workspace
 
 MANIFEST_NAME = "MANIFEST.json"

@@ -15,7 +15,7 @@ same shared storage::
     python scripts/data_tools/hash_integrity.py hash /shared/archive --scheduler tcp://...
 
 Each job runs this checkout's Python with ``PYTHONPATH`` at the checkout, so
-the workers run the same code and packages as the client (utils/cluster.py
+the workers run the same code and packages as the client (utils/compute/cluster.py
 checks it before any work). ``--job-script`` prints the batch script that
 would be submitted and exits, submitting nothing.
 """
@@ -37,7 +37,7 @@ if __name__ == "__main__" and __package__ in (
     use_project_python()
 
 from scripts.utils import cli
-from scripts.utils.config_loader import load_config_file
+from scripts.utils.config.loading import load_config_file
 from scripts.utils.errors import InputError
 from scripts.utils.workspace import REPO_ROOT
 

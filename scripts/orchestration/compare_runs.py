@@ -41,12 +41,12 @@ if __name__ == "__main__" and __package__ in (
 
 from scripts.orchestration.external_runs import changed_since
 from scripts.utils import cli
-from scripts.utils.environment import differences as environment_differences
+from scripts.utils.compute.environment import differences as environment_differences
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.run_metrics import plot_series
-from scripts.utils.run_metrics import read_metrics as read_run_metrics
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.run_reports import resolve_target
+from scripts.utils.formats.run_metrics import plot_series
+from scripts.utils.formats.run_metrics import read_metrics as read_run_metrics
+from scripts.utils.records.run_records import RunRecorder
+from scripts.utils.records.run_reports import resolve_target
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
 from scripts.visualization.html_report import (
     METRICS,

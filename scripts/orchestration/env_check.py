@@ -3,7 +3,7 @@
     python scripts/orchestration/env_check.py            # write env/environment.json
     python scripts/orchestration/env_check.py --check    # compare with it and the lock
 
-The snapshot (see ``scripts/utils/environment.py``) holds OS and kernel,
+The snapshot (see ``scripts/utils/compute/environment.py``) holds OS and kernel,
 Python build and compiler, ``cc --version``, CPU model and SIMD features,
 BLAS and thread pools, CUDA and GPU through CuPy when present, the versions
 that change output bytes, and the installed packages against
@@ -36,10 +36,11 @@ if __name__ == "__main__" and __package__ in (
 
     use_project_python()
 
-from scripts.utils import cli, environment
+from scripts.utils import cli
+from scripts.utils.compute import environment
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 SNAPSHOT = "env/environment.json"

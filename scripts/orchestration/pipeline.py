@@ -25,7 +25,7 @@ Phases (the spec's phase table), each building on the steps before it:
 Your data. ``--data DIR`` may be anywhere (another disk, a read-only or
 network mount) and is only read. Its files are named ``@<name>/<path>`` in
 every record, ``<name>`` being the folder's name or ``--data-name``
-(scripts/utils/data_roots.py). A file a step cannot use (not an image, no
+(scripts/utils/records/data_roots.py). A file a step cannot use (not an image, no
 pixel data, truncated, an unsupported codec) is skipped with its reason and
 left out of the steps after it; the summary counts the skipped files of each
 step and the step's report names them. ``--strict`` makes any skipped file
@@ -47,12 +47,12 @@ On a cluster. ``--scheduler ADDRESS`` (``make phase7 SCHEDULER=...``, or
 ``$CRH_DASK_SCHEDULER``) runs the data fingerprint, metadata, preprocessing
 and hashing on a Dask cluster (``local:N``: one LocalCluster of N processes
 for the whole phase); every file it writes is the same as a local run's,
-and changing the scheduler redoes no step (scripts/utils/cluster.py).
+and changing the scheduler redoes no step (scripts/utils/compute/cluster.py).
 
 Interrupted runs. Kill the pipeline at any moment (SIGKILL included) and run
 it again: the step that was running is redone from scratch (a run it
 completed is retracted), the leftovers of killed runs are removed by the
-run records (scripts/utils/run_records.py), and the result equals one
+run records (scripts/utils/records/run_records.py), and the result equals one
 uninterrupted run, file for file. Fingerprints and step states live in
 ``meta/chronicle/pipeline_state.json``; one pipeline at a time runs in a
 workspace (``meta/chronicle/.pipeline.lock``): a second one waits for the
@@ -94,14 +94,15 @@ import orjson
 from filelock import FileLock, Timeout
 
 from scripts.orchestration.external_runs import config_code_hashes
-from scripts.utils import cli, cluster
-from scripts.utils.config_loader import load_config_file
-from scripts.utils.data_roots import bind_roots, collect_inputs
+from scripts.utils import cli
+from scripts.utils.compute import cluster
+from scripts.utils.config.loading import load_config_file
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import PROGRESS_ENV, JsonLogger
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
 from scripts.utils.limits import printable_name
-from scripts.utils.registry import (
+from scripts.utils.records.data_roots import bind_roots, collect_inputs
+from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
     StatCache,
@@ -112,8 +113,8 @@ from scripts.utils.registry import (
     read_manifest,
     read_registry,
 )
-from scripts.utils.run_records import portable_argv, records_lock, recover, retract_runs
-from scripts.utils.run_reports import checked_report
+from scripts.utils.records.run_records import portable_argv, records_lock, recover, retract_runs
+from scripts.utils.records.run_reports import checked_report
 from scripts.utils.step_view import StepView
 from scripts.utils.workspace import (
     REPO_ROOT,
@@ -539,7 +540,7 @@ def run_step(
 
 
 def _record_config(step: Step, argv: list, workspace: Path) -> str:
-    from scripts.utils.run_records import RunRecorder
+    from scripts.utils.records.run_records import RunRecorder
 
     result = subprocess.run(
         [sys.executable, *argv], cwd=workspace, capture_output=True, preexec_fn=STEP_PREEXEC
@@ -958,7 +959,7 @@ def run_phase(
     scheduler: str | None = None,
     live: bool = False,
 ) -> list:
-    """Run ``phase``; with ``scheduler`` (utils/cluster.py) the data steps and the data fingerprint run on
+    """Run ``phase``; with ``scheduler`` (utils/compute/cluster.py) the data steps and the data fingerprint run on
     that Dask cluster (``local:N`` is started once for the whole phase)."""
     if phase not in PHASES:
         raise InputError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}", value=phase)

@@ -44,12 +44,12 @@ if __name__ == "__main__" and __package__ in (
 import orjson
 
 from scripts.utils import cli
-from scripts.utils.arrays import read_arrays
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.arrays import read_arrays
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
-from scripts.utils.registry import REGISTRY, read_registry
+from scripts.utils.records.registry import REGISTRY, read_registry
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 

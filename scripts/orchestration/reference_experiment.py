@@ -30,7 +30,7 @@ validation samples.
 
 Determinism. Every reduction over many terms is fixed-point (scale 2**20,
 summed in int64), and every matrix product is exact on values quantized to
-2**-20 (``utils/exact.py``): the integer matrices are multiplied by float64
+2**-20 (``utils/compute/exact.py``): the integer matrices are multiplied by float64
 BLAS (DGEMM, cuBLAS on a GPU), which commits no rounding while every
 partial sum stays below 2**53. That bound is checked before each product;
 an operand that would pass it is split into high and low bits whose
@@ -63,10 +63,18 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from scripts.utils.arrays import array_module, npz_bytes, read_arrays, to_numpy
-from scripts.utils.colour import bridge_encode
+from scripts.utils.compute.exact import (  # noqa: F401 - the experiment's arithmetic, still importable here
+    SCALE,
+    Fixed,
+    blas_threads,
+    exact_matmul,
+    fixed_mean,
+    fixed_sum,
+)
 from scripts.utils.errors import InputError
-from scripts.utils.exact import SCALE, Fixed, blas_threads, exact_matmul, fixed_mean, fixed_sum  # noqa: F401 - the experiment's arithmetic, still importable here
+from scripts.utils.formats.arrays import array_module, npz_bytes, read_arrays, to_numpy
+from scripts.utils.formats.colour import bridge_encode
+from scripts.utils.formats.tensors import ChromaticTensor, write_cten, write_sten
 from scripts.utils.jsonio import (
     atomic_write_bytes,
     encode_nonfinite,
@@ -76,8 +84,7 @@ from scripts.utils.jsonio import (
     read_json_lines,
 )
 from scripts.utils.limits import MAX_EXPERIMENT_BYTES_ENV, max_experiment_bytes
-from scripts.utils.run_records import latest_run
-from scripts.utils.tensors import ChromaticTensor, write_cten, write_sten
+from scripts.utils.records.run_records import latest_run
 from scripts.utils.workspace import path_inside, run_folder
 
 METRIC_COLUMNS = (
@@ -266,7 +273,7 @@ def init_learner(xp, dim: int, hidden: int, rng) -> dict:
 
 
 def det_matmul(xp, a, b, name: str = "product"):
-    """The experiment's matrix product: exact on values quantized to 2**-20 (``utils/exact.py``)."""
+    """The experiment's matrix product: exact on values quantized to 2**-20 (``utils/compute/exact.py``)."""
     return exact_matmul(xp, a, b, name)
 
 

@@ -26,7 +26,7 @@ entries, and the data-root bindings. The script runs there with
 SOURCE_DATE_EPOCH set to the run's own stamp, so it gets the same run id.
 Each recorded output is compared with the new one (named relative to the
 workspace); a difference is explained as verify explains it
-(utils/artifact_diff.py). The result is recorded as a ``rerun`` run. Exit 0
+(utils/formats/artifact_diff.py). The result is recorded as a ``rerun`` run. Exit 0
 when every output is identical, 1 otherwise.
 """
 
@@ -57,12 +57,12 @@ import orjson
 
 from scripts.orchestration.run_experiment import git_state
 from scripts.utils import cli
-from scripts.utils.artifact_diff import compare
-from scripts.utils.data_roots import BINDINGS
-from scripts.utils.environment import differences, environment_fingerprint, environment_hash
+from scripts.utils.compute.environment import differences, environment_fingerprint, environment_hash
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.artifact_diff import compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
-from scripts.utils.registry import (
+from scripts.utils.records.data_roots import BINDINGS
+from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
     empty_manifest,
@@ -70,8 +70,8 @@ from scripts.utils.registry import (
     read_manifest,
     read_registry,
 )
-from scripts.utils.run_records import EXECUTION_OPTIONS, RunRecorder
-from scripts.utils.run_reports import command_path, resolve_target
+from scripts.utils.records.run_records import EXECUTION_OPTIONS, RunRecorder
+from scripts.utils.records.run_reports import command_path, resolve_target
 from scripts.utils.workspace import (
     checked_name,
     ensure_layout,

@@ -67,19 +67,19 @@ from scripts.orchestration.external_runs import (
     interpreter_environment,
 )
 from scripts.utils import cli
-from scripts.utils.arrays import BACKENDS, array_module
-from scripts.utils.config_loader import config_sha256, load_config
-from scripts.utils.config_schema import validate
+from scripts.utils.config.loading import config_sha256, load_config
+from scripts.utils.config.schema import validate
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.arrays import BACKENDS, array_module
+from scripts.utils.formats.run_metrics import metrics_summary
 from scripts.utils.jsonio import (
     atomic_output,
     atomic_write_bytes,
     canonical_json,
     remove_temps_under,
 )
-from scripts.utils.run_metrics import metrics_summary
-from scripts.utils.run_records import RunRecorder, portable_argv
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.records.run_records import RunRecorder, portable_argv
 from scripts.utils.workspace import REPO_ROOT, inside, relative_to_workspace, resolve_workspace
 
 DEFAULT_CONFIG = "trainer/config/phase7.toml"
@@ -184,7 +184,7 @@ def run_external(config: dict, logdir: Path, command: list, code_dir: Path, log)
     placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is ``.`` (the
     command's working directory is its log folder), {seed} a number below 2**32.
     """
-    from scripts.utils.log_convert import convert_stream
+    from scripts.utils.formats.log_convert import convert_stream
 
     atomic_write_bytes(logdir / "config.json", canonical_json(config))
     with (
@@ -384,7 +384,7 @@ def load_seeds(path, base_seed: int | None) -> SeedManager:
 def run_sweep(args, workspace: Path, log) -> int:
     """``--sweep``: every configuration of the sweep file as a recorded run, then the summary run."""
     from scripts.orchestration import sweep
-    from scripts.utils import cluster
+    from scripts.utils.compute import cluster
 
     if args.dry_run:
         raise InputError("--dry-run applies to one run, not to --sweep")

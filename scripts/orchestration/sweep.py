@@ -24,7 +24,7 @@ run's ``command``, the ``run_experiment`` arguments that launch it alone.
 Every configuration is validated before the first run starts (a bad key or
 value: exit 2, nothing run).
 
-With ``--scheduler`` (utils/cluster.py) the configurations are computed on
+With ``--scheduler`` (utils/compute/cluster.py) the configurations are computed on
 the cluster's workers (each in a scratch folder of its own; the workspace is
 read by path, for ``data.source``) and sent back; this process writes and
 records them one by one in sweep order, so run ids, the registry and the
@@ -42,7 +42,7 @@ rest run; the summary is the one an uninterrupted sweep writes. Without
 The sweep ends with a run of its own, ``run_experiment_sweep_<stamp>``:
 ``summary.jsonl`` and ``summary.csv``, one row per run: index, overrides,
 seed, the final metrics (an external script's come from its own metrics
-file: utils/run_metrics.py), the run's report and its command; and, for each
+file: utils/formats/run_metrics.py), the run's report and its command; and, for each
 configuration run under two or more seeds, ``aggregates.jsonl``: every final
 metric's mean, standard deviation (n - 1), min and max across the seeds.
 """
@@ -58,10 +58,10 @@ from pathlib import Path
 
 import orjson
 
-from scripts.utils.config_loader import load_config_file
-from scripts.utils.config_schema import validate
+from scripts.utils.config.loading import load_config_file
+from scripts.utils.config.schema import validate
+from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import InputError
-from scripts.utils.seed_manager import SeedManager
 
 MAX_RUNS = 10_000
 SUMMARY_COLUMNS = ("index", "run_id", "seed", "overrides", "final", "report", "command")
@@ -133,8 +133,8 @@ def member_argv(args, member: dict, logdir: Path | None) -> list:
 def finished_runs(workspace: Path, argvs: list) -> dict:
     """``{index: report}`` of the configurations (by their recorded command line, ``argvs``) that already have a
     complete run in the workspace: a stopped sweep continued with ``--resume`` keeps them."""
-    from scripts.utils.registry import MANIFEST, read_manifest
-    from scripts.utils.run_reports import report_of_run
+    from scripts.utils.records.registry import MANIFEST, read_manifest
+    from scripts.utils.records.run_reports import report_of_run
 
     wanted = {tuple(argv): index for index, argv in enumerate(argvs)}
     found = {}
@@ -150,8 +150,8 @@ def finished_runs(workspace: Path, argvs: list) -> dict:
 
 def finished_summary(workspace: Path, config: dict) -> str | None:
     """The run id of a recorded sweep summary with this config, if there is one."""
-    from scripts.utils.config_loader import config_sha256
-    from scripts.utils.registry import MANIFEST, read_manifest
+    from scripts.utils.config.loading import config_sha256
+    from scripts.utils.records.registry import MANIFEST, read_manifest
 
     wanted = config_sha256(config)
     return next(

@@ -29,7 +29,7 @@ differ. Files only one run wrote whose names differ only in digit runs (a
 time stamp in a name) are paired and compared as one. A command that fails
 or writes nothing is bad input (exit 2), never "0 artifacts differ".
 
-Each differing artifact is compared by type (utils/artifact_diff.py: JSON
+Each differing artifact is compared by type (utils/formats/artifact_diff.py: JSON
 key paths, CSV cells, tensors by name, image boxes, audio ranges, archive
 members, text lines or byte ranges, up to ``--limit``). Then the causes
 (causes.py): controls first (what differs with nothing varied is run-to-run
@@ -85,10 +85,10 @@ from scripts.orchestration.variations import (
     run_environment,
 )
 from scripts.utils import cli, timestamps
-from scripts.utils.artifact_diff import LIMIT, compare
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.artifact_diff import LIMIT, compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
 DEFAULT_EPOCH = "1761912000"

@@ -1,4 +1,4 @@
-"""Convert raw log text into standardized JSON lines (the converter is utils/log_convert.py).
+"""Convert raw log text into standardized JSON lines (the converter is utils/formats/log_convert.py).
 
     python scripts/utils/log_formatter.py raw.log > raw.jsonl
     python scripts/utils/log_formatter.py train.log -o experiments/results/train.jsonl
@@ -9,7 +9,7 @@ Recognises Python logging (with Hydra, loguru and Hugging Face forms),
 transformers, Lightning, Python warnings, glog/absl, PyTorch C10, NCCL,
 Rust env_logger, syslog (RFC 3164 and 5424), Slurm, any line starting with
 an ISO date-time, tqdm/rich progress bars, logfmt, JSON and plain text
-(the table is in utils/log_convert.py and docs/scripts.md). Each record gets
+(the table is in utils/formats/log_convert.py and docs/scripts.md). Each record gets
 ``ts`` (UTC, or null; the line's own text in ``ts_raw`` when it differs),
 ``level``, ``source``, ``msg``, ``format`` and ``line``. With ``-o`` the
 output is written atomically and recorded as a run output.
@@ -32,15 +32,15 @@ if __name__ == "__main__" and __package__ in (
 
 from scripts.utils import cli, timestamps
 from scripts.utils.errors import InputError
-from scripts.utils.json_logger import progress
-from scripts.utils.jsonio import atomic_output
-from scripts.utils.log_convert import (
+from scripts.utils.formats.log_convert import (
     PROGRESS_MODES,
     convert_stream,
     parse_utc_offset,
     parse_year_reference,
 )
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.json_logger import progress
+from scripts.utils.jsonio import atomic_output
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 

@@ -48,15 +48,15 @@ if __name__ == "__main__" and __package__ in (
 import numpy as np
 
 from scripts.utils import cli
-from scripts.utils.colour import bridge_encode
-from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import InputError
+from scripts.utils.formats.colour import bridge_encode
+from scripts.utils.formats.media import gif_bytes, wav_bytes, write_mp4
+from scripts.utils.formats.plotting import pyplot, save_figure
+from scripts.utils.formats.tensors import read_cten
 from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.limits import check_pixels
-from scripts.utils.media import gif_bytes, wav_bytes, write_mp4
-from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.tensors import read_cten
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 SAMPLE_RATE = 44_100

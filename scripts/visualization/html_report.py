@@ -39,15 +39,15 @@ import numpy as np
 import orjson
 
 from scripts.utils import cli
-from scripts.utils.colour import rgb_to_hsl
 from scripts.utils.errors import InputError
-from scripts.utils.plotting import figure_bytes, pyplot
-from scripts.utils.registry import REGISTRY, read_registry
-from scripts.utils.run_metrics import plot_series
-from scripts.utils.run_metrics import read_metrics as read_run_metrics
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.run_reports import command_path, resolve_target
-from scripts.utils.tensors import read_cten, read_sten
+from scripts.utils.formats.colour import rgb_to_hsl
+from scripts.utils.formats.plotting import figure_bytes, pyplot
+from scripts.utils.formats.run_metrics import plot_series
+from scripts.utils.formats.run_metrics import read_metrics as read_run_metrics
+from scripts.utils.formats.tensors import read_cten, read_sten
+from scripts.utils.records.registry import REGISTRY, read_registry
+from scripts.utils.records.run_records import RunRecorder
+from scripts.utils.records.run_reports import command_path, resolve_target
 from scripts.utils.workspace import RESULTS, inside, path_inside, resolve_workspace
 from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure

@@ -24,7 +24,7 @@ annotated and reported. Non-finite points are left out of the FFT and
 counted.
 
 Figures are byte-identical run to run: Agg, bundled fonts, fixed SVG hash
-salt, metadata stripped (``scripts/utils/plotting.py``).
+salt, metadata stripped (``scripts/utils/formats/plotting.py``).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.plotting import pyplot, save_figure
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes, regular_file
-from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_METRICS = "loss,val_loss,coherence"

@@ -43,15 +43,15 @@ if __name__ == "__main__" and __package__ in (
 import numpy as np
 
 from scripts.utils import cli
-from scripts.utils.arrays import read_arrays
-from scripts.utils.colour import rgb_to_hsl
-from scripts.utils.data_roots import collect_inputs
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.arrays import read_arrays
+from scripts.utils.formats.colour import rgb_to_hsl
+from scripts.utils.formats.plotting import pyplot, save_figure
+from scripts.utils.formats.tensors import ChromaticTensor, check_values, read_cten, read_sten
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_write_bytes
-from scripts.utils.plotting import pyplot, save_figure
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.tensors import ChromaticTensor, check_values, read_cten, read_sten
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")

@@ -3,8 +3,8 @@
 import pytest
 
 from scripts.data_tools.sample_data import write_sample_dataset
-from scripts.utils.run_records import RunRecorder
-from scripts.utils.seed_manager import SeedManager
+from scripts.utils.config.seeds import SeedManager
+from scripts.utils.records.run_records import RunRecorder
 
 
 def make_sample(workspace, patients=4, slices=3, size=32):

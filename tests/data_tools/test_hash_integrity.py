@@ -7,7 +7,7 @@ import pytest
 
 from scripts.data_tools import hash_integrity
 from scripts.utils.jsonio import read_json
-from scripts.utils.registry import StatCache
+from scripts.utils.records.registry import StatCache
 from tests.conftest import json_lines, run_script, single_error
 
 

@@ -8,8 +8,8 @@ import pydicom.data
 import pytest
 
 from scripts.data_tools import metadata_extractor as mx
-from scripts.utils.data_roots import collect_inputs
 from scripts.utils.jsonio import read_json
+from scripts.utils.records.data_roots import collect_inputs
 from tests.conftest import json_lines, run_script, single_error, tree
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"

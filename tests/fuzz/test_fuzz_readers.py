@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scripts.utils import tensors
+from scripts.utils.formats import tensors
 from tests.fuzz.harness import check_outcome, run_script
 
 PEAK_MIB = 512

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pytest
 
-from scripts.utils import tensors
+from scripts.utils.formats import tensors
 from tests.fuzz.harness import check_outcome, run_script
 
 POSIX = os.name == "posix"

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from scripts.utils.log_convert import convert_stream
+from scripts.utils.formats.log_convert import convert_stream
 
 PIECES = [
     " ",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.utils.run_records import RunRecorder  # noqa: E402
+from scripts.utils.records.run_records import RunRecorder  # noqa: E402
 
 
 def main() -> None:

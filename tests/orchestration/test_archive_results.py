@@ -7,7 +7,7 @@ import pytest
 from scripts.orchestration import archive_results as ar
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json
-from scripts.utils.run_records import RunRecorder
+from scripts.utils.records.run_records import RunRecorder
 from tests.conftest import run_script, single_error, tree
 
 

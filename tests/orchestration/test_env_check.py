@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from scripts.utils import environment
+from scripts.utils.compute import environment
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO, json_lines, run_script, single_error
 
@@ -118,7 +118,7 @@ def test_a_bad_snapshot_is_bad_input(workspace, content):
 
 
 def test_run_records_use_the_same_hash(workspace):
-    from scripts.utils.run_records import RunRecorder
+    from scripts.utils.records.run_records import RunRecorder
 
     with RunRecorder("demo", workspace=workspace) as run:
         pass

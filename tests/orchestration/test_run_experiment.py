@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from scripts.orchestration import reference_experiment as rx
-from scripts.utils import exact
-from scripts.utils.config_loader import load_config
+from scripts.utils.compute import exact
+from scripts.utils.config.loading import load_config
+from scripts.utils.formats.tensors import read_cten, read_sten
 from scripts.utils.jsonio import read_json
-from scripts.utils.tensors import read_cten, read_sten
 from tests.conftest import REPO, json_lines, run_script, single_error, tree
 
 SMALL = ["--set", "experiment.cycles=6", "--set", "data.size=8", "--set", "data.samples=8"]

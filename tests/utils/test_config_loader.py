@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from scripts.utils.config_loader import (
+from scripts.utils.config.loading import (
     apply_overrides,
     config_sha256,
     load_config,

@@ -8,10 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
-from scripts.utils import json_logger, log_convert
+from scripts.utils import json_logger
+from scripts.utils.formats import log_convert
+from scripts.utils.formats.log_convert import convert_lines, convert_stream
 from scripts.utils.json_logger import JsonLogger
 from scripts.utils.jsonio import read_json
-from scripts.utils.log_convert import convert_lines, convert_stream
 from tests.conftest import REPO, json_lines, run_script, single_error, tree
 
 
@@ -225,7 +226,7 @@ def test_constant_memory_on_a_large_stream():
         pytest.skip("needs /proc/self/status (Linux) to read the child's own peak memory")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from scripts.utils.log_convert import convert_stream;"
+        "from scripts.utils.formats.log_convert import convert_stream;"
         "stats = convert_stream(sys.stdin.buffer, open('/dev/null', 'wb'));"
         "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
         "sys.stderr.write(peak + ' ' + str(stats['lines']))"

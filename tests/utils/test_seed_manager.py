@@ -3,10 +3,10 @@ import random
 import numpy as np
 import pytest
 
-from scripts.utils import seed_manager
+from scripts.utils.config import seeds as seed_manager
+from scripts.utils.config.seeds import SeedManager, derive_seed
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json_lines
-from scripts.utils.seed_manager import SeedManager, derive_seed
 from scripts.utils.workspace import SEED_LOG
 from tests.conftest import json_lines, run_script, single_error
 

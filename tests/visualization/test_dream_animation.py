@@ -3,8 +3,8 @@ import wave
 import numpy as np
 import pytest
 
-from scripts.utils.media import read_mp4_frames
-from scripts.utils.tensors import ChromaticTensor, write_cten
+from scripts.utils.formats.media import read_mp4_frames
+from scripts.utils.formats.tensors import ChromaticTensor, write_cten
 from scripts.visualization import dream_animation as da
 from tests.conftest import json_lines, run_script, single_error, tree
 

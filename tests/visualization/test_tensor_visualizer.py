@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from scripts.utils.formats.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
 from scripts.utils.jsonio import read_json
-from scripts.utils.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
 from scripts.visualization import tensor_visualizer as tv
 from tests.conftest import json_lines, run_script, single_error, tree
 

@@ -1,0 +1,2 @@
+"""Where and how the work runs: the environment fingerprint, exact arithmetic, Dask
+scale-out."""

@@ -1,0 +1,635 @@
+"""The hash registry, the run manifest and the stat cache: their one public home.
+
+Every script reads, writes, checks and prunes these through this module::
+
+    from scripts.utils.records import registry
+
+    files = registry.read_registry(workspace / registry.REGISTRY)        # {name: entry}
+    registry.update_registry(path, lambda files: files.pop("old/x", None))
+    digest = registry.hash_file(path)            # sha256, crc32, size, stat
+    cache = registry.StatCache.load(path)        # skip re-reading unchanged files
+    damaged = registry.damaged_files(files, locate, cache)
+
+``data/hash_registry.json`` maps a file's name (workspace-relative POSIX, or
+``@<root>/<path>`` for a file under a named data root, see data_roots.py) to
+``{sha256, crc32, size, run}``. ``meta/chronicle/manifest.json`` maps a run
+id to its record. Both are rewritten atomically under a cross-platform lock
+(jsonio.locked_update); a file that is not one of them is bad input (exit 2)
+and is left as it is.
+
+A registry of millions of entries is not rewritten for every run. Once the
+registry file is larger than ``$CRH_REGISTRY_JOURNAL_BYTES`` (default 4 MiB,
+about 20,000 entries), a run that only adds entries appends one line,
+``{"set": {name: entry}}``, to the journal beside it
+(``.hash_registry.json.journal.jsonl``, fsync'd under the registry's lock).
+The registry is the file with the journal's lines applied in order; every
+reader here (``read_registry``) merges them. The journal is folded into the
+file (atomically, then deleted) when it reaches an eighth of the file's size
+(so the cost per entry stays constant), before any other kind of change
+(``hash_integrity.py hash``, recovery, retraction), and at the end of every
+pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format and
+is whole after every phase. A line torn by a kill has no newline: readers
+ignore it and the next writer cuts it off. Folding is idempotent (a fold
+killed before the journal is deleted applies the same lines twice, with the
+same result).
+
+The stat cache (``.<registry>.statcache.json`` beside the registry) keeps,
+per name, the hashes last computed and the file's stat when they were
+(inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
+mtime is older than the cache file itself (git's racy-timestamp rule: it may
+have changed within the same clock tick), is not read again. The cache is
+machine-local bookkeeping, never an artifact: deleting it only costs time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+
+try:  # ISA-L's CRC32 (SIMD) is several times faster than zlib's; same values
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - a platform without isal wheels
+    from zlib import crc32
+
+import orjson
+
+from scripts.utils.errors import InputError
+from scripts.utils.jsonio import (
+    atomic_write_bytes,
+    canonical_json,
+    holding,
+    lock_for,
+    locked_update,
+    read_json,
+    remove_stale_temps,
+)
+from scripts.utils.workspace import checked_run_id
+
+REGISTRY = "data/hash_registry.json"
+MANIFEST = "meta/chronicle/manifest.json"
+HASH_CHUNK = 1 << 20
+
+# --------------------------------------------------------------------------
+# Documents
+# --------------------------------------------------------------------------
+
+
+def empty_registry() -> dict:
+    return {"format": "crh-hash-registry", "version": 1, "files": {}}
+
+
+def empty_manifest() -> dict:
+    return {"format": "crh-manifest", "version": 1, "runs": {}}
+
+
+def _checked(document, kind: str, table: str, path: Path) -> dict:
+    if not isinstance(document, dict) or not isinstance(document.get(table), dict):
+        raise InputError(f"not a {kind} (expected an object with a '{table}' table)", file=path)
+    if not all(isinstance(entry, dict) for entry in document[table].values()):
+        raise InputError(f"not a {kind}: every entry of '{table}' must be an object", file=path)
+    return document
+
+
+def checked_registry(document, path: Path) -> dict:
+    """``document`` if it is a hash registry, else an InputError naming ``path``."""
+    return _checked(document, "hash registry", "files", path)
+
+
+def checked_manifest(document, path: Path) -> dict:
+    """``document`` if it is a run manifest whose run ids are run ids (never paths), else an InputError."""
+    _checked(document, "run manifest", "runs", path)
+    for run_id in document["runs"]:
+        checked_run_id(run_id, path)
+    return document
+
+
+def read_registry(path: Path) -> dict:
+    """The ``files`` table of a registry (empty when the file does not exist), its journal applied."""
+    path = Path(path)
+    files = checked_registry(read_json(path), path)["files"] if path.exists() else {}
+    for change in read_journal(path):
+        apply_journal_line(files, change)
+    return files
+
+
+def read_manifest(path: Path) -> dict:
+    """The ``runs`` table of a manifest file (empty when the file does not exist)."""
+    path = Path(path)
+    return checked_manifest(read_json(path), path)["runs"] if path.exists() else {}
+
+
+def update_registry(path: Path, change) -> dict:
+    """Apply ``change(files)`` (it edits the table in place) under the lock; the journal is folded first."""
+    path = Path(path)
+    with holding(lock_for(path), path):
+        return _rewrite(path, change)
+
+
+def _rewrite(path: Path, change) -> dict:
+    """Fold the journal, apply ``change`` to the table, write the file once. Call it holding the lock."""
+    _fold(path)
+    remove_stale_temps(path)
+    document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+    change(document["files"])
+    atomic_write_bytes(path, canonical_json(document, checked=False))
+    return document["files"]
+
+
+# --------------------------------------------------------------------------
+# The registry's journal (see the module docstring)
+# --------------------------------------------------------------------------
+
+JOURNAL_BYTES_ENV = "CRH_REGISTRY_JOURNAL_BYTES"
+DEFAULT_JOURNAL_BYTES = 4 << 20
+FOLD_FRACTION = 8  # fold when the journal reaches 1/8 of the registry file
+
+
+def journal_path(path: Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.journal.jsonl")
+
+
+def journal_from_bytes() -> int:
+    """Registry files at least this large take appends through the journal."""
+    try:
+        return max(0, int(os.environ.get(JOURNAL_BYTES_ENV, DEFAULT_JOURNAL_BYTES)))
+    except ValueError:
+        raise InputError(
+            f"${JOURNAL_BYTES_ENV} must be a whole number of bytes",
+            value=os.environ.get(JOURNAL_BYTES_ENV),
+        )
+
+
+def read_journal(path: Path) -> list:
+    """The complete lines of ``path``'s journal, parsed (a torn last line is not one)."""
+    journal = journal_path(path)
+    try:
+        data = journal.read_bytes()
+    except FileNotFoundError:
+        return []
+    changes = []
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
+        try:
+            change = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(
+                f"registry journal line {number} is not JSON: {exc.msg}", file=journal, line=number
+            )
+        if (
+            not isinstance(change, dict)
+            or not isinstance(change.get("set", {}), dict)
+            or not all(isinstance(entry, dict) for entry in change.get("set", {}).values())
+        ):
+            raise InputError(
+                f'registry journal line {number} is not {{"set": {{name: entry}}}}',
+                file=journal,
+                line=number,
+            )
+        changes.append(change)
+    return changes
+
+
+def apply_journal_line(files: dict, change: dict) -> None:
+    files.update(change.get("set", {}))
+
+
+def _fold(path: Path) -> None:
+    """Write the registry with its journal applied, then delete the journal. Call it holding the lock."""
+    journal = journal_path(path)
+    if not journal.exists():
+        return
+    document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
+    for change in read_journal(path):
+        apply_journal_line(document["files"], change)
+    atomic_write_bytes(path, canonical_json(document, checked=False))
+    journal.unlink()
+
+
+def fold_journal(path: Path, force: bool = False) -> bool:
+    """Fold the journal into the registry when it is due (an eighth of the file) or ``force``; True if folded."""
+    path = Path(path)
+    journal = journal_path(path)
+    if not journal.exists():
+        return False
+    with holding(lock_for(path), path):
+        try:
+            due = force or journal.stat().st_size * FOLD_FRACTION >= path.stat().st_size
+        except FileNotFoundError:
+            due = journal.exists()
+        if due:
+            _fold(path)
+        return due
+
+
+def _journal_length(journal: Path) -> int:
+    """The journal's length up to its last complete line; a torn tail is cut off here."""
+    try:
+        handle = open(journal, "r+b")
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                size = _last_newline(handle) + 1
+                handle.truncate(size)
+        return size
+
+
+def _last_newline(handle) -> int:
+    """The offset of the last newline in ``handle`` (-1 if none), read backwards in 1 MiB blocks."""
+    end = handle.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - (1 << 20))
+        handle.seek(start)
+        found = handle.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+def add_to_registry(path: Path, entries: dict, change=None):
+    """Apply ``change(files)`` if given, add ``entries``; return a function that undoes exactly this.
+
+    Through the journal when the registry file is large and nothing but
+    adding is asked (the undo then cuts the journal back); otherwise one
+    rewrite (the undo restores the file and journal as they were).
+    """
+    path = Path(path)
+    journal = journal_path(path)
+    with holding(lock_for(path), path):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        journal_size = journal.stat().st_size if journal.exists() else 0
+        if change is None and size >= journal_from_bytes() and journal_size * FOLD_FRACTION < size:
+            checked_registry_head(path)
+            length = _journal_length(journal)
+            try:
+                with open(journal, "ab") as handle:
+                    handle.write(canonical_json({"set": entries}, checked=False))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except BaseException:
+                _cut(
+                    journal, length
+                )  # a line written but not synced must not outlive the failed commit
+                raise
+
+            def undo():
+                with holding(lock_for(path), path):
+                    _cut(journal, length)
+
+            return undo
+
+        previous = path.read_bytes() if size >= 0 else None
+        previous_journal = journal.read_bytes() if journal.exists() else None
+
+        def add(files):
+            if change is not None:
+                change(files)
+            files.update(entries)
+
+        _rewrite(path, add)
+
+    def restore():
+        with holding(lock_for(path), path):
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, previous)
+            if previous_journal is not None:
+                atomic_write_bytes(journal, previous_journal)
+
+    return restore
+
+
+def _cut(journal: Path, length: int) -> None:
+    with open(journal, "r+b") as handle:
+        handle.truncate(length)
+        os.fsync(handle.fileno())
+
+
+def check_registry(path: Path) -> None:
+    """A registry that exists is valid (else InputError). A file large enough to keep a journal gets the
+    cheap check (head and tail, and the journal); a fold reads it whole and would refuse it then."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size >= journal_from_bytes():
+        checked_registry_head(path)
+        read_journal(path)
+    else:
+        read_registry(path)
+
+
+REGISTRY_TAIL = b'"format":"crh-hash-registry","version":1}'
+
+
+def checked_registry_head(path: Path) -> None:
+    """A cheap check of a large registry file: it opens as a registry and ends as one written here.
+
+    A file that does not pass gets the full check (and its exact error).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(10)
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 64))
+            tail = handle.read().rstrip()
+    except OSError:
+        tail, head = b"", b""
+    if head.startswith(b'{"files":{') and tail.endswith(REGISTRY_TAIL):
+        return
+    read_registry(path)
+
+
+def update_manifest(path: Path, change) -> dict:
+    """Apply ``change(runs)`` (it edits the table in place) under the lock; one atomic rewrite."""
+    path = Path(path)
+
+    def apply(document):
+        change(checked_manifest(document, path)["runs"])
+        return document
+
+    return locked_update(path, apply, empty_manifest, checked=False)[
+        "runs"
+    ]  # strings and integers only
+
+
+def register_files(workspace: Path, entries: dict) -> dict:
+    """Add ``{name: {sha256, crc32, size, run}}`` to the workspace registry in one write."""
+    return update_registry(Path(workspace) / REGISTRY, lambda files: files.update(entries))
+
+
+def check_writable(path: Path) -> None:
+    """A registry or manifest that exists must be a valid, writable file in a writable folder."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_file():
+            raise InputError("expected a file here, found something else", file=path)
+        if not os.access(path, os.W_OK):
+            raise InputError("the file is not writable", file=path)
+    if path.parent.exists() and not os.access(path.parent, os.W_OK):
+        raise InputError("the folder is not writable", file=path.parent)
+
+
+def under(name: str, scopes) -> bool:
+    """Whether ``name`` lies under one of ``scopes`` ("" or "." is the whole workspace, not the data roots)."""
+    return any(
+        (scope in ("", ".") and not name.startswith("@"))
+        or name == scope
+        or name.startswith(scope + "/")
+        for scope in scopes
+    )
+
+
+def prune(files: dict, scopes, present) -> list:
+    """Remove the entries under ``scopes`` whose names are not in ``present``; return them, sorted."""
+    gone = sorted(name for name in files if under(name, scopes) and name not in present)
+    for name in gone:
+        del files[name]
+    return gone
+
+
+# --------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------
+
+_buffers = threading.local()
+
+
+def stat_key(stat) -> list:
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def hash_file(path) -> dict:
+    """SHA-256, CRC32 (8 hex digits), size, and the stat seen before reading, in one pass."""
+    buffer = getattr(_buffers, "buffer", None)
+    if (
+        buffer is None
+    ):  # one buffer per thread, reused: allocating 1 MiB per file costs more than hashing it
+        buffer = _buffers.buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    sha, crc, size = hashlib.sha256(), 0, 0
+    with open(path, "rb", buffering=0) as handle:
+        stat = os.fstat(handle.fileno())
+        while count := handle.readinto(buffer):
+            chunk = view[:count]
+            sha.update(chunk)
+            crc = crc32(chunk, crc)
+            size += count
+    return {"sha256": sha.hexdigest(), "crc32": f"{crc:08x}", "size": size, "stat": stat_key(stat)}
+
+
+def bytes_entry(data: bytes) -> dict:
+    """The registry fields of bytes already in memory (a report just written)."""
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "crc32": f"{crc32(data):08x}",
+        "size": len(data),
+    }
+
+
+def registry_entry(hashed: dict, run_id: str) -> dict:
+    return {
+        "sha256": hashed["sha256"],
+        "crc32": hashed["crc32"],
+        "size": hashed["size"],
+        "run": run_id,
+    }
+
+
+class StatCache:
+    """Hashes of files whose stat has not changed since they were computed (see the module docstring)."""
+
+    def __init__(self, path: Path, entries: dict, written_ns: int, read_only: bool = False):
+        self.path = path
+        self.entries = entries
+        self.written_ns = written_ns
+        self.read_only = read_only
+        self.updates: dict = {}
+
+    @staticmethod
+    def path_for(registry_path: Path) -> Path:
+        registry_path = Path(registry_path)
+        return registry_path.with_name(f".{registry_path.name}.statcache.json")
+
+    @classmethod
+    def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> StatCache:
+        """The cache beside ``registry_path``; a missing or unreadable cache is simply empty.
+
+        With ``up_to_bytes``, a larger cache file is not read, and this one
+        never saves: a run adding a few outputs does not rewrite a cache of
+        millions of files (those outputs are hashed again when next checked).
+        """
+        path = cls.path_for(registry_path)
+        try:
+            if up_to_bytes is not None and os.stat(path).st_size > up_to_bytes:
+                return cls(path, {}, 0, read_only=True)
+        except OSError:
+            pass
+        try:
+            entries = read_json(path)["files"]
+            if not isinstance(entries, dict):
+                raise TypeError
+            return cls(path, entries, os.stat(path).st_mtime_ns)
+        except (InputError, KeyError, TypeError, OSError):
+            return cls(path, {}, 0)
+
+    def lookup(self, name: str, stat) -> dict | None:
+        """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else None."""
+        hit = self.entries.get(name)
+        if hit is None or not isinstance(hit, dict):
+            return None
+        if hit.get("stat") == stat_key(stat) and stat.st_mtime_ns < self.written_ns:
+            return hit
+        return None
+
+    def remember(self, name: str, hashed: dict) -> None:
+        self.updates[name] = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
+
+    def save(self) -> None:
+        """Merge this process's updates into the file (locked, atomic). Failing to save is harmless."""
+        if not self.updates or self.read_only:
+            return
+        try:
+            with holding(lock_for(self.path), self.path):
+                try:
+                    current = read_json(self.path)["files"] if self.path.exists() else {}
+                    if not isinstance(current, dict):
+                        current = {}
+                except (InputError, KeyError, TypeError):
+                    current = {}
+                for name, entry in self.updates.items():
+                    if entry is None:
+                        current.pop(name, None)
+                    else:
+                        current[name] = entry
+                atomic_write_bytes(self.path, canonical_json({"files": current}, checked=False))
+            self.updates = {}
+        except (OSError, InputError):
+            pass
+
+
+def hash_files(
+    files,
+    cache: StatCache | None = None,
+    executor: Executor | None = None,
+    workers: int = 1,
+    progress=None,
+    on_error=None,
+) -> dict:
+    """``{name: {sha256, crc32, size, stat, cached}}`` for ``files``, in name order.
+
+    ``files`` holds ``(name, path)`` or ``(name, path, os.stat_result)``: a
+    stat taken while listing saves a second one. A file the cache vouches for
+    is not read. Files are hashed on ``executor`` in batches (a cluster's:
+    utils/compute/cluster.py), or in a thread pool of ``workers`` (hashlib releases
+    the GIL). Results come back in input order either way. A file that
+    cannot be read raises InputError, unless ``on_error(name, reason)`` is
+    given: then it is left out and reported there.
+    """
+    results, to_hash, known_sizes = {}, [], {}
+    for name, path, *known in files:
+        if known and executor is not None:  # batches are cut by size; the local paths need none
+            known_sizes[name] = known[0].st_size
+        if cache is not None:
+            try:
+                stat = known[0] if known else os.stat(path)
+            except OSError:
+                stat = None
+            hit = cache.lookup(name, stat) if stat is not None else None
+            if hit is not None:
+                results[name] = dict(hit, cached=True)
+                continue
+        to_hash.append((name, path))
+
+    own_pool = executor is None and workers > 1 and len(to_hash) > 1
+    pool = ThreadPoolExecutor(max_workers=workers) if own_pool else executor
+    try:
+        if pool is None:
+            hashed = map(_hash_or_error, (path for _, path in to_hash))
+        elif own_pool:
+            hashed = pool.map(_hash_or_error, (path for _, path in to_hash))
+        else:  # any executor, a cluster's included: batches of files, each one task (cluster.py)
+            from scripts.utils.compute import cluster
+
+            paths = [str(path) for _, path in to_hash]
+            sizes = [
+                known_sizes[name] if name in known_sizes else cluster.size_or_zero(path)
+                for name, path in to_hash
+            ]
+            hashed = cluster.map_batches(
+                pool, hash_batch, cluster.batches(paths, cluster.worker_count(pool), sizes)
+            )
+        for (name, _), result in zip(to_hash, hashed):
+            if progress is not None:
+                progress.update(1)
+            if isinstance(result, str):
+                if on_error is None:
+                    raise InputError(result, file=name)
+                on_error(name, result)
+                continue
+            results[name] = dict(result, cached=False)
+            if cache is not None:
+                cache.remember(name, result)
+    finally:
+        if own_pool:
+            pool.shutdown()
+    names = list(results)
+    if all(
+        map(str.__lt__, names, names[1:])
+    ):  # listed in name order and all cached: already sorted
+        return results
+    return {name: results[name] for name in sorted(results)}
+
+
+def _hash_or_error(path):
+    """``hash_file(path)``, or the reason it cannot be read (a str: it travels back from any worker)."""
+    try:
+        return hash_file(path)
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror}"
+
+
+def hash_batch(paths: list) -> list:
+    """One task of hashing: ``_hash_or_error`` of each path, in order."""
+    return [_hash_or_error(path) for path in paths]
+
+
+def damaged_files(entries: dict, locate, cache: StatCache | None = None) -> list:
+    """The names among registry ``entries`` whose file is missing or differs from its entry.
+
+    ``locate(name)`` gives the file's path. A stat that matches the cache and
+    a cached SHA-256 equal to the entry's cost no read; anything else is
+    hashed again. Sorted; each item is ``{"file", "problem"}``.
+    """
+    damaged = []
+    for name in sorted(entries):
+        expected = entries[name]
+        path = locate(name)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            damaged.append({"file": name, "problem": "missing"})
+            continue
+        if stat.st_size != expected.get("size"):
+            damaged.append({"file": name, "problem": "size differs"})
+            continue
+        hit = cache.lookup(name, stat) if cache is not None else None
+        if hit is not None and hit.get("sha256") == expected.get("sha256"):
+            continue
+        try:
+            hashed = hash_file(path)
+        except OSError:
+            damaged.append({"file": name, "problem": "unreadable"})
+            continue
+        if hashed["sha256"] != expected.get("sha256"):
+            damaged.append({"file": name, "problem": "content differs"})
+        elif cache is not None:
+            cache.remember(name, hashed)
+    return damaged
