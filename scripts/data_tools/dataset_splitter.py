@@ -58,8 +58,9 @@ from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.jsonio import atomic_output, canonical_json, read_json, sorted_object
 from scripts.utils.limits import regular_file
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import MANIFEST
-from scripts.utils.records.run_records import RunRecorder, latest_run
+from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace, run_folder
 
 DEFAULT_RATIOS = "train=0.7,val=0.15,test=0.15"
@@ -368,7 +369,7 @@ def class_balance(records: dict, assignments: dict, ratios: dict):
 
 def latest_table(workspace: Path) -> Path:
     """The metadata table of the newest metadata_extractor run in the manifest."""
-    run_id = latest_run(workspace, "metadata_extractor")
+    run_id = WorkspaceRecords(workspace).latest("metadata_extractor")
     if run_id is None:
         raise InputError(
             "no records file given and no metadata_extractor run in this workspace: "

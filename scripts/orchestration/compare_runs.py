@@ -45,8 +45,8 @@ from scripts.utils.compute.environment import differences as environment_differe
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.run_metrics import plot_series
 from scripts.utils.formats.run_metrics import read_metrics as read_run_metrics
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.run_records import RunRecorder
-from scripts.utils.records.run_reports import resolve_target
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
 from scripts.visualization.html_report import (
     METRICS,
@@ -134,8 +134,8 @@ def locate(workspace: Path, target: str, force: bool = False) -> tuple[dict, Pat
         and path.resolve().parents[1].name == "experiments"
     ):
         home = path.resolve().parents[2]
-        return resolve_target(home, str(path.resolve()), force), home
-    return resolve_target(workspace, target, force), workspace
+        return WorkspaceRecords(home).resolve(str(path.resolve()), force), home
+    return WorkspaceRecords(workspace).resolve(target, force), workspace
 
 
 def command_arguments(command: list) -> dict:

@@ -102,6 +102,7 @@ from scripts.utils.json_logger import PROGRESS_ENV, JsonLogger
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, remove_stale_temps
 from scripts.utils.limits import printable_name
 from scripts.utils.records.data_roots import bind_roots, collect_inputs
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
@@ -110,8 +111,6 @@ from scripts.utils.records.registry import (
     damaged_files,
     fold_journal,
     hash_files,
-    read_manifest,
-    read_registry,
 )
 from scripts.utils.records.run_records import portable_argv, records_lock, recover, retract_runs
 from scripts.utils.records.run_reports import checked_report
@@ -593,42 +592,19 @@ class Pipeline:
             else {}
         )
         self.cache = StatCache.load(workspace / REGISTRY)
-        self._registry = self._manifest = self._by_run = None
+        self.records = WorkspaceRecords(workspace)
 
     def save_state(self) -> None:
         atomic_write_bytes(self.state_path, canonical_json(self.state))
 
-    def registry(self) -> dict:
-        if self._registry is None:
-            self._registry = read_registry(self.workspace / REGISTRY)
-            self._by_run = {}
-            for name, entry in self._registry.items():
-                if not name.startswith(
-                    "@"
-                ):  # data files are inputs: the data fingerprint covers them
-                    self._by_run.setdefault(entry.get("run"), {})[name] = entry
-        return self._registry
-
-    def outputs_of(self, run_id: str) -> dict:
-        """The registry entries a run produced in the workspace."""
-        self.registry()
-        return self._by_run.get(run_id, {})
-
-    def manifest(self) -> dict:
-        if self._manifest is None:
-            self._manifest = read_manifest(self.workspace / MANIFEST)
-        return self._manifest
-
     def runs_of(self, script_name: str) -> set:
-        return {
-            run_id for run_id, run in self.manifest().items() if run.get("script") == script_name
-        }
+        return set(self.records.runs(script_name))
 
     def intact(self, step: Step, run_id: str) -> list:
         """What is wrong with a finished step's run: [] when its outputs are all there and unchanged."""
-        manifest = self.manifest()
+        manifest = self.records.manifest()
         report = run_report(run_id)
-        entries = self.outputs_of(run_id)
+        entries = self.records.outputs(run_id)
         if run_id not in manifest or report not in entries:
             return [{"file": report, "problem": "the run is not recorded"}]
         if manifest[run_id].get("report_sha256") != entries[report].get("sha256"):
@@ -670,7 +646,7 @@ class Pipeline:
             )
             run_id = run_step(step, argv, self.workspace, self.step_env, progress)
         finally:
-            self._registry = self._manifest = None  # the step changed both
+            self.records.refresh()  # the step changed both the manifest and the registry
         self.state[step.name] = {"status": "done", "fingerprint": fingerprint, "run": run_id}
         self.save_state()
         return run_id
@@ -824,7 +800,7 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
         for name, path in (("state", state_path), ("seed log", workspace / SEED_LOG))
         if not path.exists()
     ]
-    runs = read_manifest(workspace / MANIFEST)
+    runs = WorkspaceRecords(workspace).manifest()
     if not lost or not runs:
         return
     state = checked_state(read_json(state_path), state_path) if state_path.exists() else {}

@@ -49,7 +49,7 @@ from scripts.utils.formats.arrays import read_arrays
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import as_float, read_json
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
-from scripts.utils.records.registry import REGISTRY, read_registry
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 
@@ -129,7 +129,7 @@ def summarize(
     done = max((int(row["cycle"]) for row in rows if isinstance(row.get("cycle"), int)), default=0)
     finished = total is not None and done >= total
 
-    registry = read_registry(workspace / REGISTRY)
+    registry = WorkspaceRecords(workspace).registry()
     checkpoints = []
     for cycle in plan.get("checkpoints", []):
         if cycle > done:

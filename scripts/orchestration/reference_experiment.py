@@ -84,7 +84,7 @@ from scripts.utils.jsonio import (
     read_json_lines,
 )
 from scripts.utils.limits import MAX_EXPERIMENT_BYTES_ENV, max_experiment_bytes
-from scripts.utils.records.run_records import latest_run
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.workspace import path_inside, run_folder
 
 METRIC_COLUMNS = (
@@ -165,7 +165,7 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
     )
     folder = None
     if source == "auto":
-        run_id = latest_run(workspace, "image_preprocessor")
+        run_id = WorkspaceRecords(workspace).latest("image_preprocessor")
         folder = workspace / run_folder(run_id) if run_id else None
     elif source != "synthetic":
         folder = Path(source) if Path(source).is_absolute() else workspace / source
@@ -214,7 +214,7 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
 def split_indices(workspace: Path, sources: list, val_fraction: float, seeds):
     """Train and validation indices: the newest dataset_splitter manifest's when it covers the
     samples (its "train" and "val" splits), else a seeded split of ``val_fraction``."""
-    run_id = latest_run(workspace, "dataset_splitter")
+    run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
     if run_id is not None:
         assignments = read_json(workspace / run_folder(run_id) / "split.json")["assignments"]
         splits = [assignments.get(source) for source in sources]

@@ -62,16 +62,15 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.artifact_diff import compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
 from scripts.utils.records.data_roots import BINDINGS
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
     empty_manifest,
     empty_registry,
-    read_manifest,
-    read_registry,
 )
 from scripts.utils.records.run_records import EXECUTION_OPTIONS, RunRecorder
-from scripts.utils.records.run_reports import command_path, resolve_target
+from scripts.utils.records.run_reports import command_path
 from scripts.utils.workspace import (
     checked_name,
     ensure_layout,
@@ -284,17 +283,14 @@ def seeds_file(seed: dict, inputs: Path) -> Path:
 def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
     """Copy (hard-link) into ``fresh`` what the runs before this one registered; returns the file count."""
     target, stamp = report["run_id"], report["run_id"].rpartition("_")[2]
+    records = WorkspaceRecords(source)
     runs = {
         run_id: entry
-        for run_id, entry in read_manifest(source / MANIFEST).items()
+        for run_id, entry in records.manifest().items()
         if run_id != target and run_id.rpartition("_")[2] <= stamp
     }
     ensure_layout(fresh)
-    files = {
-        path: entry
-        for path, entry in read_registry(source / REGISTRY).items()
-        if entry.get("run") in runs
-    }
+    files = {path: entry for path, entry in records.registry().items() if entry.get("run") in runs}
     vouched = {}  # folder -> whether it lies inside the source workspace (links resolved once per folder)
     for relative in files:
         checked_name(
@@ -352,11 +348,11 @@ def compare_outputs(workspace: Path, fresh: Path, recorded: dict, new: dict) -> 
 def rerun_command(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
     try:
-        report, unverified = resolve_target(workspace, args.target), []
+        report, unverified = WorkspaceRecords(workspace).resolve(args.target), []
     except InputError as exc:
         if not args.force or "recorded_sha256" not in exc.details:
             raise
-        report = resolve_target(workspace, args.target, force=True)
+        report = WorkspaceRecords(workspace).resolve(args.target, force=True)
         unverified = [
             {
                 "what": "the report is not the one the manifest holds",

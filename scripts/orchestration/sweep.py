@@ -133,15 +133,13 @@ def member_argv(args, member: dict, logdir: Path | None) -> list:
 def finished_runs(workspace: Path, argvs: list) -> dict:
     """``{index: report}`` of the configurations (by their recorded command line, ``argvs``) that already have a
     complete run in the workspace: a stopped sweep continued with ``--resume`` keeps them."""
-    from scripts.utils.records.registry import MANIFEST, read_manifest
-    from scripts.utils.records.run_reports import report_of_run
+    from scripts.utils.records.holdings import WorkspaceRecords
 
     wanted = {tuple(argv): index for index, argv in enumerate(argvs)}
     found = {}
-    for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items()):
-        if run.get("script") != "run_experiment" or run.get("status", "ok") != "ok":
-            continue
-        report = report_of_run(workspace, run_id)
+    records = WorkspaceRecords(workspace)
+    for run_id in records.runs("run_experiment", finished=True):
+        report = records.report(run_id)
         index = wanted.get(tuple(report.get("argv") or ()))
         if index is not None:
             found.setdefault(index, report)
@@ -151,14 +149,15 @@ def finished_runs(workspace: Path, argvs: list) -> dict:
 def finished_summary(workspace: Path, config: dict) -> str | None:
     """The run id of a recorded sweep summary with this config, if there is one."""
     from scripts.utils.config.loading import config_sha256
-    from scripts.utils.records.registry import MANIFEST, read_manifest
+    from scripts.utils.records.holdings import WorkspaceRecords
 
     wanted = config_sha256(config)
+    records = WorkspaceRecords(workspace)
     return next(
         (
             run_id
-            for run_id, run in sorted(read_manifest(Path(workspace) / MANIFEST).items())
-            if run.get("script") == "run_experiment_sweep" and run.get("config_sha256") == wanted
+            for run_id in records.runs("run_experiment_sweep")
+            if records.manifest()[run_id].get("config_sha256") == wanted
         ),
         None,
     )

@@ -45,9 +45,9 @@ from scripts.utils.formats.plotting import figure_bytes, pyplot
 from scripts.utils.formats.run_metrics import plot_series
 from scripts.utils.formats.run_metrics import read_metrics as read_run_metrics
 from scripts.utils.formats.tensors import read_cten, read_sten
-from scripts.utils.records.registry import REGISTRY, read_registry
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.run_records import RunRecorder
-from scripts.utils.records.run_reports import command_path, resolve_target
+from scripts.utils.records.run_reports import command_path
 from scripts.utils.workspace import RESULTS, inside, path_inside, resolve_workspace
 from scripts.visualization.metric_plotter import metrics_file, plot_curves, read_series
 from scripts.visualization.tensor_visualizer import png_bytes, spectrum_figure
@@ -672,7 +672,7 @@ def _box(where: str):
 
 
 def build_page(workspace: Path, report: dict) -> str:
-    registry = read_registry(workspace / REGISTRY)
+    registry = WorkspaceRecords(workspace).registry()
     title = f"{report.get('script')} — {report['run_id']}"
     sections = verify_sections(workspace, report) if report.get("script") == "verify" else []
     return page(title, sections + run_sections(workspace, report, registry))
@@ -680,7 +680,7 @@ def build_page(workspace: Path, report: dict) -> str:
 
 def write_report(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
-    report = resolve_target(workspace, args.target, force=args.force)
+    report = WorkspaceRecords(workspace).resolve(args.target, force=args.force)
     text = build_page(workspace, report)
     with RunRecorder(
         "html_report",

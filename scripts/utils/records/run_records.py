@@ -151,17 +151,6 @@ def run_order(run_id: str) -> tuple:
     return stamp, int(number or 1)
 
 
-def latest_run(workspace: Path, script: str) -> str | None:
-    """The newest recorded run of ``script`` in the workspace's manifest (by stamp, then suffix)."""
-    runs = read_manifest(Path(workspace) / MANIFEST)
-    candidates = [
-        run_id
-        for run_id, run in runs.items()
-        if run.get("script") == script and run.get("status", "ok") == "ok"
-    ]
-    return max(candidates, key=run_order) if candidates else None
-
-
 def check_records(workspace: Path) -> None:
     """The registry and manifest are valid and writable (else InputError: exit 2)."""
     registry, manifest = Path(workspace) / REGISTRY, Path(workspace) / MANIFEST

@@ -1,8 +1,8 @@
-"""Run reports read back: the one place that finds a run's report, checks its shape and its SHA-256.
+"""Run reports read back: their shape and their SHA-256 checked (holdings.py finds them).
 
-    from scripts.utils.records.run_reports import resolve_target
-    report = resolve_target(workspace, "experiments/results/phase7")        # a folder, a report, or None: the newest
-    report = resolve_target(workspace, "colleague/run.json", force=True)    # not in this manifest: used all the same
+    from scripts.utils.records.run_reports import read_report
+    report = read_report(workspace, workspace / "experiments/results/run_experiment_20251031T120000Z.json")
+    report = read_report(workspace, Path("colleague/run.json"), force=True)  # not in this manifest: used anyway
 
 A report read back is untrusted input (docs/design.md, "Run records"): it may
 come from a colleague, be damaged, or be edited. Before anything uses one:
@@ -25,17 +25,14 @@ import hashlib
 import re
 from pathlib import Path
 
-import orjson
 from jsonschema import Draft202012Validator
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import parse_json
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.records.registry import MANIFEST, read_manifest
-from scripts.utils.records.run_records import latest_run, run_order
-from scripts.utils.workspace import RESULTS, RUN_ID, SAFE_NAME, relative_to_workspace, run_report
+from scripts.utils.workspace import RUN_ID, SAFE_NAME
 
-PHASE_SCRIPTS = ("run_experiment",)
 SCRIPT_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 NAME = {"type": "string", "pattern": SAFE_NAME}
@@ -146,11 +143,16 @@ def checked_report(document, file) -> dict:
     return document
 
 
-def read_report(workspace: Path, path: Path, force: bool = False) -> dict:
-    """The report at ``path``, its shape checked and its SHA-256 matched to the manifest of ``workspace``."""
+def read_report(
+    workspace: Path, path: Path, force: bool = False, manifest: dict | None = None
+) -> dict:
+    """The report at ``path``, its shape checked and its SHA-256 matched to the manifest of ``workspace``
+    (``manifest``: that manifest, already read)."""
     data = read_input_bytes(path, MAX_TABLE_BYTES, "run report")
     report = checked_report(parse_json(data, path), path)
-    entry = read_manifest(Path(workspace) / MANIFEST).get(report["run_id"])
+    if manifest is None:
+        manifest = read_manifest(Path(workspace) / MANIFEST)
+    entry = manifest.get(report["run_id"])
     actual = hashlib.sha256(data).hexdigest()
     recorded = entry.get("report_sha256") if isinstance(entry, dict) else None
     if recorded != actual and not force:
@@ -168,56 +170,6 @@ def read_report(workspace: Path, path: Path, force: bool = False) -> dict:
             actual_sha256=actual,
         )
     return report
-
-
-def report_of_run(workspace: Path, run_id: str, force: bool = False) -> dict:
-    """The report of a run the manifest lists, by its id."""
-    return read_report(workspace, Path(workspace) / run_report(run_id), force)
-
-
-def resolve_target(workspace: Path, target: str | None, force: bool = False) -> dict:
-    """The run report a target names: a report file, a run folder, a log folder, or (None) the newest phase run."""
-    if target is None:
-        newest = [run for run in (latest_run(workspace, script) for script in PHASE_SCRIPTS) if run]
-        if not newest:
-            raise InputError(
-                "no phase run in this workspace yet: run make phase7 first",
-                workspace=str(workspace),
-            )
-        return report_of_run(workspace, max(newest, key=run_order), force)
-    path = Path(target)
-    if not path.is_absolute():  # relative to here, else to the workspace
-        path = Path.cwd() / path if (Path.cwd() / path).exists() else workspace / path
-    if path.is_file():
-        if path.suffix != ".json":
-            raise InputError("give a run report (.json), a run folder or a log folder", file=target)
-        return read_report(workspace, path, force)
-    if not path.is_dir():
-        raise InputError("no such run report or folder", file=target)
-    relative = relative_to_workspace(workspace, path)
-    own = workspace / RESULTS / f"{Path(relative).name}.json"
-    if own.is_file() and Path(relative).parent.as_posix() == RESULTS:
-        return read_report(workspace, own, force)
-    logged = [run_id for run_id, report in _logdirs(workspace).items() if report == relative]
-    if not logged:
-        raise InputError(
-            "no run report names this folder as its run folder or log folder", file=target
-        )
-    return report_of_run(workspace, max(logged, key=run_order), force)
-
-
-def _logdirs(workspace: Path) -> dict:
-    """{run id: its log folder} of the runs the manifest lists (reports that do not parse are passed over)."""
-    found = {}
-    for run_id in read_manifest(Path(workspace) / MANIFEST):
-        path = Path(workspace) / run_report(run_id) if RUN_ID.match(run_id) else None
-        try:
-            results = orjson.loads(path.read_bytes()).get("results") if path else None
-        except (OSError, orjson.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(results, dict) and isinstance(results.get("logdir"), str):
-            found[run_id] = results["logdir"]
-    return found
 
 
 def command_path(script) -> Path:
