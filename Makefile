@@ -22,7 +22,7 @@ SCHEDULER ?=
 RUN ?=
 # What a user names (a folder may be called anything) reaches the scripts as data: in the environment,
 # unexpanded, and never written into a recipe (scripts/orchestration/make_targets.py turns it into options).
-MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN
+MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN PHASE
 unexport $(MAKE_INPUTS)
 $(foreach name,$(MAKE_INPUTS),$(eval export CRH_MAKE_$(name) := $$(value $(name))))
 VENV_STAMP = $(VENV)/.lock-sha256
@@ -33,7 +33,7 @@ FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-gpu lock test lint format fuzz bench clean clean-venv \
-        phase5 phase6 phase7 phase8 phase9 verify report
+        phase5 phase6 phase7 phase8 phase9 verify report steps
 
 help:
 	$(info Targets:)
@@ -53,6 +53,7 @@ help:
 	$(info   ..........  SCHEDULER=tcp://host:8786 or local:N runs the data steps on a Dask cluster)
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	$(info   report      one self-contained HTML page for the newest phase run (RUN=path for another); prints its path)
+	$(info   steps       print the steps of PHASE=phase7 (or another): what each runs, consumes and writes)
 	@$(PYTHON) -c "pass"
 
 $(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py
@@ -96,7 +97,7 @@ clean: $(VENV_STAMP)
 clean-venv:
 	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
 
-phase5 phase6 phase7 phase8 phase9 verify report: $(VENV_STAMP)
+phase5 phase6 phase7 phase8 phase9 verify report steps: $(VENV_STAMP)
 	$(PY) scripts/orchestration/make_targets.py $@
 
 phase%: $(VENV_STAMP)

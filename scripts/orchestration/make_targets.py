@@ -47,6 +47,8 @@ def target_argv(target: str, environ=None) -> tuple[str, list]:
         return "verify", argv
     if target == "report":
         return "html_report", ([given("RUN")] if given("RUN") else []) + argv
+    if target == "steps":
+        return "pipeline", [given("PHASE") or "phase7", "--steps"]
     argv = [target, *argv]
     for name, option in (
         ("DATA", "--data"),

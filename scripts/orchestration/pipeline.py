@@ -132,9 +132,11 @@ STATE = "meta/chronicle/pipeline_state.json"
 PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
 SHOWN_SKIPPED = 5
-TABLE = re.compile(
-    r"^experiments/results/metadata_extractor_[0-9TZ_-]+/metadata\.jsonl$"
-)  # "{table}" as recorded
+# What a step consumes is handed over in its arguments, filled in when it runs: "{table}" is the
+# metadata step's table, "{run:STEP}" the run folder of STEP (their recorded forms match RUN_FOLDER).
+HANDOVER = re.compile(r"\{table\}|\{run:([a-z0-9_]+)\}")
+RUN_FOLDER = r"experiments/results/[a-z][a-z0-9_]*_[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?"
+HANDED_TO_EXPERIMENT = ["--set", "data.source={run:preprocess}", "--set", "data.split={run:split}"]
 
 
 class StepFailed(CheckFailed):
@@ -149,7 +151,7 @@ class StepFailed(CheckFailed):
 class Step:
     name: str
     script: str  # the name its runs are recorded under
-    argv: list  # the script's path and arguments; "{table}" is the metadata step's table
+    argv: list  # the script's path and arguments, with what it consumes as HANDOVER placeholders
     after: list = field(default_factory=list)
     folders: list = field(default_factory=list)  # workspace folders it fills outside its run folder
     files: list = field(default_factory=list)  # workspace files it writes outside its run folder
@@ -257,6 +259,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
                     str(SEEDS),
                     "--logdir",
                     logdir,
+                    *HANDED_TO_EXPERIMENT,
                 ],
                 data_steps,
                 folders=[logdir],
@@ -305,6 +308,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
                     str(SEEDS),
                     "--logdir",
                     logdir,
+                    *HANDED_TO_EXPERIMENT,
                 ],
                 data_steps,
                 folders=[logdir],
@@ -741,7 +745,7 @@ class Pipeline:
                     }
                 )
                 continue
-            argv = [runs_table(runs) if arg == "{table}" else arg for arg in step.argv]
+            argv = [handed_over(arg, runs) for arg in step.argv]
             if reason != "new":
                 self.log.info("redo", step=step.name, reason=reason)
             if self.view is not None:
@@ -846,7 +850,7 @@ def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> 
             isinstance(argv, list)
             and len(argv) == len(expected)
             and all(
-                got == want or (want == "{table}" and isinstance(got, str) and TABLE.match(got))
+                got == want or (isinstance(got, str) and handed_over_form(want).fullmatch(got))
                 for got, want in zip(argv, expected)
             )
         ):
@@ -854,10 +858,27 @@ def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> 
     return found
 
 
-def runs_table(runs: dict) -> str:
-    if "metadata" not in runs:
-        raise InputError("the metadata step has not run")
-    return f"{run_folder(runs['metadata'])}/metadata.jsonl"
+def handed_over(arg: str, runs: dict) -> str:
+    """``arg`` with its HANDOVER placeholders filled from the run ids of the steps before."""
+
+    def fill(match) -> str:
+        step = match.group(1) or "metadata"
+        if runs.get(step) is None:
+            raise InputError(f"the {step} step has not run", argument=arg)
+        folder = run_folder(runs[step])
+        return folder if match.group(1) else f"{folder}/metadata.jsonl"
+
+    return HANDOVER.sub(fill, arg)
+
+
+def handed_over_form(want: str) -> re.Pattern:
+    """The recorded forms of an argument with HANDOVER placeholders (a plain argument: itself)."""
+    pattern, last = "", 0
+    for match in HANDOVER.finditer(want):
+        pattern += re.escape(want[last : match.start()])
+        pattern += RUN_FOLDER + ("" if match.group(1) else r"/metadata\.jsonl")
+        last = match.end()
+    return re.compile(pattern + re.escape(want[last:]))
 
 
 def _legacy_run(previous: dict) -> str | None:
@@ -1071,7 +1092,33 @@ def artifacts_to_open(workspace: Path, summary: list) -> list:
     return ["open:"] + lines if lines else []
 
 
+def step_table(phase: str, data: str | None, data_name: str | None, strict: bool) -> list:
+    """The steps of a phase as data: name, script, the steps it waits for, its command (what it consumes
+    as HANDOVER placeholders, paths relative to the repository) and what it writes beyond its run folder."""
+    steps = steps_for(phase, data or "data/sample", data is not None, data_name, strict)
+    return [
+        {
+            "step": step.name,
+            "script": step.script,
+            "after": step.after,
+            "command": ["python", *(portable(arg, REPO_ROOT) for arg in step.argv)],
+            "writes": step.folders + step.files,
+        }
+        for step in steps
+    ]
+
+
 def run_pipeline(args, log) -> int:
+    if args.steps:
+        if args.phase not in PHASES:
+            raise InputError(f"unknown phase: choose one of {', '.join(PHASES)}", value=args.phase)
+        cli.print_json(
+            {
+                "phase": args.phase,
+                "steps": step_table(args.phase, args.data, args.data_name, args.strict),
+            }
+        )
+        return 0
     workspace = resolve_workspace(args.workspace)
     if not terminal_mode(args):
         return finish_phase(args, workspace, log, live=False)
@@ -1161,6 +1208,11 @@ def main(argv=None) -> int:
         "--strict", action="store_true", help="any skipped file is a failure (exit 2)"
     )
     parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="print the phase's steps (what each runs and consumes) and stop",
+    )
     parser.add_argument(
         "--log-format",
         choices=("auto", "terminal", "json"),

@@ -4,12 +4,15 @@ Research code plugs its own experiment in (``experiment.kind = "external"``
 in the config); until then this one lets every phase run out of the box.
 NumPy or CuPy, one code path (``xp``).
 
-Data. The newest ``image_preprocessor`` run in the workspace (its npz
-samples: the sample dataset once the data tools have run), else phantom
-slices synthesized from the seeds, become ChromaticTensors: ``size x size x
-3`` in [0, 1] (gray repeated over R, G, B). Training and validation follow
-the newest ``dataset_splitter`` manifest ("train" and "val") when it covers
-the samples; otherwise a seeded permutation sets ``data.val_fraction`` aside.
+Data. ``data.source`` names an ``image_preprocessor`` run folder (its npz
+samples; the pipeline hands over the one its preprocess step made), or is
+"auto" (the newest such run in the workspace, else synthetic) or
+"synthetic" (phantom slices synthesized from the seeds). The samples become
+ChromaticTensors: ``size x size x 3`` in [0, 1] (gray repeated over R, G,
+B). Training and validation follow a ``dataset_splitter`` run's "train" and
+"val" (``data.split``: its folder, handed over by the pipeline, or "auto":
+the newest) when it covers the samples; otherwise ("seeded") a seeded
+permutation sets ``data.val_fraction`` aside.
 
 Dreamer, each cycle (generator: seeds stream ``dreamer``, key = cycle):
 ``dreamer.candidates`` dreams, each a real training sample blended with
@@ -211,17 +214,29 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
     return np.stack(images[:count]), sources[:count], description
 
 
-def split_indices(workspace: Path, sources: list, val_fraction: float, seeds):
-    """Train and validation indices: the newest dataset_splitter manifest's when it covers the
-    samples (its "train" and "val" splits), else a seeded split of ``val_fraction``."""
-    run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
-    if run_id is not None:
-        assignments = read_json(workspace / run_folder(run_id) / "split.json")["assignments"]
+def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, split: str = "auto"):
+    """Train and validation indices: a dataset_splitter run's (``split``: its folder, as the pipeline
+    hands it over, or "auto": the newest) when it covers the samples (its "train" and "val"
+    splits), else ("seeded", or no such run) a seeded split of ``val_fraction``."""
+    folder = None
+    if split == "auto":
+        run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
+        folder = run_folder(run_id) if run_id else None
+    elif split != "seeded":
+        folder = split
+        if not (workspace / folder / "split.json").is_file():
+            raise InputError(
+                "data.split must be a dataset_splitter run folder (with split.json)",
+                file=str(workspace / folder),
+                key="data.split",
+            )
+    if folder is not None:
+        assignments = read_json(workspace / folder / "split.json")["assignments"]
         splits = [assignments.get(source) for source in sources]
         train = np.array([i for i, s in enumerate(splits) if s == "train"], dtype=np.int64)
         val = np.array([i for i, s in enumerate(splits) if s == "val"], dtype=np.int64)
         if len(train) >= 1 and len(val) >= 1:
-            return train, val, f"dataset_splitter run {run_id}"
+            return train, val, f"dataset_splitter run {Path(folder).name}"
     order = seeds.generator("reference_split").permutation(len(sources))
     val = max(1, int(round(len(sources) * val_fraction)))
     return np.sort(order[val:]), np.sort(order[:val]), f"seeded, val_fraction {val_fraction}"
@@ -410,7 +425,11 @@ def _run_reference(
     )
     samples, sources, data_source = load_samples(workspace, config, seeds)
     train_idx, val_idx, split_source = split_indices(
-        workspace, sources, config["data"]["val_fraction"], seeds
+        workspace,
+        sources,
+        config["data"]["val_fraction"],
+        seeds,
+        config["data"].get("split", "auto"),
     )
     train, val = xp.asarray(samples[train_idx]), xp.asarray(samples[val_idx])
     dim = int(np.prod(samples.shape[1:]))

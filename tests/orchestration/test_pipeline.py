@@ -37,6 +37,21 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
     ]
     assert all(s["status"] == "done" and s["report"] for s in steps)
     assert (workspace / "experiments/results/phase5/metrics.csv").exists()
+    # what a step consumes is handed over by the pipeline, and its report says so
+    run_of = {s["step"]: s["report"].rsplit("/", 1)[-1][: -len(".json")] for s in steps}
+    experiment = read_json(
+        workspace / next(s["report"] for s in steps if s["step"] == "experiment_phase5")
+    )
+    assert experiment["argv"][-4:] == [
+        "--set",
+        f"data.source=experiments/results/{run_of['preprocess']}",
+        "--set",
+        f"data.split=experiments/results/{run_of['split']}",
+    ]
+    assert experiment["results"]["data"] == f"image_preprocessor run {run_of['preprocess']}"
+    assert experiment["results"]["split"] == f"dataset_splitter run {run_of['split']}"
+    splitter = read_json(workspace / next(s["report"] for s in steps if s["step"] == "split"))
+    assert splitter["argv"][0] == f"experiments/results/{run_of['metadata']}/metadata.jsonl"
 
     again = phase(workspace, "phase5")
     assert [s["status"] for s in summary_of(again)["steps"]] == ["up to date"] * 8
@@ -72,3 +87,13 @@ def test_user_data_and_bad_input(workspace, tmp_path):
         name = "phase4" if not args else "phase5"
         bad = phase(workspace, name, *args)
         assert bad.returncode == 2 and fragment in single_error(bad.stderr)["error"]
+
+
+def test_the_steps_of_a_phase_are_data_that_make_steps_prints():
+    result = run_script("orchestration", "pipeline", "phase7", "--steps")
+    assert result.returncode == 0, result.stderr
+    steps = {step["step"]: step for step in json_lines(result.stdout)[0]["steps"]}
+    assert steps["experiment_phase7"]["after"] == ["split", "preprocess", "hash"]
+    assert "data.source={run:preprocess}" in steps["experiment_phase7"]["command"]
+    assert steps["split"]["command"][1:] == ["scripts/data_tools/dataset_splitter.py", "{table}"]
+    assert steps["report_phase7"]["command"][1] == "scripts/visualization/html_report.py"

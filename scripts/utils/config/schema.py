@@ -92,6 +92,12 @@ EXPERIMENT_PROPERTIES = {
                 "description": '"auto" (the newest image_preprocessor run, else synthetic), "synthetic", '
                 "or a run folder",
             },
+            "split": {
+                "type": "string",
+                "minLength": 1,
+                "description": '"auto" (the newest dataset_splitter run, when it covers the samples), '
+                '"seeded" (data.val_fraction), or a dataset_splitter run folder',
+            },
             "size": integer(4, 512, "ChromaticTensor height and width"),
             "samples": integer(4, 100_000, "samples drawn"),
             "val_fraction": number(
