@@ -18,7 +18,8 @@ import numpy as np
 
 from bench.common import best_of_alternating, figure, scaling
 from scripts.data_tools import dataset_splitter, image_preprocessor, metadata_extractor
-from scripts.data_tools.sample_data import dicom_slices, phantom_hu
+from scripts.data_tools.phantoms import phantom_hu
+from scripts.data_tools.sample_data import dicom_slices
 from scripts.utils.config.seeds import SeedManager
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
 from scripts.utils.records.data_roots import collect_inputs

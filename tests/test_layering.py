@@ -295,6 +295,26 @@ def test_each_package_imports_only_its_own_layer_or_below():
     assert layer_violations(MODULES) == []
 
 
+def command_imports(modules: dict) -> list:
+    """Imports of a command module (one with a top-level ``main``) other than its ``main``: what another module
+    needs lives in a library module, not in a command file."""
+    commands = {
+        name
+        for name, tree in modules.items()
+        if any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+    }
+    return [
+        f"{name}:{line} imports {imported or 'the module'} from the command {target}"
+        for name, tree in modules.items()
+        for target, imported, line in imports(tree, modules)
+        if target in commands and target != name and imported != "main"
+    ]
+
+
+def test_no_module_imports_from_a_command_file():
+    assert command_imports(MODULES) == []
+
+
 def test_the_wings_of_utils_keep_their_ranks():
     assert utils_violations(MODULES) == []
 
@@ -392,6 +412,13 @@ def test_every_name_is_imported_from_its_home():
             {"scripts.utils.formats.a": "from scripts.utils import cli", "scripts.utils.cli": ""},
             "wings",
         ),
+        (
+            {
+                "scripts.visualization.a": "from scripts.visualization.b import helper",
+                "scripts.visualization.b": "def helper(): pass\ndef main(): pass",
+            },
+            "command",
+        ),
     ],
 )
 def test_the_checks_catch_what_they_are_for(source, problem):
@@ -402,5 +429,6 @@ def test_the_checks_catch_what_they_are_for(source, problem):
         "private": private_uses,
         "borrowed": lambda m: borrowed_names(m, m),
         "wings": utils_violations,
+        "command": command_imports,
     }[problem](modules)
     assert found, problem

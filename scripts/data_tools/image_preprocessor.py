@@ -102,14 +102,13 @@ from scripts.utils.formats.dicom_header import (
 )
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output, atomic_write_bytes, read_json_lines
-from scripts.utils.limits import check_pixels, check_png_pixels, regular_file
+from scripts.utils.limits import PNG_SIGNATURE, check_pixels, check_png_pixels, regular_file
 from scripts.utils.records.data_roots import collect_inputs
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED_STREAM = "image_preprocessor"
 # What tells apart the stacks of a series whose slices share positions (classic keywords, then enhanced ones).
 STACK_KEYS = (

@@ -112,14 +112,13 @@ from scripts.utils.formats.dicom_header import (
 )
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output, joined
-from scripts.utils.limits import read_input_bytes
+from scripts.utils.limits import PNG_SIGNATURE, read_input_bytes
 from scripts.utils.records.data_roots import collect_inputs
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
 
 DEFAULT_INPUT = "data/sample"
 KEY_ENV = "CRH_DEID_KEY"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT_BYTES = 1 << 20  # a zTXt/iTXt chunk may not inflate beyond this (zip bombs)
 MAX_CHUNK_BYTES = 16 << 20  # a header or text chunk held in memory
 MAX_TAGS_PER_FILE = (

@@ -42,25 +42,15 @@ if __name__ == "__main__" and __package__ in (
 from scripts.orchestration.external_runs import changed_since
 from scripts.utils import cli
 from scripts.utils.compute.environment import differences as environment_differences
+from scripts.utils.config.loading import flatten
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.html_page import aggregate_rows, esc, page, section, svg_inline, table
 from scripts.utils.formats.run_metrics import plot_series
 from scripts.utils.formats.run_metrics import read_metrics as read_run_metrics
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import RESULTS, path_inside, resolve_workspace
-from scripts.visualization.html_report import (
-    METRICS,
-    SHOWN_METRICS,
-    aggregate_rows,
-    esc,
-    flatten,
-    page,
-    read_metrics,
-    section,
-    svg_inline,
-    table,
-)
-from scripts.visualization.metric_plotter import plot_curves
+from scripts.visualization.curves import METRICS, SHOWN_METRICS, plot_curves, read_metrics
 
 
 def run_folder_of(report: dict) -> str:

@@ -200,7 +200,7 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
             )
         description = f"image_preprocessor run {folder.name}"
     if len(images) < 4:
-        from scripts.data_tools.sample_data import phantom_hu
+        from scripts.data_tools.phantoms import phantom_hu
 
         images, sources = [], []
         for index in range(count):

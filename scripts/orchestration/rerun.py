@@ -55,9 +55,13 @@ if __name__ == "__main__" and __package__ in (
 
 import orjson
 
-from scripts.orchestration.run_experiment import git_state
 from scripts.utils import cli
-from scripts.utils.compute.environment import differences, environment_fingerprint, environment_hash
+from scripts.utils.compute.environment import (
+    differences,
+    environment_fingerprint,
+    environment_hash,
+    git_state,
+)
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.artifact_diff import compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json

@@ -67,6 +67,7 @@ from scripts.orchestration.external_runs import (
     interpreter_environment,
 )
 from scripts.utils import cli
+from scripts.utils.compute.environment import git_state
 from scripts.utils.config.loading import config_sha256, load_config
 from scripts.utils.config.schema import validate
 from scripts.utils.config.seeds import SeedManager
@@ -84,28 +85,6 @@ from scripts.utils.workspace import REPO_ROOT, inside, relative_to_workspace, re
 
 DEFAULT_CONFIG = "trainer/config/phase7.toml"
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def git_state() -> dict:
-    """The commit of the scripts and whether their tree has uncommitted changes (None without git)."""
-    try:  # one call: the branch header holds the commit, the other lines the changes
-        status = subprocess.run(
-            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    if status.returncode != 0:
-        return {"commit": None, "dirty": None}
-    lines = status.stdout.splitlines()
-    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
-    return {
-        "commit": None if commit in (None, "(initial)") else commit,
-        "dirty": any(not line.startswith("#") for line in lines),
-    }
 
 
 def plan(config: dict, logdir_name: str, backend: str) -> dict:

@@ -26,7 +26,6 @@ values far outside [0, 1] that a PNG cannot hold, makes the run exit 1
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from pathlib import Path
@@ -49,66 +48,12 @@ from scripts.utils.formats.colour import rgb_to_hsl
 from scripts.utils.formats.plotting import pyplot, save_figure
 from scripts.utils.formats.tensors import ChromaticTensor, check_values, read_cten, read_sten
 from scripts.utils.json_logger import progress
-from scripts.utils.jsonio import atomic_write_bytes
 from scripts.utils.records.data_roots import collect_inputs
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import resolve_workspace
+from scripts.visualization.renders import DRIFT_LIMIT_DB, render_direct, spectrum_figure
 
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
-DRIFT_LIMIT_DB = 0.5
-
-
-def energy_drift_db(source: np.ndarray, rendered: np.ndarray) -> float:
-    """10 log10(E_rendered / E_source), E = sum of squares (0 when both are 0)."""
-    source_energy = float(np.sum(np.square(source, dtype=np.float64)))
-    rendered_energy = float(np.sum(np.square(rendered, dtype=np.float64)))
-    if source_energy == 0 and rendered_energy == 0:
-        return 0.0
-    if source_energy == 0 or rendered_energy == 0:
-        return math.inf if rendered_energy > 0 else -math.inf
-    return 10 * math.log10(rendered_energy / source_energy)
-
-
-def png_bytes(values: np.ndarray, bits: int) -> bytes:
-    """Values in [0, 1] (clipped) as an 8- or 16-bit gray or RGB PNG."""
-    import imageio.v3 as iio
-
-    top = 255 if bits == 8 else 65535
-    pixels = np.rint(np.clip(values, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
-    if bits == 16 and pixels.ndim == 3:
-        from PIL import (
-            Image,
-        )  # Pillow cannot write 16-bit RGB: keep 16 bits with three gray planes side by side
-
-        pixels = np.concatenate([pixels[..., c] for c in range(3)], axis=1)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        return buffer.getvalue()
-    return iio.imwrite("<bytes>", pixels, extension=".png")
-
-
-def decode_png(data: bytes, shape) -> np.ndarray:
-    import imageio.v3 as iio
-
-    pixels = iio.imread(data, extension=".png")
-    top = 65535 if pixels.dtype == np.uint16 else 255
-    values = pixels.astype(np.float64) / top
-    if len(shape) == 3 and values.ndim == 2:  # 16-bit RGB written as planes side by side
-        width = shape[1]
-        values = np.stack([values[:, c * width : (c + 1) * width] for c in range(3)], axis=-1)
-    return values
-
-
-def render_direct(values: np.ndarray, path: Path) -> dict:
-    """Write a direct render (8-bit, or 16-bit when 8-bit drifts too far); return its drift."""
-    drift = None
-    for bits in (8, 16):
-        data = png_bytes(values, bits)
-        drift = energy_drift_db(values, decode_png(data, values.shape))
-        if abs(drift) <= DRIFT_LIMIT_DB:
-            break
-    atomic_write_bytes(path, data)
-    return {"file": path.name, "bits": bits, "drift_db": drift}
 
 
 def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
@@ -150,30 +95,6 @@ def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
     save_figure(figure, folder / "panel.png")
     plt.close(figure)
     return results
-
-
-def spectrum_figure(tensor, log_axis: bool):
-    """A SpectralTensor's amplitude over frequency (Hz), with its sigma band."""
-    plt = pyplot()
-    frequencies = tensor.frequencies()
-    figure, axis = plt.subplots(figsize=(6.4, 3.2))
-    axis.plot(frequencies, tensor.bins, color="tab:blue", linewidth=1.2, label="amplitude")
-    if tensor.sigma is not None:
-        axis.fill_between(
-            frequencies,
-            np.maximum(tensor.bins - tensor.sigma * tensor.bins.max(), 0),
-            tensor.bins + tensor.sigma * tensor.bins.max(),
-            color="tab:blue",
-            alpha=0.2,
-            label="sigma band",
-        )
-    if log_axis or tensor.log_layout:
-        axis.set_xscale("log", base=2)
-    axis.set_xlabel("frequency (Hz)")
-    axis.set_ylabel("amplitude")
-    axis.legend(loc="upper right")
-    figure.tight_layout()
-    return figure
 
 
 def render_sten(tensor, folder: Path, log_axis: bool) -> None:

@@ -79,7 +79,7 @@ def test_cli_rejects_silly_sizes(workspace):
 
 
 def test_phantom_has_lungs_and_bone():
-    from scripts.data_tools.sample_data import phantom_hu
+    from scripts.data_tools.phantoms import phantom_hu
 
     image = phantom_hu(64, 4, 8, np.random.Generator(np.random.PCG64(0)))
     assert (image < -700).sum() > 200 and (image > 600).sum() > 50

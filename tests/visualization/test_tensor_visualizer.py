@@ -3,6 +3,7 @@ import pytest
 
 from scripts.utils.formats.tensors import ChromaticTensor, SpectralTensor, write_cten, write_sten
 from scripts.utils.jsonio import read_json
+from scripts.visualization import renders
 from scripts.visualization import tensor_visualizer as tv
 from tests.conftest import json_lines, run_script, single_error, tree
 
@@ -62,10 +63,12 @@ def test_hand_made_tensors_dark_adapts_and_out_of_range_fails(workspace):
 
 
 def test_energy_drift_formula():
-    assert tv.energy_drift_db(np.ones(4), np.ones(4)) == 0.0
-    assert tv.energy_drift_db(np.ones(4), np.full(4, np.sqrt(2))) == pytest.approx(3.0103, abs=1e-3)
-    assert tv.energy_drift_db(np.zeros(4), np.zeros(4)) == 0.0
-    assert tv.energy_drift_db(np.full(4, 1e-4), np.zeros(4)) == -np.inf
+    assert renders.energy_drift_db(np.ones(4), np.ones(4)) == 0.0
+    assert renders.energy_drift_db(np.ones(4), np.full(4, np.sqrt(2))) == pytest.approx(
+        3.0103, abs=1e-3
+    )
+    assert renders.energy_drift_db(np.zeros(4), np.zeros(4)) == 0.0
+    assert renders.energy_drift_db(np.full(4, 1e-4), np.zeros(4)) == -np.inf
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "bad array"])
@@ -95,13 +98,13 @@ def test_the_drift_check_is_measured_on_dreams_that_differ_and_fails_a_distorted
     """Every cycle's dream is its own, so the check sees different tensors; a render made wrong on purpose (a gamma
     of 0.8, as a colour-management slip would make it) drifts beyond 0.5 dB and fails the run."""
     first, report, _ = visualize(run_workspace, "run")
-    renders = sorted(first.glob("*dreams__cycle_*/rgb.png"))
-    assert len(renders) == 6 and len({path.read_bytes() for path in renders}) == 6
+    rgb_renders = sorted(first.glob("*dreams__cycle_*/rgb.png"))
+    assert len(rgb_renders) == 6 and len({path.read_bytes() for path in rgb_renders}) == 6
     assert 0 < report["results"]["max_abs_drift_db"] <= 0.5
 
-    honest = tv.png_bytes
+    honest = renders.png_bytes
     monkeypatch.setattr(
-        tv, "png_bytes", lambda values, bits: honest(np.clip(values, 0, 1) ** 0.8, bits)
+        renders, "png_bytes", lambda values, bits: honest(np.clip(values, 0, 1) ** 0.8, bits)
     )
     monkeypatch.chdir(run_workspace)
     code = tv.main(["run", "--workspace", str(run_workspace), "--quiet"])

@@ -367,3 +367,25 @@ def environment_fingerprint() -> dict:
 def environment_hash(fingerprint=None) -> str:
     """SHA-256 of the fingerprint's canonical JSON: the same value env_check writes as env_hash."""
     return hashlib.sha256(canonical_json(fingerprint or environment_fingerprint())).hexdigest()
+
+
+def git_state() -> dict:
+    """The commit of the scripts and whether their tree has uncommitted changes (None without git)."""
+    try:  # one call: the branch header holds the commit, the other lines the changes
+        status = subprocess.run(
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if status.returncode != 0:
+        return {"commit": None, "dirty": None}
+    lines = status.stdout.splitlines()
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    return {
+        "commit": None if commit in (None, "(initial)") else commit,
+        "dirty": any(not line.startswith("#") for line in lines),
+    }

@@ -390,3 +390,12 @@ def load_config(path, overrides=(), log=None) -> tuple[dict, str]:
     """Load, apply overrides, and hash: returns ``(config, sha256)``."""
     config = apply_overrides(load_config_file(path), overrides, log)
     return config, config_sha256(config)
+
+
+def flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key in sorted(value):
+            flat.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
