@@ -17,9 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import best_of_alternating, figure, scaling
-from scripts.data_tools import dataset_splitter, image_preprocessor, metadata_extractor
+from scripts.data_tools import (
+    dataset_splitter,
+    metadata_extractor,
+)
 from scripts.data_tools.phantoms import phantom_hu
+from scripts.data_tools.pixels import preprocess_pixels
 from scripts.data_tools.sample_data import dicom_slices
+from scripts.data_tools.volumes import assemble_volume, slice_headers, volume_plan
 from scripts.utils.config.seeds import SeedManager
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
 from scripts.utils.records.data_roots import collect_inputs
@@ -377,9 +382,7 @@ BENCH_OPTIONS = {"augment": True, "seed": 5, "epoch": 0}
 
 def _ours_one(path):
     pixels = np.load(path)
-    image, _ = image_preprocessor.preprocess_pixels(
-        np, pixels, BENCH_PARAMS, BENCH_OPTIONS, Path(path).name
-    )
+    image, _ = preprocess_pixels(np, pixels, BENCH_PARAMS, BENCH_OPTIONS, Path(path).name)
     return float(np.ascontiguousarray(image)[0, 0])  # as process_sample writes it: C order
 
 
@@ -460,7 +463,7 @@ def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
     return [
         figure(
             "preprocess_ct_slices",
-            f"image_preprocessor.preprocess_pixels, {cpus} processes",
+            f"pixels.preprocess_pixels, {cpus} processes",
             rate(best["parallel"]),
             "images/s",
             "naive per-image NumPy chain (float64, np.where), one process",
@@ -470,7 +473,7 @@ def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
         ),
         figure(
             "preprocess_ct_slices_one_process",
-            "image_preprocessor.preprocess_pixels, one process",
+            "pixels.preprocess_pixels, one process",
             rate(best["one"]),
             "images/s",
             "naive per-image NumPy chain, one process",
@@ -538,12 +541,10 @@ def bench_volume(scratch: Path, quick: bool, repeat: int) -> list:
     volumes = {}
 
     def ours():
-        series, _ = image_preprocessor.slice_headers(images)
+        series, _ = slice_headers(images)
         (group,) = series.values()
-        plan = image_preprocessor.volume_plan(group)
-        volumes["ours"], _, _ = image_preprocessor.assemble_volume(
-            np, {"slices": plan["slices"], "source": "bench"}
-        )
+        plan = volume_plan(group)
+        volumes["ours"], _, _ = assemble_volume(np, {"slices": plan["slices"], "source": "bench"})
 
     def naive():
         volumes["naive"] = _naive_volume(paths)

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from scripts.data_tools import image_preprocessor as ip
+from scripts.data_tools import pixels as px
 from tests.conftest import json_lines, run_script, single_error, tree
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -68,9 +68,9 @@ def test_matches_pydicom_modality_and_voi_on_real_files(path):
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path)
         expected = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
-        pixels, params = ip.read_image(path)
+        pixels, params = px.read_image(path)
     low, high = pydicom_range(ds)
-    image, done = ip.normalize(np, pixels, params)
+    image, done = px.normalize(np, pixels, params)
     assert image.dtype == np.float32
     if ds.PhotometricInterpretation == "MONOCHROME1":
         assert done["inverted"] == "MONOCHROME1"
@@ -78,7 +78,7 @@ def test_matches_pydicom_modality_and_voi_on_real_files(path):
     # float32 output: within a few float32 steps of pydicom's float64 result
     np.testing.assert_allclose(image, (expected - low) / (high - low), rtol=0, atol=2e-6)
     np.testing.assert_allclose(
-        ip.modality_values(np, pixels, params),
+        px.modality_values(np, pixels, params),
         apply_modality_lut(ds.pixel_array, ds),
         rtol=0,
         atol=1e-9,
@@ -93,7 +93,7 @@ def test_each_voi_function_matches_pydicom(function, tmp_path):
     ds.save_as(path)
     expected = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
     low, high = pydicom_range(ds)
-    image, done = ip.normalize(np, *ip.read_image(path))
+    image, done = px.normalize(np, *px.read_image(path))
     assert done["voi"]["function"] == function
     np.testing.assert_allclose(image, (expected - low) / (high - low), rtol=0, atol=2e-6)
 
@@ -116,10 +116,10 @@ def test_lut_sequences_match_pydicom(tmp_path):
     path = tmp_path / "lut.dcm"
     ds.save_as(path)
     ds = pydicom.dcmread(path)
-    pixels, params = ip.read_image(path)
-    image, done = ip.normalize(np, pixels, params)
+    pixels, params = px.read_image(path)
+    image, done = px.normalize(np, pixels, params)
     np.testing.assert_allclose(
-        ip.modality_values(np, pixels, params), apply_modality_lut(ds.pixel_array, ds)
+        px.modality_values(np, pixels, params), apply_modality_lut(ds.pixel_array, ds)
     )
     np.testing.assert_allclose(
         image * 4095, apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds), atol=4095 * 2e-7
@@ -149,21 +149,21 @@ def test_same_bytes_for_any_worker_count(sample_workspace):
 
 
 def test_augmentation_depends_only_on_seed_sample_and_epoch():
-    first = ip.augmentation_parameters(7, "data/sample/a.dcm", 0)
-    assert first == ip.augmentation_parameters(7, "data/sample/a.dcm", 0)
-    assert first != ip.augmentation_parameters(7, "data/sample/a.dcm", 1)
-    assert first != ip.augmentation_parameters(7, "data/sample/b.dcm", 0)
-    assert first != ip.augmentation_parameters(8, "data/sample/a.dcm", 0)
+    first = px.augmentation_parameters(7, "data/sample/a.dcm", 0)
+    assert first == px.augmentation_parameters(7, "data/sample/a.dcm", 0)
+    assert first != px.augmentation_parameters(7, "data/sample/a.dcm", 1)
+    assert first != px.augmentation_parameters(7, "data/sample/b.dcm", 0)
+    assert first != px.augmentation_parameters(8, "data/sample/a.dcm", 0)
 
 
 def test_noise_levels_are_pinned_and_gaussian():
     """The table of normal quantiles is part of the output bytes: its SHA-256 is fixed on every platform."""
-    table = ip.normal_quantiles()
+    table = px.normal_quantiles()
     assert hashlib.sha256(table.tobytes()).hexdigest() == (
         "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8"
     )
     assert np.all(np.diff(table) > 0) and abs(float(table[-1]) - 4.3249) < 1e-3
-    noise = ip.gaussian_noise(3, (1000, 1000), 0.5)
+    noise = px.gaussian_noise(3, (1000, 1000), 0.5)
     assert (
         noise.dtype == np.float32
         and abs(float(noise.mean())) < 0.002
@@ -171,8 +171,8 @@ def test_noise_levels_are_pinned_and_gaussian():
     )
     # Its tails follow N(0, 0.25): P(|z| > 2 sigma) = 4.55%.
     assert abs(float(np.mean(np.abs(noise) > 1.0)) - 0.0455) < 0.002
-    assert np.array_equal(noise, ip.gaussian_noise(3, (1000, 1000), 0.5))
-    assert hashlib.sha256(ip.gaussian_noise(11, (7, 5), 0.25).tobytes()).hexdigest() == (
+    assert np.array_equal(noise, px.gaussian_noise(3, (1000, 1000), 0.5))
+    assert hashlib.sha256(px.gaussian_noise(11, (7, 5), 0.25).tobytes()).hexdigest() == (
         "36024db270f0ba1050a10e9f88f0effd84223f0838c02099c9b3555190a92995"
     )  # the draws, pinned too
 
@@ -181,11 +181,14 @@ def test_augmentation_commutes_with_its_flips_and_rotation():
     """Jitter and noise are applied before the flips and rotation; the result is that image, rotated."""
     image = np.linspace(0, 1, 12 * 8, dtype=np.float32).reshape(12, 8)
     draws = dict(
-        ip.augmentation_parameters(7, "a", 0), flip_horizontal=True, flip_vertical=False, rot90=1
+        px.augmentation_parameters(7, "a", 0),
+        flip_horizontal=True,
+        flip_vertical=False,
+        rot90=1,
     )
     plain = dict(draws, flip_horizontal=False, rot90=0)
-    expected = np.rot90(np.flip(ip.augment(np, image, plain, (0, 1)), axis=1), 1)
-    assert np.array_equal(ip.augment(np, image, draws, (0, 1)), expected)
+    expected = np.rot90(np.flip(px.augment(np, image, plain, (0, 1)), axis=1), 1)
+    assert np.array_equal(px.augment(np, image, draws, (0, 1)), expected)
 
 
 def test_records_say_what_was_done(sample_workspace):

@@ -8,6 +8,7 @@ import pydicom.data
 import pytest
 
 from scripts.data_tools import metadata_extractor as mx
+from scripts.utils.formats import png
 from scripts.utils.jsonio import read_json
 from scripts.utils.records.data_roots import collect_inputs
 from tests.conftest import json_lines, run_script, single_error, tree
@@ -166,9 +167,9 @@ def test_damaged_pngs_are_error_rows(sample_workspace, damage, fragment):
 
 
 def test_text_chunk_bombs_are_refused():
-    bomb = zlib.compress(b"a" * (mx.MAX_TEXT_BYTES + 10))
+    bomb = zlib.compress(b"a" * (png.MAX_TEXT_BYTES + 10))
     with pytest.raises(ValueError, match="inflates beyond"):
-        mx._png_text(b"zTXt", b"Comment\x00\x00" + bomb)
+        png._png_text(b"zTXt", b"Comment\x00\x00" + bomb)
 
 
 def test_missing_input_is_bad_input(workspace):

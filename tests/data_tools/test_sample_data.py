@@ -4,7 +4,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
-from scripts.data_tools.metadata_extractor import png_row
+from scripts.utils.formats.png import png_row
 from tests.conftest import run_script, tree
 from tests.data_tools.conftest import make_sample
 

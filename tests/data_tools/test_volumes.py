@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from scripts.data_tools import image_preprocessor as ip
+from scripts.data_tools import pixels as px
 from tests.conftest import json_lines, run_script, single_error
 from tests.data_tools.conftest import make_sample
 
@@ -176,13 +176,13 @@ def test_enhanced_ct_frames_use_their_functional_groups(workspace, ct_series, tm
     enhanced = tmp_path / "enhanced" / "ct.dcm"
     enhanced.parent.mkdir()
     enhanced_from(ct_series, enhanced, windows)
-    pixels, params = ip.read_image(enhanced)
+    pixels, params = px.read_image(enhanced)
     assert params["frame_rescale"] == [[1 + i / 8, -1024.0] for i in range(8)]
     assert params["frame_window"] == [list(map(float, w)) for w in windows]
-    image, done = ip.normalize(np, pixels, params)
+    image, done = px.normalize(np, pixels, params)
     for index, path in enumerate(sorted(ct_series.glob("*.dcm"))):
-        classic, classic_params = ip.read_image(path)
-        expected, _ = ip.normalize(np, classic, classic_params)
+        classic, classic_params = px.read_image(path)
+        expected, _ = px.normalize(np, classic, classic_params)
         assert np.array_equal(image[index], expected)
     assert (
         done["voi"][3]["center"] == 70.0
@@ -246,8 +246,8 @@ def test_a_constant_image_without_window_is_placed_in_its_stored_range(
     ds.PixelData = np.full((128, 128), value, dtype=np.int16 if signed else np.uint16).tobytes()
     path = tmp_path / "flat.dcm"
     ds.save_as(path)
-    pixels, params = ip.read_image(path)
-    image, done = ip.normalize(np, pixels, params)
+    pixels, params = px.read_image(path)
+    image, done = px.normalize(np, pixels, params)
     assert (
         done["voi"]["from"] == "stored range (constant image)"
         and done["voi"]["function"] == "LINEAR_EXACT"
@@ -260,7 +260,7 @@ def test_an_image_without_window_uses_its_data_range(tmp_path):
     assert "WindowCenter" not in ds  # CT_small has no window of its own
     path = tmp_path / "nowindow.dcm"
     ds.save_as(path)
-    image, done = ip.normalize(np, *ip.read_image(path))
+    image, done = px.normalize(np, *px.read_image(path))
     assert (
         done["voi"]["from"] == "data range"
         and float(image.min()) == 0.0
