@@ -120,7 +120,8 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
     if sha256sum:
         bound = {
             "ratio_at_most": round(cpus * best["sha256sum"] / best["hashlib"], 2),
-            "why": f"{cpus} cores, each at most one hashlib SHA-256 stream (OpenSSL, SHA-NI where the CPU "
+            "why": f"{cpus} cores, each at most one hashlib SHA-256 stream (OpenSSL, SHA-NI where "
+            f"the CPU "
             "has it); coreutils sha256sum here uses its own portable C",
         }
         out.append(
@@ -163,7 +164,8 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
         result = hash_files(listed(), StatCache.load(registry), workers=cpus)
         assert all(entry["cached"] for entry in result.values())
 
-    def stat_pass():  # the floor of any re-verify: walk the folders and stat every file, nothing else
+    # the floor of any re-verify: walk the folders and stat every file, nothing else
+    def stat_pass():
         stack = [str(workspace / "tree")]
         while stack:
             with os.scandir(stack.pop()) as entries:
@@ -189,7 +191,8 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
                 "stat_pass_seconds": round(best["stat"], 4),
                 "bound": {
                     "ratio_at_most": round(best["full"] / best["stat"], 2),
-                    "why": "a re-verify must at least stat every file (os.scandir + stat, no Python "
+                    "why": "a re-verify must at least stat every file (os.scandir + stat, no "
+                    "Python "
                     "work): the full hash divided by that pass",
                 },
             },
@@ -199,7 +202,8 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
-    """split.json for 1M records: rows as read_records gives them, in the id order metadata_extractor writes."""
+    """split.json for 1M records: rows as read_records gives them, in the id order
+    metadata_extractor writes."""
     from sklearn.model_selection import GroupShuffleSplit
 
     records, groups = (100_000, 10_000) if quick else (1_000_000, 100_000)
@@ -232,8 +236,8 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
 
     try:
         best = best_of_alternating({"ours": ours, "core": ours_core, "sklearn": sklearn}, repeat)
-        # The same records in random id order, made in that order (as read_records would make them from a
-        # shuffled file): shuffling the list of rows above would also scatter them in memory.
+        # The same records in random id order, made in that order (as read_records would make them
+        # from a shuffled file): shuffling the list of rows above would also scatter them in memory.
         order = list(range(records))
         random.Random(7).shuffle(order)
         shuffled = [{"id": f"r{i:07d}", "patient": f"p{i % groups}"} for i in order]
@@ -343,8 +347,10 @@ def bench_metadata(scratch: Path, quick: bool, repeat: int) -> list:
     rate = lambda seconds: len(paths) / seconds
     bound = {
         "ratio_at_most": round(cpus * rate(one) / rate(best["anchor"]), 2),
-        "why": "perfect scaling of today's per-file work (pydicom's parse, the columns, de-identification) over "
-        f"{cpus} processes; the parse alone is the anchor, so no pydicom-based extractor exceeds {cpus}x",
+        "why": "perfect scaling of today's per-file work (pydicom's parse, the columns, "
+        "de-identification) over "
+        f"{cpus} processes; the parse alone is the anchor, so no pydicom-based extractor exceeds "
+        f"{cpus}x",
     }
     return [
         figure(
@@ -454,7 +460,8 @@ def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
             "dtype": "int16",
             "read_from": ".npy files",
         },
-        "chain": "load, rescale, window (LINEAR 40/400), normalize, flip, rot90, intensity jitter, noise",
+        "chain": "load, rescale, window (LINEAR 40/400), normalize, flip, rot90, intensity jitter, "
+        "noise",
         "workers": cpus,
         "scaling": scaling(
             "preprocess", "images/s", {1: rate(best["one"]), cpus: rate(best["parallel"])}, sizes
@@ -485,7 +492,8 @@ def bench_preprocess(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 def write_ct_series(folder: Path, slices: int, size: int) -> list:
-    """A CT series of ``slices`` slices of size x size, written with pydicom in shuffled file order."""
+    """A CT series of ``slices`` slices of size x size, written with pydicom in shuffled file
+    order."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -562,7 +570,8 @@ def bench_volume(scratch: Path, quick: bool, repeat: int) -> list:
             "spacing, read, rescale, window, stack (float32), one process",
             rate(best["ours"]),
             "slices/s",
-            "plain pydicom + NumPy loop (dcmread all, sort by z, rescale, window, np.stack), one process",
+            "plain pydicom + NumPy loop (dcmread all, sort by z, rescale, window, np.stack), one "
+            "process",
             rate(best["naive"]),
             None,
             {
@@ -634,8 +643,8 @@ def bench_registry_growth(scratch: Path, quick: bool, repeat: int) -> list:
 
 
 def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
-    """Metadata and hashing through a Dask LocalCluster of 2 worker processes against the local 2-way path,
-    and how the batch size (files per task) moves the cluster's throughput."""
+    """Metadata and hashing through a Dask LocalCluster of 2 worker processes against the local
+    2-way path, and how the batch size (files per task) moves the cluster's throughput."""
     from scripts.utils.compute import cluster
 
     patients = 10 if quick else 85  # 85 patients x 1.5 studies x 8 slices ~ 1,000 files
@@ -695,7 +704,8 @@ def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
     common = {
         "workers": workers,
         "cluster_startup_s": round(startup, 2),
-        "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} MiB, at least "
+        "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} "
+        f"MiB, at least "
         f"{cluster.TASKS_PER_WORKER} per worker",
     }
     return [

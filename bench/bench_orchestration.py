@@ -140,7 +140,8 @@ def folder_digest(folder: Path) -> str:
 
 
 def int64_integer_matmul(xp, qa, qb, name="product", maxima=None):
-    """``exact.integer_matmul`` as it was before issue 18: the quantized operands multiplied in int64, no BLAS."""
+    """``exact.integer_matmul`` as it was before issue 18: the quantized operands multiplied in
+    int64, no BLAS."""
     return (qa.astype(xp.int64) @ qb.astype(xp.int64)).astype(xp.float64)
 
 
@@ -152,8 +153,9 @@ def int64_matmul(xp, a, b):
 
 
 def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
-    """The exact product against float32 BLAS (and the int64 product it replaced) on large.toml's encoder
-    shapes; one SGD step of large.toml, and its first cycle, against the same with the int64 products."""
+    """The exact product against float32 BLAS (and the int64 product it replaced) on large.toml's
+    encoder shapes; one SGD step of large.toml, and its first cycle, against the same with the
+    int64 products."""
     generator = np.random.Generator(np.random.PCG64(0))
     batch, dim, hidden = 64, 64 * 64 * 3, 128
     a, b = generator.random((batch, dim)), generator.normal(0, dim**-0.5, (dim, hidden))
@@ -244,7 +246,8 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
         )
     )
 
-    # large.toml's first cycle, end to end: data, dreamer, steps, files; the same outputs either way.
+    # large.toml's first cycle, end to end: data, dreamer, steps, files; the same outputs either
+    # way.
     config, _ = load_config(
         LARGE, ["experiment.cycles=1", f"learner.steps_per_cycle={1 if quick else 2}"]
     )
@@ -268,7 +271,8 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
         figure(
             "reference_experiment_first_cycle_exact_vs_int64",
             "large.toml's first cycle with "
-            f"{config['learner']['steps_per_cycle']} steps (data synthesis, dreamer and files weigh "
+            f"{config['learner']['steps_per_cycle']} steps (data synthesis, dreamer and files "
+            f"weigh "
             "more here than in the 20-cycle run)",
             cycle["exact"],
             "s",
@@ -326,7 +330,8 @@ BENCHMARKS["verify"] = bench_verify
 
 
 def _data_folder(folder: Path, files: int) -> None:
-    """``files`` small CT slices (16x16 DICOM) in folders of 100: distinct bytes made from 100 generated slices."""
+    """``files`` small CT slices (16x16 DICOM) in folders of 100: distinct bytes made from 100
+    generated slices."""
     from scripts.data_tools.sample_data import dicom_slices
 
     templates = [data for _, data in dicom_slices(SeedManager.from_file(), 10, 10, 16)][:100]
@@ -337,7 +342,8 @@ def _data_folder(folder: Path, files: int) -> None:
 
 
 def bench_pipeline_second_call(scratch: Path, quick: bool, repeat: int) -> list:
-    """The second ``make phase7 DATA=...`` on an unchanged folder: time, and the data files it opened.
+    """The second ``make phase7 DATA=...`` on an unchanged folder: time, and the data files it
+    opened.
 
     The anchor is what a content check of the data costs without the stat
     cache: reading and hashing every file once (hash_integrity's own hasher,

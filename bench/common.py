@@ -34,8 +34,8 @@ def figure(name, what, ours, unit, anchor_what, anchor, target, extra=None, high
 
 
 def scaling(name: str, unit: str, rates: dict, sizes: list) -> dict:
-    """How a tool scales: throughput per worker count beside the ideal (linear from one worker), and the
-    time for 1/100, 1/10 and all of the input, beside linear growth from the largest."""
+    """How a tool scales: throughput per worker count beside the ideal (linear from one worker),
+    and the time for 1/100, 1/10 and all of the input, beside linear growth from the largest."""
     one = rates[min(rates)]
     largest = sizes[-1]
     return {
@@ -62,7 +62,8 @@ def scaling(name: str, unit: str, rates: dict, sizes: list) -> dict:
 
 
 def plot_scaling(curves: list, path) -> None:
-    """One PNG: per tool, throughput against workers (with the ideal line) and time against input size."""
+    """One PNG: per tool, throughput against workers (with the ideal line) and time against input
+    size."""
     from scripts.utils.formats.plotting import pyplot
 
     plt = pyplot()

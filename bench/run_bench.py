@@ -71,7 +71,8 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?) - (.*?) - ([A-Z]+) - (.*)"
     )
 
-    def one_regex_loop():  # the least a per-line parser does: one header regex, one record, one dumps
+    # the least a per-line parser does: one header regex, one record, one dumps
+    def one_regex_loop():
         with open(source, "rb") as reader, open(target, "wb") as writer:
             for number, line in enumerate(reader, start=1):
                 text = line.rstrip(b"\n").decode("utf-8", "replace")
@@ -127,7 +128,8 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         "input": {"lines": lines, "bytes": size},
         "bound": {
             "one_regex_loop_ratio": round(best["anchor"] / best["floor"], 3),
-            "why": "a per-line Python loop that only matches one header regex and writes one 6-field "
+            "why": "a per-line Python loop that only matches one header regex and writes one "
+            "6-field "
             "record per line, one process (no continuation lines, time stamps, logfmt or JSON)",
         },
     }
@@ -155,7 +157,8 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         figure(
             "log_converter_all_formats",
             "log_convert.convert_stream, one process, on the test corpus of every "
-            "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) repeated",
+            "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) "
+            "repeated",
             corpus_lines / best["corpus"],
             "lines/s",
             "the same trivial loop on the same log",

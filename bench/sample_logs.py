@@ -27,29 +27,35 @@ def sample_lines(count: int):
         if kind < 4:
             lines = [
                 f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} - trainer.loop - "
-                f"{LEVELS[i % 4]} - epoch {i // 100} step {i} loss={1.0 / (1 + i % 97):.5f} lr=0.001"
+                f"{LEVELS[i % 4]} - epoch {i // 100} step {i} loss={1.0 / (1 + i % 97):.5f} "
+                f"lr=0.001"
             ]
         elif kind < 7:
             lines = [
-                f"[2025-10-31T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z {RUST_LEVELS[i % 4]} "
-                f"core::bridge::encoder] frame {i} coherence {0.5 + (i % 50) / 100:.3f} energy {i % 1000}"
+                f"[2025-10-31T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z "
+                f"{RUST_LEVELS[i % 4]} "
+                f"core::bridge::encoder] frame {i} coherence {0.5 + (i % 50) / 100:.3f} energy "
+                f"{i % 1000}"
             ]
             if i % 50 == 4:
                 lines.append("  continuation of the previous message with details")
         elif kind == 7:
             lines = [
-                f'ts=2025-10-31T{hour:02d}:{minute:02d}:{second:02d}Z level=info msg="checkpoint saved" '
+                f'ts=2025-10-31T{hour:02d}:{minute:02d}:{second:02d}Z level=info msg="checkpoint '
+                f'saved" '
                 f"step={i} path=experiments/results/ckpt_{i}.npz"
             ]
         elif kind == 8:
             lines = [
-                f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least coherent dream"
+                f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least coherent "
+                f"dream"
             ]
         else:
             lines = [f"plain progress line {i}: {'#' * (i % 40)}"]
             if i % 100 == 9:
                 lines = [
-                    f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} ERROR trainer.io: read failed",
+                    f"2025-10-31 {hour:02d}:{minute:02d}:{second:02d},{millis:03d} ERROR "
+                    f"trainer.io: read failed",
                     "Traceback (most recent call last):",
                     '  File "trainer/io.py", line 42, in load',
                     "OSError: [Errno 5] Input/output error",
@@ -71,7 +77,8 @@ def write_sample_log(path, count: int) -> int:
 
 
 def write_corpus_log(path, count: int) -> int:
-    """Write ``count`` lines cycling through the converter's test corpus (every format); return the byte size."""
+    """Write ``count`` lines cycling through the converter's test corpus (every format); return
+    the byte size."""
     corpus = b"".join(item.read_bytes() for item in sorted(CORPUS.iterdir())).split(b"\n")[:-1]
     lines = (corpus * (count // len(corpus) + 1))[:count]
     data = b"\n".join(lines) + b"\n"

@@ -77,7 +77,8 @@ def test_quick_bench_writes_a_report_with_every_figure(workspace):
         report_path.relative_to(workspace).as_posix()
         in read_json(workspace / "data/hash_registry.json")["files"]
     )
-    # Scaling curves: 1 and 2 workers beside the ideal, 1/100, 1/10 and all of the input, and one PNG of them.
+    # Scaling curves: 1 and 2 workers beside the ideal, 1/100, 1/10 and all of the input, and one
+    # PNG of them.
     curves = {f["scaling"]["name"]: f["scaling"] for f in figures if "scaling" in f}
     assert set(curves) == {"hashing", "metadata", "preprocess"}
     for curve in curves.values():

@@ -1,4 +1,5 @@
-"""The spec's commands with any Python (utils/bootstrap.py), and the project as a package (pyproject.toml)."""
+"""The spec's commands with any Python (utils/bootstrap.py), and the project as a package
+(pyproject.toml)."""
 
 import ast
 import os
@@ -20,7 +21,8 @@ SCRIPT = str(REPO / "scripts/orchestration/run_experiment.py")
 
 
 def bare_python(*args, env=None, cwd=None):
-    """This interpreter without its site-packages: like a system python3 that lacks the dependencies."""
+    """This interpreter without its site-packages: like a system python3 that lacks the
+    dependencies."""
     environ = {
         key: value
         for key, value in os.environ.items()

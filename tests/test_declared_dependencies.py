@@ -1,6 +1,7 @@
-"""Everything the code imports is declared: the scripts' imports in requirements.in (their run-time
-dependencies, which pyproject.toml installs), the tests' and benchmarks' in requirements-dev.in too,
-CuPy in requirements-gpu.in. A package that arrives only as someone else's dependency is a missing one."""
+"""Everything the code imports is declared: the scripts' imports in requirements.in (their
+run-time dependencies, which pyproject.toml installs), the tests' and benchmarks' in
+requirements-dev.in too, CuPy in requirements-gpu.in. A package that arrives only as someone
+else's dependency is a missing one."""
 
 import ast
 import re
@@ -32,7 +33,8 @@ def declared(*files) -> set:
 
 
 def imported_modules(*folders) -> dict:
-    """{top-level module: first file importing it} for third-party imports (stdlib and the project left out)."""
+    """{top-level module: first file importing it} for third-party imports (stdlib and the
+    project left out)."""
     found = {}
     for folder in folders:
         for path in sorted((REPO / folder).rglob("*.py")):

@@ -1,15 +1,17 @@
-"""The code's layers, read from the imports with ``ast`` (every import, also those inside functions).
+"""The code's layers, read from the imports with ``ast`` (every import, also those inside
+functions).
 
-* ``scripts/utils`` imports nothing from the other packages; ``data_tools`` and ``visualization`` import
-  only ``utils`` (and themselves); ``orchestration`` may import everything.
+* ``scripts/utils`` imports nothing from the other packages; ``data_tools`` and ``visualization``
+  import only ``utils`` (and themselves); ``orchestration`` may import everything.
 * Inside ``utils``, ranks: the frame (the modules at its top: cli, errors, logging, jsonio, limits,
-  workspace, ...) below ``config`` and ``compute``, below ``formats``, below ``records``; a wing imports
-  only its own rank or below, never a wing beside it. The commands in ``utils`` (config_loader,
-  seed_manager, ...) are imported by nobody, and no module in a wing imports the CLI frame (cli).
+  workspace, ...) below ``config`` and ``compute``, below ``formats``, below ``records``; a wing
+  imports only its own rank or below, never a wing beside it. The commands in ``utils``
+  (config_loader, seed_manager, ...) are imported by nobody, and no module in a wing imports the CLI
+  frame (cli).
 * No import cycles between modules.
 * No private name (``_x``) of one module is imported or used by another.
-* A name is imported from the module that defines it (its one home), never through a module that only
-  imports it itself.
+* A name is imported from the module that defines it (its one home), never through a module that
+  only imports it itself.
 * Everything imported at run time is declared in requirements.in (see test_declared_dependencies).
 
 There is no list of exceptions: a change that breaks a rule moves the code to where it belongs.
@@ -102,7 +104,8 @@ UTILS_RANK = {"frame": 0, "config": 1, "compute": 1, "formats": 2, "records": 3,
 
 
 def utils_room(name: str) -> str | None:
-    """Where a module lives inside ``scripts/utils``: its wing, "frame" or "command" (None outside)."""
+    """Where a module lives inside ``scripts/utils``: its wing, "frame" or "command" (None
+    outside)."""
     parts = name.split(".")
     if parts[:2] != ["scripts", "utils"] or len(parts) < 3:
         return None
@@ -147,7 +150,8 @@ def layer_violations(modules: dict) -> list:
             beside = RANK[package] == 1 and target_package not in ("utils", package)
             if above or beside:
                 problems.append(
-                    f"{name}:{line} imports {target} ({target_package} is above or beside {package})"
+                    f"{name}:{line} imports {target} ({target_package} is above or beside "
+                    f"{package})"
                 )
     return problems
 
@@ -285,7 +289,8 @@ def borrowed_names(modules: dict, importers: dict) -> list:
                 ):
                     continue
                 problems.append(
-                    f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}, which that module "
+                    f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}, which that "
+                    f"module "
                     + ("only imports" if node.attr in only_imported else "does not define")
                 )
     return problems
@@ -296,8 +301,8 @@ def test_each_package_imports_only_its_own_layer_or_below():
 
 
 def command_imports(modules: dict) -> list:
-    """Imports of a command module (one with a top-level ``main``) other than its ``main``: what another module
-    needs lives in a library module, not in a command file."""
+    """Imports of a command module (one with a top-level ``main``) other than its ``main``: what
+    another module needs lives in a library module, not in a command file."""
     commands = {
         name
         for name, tree in modules.items()

@@ -1,14 +1,13 @@
 """Deterministic group-level train/val/test splits that never move a record.
 
-Each group (the patient by default) goes to a split by a keyed hash of its
-key: ``u`` = keyed BLAKE2b(group, 8 bytes) as a big-endian integer, then
-the first split whose cumulative bound (ratio x 2**64) exceeds ``u``. A group's split depends on nothing but
-its own key, so adding records never moves an existing one (scikit-learn's
-GroupShuffleSplit re-shuffles everything when the dataset grows). The key is
-derived from the seeds (stream ``dataset_splitter``): change the seed, get
-another split. Every record of a group lands in the same split: a record's
-split is its group's, by construction. A million records in id order, with
-split.json written, take under a second (the work is done a column at a time).
+Each group (the patient by default) goes to a split by a keyed hash of its key: ``u`` = keyed
+BLAKE2b(group, 8 bytes) as a big-endian integer, then the first split whose cumulative bound (ratio
+x 2**64) exceeds ``u``. A group's split depends on nothing but its own key, so adding records never
+moves an existing one (scikit-learn's GroupShuffleSplit re-shuffles everything when the dataset
+grows). The key is derived from the seeds (stream ``dataset_splitter``): change the seed, get
+another split. Every record of a group lands in the same split: a record's split is its group's, by
+construction. A million records in id order, with split.json written, take under a second (the work
+is done a column at a time).
 
 Records come from the metadata table (the newest ``metadata_extractor`` run
 by default) or any CSV/JSONL file. Rows with an ``error`` are left out; a
@@ -119,7 +118,8 @@ PARALLEL_GROUPS = 100_000  # below this many distinct groups, one process is fas
 
 
 def _hash_chunk(key: bytes, groups: list) -> bytes:
-    """8 bytes of keyed BLAKE2b per group, joined (a MAC: without the key the split cannot be predicted)."""
+    """8 bytes of keyed BLAKE2b per group, joined (a MAC: without the key the split cannot be
+    predicted)."""
     keyed = hashlib.blake2b(key=key, digest_size=8)  # copies of it skip hashing the key block again
     digests = []
     for group in groups:
@@ -209,7 +209,8 @@ def _text(value):
 
 
 def _column(rows: list, column: str) -> list:
-    """One column as texts (None for a missing or empty value); fast when every value is already text."""
+    """One column as texts (None for a missing or empty value); fast when every value is already
+    text."""
     values = list(map(dict.get, rows, repeat(column)))
     if set(map(type, values)) == {str} and "" not in values:
         return values
@@ -281,7 +282,8 @@ def split_records(
         "id_column": id_column,
         "group_column": group_column,
         "stratify": stratify,
-        "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, against cumulative "
+        "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, against "
+        "cumulative "
         "ratios x 2**64",
         "assignments": assignments,  # canonical JSON writes the keys sorted
         "groups": group_splits,
@@ -304,7 +306,8 @@ def split_records(
 
 
 def manifest_bytes(manifest: dict) -> bytes:
-    """split.json's canonical bytes. Its floats are finite ratios, so orjson writes it alone, unchecked."""
+    """split.json's canonical bytes. Its floats are finite ratios, so orjson writes it alone,
+    unchecked."""
     assignments = manifest["assignments"]
     if isinstance(assignments, Assignments):
         manifest = {
@@ -315,7 +318,8 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 
 class Assignments(Mapping):
-    """record id -> split name, held as ids sorted and split indices; the dict is built only when looked into."""
+    """record id -> split name, held as ids sorted and split indices; the dict is built only when
+    looked into."""
 
     def __init__(self, ids: list, indices: list, names: list):
         self.ids, self.indices, self.names = ids, indices, names
@@ -471,8 +475,10 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "dataset_splitter",
         doc=__doc__,
-        description="Split records into train/val/test by a keyed hash of their group (patient by default).",
-        example="python scripts/data_tools/dataset_splitter.py --ratios train=0.7,val=0.15,test=0.15",
+        description="Split records into train/val/test by a keyed hash of their group (patient by "
+        "default).",
+        example="python scripts/data_tools/dataset_splitter.py --ratios "
+        "train=0.7,val=0.15,test=0.15",
     )
     parser.add_argument(
         "records",
@@ -495,7 +501,8 @@ def main(argv=None) -> int:
         "--verify",
         metavar="MANIFEST",
         default=None,
-        help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any difference",
+        help="re-derive the split of MANIFEST from the same records and seeds; exit 1 on any "
+        "difference",
     )
     cli.add_workers_option(
         parser, f"processes for hashing groups (used from {PARALLEL_GROUPS:,} distinct groups)"

@@ -204,7 +204,8 @@ def hash_or_verify(args, log) -> int:
             counts = registry_changes(
                 dict(read_registry(registry)), hashed, scopes, keep, record.run_id
             )
-            apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)  # noqa: E731
+            # noqa: E731
+            apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)
             if registry == default_registry:
                 record.change_registry(apply)  # with the run's own commit: all or nothing
             else:
@@ -236,7 +237,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "hash_integrity",
         doc=__doc__,
-        description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree against it.",
+        description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree against "
+        "it.",
         example="python scripts/data_tools/hash_integrity.py verify data/sample --workers 2",
     )
     parser.add_argument(
@@ -276,7 +278,8 @@ def main(argv=None) -> int:
         "--export",
         metavar="FILE",
         default=None,
-        help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the registry",
+        help="also write the hashes in `sha256sum -c` format ('-' for stdout), names as in the "
+        "registry",
     )
     cli.add_common_options(parser)
     return cli.run(parser, hash_or_verify, argv)

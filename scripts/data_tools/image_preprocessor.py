@@ -167,8 +167,8 @@ def process_sample(task: dict) -> dict:
 
 
 def _write_output(task: dict, record: dict, field: str, data: bytes) -> None:
-    """Write an output file of ``task`` (its path is ``task[field]``), or, for a task run on a cluster
-    (``return_outputs``), hand the bytes back in the record for the client to write."""
+    """Write an output file of ``task`` (its path is ``task[field]``), or, for a task run on a
+    cluster (``return_outputs``), hand the bytes back in the record for the client to write."""
     if task.get("return_outputs"):
         record.setdefault(OUTPUT_BYTES, {})[task[field]] = data
     else:
@@ -229,8 +229,8 @@ def run_tasks(
 
 
 def run_batch(tasks: list, function, skip_errors: bool) -> list:
-    """One cluster task: the records of ``tasks``, in order (an unskipped bad image is returned, not raised:
-    an exception's details would not survive the trip back)."""
+    """One cluster task: the records of ``tasks``, in order (an unskipped bad image is returned,
+    not raised: an exception's details would not survive the trip back)."""
     records = []
     for task in tasks:
         try:
@@ -308,7 +308,8 @@ def process_volume(task: dict) -> dict:
 
 
 def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
-    """``(tasks, skipped)``: one task per series that forms a regular volume (or per stack in it)."""
+    """``(tasks, skipped)``: one task per series that forms a regular volume (or per stack in
+    it)."""
     series, skipped = slice_headers(images)
     planned = []
     for _key, slices in sorted(series.items(), key=lambda item: item[1][0]["file"]):
@@ -352,7 +353,8 @@ def volume_tasks(images: list, record, options: dict) -> tuple[list, list]:
 
 
 def record_name(workspace: Path, path) -> str:
-    """How a file given on the command line is named in the record: workspace-relative, else its name."""
+    """How a file given on the command line is named in the record: workspace-relative, else its
+    name."""
     try:
         return relative_to_workspace(workspace, path)
     except InputError:
@@ -598,7 +600,8 @@ def main(argv=None) -> int:
         "image_preprocessor",
         doc=__doc__,
         description="Normalize DICOM/PNG images to float32 arrays (npz) with a record per sample.",
-        example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment --epoch 0",
+        example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment "
+        "--epoch 0",
     )
     parser.add_argument(
         "inputs",

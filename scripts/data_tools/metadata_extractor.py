@@ -21,11 +21,10 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
   columns. PNG rows: width, height, mode, bit depth, color type, and every
   text chunk (tEXt, zTXt, iTXt) wherever it sits. ``--columns a,b,c``
   keeps only those columns (``path`` always comes first).
-* ``series.jsonl`` / ``.csv``: one row per DICOM series: files, slices,
-  shape, pixel spacing, orientation, the slice spacing measured from the
-  positions, and consistency flags (mixed orientation or shape, duplicate
-  positions, gaps, irregular spacing, missing geometry, one slice, no valid pixel spacing); ``volume_ok`` says
-  whether the series stacks into one regular volume
+* ``series.jsonl`` / ``.csv``: one row per DICOM series: files, slices, shape, pixel spacing,
+  orientation, the slice spacing measured from the positions, and consistency flags (mixed
+  orientation or shape, duplicate positions, gaps, irregular spacing, missing geometry, one slice,
+  no valid pixel spacing); ``volume_ok`` says whether the series stacks into one regular volume
   (``image_preprocessor.py --volumes``).
 * ``tags.jsonl`` with ``--all-tags``: every public attribute of each DICOM
   file, flattened: ``Keyword`` at the top level, ``Sequence[i].Keyword``
@@ -267,7 +266,8 @@ def deidentification_key(key_file, seeds: SeedManager, log):
 
 
 def _column_values(ds, keywords, frames: int, enhanced: bool):
-    """``(value, varies)`` of one column: per frame for enhanced objects, else the top-level value."""
+    """``(value, varies)`` of one column: per frame for enhanced objects, else the top-level
+    value."""
     for keyword in keywords:
         if enhanced:
             value, varies = collapse(frame_values(ds, keyword, frames))
@@ -343,7 +343,8 @@ def dicom_row(path: Path, settings: Settings, relative: str = "") -> dict:
 
 
 def all_tags(ds, deid: Deidentifier | None, context) -> dict:
-    """Every public attribute, flattened (``Seq[i].Keyword``), de-identified when ``deid`` is given."""
+    """Every public attribute, flattened (``Seq[i].Keyword``), de-identified when ``deid`` is
+    given."""
     from pydicom.dataelem import RawDataElement
 
     out = {}
@@ -672,7 +673,8 @@ def extract_table(args, log) -> int:
         log.warning("skipped_file", **item)
     if skipped and args.strict:
         raise InputError(
-            f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read (--strict)",
+            f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read "
+            f"(--strict)",
             file=skipped[0]["file"],
             reason=skipped[0]["reason"],
         )
@@ -683,7 +685,8 @@ def extract_table(args, log) -> int:
             lib.deidentifier(key, options).report(),
             key_source=key_source,
             applies_to="every value written: table, series table, --all-tags, warnings and errors",
-            png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} chunks): "
+            png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} "
+            f"chunks): "
             f"free text",
             paths="kept (see phi_in_path)",
         )
@@ -743,9 +746,11 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "metadata_extractor",
         doc=__doc__,
-        description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified by default "
+        description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified "
+        "by default "
         "(DICOM PS3.15 Annex E).",
-        example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 --retain-modified-dates",
+        example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 "
+        "--retain-modified-dates",
     )
     parser.add_argument(
         "inputs",

@@ -65,7 +65,8 @@ def read_dicom(path: Path) -> tuple:
 
 
 def dicom_parameters(ds, path=None) -> dict:
-    """How to normalize the pixels of ``ds``: photometric, bits, Modality LUT/rescale, VOI LUT/window."""
+    """How to normalize the pixels of ``ds``: photometric, bits, Modality LUT/rescale, VOI
+    LUT/window."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     frames = frame_count(ds)
@@ -441,7 +442,8 @@ NOISE_GENERATOR = (
 
 @functools.cache
 def normal_quantiles() -> np.ndarray:
-    """N(0, 1) at the probabilities (k + 0.5) / 65536, float32: |z| <= 4.33, standard deviation 0.99999.
+    """N(0, 1) at the probabilities (k + 0.5) / 65536, float32: |z| <= 4.33, standard deviation
+    0.99999.
 
     Per-pixel noise picks one of these levels per pixel with a uniform 16-bit
     draw: a quarter of the cost of NumPy's ziggurat normals on a 512x512

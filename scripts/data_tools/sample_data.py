@@ -165,7 +165,8 @@ def dicom_slices(seeds: SeedManager, patients: int, slices: int, size: int):
 
                 buffer = io.BytesIO()
                 ds.save_as(buffer, enforce_file_format=True)
-                path = f"dicom/case{p + 1:02d}/study{s + 1}/series1/slice{k + 1:03d}.dcm"  # no IDs in paths
+                # no IDs in paths
+                path = f"dicom/case{p + 1:02d}/study{s + 1}/series1/slice{k + 1:03d}.dcm"
                 yield path, buffer.getvalue()
 
 
@@ -268,7 +269,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "sample_data",
         doc=__doc__,
-        description="Write the built-in sample dataset (CT phantom DICOM series and PNGs) into data/sample/.",
+        description="Write the built-in sample dataset (CT phantom DICOM series and PNGs) into "
+        "data/sample/.",
         example="python scripts/data_tools/sample_data.py --patients 6 --slices 8 --size 64",
     )
     parser.add_argument("--patients", type=int, default=6, help="number of patients")

@@ -1,5 +1,5 @@
-"""Slices into volumes: the stacks of a series told apart, ordered along their normal, assembled, and
-written as NIfTI with the patient-space affine.
+"""Slices into volumes: the stacks of a series told apart, ordered along their normal, assembled,
+and written as NIfTI with the patient-space affine.
 
     from scripts.data_tools.volumes import slice_headers, volume_plan
     plan = volume_plan(slices)     # the slices' order, spacing and affine, or why they are no volume
@@ -27,7 +27,8 @@ from scripts.utils.formats.dicom_header import (
 )
 from scripts.utils.limits import PNG_SIGNATURE, check_pixels
 
-# What tells apart the stacks of a series whose slices share positions (classic keywords, then enhanced ones).
+# What tells apart the stacks of a series whose slices share positions (classic keywords, then
+# enhanced ones).
 STACK_KEYS = (
     "EchoNumbers",
     "EchoTime",
@@ -99,7 +100,8 @@ def slice_headers(images: list) -> tuple[dict, list]:
                 skipped.append(
                     {
                         "file": name,
-                        "reason": f"cannot read the DICOM header: {type(exc).__name__}: {scrub_quoted(str(exc))}",
+                        "reason": f"cannot read the DICOM header: {type(exc).__name__}: "
+                        f"{scrub_quoted(str(exc))}",
                     }
                 )
                 continue
@@ -123,8 +125,8 @@ def slice_headers(images: list) -> tuple[dict, list]:
 
 
 def volume_plan(slices: list) -> dict:
-    """Order one series' slices and check them: ``{"slices", "problems", "kinds"}``, plus ``affine`` and
-    ``spacing`` when there is no problem."""
+    """Order one series' slices and check them: ``{"slices", "problems", "kinds"}``, plus
+    ``affine`` and ``spacing`` when there is no problem."""
     geometry = series_geometry(
         [s["position"] for s in slices],
         [s["orientation"] for s in slices],
@@ -154,7 +156,8 @@ def volume_plan(slices: list) -> dict:
 
 
 def assemble_volume(xp, task: dict) -> tuple:
-    """``(float32 volume (slice, row, column), per-slice transforms, warnings)`` of one planned series.
+    """``(float32 volume (slice, row, column), per-slice transforms, warnings)`` of one planned
+    series.
 
     The volume is allocated once and each slice normalized straight into
     it, so memory is the volume plus one file's image.
@@ -204,7 +207,8 @@ def assemble_volume(xp, task: dict) -> tuple:
 
 
 def modality_image(xp, pixels, params: dict) -> tuple:
-    """``(float32 modality values, what was done)``: the Modality LUT or rescale only (HU for CT), per frame."""
+    """``(float32 modality values, what was done)``: the Modality LUT or rescale only (HU for
+    CT), per frame."""
     frames = params.get("frames", 1)
     if "frame_rescale" in params and frames > 1:
         image = xp.stack(

@@ -104,7 +104,8 @@ def safe_member(name: str) -> str:
 
 
 def check_source(workspace: Path, source: Path) -> None:
-    """Refuse a source that holds the workspace's own records (the registry, manifest, chronicle)."""
+    """Refuse a source that holds the workspace's own records (the registry, manifest,
+    chronicle)."""
     for protected in PROTECTED:
         if inside(source, workspace / protected):
             raise InputError(
@@ -160,7 +161,8 @@ def source_files(workspace: Path, source: Path) -> dict:
 
 
 def _check_hard_links(workspace: Path, source: Path, hard_links: dict) -> None:
-    """Every other link of a hard-linked file must lie in the workspace (else it is someone else's file)."""
+    """Every other link of a hard-linked file must lie in the workspace (else it is someone
+    else's file)."""
     if not hard_links:
         return
     seen = {key: 0 for key in hard_links}
@@ -183,7 +185,8 @@ def _check_hard_links(workspace: Path, source: Path, hard_links: dict) -> None:
 
 
 def checked_manifest(raw: bytes, where: str) -> dict:
-    """The ``files`` of an archive manifest: ``{name: {sha256, size}}``; anything else is bad input."""
+    """The ``files`` of an archive manifest: ``{name: {sha256, size}}``; anything else is bad
+    input."""
     try:
         manifest = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -506,7 +509,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "archive_results",
         doc=__doc__,
-        description="Move a run's outputs into an archive folder (copy, verify, remove), optionally pack a\n"
+        description="Move a run's outputs into an archive folder (copy, verify, remove), optionally "
+        "pack a\n"
         "deterministic tar.gz or zip; or --verify an archive.",
         example="python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz",
     )

@@ -1,4 +1,5 @@
-"""Which variation makes each difference: noise learned from controls, then bisection over the variations.
+"""Which variation makes each difference: noise learned from controls, then bisection over the
+variations.
 
     from scripts.orchestration.causes import CauseSearch
     search = CauseSearch(probe, found, varied, epoch, max_runs=24, runs_used=2)
@@ -42,7 +43,8 @@ from scripts.orchestration.variations import (
     changed_settings,
 )
 
-# Types whose places (key paths, cells, lines, members, tensors) stay put between runs; regions and ranges may move.
+# Types whose places (key paths, cells, lines, members, tensors) stay put between runs; regions and
+# ranges may move.
 STABLE_PLACES = {"json", "jsonl", "csv", "text", "archive", "presence", "mp4", "array", "model"}
 FILE_NAME = "file name"
 NOISE = "none: run-to-run noise"
@@ -55,14 +57,16 @@ class OutOfRuns(Exception):
 
 
 def name_pattern(path: str) -> str:
-    """A path with its digit runs blanked: what stays of a name with a time stamp or counter in it."""
+    """A path with its digit runs blanked: what stays of a name with a time stamp or counter in
+    it."""
     return DIGIT_RUN.sub("#", path)
 
 
 def place_keys(found: dict) -> dict:
     """{(artifact, place or None): [differences]} -- None where the type's places move between runs.
 
-    A file present in one run only is keyed by its name's pattern: its name may change from run to run.
+    A file present in one run only is keyed by its name's pattern: its name may change from run to
+    run.
     """
     keys: dict = {}
     for artifact, result in found.items():
@@ -81,9 +85,9 @@ def place_keys(found: dict) -> dict:
 
 
 def carries_the_clock(item: dict, epoch: str, now: float | None = None) -> str | None:
-    """How a difference shows a wall clock: "shifted" (the first run's clock in the first value, the shifted one in
-    the second), "real" (today's date or Unix time in both: a clock outside Python, which verify cannot shift),
-    or None."""
+    """How a difference shows a wall clock: "shifted" (the first run's clock in the first value,
+    the shifted one in the second), "real" (today's date or Unix time in both: a clock outside
+    Python, which verify cannot shift), or None."""
     start, shifted = int(epoch), int(epoch) + CLOCK_SHIFT
     first, second = (_text(item.get(run)) for run in ("first", "second"))
     if _shows(first, start) and _shows(second, shifted):
@@ -99,7 +103,8 @@ def carries_the_clock(item: dict, epoch: str, now: float | None = None) -> str |
 
 
 def _shows(text: str, instant: float, whole_day: bool = False) -> bool:
-    """Whether ``text`` holds ``instant`` as a date (2025-10-31, 20251031) or as Unix time (s, ms, us or ns)."""
+    """Whether ``text`` holds ``instant`` as a date (2025-10-31, 20251031) or as Unix time (s,
+    ms, us or ns)."""
     moment = datetime.datetime.fromtimestamp(instant, datetime.timezone.utc)
     if whole_day:
         dates = {moment.strftime("%Y-%m-%d"), moment.strftime("%Y%m%d")}
@@ -120,7 +125,8 @@ def _text(value) -> str:
 
 
 def _holds(found: dict, key: tuple) -> bool:
-    """Whether a run's differences (place_keys) hold ``key``: its place, or its file where places move."""
+    """Whether a run's differences (place_keys) hold ``key``: its place, or its file where places
+    move."""
     return key in found or (key[1] is None and any(artifact == key[0] for artifact, _ in found))
 
 
@@ -166,7 +172,8 @@ class CauseSearch:
             if "time" in self.varied
             and all(carries_the_clock(item, self.epoch, self.now) for item in keys[key])
         }
-        # a file with any difference in a control that is not the clock is noise throughout (not bisected)
+        # a file with any difference in a control that is not the clock is noise throughout (not
+        # bisected)
         noisy = {artifact for artifact, place in self.control if (artifact, place) not in clocked}
         noise = {key for key in keys if key[0] in noisy} - clocked
         targets = set(keys) - noise - clocked
@@ -198,7 +205,8 @@ class CauseSearch:
         return place_keys(self.probe(varied, name))
 
     def _learn_noise(self) -> None:
-        """What differs with nothing varied: one control, and a second one if the first shows any noise."""
+        """What differs with nothing varied: one control, and a second one if the first shows any
+        noise."""
         self.control = self._run(frozenset(), "control")
         if self.control and self.runs < self.max_runs:
             self.control = {**self._run(frozenset(), "control-2"), **self.control}
@@ -211,9 +219,11 @@ class CauseSearch:
         return {key for key in keys if _holds(self.seen[varied], key)}
 
     def _bisect(self, keys: set, candidates: list, context: frozenset) -> dict:
-        """{key: {variation sets that make it}}: each key is made by candidates + context, none by context alone.
+        """{key: {variation sets that make it}}: each key is made by candidates + context, none by
+        context alone.
 
-        A key that either half makes on its own is looked for in both: two variations may each make it.
+        A key that either half makes on its own is looked for in both: two variations may each make
+        it.
         """
         if not keys:
             return {}
@@ -228,7 +238,8 @@ class CauseSearch:
             self._bisect(by_first, first, context), self._bisect(by_second, second, context)
         )
         together = rest - by_second
-        if together:  # an interaction: the part of the first half needed with all of the second, then vice versa
+        # an interaction: the part of the first half needed with all of the second, then vice versa
+        if together:
             with_second = self._bisect(together, first, context | set(second))
             parts = {
                 cause - context - set(second) for found in with_second.values() for cause in found
@@ -245,7 +256,8 @@ class CauseSearch:
         return causes
 
     def _confirm_interactions(self, causes: set) -> None:
-        """Run each interaction once more: what needs two variations together is rare, a flicker is not."""
+        """Run each interaction once more: what needs two variations together is rare, a flicker
+        is not."""
         for cause in sorted((c for c in causes if len(c) > 1), key=self._order):
             if self.runs < self.max_runs:
                 self.confirmed[cause] = self._run(

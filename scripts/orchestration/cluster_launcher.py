@@ -46,7 +46,8 @@ SYSTEMS = {"slurm": "SLURMCluster", "pbs": "PBSCluster"}
 
 
 def job_cluster(system: str, config_file: Path, log=None):
-    """The dask-jobqueue cluster for ``system`` with the settings of ``config_file`` (no job submitted yet)."""
+    """The dask-jobqueue cluster for ``system`` with the settings of ``config_file`` (no job
+    submitted yet)."""
     import dask_jobqueue
 
     settings = load_config_file(config_file)
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "cluster_launcher",
         doc=__doc__,
-        description="Start a Dask scheduler here and workers as batch jobs (dask-jobqueue), for --scheduler.",
+        description="Start a Dask scheduler here and workers as batch jobs (dask-jobqueue), for "
+        "--scheduler.",
         example="python scripts/orchestration/cluster_launcher.py slurm --jobs 8",
     )
     parser.add_argument("system", choices=sorted(SYSTEMS), help="the batch system")

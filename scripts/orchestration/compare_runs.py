@@ -147,7 +147,8 @@ def command_arguments(command: list) -> dict:
 
 
 def compare_arguments(reports: list) -> list:
-    """The external commands' arguments that differ, as ``--lr 1.0 -> 0.5`` (every run's value in order)."""
+    """The external commands' arguments that differ, as ``--lr 1.0 -> 0.5`` (every run's value in
+    order)."""
     parsed = [
         command_arguments(((report.get("external") or {}).get("command") or [])[1:])
         for report in reports
@@ -165,7 +166,8 @@ def compare_arguments(reports: list) -> list:
 
 
 def compare_code(reports: list) -> dict:
-    """{run id: changes} of each external run's code and Python against the first run's (none: left out)."""
+    """{run id: changes} of each external run's code and Python against the first run's (none:
+    left out)."""
     first = reports[0].get("external")
     if not isinstance(first, dict):
         return {}
@@ -317,7 +319,8 @@ def comparison_page(result: dict, series: dict) -> str:
         section(
             "Environment",
             table(["", *runs], [["env_hash", *environment["env_hashes"]]], mono=(1,))
-            + f"<p>differing fields: {esc(', '.join(environment['differing_fields']) or 'none')}</p>",
+            + f"<p>differing fields: "
+            f"{esc(', '.join(environment['differing_fields']) or 'none')}</p>",
         )
     )
     files = [[name, state] for name, state in result["artifacts"]["files"].items()]

@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "env_check",
         doc=__doc__,
-        description="Write an environment snapshot with a stable env_hash to env/, or --check against one.",
+        description="Write an environment snapshot with a stable env_hash to env/, or --check "
+        "against one.",
         example="python scripts/orchestration/env_check.py --check",
     )
     parser.add_argument(
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
         const=SNAPSHOT,
         metavar="SNAPSHOT",
         default=None,
-        help=f"compare with SNAPSHOT (default: <workspace>/{SNAPSHOT}) and the lock; exit 1 on a difference",
+        help=f"compare with SNAPSHOT (default: <workspace>/{SNAPSHOT}) and the lock; exit 1 on a "
+        f"difference",
     )
     parser.add_argument(
         "--lock",

@@ -1,4 +1,5 @@
-"""An external training command's own code and environment, recorded with its run and checked by rerun.
+"""An external training command's own code and environment, recorded with its run and checked by
+rerun.
 
     from scripts.orchestration.external_runs import code_record, external_command, interpreter_environment
     command = external_command(config, seed=7, code_dir=Path("proj"))  # {seed}, {logdir}, {train.lr}, ... filled
@@ -44,8 +45,8 @@ PROBE_SECONDS = 120
 SKIPPED_FOLDERS = {".git", "__pycache__", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache"}
 MAX_CODE_FILES = 10_000
 
-# Run by the command's own interpreter: prints one JSON object (stdlib json: that Python may lack orjson).
-# Imports torch only where it is installed.
+# Run by the command's own interpreter: prints one JSON object (stdlib json: that Python may lack
+# orjson). Imports torch only where it is installed.
 PROBE = r"""
 import importlib.metadata as md, importlib.util, json, os, platform, sys
 found = {"python": platform.python_version(), "implementation": platform.python_implementation(),
@@ -71,9 +72,10 @@ PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 def external_command(config: dict, seed: int, code_dir: Path | None = None) -> list:
-    """external.command with its placeholders filled in: {config}, {seed}, {logdir}, and any config value by its
-    dotted key ({train.lr} from a [train] table), so an argparse script can be swept over any argument. With
-    ``code_dir``, an argument naming an existing file or folder relative to it becomes its absolute path."""
+    """external.command with its placeholders filled in: {config}, {seed}, {logdir}, and any
+    config value by its dotted key ({train.lr} from a [train] table), so an argparse script can
+    be swept over any argument. With ``code_dir``, an argument naming an existing file or folder
+    relative to it becomes its absolute path."""
     fill = {"config": "config.json", "seed": str(seed), "logdir": "."}
 
     def value(match) -> str:
@@ -86,7 +88,8 @@ def external_command(config: dict, seed: int, code_dir: Path | None = None) -> l
         for part in name.split("."):
             if not isinstance(found, dict) or part not in found:
                 raise InputError(
-                    f"external.command has an unknown placeholder {{{name}}}: neither config, seed, "
+                    f"external.command has an unknown placeholder {{{name}}}: neither config, "
+                    f"seed, "
                     "logdir nor a key of the config",
                     key="external.command",
                     placeholder=name,
@@ -112,8 +115,8 @@ def external_command(config: dict, seed: int, code_dir: Path | None = None) -> l
 
 
 def anchored(argument: str, code_dir: Path) -> str:
-    """``argument`` as an absolute path when it (or the value of ``--name=value``) names an existing file or folder
-    relative to ``code_dir``; unchanged otherwise."""
+    """``argument`` as an absolute path when it (or the value of ``--name=value``) names an
+    existing file or folder relative to ``code_dir``; unchanged otherwise."""
     prefix, value = "", argument
     if argument.startswith("-"):
         prefix, _, value = argument.partition("=")
@@ -140,9 +143,9 @@ def sha256_of(path: Path) -> str:
 
 
 def _named_files(command: list, code_dir: Path, logdir: Path | None) -> list:
-    """The files the command's arguments name (its interpreter's binary and the files in its log folder left out),
-    a module given to ``python -m`` (found in the config's folder), and the local modules the Python files among
-    them import."""
+    """The files the command's arguments name (its interpreter's binary and the files in its log
+    folder left out), a module given to ``python -m`` (found in the config's folder), and the
+    local modules the Python files among them import."""
     files = []
     for index, part in enumerate(command):
         if index == 0 and command_interpreter(command) is not None:
@@ -172,7 +175,8 @@ def _named_files(command: list, code_dir: Path, logdir: Path | None) -> list:
 
 
 def _module_files(parts: list, folders: list) -> list:
-    """The file of module ``a.b.c`` (``a/b/c.py`` or ``a/b/c/__init__.py``) in the first folder that has it."""
+    """The file of module ``a.b.c`` (``a/b/c.py`` or ``a/b/c/__init__.py``) in the first folder
+    that has it."""
     for folder in folders:
         base = folder.joinpath(*parts)
         for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
@@ -182,9 +186,10 @@ def _module_files(parts: list, folders: list) -> list:
 
 
 def local_imports(files: list) -> list:
-    """``files`` plus every module file, next to a Python file among them, that it imports (``import model``,
-    ``from utils.data import load``, ``from . import layers``), followed through their own imports. Installed
-    packages are the environment's: they are not code files of the run."""
+    """``files`` plus every module file, next to a Python file among them, that it imports
+    (``import model``, ``from utils.data import load``, ``from . import layers``), followed
+    through their own imports. Installed packages are the environment's: they are not code files
+    of the run."""
     found, todo = list(dict.fromkeys(files)), [f for f in files if f.suffix == ".py"]
     while todo and len(found) <= MAX_CODE_FILES:
         path = todo.pop()
@@ -242,7 +247,8 @@ def _listed_files(entries: list, base: Path) -> list:
 
 
 def git_state_of(folder: Path) -> dict | None:
-    """{"root", "commit", "dirty"} of the git repository holding ``folder`` (None outside one, or without git)."""
+    """{"root", "commit", "dirty"} of the git repository holding ``folder`` (None outside one, or
+    without git)."""
     try:
         result = subprocess.run(
             [
@@ -278,14 +284,15 @@ def git_state_of(folder: Path) -> dict | None:
 
 
 def code_name(path: Path, code_dir: Path) -> str:
-    """A code file's name in the record: relative to the code folder, POSIX (``../lib/x.py`` above it), never
-    absolute, so the same project elsewhere records the same names."""
+    """A code file's name in the record: relative to the code folder, POSIX (``../lib/x.py``
+    above it), never absolute, so the same project elsewhere records the same names."""
     return Path(os.path.relpath(path, code_dir)).as_posix()
 
 
 def code_record(command: list, code_dir: Path, extra_code: list, logdir: Path | None) -> dict:
-    """{"files": {name: sha256}, "git": [repository states]} of the code a command runs, named relative to
-    ``code_dir`` (``logdir``: its log folder, whose files are outputs, not code; None before there is one)."""
+    """{"files": {name: sha256}, "git": [repository states]} of the code a command runs, named
+    relative to ``code_dir`` (``logdir``: its log folder, whose files are outputs, not code; None
+    before there is one)."""
     code_dir = code_dir.resolve()
     files = sorted(
         set(_named_files(command, code_dir, logdir)) | set(_listed_files(extra_code, code_dir))
@@ -305,14 +312,16 @@ def code_record(command: list, code_dir: Path, extra_code: list, logdir: Path | 
 
 
 def current_code(recorded: dict, code_dir: Path) -> dict:
-    """{name: sha256} today of the files a run's code record names (a file now missing is left out)."""
+    """{name: sha256} today of the files a run's code record names (a file now missing is left
+    out)."""
     names = (recorded.get("files") or {}) if isinstance(recorded, dict) else {}
     return {name: sha256_of(code_dir / name) for name in names if (code_dir / name).is_file()}
 
 
 def command_interpreter(command: list) -> str | None:
-    """The Python that runs ``command``: its first word when that is a Python, or the Python named by the ``#!``
-    line of a program found on PATH (``torchrun``, ``accelerate``); None for any other program."""
+    """The Python that runs ``command``: its first word when that is a Python, or the Python
+    named by the ``#!`` line of a program found on PATH (``torchrun``, ``accelerate``); None for
+    any other program."""
     program = command[0]
     if Path(program).name.startswith("python"):
         return program
@@ -333,7 +342,8 @@ def command_interpreter(command: list) -> str | None:
 
 
 def interpreter_environment(command: list, env: dict | None, cwd: Path) -> dict | None:
-    """What the command's Python reports about itself (None when the command is not run by a Python)."""
+    """What the command's Python reports about itself (None when the command is not run by a
+    Python)."""
     program = command_interpreter(command)
     if program is None:
         return None
@@ -355,7 +365,8 @@ def interpreter_environment(command: list, env: dict | None, cwd: Path) -> dict 
 
 
 def changed_since(recorded: dict, now: dict) -> list:
-    """What differs between a run's recorded code and environment and today's: refusals for rerun."""
+    """What differs between a run's recorded code and environment and today's: refusals for
+    rerun."""
     found = []
     old_files, new_files = (
         (recorded.get("code") or {}).get("files", {}),
@@ -397,7 +408,8 @@ def changed_since(recorded: dict, now: dict) -> list:
 
 
 def config_code_hashes(config: dict, code_dir: Path) -> dict:
-    """{file: sha256} of an external config's code (what the pipeline's fingerprint of its step covers)."""
+    """{file: sha256} of an external config's code (what the pipeline's fingerprint of its step
+    covers)."""
     if (config.get("experiment") or {}).get("kind") != "external" or not isinstance(
         config.get("external"), dict
     ):

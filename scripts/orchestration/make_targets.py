@@ -1,4 +1,5 @@
-"""What ``make``'s variables become: options of the project's commands, passed as data, never through a shell.
+"""What ``make``'s variables become: options of the project's commands, passed as data, never
+through a shell.
 
     make phase7 DATA="/mnt/scans (2025)" WORKSPACE=/tmp/ws
     # the Makefile runs: python scripts/orchestration/make_targets.py phase7

@@ -133,7 +133,8 @@ PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
 SHOWN_SKIPPED = 5
 # What a step consumes is handed over in its arguments, filled in when it runs: "{table}" is the
-# metadata step's table, "{run:STEP}" the run folder of STEP (their recorded forms match RUN_FOLDER).
+# metadata step's table, "{run:STEP}" the run folder of STEP (their recorded forms match
+# RUN_FOLDER).
 HANDOVER = re.compile(r"\{table\}|\{run:([a-z0-9_]+)\}")
 RUN_FOLDER = r"experiments/results/[a-z][a-z0-9_]*_[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?"
 HANDED_TO_EXPERIMENT = ["--set", "data.source={run:preprocess}", "--set", "data.split={run:split}"]
@@ -405,7 +406,8 @@ def code_fingerprint(entry: Path, also=()) -> str:
 
 
 def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
-    """Names and contents of the data files, read only where the stat cache cannot vouch for them."""
+    """Names and contents of the data files, read only where the stat cache cannot vouch for
+    them."""
     hashed = hash_files(inputs.files, cache, executor, on_error=lambda name, reason: None)
     digest = hashlib.sha256()
     for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
@@ -417,7 +419,8 @@ def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
 
 
 def portable(arg: str, workspace: Path) -> str:
-    """An argument as it goes into a fingerprint: paths relative to the repository or workspace, else a name."""
+    """An argument as it goes into a fingerprint: paths relative to the repository or workspace,
+    else a name."""
     path = Path(arg)
     if not path.is_absolute():
         return arg
@@ -479,7 +482,8 @@ def step_fingerprint(step: Step, workspace: Path, data: str, upstream: list) -> 
 
 
 def _die_with_the_pipeline() -> None:  # pragma: no cover - runs in the child, between fork and exec
-    """Linux: a step whose pipeline is killed is killed too, so it cannot write beside the next pipeline."""
+    """Linux: a step whose pipeline is killed is killed too, so it cannot write beside the next
+    pipeline."""
     import ctypes
     import signal
 
@@ -492,8 +496,9 @@ STEP_PREEXEC = _die_with_the_pipeline if sys.platform == "linux" else None
 def run_step(
     step: Step, argv: list, workspace: Path, env: dict | None = None, on_progress=None
 ) -> str | None:
-    """Run one step's script (in ``env``: default this process's); return the id of the run it recorded
-    (None if none), or raise. The step's progress records go to ``on_progress(record)`` as they come."""
+    """Run one step's script (in ``env``: default this process's); return the id of the run it
+    recorded (None if none), or raise. The step's progress records go to ``on_progress(record)``
+    as they come."""
     if step.in_process:
         return _record_config(step, argv, workspace)
     command = [sys.executable, *argv, "--workspace", str(workspace)]
@@ -605,7 +610,8 @@ class Pipeline:
         return set(self.records.runs(script_name))
 
     def intact(self, step: Step, run_id: str) -> list:
-        """What is wrong with a finished step's run: [] when its outputs are all there and unchanged."""
+        """What is wrong with a finished step's run: [] when its outputs are all there and
+        unchanged."""
         manifest = self.records.manifest()
         report = run_report(run_id)
         entries = self.records.outputs(run_id)
@@ -675,7 +681,8 @@ class Pipeline:
         return ("outputs damaged", problems) if problems else (None, [])
 
     def plan(self, steps: list, data: str, force: bool) -> dict:
-        """``{step name: (fingerprint, reason or None)}``; a step that cannot be redone alone pulls in its producer.
+        """``{step name: (fingerprint, reason or None)}``; a step that cannot be redone alone pulls
+        in its producer.
 
         archive_results moves its source away: once the source is gone, it can
         only be redone from its own MANIFEST.json, so without that the
@@ -789,7 +796,8 @@ def upstream_of(step: Step, planned: dict) -> bool:
 
 
 def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
-    """Without its state file or the seed log, a workspace that holds the pipeline's runs is made to converge.
+    """Without its state file or the seed log, a workspace that holds the pipeline's runs is made to
+    converge.
 
     The pipeline's runs are found in the manifest by their recorded command
     line (runs made by hand in the workspace are not the pipeline's and
@@ -832,8 +840,8 @@ def rebuild_lost_bookkeeping(workspace: Path, steps: list, log) -> None:
 
 
 def recorded_runs_of(workspace: Path, step: Step, runs: dict, reports: dict) -> set:
-    """The runs in the manifest whose recorded command line (or, for a config step, config file) is this step's;
-    ``reports``: {run id: its report as read}."""
+    """The runs in the manifest whose recorded command line (or, for a config step, config file)
+    is this step's; ``reports``: {run id: its report as read}."""
     expected = portable_argv(step.argv[1:], workspace)
     found = set()
     for run_id in (run_id for run_id, run in runs.items() if run.get("script") == step.script):
@@ -956,8 +964,8 @@ def run_phase(
     scheduler: str | None = None,
     live: bool = False,
 ) -> list:
-    """Run ``phase``; with ``scheduler`` (utils/compute/cluster.py) the data steps and the data fingerprint run on
-    that Dask cluster (``local:N`` is started once for the whole phase)."""
+    """Run ``phase``; with ``scheduler`` (utils/compute/cluster.py) the data steps and the data
+    fingerprint run on that Dask cluster (``local:N`` is started once for the whole phase)."""
     if phase not in PHASES:
         raise InputError(f"unknown phase {phase!r}: choose one of {', '.join(PHASES)}", value=phase)
     if data_name is not None and data_arg is None:
@@ -999,8 +1007,9 @@ def run_phase(
             recover(workspace, log)
         address = cluster.scheduler_address(scheduler)
         with cluster.cluster_executor(address if phase != "phase9" else None, log) as executor:
-            # The steps get the scheduler through the environment, not their argv: where the work runs is
-            # not part of a step's fingerprint (the bytes are the same), so changing it redoes nothing.
+            # The steps get the scheduler through the environment, not their argv: where the work
+            # runs is not part of a step's fingerprint (the bytes are the same), so changing it
+            # redoes nothing.
             step_env = (
                 None
                 if executor is None
@@ -1025,11 +1034,14 @@ def run_phase(
 
 
 PRODUCES = {
-    "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv), renders (tensor_visualizer_*), "
+    "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv), renders "
+    "(tensor_visualizer_*), "
     "an HTML page (html_report_*/report.html)",
-    "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv), renders (tensor_visualizer_*), "
+    "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv), renders "
+    "(tensor_visualizer_*), "
     "an HTML page (html_report_*/report.html)",
-    "phase7": "experiments/results/phase7/ (metrics, dreams, bridge); FFT and curve plots (metric_plotter_*); "
+    "phase7": "experiments/results/phase7/ (metrics, dreams, bridge); FFT and curve plots "
+    "(metric_plotter_*); "
     "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders; "
     "an HTML page (html_report_*/report.html)",
     "phase8": "experiments/results/archive/phase8/ and phase8.tar.gz, verified",
@@ -1046,7 +1058,8 @@ def skipped_lines(summary: list) -> list:
             )
         if len(item["skipped"]) > SHOWN_SKIPPED:
             lines.append(
-                f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in {item['report']}"
+                f"  {item['step']}: ... {len(item['skipped']) - SHOWN_SKIPPED} more in "
+                f"{item['report']}"
             )
     return lines
 
@@ -1070,7 +1083,8 @@ def terminal_mode(args) -> bool:
 
 
 def artifacts_to_open(workspace: Path, summary: list) -> list:
-    """Paths a person opens after a phase: animations, plots, renders; and how to get the HTML page."""
+    """Paths a person opens after a phase: animations, plots, renders; and how to get the HTML
+    page."""
     lines = []
     for item in summary:
         report = item["report"] and checked_report(
@@ -1093,8 +1107,9 @@ def artifacts_to_open(workspace: Path, summary: list) -> list:
 
 
 def step_table(phase: str, data: str | None, data_name: str | None, strict: bool) -> list:
-    """The steps of a phase as data: name, script, the steps it waits for, its command (what it consumes
-    as HANDOVER placeholders, paths relative to the repository) and what it writes beyond its run folder."""
+    """The steps of a phase as data: name, script, the steps it waits for, its command (what it
+    consumes as HANDOVER placeholders, paths relative to the repository) and what it writes
+    beyond its run folder."""
     steps = steps_for(phase, data or "data/sample", data is not None, data_name, strict)
     return [
         {
@@ -1217,7 +1232,8 @@ def main(argv=None) -> int:
         "--log-format",
         choices=("auto", "terminal", "json"),
         default="auto",
-        help="terminal: a live view of the steps, the JSON log kept in meta/chronicle/pipeline.jsonl; "
+        help="terminal: a live view of the steps, the JSON log kept in "
+        "meta/chronicle/pipeline.jsonl; "
         "json: JSON lines on stderr; auto: terminal when stderr is one and no --log-file",
     )
     cli.add_scheduler_option(parser)

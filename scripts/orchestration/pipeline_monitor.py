@@ -214,7 +214,8 @@ def main(argv=None) -> int:
         "pipeline_monitor",
         doc=__doc__,
         description="Report a run folder's progress, latest metrics, checkpoints and anomalies.",
-        example="python scripts/orchestration/pipeline_monitor.py experiments/results/run_2025_10_31 --once",
+        example="python scripts/orchestration/pipeline_monitor.py "
+        "experiments/results/run_2025_10_31 --once",
     )
     parser.add_argument("logdir", metavar="RUN_DIR", help="the run's log folder")
     mode = parser.add_mutually_exclusive_group()

@@ -66,13 +66,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from scripts.utils.compute.exact import (  # noqa: F401 - the experiment's arithmetic, still importable here
-    SCALE,
+# noqa: F401 - the experiment's arithmetic, still importable here
+from scripts.utils.compute.exact import (
     Fixed,
     blas_threads,
     exact_matmul,
     fixed_mean,
-    fixed_sum,
 )
 from scripts.utils.errors import InputError
 from scripts.utils.formats.arrays import array_module, npz_bytes, read_arrays, to_numpy
@@ -126,8 +125,9 @@ def coherence(xp, image) -> float:
 
 
 def memory_need(config: dict) -> dict:
-    """The bytes the run will hold at most, by the config keys that drive them: an upper estimate made from the
-    config alone, before anything is allocated (float64 arrays, with the copies the exact products make)."""
+    """The bytes the run will hold at most, by the config keys that drive them: an upper estimate
+    made from the config alone, before anything is allocated (float64 arrays, with the copies the
+    exact products make)."""
     data, dcfg, lcfg = config["data"], config["dreamer"], config["learner"]
     dim = data["size"] * data["size"] * 3
     return {
@@ -143,13 +143,15 @@ def memory_need(config: dict) -> dict:
 
 
 def check_memory(config: dict, source=None) -> None:
-    """Refuse (exit 2, naming the keys) a config whose memory need is over ``limits.max_experiment_bytes()``."""
+    """Refuse (exit 2, naming the keys) a config whose memory need is over
+    ``limits.max_experiment_bytes()``."""
     need = memory_need(config)
     cap = max_experiment_bytes()
     if sum(need.values()) > cap:
         largest = max(need, key=need.get)
         raise InputError(
-            f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over the "
+            f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over "
+            f"the "
             f"cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
             f"{MAX_EXPERIMENT_BYTES_ENV}",
             file=source,
@@ -215,9 +217,9 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
 
 
 def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, split: str = "auto"):
-    """Train and validation indices: a dataset_splitter run's (``split``: its folder, as the pipeline
-    hands it over, or "auto": the newest) when it covers the samples (its "train" and "val"
-    splits), else ("seeded", or no such run) a seeded split of ``val_fraction``."""
+    """Train and validation indices: a dataset_splitter run's (``split``: its folder, as the
+    pipeline hands it over, or "auto": the newest) when it covers the samples (its "train" and
+    "val" splits), else ("seeded", or no such run) a seeded split of ``val_fraction``."""
     folder = None
     if split == "auto":
         run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
@@ -288,7 +290,8 @@ def init_learner(xp, dim: int, hidden: int, rng) -> dict:
 
 
 def det_matmul(xp, a, b, name: str = "product"):
-    """The experiment's matrix product: exact on values quantized to 2**-20 (``utils/compute/exact.py``)."""
+    """The experiment's matrix product: exact on values quantized to 2**-20
+    (``utils/compute/exact.py``)."""
     return exact_matmul(xp, a, b, name)
 
 
@@ -304,13 +307,15 @@ DREAM_MIX = (
 
 
 def dream_of_cycle(xp, memory, newest):
-    """The cycle's dream: its most coherent new candidate over the pool's most coherent dream so far (equal parts).
-    The pool may keep its best for many cycles; each cycle's candidates are its own, and so is its dream."""
+    """The cycle's dream: its most coherent new candidate over the pool's most coherent dream so
+    far (equal parts). The pool may keep its best for many cycles; each cycle's candidates are
+    its own, and so is its dream."""
     return xp.clip((1 - DREAM_MIX) * memory + DREAM_MIX * newest, 0.0, 1.0)
 
 
 def sgd_step(xp, model: dict, batch, lr: float) -> float:
-    # Each operand is quantized once and used in every product it enters (the same bits as quantizing each time).
+    # Each operand is quantized once and used in every product it enters (the same bits as
+    # quantizing each time).
     batch_q, w2_q = Fixed(xp, batch), Fixed(xp, model["w2"])
     hidden = batch_q.matmul(Fixed(xp, model["w1"]), "encoder (batch @ w1)")
     hidden_q = Fixed(xp, hidden)
@@ -451,7 +456,8 @@ def _run_reference(
         else:
             for name in ("metrics.jsonl", "metrics.csv"):
                 (logdir / name).unlink(missing_ok=True)
-    # The live file holds exactly the rows of the cycles done (a resume cuts what came after the checkpoint).
+    # The live file holds exactly the rows of the cycles done (a resume cuts what came after the
+    # checkpoint).
     atomic_write_bytes(logdir / "metrics.jsonl", joined(json_line(row) for row in rows))
     order = len(rows) * dcfg["candidates"]
     stopped = False

@@ -98,15 +98,16 @@ def run_epoch(run_id: str) -> int:
 
 
 def refusals(report: dict, code_dir: Path | None = None) -> list:
-    """What stands between this checkout and the recorded run (empty: it can be re-run as recorded); ``code_dir``:
-    where an external run's code is now."""
+    """What stands between this checkout and the recorded run (empty: it can be re-run as
+    recorded); ``code_dir``: where an external run's code is now."""
     found = []
     recorded = report.get("git") or {}
     now = git_state()
     if recorded.get("dirty"):
         found.append(
             {
-                "what": "the run was recorded from a tree with uncommitted changes: its code is unknown"
+                "what": "the run was recorded from a tree with uncommitted changes: its code is "
+                "unknown"
             }
         )
     if recorded.get("commit") and now["commit"] != recorded["commit"]:
@@ -150,8 +151,8 @@ def run_outcome(report: dict) -> dict:
 
 
 def external_changes(external: dict, report: dict, code_dir: Path) -> list:
-    """What changed in an external command's recorded code files (looked for in ``code_dir``) and interpreter since
-    its run."""
+    """What changed in an external command's recorded code files (looked for in ``code_dir``) and
+    interpreter since its run."""
     from scripts.orchestration.external_runs import (
         changed_since,
         current_code,
@@ -176,8 +177,9 @@ def external_changes(external: dict, report: dict, code_dir: Path) -> list:
 
 
 def external_code_dir(report: dict, workspace: Path, given: str | None) -> Path | None:
-    """Where an external run's code is looked for: ``--code-dir``, else the recorded code folder (when it lay in
-    the workspace) or the current folder, the first that holds every recorded file (None for a run of ours)."""
+    """Where an external run's code is looked for: ``--code-dir``, else the recorded code folder
+    (when it lay in the workspace) or the current folder, the first that holds every recorded
+    file (None for a run of ours)."""
     external = report.get("external")
     if not isinstance(external, dict) or report.get("script") != "run_experiment":
         return None
@@ -198,7 +200,8 @@ def external_code_dir(report: dict, workspace: Path, given: str | None) -> Path 
 
 
 def rerun_argv(report: dict, inputs: Path) -> list:
-    """The recorded arguments, with the config and seeds rebuilt from the record where they were files."""
+    """The recorded arguments, with the config and seeds rebuilt from the record where they were
+    files."""
     argv, rebuilt = list(report.get("argv") or []), []
     skip = False
     for index, arg in enumerate(argv):
@@ -244,8 +247,8 @@ def rerun_argv(report: dict, inputs: Path) -> list:
 
 
 def check_recorded_argument(arg: str) -> None:
-    """Refuse what a recorded command line never holds: options that say where a run writes (they are left out
-    when recording), absolute paths, and paths that climb out of the workspace."""
+    """Refuse what a recorded command line never holds: options that say where a run writes (they
+    are left out when recording), absolute paths, and paths that climb out of the workspace."""
     option, _, value = arg.partition("=")
     if option in EXECUTION_OPTIONS:
         raise InputError(
@@ -285,7 +288,8 @@ def seeds_file(seed: dict, inputs: Path) -> Path:
 
 
 def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
-    """Copy (hard-link) into ``fresh`` what the runs before this one registered; returns the file count."""
+    """Copy (hard-link) into ``fresh`` what the runs before this one registered; returns the file
+    count."""
     target, stamp = report["run_id"], report["run_id"].rpartition("_")[2]
     records = WorkspaceRecords(source)
     runs = {
@@ -295,7 +299,8 @@ def prepare_workspace(source: Path, fresh: Path, report: dict) -> int:
     }
     ensure_layout(fresh)
     files = {path: entry for path, entry in records.registry().items() if entry.get("run") in runs}
-    vouched = {}  # folder -> whether it lies inside the source workspace (links resolved once per folder)
+    # folder -> whether it lies inside the source workspace (links resolved once per folder)
+    vouched = {}
     for relative in files:
         checked_name(
             relative, source / REGISTRY, data_root=True
@@ -474,7 +479,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "rerun",
         doc=__doc__,
-        description="Re-run a recorded run from its record in a fresh workspace and prove its outputs identical.",
+        description="Re-run a recorded run from its record in a fresh workspace and prove its "
+        "outputs identical.",
     )
     parser.add_argument(
         "target", metavar="RUN", help="a run report (.json), a run folder or a log folder"

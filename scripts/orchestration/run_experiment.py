@@ -125,16 +125,17 @@ OUTPUT_TAIL_LINES = 20
 
 
 def external_seed(seeds: SeedManager) -> int:
-    """The seed an external command gets as {seed}: the run's "external" stream, reduced to 0 .. 2**32-1."""
+    """The seed an external command gets as {seed}: the run's "external" stream, reduced to 0 ..
+    2**32-1."""
     return seeds.seed("external") % EXTERNAL_SEED_RANGE
 
 
 def record_external(
     config: dict, seed: int, command: list, code_dir: Path, workspace: Path, logdir: Path
 ) -> dict:
-    """The command (as the config words it, placeholders filled), its own code and its interpreter's environment
-    (external_runs.py), and the code folder when it lies in the workspace: the run's record holds no absolute
-    path."""
+    """The command (as the config words it, placeholders filled), its own code and its
+    interpreter's environment (external_runs.py), and the code folder when it lies in the
+    workspace: the run's record holds no absolute path."""
     found = {
         "command": external_command(config, seed),
         "code": code_record(command, code_dir, config["external"].get("code", []), logdir),
@@ -148,8 +149,9 @@ def record_external(
 
 
 def command_environment(command: list, code_dir: Path) -> dict | None:
-    """The environment the command runs in: ours, plus the config's folder on PYTHONPATH for ``python -m pkg.mod``
-    (the command runs in its log folder, where the project's packages are not); None (unchanged) otherwise."""
+    """The environment the command runs in: ours, plus the config's folder on PYTHONPATH for
+    ``python -m pkg.mod`` (the command runs in its log folder, where the project's packages are
+    not); None (unchanged) otherwise."""
     if "-m" not in command[1:]:
         return None
     env = dict(os.environ)
@@ -158,10 +160,11 @@ def command_environment(command: list, code_dir: Path) -> dict | None:
 
 
 def run_external(config: dict, logdir: Path, command: list, code_dir: Path, log) -> dict:
-    """Run ``command`` (external_command's filling) in its log folder; its stdout and its stderr become JSON lines in
-    output.jsonl and stderr.jsonl (two files, so that neither depends on how the two streams interleave). The
-    placeholders are the same text in every run and rerun: {config} is ``config.json`` and {logdir} is ``.`` (the
-    command's working directory is its log folder), {seed} a number below 2**32.
+    """Run ``command`` (external_command's filling) in its log folder; its stdout and its stderr
+    become JSON lines in output.jsonl and stderr.jsonl (two files, so that neither depends on how
+    the two streams interleave). The placeholders are the same text in every run and rerun: {config}
+    is ``config.json`` and {logdir} is ``.`` (the command's working directory is its log folder),
+    {seed} a number below 2**32.
     """
     from scripts.utils.formats.log_convert import convert_stream
 
@@ -224,7 +227,8 @@ def output_tail(path: Path, lines: int = OUTPUT_TAIL_LINES) -> list:
 def prepare_logdir(
     logdir: Path | None, given: str | None, resume: bool, hint: str = "use --resume to continue it"
 ) -> None:
-    """Refuse a log folder that is a file, or not empty without ``resume``; check it can be written."""
+    """Refuse a log folder that is a file, or not empty without ``resume``; check it can be
+    written."""
     if logdir is None:
         return
     if logdir.exists() and not logdir.is_dir():
@@ -262,7 +266,8 @@ def launch(
 ):
     """One recorded run, as one ``run_experiment`` call makes it: ``(record, summary)``.
 
-    ``code_dir`` (``code_folder``) anchors an external command's relative paths (default: the current folder).
+    ``code_dir`` (``code_folder``) anchors an external command's relative paths (default: the
+    current folder).
 
     ``computed`` is the work of ``sweep.compute_member`` done elsewhere (a
     cluster worker): its files are written into the log folder and recorded
@@ -286,7 +291,8 @@ def launch(
         "run_experiment", workspace=workspace, seeds=seeds, config=config, log=log, extra=extra
     ) as record:
         target = logdir or record.output_dir
-        # the log folder's name stays out of the file: the same run in another folder writes the same bytes
+        # the log folder's name stays out of the file: the same run in another folder writes the
+        # same bytes
         atomic_write_bytes(
             target / "plan.json",
             canonical_json({k: v for k, v in the_plan.items() if k != "logdir"}),
@@ -337,12 +343,14 @@ class PreparedRun(NamedTuple):
 
 
 def code_folder(args) -> Path:
-    """Where an external command's relative paths are taken from: --code-dir, else the config file's folder."""
+    """Where an external command's relative paths are taken from: --code-dir, else the config
+    file's folder."""
     return Path(args.code_dir or Path(args.config).parent).resolve()
 
 
 def load_run_config(path, overrides, log) -> dict:
-    """The resolved config, validated against the experiment schema (config_schema.py): every problem, exit 2."""
+    """The resolved config, validated against the experiment schema (config_schema.py): every
+    problem, exit 2."""
     config, _ = load_config(path, overrides, log)
     validate(config, "experiment", source=path)
     if config["experiment"]["kind"] == "reference":
@@ -361,7 +369,8 @@ def load_seeds(path, base_seed: int | None) -> SeedManager:
 
 
 def run_sweep(args, workspace: Path, log) -> int:
-    """``--sweep``: every configuration of the sweep file as a recorded run, then the summary run."""
+    """``--sweep``: every configuration of the sweep file as a recorded run, then the summary
+    run."""
     from scripts.orchestration import sweep
     from scripts.utils.compute import cluster
 
@@ -567,7 +576,8 @@ def launch_from_args(args, log) -> int:
             code_dir=code_folder(args),
         )
     except Exception:
-        if fresh:  # nothing was recorded: a log folder this run made goes too, so the same command works again
+        # nothing was recorded: a log folder this run made goes too, so the same command works again
+        if fresh:
             shutil.rmtree(logdir, ignore_errors=True)
         raise
     finally:
@@ -597,9 +607,11 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "run_experiment",
         doc=__doc__,
-        description="Run the reference Dreamer + Learner (or an external command) reproducibly into a log folder; "
+        description="Run the reference Dreamer + Learner (or an external command) reproducibly into "
+        "a log folder; "
         "--sweep runs a grid or list of them.",
-        example="python scripts/orchestration/run_experiment.py --config trainer/config/phase7.toml "
+        example="python scripts/orchestration/run_experiment.py --config "
+        "trainer/config/phase7.toml "
         "--seeds scripts/utils/seeds.toml --logdir experiments/results/run_2025_10_31",
     )
     parser.add_argument(

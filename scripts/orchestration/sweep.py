@@ -68,7 +68,8 @@ SUMMARY_COLUMNS = ("index", "run_id", "seed", "overrides", "final", "report", "c
 
 
 def override_text(key: str, value) -> str:
-    """``key=value`` for ``--set``, the value written so that it parses back as the same TOML value."""
+    """``key=value`` for ``--set``, the value written so that it parses back as the same TOML
+    value."""
     if isinstance(value, str):
         return f"{key}={orjson.dumps(value).decode()}"  # a TOML basic string: quoted, JSON escapes
     if isinstance(value, bool):
@@ -81,9 +82,11 @@ def override_text(key: str, value) -> str:
 
 
 def expand_sweep(path) -> list:
-    """The configurations of a sweep file: ``[{"overrides": [key=value, ...], "seed": int or None}]``.
+    """The configurations of a sweep file: ``[{"overrides": [key=value, ...], "seed": int or
+    None}]``.
 
-    The file is checked against the sweep schema (config_schema.py) first: every problem at once, exit 2.
+    The file is checked against the sweep schema (config_schema.py) first: every problem at once,
+    exit 2.
     """
     spec = load_config_file(path)
     validate(spec, "sweep", source=path)
@@ -114,7 +117,8 @@ def expand_sweep(path) -> list:
 
 
 def member_argv(args, member: dict, logdir: Path | None) -> list:
-    """The ``run_experiment`` arguments that launch this configuration alone (recorded as its argv)."""
+    """The ``run_experiment`` arguments that launch this configuration alone (recorded as its
+    argv)."""
     argv = ["--config", args.config]
     if args.seeds:
         argv += ["--seeds", args.seeds]
@@ -131,8 +135,9 @@ def member_argv(args, member: dict, logdir: Path | None) -> list:
 
 
 def finished_runs(workspace: Path, argvs: list) -> dict:
-    """``{index: report}`` of the configurations (by their recorded command line, ``argvs``) that already have a
-    complete run in the workspace: a stopped sweep continued with ``--resume`` keeps them."""
+    """``{index: report}`` of the configurations (by their recorded command line, ``argvs``) that
+    already have a complete run in the workspace: a stopped sweep continued with ``--resume``
+    keeps them."""
     from scripts.utils.records.holdings import WorkspaceRecords
 
     wanted = {tuple(argv): index for index, argv in enumerate(argvs)}
@@ -185,7 +190,8 @@ def compute_member(
 
 
 def summary_csv(rows: list) -> bytes:
-    """The summary as CSV: nested values (overrides, final metrics, command) as canonical JSON text."""
+    """The summary as CSV: nested values (overrides, final metrics, command) as canonical JSON
+    text."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
@@ -202,10 +208,12 @@ def summary_csv(rows: list) -> bytes:
 
 
 def seed_aggregates(rows: list) -> list:
-    """Per configuration run under several seeds: each final metric's mean, standard deviation (n - 1), min, max.
+    """Per configuration run under several seeds: each final metric's mean, standard deviation (n -
+    1), min, max.
 
-    ``[{"overrides": [...], "seeds": [...], "runs": n, "metrics": {name: {"mean", "std", "min", "max", "n"}}}]``
-    for every configuration with two or more seeds; metrics a run lacks are left out of its configuration's n.
+    ``[{"overrides": [...], "seeds": [...], "runs": n, "metrics": {name: {"mean", "std", "min",
+    "max", "n"}}}]`` for every configuration with two or more seeds; metrics a run lacks are left
+    out of its configuration's n.
     """
     groups: dict = {}
     for row in rows:

@@ -1,4 +1,5 @@
-"""What verify varies between two runs: each variation's settings, what it changes from what to what, and the fix.
+"""What verify varies between two runs: each variation's settings, what it changes from what to
+what, and the fix.
 
     from scripts.orchestration.variations import VARIATIONS, run_environment, changed_settings
     env, umask, cpus = run_environment({"threads", "time"}, epoch="1761912000")
@@ -70,23 +71,31 @@ CONTROLLED = (
 
 FIXES = {
     "path": "record paths relative to the run's folder (or its inputs), never absolute",
-    "time": "write times in UTC from SOURCE_DATE_EPOCH, or drop them; name files by run number or config hash, "
+    "time": "write times in UTC from SOURCE_DATE_EPOCH, or drop them; name files by run number or "
+    "config hash, "
     "not by date; never seed from the clock",
     "tz": "format times in UTC (datetime.now(timezone.utc)), never in local time",
     "locale": "format numbers and dates without the locale, and open files with encoding='utf-8'",
     "umask": "set file modes explicitly (os.chmod), or leave them out of archives",
     "hashseed": "sort sets and dict keys before iterating or writing them (sorted(set(...)))",
-    "threads": "pin the thread count (torch.set_num_threads(1), OMP_NUM_THREADS) or use order-independent "
+    "threads": "pin the thread count (torch.set_num_threads(1), OMP_NUM_THREADS) or use "
+    "order-independent "
     "reductions",
-    "cpu": "results follow the CPU's instruction set (BLAS kernels, SIMD, oneDNN): pin it for exact results "
-    "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, NPY_DISABLE_CPU_FEATURES) or compare with a tolerance",
-    "cpus": "size threads, workers and batches from the config, not from os.cpu_count() or the machine",
-    "workers": "make results independent of the worker count (collect results in input order, not completion order)",
-    "resume": "make the script safe to kill: write outputs atomically, restart from a checkpoint, never append "
+    "cpu": "results follow the CPU's instruction set (BLAS kernels, SIMD, oneDNN): pin it for exact "
+    "results "
+    "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, NPY_DISABLE_CPU_FEATURES) or compare with "
+    "a tolerance",
+    "cpus": "size threads, workers and batches from the config, not from os.cpu_count() or the "
+    "machine",
+    "workers": "make results independent of the worker count (collect results in input order, not "
+    "completion order)",
+    "resume": "make the script safe to kill: write outputs atomically, restart from a checkpoint, "
+    "never append "
     "to a file a killed run left",
 }
 NOISE_SOURCES = [
-    "an unseeded random generator (torch, numpy, random, a DataLoader or train/test split without a "
+    "an unseeded random generator (torch, numpy, random, a DataLoader or train/test split without "
+    "a "
     "seeded generator)",
     "a nondeterministic kernel (GPU atomics, some torch ops)",
     "uninitialised memory (torch.empty, np.empty) written out",
@@ -115,7 +124,8 @@ def other_locale() -> str | None:
 
 
 def narrowed_cpu() -> dict:
-    """Environment variables that make this machine compute like an older CPU (NumPy, BLAS, MKL, PyTorch, oneDNN)."""
+    """Environment variables that make this machine compute like an older CPU (NumPy, BLAS, MKL,
+    PyTorch, oneDNN)."""
     from numpy._core._multiarray_umath import __cpu_dispatch__
 
     arm = platform.machine().lower() in ("aarch64", "arm64")
@@ -138,7 +148,8 @@ def usable_cpus() -> list:
 
 
 def other_cpu_count() -> int:
-    """The CPU count of the other machine ``cpus`` simulates: half of this one's, or 2 where it has one."""
+    """The CPU count of the other machine ``cpus`` simulates: half of this one's, or 2 where it
+    has one."""
     count = len(usable_cpus())
     return count // 2 if count >= 2 else 2
 
@@ -184,7 +195,8 @@ def _shown(value) -> str:
 
 
 def changed_settings(variation: str, epoch: str, paths: tuple = ("<first>", "<second>")) -> list:
-    """What ``variation`` changes, each as 'NAME first -> second' (both values as the runs had them)."""
+    """What ``variation`` changes, each as 'NAME first -> second' (both values as the runs had
+    them)."""
     if variation == "path":
         return [f"workspace path {paths[0]} -> {paths[1]}"]
     if variation == "resume":

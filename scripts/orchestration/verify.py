@@ -1,4 +1,5 @@
-"""Run a pipeline twice under varied environments, prove every file identical, and name each cause of a difference.
+"""Run a pipeline twice under varied environments, prove every file identical, and name each cause
+of a difference.
 
     python scripts/orchestration/verify.py                       # make verify: phase5..phase9
     python scripts/orchestration/verify.py --phases phase5,phase7 --no-vary cpu
@@ -105,9 +106,10 @@ SHOWN_CAUSES = 3  # causes in the terminal summary (the report has them all)
 
 
 def command_argv(template: str, workspace: Path, here: Path) -> list:
-    """A --command split as a POSIX shell would, with {workspace} filled in, and each word that names an existing
-    file or folder relative to ``here`` (where verify was started: ``train.py``, ``data/``) made absolute, since
-    the command runs in the workspace; bad quoting is bad input."""
+    """A --command split as a POSIX shell would, with {workspace} filled in, and each word that
+    names an existing file or folder relative to ``here`` (where verify was started:
+    ``train.py``, ``data/``) made absolute, since the command runs in the workspace; bad quoting
+    is bad input."""
     try:
         parts = shlex.split(template)
     except ValueError as exc:
@@ -125,8 +127,8 @@ def command_argv(template: str, workspace: Path, here: Path) -> list:
 
 
 def experiment_commands(config: str | None) -> list:
-    """``--config``: the run_experiment command that runs this experiment config (yours, ``kind = "external"``, or
-    ours) as a recorded run, its relative paths taken from the config's folder."""
+    """``--config``: the run_experiment command that runs this experiment config (yours, ``kind =
+    "external"``, or ours) as a recorded run, its relative paths taken from the config's folder."""
     if not config:
         return []
     path = Path(config).resolve()
@@ -149,7 +151,8 @@ def experiment_commands(config: str | None) -> list:
 
 
 def resume_point(epoch: str, first_run_seconds: float) -> float:
-    """Seconds into the run at which ``resume`` kills it: seeded, between 50 % and 80 % of the first run."""
+    """Seconds into the run at which ``resume`` kills it: seeded, between 50 % and 80 % of the
+    first run."""
     fraction = (
         int.from_bytes(hashlib.sha256(f"verify-resume-{epoch}".encode()).digest()[:8], "big")
         / 2**64
@@ -159,7 +162,8 @@ def resume_point(epoch: str, first_run_seconds: float) -> float:
 
 
 class Runs:
-    """The runs of one verification: each in a fresh workspace, at the same path unless ``path`` is varied."""
+    """The runs of one verification: each in a fresh workspace, at the same path unless ``path``
+    is varied."""
 
     FOLDERS = {False: "ws", True: "ws-at-another-much-longer-path/for-the-varied-run"}
 
@@ -173,7 +177,8 @@ class Runs:
         return self.scratch / self.FOLDERS["path" in varied] / "ws"
 
     def run(self, name: str, varied: set) -> Path:
-        """Run every command under ``varied``; returns the finished workspace (moved to runs/<name>)."""
+        """Run every command under ``varied``; returns the finished workspace (moved to
+        runs/<name>)."""
         self.count += 1
         workspace = self.workspace_path(varied)
         workspace.mkdir(parents=True)
@@ -273,7 +278,8 @@ HTML_ENVIRONMENT = re.compile(
 
 
 def comparable(relative: str, data: bytes) -> bytes:
-    """The bytes compared: our records without the fields that describe the machine (see the docstring)."""
+    """The bytes compared: our records without the fields that describe the machine (see the
+    docstring)."""
     if (
         relative.endswith("report.html") and b'<section id="environment">' in data
     ):  # html_report's page
@@ -322,7 +328,8 @@ def _without_env_hash(value):
 
 
 def _is_record(path: str) -> bool:
-    """Files that describe the machine in part: run reports, the environment, html_report's pages."""
+    """Files that describe the machine in part: run reports, the environment, html_report's
+    pages."""
     return (
         (path.startswith(RESULTS + "/") and path.count("/") == 2 and path.endswith(".json"))
         or path == "env/environment.json"
@@ -353,10 +360,11 @@ def snapshot(workspace: Path, include: list, exclude: list) -> dict:
 
 
 def renamed(first: dict, second: dict) -> dict:
-    """{first's path: second's path} for files only one run wrote whose paths differ only in digit runs.
+    """{first's path: second's path} for files only one run wrote whose paths differ only in digit
+    runs.
 
-    A time stamp or counter in a file name: the two are compared as one file. Where several files share a
-    digit-free pattern, they are paired in name order; the rest are present in one run only.
+    A time stamp or counter in a file name: the two are compared as one file. Where several files
+    share a digit-free pattern, they are paired in name order; the rest are present in one run only.
     """
 
     def by_pattern(paths):
@@ -375,7 +383,8 @@ def renamed(first: dict, second: dict) -> dict:
 
 
 def differing(first: dict, second: dict) -> list:
-    """Paths whose content differs or that only one run wrote (a renamed pair by its first name); records last."""
+    """Paths whose content differs or that only one run wrote (a renamed pair by its first name);
+    records last."""
     pairs = renamed(first, second)
     moved = set(pairs.values())
     paths = [
@@ -392,7 +401,8 @@ def differing(first: dict, second: dict) -> list:
 def differences(
     first: Path, second: Path, paths: list, limit: int, pairs: dict | None = None
 ) -> dict:
-    """{artifact: comparison} for ``paths`` (what differs, by type; which run lacks it; a renamed file's names)."""
+    """{artifact: comparison} for ``paths`` (what differs, by type; which run lacks it; a renamed
+    file's names)."""
     found = {}
     for relative in paths:
         other = (pairs or {}).get(relative, relative)
@@ -436,7 +446,8 @@ def compared(
 
 
 def keep_versions(first: Path, second: Path, paths: list, pairs: dict) -> dict:
-    """Both versions of the smaller differing files, kept in the report's folder for side-by-side views."""
+    """Both versions of the smaller differing files, kept in the report's folder for side-by-side
+    views."""
     kept, total = {}, 0
     for relative in paths[:KEEP_FILES]:
         for run, workspace in (("first", first), ("second", second)):
@@ -467,7 +478,8 @@ def find_causes(
     limit: int,
     max_runs: int = MAX_RUNS,
 ) -> dict:
-    """Name the variations that make each difference of the varied run (see causes.py): controls, then bisection."""
+    """Name the variations that make each difference of the varied run (see causes.py): controls,
+    then bisection."""
 
     def probe(cause: frozenset, name: str) -> dict:
         workspace = runs.run(name, set(cause))
@@ -517,7 +529,8 @@ def spec_table(first: Path, second: Path, identical: bool, varied: list) -> dict
 
 
 def summary_text(summary: dict, width: int | None = None) -> str:
-    """The one-screen summary; with ``width``, each line shortened to fit (the report holds everything)."""
+    """The one-screen summary; with ``width``, each line shortened to fit (the report holds
+    everything)."""
     lines = _summary_lines(summary)
     if width:
         lines = [
@@ -535,7 +548,8 @@ def summary_text(summary: dict, width: int | None = None) -> str:
 def _summary_lines(summary: dict) -> list:
     lines = [
         ("IDENTICAL" if summary["identical"] else "DIFFERENT")
-        + f": {summary['artifacts']} artifacts, {summary['differing']} differ; {summary.get('runs', 2)} runs; "
+        + f": {summary['artifacts']} artifacts, {summary['differing']} differ; "
+        f"{summary.get('runs', 2)} runs; "
         "varied: " + ", ".join(summary["varied"])
     ]
     for name, row in summary["spec_table"].items():
@@ -605,7 +619,8 @@ def verify_twice(args, log) -> int:
         args.command
         or experiment_commands(args.config)
         or [
-            f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
+            f"{shlex.quote(sys.executable)} "
+            f"{shlex.quote(str(REPO_ROOT / 'scripts/orchestration/pipeline.py'))} "
             f"{phase} --workspace {{workspace}}"
             for phase in args.phases.split(",")
             if phase.strip()
@@ -631,7 +646,8 @@ def verify_twice(args, log) -> int:
         written = snapshot(first, *select)
         if not written:
             raise InputError(
-                "the commands wrote no file in the workspace: verify compares what a command writes "
+                "the commands wrote no file in the workspace: verify compares what a command "
+                "writes "
                 "there ({workspace}, also its working directory)"
                 + (" that --include/--exclude select" if args.include or args.exclude else ""),
                 commands=commands,
@@ -720,7 +736,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "verify",
         doc=__doc__,
-        description="Run the pipeline twice (the second run varied), compare every file it writes, explain\n"
+        description="Run the pipeline twice (the second run varied), compare every file it writes, "
+        "explain\n"
         "each difference and name its causes.",
     )
     parser.add_argument(

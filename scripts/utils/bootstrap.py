@@ -35,7 +35,8 @@ VENV = Path(
 )  # the Makefile's VENV; CRH_VENV names another
 REEXEC_MARK = "CRH_BOOTSTRAPPED"  # set in the re-executed process: never loop
 # The modules every script imports first (the JSON logger and the command-line frame): if they are
-# importable, the interpreter has the project's environment; test_declared_dependencies keeps them declared.
+# importable, the interpreter has the project's environment; test_declared_dependencies keeps them
+# declared.
 CORE_MODULES = ("orjson", "numpy", "filelock", "tqdm", "ruamel.yaml", "jsonschema")
 
 
@@ -61,7 +62,8 @@ def _refuse(script: str, missing: list, reason: str) -> None:
         "level": "error",
         "script": Path(script).stem,
         "event": "bad_input",
-        "error": f"{reason}; run 'make setup' in {REPO_ROOT} (it creates .venv from requirements.lock), "
+        "error": f"{reason}; run 'make setup' in {REPO_ROOT} (it creates .venv from "
+        f"requirements.lock), "
         f"then run the command again",
         "missing": missing,
         "python": sys.executable,

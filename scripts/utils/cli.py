@@ -44,7 +44,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 
 
 def usage_examples(doc: str | None) -> list:
-    """The command lines of a module docstring's indented usage block (a ``\\`` joins continued lines)."""
+    """The command lines of a module docstring's indented usage block (a ``\\`` joins continued
+    lines)."""
     examples, continued = [], False
     for line in (doc or "").splitlines():
         text = line.strip()
@@ -61,7 +62,8 @@ COMMAND = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:python3? |make |crh-|\S+ \| python3?
 
 
 class ScriptParser(argparse.ArgumentParser):
-    """argparse for one script: defaults and usage examples in ``--help``; usage errors as JSON when piped.
+    """argparse for one script: defaults and usage examples in ``--help``; usage errors as JSON when
+    piped.
 
     ``doc`` (the module docstring) supplies the examples; ``example`` adds one more.
     """
@@ -90,11 +92,13 @@ class ScriptParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message):
-        """Exit 2. At a terminal, the usage and a sentence; otherwise one JSON record a program can read."""
+        """Exit 2. At a terminal, the usage and a sentence; otherwise one JSON record a program
+        can read."""
         if sys.stderr.isatty():
             self.print_usage(sys.stderr)
             sys.stderr.write(
-                f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the options and examples.\n"
+                f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the options and "
+                f"examples.\n"
             )
             sys.exit(EXIT_BAD_INPUT)
         record = {
@@ -128,7 +132,8 @@ def add_common_options(parser: argparse.ArgumentParser, workspace: bool = True) 
 
 
 def bounded(kind, low, high):
-    """argparse type: an ``int`` or finite ``float`` from ``low`` to ``high`` inclusive (else a usage error)."""
+    """argparse type: an ``int`` or finite ``float`` from ``low`` to ``high`` inclusive (else a
+    usage error)."""
 
     def parse(text: str):
         try:
@@ -152,7 +157,8 @@ WORKERS_ENV = "CRH_WORKERS"  # the default of every --workers (verify varies it)
 
 
 def add_workers_option(parser: argparse.ArgumentParser, help: str = "parallel workers") -> None:
-    # argparse runs a string default through `type` too: a bad $CRH_WORKERS is a usage error naming --workers
+    # argparse runs a string default through `type` too: a bad $CRH_WORKERS is a usage error naming
+    # --workers
     parser.add_argument(
         "--workers",
         type=bounded(int, 1, MAX_WORKERS),
@@ -166,8 +172,10 @@ def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
         "--scheduler",
         metavar="ADDRESS",
         default=None,
-        help="run the work on a Dask cluster: tcp://host:8786, tls://host:8786, or local:N for N local worker "
-        "processes (default: $CRH_DASK_SCHEDULER, else this machine only); the outputs are the same bytes",
+        help="run the work on a Dask cluster: tcp://host:8786, tls://host:8786, or local:N for N "
+        "local worker "
+        "processes (default: $CRH_DASK_SCHEDULER, else this machine only); the outputs are the same "
+        "bytes",
     )
 
 
@@ -194,7 +202,8 @@ def print_json(value) -> None:
 
 
 def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int:
-    """Parse ``argv`` and call ``handler(args, log)`` (``args.argv``: the arguments); return the exit code."""
+    """Parse ``argv`` and call ``handler(args, log)`` (``args.argv``: the arguments); return the
+    exit code."""
     if not any(action.dest == "quiet" for action in parser._actions):
         add_common_options(parser, workspace=workspace)
     args = parser.parse_args(argv)
@@ -223,8 +232,9 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
         log.error("interrupted", error="interrupted by the user")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader of stdout stopped early (`... | head`). Point stdout at the null device so the interpreter's
-        # final flush prints no plain-text complaint; the output is incomplete, so this is not a success.
+        # The reader of stdout stopped early (`... | head`). Point stdout at the null device so the
+        # interpreter's final flush prints no plain-text complaint; the output is incomplete, so
+        # this is not a success.
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
@@ -260,8 +270,9 @@ def run(parser: ScriptParser, handler, argv=None, workspace: bool = True) -> int
     except TypeError as exc:
         if "surrogates not allowed" not in str(exc):
             return _internal_error(log, exc)
-        # Text that is not valid UTF-8 can only come from the input (a command-line byte, a file name):
-        # it cannot be recorded in UTF-8 JSON. The run transaction has rolled back whatever it began.
+        # Text that is not valid UTF-8 can only come from the input (a command-line byte, a file
+        # name): it cannot be recorded in UTF-8 JSON. The run transaction has rolled back whatever
+        # it began.
         log.error(
             "bad_input",
             error="an argument or input holds text that is not valid UTF-8 and cannot be recorded",

@@ -44,7 +44,8 @@ from scripts.utils.errors import InputError
 
 
 def resolve_and_print(args, log) -> int:
-    """Print the resolved config and its hash; with --schema, check it first; or export the schemas."""
+    """Print the resolved config and its hash; with --schema, check it first; or export the
+    schemas."""
     if args.export_schemas:
         written = export_schemas(args.export_schemas)
         cli.print_json({"schemas": [path.as_posix() for path in written]})

@@ -79,7 +79,8 @@ class JsonLogger:
         self.log("error", event, **fields)
 
     def capture_python_output(self):
-        """Route Python ``warnings`` and stdlib ``logging`` (pydicom, matplotlib, PIL...) into this JSON log.
+        """Route Python ``warnings`` and stdlib ``logging`` (pydicom, matplotlib, PIL...) into this
+        JSON log.
 
         Nothing reaches stderr as plain text: a warning becomes a
         ``python_warning`` record (warning level), a library log record of
@@ -126,7 +127,8 @@ class JsonLogger:
 
 
 def _open_log_file(path):
-    """Open a log file for appending; a FIFO without a reader fails at once (ENXIO) instead of blocking forever."""
+    """Open a log file for appending; a FIFO without a reader fails at once (ENXIO) instead of
+    blocking forever."""
     nonblocking = getattr(os, "O_NONBLOCK", 0)
     fd = os.open(
         path,
@@ -139,7 +141,8 @@ def _open_log_file(path):
 
 
 def _loggable(value, depth: int = 0):
-    """``value`` with what JSON cannot hold made printable: surrogates escaped, huge integers as text."""
+    """``value`` with what JSON cannot hold made printable: surrogates escaped, huge integers as
+    text."""
     if depth > MAX_DEPTH:
         return "..."
     if isinstance(value, str):
@@ -170,8 +173,9 @@ PROGRESS_EVERY_S = 0.5
 
 
 class ProgressRecords:
-    """What ``progress`` hands out under CRH_PROGRESS=json: ``update(n)`` writes a ``progress`` record at most
-    every half second (and at the end), which the pipeline's terminal view turns into a bar and an ETA."""
+    """What ``progress`` hands out under CRH_PROGRESS=json: ``update(n)`` writes a ``progress``
+    record at most every half second (and at the end), which the pipeline's terminal view turns
+    into a bar and an ETA."""
 
     def __init__(self, total, desc, unit):
         self.total, self.desc, self.unit, self.n, self._last = total, desc, unit, 0, 0.0
@@ -198,7 +202,8 @@ class ProgressRecords:
 
 
 class progress:
-    """A tqdm bar on stderr, drawn only when stderr is a terminal (or progress records: CRH_PROGRESS=json).
+    """A tqdm bar on stderr, drawn only when stderr is a terminal (or progress records:
+    CRH_PROGRESS=json).
 
     ``with progress(total=n, desc="hashing") as bar: ... bar.update(1)``
     """

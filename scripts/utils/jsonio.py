@@ -104,7 +104,8 @@ def _dumps(value, option: int, checked: bool = True, default=None) -> bytes:
 
 
 def sorted_object(keys: list, indices: list, values: list) -> orjson.Fragment:
-    """The JSON object ``{keys[i]: values[indices[i]]}`` as canonical JSON writes it, without building the dict.
+    """The JSON object ``{keys[i]: values[indices[i]]}`` as canonical JSON writes it, without
+    building the dict.
 
     ``keys`` are unique strings already in sorted order; ``values`` a short
     list of strings (a million record -> split pairs take a fraction of the
@@ -246,7 +247,8 @@ def locked_update(path: Path, change, empty, checked: bool = True):
 
 
 def remove_stale_temps(path: Path) -> list:
-    """Delete temp files that a killed writer of ``path`` left beside it; call it holding ``path``'s lock.
+    """Delete temp files that a killed writer of ``path`` left beside it; call it holding ``path``'s
+    lock.
 
     Every writer of a locked file holds the lock while its temp file exists,
     so a temp file seen under the lock belongs to a writer that died.
@@ -264,8 +266,8 @@ _TEMP_NAME = re.compile(r"^\..+\.[0-9]+\.[0-9a-f]{8}\.tmp$")  # what _temp_path 
 
 
 def remove_temps_under(folder: Path) -> list:
-    """Delete the temp files of atomic writes anywhere under ``folder`` (its writer is gone: a run resumed in its
-    own log folder), so that they are never taken for outputs."""
+    """Delete the temp files of atomic writes anywhere under ``folder`` (its writer is gone: a
+    run resumed in its own log folder), so that they are never taken for outputs."""
     removed = []
     for path in sorted(Path(folder).rglob(".*.tmp")):
         if _TEMP_NAME.match(path.name) and path.is_file():

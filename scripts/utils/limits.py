@@ -73,7 +73,8 @@ def max_pixels() -> int:
 
 
 def max_volume_pixels() -> int:
-    """The size cap of one stacked series: $CRH_MAX_VOLUME_PIXELS, else DEFAULT_MAX_VOLUME_PIXELS."""
+    """The size cap of one stacked series: $CRH_MAX_VOLUME_PIXELS, else
+    DEFAULT_MAX_VOLUME_PIXELS."""
     return _cap(MAX_VOLUME_PIXELS_ENV, DEFAULT_MAX_VOLUME_PIXELS)
 
 
@@ -97,7 +98,8 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by colour type (a palette deco
 
 
 def check_png_pixels(path) -> None:
-    """Refuse a PNG whose header claims more decoded values than the cap (read from its first 33 bytes)."""
+    """Refuse a PNG whose header claims more decoded values than the cap (read from its first 33
+    bytes)."""
     import struct
 
     with open(path, "rb") as handle:
@@ -114,7 +116,8 @@ def check_png_pixels(path) -> None:
 
 
 def regular_file(path, what: str = "file") -> os.stat_result:
-    """The stat of ``path`` if it is a regular file (symlinks followed); else bad input saying what it is."""
+    """The stat of ``path`` if it is a regular file (symlinks followed); else bad input saying
+    what it is."""
     path = Path(path)
     try:
         info = path.stat()
@@ -233,7 +236,8 @@ def _check_text(text: str, file, where: str, role: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise InputError(
-            f"a {role} is not valid Unicode (a lone surrogate such as \\udcff, or bytes that are not "
+            f"a {role} is not valid Unicode (a lone surrogate such as \\udcff, or bytes that are "
+            f"not "
             f"UTF-8): {printable_name(text)!r}",
             file=file,
             key=printable_name(where) or None,

@@ -1,4 +1,5 @@
-"""Convert raw log text into standardized JSON lines (the converter is utils/formats/log_convert.py).
+"""Convert raw log text into standardized JSON lines (the converter is
+utils/formats/log_convert.py).
 
     python scripts/utils/log_formatter.py raw.log > raw.jsonl
     python scripts/utils/log_formatter.py train.log -o experiments/results/train.jsonl
@@ -53,7 +54,8 @@ def convert_files(
     year_reference=None,
     progress_mode: str = "all",
 ) -> dict:
-    """Convert each file ('-': stdin) into ``sink``, in order; returns the total lines and records."""
+    """Convert each file ('-': stdin) into ``sink``, in order; returns the total lines and
+    records."""
     label_files = len(names) > 1
     totals = {"lines": 0, "records": 0}
     options = {"year_reference": year_reference, "progress": progress_mode}
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "log_formatter",
         doc=__doc__,
-        description="Convert raw log text (Python logging, glog/absl, PyTorch C10, NCCL, syslog, Slurm,\n"
+        description="Convert raw log text (Python logging, glog/absl, PyTorch C10, NCCL, syslog, "
+        "Slurm,\n"
         "progress bars, env_logger, logfmt, JSON, ...) into standardized JSON lines.\n"
         "Reads stdin when no FILE is given.",
     )

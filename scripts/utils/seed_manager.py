@@ -61,7 +61,8 @@ def main(argv=None) -> int:
         "--seeds",
         metavar="FILE",
         default=None,
-        help=f"seeds file (default: {DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})",
+        help=f"seeds file (default: "
+        f"{DEFAULT_SEEDS_FILE.relative_to(DEFAULT_SEEDS_FILE.parents[2]).as_posix()})",
     )
     parser.add_argument(
         "--stream", metavar="NAME", action="append", default=[], help="a stream name (repeatable)"

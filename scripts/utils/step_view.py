@@ -44,7 +44,8 @@ def terminal_columns(stream) -> int:
 
 
 def can_redraw(stream) -> bool:
-    """Whether ``stream`` is a terminal that takes cursor movements (not ``TERM=dumb``; on POSIX, a TERM is set)."""
+    """Whether ``stream`` is a terminal that takes cursor movements (not ``TERM=dumb``; on POSIX,
+    a TERM is set)."""
     if not getattr(stream, "isatty", lambda: False)():
         return False
     term = os.environ.get("TERM")
@@ -103,7 +104,8 @@ class StepView:
         return text
 
     def fit(self, text: str, columns: int) -> str:
-        """``text`` cut to one row short of the width (a full row leaves some terminals waiting to wrap)."""
+        """``text`` cut to one row short of the width (a full row leaves some terminals waiting
+        to wrap)."""
         room = max(columns, NARROWEST) - 1
         return text if len(text) <= room else text[: room - len(self.ellipsis)] + self.ellipsis
 

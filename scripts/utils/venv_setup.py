@@ -48,7 +48,8 @@ def venv_python(folder: Path) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Create or refresh the virtual environment from the lock file.",
-        epilog="example:\n  python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock",
+        epilog="example:\n  python3 scripts/utils/venv_setup.py --venv .venv --lock "
+        "requirements.lock",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--venv", default=".venv", help="venv folder (default: .venv)")
@@ -101,7 +102,8 @@ def main(argv=None) -> int:
             hint="install Python's venv module (Debian/Ubuntu: apt install python3-venv)",
         )
         return 2
-    installs = [  # the pinned, hashed lock; then the project itself (offline: setuptools came with the lock)
+    # the pinned, hashed lock; then the project itself (offline: setuptools came with the lock)
+    installs = [
         (["--require-hashes", "-r", str(lock)], "pip could not install the lock"),
         (
             ["--no-deps", "--no-build-isolation", "--no-index", "--editable", str(PROJECT)],

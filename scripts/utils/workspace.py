@@ -90,7 +90,8 @@ def run_report(run_id: str) -> str:
 
 
 def checked_run_id(run_id, file=None) -> str:
-    """``run_id`` if it has the shape ``<script>_<stamp>[-N]``; a record naming anything else is bad input."""
+    """``run_id`` if it has the shape ``<script>_<stamp>[-N]``; a record naming anything else is
+    bad input."""
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise InputError(
             "not a run id (expected <script>_YYYYMMDDTHHMMSSZ[-N])",
@@ -101,7 +102,8 @@ def checked_run_id(run_id, file=None) -> str:
 
 
 def checked_name(name, file=None, data_root: bool = False) -> str:
-    """A workspace-relative name read from a record, refused unless it stays inside whatever it is joined to.
+    """A workspace-relative name read from a record, refused unless it stays inside whatever it is
+    joined to.
 
     ``data_root``: names of data-root files (``@root/...``) are allowed too.
     """
@@ -111,7 +113,8 @@ def checked_name(name, file=None, data_root: bool = False) -> str:
         or (name.startswith(DATA_ROOT_MARK) and not data_root)
     ):
         raise InputError(
-            "a recorded path must be workspace-relative and stay inside it (no '..', no absolute path)",
+            "a recorded path must be workspace-relative and stay inside it (no '..', no absolute "
+            "path)",
             file=file,
             value=repr(name)[:200],
         )
@@ -119,7 +122,8 @@ def checked_name(name, file=None, data_root: bool = False) -> str:
 
 
 def path_inside(workspace: Path, name, file=None) -> Path:
-    """``workspace / name`` for a recorded ``name``, refused when it (through links too) leaves ``workspace``."""
+    """``workspace / name`` for a recorded ``name``, refused when it (through links too) leaves
+    ``workspace``."""
     target = Path(workspace) / checked_name(name, file)
     if not inside(workspace, target):
         raise InputError(

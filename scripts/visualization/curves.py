@@ -1,4 +1,5 @@
-"""Metric curves: reading a run's metrics table and drawing its curves (metric_plotter, the HTML pages, compare_runs).
+"""Metric curves: reading a run's metrics table and drawing its curves (metric_plotter, the HTML
+pages, compare_runs).
 
 from scripts.visualization.curves import metrics_file, plot_curves, read_series
 series = read_series(metrics_file("experiments/results/phase7"), ["loss", "coherence"])
@@ -33,7 +34,8 @@ def metrics_file(given: str) -> Path:
 
 
 def _value(raw):
-    """A number from a CSV cell or JSON value ("NaN", "Infinity", "-Infinity" included); None if not one."""
+    """A number from a CSV cell or JSON value ("NaN", "Infinity", "-Infinity" included); None if
+    not one."""
     if raw is None or raw == "":
         return math.nan
     if isinstance(raw, bool):
@@ -45,7 +47,8 @@ def _value(raw):
 
 
 def _rows(path: Path, data: bytes):
-    """``(line number, row)`` of a metrics file: a dict per JSON line, or a list per CSV row (the header first)."""
+    """``(line number, row)`` of a metrics file: a dict per JSON line, or a list per CSV row (the
+    header first)."""
     if path.suffix == ".jsonl":
         for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
@@ -74,7 +77,8 @@ def _rows(path: Path, data: bytes):
 
 
 def read_series(path: Path, columns) -> dict:
-    """``{column: float array}`` in cycle order; a missing column, a non-number or a non-finite cycle is bad input.
+    """``{column: float array}`` in cycle order; a missing column, a non-number or a non-finite
+    cycle is bad input.
 
     Only the asked columns are kept, a row at a time: a million-row file
     costs its numbers, not a dict per row.
@@ -126,13 +130,15 @@ def _check_columns(path: Path, wanted, header) -> None:
     for column in wanted:
         if column not in header:
             raise InputError(
-                f"the metrics file has no {column!r} column (columns: {', '.join(sorted(header))[:500]})",
+                f"the metrics file has no {column!r} column (columns: "
+                f"{', '.join(sorted(header))[:500]})",
                 file=str(path),
                 column_name=column,
             )
 
 
-PLOT_COLUMNS = 1000  # a long series is drawn as the min and max of each of this many columns (about a pixel each)
+# a long series is drawn as the min and max of each of this many columns (about a pixel each)
+PLOT_COLUMNS = 1000
 
 
 MARKED_POINTS = 50  # off-scale points drawn and named one by one; the rest are counted
@@ -142,8 +148,9 @@ OFF_SCALE = 1e100  # beyond it a value is drawn at the panel's edge, like an inf
 
 
 def decimated(x: np.ndarray, y: np.ndarray, columns: int = PLOT_COLUMNS) -> tuple:
-    """``(x, y)`` reduced to the first, minimum, maximum and last point of each of ``columns`` runs of points,
-    in order: the drawn line looks the same, and a plot costs the same whatever the row count."""
+    """``(x, y)`` reduced to the first, minimum, maximum and last point of each of ``columns``
+    runs of points, in order: the drawn line looks the same, and a plot costs the same whatever
+    the row count."""
     if x.size <= 4 * columns:
         return x, y
     edges = np.linspace(0, x.size, columns + 1).astype(np.int64)
@@ -221,7 +228,8 @@ SHOWN_METRICS = 8  # metrics shown in a table or plot
 
 
 def read_metrics(folder: Path):
-    """``(series, {metric: {"final", "best"}})`` of a run folder's metrics file; ``(None, {})`` without one."""
+    """``(series, {metric: {"final", "best"}})`` of a run folder's metrics file; ``(None, {})``
+    without one."""
     try:
         series = read_series(metrics_file(str(folder)), METRICS)
     except InputError:

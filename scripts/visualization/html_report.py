@@ -202,8 +202,8 @@ def run_sections(workspace: Path, report: dict, registry: dict) -> list:
 
 
 def external_sections(external: dict) -> list:
-    """An external command's own code (files and their SHA-256, git), then its interpreter's environment (a section
-    of its own, set aside by verify as ours is)."""
+    """An external command's own code (files and their SHA-256, git), then its interpreter's
+    environment (a section of its own, set aside by verify as ours is)."""
     code, environment = mapping(external.get("code")), mapping(external.get("environment"))
     files = mapping(code.get("files"))
     rows = [["file", name, digest] for name, digest in sorted(files.items())]
@@ -291,7 +291,8 @@ def metric_sections(folder: Path) -> list:
 
 
 def script_metric_sections(folder: Path, results: dict) -> list:
-    """An external script's own metrics file (run_metrics.py): final and best values, and every column plotted."""
+    """An external script's own metrics file (run_metrics.py): final and best values, and every
+    column plotted."""
     name = results.get("metrics_file")
     if (
         not isinstance(name, str)
@@ -330,7 +331,8 @@ def script_metric_sections(folder: Path, results: dict) -> list:
 
 
 def image_sections(folder: Path) -> list:
-    """The images a script wrote (PNG, SVG, GIF, JPEG), shown as images: never as markup, so an SVG runs nothing."""
+    """The images a script wrote (PNG, SVG, GIF, JPEG), shown as images: never as markup, so an
+    SVG runs nothing."""
     kinds = {
         ".png": "image/png",
         ".svg": "image/svg+xml",
@@ -369,8 +371,10 @@ def tensor_sections(folder: Path) -> list:
             big = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
             hue, saturation, lightness = rgb_to_hsl(rgb)
             figures.append(
-                f"<figure>{png_img(png_bytes(big, 8), path.name)}<figcaption>{esc(path.name)}: mean "
-                f"lightness {float(lightness.mean()):.3f}, saturation {float(saturation.mean()):.3f}"
+                f"<figure>{png_img(png_bytes(big, 8), path.name)}<figcaption>{esc(path.name)}: "
+                f"mean "
+                f"lightness {float(lightness.mean()):.3f}, saturation "
+                f"{float(saturation.mean()):.3f}"
                 "</figcaption></figure>"
             )
         sections.append(section("Dreams (newest)", f'<div class="grid">{"".join(figures)}</div>'))
@@ -463,8 +467,10 @@ def verify_sections(workspace: Path, report: dict) -> list:
         section(
             "Verdict",
             f'<p class="{"pass" if results.get("identical") else "fail"}">'
-            f"{esc(verdict)}: {esc(results.get('artifacts'))} artifacts, {esc(results.get('differing'))} "
-            f"differ ({esc(results.get('runs', 2))} runs)</p><p>varied: {esc(', '.join(results.get('varied', [])))}</p>"
+            f"{esc(verdict)}: {esc(results.get('artifacts'))} artifacts, "
+            f"{esc(results.get('differing'))} "
+            f"differ ({esc(results.get('runs', 2))} runs)</p><p>varied: "
+            f"{esc(', '.join(results.get('varied', [])))}</p>"
             + table(["check", "verdict", "details"], rows),
         )
     ]
@@ -511,7 +517,8 @@ def verify_sections(workspace: Path, report: dict) -> list:
         ]
         images = side_by_side(kept, item) if item.get("type") == "image" else ""
         blocks.append(
-            f'<h3><code>{esc(item["artifact"])}</code> <span class="badge">{esc(item.get("type"))}</span>'
+            f"<h3><code>{esc(item['artifact'])}</code> <span "
+            f'class="badge">{esc(item.get("type"))}</span>'
             f"</h3>{images}" + table(["where", "first run", "second run", "more"], rows, mono=(0,))
         )
     if blocks:
@@ -600,7 +607,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "html_report",
         doc=__doc__,
-        description="Write one self-contained HTML page for a run, a run folder, or a verify report.",
+        description="Write one self-contained HTML page for a run, a run folder, or a verify "
+        "report.",
     )
     parser.add_argument(
         "target",

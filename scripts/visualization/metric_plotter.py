@@ -61,7 +61,8 @@ SIGNATURE = ("mean_r", "mean_g", "mean_b")
 
 
 def dominant_period(values: np.ndarray):
-    """``(frequencies, amplitudes, dominant period in cycles or None)`` of a series (finite points)."""
+    """``(frequencies, amplitudes, dominant period in cycles or None)`` of a series (finite
+    points)."""
     finite = values[np.isfinite(values)]
     if finite.size < 4:
         return np.array([]), np.array([]), None
@@ -161,7 +162,8 @@ def plot_metrics(args, log) -> int:
     log.info("plotted", runs=len(runs), non_finite_points=len(marked), folder=record.folder)
     if marked:  # plotted and marked, so the run is visible; still a failed check
         raise CheckFailed(
-            f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: {marked[0]['metric']} "
+            f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: "
+            f"{marked[0]['metric']} "
             f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}",
             non_finite=len(marked),
             first=marked[0],
@@ -174,8 +176,10 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "metric_plotter",
         doc=__doc__,
-        description="Plot metric curves of one or more runs (NaN/Inf marked) and their FFT drift spectra.",
-        example="python scripts/visualization/metric_plotter.py experiments/results/run_2025_10_31 --format both",
+        description="Plot metric curves of one or more runs (NaN/Inf marked) and their FFT drift "
+        "spectra.",
+        example="python scripts/visualization/metric_plotter.py experiments/results/run_2025_10_31 "
+        "--format both",
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="RUN_OR_FILE", help="run folders or metrics.csv/.jsonl files"

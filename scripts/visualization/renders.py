@@ -1,5 +1,5 @@
-"""Renders of tensors as images, with their energy drift: the PNGs and spectrum plots of tensor_visualizer
-and the HTML pages.
+"""Renders of tensors as images, with their energy drift: the PNGs and spectrum plots of
+tensor_visualizer and the HTML pages.
 
     from scripts.visualization.renders import render_direct
     render_direct(values, Path("rgb.png"))   # {"file", "bits", "drift_db"}: 8-bit, or 16-bit when 8 drift too far

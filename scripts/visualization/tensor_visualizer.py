@@ -104,7 +104,8 @@ def render_sten(tensor, folder: Path, log_axis: bool) -> None:
 
 
 def load_array(path: Path) -> list:
-    """``(name, ChromaticTensor)`` for each array of a .npy/.npz file (empty, NaN or ±Inf refused)."""
+    """``(name, ChromaticTensor)`` for each array of a .npy/.npz file (empty, NaN or ±Inf
+    refused)."""
     tensors = []
     for name, array in read_arrays(path).items():
         label = f"{path.stem}.{name}" if path.suffix.lower() == ".npz" else name
@@ -123,7 +124,8 @@ def load_array(path: Path) -> list:
 
 
 def expand_run_folders(inputs) -> list:
-    """A run folder (it has a plan.json) stands for its dreams/ and bridge/ (not its checkpoints)."""
+    """A run folder (it has a plan.json) stands for its dreams/ and bridge/ (not its
+    checkpoints)."""
     expanded = []
     for given in inputs:
         folder = Path(given)
@@ -221,8 +223,10 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "tensor_visualizer",
         doc=__doc__,
-        description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift check.",
-        example="python scripts/visualization/tensor_visualizer.py experiments/results/run_2025_10_31",
+        description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift "
+        "check.",
+        example="python scripts/visualization/tensor_visualizer.py "
+        "experiments/results/run_2025_10_31",
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="PATH", help="tensor files, folders or run folders"

@@ -193,7 +193,8 @@ def test_an_executor_gives_the_same_assignment(monkeypatch):
 
 
 def test_manifest_bytes_equal_a_plain_canonical_dump():
-    """The fast writer of the assignments gives canonical_json's bytes, escapes and non-ASCII included."""
+    """The fast writer of the assignments gives canonical_json's bytes, escapes and non-ASCII
+    included."""
     from scripts.utils.jsonio import canonical_json
 
     odd = [

@@ -45,7 +45,8 @@ NAME, MRN, HOSPITAL = "Doe^Jane^Q", "MRN99887766", "Saint Elsewhere Hospital"
 
 
 def phi_laden(path: Path) -> None:
-    """CT_small with names, IDs, an institution, dates and free text everywhere, sequences included."""
+    """CT_small with names, IDs, an institution, dates and free text everywhere, sequences
+    included."""
     ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
     ds.PatientName, ds.PatientID, ds.InstitutionName = NAME, MRN, HOSPITAL
     ds.PatientBirthDate, ds.AccessionNumber = "19610704", "ACC5551234"
@@ -108,7 +109,8 @@ def values_dicognito_takes_out(path: Path) -> set:
         except Exception:
             continue
         for value in (str(v).strip() for v in values):
-            # dicognito appends to De-identification Method, and writes 19000101-style dummies of its own
+            # dicognito appends to De-identification Method, and writes 19000101-style dummies of
+            # its own
             if (
                 len(value) >= 4
                 and value not in after.get(key, "")
@@ -150,8 +152,9 @@ def extract(workspace, folder, *args):
     return rows, tags, out, result
 
 
-# Options that retain values (dates, devices, patient characteristics) keep, by the user's choice, what
-# dicognito (which has no such options) removes; Clean Descriptors must still take out every identifier.
+# Options that retain values (dates, devices, patient characteristics) keep, by the user's choice,
+# what dicognito (which has no such options) removes; Clean Descriptors must still take out every
+# identifier.
 @pytest.mark.parametrize("options", [(), ("--clean-descriptors",)])
 def test_nothing_dicognito_removes_survives_in_any_output(
     workspace, dicom_folder, taken_out, options

@@ -157,7 +157,8 @@ def test_augmentation_depends_only_on_seed_sample_and_epoch():
 
 
 def test_noise_levels_are_pinned_and_gaussian():
-    """The table of normal quantiles is part of the output bytes: its SHA-256 is fixed on every platform."""
+    """The table of normal quantiles is part of the output bytes: its SHA-256 is fixed on every
+    platform."""
     table = px.normal_quantiles()
     assert hashlib.sha256(table.tobytes()).hexdigest() == (
         "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8"
@@ -178,7 +179,8 @@ def test_noise_levels_are_pinned_and_gaussian():
 
 
 def test_augmentation_commutes_with_its_flips_and_rotation():
-    """Jitter and noise are applied before the flips and rotation; the result is that image, rotated."""
+    """Jitter and noise are applied before the flips and rotation; the result is that image,
+    rotated."""
     image = np.linspace(0, 1, 12 * 8, dtype=np.float32).reshape(12, 8)
     draws = dict(
         px.augmentation_parameters(7, "a", 0),

@@ -149,7 +149,8 @@ def test_volumes_refuse_per_image_options(workspace, ct_series):
 
 
 def enhanced_from(ct_series, path: Path, windows):
-    """A real Enhanced CT object (highdicom's legacy converter) from the classic slices, per-frame windows."""
+    """A real Enhanced CT object (highdicom's legacy converter) from the classic slices,
+    per-frame windows."""
     import highdicom
 
     slices = [pydicom.dcmread(p) for p in sorted(ct_series.glob("*.dcm"))]

@@ -1,4 +1,5 @@
-"""Memory and time bounded before the work, and nothing left by a run that fails (issue 28, items 7 and 8)."""
+"""Memory and time bounded before the work, and nothing left by a run that fails (issue 28, items
+7 and 8)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_json_configs_refuse_what_json_has_no_number_for(tmp_path, text, words):
 
 
 def npz_claiming(shape) -> bytes:
-    """An .npz whose one array's header claims ``shape`` float64 values and holds a few bytes (deflated)."""
+    """An .npz whose one array's header claims ``shape`` float64 values and holds a few bytes
+    (deflated)."""
     header = {"descr": "<f8", "fortran_order": False, "shape": shape}
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, header)

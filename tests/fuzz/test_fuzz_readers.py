@@ -164,9 +164,12 @@ def dicom_seeds() -> list:
 
 
 CONFIG_SEEDS = {
-    ".toml": b'[experiment]\nname = "phase7"\nsteps = 8\nlr = 1e-3\ntags = ["a", "b"]\n[experiment.inner]\nx = 1\n',
-    ".json": b'{"experiment": {"name": "phase7", "steps": 8, "lr": 0.001, "tags": ["a", "b"], "inner": {"x": 1}}}',
-    ".yaml": b"experiment:\n  name: phase7\n  steps: 8\n  lr: 1.0e-3\n  tags: [a, b]\n  base: &b {x: 1}\n  inner: *b\n",
+    ".toml": b'[experiment]\nname = "phase7"\nsteps = 8\nlr = 1e-3\ntags = ["a", '
+    b'"b"]\n[experiment.inner]\nx = 1\n',
+    ".json": b'{"experiment": {"name": "phase7", "steps": 8, "lr": 0.001, "tags": ["a", "b"], '
+    b'"inner": {"x": 1}}}',
+    ".yaml": b"experiment:\n  name: phase7\n  steps: 8\n  lr: 1.0e-3\n  tags: [a, b]\n  base: &b "
+    b"{x: 1}\n  inner: *b\n",
 }
 SEEDS_FILE = b"base_seed = 42\n[streams]\nsplit = 7\n"
 LOG_SEED = (

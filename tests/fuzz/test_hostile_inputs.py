@@ -103,7 +103,8 @@ def write_raw_name(folder: Path, raw_name: bytes, data: bytes) -> bytes:
 
 
 def bind_socket(path: Path) -> None:
-    """A Unix socket at ``path``, bound through a relative name: deep test folders exceed AF_UNIX's 108 bytes."""
+    """A Unix socket at ``path``, bound through a relative name: deep test folders exceed
+    AF_UNIX's 108 bytes."""
     here = os.getcwd()
     os.chdir(path.parent)
     try:
@@ -627,7 +628,8 @@ def test_a_huge_private_dicom_value_is_never_read(ws, tmp_path, tool, extra):
 
 @needs_posix
 def test_non_utf8_folders_above_the_records_are_fine(sample_workspace, tmp_path):
-    """Only recorded names must be UTF-8: a workspace or data folder whose own path is not still works."""
+    """Only recorded names must be UTF-8: a workspace or data folder whose own path is not still
+    works."""
     workspace = Path(os.fsdecode(os.fsencode(tmp_path) + b"/ws\xff"))
     shutil.copytree(sample_workspace, workspace)
     expect(

@@ -1,4 +1,5 @@
-"""Every log pattern runs in linear time on crafted lines: time per byte against plain text (issue 28).
+"""Every log pattern runs in linear time on crafted lines: time per byte against plain text (issue
+28).
 
 A pattern that backtracks makes some line cost the square of its length.
 Lines up to 4,096 characters go through every pattern, the progress-bar
@@ -63,7 +64,8 @@ BOUND = 5.0
 
 
 def per_byte(data: bytes, rounds: int = 5) -> float:
-    """CPU seconds per byte (this process's own time: another process on the machine does not count)."""
+    """CPU seconds per byte (this process's own time: another process on the machine does not
+    count)."""
     best = float("inf")
     for _ in range(rounds):
         start = time.process_time()
@@ -80,7 +82,8 @@ PLAIN = repeated(("the quick brown fox jumps over the lazy dog " * 3)[:80])
 
 
 def crafted_lines(count: int, seed: int) -> list:
-    """Every single piece behind and before every door, and ``count`` seeded pairs and triples of pieces."""
+    """Every single piece behind and before every door, and ``count`` seeded pairs and triples of
+    pieces."""
     units = list(PIECES)
     generator = np.random.Generator(np.random.PCG64(seed))
     pairs = list(itertools.product(PIECES, repeat=2))

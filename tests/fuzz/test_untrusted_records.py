@@ -41,8 +41,8 @@ def read(path: Path):
 
 
 def forge(workspace: Path, run_id: str, change) -> Path:
-    """Edit a run's report as a colleague who also rewrote the manifest's hash of it (so only checks of the
-    content itself can catch it)."""
+    """Edit a run's report as a colleague who also rewrote the manifest's hash of it (so only
+    checks of the content itself can catch it)."""
     path = workspace / "experiments/results" / f"{run_id}.json"
     report = read(path)
     change(report)
@@ -255,7 +255,8 @@ def test_hostile_config_keys_and_values_are_text_on_the_page_and_in_chromium(tmp
     workspace = tmp_path / "ws"
     config = tmp_path / "external.toml"
     config.write_text(
-        f'phase = 7\n[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", "-c", "1"]\n'
+        f'phase = 7\n[experiment]\nkind = "external"\n[external]\ncommand = ["{sys.executable}", '
+        f'"-c", "1"]\n'
     )
     made = run_script(
         "run_experiment",

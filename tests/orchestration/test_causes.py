@@ -1,7 +1,8 @@
-"""The search for causes as an algorithm: noise from controls, bisection, interactions, recurrence, run counts.
+"""The search for causes as an algorithm: noise from controls, bisection, interactions, recurrence,
+run counts.
 
-verify's own tests run real commands; here each "run" is a rule saying which places differ under which variations,
-so every shape of cause can be checked exactly, with the runs it took counted.
+verify's own tests run real commands; here each "run" is a rule saying which places differ under
+which variations, so every shape of cause can be checked exactly, with the runs it took counted.
 """
 
 import itertools
@@ -74,8 +75,8 @@ def test_what_differs_with_nothing_varied_is_noise_and_costs_no_bisection():
 
 
 def test_a_place_that_comes_and_goes_is_never_blamed_on_a_variation():
-    # differs in the varied run and in every other run with "tz", but also now and then without anything:
-    # the controls happen to miss it, the recurrence check does not
+    # differs in the varied run and in every other run with "tz", but also now and then without
+    # anything: the controls happen to miss it, the recurrence check does not
     flicker = {2, 5, 9}
     by_key, explained, runs = search({("log.json", "$.t"): lambda cause, number: number in flicker})
     assert set(by_key.values()) <= {("none: run-to-run noise",)}

@@ -1,4 +1,5 @@
-"""cluster_launcher: the shipped dask-jobqueue settings give working Slurm and PBS job scripts (nothing submitted)."""
+"""cluster_launcher: the shipped dask-jobqueue settings give working Slurm and PBS job scripts
+(nothing submitted)."""
 
 from __future__ import annotations
 

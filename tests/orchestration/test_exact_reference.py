@@ -68,7 +68,8 @@ def test_the_bits_do_not_depend_on_threads_or_blas_kernel(tmp_path, threads, ker
 
 
 def test_values_past_what_int64_holds_stop_the_run_naming_the_product(tmp_path):
-    """lr=1000 blows the weights up: the int64 implementation wrapped around silently; this stops (exit 2)."""
+    """lr=1000 blows the weights up: the int64 implementation wrapped around silently; this stops
+    (exit 2)."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
     result = run_script(

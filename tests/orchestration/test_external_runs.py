@@ -1,4 +1,5 @@
-"""A researcher's project as it is laid out: relative paths, local modules, a package, a launcher program."""
+"""A researcher's project as it is laid out: relative paths, local modules, a package, a launcher
+program."""
 
 import hashlib
 import os
@@ -42,8 +43,8 @@ print(HEAD_NAME, names[0], "done")
 
 
 def project(tmp_path: Path) -> Path:
-    """train.py importing model.py and nets/heads.py (through nets/__init__.py), a data file beside them, and a
-    config whose command names them relative to its folder."""
+    """train.py importing model.py and nets/heads.py (through nets/__init__.py), a data file
+    beside them, and a config whose command names them relative to its folder."""
     folder = tmp_path / "proj"
     (folder / "nets").mkdir(parents=True)
     (folder / "train.py").write_text(TRAIN)
@@ -57,14 +58,16 @@ def project(tmp_path: Path) -> Path:
     (folder / "labels.txt").write_text("zero one two\n")
     (folder / "config.toml").write_text(
         '[experiment]\nkind = "external"\n[external]\n'
-        'command = ["python", "train.py", "--lr", "{train.lr}", "--seed", "{seed}", "--labels", "labels.txt", '
+        'command = ["python", "train.py", "--lr", "{train.lr}", "--seed", "{seed}", "--labels", '
+        '"labels.txt", '
         '"--output-dir", "{logdir}"]\n[train]\nlr = 0.01\n'
     )
     return folder
 
 
 def python_on_path() -> dict:
-    """``python`` on PATH is this interpreter (the one with scikit-learn), as in an activated environment."""
+    """``python`` on PATH is this interpreter (the one with scikit-learn), as in an activated
+    environment."""
     return {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 

@@ -1,4 +1,5 @@
-"""make phaseN DATA=... on data outside the workspace: read-only data, bad files, kills, damage, fingerprints.
+"""make phaseN DATA=... on data outside the workspace: read-only data, bad files, kills, damage,
+fingerprints.
 
 Every test runs the real pipeline through make, as a user would, on the
 sample data written *outside* the workspace, and compares whole workspaces
@@ -45,7 +46,8 @@ R = "experiments/results"
 
 
 def make(phase, workspace, data=None, *extra, kill_after=None, kill_on_step=None, timeout=600):
-    """Run ``make phaseN`` in its own process group; kill the whole group with SIGKILL when asked."""
+    """Run ``make phaseN`` in its own process group; kill the whole group with SIGKILL when
+    asked."""
     command = [
         "make",
         "-s",
@@ -130,7 +132,8 @@ def make_read_only(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory):
-    """The sample data in a read-only folder outside any workspace, and one clean phase7 run on it."""
+    """The sample data in a read-only folder outside any workspace, and one clean phase7 run on
+    it."""
     root = tmp_path_factory.mktemp("outside")
     made = run_script(
         "data_tools",
@@ -292,8 +295,9 @@ def test_damaged_outputs_redo_exactly_their_step_and_dependents(outside, tmp_pat
     shutil.copytree(outside["clean"], workspace)
     for what, damage, expected in DAMAGE:
         damage(workspace)
-        # One repair runs its steps on a Dask LocalCluster of 2 processes: the same files as the clean local run,
-        # and the later repairs, local again, redo nothing more (where the work ran is in no fingerprint).
+        # One repair runs its steps on a Dask LocalCluster of 2 processes: the same files as the
+        # clean local run, and the later repairs, local again, redo nothing more (where the work ran
+        # is in no fingerprint).
         on_cluster = what.startswith("alter an npz")
         code, stderr = make(
             "phase7", workspace, outside["data"], *(["SCHEDULER=local:2"] if on_cluster else [])
@@ -451,7 +455,8 @@ def _closure(entry: Path) -> set:
 
 
 def test_one_pipeline_at_a_time_per_workspace(outside, tmp_path):
-    """A second call waits for the first (say, left running by a killed make) and then finds its work done."""
+    """A second call waits for the first (say, left running by a killed make) and then finds its
+    work done."""
     import threading
 
     from filelock import FileLock

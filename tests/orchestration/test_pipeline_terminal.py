@@ -1,4 +1,5 @@
-"""make phase7 at a terminal: a live view of the steps; the JSON log kept in a file; JSON on stdout when piped."""
+"""make phase7 at a terminal: a live view of the steps; the JSON log kept in a file; JSON on
+stdout when piped."""
 
 import io
 import os
@@ -93,9 +94,9 @@ def run_in_terminal(
 )
 @pytest.mark.parametrize("phase, columns", [("phase7", 80), ("phase9", 200)])
 def test_the_live_view_fits_the_terminal_and_leaves_each_line_once(workspace, phase, columns):
-    """What a terminal shows at the end (pyte emulates it, escape sequences and wrapping included): the JSON log
-    line, the title, one line per step, then the summary; no line left behind by a redraw, none wider than
-    the terminal."""
+    """What a terminal shows at the end (pyte emulates it, escape sequences and wrapping
+    included): the JSON log line, the title, one line per step, then the summary; no line left
+    behind by a redraw, none wider than the terminal."""
     rows = 300  # tall: nothing scrolls away, so every row ever left behind is still on the screen
     screen = pyte.Screen(columns, rows)
     pyte.ByteStream(screen).feed(run_in_terminal(workspace, columns, rows, phase=phase))

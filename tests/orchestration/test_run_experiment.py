@@ -476,7 +476,8 @@ with open("history.csv", "w", newline="") as f:
 
 
 def sgd_config(tmp_path, seed: str = "{seed}"):
-    """An external config running SGD_TRAINER unedited: --lr from [train] lr, --seed from ``seed``."""
+    """An external config running SGD_TRAINER unedited: --lr from [train] lr, --seed from
+    ``seed``."""
     script = tmp_path / "train_sgd.py"
     script.write_text(SGD_TRAINER)
     config = tmp_path / "sgd.toml"
@@ -545,7 +546,8 @@ def test_the_pipeline_fingerprint_of_an_external_config_covers_the_script(tmp_pa
 
 
 def test_every_cycle_dreams_its_own_dream(workspace):
-    """Each cycle's dream and its spectrum differ from the cycle before's (the replay and the spectra move)."""
+    """Each cycle's dream and its spectrum differ from the cycle before's (the replay and the
+    spectra move)."""
     logdir = workspace / "run"
     result = experiment(
         workspace, logdir, "--config", REPO / "trainer/config/phase5.toml", "--backend", "numpy"

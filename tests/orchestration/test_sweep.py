@@ -1,4 +1,5 @@
-"""run_experiment --sweep: a grid or list of runs, locally and on a Dask LocalCluster, byte-identical to single runs."""
+"""run_experiment --sweep: a grid or list of runs, locally and on a Dask LocalCluster,
+byte-identical to single runs."""
 
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""verify on a real PyTorch training script (pytorch/examples' mnist, on scikit-learn's digits), one defect each.
+"""verify on a real PyTorch training script (pytorch/examples' mnist, on scikit-learn's digits), one
+defect each.
 
 Runs only where torch can be imported (it is several GB, so not in CI):
 
     python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch -r requirements.lock
     /tmp/torchvenv/bin/python -m pytest tests/orchestration/test_verify_torch.py
 
-The script pins its threads (torch.set_num_threads(1)) and seeds torch; each test changes one line of it the way
-the defect is written in practice. The seeded script's weights follow the CPU's instruction set (PyTorch's and
-oneDNN's kernel dispatch), so ``cpu`` is a true cause of every variant where this machine has more than the
-baseline instruction set; the tests require the defect's own cause and allow only ``cpu`` beside it.
+The script pins its threads (torch.set_num_threads(1)) and seeds torch; each test changes one line
+of it the way the defect is written in practice. The seeded script's weights follow the CPU's
+instruction set (PyTorch's and oneDNN's kernel dispatch), so ``cpu`` is a true cause of every
+variant where this machine has more than the baseline instruction set; the tests require the
+defect's own cause and allow only ``cpu`` beside it.
 """
 
 import sys
@@ -85,7 +87,8 @@ def test_a_time_stamp_in_the_model_name_is_time(workspace, tmp_path):
         workspace,
         tmp_path,
         'torch.save(model.state_dict(), "digits_cnn.pt")',
-        "torch.save(model.state_dict(), f\"digits_cnn_{__import__('datetime').datetime.now():%Y%m%d-%H%M%S}.pt\")",
+        "torch.save(model.state_dict(), "
+        "f\"digits_cnn_{__import__('datetime').datetime.now():%Y%m%d-%H%M%S}.pt\")",
     )
     assert ("time",) in causes and set(causes) <= {("time",), ("cpu",)}
     [named] = causes[("time",)]["artifacts"]

@@ -1,7 +1,8 @@
-"""verify on real scikit-learn training scripts (tests/orchestration/training/), one defect each, and two at once.
+"""verify on real scikit-learn training scripts (tests/orchestration/training/), one defect each,
+and two at once.
 
-Each script is written the way scikit-learn's examples are; verify runs it under every variation and must name
-its defect, and nothing else, in a bounded number of runs.
+Each script is written the way scikit-learn's examples are; verify runs it under every variation and
+must name its defect, and nothing else, in a bounded number of runs.
 """
 
 import sys
@@ -188,8 +189,8 @@ def test_the_cpu_count_reaches_python_and_the_affinity(workspace, variation):
 
 
 def test_a_command_naming_its_script_relative_to_where_verify_was_started(workspace):
-    """``python sgd_digits.py`` as typed in the project's folder: the command runs in each run's workspace, so the
-    script's relative name is taken from where verify was started."""
+    """``python sgd_digits.py`` as typed in the project's folder: the command runs in each run's
+    workspace, so the script's relative name is taken from where verify was started."""
     result = run_script(
         "orchestration",
         "verify",
@@ -208,8 +209,9 @@ def test_a_command_naming_its_script_relative_to_where_verify_was_started(worksp
 
 
 def test_a_script_wrapped_as_an_external_run_is_verified_with_its_records(workspace, tmp_path):
-    """--config: run_experiment runs the script as a recorded run in each workspace; the records' descriptions of
-    the machine (ours and the command's Python) are set aside, so a seeded script is identical."""
+    """--config: run_experiment runs the script as a recorded run in each workspace; the records'
+    descriptions of the machine (ours and the command's Python) are set aside, so a seeded script
+    is identical."""
     config = tmp_path / "experiment.toml"
     config.write_text(
         f'[experiment]\nkind = "external"\n[external]\n'

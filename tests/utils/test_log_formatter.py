@@ -68,7 +68,8 @@ def core(record):
             ("2025-10-31T12:00:04Z", "info", None, "hello world", "logfmt"),
         ),
         (
-            '{"time": "2025-10-31T13:00:05+01:00", "level": "DEBUG", "message": "json line", "logger": "x"}',
+            '{"time": "2025-10-31T13:00:05+01:00", "level": "DEBUG", "message": "json line", '
+            '"logger": "x"}',
             ("2025-10-31T12:00:05Z", "debug", "x", "json line", "json"),
         ),
         ("just a plain line", (None, None, None, "just a plain line", "plain")),

@@ -28,7 +28,8 @@ def test_png_and_svg_are_byte_identical_and_nan_is_marked(run_workspace):
         rows + b'{"cycle": 7, "phase": 7, "loss": "NaN", "val_loss": "-Infinity", '
         b'"coherence": 0.5, "mean_r": 0.1, "mean_g": 0.1, "mean_b": 0.1}\n'
     )
-    # Plotted and marked, so the diverged run is visible, and still exit 1 naming the count and the first.
+    # Plotted and marked, so the diverged run is visible, and still exit 1 naming the count and the
+    # first.
     first, report, result = plot(
         run_workspace, "run", "run_b/metrics.jsonl", "--log-scale", expect=1
     )

@@ -95,8 +95,9 @@ def test_bad_input(workspace, case):
 def test_the_drift_check_is_measured_on_dreams_that_differ_and_fails_a_distorted_render(
     run_workspace, monkeypatch
 ):
-    """Every cycle's dream is its own, so the check sees different tensors; a render made wrong on purpose (a gamma
-    of 0.8, as a colour-management slip would make it) drifts beyond 0.5 dB and fails the run."""
+    """Every cycle's dream is its own, so the check sees different tensors; a render made wrong
+    on purpose (a gamma of 0.8, as a colour-management slip would make it) drifts beyond 0.5 dB
+    and fails the run."""
     first, report, _ = visualize(run_workspace, "run")
     rgb_renders = sorted(first.glob("*dreams__cycle_*/rgb.png"))
     assert len(rgb_renders) == 6 and len({path.read_bytes() for path in rgb_renders}) == 6

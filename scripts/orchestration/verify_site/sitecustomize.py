@@ -1,4 +1,5 @@
-"""verify's hook into every Python process of a run: the wall clock it shows and the CPU count it reports.
+"""verify's hook into every Python process of a run: the wall clock it shows and the CPU count it
+reports.
 
     PYTHONPATH=scripts/orchestration/verify_site CRH_CLOCK_START=1761912000 python train.py
 
@@ -52,7 +53,8 @@ def _shift_the_clock(start: float, real_start: float) -> None:
     def asctime(t=None):
         return real_asctime(real_localtime(fake_time()) if t is None else t)
 
-    # partial objects, like the built-ins they replace, do not bind as methods (logging.Formatter.converter)
+    # partial objects, like the built-ins they replace, do not bind as methods
+    # (logging.Formatter.converter)
     for function in (fake_time, fake_time_ns, localtime, gmtime, ctime, strftime, asctime):
         setattr(time, function.__name__.replace("fake_", ""), functools.partial(function))
 

@@ -1,4 +1,5 @@
-"""Scale-out through Dask distributed: a scheduler address in, a ``concurrent.futures`` executor out.
+"""Scale-out through Dask distributed: a scheduler address in, a ``concurrent.futures`` executor
+out.
 
     python scripts/data_tools/metadata_extractor.py /mnt/archive --scheduler tcp://head-node:8786
     python scripts/data_tools/hash_integrity.py hash /mnt/archive --scheduler local:2
@@ -75,7 +76,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def local_capacity() -> int:
-    """The most ``local:N`` workers this machine can hold: one per CPU, and LOCAL_WORKER_BYTES of memory each."""
+    """The most ``local:N`` workers this machine can hold: one per CPU, and LOCAL_WORKER_BYTES of
+    memory each."""
     cpus = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
@@ -87,11 +89,12 @@ def local_capacity() -> int:
 
 
 def scheduler_address(given: str | None) -> str | None:
-    """``--scheduler``, else ``$CRH_DASK_SCHEDULER``, else None (run locally); parsed once, strictly.
+    """``--scheduler``, else ``$CRH_DASK_SCHEDULER``, else None (run locally); parsed once,
+    strictly.
 
     ``local:N`` with 1 <= N <= ``local_capacity()``, or ``scheme://host[:port]`` with a scheme of
-    SCHEMES, a host name or IP address and nothing else (no path, user or query). Anything else is bad
-    input naming the address.
+    SCHEMES, a host name or IP address and nothing else (no path, user or query). Anything else is
+    bad input naming the address.
     """
     address = given if given is not None else os.environ.get(SCHEDULER_ENV) or None
     if address is None or address == "":
@@ -146,7 +149,8 @@ def is_encrypted_or_local(address: str) -> bool:
 
 
 def code_hash(root: Path = REPO_ROOT) -> str:
-    """SHA-256 over this project's Python sources (``scripts/**/*.py``): workers must run the same code."""
+    """SHA-256 over this project's Python sources (``scripts/**/*.py``): workers must run the
+    same code."""
     digest = hashlib.sha256()
     for path in sorted((root / "scripts").rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
@@ -155,8 +159,8 @@ def code_hash(root: Path = REPO_ROOT) -> str:
 
 
 def client_identity() -> dict:
-    """What every worker must share with the client: the environment fingerprint (the run records' own,
-    taken once per process) and the code hash."""
+    """What every worker must share with the client: the environment fingerprint (the run
+    records' own, taken once per process) and the code hash."""
     from scripts.utils.compute.environment import environment_fingerprint
 
     return {"environment": environment_fingerprint(), "code_sha256": _code_hash_once()}
@@ -168,7 +172,8 @@ def _code_hash_once() -> str:
 
 
 def _identity_probe():
-    """Runs on each worker (through ``client.run``). Sent by value, so it needs nothing of ours to unpickle."""
+    """Runs on each worker (through ``client.run``). Sent by value, so it needs nothing of ours
+    to unpickle."""
     import sys
 
     try:
@@ -179,7 +184,8 @@ def _identity_probe():
 
 
 def check_workers(client) -> dict:
-    """Compare every worker's identity with the client's; a differing worker is bad input (exit 2)."""
+    """Compare every worker's identity with the client's; a differing worker is bad input (exit
+    2)."""
     import sys
 
     import cloudpickle
@@ -187,8 +193,8 @@ def check_workers(client) -> dict:
     from scripts.utils.compute.environment import differences
 
     mine = client_identity()
-    # cloudpickle sends functions of importable modules by reference; by value, the probe can report a worker
-    # that cannot import the project at all instead of failing to unpickle.
+    # cloudpickle sends functions of importable modules by reference; by value, the probe can report
+    # a worker that cannot import the project at all instead of failing to unpickle.
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)
     try:
@@ -224,8 +230,8 @@ def check_workers(client) -> dict:
 
 
 def check_worker_links(workers) -> None:
-    """With the key on board, every worker must be reached over TLS or on this machine (else exit 2, naming it):
-    a loopback scheduler can still have workers on other hosts."""
+    """With the key on board, every worker must be reached over TLS or on this machine (else exit
+    2, naming it): a loopback scheduler can still have workers on other hosts."""
     clear = sorted(address for address in workers if not is_encrypted_or_local(address))
     if clear:
         raise InputError(
@@ -261,7 +267,8 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
         return
     if carries_secret and not is_encrypted_or_local(address):
         raise InputError(
-            "the de-identification key would travel to the workers in clear; use a tls:// scheduler "
+            "the de-identification key would travel to the workers in clear; use a tls:// "
+            "scheduler "
             "(docs/scaling-out.md) or --keep-phi",
             scheduler=address,
         )
@@ -312,7 +319,8 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
 
 
 class ClusterExecutor(Executor):
-    """A ``concurrent.futures`` executor on a Dask client, with what the data tools need of a cluster.
+    """A ``concurrent.futures`` executor on a Dask client, with what the data tools need of a
+    cluster.
 
     ``map`` keeps at most ``2 x threads`` tasks (at least 4) in flight and
     releases each result once it is handed over, so the memory a run holds
@@ -363,7 +371,8 @@ class ClusterExecutor(Executor):
             future.release()
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        # An unfinished map cancels its futures when closed: that needs the client, so before the client goes.
+        # An unfinished map cancels its futures when closed: that needs the client, so before the
+        # client goes.
         for results in self._iterators:
             results.close()
         self._iterators = []
@@ -375,14 +384,16 @@ class ClusterExecutor(Executor):
 
 
 def worker_count(executor) -> int:
-    """Threads across the cluster behind a ClusterExecutor; for any other executor, this machine's CPUs."""
+    """Threads across the cluster behind a ClusterExecutor; for any other executor, this
+    machine's CPUs."""
     if isinstance(executor, ClusterExecutor):
         return executor.threads
     return os.cpu_count() or 1
 
 
 def size_or_zero(path) -> int:
-    """A file's size for cutting batches (0 when it cannot be read: the task reports that itself)."""
+    """A file's size for cutting batches (0 when it cannot be read: the task reports that
+    itself)."""
     try:
         return os.stat(path).st_size
     except OSError:
@@ -396,8 +407,9 @@ def batches(
     max_items: int = BATCH_FILES,
     max_bytes: int = BATCH_BYTES,
 ) -> list:
-    """Cut ``items`` into consecutive batches: at most ``max_items`` each (and ``max_bytes`` of ``sizes``),
-    and at least ``TASKS_PER_WORKER`` batches per unit of ``parallelism`` where there are enough items.
+    """Cut ``items`` into consecutive batches: at most ``max_items`` each (and ``max_bytes`` of
+    ``sizes``), and at least ``TASKS_PER_WORKER`` batches per unit of ``parallelism`` where there
+    are enough items.
 
     Batches only decide where work runs: results are merged in input order,
     so no output depends on how the items were cut.
@@ -420,7 +432,8 @@ def batches(
 
 
 def map_batches(executor, function, batched: list, *extra):
-    """``function(batch, *extra)`` for every batch on ``executor``; yields each result's items in input order."""
+    """``function(batch, *extra)`` for every batch on ``executor``; yields each result's items in
+    input order."""
     count = len(batched)
     for result in executor.map(function, batched, *[[value] * count for value in extra]):
         yield from result

@@ -1,4 +1,5 @@
-"""What every Dask worker of a run is given (utils/compute/cluster.py registers it; never imported without Dask).
+"""What every Dask worker of a run is given (utils/compute/cluster.py registers it; never imported
+without Dask).
 
     client.register_plugin(JsonStderr())
 

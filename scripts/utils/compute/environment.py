@@ -352,7 +352,8 @@ def differences(saved: dict, current: dict, prefix: str = "") -> list:
 
 @functools.cache
 def captured_fingerprint() -> tuple:
-    """The fingerprint's items, captured at the first call (``captured_fingerprint.cache_clear()`` forgets it)."""
+    """The fingerprint's items, captured at the first call
+    (``captured_fingerprint.cache_clear()`` forgets it)."""
     return tuple(hashed_part(snapshot(with_compiler=False, with_lock=False)).items())
 
 
@@ -370,7 +371,8 @@ def environment_hash(fingerprint=None) -> str:
 
 
 def git_state() -> dict:
-    """The commit of the scripts and whether their tree has uncommitted changes (None without git)."""
+    """The commit of the scripts and whether their tree has uncommitted changes (None without
+    git)."""
     try:  # one call: the branch header holds the commit, the other lines the changes
         status = subprocess.run(
             ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],

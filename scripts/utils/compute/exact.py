@@ -53,14 +53,16 @@ def max_abs(xp, values) -> float:
 
 
 def _norm_bound(xp, qa, qb) -> float:
-    """Cauchy-Schwarz: every |partial sum| <= sum |a_ik b_kj| <= max_i |a_i| * max_j |b_j| (2-norms)."""
+    """Cauchy-Schwarz: every |partial sum| <= sum |a_ik b_kj| <= max_i |a_i| * max_j |b_j|
+    (2-norms)."""
     rows = float(xp.sqrt(xp.einsum("ik,ik->i", qa, qa).max())) if qa.size else 0.0
     columns = float(xp.sqrt(xp.einsum("kj,kj->j", qb, qb).max())) if qb.size else 0.0
     return rows * columns * _MARGIN
 
 
 def product_bound(xp, qa, qb, maxima=None) -> float:
-    """An upper bound on every partial sum of ``qa @ qb`` (cheap first, tighter when that one is too high)."""
+    """An upper bound on every partial sum of ``qa @ qb`` (cheap first, tighter when that one is
+    too high)."""
     a_max, b_max = maxima or (max_abs(xp, qa), max_abs(xp, qb))
     cheap = qa.shape[-1] * a_max * b_max * _MARGIN
     if cheap < EXACT_LIMIT:
@@ -69,7 +71,8 @@ def product_bound(xp, qa, qb, maxima=None) -> float:
 
 
 def integer_matmul(xp, qa, qb, name: str = "product", maxima=None):
-    """``qa @ qb`` for float64 arrays of integers, exactly, as float64 (rounded once, like int64 -> float64).
+    """``qa @ qb`` for float64 arrays of integers, exactly, as float64 (rounded once, like int64 ->
+    float64).
 
     ``maxima``: ``(max|qa|, max|qb|)`` when the caller already knows them.
     """
@@ -89,7 +92,8 @@ def integer_matmul(xp, qa, qb, name: str = "product", maxima=None):
 
 
 def _split_product(xp, qa, qb):
-    """``qa @ qb`` as an exact int64 array, splitting the larger operand until each product is within 2**53."""
+    """``qa @ qb`` as an exact int64 array, splitting the larger operand until each product is
+    within 2**53."""
     if product_bound(xp, qa, qb) < EXACT_LIMIT:
         return (qa @ qb).astype(xp.int64)
     a_max, b_max = max_abs(xp, qa), max_abs(xp, qb)
@@ -101,7 +105,8 @@ def _split_product(xp, qa, qb):
 
 
 def _halves(xp, q, largest: float):
-    """``q = high * 2**shift + low`` with 0 <= low < 2**shift: both exact in float64, about half the bits each."""
+    """``q = high * 2**shift + low`` with 0 <= low < 2**shift: both exact in float64, about half
+    the bits each."""
     shift = max(1, math.ceil(math.log2(largest + 1) / 2))
     step = 2.0**shift
     high = xp.floor(q / step)
@@ -109,13 +114,14 @@ def _halves(xp, q, largest: float):
 
 
 def exact_matmul(xp, a, b, name: str = "product"):
-    """``a @ b`` on values quantized to 2**-20, exactly: the same bits on any BLAS, thread count or device."""
+    """``a @ b`` on values quantized to 2**-20, exactly: the same bits on any BLAS, thread count
+    or device."""
     return Fixed(xp, a).matmul(Fixed(xp, b), name)
 
 
 class Fixed:
-    """An array quantized once (``q``, float64 integers) with its largest magnitude, for use in several
-    products: ``Fixed(xp, x) @ Fixed(xp, y)`` is ``exact_matmul(xp, x, y)``, bit for bit."""
+    """An array quantized once (``q``, float64 integers) with its largest magnitude, for use in
+    several products: ``Fixed(xp, x) @ Fixed(xp, y)`` is ``exact_matmul(xp, x, y)``, bit for bit."""
 
     __slots__ = ("xp", "q", "largest")
 
@@ -139,7 +145,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def blas_threads():
-    """A context in which BLAS runs one thread, unless the user set a thread count (``THREAD_VARIABLES``).
+    """A context in which BLAS runs one thread, unless the user set a thread count
+    (``THREAD_VARIABLES``).
 
     The products are exact, so threads change only speed, and little of it (15% on 2 cores for
     large.toml); but two multi-threaded OpenBLAS processes on the same cores spin against each other

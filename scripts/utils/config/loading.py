@@ -150,7 +150,8 @@ def _locating_decoder() -> json.JSONDecoder:
 
 
 def _finite(text: str) -> float:
-    """A JSON number as a float; one that overflows to infinity (1e400) is bad input, as NaN and Infinity are."""
+    """A JSON number as a float; one that overflows to infinity (1e400) is bad input, as NaN and
+    Infinity are."""
     value = float(text)
     if not math.isfinite(value):
         raise InputError(f"number {text[:40]} is beyond what a 64-bit float holds")
@@ -193,8 +194,8 @@ YAML_1_1 = re.compile(r"^%YAML[ \t]+1\.[01]\b", re.M)
 def _check_keys_and_size(root) -> None:
     """String keys only (ints or lists as keys have no JSON form), and alias expansion bounded.
 
-    Nodes are counted as if every alias were copied out (as the canonical JSON will be): a cycle or an
-    alias bomb is refused before anything is built.
+    Nodes are counted as if every alias were copied out (as the canonical JSON will be): a cycle or
+    an alias bomb is refused before anything is built.
     """
     sizes: dict = {}
     visiting: set = set()
@@ -288,7 +289,8 @@ def _load_yaml(text: str, path: Path):
 
 
 def _plain(value, path: Path, where: str):
-    """Normalize to JSON-compatible types; dates and times become strings (the careful, slow way)."""
+    """Normalize to JSON-compatible types; dates and times become strings (the careful, slow
+    way)."""
     if isinstance(value, dict):
         return {
             key: _plain(item, path, f"{where}.{key}" if where else key)

@@ -1,4 +1,5 @@
-"""The shapes of the project's config files, as JSON Schema: unknown keys refused, every error reported at once.
+"""The shapes of the project's config files, as JSON Schema: unknown keys refused, every error
+reported at once.
 
     from scripts.utils.config.schema import validate
     validate(config, "experiment", source="trainer/config/phase7.toml")   # InputError (exit 2) listing all errors
@@ -71,7 +72,8 @@ EXPERIMENT_PROPERTIES = {
         {
             "kind": {
                 "enum": ["reference", "external"],
-                "description": '"reference": the built-in Dreamer + Learner; "external": external.command',
+                "description": '"reference": the built-in Dreamer + Learner; "external": '
+                "external.command",
             },
             "cycles": integer(1, 100_000, "dream/learn cycles"),
             "checkpoint_every": integer(
@@ -89,13 +91,15 @@ EXPERIMENT_PROPERTIES = {
             "source": {
                 "type": "string",
                 "minLength": 1,
-                "description": '"auto" (the newest image_preprocessor run, else synthetic), "synthetic", '
+                "description": '"auto" (the newest image_preprocessor run, else synthetic), '
+                '"synthetic", '
                 "or a run folder",
             },
             "split": {
                 "type": "string",
                 "minLength": 1,
-                "description": '"auto" (the newest dataset_splitter run, when it covers the samples), '
+                "description": '"auto" (the newest dataset_splitter run, when it covers the '
+                "samples), "
                 '"seeded" (data.val_fraction), or a dataset_splitter run folder',
             },
             "size": integer(4, 512, "ChromaticTensor height and width"),
@@ -141,7 +145,8 @@ EXPERIMENT_PROPERTIES = {
                 "type": "array",
                 "minItems": 1,
                 "items": {"type": "string"},
-                "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and {logdir} (.: "
+                "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and "
+                "{logdir} (.: "
                 "the command runs in its log folder) placeholders",
             },
             "metrics": {
@@ -152,12 +157,14 @@ EXPERIMENT_PROPERTIES = {
             "goals": {
                 "type": "object",
                 "additionalProperties": {"enum": ["min", "max"]},
-                "description": 'metric = "min" or "max": which value is best, where the name does not say',
+                "description": 'metric = "min" or "max": which value is best, where the name does '
+                "not say",
             },
             "code": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "more files and folders of the program's code to record (relative to the folder "
+                "description": "more files and folders of the program's code to record (relative to "
+                "the folder "
                 "run_experiment is started in); the files the command names are recorded anyway",
             },
         },
@@ -189,7 +196,8 @@ SCHEMAS = {
     "sweep": {
         "$schema": DRAFT,
         "title": "run_experiment --sweep file",
-        "description": "a [grid] of --set values (every combination) or a list of [[runs]], times optional seeds "
+        "description": "a [grid] of --set values (every combination) or a list of [[runs]], times "
+        "optional seeds "
         "(seeds alone: the config once per seed)",
         "type": "object",
         "properties": {
@@ -236,7 +244,8 @@ SCHEMAS = {
     "seeds": {
         "$schema": DRAFT,
         "title": "seeds file",
-        "description": "scripts/utils/seeds.toml: the base seed, and streams pinned to explicit seeds",
+        "description": "scripts/utils/seeds.toml: the base seed, and streams pinned to explicit "
+        "seeds",
         "type": "object",
         "properties": {
             "base_seed": SEED,
@@ -250,9 +259,9 @@ SCHEMAS = {
         "additionalProperties": False,
     },
 }
-# An integer is an int here, never 16.0 (JSON Schema alone would accept it): the value is hashed as written.
-# A number is finite: NaN passes every bound (every comparison with it is false), and TOML and YAML write
-# nan and inf as floats.
+# An integer is an int here, never 16.0 (JSON Schema alone would accept it): the value is hashed as
+# written. A number is finite: NaN passes every bound (every comparison with it is false), and TOML
+# and YAML write nan and inf as floats.
 STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many(
     {
         "integer": lambda checker, value: isinstance(value, int) and not isinstance(value, bool),
@@ -278,7 +287,8 @@ def suggestion(name: str, known) -> str:
 
 
 def _messages(error) -> list:
-    """(key, message, expected) for one jsonschema error; an if/then/else or oneOf error is unfolded."""
+    """(key, message, expected) for one jsonschema error; an if/then/else or oneOf error is
+    unfolded."""
     where = list(error.absolute_path)
     if error.context and error.validator in ("oneOf", "anyOf"):
         if error.validator == "oneOf" and set(error.schema.get("properties", {})) >= {
@@ -329,7 +339,8 @@ def _messages(error) -> list:
 
 
 def _experiment_property(path) -> dict:
-    """The schema of ``path`` among the experiment properties (for keys required by its if/then/else)."""
+    """The schema of ``path`` among the experiment properties (for keys required by its
+    if/then/else)."""
     node = {"properties": EXPERIMENT_PROPERTIES}
     for part in path:
         node = (
@@ -420,7 +431,8 @@ def _problem(error) -> str:
 
 
 def problems(config, shape: str) -> list:
-    """Every problem of ``config`` against schema ``shape``: dicts with key, error and expected, sorted by key."""
+    """Every problem of ``config`` against schema ``shape``: dicts with key, error and expected,
+    sorted by key."""
     found = {}
     for error in VALIDATORS[shape].iter_errors(config):
         for key, message, expected in _messages(error):
@@ -429,7 +441,8 @@ def problems(config, shape: str) -> list:
 
 
 def validate(config, shape: str, source=None) -> None:
-    """Raise InputError (exit 2) naming every problem at once; the first is also in ``key``/``expected``."""
+    """Raise InputError (exit 2) naming every problem at once; the first is also in
+    ``key``/``expected``."""
     found = problems(config, shape)
     if not found:
         return
@@ -446,7 +459,8 @@ def validate(config, shape: str, source=None) -> None:
 
 
 def export_schemas(folder) -> list:
-    """Write ``<shape>.schema.json`` for each shape into ``folder`` (sorted, indented: stable bytes)."""
+    """Write ``<shape>.schema.json`` for each shape into ``folder`` (sorted, indented: stable
+    bytes)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

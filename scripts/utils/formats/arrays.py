@@ -121,7 +121,8 @@ def _checked_array(stream, name: str, source) -> np.ndarray:
 
 
 def read_arrays(path) -> dict:
-    """``{name: array}`` of a .npy (named by its stem) or .npz file, checked before reading (exit 2 if bad)."""
+    """``{name: array}`` of a .npy (named by its stem) or .npz file, checked before reading (exit
+    2 if bad)."""
     path = Path(path)
     regular_file(path, "array file")
     try:
@@ -132,7 +133,8 @@ def read_arrays(path) -> dict:
 
 
 def arrays_from_bytes(data: bytes, name: str) -> dict:
-    """``read_arrays`` of a file's bytes already in memory (``name`` gives its kind and names it in errors)."""
+    """``read_arrays`` of a file's bytes already in memory (``name`` gives its kind and names it
+    in errors)."""
     return _arrays(io.BytesIO(data), PurePosixPath(name).name, name)
 
 

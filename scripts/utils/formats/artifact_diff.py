@@ -187,7 +187,8 @@ def _read_arrays(name: str, data: bytes) -> dict:
 
 
 def regions(mask: np.ndarray, limit: int) -> list:
-    """Boxes around the connected regions of a boolean mask: ``[(slices, element count), ...]``, largest first."""
+    """Boxes around the connected regions of a boolean mask: ``[(slices, element count), ...]``,
+    largest first."""
     from scipy import ndimage
 
     if mask.ndim == 0:
@@ -215,7 +216,8 @@ def _plain(value):
 
 
 def compare_tensors(x: dict, y: dict, found: Collector) -> None:
-    """Named tensors (and plain values) compared one by one: what differs, how many values, by how much, where first."""
+    """Named tensors (and plain values) compared one by one: what differs, how many values, by
+    how much, where first."""
     absent = object()
     for key in sorted(set(x) | set(y), key=str):
         u, v = x.get(key, absent), y.get(key, absent)
@@ -279,8 +281,8 @@ def compare_arrays(name: str, a: bytes, b: bytes, limit: int) -> dict:
 
 
 def compare_model(name: str, a: bytes, b: bytes, limit: int) -> dict:
-    """PyTorch and safetensors files, tensor by tensor (formats/model_files.py reads them; no pickled
-    code runs)."""
+    """PyTorch and safetensors files, tensor by tensor (formats/model_files.py reads them; no
+    pickled code runs)."""
     from scripts.utils.formats.model_files import read_model
 
     found = Collector(limit)

@@ -1,4 +1,5 @@
-"""Colour math shared by the reference experiment and the renderers: RGB -> HSL, and docs/design.md's bridge.
+"""Colour math shared by the reference experiment and the renderers: RGB -> HSL, and
+docs/design.md's bridge.
 
     from scripts.utils.formats.colour import bridge_encode, rgb_to_hsl
     hue, saturation, lightness = rgb_to_hsl(rgb)              # rgb: (..., 3) floats in [0, 1]
@@ -33,7 +34,8 @@ def rgb_to_hsl(rgb: np.ndarray):
 
 
 def bridge_encode(rgb: np.ndarray, bcfg: dict) -> SpectralTensor:
-    """docs/design.md's bridge: hue -> f = f_min * 2**(octaves * H / 2pi), saturation -> amplitude, lightness -> sigma.
+    """docs/design.md's bridge: hue -> f = f_min * 2**(octaves * H / 2pi), saturation -> amplitude,
+    lightness -> sigma.
 
     Log-frequency layout, ``bins`` bins over ``octaves`` octaves from f_min;
     each bin holds the summed saturation of its cells (per cell of the image)

@@ -300,7 +300,9 @@ class FileContext:
                 action = self.deid.action(tag)
                 private = (tag >> 16) & 1
                 if action == "K" and not private and dictionary_vr(tag) not in ("SQ", "UN"):
-                    continue  # kept, and not a sequence: nothing identifying inside (the common case, so first)
+                    # kept, and not a sequence: nothing identifying inside (the common case, so
+                    # first)
+                    continue
                 try:
                     raw = dataset.get_item(tag, keep_deferred=True)
                     vr = raw.VR or dictionary_vr(tag)

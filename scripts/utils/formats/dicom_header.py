@@ -99,7 +99,8 @@ PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pix
 
 
 def _while_tags_rise(stop_before_pixels: bool):
-    """A ``stop_when`` for a file read without a DICOM header: stop at the first tag that does not rise.
+    """A ``stop_when`` for a file read without a DICOM header: stop at the first tag that does not
+    rise.
 
     A dataset's tags rise (PS3.5 7.1); a file of zeros (or mostly zeros) reads
     as the tag (0000,0000) again and again, which would take pydicom minutes
@@ -117,7 +118,8 @@ def _while_tags_rise(stop_before_pixels: bool):
 
 
 def plain(value):
-    """A JSON-friendly copy of a pydicom value: str, int, float, or lists of them; None for empty."""
+    """A JSON-friendly copy of a pydicom value: str, int, float, or lists of them; None for
+    empty."""
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -276,7 +278,8 @@ def text_decoder(ds):
 
 
 def raw_plain(ds, tag: int, decode=None, present: bool = False):
-    """The plain value of attribute ``tag`` of ``ds`` (None when absent or empty), decoded from its raw bytes.
+    """The plain value of attribute ``tag`` of ``ds`` (None when absent or empty), decoded from its
+    raw bytes.
 
     Values over the deferred-read size are not read (None). Malformed numbers
     are None, with a warning naming the attribute (never its value).
@@ -441,7 +444,8 @@ PROBLEM_KINDS = (
 def series_geometry(
     positions: list, orientations: list, shapes: list, pixel_spacings: list
 ) -> dict:
-    """``slice_geometry`` plus the checks a stack needs: more than one slice, one size, one valid Pixel Spacing.
+    """``slice_geometry`` plus the checks a stack needs: more than one slice, one size, one valid
+    Pixel Spacing.
 
     The series table (metadata_extractor) and ``--volumes`` (image_preprocessor)
     both judge a series with this, so ``volume_ok`` and what gets stacked agree.

@@ -1,4 +1,5 @@
-"""The pieces of our self-contained HTML pages: the style, escaping, tables, sections, inline figures.
+"""The pieces of our self-contained HTML pages: the style, escaping, tables, sections, inline
+figures.
 
     from scripts.utils.formats.html_page import page, section, table
     html = page("compare: a · b", [section("Config", table(["key", "a", "b"], rows))])
@@ -78,7 +79,8 @@ def page(title: str, sections: list) -> str:
 
 
 def aggregate_rows(aggregates) -> list:
-    """[overrides, metric, mean, std, min, max, n] per configuration and metric of a sweep's seed aggregates."""
+    """[overrides, metric, mean, std, min, max, n] per configuration and metric of a sweep's seed
+    aggregates."""
     rows = []
     for aggregate in aggregates if isinstance(aggregates, list) else []:
         aggregate = mapping(aggregate)
@@ -95,5 +97,6 @@ def aggregate_rows(aggregates) -> list:
 
 
 def mapping(value) -> dict:
-    """``value`` if it is a JSON object (free-form report sections may hold anything), else an empty one."""
+    """``value`` if it is a JSON object (free-form report sections may hold anything), else an
+    empty one."""
     return value if isinstance(value, dict) else {}

@@ -10,13 +10,13 @@ python            Python logging: ``LEVEL:name:msg``; asctime forms such as
                   ``2025-10-31 12:00:00,123 - name - LEVEL - msg``, ``... LEVEL name: msg``,
                   ``[ts] LEVEL in module: msg``; Hydra's ``[ts][name][LEVEL] - msg``;
                   Hugging Face examples' ``10/31/2025 12:00:00 - LEVEL - name - msg``
-transformers      ``transformers`` explicit format ``[LEVEL|file.py:42] ts >> msg``
-lightning         Lightning's rank prefix ``[rank: 0] msg``
-python_warning    ``path.py:12: UserWarning: msg`` (and Lightning's form without the category)
-python_dict       a printed dict such as the HF Trainer's ``{'loss': 0.69, 'epoch': 1.0}``
-traceback         ``Traceback (most recent call last):`` when no record is open (an uncaught exception)
-level_prefix      a level and the message: ``WARNING: msg`` (absl before it is set up, pip), ``[INFO] msg``
-glog              glog/absl (C++ and Python, JAX, torch.distributed.elastic):
+transformers      ``transformers`` explicit format ``[LEVEL|file.py:42] ts >> msg`` lightning
+Lightning's rank prefix ``[rank: 0] msg`` python_warning    ``path.py:12: UserWarning: msg`` (and
+Lightning's form without the category) python_dict       a printed dict such as the HF Trainer's
+``{'loss': 0.69, 'epoch': 1.0}`` traceback         ``Traceback (most recent call last):`` when no
+record is open (an uncaught exception) level_prefix      a level and the message: ``WARNING: msg``
+(absl before it is set up, pip), ``[INFO] msg`` glog              glog/absl (C++ and Python, JAX,
+torch.distributed.elastic):
                   ``I1126 12:00:00.123456 140123 train.py:42] msg`` (``I20251126`` too; ``I0000 00:00:<Unix time>``)
 tensorflow        TensorFlow < 2.16: ``2025-11-26 12:00:04.500000: W tensorflow/...cc:290] msg``
 c10               PyTorch's C++ core: ``[W1126 12:00:04.123456789 ProcessGroupNCCL.cpp:1234] msg``
@@ -286,9 +286,10 @@ _NCCL = re.compile(
     r"(?:[\d.]+ )?(?:(\S+):(\d+) (?:\([^)]*\) )?)?NCCL (INFO|WARN|TRACE|CALL|ABORT)\b ?"
 )
 _PY_WARNING = re.compile(r"(.+?\.py):(\d+): (?:([A-Z]\w*Warning): )?")
-# Progress bars are read in pieces, each matched where it must stand, never by one pattern that starts with a
-# lazy ``(.*?)``: that form retries everything after it at every position, quadratic in a crafted line.
-# tqdm: "{desc}{percent}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}, {postfix}]"
+# Progress bars are read in pieces, each matched where it must stand, never by one pattern that
+# starts with a lazy ``(.*?)``: that form retries everything after it at every position, quadratic
+# in a crafted line. tqdm: "{desc}{percent}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate},
+# {postfix}]"
 _TQDM_MARK = re.compile(r"\d%\|")
 _TQDM_PERCENT = re.compile(r"\d{1,3}\Z")  # searched back from each mark
 _TQDM_COUNTS = re.compile(r"[^|]*\| *([\d.]+[kMGTPEZY]?)/([\d.]+[kMGTPEZY]?) \[")
@@ -311,11 +312,13 @@ RICH_COLUMNS_CHARS = (
 _RICH_COUNT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 _RICH_PERCENT = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)%")
 _RICH_TIMES = re.compile(
-    r"(?<![\d:-])(?:([\d-]+:[\d-]{2}:[\d-]{2}) • ([\d-]+:[\d-]{2}:[\d-]{2})|([\d-]+:[\d-]{2}:[\d-]{2}))"
+    r"(?<![\d:-])(?:([\d-]+:[\d-]{2}:[\d-]{2}) • "
+    r"([\d-]+:[\d-]{2}:[\d-]{2})|([\d-]+:[\d-]{2}:[\d-]{2}))"
 )
 _RATE = re.compile(r"(?<![\d.])(?:([\d.]+) ?([A-Za-z]*)/s(?![A-Za-z])|([\d.]+) ?s/([A-Za-z]+))")
 _LOGFMT_PAIR_TEXT = r'[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
-# Pairs apart by blanks: a value can then not shrink into the next key, so a long line costs linear time.
+# Pairs apart by blanks: a value can then not shrink into the next key, so a long line costs linear
+# time.
 _LOGFMT_LINE = re.compile(
     r"[ \t]*" + _LOGFMT_PAIR_TEXT + r"(?:[ \t]+" + _LOGFMT_PAIR_TEXT + r")+[ \t]*"
 )
@@ -323,7 +326,8 @@ _LOGFMT_PAIR = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _LOGFMT_UNESCAPE = re.compile(r"\\(.)")
 _EPOCH_TEXT = re.compile(r"\d{9,19}(?:\.\d+)?")
 _ANSI = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[@-Z\\-_])"
+    r"\x1b(?:\[[0-?]*[ "
+    r"-/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[@-Z\\-_])"
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
 
@@ -349,8 +353,8 @@ def parse_utc_offset(text: str) -> timedelta:
 
 
 def parse_year_reference(text: str | None) -> date:
-    """``--year``: ``YYYY`` (every year-less stamp in that year) or ``YYYY-MM-DD``
-    (each in the twelve months ending that day); None: the run's stamp (SOURCE_DATE_EPOCH or the clock)."""
+    """``--year``: ``YYYY`` (every year-less stamp in that year) or ``YYYY-MM-DD`` (each in the
+    twelve months ending that day); None: the run's stamp (SOURCE_DATE_EPOCH or the clock)."""
     if text is None:
         return timestamps.now().date()
     match = re.fullmatch(r"(\d{4})(?:-(\d\d)-(\d\d))?", text)
@@ -380,7 +384,8 @@ class Settings:
 
 
 def _settings(utc_offset: timedelta, year_reference, progress: str, label=None) -> Settings:
-    """Settings with the year reference fixed (every block of one input uses the same) and today's limits."""
+    """Settings with the year reference fixed (every block of one input uses the same) and
+    today's limits."""
     if progress not in PROGRESS_MODES:
         raise InputError(f"progress must be one of {', '.join(PROGRESS_MODES)}", value=progress)
     if year_reference is None:
@@ -404,7 +409,8 @@ class _Clock:
         self.cache: dict = {}
 
     def utc(self, day: str, clock: str, fraction, zone):
-        """``("2025-10-31", "12:00:00", "123" or None, "+01:00" / "Z" / " UTC" / None)`` -> ``...Z`` or None."""
+        """``("2025-10-31", "12:00:00", "123" or None, "+01:00" / "Z" / " UTC" / None)`` ->
+        ``...Z`` or None."""
         key = day + clock[:5] + (zone or "")
         prefix = self.cache.get(key)
         if prefix is None:
@@ -469,7 +475,8 @@ def _plain_record(text: str, number: int) -> dict:
 
 
 def _unjoined_record(text: str, number: int) -> dict:
-    """A line that starts no record and continues none: an uncaught exception's traceback, or plain text."""
+    """A line that starts no record and continues none: an uncaught exception's traceback, or
+    plain text."""
     if text == TRACEBACK_HEAD:
         return {
             "ts": None,
@@ -482,11 +489,13 @@ def _unjoined_record(text: str, number: int) -> dict:
     return _plain_record(text, number)
 
 
-# ---------------------------------------------------------------- headers, by the line's first character
+# ---------------------------------------------------------------- headers, by the line's first
+# character
 
 
 def _dated(line: str, number: int, clock: _Clock):
-    """Lines that start with a digit: Python asctime forms, rsyslog, HF's US date, any ISO date-time."""
+    """Lines that start with a digit: Python asctime forms, rsyslog, HF's US date, any ISO
+    date-time."""
     stamp = _ISO.match(line)
     if stamp is None:
         if line[2:3] == "/":
@@ -532,8 +541,9 @@ def _dated(line: str, number: int, clock: _Clock):
 
 
 def _python_after_stamp(line: str, end: int, ts, raw_ts, number: int, named_first):
-    """A Python logging record whose time stamp ends at ``end``, or None. ``named_first`` matches the forms
-    that put the logger before the level (``- name - LEVEL -``; Hydra's ``][name][LEVEL]``)."""
+    """A Python logging record whose time stamp ends at ``end``, or None. ``named_first`` matches
+    the forms that put the logger before the level (``- name - LEVEL -``; Hydra's
+    ``][name][LEVEL]``)."""
     after = named_first.match(line, end)
     if after:
         source, level = after.groups()
@@ -568,7 +578,8 @@ def _level_and_source(line: str, end: int):
 
 
 def _us_dated(line: str, number: int, clock: _Clock):
-    """Hugging Face examples' basicConfig: ``10/31/2025 12:00:00 - INFO - __main__ - msg`` (month first)."""
+    """Hugging Face examples' basicConfig: ``10/31/2025 12:00:00 - INFO - __main__ - msg`` (month
+    first)."""
     match = _US_DATE.match(line)
     if match is None:
         return None
@@ -581,7 +592,8 @@ def _us_dated(line: str, number: int, clock: _Clock):
 
 
 def _bracketed(line: str, number: int, clock: _Clock):
-    """Lines that start with '[': c10, transformers, env_logger, Hydra and Flask forms, Lightning, NCCL."""
+    """Lines that start with '[': c10, transformers, env_logger, Hydra and Flask forms,
+    Lightning, NCCL."""
     second = line[1:2]
     if second in "FEWIV" and (match := _C10.match(line)):
         initial, month_day, time_of_day, fraction, path, line_number = match.groups()
@@ -820,7 +832,8 @@ _BY_FIRST = {
 
 
 def _other_record(line: str, number: int, clock: _Clock):
-    """Formats found anywhere in the line: JSON, printed dicts, logfmt, warnings, NCCL, progress bars."""
+    """Formats found anywhere in the line: JSON, printed dicts, logfmt, warnings, NCCL, progress
+    bars."""
     first = line[:1]
     if first == "{" or (first in " \t" and line.lstrip()[:1] == "{"):
         return _mapped(line, "json", number, clock) or _mapped(line, "python_dict", number, clock)
@@ -869,7 +882,8 @@ def _number(text: str):
 
 
 def _rate(text: str):
-    """``40.00it/s`` / ``1.23s/it`` / ``9.04MB/s`` / ``2.50kit/s`` -> (per second, unit), or (None, None)."""
+    """``40.00it/s`` / ``1.23s/it`` / ``9.04MB/s`` / ``2.50kit/s`` -> (per second, unit), or
+    (None, None)."""
     match = _RATE.search(text)
     if match is None:
         return None, None
@@ -901,7 +915,8 @@ class _Bar(tuple):
 
 
 def _bracket(text: str, start: int, pattern):
-    """``pattern`` matched on the text from ``start`` up to the next ']' (None without one): (match, its end)."""
+    """``pattern`` matched on the text from ``start`` up to the next ']' (None without one):
+    (match, its end)."""
     close = text.find("]", start)
     if close < 0:
         return None, -1
@@ -909,7 +924,8 @@ def _bracket(text: str, start: int, pattern):
 
 
 def _tqdm_heads(text: str):
-    """``(start, percent, end)`` of the first MAX_BAR_TRIES "{percent}%|" in ``text``: where a bar may begin."""
+    """``(start, percent, end)`` of the first MAX_BAR_TRIES "{percent}%|" in ``text``: where a
+    bar may begin."""
     start = 0
     for tries, mark in enumerate(_TQDM_MARK.finditer(text)):
         if tries == MAX_BAR_TRIES:
@@ -920,7 +936,8 @@ def _tqdm_heads(text: str):
 
 
 def _tqdm(text: str):
-    """A tqdm bar with a total: (desc, percent, n, total, elapsed, remaining, rate, postfix), or None."""
+    """A tqdm bar with a total: (desc, percent, n, total, elapsed, remaining, rate, postfix), or
+    None."""
     for start, percent, end in _tqdm_heads(text):
         counts = _TQDM_COUNTS.match(text, end)
         if counts is None:
@@ -973,8 +990,8 @@ def _tqdm_unsized(text: str):
 
 
 def _rich(text: str):
-    """A rich bar: (desc, what follows the bar or None), or None. The bar is a run of ━╸╺ followed by a blank or
-    the end of the line."""
+    """A rich bar: (desc, what follows the bar or None), or None. The bar is a run of ━╸╺
+    followed by a blank or the end of the line."""
     run = _RICH_BAR.search(text)
     return (
         None
@@ -1044,7 +1061,8 @@ def _rich_fields(text: str):
 
 
 def _bar_key(record: dict) -> tuple:
-    """Records of one bar share this: a later state replaces an earlier one under ``progress="last"``."""
+    """Records of one bar share this: a later state replaces an earlier one under
+    ``progress="last"``."""
     return record.get("desc"), record["total"], record.get("rank")
 
 
@@ -1089,7 +1107,8 @@ def _prepared(text: str, flags):
 
 
 def _decode_line(raw: bytes) -> list:
-    """One line of bytes as items (see ``_prepared``); invalid UTF-8 is kept as \\xNN (flag ``invalid_utf8``)."""
+    """One line of bytes as items (see ``_prepared``); invalid UTF-8 is kept as \\xNN (flag
+    ``invalid_utf8``)."""
     flags = None
     if raw[-1:] == b"\r":
         raw = raw[:-1]
@@ -1242,9 +1261,10 @@ def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block
                         head_count += 1
                         head_chars += len(line) + 1
                         continue
-                    # No record open before this line, nor one opened in ``head``, can take this many lines
-                    # (see _merge's limits): this line starts a record of its own, here as in one sequential
-                    # pass. Keeps ``head`` small, so plain text is converted in the worker processes too.
+                    # No record open before this line, nor one opened in ``head``, can take this
+                    # many lines (see _merge's limits): this line starts a record of its own, here
+                    # as in one sequential pass. Keeps ``head`` small, so plain text is converted in
+                    # the worker processes too.
                 record = _unjoined_record(line, number)
         if label_field:
             record.update(label_field)
@@ -1281,7 +1301,8 @@ def _records(lines, settings: Settings, counts: dict, first_line: int = 1, block
 
 
 def _rank_flags(prefix, flags) -> dict:
-    """The fields of a launcher's line prefix: torchrun ``[rank0]:`` / ``[trainer1]:``, mpirun ``[1,0]<stderr>:``."""
+    """The fields of a launcher's line prefix: torchrun ``[rank0]:`` / ``[trainer1]:``, mpirun
+    ``[1,0]<stderr>:``."""
     role, rank, mpi_rank, stream = prefix.groups()
     flags = dict(flags or ())
     if mpi_rank is not None:
@@ -1361,7 +1382,8 @@ def _mapped(text: str, fmt: str, number: int, clock: _Clock):
 
 
 def _field_stamp(value, clock: _Clock):
-    """A time field of a JSON or logfmt record: ISO 8601 text, or Unix time in s, ms, us or ns (by size)."""
+    """A time field of a JSON or logfmt record: ISO 8601 text, or Unix time in s, ms, us or ns
+    (by size)."""
     if isinstance(value, str):
         stamp = _ISO.fullmatch(value)
         if stamp:
@@ -1395,7 +1417,8 @@ def _field_stamp(value, clock: _Clock):
     return timestamps.format_iso(moment, "microseconds")
 
 
-# ---------------------------------------------------------------- blocks in parallel, merged in order
+# ---------------------------------------------------------------- blocks in parallel, merged in
+# order
 
 
 def _convert_block(data: bytes, split: bool, first_line: int, settings: Settings):

@@ -106,7 +106,8 @@ class Opaque:
         self.values.extend(values)
 
     def contents(self):
-        """What the object holds, as plain containers: its items, list, state, else its arguments."""
+        """What the object holds, as plain containers: its items, list, state, else its
+        arguments."""
         held = {**self.items, **({f"[{i}]": v for i, v in enumerate(self.values)})}
         if isinstance(self.state, dict):
             held.update(self.state)
@@ -126,7 +127,8 @@ class _Storage:
 
 
 class _Dtype:
-    """numpy.dtype(...) as a pickle builds it: the type string, then its byte order or fields from BUILD."""
+    """numpy.dtype(...) as a pickle builds it: the type string, then its byte order or fields
+    from BUILD."""
 
     def __init__(self, kind, *ignored):
         self.kind, self.state = str(kind), None
@@ -175,7 +177,8 @@ def _ndarray(raw, dtype, shape, fortran: bool = False) -> np.ndarray:
 
 
 class _PickledArray:
-    """numpy's _reconstruct(ndarray, (0,), b'b') then BUILD (version, shape, dtype, fortran, data)."""
+    """numpy's _reconstruct(ndarray, (0,), b'b') then BUILD (version, shape, dtype, fortran,
+    data)."""
 
     def __init__(self, *ignored):
         self.array = None
@@ -186,10 +189,11 @@ class _PickledArray:
 
 
 class _SafeUnpickler(pickle._Unpickler):
-    """Builds plain values, NumPy arrays and tensors from a pickle; every other global is an inert Opaque.
+    """Builds plain values, NumPy arrays and tensors from a pickle; every other global is an inert
+    Opaque.
 
-    Pure Python (pickle._Unpickler), so that joblib's arrays, which follow their wrapper in the stream, can be
-    read where the wrapper ends.
+    Pure Python (pickle._Unpickler), so that joblib's arrays, which follow their wrapper in the
+    stream, can be read where the wrapper ends.
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)
@@ -267,7 +271,8 @@ class _SafeUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
     def joblib_array(self, state: dict) -> np.ndarray:
-        """The array joblib wrote right after its wrapper: alignment padding, then the raw data (or a pickle)."""
+        """The array joblib wrote right after its wrapper: alignment padding, then the raw data
+        (or a pickle)."""
         dtype = _real_dtype(state.get("dtype"))
         shape = tuple(int(n) for n in state.get("shape", ()))
         if dtype.hasobject:
@@ -383,7 +388,8 @@ def is_torch_file(data: bytes) -> bool:
 
 
 def read_pickle(data: bytes) -> dict:
-    """{name: value} of a pickle or joblib file (scikit-learn models): attributes by name, arrays as arrays."""
+    """{name: value} of a pickle or joblib file (scikit-learn models): attributes by name, arrays
+    as arrays."""
     if len(data) > MAX_PICKLE_BYTES * 64:
         raise ValueError("too large to read as a pickle")
     return flatten(_SafeUnpickler(io.BytesIO(data)).load())

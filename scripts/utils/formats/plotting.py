@@ -32,7 +32,8 @@ def pyplot():
             "figure.dpi": 100,
             "savefig.dpi": 100,
             "path.simplify": True,
-            "text.parse_math": False,  # labels come from file and folder names: "$" is text, never mathtext
+            # labels come from file and folder names: "$" is text, never mathtext
+            "text.parse_math": False,
         }
     )
     import matplotlib.pyplot as plt
@@ -41,7 +42,8 @@ def pyplot():
 
 
 def figure_bytes(figure, suffix: str) -> bytes:
-    """The figure as ``.png`` or ``.svg`` bytes, without the metadata that would change run to run."""
+    """The figure as ``.png`` or ``.svg`` bytes, without the metadata that would change run to
+    run."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix[1:], metadata=_METADATA[suffix.lower()])
     return buffer.getvalue()

@@ -1,4 +1,5 @@
-"""The metrics a training script wrote, whatever it calls them: found, read, and summed up as final and best values.
+"""The metrics a training script wrote, whatever it calls them: found, read, and summed up as final
+and best values.
 
     from scripts.utils.formats.run_metrics import metrics_summary
     metrics_summary(Path("experiments/results/run_1"), named=None)
@@ -133,7 +134,8 @@ def read_metrics(path: Path) -> dict:
 
 
 def plot_series(metrics: dict, names: list) -> dict:
-    """read_metrics' columns as float arrays for metric_plotter.plot_curves: the x values as "cycle", gaps as NaN."""
+    """read_metrics' columns as float arrays for metric_plotter.plot_curves: the x values as
+    "cycle", gaps as NaN."""
     x_name = metrics["x"]
     length = len(next(iter(metrics["columns"].values()), []))
     series = {
@@ -157,7 +159,8 @@ def goal_of(name: str, goals: dict) -> str | None:
 
 
 def metrics_summary(folder: Path, named: str | None = None, goals: dict | None = None) -> dict:
-    """The run's metrics file (relative to ``folder``), its x column, final values and best values ({} if none)."""
+    """The run's metrics file (relative to ``folder``), its x column, final values and best
+    values ({} if none)."""
     path = find_metrics_file(folder, named)
     if path is None:
         return {}

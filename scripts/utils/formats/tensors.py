@@ -144,7 +144,8 @@ def _check_envelope(data: bytes, magic: bytes, source, header_size: int) -> int:
 
 
 def check_values(values: np.ndarray, what: str, source) -> None:
-    """Refuse an empty array, or one with NaN or ±Inf: bad input naming the count and the first position."""
+    """Refuse an empty array, or one with NaN or ±Inf: bad input naming the count and the first
+    position."""
     if values.size == 0:
         raise InputError(
             f"{what} is empty (shape {tuple(values.shape)})", file=source, problem="empty"
@@ -194,7 +195,8 @@ def decode_cten(data: bytes, source="<bytes>") -> ChromaticTensor:
 
 
 def decode_sten(data: bytes, source="<bytes>") -> SpectralTensor:
-    """Decode a .sten; refuses a damaged file, zero bins, NaN or ±Inf values and a bad frequency axis (exit 2)."""
+    """Decode a .sten; refuses a damaged file, zero bins, NaN or ±Inf values and a bad frequency
+    axis (exit 2)."""
     flags = _check_envelope(data, STEN_MAGIC, source, 20)
     if flags & ~(STEN_SIGMA | STEN_LOG):
         raise InputError(f"unknown .sten flags {flags:#06x}", file=source, problem="flags")
@@ -227,7 +229,8 @@ def decode_sten(data: bytes, source="<bytes>") -> SpectralTensor:
 
 
 def _read(path, bytes_per_cell: int) -> bytes:
-    """The file, refused before reading when it is larger than a tensor under the pixel cap can be."""
+    """The file, refused before reading when it is larger than a tensor under the pixel cap can
+    be."""
     limit = 64 + bytes_per_cell * max_pixels()
     data = read_input_bytes(path, limit, "tensor file")
     if len(data) >= 16:

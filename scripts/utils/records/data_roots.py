@@ -91,7 +91,8 @@ def check_root_name(name: str, given_as=None) -> str:
         or printable_name(name) != name
     ):
         raise InputError(
-            "not a usable data root name: give one with --data-name (letters, digits, '.', '-', '_')",
+            "not a usable data root name: give one with --data-name (letters, digits, '.', '-', "
+            "'_')",
             value=printable_name(name),
             file=given_as,
         )
@@ -113,7 +114,8 @@ def not_utf8(name: str) -> dict:
 
 
 def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
-    """``[(name, absolute path (str), stat)]`` of the regular files under ``folder`` (names ``prefix`` + relative)."""
+    """``[(name, absolute path (str), stat)]`` of the regular files under ``folder`` (names
+    ``prefix`` + relative)."""
     found = []
     stack = [(str(folder), prefix)]
     while stack:
@@ -169,7 +171,8 @@ def listing_sha256(files, strip: int, with_times: bool = False) -> str:
 def collect_inputs(
     workspace: Path, inputs, root_name: str | None = None, log=None, bind: bool = True
 ) -> Inputs:
-    """Every regular file under ``inputs`` with its record name, the data roots used, and what was skipped.
+    """Every regular file under ``inputs`` with its record name, the data roots used, and what was
+    skipped.
 
     A workspace path is named workspace-relative; anything outside the
     workspace through its data root (see the module docstring). A missing
@@ -233,7 +236,8 @@ def collect_inputs(
         root = roots.get(name)
         if root is not None and root.path != folder:
             raise InputError(
-                f"two data folders are both named {name!r}: give one at a time, each with --data-name",
+                f"two data folders are both named {name!r}: give one at a time, each with "
+                f"--data-name",
                 file=given,
             )
         roots[name] = root or DataRoot(name, folder)
@@ -297,7 +301,8 @@ def bind_roots(workspace: Path, roots: dict, log=None) -> None:
             if isinstance(known, dict) and known.get("location") != location:
                 if known.get("listing") != root.quick_check:
                     raise InputError(
-                        f"the data root name {name!r} already names another folder in this workspace; "
+                        f"the data root name {name!r} already names another folder in this "
+                        f"workspace; "
                         f"name this one differently with --data-name (make: DATA_NAME=...), or, if "
                         f"it is the same data moved and changed, delete {BINDINGS} to rebind it",
                         file=str(root.path),

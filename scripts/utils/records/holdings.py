@@ -45,13 +45,15 @@ class WorkspaceRecords:
         return self._manifest
 
     def registry(self) -> dict:
-        """{name: registry entry} of every registered file (``@root/...`` names are data, not outputs)."""
+        """{name: registry entry} of every registered file (``@root/...`` names are data, not
+        outputs)."""
         if self._registry is None:
             self._registry = read_registry(self.workspace / REGISTRY)
         return self._registry
 
     def runs(self, script: str | None = None, finished: bool = False) -> list:
-        """The run ids of ``script`` (every script: None), oldest first; ``finished``: status ok only."""
+        """The run ids of ``script`` (every script: None), oldest first; ``finished``: status ok
+        only."""
         return sorted(
             (
                 run_id
@@ -77,14 +79,16 @@ class WorkspaceRecords:
         return self._by_run.get(run_id, {})
 
     def report(self, run_id: str, force: bool = False) -> dict:
-        """The checked report of a recorded run (its SHA-256 matched to the manifest unless ``force``)."""
+        """The checked report of a recorded run (its SHA-256 matched to the manifest unless
+        ``force``)."""
         return read_report(
             self.workspace, self.workspace / run_report(run_id), force, self.manifest()
         )
 
     def resolve(self, target: str | None, force: bool = False) -> dict:
-        """The report a target names: a report file, a run folder, a log folder, or (None) the newest phase run.
-        A path is taken from the current folder when it exists there, else from the workspace."""
+        """The report a target names: a report file, a run folder, a log folder, or (None) the
+        newest phase run. A path is taken from the current folder when it exists there, else from
+        the workspace."""
         workspace = self.workspace
         if target is None:
             newest = [run for run in (self.latest(script) for script in PHASE_SCRIPTS) if run]
@@ -117,7 +121,8 @@ class WorkspaceRecords:
         return self.report(max(logged, key=run_order), force)
 
     def log_folders(self) -> dict:
-        """{run id: its log folder} of the recorded runs (reports that do not parse are passed over)."""
+        """{run id: its log folder} of the recorded runs (reports that do not parse are passed
+        over)."""
         found = {}
         for run_id in self.manifest():
             path = self.workspace / run_report(run_id) if RUN_ID.match(run_id) else None

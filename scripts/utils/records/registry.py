@@ -99,7 +99,8 @@ def checked_registry(document, path: Path) -> dict:
 
 
 def checked_manifest(document, path: Path) -> dict:
-    """``document`` if it is a run manifest whose run ids are run ids (never paths), else an InputError."""
+    """``document`` if it is a run manifest whose run ids are run ids (never paths), else an
+    InputError."""
     _checked(document, "run manifest", "runs", path)
     for run_id in document["runs"]:
         checked_run_id(run_id, path)
@@ -107,7 +108,8 @@ def checked_manifest(document, path: Path) -> dict:
 
 
 def read_registry(path: Path) -> dict:
-    """The ``files`` table of a registry (empty when the file does not exist), its journal applied."""
+    """The ``files`` table of a registry (empty when the file does not exist), its journal
+    applied."""
     path = Path(path)
     files = checked_registry(read_json(path), path)["files"] if path.exists() else {}
     for change in read_journal(path):
@@ -122,14 +124,16 @@ def read_manifest(path: Path) -> dict:
 
 
 def update_registry(path: Path, change) -> dict:
-    """Apply ``change(files)`` (it edits the table in place) under the lock; the journal is folded first."""
+    """Apply ``change(files)`` (it edits the table in place) under the lock; the journal is
+    folded first."""
     path = Path(path)
     with holding(lock_for(path), path):
         return _rewrite(path, change)
 
 
 def _rewrite(path: Path, change) -> dict:
-    """Fold the journal, apply ``change`` to the table, write the file once. Call it holding the lock."""
+    """Fold the journal, apply ``change`` to the table, write the file once. Call it holding the
+    lock."""
     _fold(path)
     remove_stale_temps(path)
     document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
@@ -197,7 +201,8 @@ def apply_journal_line(files: dict, change: dict) -> None:
 
 
 def _fold(path: Path) -> None:
-    """Write the registry with its journal applied, then delete the journal. Call it holding the lock."""
+    """Write the registry with its journal applied, then delete the journal. Call it holding the
+    lock."""
     journal = journal_path(path)
     if not journal.exists():
         return
@@ -209,7 +214,8 @@ def _fold(path: Path) -> None:
 
 
 def fold_journal(path: Path, force: bool = False) -> bool:
-    """Fold the journal into the registry when it is due (an eighth of the file) or ``force``; True if folded."""
+    """Fold the journal into the registry when it is due (an eighth of the file) or ``force``;
+    True if folded."""
     path = Path(path)
     journal = journal_path(path)
     if not journal.exists():
@@ -254,7 +260,8 @@ def _last_newline(handle) -> int:
 
 
 def add_to_registry(path: Path, entries: dict, change=None):
-    """Apply ``change(files)`` if given, add ``entries``; return a function that undoes exactly this.
+    """Apply ``change(files)`` if given, add ``entries``; return a function that undoes exactly
+    this.
 
     Through the journal when the registry file is large and nothing but
     adding is asked (the undo then cuts the journal back); otherwise one
@@ -317,8 +324,9 @@ def _cut(journal: Path, length: int) -> None:
 
 
 def check_registry(path: Path) -> None:
-    """A registry that exists is valid (else InputError). A file large enough to keep a journal gets the
-    cheap check (head and tail, and the journal); a fold reads it whole and would refuse it then."""
+    """A registry that exists is valid (else InputError). A file large enough to keep a journal
+    gets the cheap check (head and tail, and the journal); a fold reads it whole and would refuse
+    it then."""
     path = Path(path)
     if path.exists() and path.stat().st_size >= journal_from_bytes():
         checked_registry_head(path)
@@ -378,7 +386,8 @@ def check_writable(path: Path) -> None:
 
 
 def under(name: str, scopes) -> bool:
-    """Whether ``name`` lies under one of ``scopes`` ("" or "." is the whole workspace, not the data roots)."""
+    """Whether ``name`` lies under one of ``scopes`` ("" or "." is the whole workspace, not the
+    data roots)."""
     return any(
         (scope in ("", ".") and not name.startswith("@"))
         or name == scope
@@ -388,7 +397,8 @@ def under(name: str, scopes) -> bool:
 
 
 def prune(files: dict, scopes, present) -> list:
-    """Remove the entries under ``scopes`` whose names are not in ``present``; return them, sorted."""
+    """Remove the entries under ``scopes`` whose names are not in ``present``; return them,
+    sorted."""
     gone = sorted(name for name in files if under(name, scopes) and name not in present)
     for name in gone:
         del files[name]
@@ -444,7 +454,8 @@ def registry_entry(hashed: dict, run_id: str) -> dict:
 
 
 class StatCache:
-    """Hashes of files whose stat has not changed since they were computed (see the module docstring)."""
+    """Hashes of files whose stat has not changed since they were computed (see the module
+    docstring)."""
 
     def __init__(self, path: Path, entries: dict, written_ns: int, read_only: bool = False):
         self.path = path
@@ -481,7 +492,8 @@ class StatCache:
             return cls(path, {}, 0)
 
     def lookup(self, name: str, stat) -> dict | None:
-        """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else None."""
+        """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else
+        None."""
         hit = self.entries.get(name)
         if hit is None or not isinstance(hit, dict):
             return None
@@ -493,7 +505,8 @@ class StatCache:
         self.updates[name] = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
 
     def save(self) -> None:
-        """Merge this process's updates into the file (locked, atomic). Failing to save is harmless."""
+        """Merge this process's updates into the file (locked, atomic). Failing to save is
+        harmless."""
         if not self.updates or self.read_only:
             return
         try:
@@ -589,7 +602,8 @@ def hash_files(
 
 
 def _hash_or_error(path):
-    """``hash_file(path)``, or the reason it cannot be read (a str: it travels back from any worker)."""
+    """``hash_file(path)``, or the reason it cannot be read (a str: it travels back from any
+    worker)."""
     try:
         return hash_file(path)
     except OSError as exc:

@@ -90,8 +90,9 @@ from scripts.utils.workspace import (
     run_report,
 )
 
-# Options that say only where and how a run executes, never what it computes: left out of the recorded
-# command line, so that the same run from another workspace, log setting or cluster records the same bytes.
+# Options that say only where and how a run executes, never what it computes: left out of the
+# recorded command line, so that the same run from another workspace, log setting or cluster records
+# the same bytes.
 EXECUTION_OPTIONS = {
     "--workspace": True,
     "--log-file": True,
@@ -104,9 +105,10 @@ EXECUTION_OPTIONS = {
 
 
 def portable_argv(argv, workspace: Path) -> list:
-    """The command line without execution options, paths inside the workspace made workspace-relative
-    (no host paths in records). A relative path is taken as typed from the working folder when it names
-    something there (``ws/experiments/results/x``, ``train.toml``): rerun runs in the workspace, not there."""
+    """The command line without execution options, paths inside the workspace made
+    workspace-relative (no host paths in records). A relative path is taken as typed from the
+    working folder when it names something there (``ws/experiments/results/x``, ``train.toml``):
+    rerun runs in the workspace, not there."""
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -278,7 +280,8 @@ def _roll_seed_log_forward(workspace: Path, runs: dict) -> list:
 
 
 def retract_runs(workspace: Path, run_ids, log=None) -> list:
-    """Undo complete runs as if they had never happened; return the other workspace files they had written.
+    """Undo complete runs as if they had never happened; return the other workspace files they had
+    written.
 
     Their reports and run folders are deleted, and their registry entries
     and manifest entries removed. Their seed lines stay: the seed log is
@@ -372,12 +375,14 @@ class RunRecorder:
 
     @property
     def folder(self) -> str:
-        """The workspace-relative folder of this run's outputs (``experiments/results/<run id>``)."""
+        """The workspace-relative folder of this run's outputs (``experiments/results/<run
+        id>``)."""
         return run_folder(self.run_id)
 
     @property
     def report(self) -> str:
-        """The workspace-relative path of this run's report (``experiments/results/<run id>.json``)."""
+        """The workspace-relative path of this run's report (``experiments/results/<run
+        id>.json``)."""
         return run_report(self.run_id)
 
     @property
@@ -412,7 +417,8 @@ class RunRecorder:
         return target
 
     def change_registry(self, change) -> None:
-        """Apply ``change(files)`` to the registry in the commit's rewrite (so a failed run changes nothing)."""
+        """Apply ``change(files)`` to the registry in the commit's rewrite (so a failed run
+        changes nothing)."""
         self._registry_changes.append(change)
 
     # -- lifecycle ---------------------------------------------------------
@@ -537,7 +543,8 @@ class RunRecorder:
             except BaseException:
                 self._roll_back(report_path, undo_registry)
                 raise
-            self._log_seed()  # still under the lock: recovery must not see the run without its seed line
+            # still under the lock: recovery must not see the run without its seed line
+            self._log_seed()
         fold_journal(registry_path)  # when due: the registry's content does not change
         cache = StatCache.load(registry_path, up_to_bytes=journal_from_bytes())
         for path, h in hashed.items():

@@ -127,7 +127,8 @@ _VALIDATOR = Draft202012Validator(REPORT_SCHEMA)
 
 
 def checked_report(document, file) -> dict:
-    """``document`` if it has a run report's shape, else an InputError naming the first field that is wrong."""
+    """``document`` if it has a run report's shape, else an InputError naming the first field
+    that is wrong."""
     errors = sorted(
         _VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
     )
@@ -146,8 +147,8 @@ def checked_report(document, file) -> dict:
 def read_report(
     workspace: Path, path: Path, force: bool = False, manifest: dict | None = None
 ) -> dict:
-    """The report at ``path``, its shape checked and its SHA-256 matched to the manifest of ``workspace``
-    (``manifest``: that manifest, already read)."""
+    """The report at ``path``, its shape checked and its SHA-256 matched to the manifest of
+    ``workspace`` (``manifest``: that manifest, already read)."""
     data = read_input_bytes(path, MAX_TABLE_BYTES, "run report")
     report = checked_report(parse_json(data, path), path)
     if manifest is None:
@@ -173,7 +174,8 @@ def read_report(
 
 
 def command_path(script) -> Path:
-    """The project command ``scripts/<category>/<script>.py`` a record names; anything else is refused."""
+    """The project command ``scripts/<category>/<script>.py`` a record names; anything else is
+    refused."""
     scripts = Path(__file__).resolve().parents[2]
     found = (
         sorted(scripts.glob(f"*/{script}.py"))

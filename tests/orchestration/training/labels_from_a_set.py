@@ -1,4 +1,5 @@
-"""Digits with named classes; the label list comes from a set of names, so its order is Python's hash order."""
+"""Digits with named classes; the label list comes from a set of names, so its order is Python's
+hash order."""
 
 import json
 

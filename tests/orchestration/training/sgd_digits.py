@@ -1,4 +1,5 @@
-"""Train a linear classifier on scikit-learn's digits, the way its examples do; seeded, so every run is the same.
+"""Train a linear classifier on scikit-learn's digits, the way its examples do; seeded, so every run
+is the same.
 
 python sgd_digits.py --out results
 """

@@ -1,4 +1,5 @@
-"""Streams the digits through SGD in one chunk per CPU core, as a data-parallel job would split them."""
+"""Streams the digits through SGD in one chunk per CPU core, as a data-parallel job would split
+them."""
 
 import json
 import os

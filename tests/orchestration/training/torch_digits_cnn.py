@@ -2,7 +2,8 @@
 
     python torch_digits_cnn.py --epochs 2 --save-model
 
-Writes metrics.csv and metrics.json (loss and accuracy per epoch), loss.png, and digits_cnn.pt (the state_dict).
+Writes metrics.csv and metrics.json (loss and accuracy per epoch), loss.png, and digits_cnn.pt (the
+state_dict).
 """
 
 import argparse
@@ -23,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 class NoisyDigits(Dataset):
-    """The digits with a little Gaussian noise added to each image as it is loaded (augmentation)."""
+    """The digits with a little Gaussian noise added to each image as it is loaded
+    (augmentation)."""
 
     def __init__(self, images, labels, noise=0.05):
         self.images, self.labels, self.noise = images, labels, noise
@@ -66,7 +68,8 @@ def train(args, model, train_loader, optimizer, epoch):
         total += loss.item() * len(data)
         if batch_idx % args.log_interval == 0:
             print(
-                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}"
+                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: "
+                f"{loss.item():.6f}"
             )
     return total / len(train_loader.dataset)
 

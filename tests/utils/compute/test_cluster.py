@@ -1,4 +1,5 @@
-"""Scale-out on Dask distributed (scripts/utils/compute/cluster.py): real LocalClusters of worker processes.
+"""Scale-out on Dask distributed (scripts/utils/compute/cluster.py): real LocalClusters of worker
+processes.
 
 The scripts run as a user would (subprocesses) against one cluster of 2
 worker processes started here, and their outputs are compared byte for byte
@@ -30,7 +31,8 @@ PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """The address of a LocalCluster of 2 single-threaded worker processes, shared by this module's tests."""
+    """The address of a LocalCluster of 2 single-threaded worker processes, shared by this
+    module's tests."""
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
     ) as local:
@@ -38,7 +40,8 @@ def scheduler():
 
 
 def artifacts(workspace: Path) -> dict:
-    """Every file a run leaves in a workspace, by relative path, except the stat cache (inodes, mtimes)."""
+    """Every file a run leaves in a workspace, by relative path, except the stat cache (inodes,
+    mtimes)."""
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
@@ -196,9 +199,11 @@ def test_a_killed_worker_is_retried_and_changes_nothing(tmp_path):
     assert rows == expected
 
 
-# A worker on a machine where the project is not installed: this venv's editable install (make setup) is hidden.
+# A worker on a machine where the project is not installed: this venv's editable install (make
+# setup) is hidden.
 WITHOUT_THE_PROJECT = (
-    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+    "repr(f).lower()]; "
     "from distributed.cli.dask_worker import main; main()"
 )
 

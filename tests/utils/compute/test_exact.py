@@ -1,4 +1,5 @@
-"""Exact fixed-point products through float64 BLAS: the int64 product's bits, checked at and past the bound."""
+"""Exact fixed-point products through float64 BLAS: the int64 product's bits, checked at and past
+the bound."""
 
 import platform
 import subprocess
@@ -13,7 +14,8 @@ from tests.conftest import REPO
 
 
 def int64_reference(qa, qb):
-    """What the experiment computed before: an int64 product (no BLAS), converted to float64 once."""
+    """What the experiment computed before: an int64 product (no BLAS), converted to float64
+    once."""
     return (qa.astype(np.int64) @ qb.astype(np.int64)).astype(np.float64)
 
 
@@ -57,7 +59,8 @@ def test_just_inside_the_bound_is_one_float64_product():
 
 
 def test_past_the_bound_the_operands_are_split_and_the_result_stays_exact():
-    # (2**30 + 1)**2 - (2**30 + 1)(2**30 - 1) = 2**31 + 2, but each term needs 61 bits: float64 rounds both
+    # (2**30 + 1)**2 - (2**30 + 1)(2**30 - 1) = 2**31 + 2, but each term needs 61 bits: float64
+    # rounds both
     qa = np.array([[2.0**30 + 1, 2.0**30 + 1]])
     qb = np.array([[2.0**30 + 1], [-(2.0**30 - 1)]])
     assert exact.product_bound(np, qa, qb) >= exact.EXACT_LIMIT
@@ -103,8 +106,10 @@ def test_empty_and_zero_operands():
 DIGESTS = (
     "import hashlib, sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
     "from scripts.utils.compute.exact import exact_matmul;"
-    "g = np.random.Generator(np.random.PCG64(3)); a = g.normal(0, 1, (96, 2048)); b = g.normal(0, 0.02, (2048, 160));"
-    "print(hashlib.sha256(exact_matmul(np, a, b).tobytes()).hexdigest(), hashlib.sha256((a @ b).tobytes()).hexdigest())"
+    "g = np.random.Generator(np.random.PCG64(3)); a = g.normal(0, 1, (96, 2048)); b = g.normal(0, "
+    "0.02, (2048, 160));"
+    "print(hashlib.sha256(exact_matmul(np, a, b).tobytes()).hexdigest(), hashlib.sha256((a @ "
+    "b).tobytes()).hexdigest())"
 )
 
 

@@ -1,4 +1,5 @@
-"""The config shapes (utils/config/schema.py): unknown keys refused with a suggestion, every problem at once."""
+"""The config shapes (utils/config/schema.py): unknown keys refused with a suggestion, every
+problem at once."""
 
 import pytest
 

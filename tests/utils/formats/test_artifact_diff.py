@@ -201,12 +201,14 @@ def test_the_list_stops_at_the_limit_and_says_how_many_there_were():
 
 
 def hostile_torch_file(size: tuple, stride: tuple) -> bytes:
-    """A torch.save-shaped zip whose one tensor claims ``size`` over a 4-value storage (built without torch)."""
+    """A torch.save-shaped zip whose one tensor claims ``size`` over a 4-value storage (built
+    without torch)."""
 
     class Storage:
         pass
 
-    class Tensor:  # pickled as OrderedDict(...) and Counter, then renamed to torch's names in the bytes
+    # pickled as OrderedDict(...) and Counter, then renamed to torch's names in the bytes
+    class Tensor:
         def __reduce__(self):
             return collections.OrderedDict, (Storage(), 0, size, stride, False, {})
 

@@ -23,7 +23,8 @@ CORPUS = Path(__file__).parent / "log_corpus"
 END_OF_2025 = date(2025, 12, 31)
 
 
-def R(line, fmt, ts=None, level=None, source=None, msg=None, **extra):  # noqa: N802 - reads like a table row
+# noqa: N802 - reads like a table row
+def R(line, fmt, ts=None, level=None, source=None, msg=None, **extra):
     return {
         "ts": ts,
         "level": level,
@@ -61,8 +62,10 @@ EXPECTED = {
             "2025-11-26T12:00:01.456Z",
             "error",
             "trainer.io",
-            'cannot open shard 7\nTraceback (most recent call last):\n  File "trainer/io.py", line 42, in load\n'
-            "    return open(path, \"rb\")\nFileNotFoundError: [Errno 2] No such file or directory: 'shard7'",
+            'cannot open shard 7\nTraceback (most recent call last):\n  File "trainer/io.py", line '
+            "42, in load\n"
+            '    return open(path, "rb")\nFileNotFoundError: [Errno 2] No such file or directory: '
+            "'shard7'",
             ts_raw="2025-11-26 12:00:01,456",
         ),
         R(
@@ -248,7 +251,8 @@ EXPECTED = {
             "2025-11-26T12:00:03.000000Z",
             "critical",
             "tensor.cc:120",
-            "Check failed: shape.ok()\n*** Check failure stack trace: ***\n    @     0x7f0a1b2c3d4e  (unknown)",
+            "Check failed: shape.ok()\n*** Check failure stack trace: ***\n    @     0x7f0a1b2c3d4e "
+            " (unknown)",
             ts_raw="1126 12:00:03.000000",
             thread=12345,
         ),
@@ -278,7 +282,8 @@ EXPECTED = {
             "2025-11-26T12:00:04.500000Z",
             "warning",
             "tensorflow/core/common_runtime/bfc_allocator.cc:290",
-            "Allocator ran out of memory\nTo enable them in other operations, rebuild TensorFlow with the appropriate "
+            "Allocator ran out of memory\nTo enable them in other operations, rebuild TensorFlow "
+            "with the appropriate "
             "compiler flags.",
             ts_raw="2025-11-26 12:00:04.500000",
         ),
@@ -973,13 +978,15 @@ def test_progress_last_keeps_each_bars_final_state_and_none_drops_bars():
     ]
     none = [(r["line"], r["format"]) for r in convert(data, progress="none")]
     assert none == [(1, "python"), (2, "python"), (4, "plain"), (9, "python"), (12, "python")]
-    # the bar's last state before the glued log line, then its final state: one bar, two interruptions
+    # the bar's last state before the glued log line, then its final state: one bar, two
+    # interruptions
     folded = [r for r in convert(data, progress="last") if r["format"] == "progress"]
     assert [r["msg"].split("|")[0] for r in folded[:2]] == ["Epoch 0:  50%", "Epoch 0: 100%"]
 
 
 def test_a_record_start_is_never_a_continuation():
-    """Every line that starts a record on its own still does so right after an open multi-line record."""
+    """Every line that starts a record on its own still does so right after an open multi-line
+    record."""
     starts = []
     for name in EXPECTED:
         lines = (CORPUS / name).read_bytes().split(b"\n")
@@ -1067,7 +1074,8 @@ def test_cli_year_and_progress(tmp_path):
 
 
 def test_cli_default_year_is_the_run_stamp(tmp_path):
-    """Without --year, SOURCE_DATE_EPOCH (the run's stamp, 2025-10-31 in tests) places year-less stamps."""
+    """Without --year, SOURCE_DATE_EPOCH (the run's stamp, 2025-10-31 in tests) places year-less
+    stamps."""
     (tmp_path / "a.log").write_bytes(
         b"I1126 12:00:00.000000 1 a.py:1] x\nI1030 12:00:00.000000 1 a.py:1] y\n"
     )
@@ -1106,7 +1114,8 @@ HOSTILE_LINES = {  # each aimed at one pattern's backtracking: all must convert 
 
 @pytest.mark.timeout(120)
 def test_hostile_lines_convert_in_linear_time():
-    """A quadratic pattern would take hours on these 1 MiB lines; together they take about a second."""
+    """A quadratic pattern would take hours on these 1 MiB lines; together they take about a
+    second."""
     for name, line in HOSTILE_LINES.items():
         records = convert(line + b"\n")
         assert records, name
@@ -1137,7 +1146,8 @@ LINE_POOL = [
 
 @pytest.mark.parametrize("seed", range(12))
 def test_random_mixes_convert_to_the_same_bytes_in_blocks_as_in_one_pass(monkeypatch, seed):
-    """Block boundaries may fall anywhere: inside tracebacks, warnings, held progress states, rank groups."""
+    """Block boundaries may fall anywhere: inside tracebacks, warnings, held progress states,
+    rank groups."""
     generator = np.random.Generator(np.random.PCG64(seed))
     data = b"\n".join(LINE_POOL[i] for i in generator.integers(0, len(LINE_POOL), 400)) + b"\n"
     monkeypatch.setattr(log_convert, "BLOCK_BYTES", int(generator.integers(16, 200)))
