@@ -192,8 +192,7 @@ def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
                 "bound": {
                     "ratio_at_most": round(best["full"] / best["stat"], 2),
                     "why": "a re-verify must at least stat every file (os.scandir + stat, no "
-                    "Python "
-                    "work): the full hash divided by that pass",
+                    "Python work): the full hash divided by that pass",
                 },
             },
             higher_is_better=False,
@@ -705,8 +704,7 @@ def bench_dask_cluster(scratch: Path, quick: bool, repeat: int) -> list:
         "workers": workers,
         "cluster_startup_s": round(startup, 2),
         "batching": f"tasks of at most {cluster.BATCH_FILES} files / {cluster.BATCH_BYTES >> 20} "
-        f"MiB, at least "
-        f"{cluster.TASKS_PER_WORKER} per worker",
+        f"MiB, at least {cluster.TASKS_PER_WORKER} per worker",
     }
     return [
         figure(

@@ -187,9 +187,8 @@ def bench_exact_arithmetic(scratch: Path, quick: bool, repeat: int) -> list:
     figures = [
         figure(
             "exact_product_vs_float32_blas",
-            "exact product of quantized operands (bound check, "
-            "float64 BLAS); quantizing both operands, done once per operand in the experiment, is "
-            "reported beside it",
+            "exact product of quantized operands (bound check, float64 BLAS); quantizing both "
+            "operands, done once per operand in the experiment, is reported beside it",
             best["product"] * 1000,
             "ms",
             "float32 BLAS product of the same shapes",

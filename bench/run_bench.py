@@ -156,9 +156,8 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
         ),
         figure(
             "log_converter_all_formats",
-            "log_convert.convert_stream, one process, on the test corpus of every "
-            "format (glog, c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) "
-            "repeated",
+            "log_convert.convert_stream, one process, on the test corpus of every format (glog, "
+            "c10, NCCL, syslog, Slurm, tqdm/rich with carriage returns and ANSI, ...) repeated",
             corpus_lines / best["corpus"],
             "lines/s",
             "the same trivial loop on the same log",

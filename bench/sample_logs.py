@@ -33,9 +33,8 @@ def sample_lines(count: int):
         elif kind < 7:
             lines = [
                 f"[2025-10-31T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z "
-                f"{RUST_LEVELS[i % 4]} "
-                f"core::bridge::encoder] frame {i} coherence {0.5 + (i % 50) / 100:.3f} energy "
-                f"{i % 1000}"
+                f"{RUST_LEVELS[i % 4]} core::bridge::encoder] frame {i} coherence "
+                f"{0.5 + (i % 50) / 100:.3f} energy {i % 1000}"
             ]
             if i % 50 == 4:
                 lines.append("  continuation of the previous message with details")
@@ -47,8 +46,8 @@ def sample_lines(count: int):
             ]
         elif kind == 8:
             lines = [
-                f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least coherent "
-                f"dream"
+                f"WARNING:dream.pool:pool at capacity ({i % 64} of 64), evicting the least "
+                f"coherent dream"
             ]
         else:
             lines = [f"plain progress line {i}: {'#' * (i % 40)}"]

@@ -23,8 +23,10 @@ re-derive it: ``--verify MANIFEST`` does so and exits 1 on any difference.
 
 Usage:
     python scripts/data_tools/dataset_splitter.py
-    python scripts/data_tools/dataset_splitter.py records.csv --group-column subject --ratios train=0.8,test=0.2
-    python scripts/data_tools/dataset_splitter.py --verify experiments/results/dataset_splitter_<stamp>/split.json
+    python scripts/data_tools/dataset_splitter.py records.csv --group-column subject \\
+        --ratios train=0.8,test=0.2
+    python scripts/data_tools/dataset_splitter.py \\
+        --verify experiments/results/dataset_splitter_<stamp>/split.json
 """
 
 from __future__ import annotations
@@ -282,9 +284,8 @@ def split_records(
         "id_column": id_column,
         "group_column": group_column,
         "stratify": stratify,
-        "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, against "
-        "cumulative "
-        "ratios x 2**64",
+        "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, "
+        "against cumulative ratios x 2**64",
         "assignments": assignments,  # canonical JSON writes the keys sorted
         "groups": group_splits,
         "counts": counts,

@@ -204,7 +204,6 @@ def hash_or_verify(args, log) -> int:
             counts = registry_changes(
                 dict(read_registry(registry)), hashed, scopes, keep, record.run_id
             )
-            # noqa: E731
             apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)
             if registry == default_registry:
                 record.change_registry(apply)  # with the run's own commit: all or nothing
@@ -237,8 +236,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "hash_integrity",
         doc=__doc__,
-        description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree against "
-        "it.",
+        description="Record SHA-256/CRC32 hashes of a tree in the registry, or audit a tree "
+        "against it.",
         example="python scripts/data_tools/hash_integrity.py verify data/sample --workers 2",
     )
     parser.add_argument(
@@ -262,7 +261,8 @@ def main(argv=None) -> int:
         "--data-name",
         metavar="NAME",
         default=None,
-        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+        help="name of the data root for a folder outside the workspace "
+        "(default: the folder's name)",
     )
     cli.add_workers_option(parser, "hashing threads")
     cli.add_scheduler_option(parser)

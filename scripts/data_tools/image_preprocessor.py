@@ -56,7 +56,8 @@ process; results agree with NumPy within float32 rounding).
 
 Usage:
     python scripts/data_tools/image_preprocessor.py
-    python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 --augment --epoch 3
+    python scripts/data_tools/image_preprocessor.py data/sample/dicom --size 128x128 \\
+        --augment --epoch 3
     python scripts/data_tools/image_preprocessor.py /data/ct_exports --volumes
     python scripts/data_tools/image_preprocessor.py /mnt/archive --scheduler local:4
     python scripts/data_tools/image_preprocessor.py /mnt/scans --skip-errors \
@@ -600,8 +601,8 @@ def main(argv=None) -> int:
         "image_preprocessor",
         doc=__doc__,
         description="Normalize DICOM/PNG images to float32 arrays (npz) with a record per sample.",
-        example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 --augment "
-        "--epoch 0",
+        example="python scripts/data_tools/image_preprocessor.py data/sample --size 64x64 "
+        "--augment --epoch 0",
     )
     parser.add_argument(
         "inputs",
@@ -672,7 +673,8 @@ def main(argv=None) -> int:
         "--data-name",
         metavar="NAME",
         default=None,
-        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+        help="name of the data root for a folder outside the workspace "
+        "(default: the folder's name)",
     )
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)

@@ -60,7 +60,8 @@ sockets, devices: never opened); the run still exits 0 unless ``--strict``
 Usage:
     python scripts/data_tools/metadata_extractor.py
     python scripts/data_tools/metadata_extractor.py /data/ct --workers 2 --strict
-    python scripts/data_tools/metadata_extractor.py /data/mr --retain-modified-dates --clean-descriptors --all-tags
+    python scripts/data_tools/metadata_extractor.py /data/mr --retain-modified-dates \\
+        --clean-descriptors --all-tags
     python scripts/data_tools/metadata_extractor.py /mnt/archive --scheduler tls://head-node:8786
 """
 
@@ -686,8 +687,7 @@ def extract_table(args, log) -> int:
             key_source=key_source,
             applies_to="every value written: table, series table, --all-tags, warnings and errors",
             png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} "
-            f"chunks): "
-            f"free text",
+            f"chunks): free text",
             paths="kept (see phi_in_path)",
         )
     config = {
@@ -747,8 +747,7 @@ def main(argv=None) -> int:
         "metadata_extractor",
         doc=__doc__,
         description="Extract DICOM and PNG metadata into tables (JSON lines + CSV), de-identified "
-        "by default "
-        "(DICOM PS3.15 Annex E).",
+        "by default (DICOM PS3.15 Annex E).",
         example="python scripts/data_tools/metadata_extractor.py data/sample --workers 2 "
         "--retain-modified-dates",
     )
@@ -795,7 +794,8 @@ def main(argv=None) -> int:
         "--data-name",
         metavar="NAME",
         default=None,
-        help="name of the data root for a folder outside the workspace (default: the folder's name)",
+        help="name of the data root for a folder outside the workspace "
+        "(default: the folder's name)",
     )
     cli.add_workers_option(parser, "processes")
     cli.add_scheduler_option(parser)

@@ -2,7 +2,8 @@
 and written as NIfTI with the patient-space affine.
 
     from scripts.data_tools.volumes import slice_headers, volume_plan
-    plan = volume_plan(slices)     # the slices' order, spacing and affine, or why they are no volume
+    # the slices' order, spacing and affine, or why they are no volume
+    plan = volume_plan(slices)
 """
 
 from __future__ import annotations

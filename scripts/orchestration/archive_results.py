@@ -2,8 +2,10 @@
 
     # -> experiments/results/archive/scratch_42/
     python scripts/orchestration/archive_results.py runs/scratch_42
-    python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz  # and a deterministic tarball
-    python scripts/orchestration/archive_results.py --verify experiments/results/archive/scratch_42.tar.gz
+    # and a deterministic tarball:
+    python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz
+    python scripts/orchestration/archive_results.py \\
+        --verify experiments/results/archive/scratch_42.tar.gz
 
 Moving is copy, verify, then remove, so it works across filesystems and an
 interruption at any point loses nothing: every file is copied to a temporary
@@ -509,9 +511,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "archive_results",
         doc=__doc__,
-        description="Move a run's outputs into an archive folder (copy, verify, remove), optionally "
-        "pack a\n"
-        "deterministic tar.gz or zip; or --verify an archive.",
+        description="Move a run's outputs into an archive folder (copy, verify, remove), "
+        "optionally pack a\ndeterministic tar.gz or zip; or --verify an archive.",
         example="python scripts/orchestration/archive_results.py runs/scratch_42 --archive tar.gz",
     )
     parser.add_argument(

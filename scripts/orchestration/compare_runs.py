@@ -1,7 +1,9 @@
 """Compare recorded runs: config, metrics, environment and artifacts, side by side.
 
-    python scripts/orchestration/compare_runs.py experiments/results/phase5 experiments/results/phase6
-    python scripts/orchestration/compare_runs.py run_experiment_20251031T120000Z.json other.json --html
+    python scripts/orchestration/compare_runs.py \\
+        experiments/results/phase5 experiments/results/phase6
+    python scripts/orchestration/compare_runs.py \\
+        run_experiment_20251031T120000Z.json other.json --html
 
 Each RUN is a run report, a run folder or a log folder (as html_report takes
 them); a report file may lie in another workspace (a colleague's copy), and

@@ -1,8 +1,10 @@
 """An external training command's own code and environment, recorded with its run and checked by
 rerun.
 
-    from scripts.orchestration.external_runs import code_record, external_command, interpreter_environment
-    command = external_command(config, seed=7, code_dir=Path("proj"))  # {seed}, {logdir}, {train.lr}, ... filled
+    from scripts.orchestration.external_runs import (
+        code_record, external_command, interpreter_environment)
+    # {seed}, {logdir}, {train.lr}, ... filled, relative paths from the code folder
+    command = external_command(config, seed=7, code_dir=Path("proj"))
     code = code_record(command, code_dir, extra_code=["src/"], logdir=logdir)
     environment = interpreter_environment(command, env=None, cwd=logdir)
     changed_since({"code": code, "environment": environment}, recorded)   # [] when nothing changed
@@ -52,13 +54,16 @@ import importlib.metadata as md, importlib.util, json, os, platform, sys
 found = {"python": platform.python_version(), "implementation": platform.python_implementation(),
          "distributions": sorted({f"{d.metadata['Name']}=={d.version}" for d in md.distributions()
                                   if d.metadata['Name']}, key=str.lower),
-         "variables": {k: os.environ[k] for k in ("CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                   "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES") if k in os.environ}}
+         "variables": {k: os.environ[k] for k in (
+             "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED",
+             "CUDA_VISIBLE_DEVICES") if k in os.environ}}
 if importlib.util.find_spec("torch") is not None:
     import torch
     found["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda,
-                      "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                      "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                      "cudnn": torch.backends.cudnn.version()
+                               if torch.backends.cudnn.is_available() else None,
+                      "gpus": [torch.cuda.get_device_name(i)
+                               for i in range(torch.cuda.device_count())]
                               if torch.cuda.is_available() else [],
                       "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                       "cudnn_deterministic": torch.backends.cudnn.deterministic,

@@ -1035,15 +1035,12 @@ def run_phase(
 
 PRODUCES = {
     "phase5": "loss/coherence CSVs (experiments/results/phase5/metrics.csv), renders "
-    "(tensor_visualizer_*), "
-    "an HTML page (html_report_*/report.html)",
+    "(tensor_visualizer_*), an HTML page (html_report_*/report.html)",
     "phase6": "loss/coherence CSVs (experiments/results/phase6/metrics.csv), renders "
-    "(tensor_visualizer_*), "
-    "an HTML page (html_report_*/report.html)",
+    "(tensor_visualizer_*), an HTML page (html_report_*/report.html)",
     "phase7": "experiments/results/phase7/ (metrics, dreams, bridge); FFT and curve plots "
-    "(metric_plotter_*); "
-    "replay.gif, replay.mp4, sonification.wav, spectrogram.png (dream_animation_*); renders; "
-    "an HTML page (html_report_*/report.html)",
+    "(metric_plotter_*); replay.gif, replay.mp4, sonification.wav, spectrogram.png "
+    "(dream_animation_*); renders; an HTML page (html_report_*/report.html)",
     "phase8": "experiments/results/archive/phase8/ and phase8.tar.gz, verified",
     "phase9": "env/environment.json and env/config_phase5..9.json",
 }
@@ -1070,7 +1067,8 @@ def print_table(phase: str, summary: list) -> None:
     for item in summary:
         skipped = f"{len(item['skipped'])} skipped" if item["skipped"] else ""
         lines.append(
-            f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  {item['report'] or ''}"
+            f"  {item['step']:<{width}}  {item['status']:<10}  {skipped:<12}  "
+            f"{item['report'] or ''}"
         )
     sys.stderr.write("\n".join(lines + skipped_lines(summary)) + "\n")
 

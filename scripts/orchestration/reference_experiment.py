@@ -66,7 +66,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-# noqa: F401 - the experiment's arithmetic, still importable here
 from scripts.utils.compute.exact import (
     Fixed,
     blas_threads,
@@ -151,8 +150,7 @@ def check_memory(config: dict, source=None) -> None:
         largest = max(need, key=need.get)
         raise InputError(
             f"the reference experiment would need about {sum(need.values()) / 2**30:.1f} GiB, over "
-            f"the "
-            f"cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
+            f"the cap of {cap / 2**30:.1f} GiB (mostly {largest}); make those smaller or raise "
             f"{MAX_EXPERIMENT_BYTES_ENV}",
             file=source,
             key=largest,

@@ -469,7 +469,8 @@ def rerun_command(args, log) -> int:
             "failed_the_same_way",
             run=report["run_id"],
             exit_code=outcome["original"].get("exit_code"),
-            note="the recorded run failed, and the re-run failed the same way with the same outputs",
+            note="the recorded run failed, and the re-run failed the same way with the same "
+            "outputs",
         )
     log.info("identical", run=report["run_id"], outputs=len(report.get("outputs") or {}))
     return 0

@@ -607,9 +607,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "run_experiment",
         doc=__doc__,
-        description="Run the reference Dreamer + Learner (or an external command) reproducibly into "
-        "a log folder; "
-        "--sweep runs a grid or list of them.",
+        description="Run the reference Dreamer + Learner (or an external command) reproducibly "
+        "into a log folder; --sweep runs a grid or list of them.",
         example="python scripts/orchestration/run_experiment.py --config "
         "trainer/config/phase7.toml "
         "--seeds scripts/utils/seeds.toml --logdir experiments/results/run_2025_10_31",
@@ -643,9 +642,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--code-dir",
         metavar="DIR",
-        help="the folder an external command's relative paths (train.py, "
-        "[external] code) are taken from (default: the config's "
-        "folder; rerun gives the recorded one)",
+        help="the folder an external command's relative paths (train.py, [external] code) are "
+        "taken from (default: the config's folder; rerun gives the recorded one)",
     )
     parser.add_argument("--backend", choices=BACKENDS, help="override experiment.backend")
     parser.add_argument(

@@ -1,13 +1,16 @@
 """Experiment sweeps: ``run_experiment --sweep SWEEP.toml``, locally or on a Dask cluster.
 
-    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml --sweep sweep.toml
-    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml --sweep sweep.toml \\
+    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml \\
+        --sweep sweep.toml
+    python scripts/orchestration/run_experiment.py --config trainer/config/phase5.toml \\
+        --sweep sweep.toml \\
         --scheduler local:2
 
 A sweep file (TOML, JSON or YAML) lists the configurations, either as a grid
 (every combination) or as a list, optionally times a list of base seeds::
 
-    seeds = [1, 2, 3]                 # optional; default: the seeds file's base seed (alone: a seed sweep)
+    # optional; default: the seeds file's base seed (alone: a seed sweep)
+    seeds = [1, 2, 3]
     [grid]                            # every combination of these --set overrides
     "learner.lr" = [0.01, 0.05]
     "experiment.cycles" = [4, 8]

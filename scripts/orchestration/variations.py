@@ -72,31 +72,26 @@ CONTROLLED = (
 FIXES = {
     "path": "record paths relative to the run's folder (or its inputs), never absolute",
     "time": "write times in UTC from SOURCE_DATE_EPOCH, or drop them; name files by run number or "
-    "config hash, "
-    "not by date; never seed from the clock",
+    "config hash, not by date; never seed from the clock",
     "tz": "format times in UTC (datetime.now(timezone.utc)), never in local time",
     "locale": "format numbers and dates without the locale, and open files with encoding='utf-8'",
     "umask": "set file modes explicitly (os.chmod), or leave them out of archives",
     "hashseed": "sort sets and dict keys before iterating or writing them (sorted(set(...)))",
     "threads": "pin the thread count (torch.set_num_threads(1), OMP_NUM_THREADS) or use "
-    "order-independent "
-    "reductions",
-    "cpu": "results follow the CPU's instruction set (BLAS kernels, SIMD, oneDNN): pin it for exact "
-    "results "
-    "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, NPY_DISABLE_CPU_FEATURES) or compare with "
-    "a tolerance",
+    "order-independent reductions",
+    "cpu": "results follow the CPU's instruction set (BLAS kernels, SIMD, oneDNN): pin it for "
+    "exact results (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR, "
+    "NPY_DISABLE_CPU_FEATURES) or compare with a tolerance",
     "cpus": "size threads, workers and batches from the config, not from os.cpu_count() or the "
     "machine",
     "workers": "make results independent of the worker count (collect results in input order, not "
     "completion order)",
     "resume": "make the script safe to kill: write outputs atomically, restart from a checkpoint, "
-    "never append "
-    "to a file a killed run left",
+    "never append to a file a killed run left",
 }
 NOISE_SOURCES = [
     "an unseeded random generator (torch, numpy, random, a DataLoader or train/test split without "
-    "a "
-    "seeded generator)",
+    "a seeded generator)",
     "a nondeterministic kernel (GPU atomics, some torch ops)",
     "uninitialised memory (torch.empty, np.empty) written out",
     "a wall-clock time written with sub-second precision or a process id",

@@ -3,8 +3,10 @@ of a difference.
 
     python scripts/orchestration/verify.py                       # make verify: phase5..phase9
     python scripts/orchestration/verify.py --phases phase5,phase7 --no-vary cpu
-    python scripts/orchestration/verify.py --command "python train.py --out {workspace}" --exclude "logs/*"
-    python scripts/orchestration/verify.py --config experiment.toml   # your script, wrapped as an external run
+    python scripts/orchestration/verify.py --command "python train.py --out {workspace}" \\
+        --exclude "logs/*"
+    # your script, wrapped as an external run:
+    python scripts/orchestration/verify.py --config experiment.toml
 
 Two fresh workspaces each run the pipeline (our phases, or your
 ``--command``s, with ``{workspace}`` filled in and the workspace as working
@@ -647,8 +649,7 @@ def verify_twice(args, log) -> int:
         if not written:
             raise InputError(
                 "the commands wrote no file in the workspace: verify compares what a command "
-                "writes "
-                "there ({workspace}, also its working directory)"
+                "writes there ({workspace}, also its working directory)"
                 + (" that --include/--exclude select" if args.include or args.exclude else ""),
                 commands=commands,
             )
@@ -737,8 +738,7 @@ def main(argv=None) -> int:
         "verify",
         doc=__doc__,
         description="Run the pipeline twice (the second run varied), compare every file it writes, "
-        "explain\n"
-        "each difference and name its causes.",
+        "explain\neach difference and name its causes.",
     )
     parser.add_argument(
         "--phases", default="phase5,phase6,phase7,phase8,phase9", help="phases to run"

@@ -63,8 +63,7 @@ def _refuse(script: str, missing: list, reason: str) -> None:
         "script": Path(script).stem,
         "event": "bad_input",
         "error": f"{reason}; run 'make setup' in {REPO_ROOT} (it creates .venv from "
-        f"requirements.lock), "
-        f"then run the command again",
+        f"requirements.lock), then run the command again",
         "missing": missing,
         "python": sys.executable,
     }

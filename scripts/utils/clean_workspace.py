@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "clean_workspace",
         doc=__doc__,
-        description="Remove generated outputs (data/, meta/chronicle/, experiments/results/, env/).",
+        description="Remove generated outputs "
+        "(data/, meta/chronicle/, experiments/results/, env/).",
         example="python scripts/utils/clean_workspace.py --workspace /tmp/ws",
     )
     cli.add_common_options(parser)

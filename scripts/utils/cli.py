@@ -173,9 +173,8 @@ def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         default=None,
         help="run the work on a Dask cluster: tcp://host:8786, tls://host:8786, or local:N for N "
-        "local worker "
-        "processes (default: $CRH_DASK_SCHEDULER, else this machine only); the outputs are the same "
-        "bytes",
+        "local worker processes (default: $CRH_DASK_SCHEDULER, else this machine only); the "
+        "outputs are the same bytes",
     )
 
 

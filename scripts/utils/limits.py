@@ -237,8 +237,7 @@ def _check_text(text: str, file, where: str, role: str) -> None:
     except UnicodeEncodeError:
         raise InputError(
             f"a {role} is not valid Unicode (a lone surrogate such as \\udcff, or bytes that are "
-            f"not "
-            f"UTF-8): {printable_name(text)!r}",
+            f"not UTF-8): {printable_name(text)!r}",
             file=file,
             key=printable_name(where) or None,
         )

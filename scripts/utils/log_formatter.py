@@ -3,7 +3,8 @@ utils/formats/log_convert.py).
 
     python scripts/utils/log_formatter.py raw.log > raw.jsonl
     python scripts/utils/log_formatter.py train.log -o experiments/results/train.jsonl
-    torchrun train.py 2>&1 | python scripts/utils/log_formatter.py --utc-offset +01:00 --progress last
+    torchrun train.py 2>&1 | \\
+        python scripts/utils/log_formatter.py --utc-offset +01:00 --progress last
     python scripts/utils/log_formatter.py --year 2026-01-02 slurm-4242.out > job.jsonl
 
 Recognises Python logging (with Hydra, loguru and Hugging Face forms),
@@ -126,9 +127,8 @@ def main(argv=None) -> int:
         "log_formatter",
         doc=__doc__,
         description="Convert raw log text (Python logging, glog/absl, PyTorch C10, NCCL, syslog, "
-        "Slurm,\n"
-        "progress bars, env_logger, logfmt, JSON, ...) into standardized JSON lines.\n"
-        "Reads stdin when no FILE is given.",
+        "Slurm,\nprogress bars, env_logger, logfmt, JSON, ...) into standardized JSON "
+        "lines.\nReads stdin when no FILE is given.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="raw log files ('-' for stdin)")
     parser.add_argument(

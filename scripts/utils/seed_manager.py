@@ -15,7 +15,8 @@ is the same on every platform and under every PYTHONHASHSEED. Code receives
 and CuPy (only if already imported) as a safety net for third-party code.
 
 Usage:
-    python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml --stream dreamer --stream learner
+    python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml \\
+        --stream dreamer --stream learner
 """
 
 from __future__ import annotations

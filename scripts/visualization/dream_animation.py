@@ -225,9 +225,10 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "dream_animation",
         doc=__doc__,
-        description="Replay .cten dream frames as GIF and MP4, and sonify them (WAV + spectrogram).",
-        example="python scripts/visualization/dream_animation.py experiments/results/run_2025_10_31 "
-        "--fps 4",
+        description="Replay .cten dream frames as GIF and MP4, "
+        "and sonify them (WAV + spectrogram).",
+        example="python scripts/visualization/dream_animation.py "
+        "experiments/results/run_2025_10_31 --fps 4",
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="PATH", help="run folders, folders of .cten frames, or frames"

@@ -1,7 +1,7 @@
 """One self-contained HTML page for a run, a run folder, or a make verify report.
 
-    python scripts/visualization/html_report.py                                  # the newest phase run
-    python scripts/visualization/html_report.py experiments/results/phase7       # a run folder (or log folder)
+    python scripts/visualization/html_report.py                              # the newest phase run
+    python scripts/visualization/html_report.py experiments/results/phase7   # a run or log folder
     python scripts/visualization/html_report.py experiments/results/verify_20251031T120000Z.json
 
 The page holds the config (keys set by ``--set`` highlighted), the seeds,

@@ -1,7 +1,8 @@
 """Plot loss and coherence curves of one or more runs, and their FFT drift spectra.
 
     python scripts/visualization/metric_plotter.py experiments/results/run_2025_10_31
-    python scripts/visualization/metric_plotter.py runA/metrics.csv runB/metrics.jsonl --log-scale --format both
+    python scripts/visualization/metric_plotter.py runA/metrics.csv runB/metrics.jsonl \\
+        --log-scale --format both
 
 Inputs: ``metrics.csv`` or ``metrics.jsonl`` files, or run folders holding
 them; each needs a ``cycle`` column and the metrics plotted (``--metrics``,
@@ -163,8 +164,7 @@ def plot_metrics(args, log) -> int:
     if marked:  # plotted and marked, so the run is visible; still a failed check
         raise CheckFailed(
             f"{len(marked)} metric values are not finite (NaN or ±Inf); the first: "
-            f"{marked[0]['metric']} "
-            f"at cycle {marked[0]['cycle']:g} of {marked[0]['run']}",
+            f"{marked[0]['metric']} at cycle {marked[0]['cycle']:g} of {marked[0]['run']}",
             non_finite=len(marked),
             first=marked[0],
             report=record.report,

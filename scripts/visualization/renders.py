@@ -2,7 +2,8 @@
 tensor_visualizer and the HTML pages.
 
     from scripts.visualization.renders import render_direct
-    render_direct(values, Path("rgb.png"))   # {"file", "bits", "drift_db"}: 8-bit, or 16-bit when 8 drift too far
+    # {"file", "bits", "drift_db"}: 8-bit, or 16-bit when 8 bits drift too far
+    render_direct(values, Path("rgb.png"))
 """
 
 from __future__ import annotations

@@ -223,8 +223,8 @@ def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "tensor_visualizer",
         doc=__doc__,
-        description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an energy-drift "
-        "check.",
+        description="Render .cten/.sten tensors (and .npy/.npz arrays) to PNG, with an "
+        "energy-drift check.",
         example="python scripts/visualization/tensor_visualizer.py "
         "experiments/results/run_2025_10_31",
     )

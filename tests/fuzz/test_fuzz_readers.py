@@ -178,7 +178,10 @@ LOG_SEED = (
     b'{"ts": "2025-10-31T12:00:02Z", "level": "error", "msg": "boom", "n": 1}\n'
     b'level=info msg="logfmt line" step=3\nplain text line\n'
 )
-METRICS_SEED = b"cycle,loss,val_loss,coherence\n1,0.5,0.6,0.9\n2,0.4,0.5,0.91\n3,0.3,0.45,0.93\n4,0.25,0.4,0.95\n"
+METRICS_SEED = (
+    b"cycle,loss,val_loss,coherence\n1,0.5,0.6,0.9\n2,0.4,0.5,0.91\n3,0.3,0.45,0.93\n"
+    b"4,0.25,0.4,0.95\n"
+)
 
 
 def archive_seed(kind: str, manifest: bytes | None = None) -> bytes:

@@ -49,18 +49,16 @@ def project(tmp_path: Path) -> Path:
     (folder / "nets").mkdir(parents=True)
     (folder / "train.py").write_text(TRAIN)
     (folder / "model.py").write_text(
-        "from sklearn.linear_model import SGDClassifier\n\n\n"
-        "def build_model(lr, seed):\n"
-        "    return SGDClassifier(eta0=lr, learning_rate='constant', random_state=seed)\n"
+        "from sklearn.linear_model import SGDClassifier\n\n\ndef build_model(lr, seed):\n    "
+        "return SGDClassifier(eta0=lr, learning_rate='constant', random_state=seed)\n"
     )
     (folder / "nets/__init__.py").write_text("from .heads import HEAD_NAME\n")
     (folder / "nets/heads.py").write_text("HEAD_NAME = 'linear'\n")
     (folder / "labels.txt").write_text("zero one two\n")
     (folder / "config.toml").write_text(
-        '[experiment]\nkind = "external"\n[external]\n'
-        'command = ["python", "train.py", "--lr", "{train.lr}", "--seed", "{seed}", "--labels", '
-        '"labels.txt", '
-        '"--output-dir", "{logdir}"]\n[train]\nlr = 0.01\n'
+        '[experiment]\nkind = "external"\n[external]\ncommand = ["python", "train.py", "--lr", '
+        '"{train.lr}", "--seed", "{seed}", "--labels", "labels.txt", "--output-dir", '
+        '"{logdir}"]\n[train]\nlr = 0.01\n'
     )
     return folder
 
@@ -71,7 +69,7 @@ def python_on_path() -> dict:
     return {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
-def test_a_project_with_relative_paths_and_local_modules_runs_from_anywhere_and_records_all_its_code(
+def test_a_project_with_relative_paths_and_local_modules_runs_anywhere_and_records_its_code(
     workspace, tmp_path
 ):
     folder = project(tmp_path)

@@ -464,14 +464,17 @@ parser.add_argument("--epochs", type=int, default=4)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 X, y = load_digits(return_X_y=True)
-X_train, X_val, y_train, y_val = train_test_split(X / 16.0, y, test_size=0.3, random_state=args.seed)
-model = SGDClassifier(loss="log_loss", learning_rate="constant", eta0=args.lr, random_state=args.seed)
+X_train, X_val, y_train, y_val = train_test_split(
+    X / 16.0, y, test_size=0.3, random_state=args.seed)
+model = SGDClassifier(
+    loss="log_loss", learning_rate="constant", eta0=args.lr, random_state=args.seed)
 with open("history.csv", "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["epoch", "val_loss", "val_accuracy"])
     for epoch in range(1, args.epochs + 1):
         model.partial_fit(X_train, y_train, classes=np.arange(10))
-        writer.writerow([epoch, log_loss(y_val, model.predict_proba(X_val)), model.score(X_val, y_val)])
+        loss = log_loss(y_val, model.predict_proba(X_val))
+        writer.writerow([epoch, loss, model.score(X_val, y_val)])
 """
 
 

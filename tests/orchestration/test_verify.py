@@ -212,8 +212,8 @@ def test_the_terminal_summary_fits_one_screen():
     assert text.startswith("DIFFERENT: 9 artifacts, 2 differ; 7 runs; varied: tz, hashseed")
     assert "  FAIL  hash_reproducibility" in text
     assert (
-        "cause: hashseed\n  changed: PYTHONHASHSEED 0 -> 12345\n  fix: sort sets\n  out/model.json: "
-        "$.classes[0]" in text
+        "cause: hashseed\n  changed: PYTHONHASHSEED 0 -> 12345\n  fix: sort sets\n  "
+        "out/model.json: $.classes[0]" in text
     )
     assert "cause: tz + threads (together)" in text and "... and 7 more artifacts" in text
     assert len(text.splitlines()) <= 24

@@ -226,11 +226,10 @@ def test_constant_memory_on_a_large_stream():
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc/self/status (Linux) to read the child's own peak memory")
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from scripts.utils.formats.log_convert import convert_stream;"
-        "stats = convert_stream(sys.stdin.buffer, open('/dev/null', 'wb'));"
-        "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
-        "sys.stderr.write(peak + ' ' + str(stats['lines']))"
+        "import sys; sys.path.insert(0, sys.argv[1]);from scripts.utils.formats.log_convert import "
+        "convert_stream;stats = convert_stream(sys.stdin.buffer, open('/dev/null', 'wb'));peak = "
+        "[l.split()[1] for l in open('/proc/self/status') if "
+        "l.startswith('VmHWM')][0];sys.stderr.write(peak + ' ' + str(stats['lines']))"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code, str(REPO)], stdin=subprocess.PIPE, stderr=subprocess.PIPE

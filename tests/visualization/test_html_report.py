@@ -98,10 +98,9 @@ def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_e
 
 
 LEAKY_IMAGE = (
-    "import sys, time, numpy as np, imageio.v3 as iio\n"
-    "pixels = np.zeros((16, 24, 3), np.uint8)\n"
-    "if time.localtime(0).tm_hour > 12: pixels[4:7, 10:14] = 255\n"
-    "iio.imwrite(sys.argv[1] + '/plot.png', pixels)\n"
+    "import sys, time, numpy as np, imageio.v3 as iio\npixels = np.zeros((16, 24, 3), "
+    "np.uint8)\nif time.localtime(0).tm_hour > 12: pixels[4:7, 10:14] = "
+    "255\niio.imwrite(sys.argv[1] + '/plot.png', pixels)\n"
 )
 
 

@@ -268,8 +268,7 @@ def cluster_executor(address: str | None, log=None, carries_secret: bool = False
     if carries_secret and not is_encrypted_or_local(address):
         raise InputError(
             "the de-identification key would travel to the workers in clear; use a tls:// "
-            "scheduler "
-            "(docs/scaling-out.md) or --keep-phi",
+            "scheduler (docs/scaling-out.md) or --keep-phi",
             scheduler=address,
         )
     import distributed

@@ -2,7 +2,8 @@
 reported at once.
 
     from scripts.utils.config.schema import validate
-    validate(config, "experiment", source="trainer/config/phase7.toml")   # InputError (exit 2) listing all errors
+    # InputError (exit 2) listing all errors:
+    validate(config, "experiment", source="trainer/config/phase7.toml")
 
 Three shapes: ``experiment`` (run_experiment's config: the reference
 Dreamer + Learner, or an external command), ``sweep`` (run_experiment
@@ -146,8 +147,7 @@ EXPERIMENT_PROPERTIES = {
                 "minItems": 1,
                 "items": {"type": "string"},
                 "description": "argv with {config} (config.json), {seed} (0 .. 2**32-1) and "
-                "{logdir} (.: "
-                "the command runs in its log folder) placeholders",
+                "{logdir} (.: the command runs in its log folder) placeholders",
             },
             "metrics": {
                 "type": "string",
@@ -163,9 +163,9 @@ EXPERIMENT_PROPERTIES = {
             "code": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "more files and folders of the program's code to record (relative to "
-                "the folder "
-                "run_experiment is started in); the files the command names are recorded anyway",
+                "description": "more files and folders of the program's code to record (relative "
+                "to the folder run_experiment is started in); the files the command names are "
+                "recorded anyway",
             },
         },
     ),
@@ -197,8 +197,7 @@ SCHEMAS = {
         "$schema": DRAFT,
         "title": "run_experiment --sweep file",
         "description": "a [grid] of --set values (every combination) or a list of [[runs]], times "
-        "optional seeds "
-        "(seeds alone: the config once per seed)",
+        "optional seeds (seeds alone: the config once per seed)",
         "type": "object",
         "properties": {
             "seeds": {

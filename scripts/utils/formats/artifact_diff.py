@@ -2,8 +2,8 @@
 
     from scripts.utils.formats.artifact_diff import compare
     result = compare("metrics.csv", first_bytes, second_bytes)
-    # {"type": "csv", "count": 2, "differences": [{"where": "row 3, column loss", "first": "0.4", "second": "0.9"},
-    #                                              ...], "truncated": False}
+    # {"type": "csv", "count": 2, "truncated": False,
+    #  "differences": [{"where": "row 3, column loss", "first": "0.4", "second": "0.9"}, ...]}
 
 Each difference has a ``where`` that names its place (a JSON key path, a CSV
 cell, an array region, an image box, an audio range, an archive member, a

@@ -17,19 +17,24 @@ import orjson
 from scripts.utils.formats.plotting import figure_bytes, pyplot
 
 STYLE = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
-main{max-width:1200px;margin:0 auto;padding:16px}@media(max-width:600px){main{padding:6px}section{padding:4px 8px 8px}}
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;
+background:#f6f7f9}
+main{max-width:1200px;margin:0 auto;padding:16px}
+@media(max-width:600px){main{padding:6px}section{padding:4px 8px 8px}}
 h1{font-size:1.5em;margin:.3em 0;overflow-wrap:anywhere}
 h2{font-size:1.2em;margin:1.4em 0 .5em;border-bottom:1px solid #d8dce3}
-section{background:#fff;border:1px solid #e2e5ea;border-radius:6px;padding:8px 14px 14px;margin:12px 0}
+section{background:#fff;border:1px solid #e2e5ea;border-radius:6px;padding:8px 14px 14px;
+margin:12px 0}
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
 td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em;word-break:break-all}
-tr.set td{background:#fff6d6}.pass{color:#17703a;font-weight:600}.fail{color:#b3261e;font-weight:600}
+tr.set td{background:#fff6d6}
+.pass{color:#17703a;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;background:#e8ebf0;font-size:.85em}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;flex:1 1 260px;max-width:100%}
 figure img,figure svg{width:100%;height:auto;image-rendering:pixelated;border:1px solid #e2e5ea}
-figcaption{font-size:.85em;color:#555}.plot svg{width:100%;max-width:760px;height:auto;display:block}
+figcaption{font-size:.85em;color:#555}
+.plot svg{width:100%;max-width:760px;height:auto;display:block}
 .box{position:relative;display:block}.box span{position:absolute;border:2px solid #e0245e}
 details summary{cursor:pointer}
 """
@@ -51,7 +56,11 @@ def table(headers: list, rows: list, classes: list | None = None, mono: tuple = 
             for i, c in enumerate(row)
         )
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    rows = "".join(body)
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
 
 def svg_inline(figure) -> str:

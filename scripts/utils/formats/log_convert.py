@@ -10,14 +10,17 @@ python            Python logging: ``LEVEL:name:msg``; asctime forms such as
                   ``2025-10-31 12:00:00,123 - name - LEVEL - msg``, ``... LEVEL name: msg``,
                   ``[ts] LEVEL in module: msg``; Hydra's ``[ts][name][LEVEL] - msg``;
                   Hugging Face examples' ``10/31/2025 12:00:00 - LEVEL - name - msg``
-transformers      ``transformers`` explicit format ``[LEVEL|file.py:42] ts >> msg`` lightning
-Lightning's rank prefix ``[rank: 0] msg`` python_warning    ``path.py:12: UserWarning: msg`` (and
-Lightning's form without the category) python_dict       a printed dict such as the HF Trainer's
-``{'loss': 0.69, 'epoch': 1.0}`` traceback         ``Traceback (most recent call last):`` when no
-record is open (an uncaught exception) level_prefix      a level and the message: ``WARNING: msg``
-(absl before it is set up, pip), ``[INFO] msg`` glog              glog/absl (C++ and Python, JAX,
-torch.distributed.elastic):
-                  ``I1126 12:00:00.123456 140123 train.py:42] msg`` (``I20251126`` too; ``I0000 00:00:<Unix time>``)
+transformers      ``transformers`` explicit format ``[LEVEL|file.py:42] ts >> msg``
+lightning         Lightning's rank prefix ``[rank: 0] msg``
+python_warning    ``path.py:12: UserWarning: msg`` (and Lightning's form without the category)
+python_dict       a printed dict such as the HF Trainer's ``{'loss': 0.69, 'epoch': 1.0}``
+traceback         ``Traceback (most recent call last):`` when no record is open (an uncaught
+                  exception)
+level_prefix      a level and the message: ``WARNING: msg`` (absl before it is set up, pip),
+                  ``[INFO] msg``
+glog              glog/absl (C++ and Python, JAX, torch.distributed.elastic):
+                  ``I1126 12:00:00.123456 140123 train.py:42] msg`` (``I20251126`` too;
+                  ``I0000 00:00:<Unix time>``)
 tensorflow        TensorFlow < 2.16: ``2025-11-26 12:00:04.500000: W tensorflow/...cc:290] msg``
 c10               PyTorch's C++ core: ``[W1126 12:00:04.123456789 ProcessGroupNCCL.cpp:1234] msg``
 nccl              ``host:pid:tid [dev] NCCL INFO msg`` (WARN with ``file:line``, optional ``[ts]``)
@@ -65,7 +68,8 @@ joined records are cut at fixed bounds.
 
 Usage:
     python scripts/utils/log_formatter.py raw.log > raw.jsonl
-    torchrun train.py 2>&1 | python scripts/utils/log_formatter.py --utc-offset +01:00 --progress last
+    torchrun train.py 2>&1 | \\
+        python scripts/utils/log_formatter.py --utc-offset +01:00 --progress last
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Model files read as named tensors, without a framework and without running any pickled code.
 
     from scripts.utils.formats.model_files import read_model
-    tensors = read_model("model.pt", data)   # {"fc1.weight": ndarray, "epoch": 3, "optimizer.param_groups[0].lr": 1.0}
+    # {"fc1.weight": ndarray, "epoch": 3, "optimizer.param_groups[0].lr": 1.0}
+    tensors = read_model("model.pt", data)
 
 - PyTorch ``torch.save`` files (``.pt``, ``.pth``, ``.ckpt``, a ``.bin`` that
   is one): a zip holding ``data.pkl`` and one file per storage. The pickle is

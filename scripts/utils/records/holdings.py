@@ -4,7 +4,7 @@
     records = WorkspaceRecords(workspace)
     records.latest("image_preprocessor")            # the newest finished run of a script, or None
     records.runs("run_experiment")                  # its run ids, oldest first
-    records.outputs(run_id)                         # {workspace file: registry entry} the run produced
+    records.outputs(run_id)                         # {workspace file: registry entry} it produced
     records.report(run_id)                          # its report, checked (run_reports.read_report)
     records.resolve("experiments/results/phase7")   # the report a folder, report file or None names
 

@@ -1,8 +1,10 @@
 """Run reports read back: their shape and their SHA-256 checked (holdings.py finds them).
 
     from scripts.utils.records.run_reports import read_report
-    report = read_report(workspace, workspace / "experiments/results/run_experiment_20251031T120000Z.json")
-    report = read_report(workspace, Path("colleague/run.json"), force=True)  # not in this manifest: used anyway
+    results = workspace / "experiments/results"
+    report = read_report(workspace, results / "run_experiment_20251031T120000Z.json")
+    # a report this manifest does not list: used anyway
+    report = read_report(workspace, Path("colleague/run.json"), force=True)
 
 A report read back is untrusted input (docs/design.md, "Run records"): it may
 come from a colleague, be damaged, or be edited. Before anything uses one:

@@ -68,8 +68,8 @@ def train(args, model, train_loader, optimizer, epoch):
         total += loss.item() * len(data)
         if batch_idx % args.log_interval == 0:
             print(
-                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: "
-                f"{loss.item():.6f}"
+                f"Train Epoch: {epoch} "
+                f"[{batch_idx * len(data)}/{len(train_loader.dataset)}]\tLoss: {loss.item():.6f}"
             )
     return total / len(train_loader.dataset)
 

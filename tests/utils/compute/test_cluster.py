@@ -203,8 +203,7 @@ def test_a_killed_worker_is_retried_and_changes_nothing(tmp_path):
 # setup) is hidden.
 WITHOUT_THE_PROJECT = (
     "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
-    "repr(f).lower()]; "
-    "from distributed.cli.dask_worker import main; main()"
+    "repr(f).lower()]; from distributed.cli.dask_worker import main; main()"
 )
 
 

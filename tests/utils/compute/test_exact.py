@@ -104,11 +104,10 @@ def test_empty_and_zero_operands():
 
 
 DIGESTS = (
-    "import hashlib, sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
-    "from scripts.utils.compute.exact import exact_matmul;"
-    "g = np.random.Generator(np.random.PCG64(3)); a = g.normal(0, 1, (96, 2048)); b = g.normal(0, "
-    "0.02, (2048, 160));"
-    "print(hashlib.sha256(exact_matmul(np, a, b).tobytes()).hexdigest(), hashlib.sha256((a @ "
+    "import hashlib, sys, numpy as np; sys.path.insert(0, sys.argv[1]);from "
+    "scripts.utils.compute.exact import exact_matmul;g = np.random.Generator(np.random.PCG64(3)); "
+    "a = g.normal(0, 1, (96, 2048)); b = g.normal(0, 0.02, (2048, "
+    "160));print(hashlib.sha256(exact_matmul(np, a, b).tobytes()).hexdigest(), hashlib.sha256((a @ "
     "b).tobytes()).hexdigest())"
 )
 

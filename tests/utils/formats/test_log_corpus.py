@@ -23,7 +23,6 @@ CORPUS = Path(__file__).parent / "log_corpus"
 END_OF_2025 = date(2025, 12, 31)
 
 
-# noqa: N802 - reads like a table row
 def R(line, fmt, ts=None, level=None, source=None, msg=None, **extra):
     return {
         "ts": ts,
@@ -251,8 +250,8 @@ EXPECTED = {
             "2025-11-26T12:00:03.000000Z",
             "critical",
             "tensor.cc:120",
-            "Check failed: shape.ok()\n*** Check failure stack trace: ***\n    @     0x7f0a1b2c3d4e "
-            " (unknown)",
+            "Check failed: shape.ok()\n*** Check failure stack trace: ***\n    @     "
+            "0x7f0a1b2c3d4e  (unknown)",
             ts_raw="1126 12:00:03.000000",
             thread=12345,
         ),
@@ -283,8 +282,7 @@ EXPECTED = {
             "warning",
             "tensorflow/core/common_runtime/bfc_allocator.cc:290",
             "Allocator ran out of memory\nTo enable them in other operations, rebuild TensorFlow "
-            "with the appropriate "
-            "compiler flags.",
+            "with the appropriate compiler flags.",
             ts_raw="2025-11-26 12:00:04.500000",
         ),
         R(
@@ -581,7 +579,8 @@ EXPECTED = {
             None,
             "error",
             "slurmstepd",
-            "Detected 1 oom_kill event in StepId=42.0. Some of the step tasks have been OOM Killed.",
+            "Detected 1 oom_kill event in StepId=42.0. "
+            "Some of the step tasks have been OOM Killed.",
             host="node02",
         ),
         R(

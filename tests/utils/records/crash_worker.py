@@ -38,7 +38,6 @@ def after(function, point: str, wanted: str, when=lambda *a, **k: True):
 
 def main() -> None:
     workspace, point = sys.argv[1], sys.argv[2]
-    # noqa: E731
     is_report = lambda path, *rest: str(path).endswith(".json") and "experiments" in str(path)
     run_records.atomic_write_bytes = after(
         run_records.atomic_write_bytes, point, "report", is_report

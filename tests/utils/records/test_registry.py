@@ -137,7 +137,8 @@ sys.path.insert(0, {repo!r})
 from scripts.utils.records.registry import add_to_registry, fold_journal
 path, start = sys.argv[1], int(sys.argv[2])
 for n in range(start, start + 100000):
-    add_to_registry(path, {{f"k/{{n:06d}}": {{"sha256": "0" * 64, "crc32": "0" * 8, "size": n, "run": "w"}}}})
+    entry = {{"sha256": "0" * 64, "crc32": "0" * 8, "size": n, "run": "w"}}
+    add_to_registry(path, {{f"k/{{n:06d}}": entry}})
     fold_journal(path)
     print(n, flush=True)
 """
