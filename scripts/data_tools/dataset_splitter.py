@@ -57,7 +57,13 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.jsonio import atomic_output, canonical_json, read_json, sorted_object
+from scripts.utils.jsonio import (
+    atomic_output,
+    canonical_json,
+    json_objects,
+    read_json,
+    sorted_object,
+)
 from scripts.utils.limits import regular_file
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import MANIFEST
@@ -177,24 +183,8 @@ def read_records(path: Path) -> list:
                     rows.append({k: (v if v != "" else None) for k, v in row.items()})
             return rows
         if suffix in (".jsonl", ".ndjson"):
-            rows = []
             with open(path, "rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        raise InputError(
-                            f"invalid JSON line: {exc.msg}",
-                            file=path,
-                            line=number,
-                            column=exc.colno,
-                        )
-                    if not isinstance(row, dict):
-                        raise InputError("each line must be a JSON object", file=path, line=number)
-                    rows.append(row)
-            return rows
+                return [row for _, row in json_objects(handle, file=path)]
     except FileNotFoundError:
         raise InputError("records file not found", file=path)
     except UnicodeDecodeError:

@@ -339,6 +339,29 @@ def _repair_tail(handle) -> str | None:
         return f"cut a torn last line of {len(fragment)} bytes (a writer was killed mid-append)"
 
 
+def json_objects(lines, file=None, skip_bad: bool = False):
+    """``(line number, object)`` for each non-blank line of ``lines`` (bytes) that is a JSON object.
+
+    Another line is an InputError naming ``file``, the line and the column, or, with ``skip_bad``,
+    passed over (a reader that takes what it can, such as a metrics file being written).
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if skip_bad:
+                continue
+            raise InputError(
+                f"invalid JSON line: {exc.msg}", file=file, line=number, column=exc.colno
+            )
+        if isinstance(row, dict):
+            yield number, row
+        elif not skip_bad:
+            raise InputError("each line must be a JSON object", file=file, line=number)
+
+
 def read_json_lines(path: Path) -> list:
     """Read a JSON-lines file; a torn last line (a killed writer) is skipped."""
     path = Path(path)

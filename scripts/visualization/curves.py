@@ -15,10 +15,10 @@ from array import array
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from scripts.utils.errors import InputError
 from scripts.utils.formats.plotting import pyplot
+from scripts.utils.jsonio import json_objects
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes, regular_file
 
 
@@ -50,16 +50,7 @@ def _rows(path: Path, data: bytes):
     """``(line number, row)`` of a metrics file: a dict per JSON line, or a list per CSV row (the
     header first)."""
     if path.suffix == ".jsonl":
-        for number, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON line: {exc.msg}", file=str(path), line=number)
-            if not isinstance(row, dict):
-                raise InputError("each line must be a JSON object", file=str(path), line=number)
-            yield number, row
+        yield from json_objects(data.splitlines(), file=str(path))
     elif path.suffix == ".csv":
         try:
             text = data.decode("utf-8-sig")

@@ -91,3 +91,11 @@ def test_json_lines_skip_a_torn_last_line_only(tmp_path):
     with pytest.raises(InputError) as caught:
         jsonio.read_json_lines(path)
     assert caught.value.details["line"] == 2
+
+
+def test_json_objects_names_the_bad_line_or_passes_it_over():
+    lines = [b'{"a": 1}', b"", b"[1, 2]", b'{"b": 2}', b'{"c": ']
+    assert list(jsonio.json_objects(lines, skip_bad=True)) == [(1, {"a": 1}), (4, {"b": 2})]
+    with pytest.raises(InputError) as caught:
+        list(jsonio.json_objects(lines, file="m.jsonl"))
+    assert caught.value.details["line"] == 3 and "object" in str(caught.value)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from scripts.utils.jsonio import json_objects
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 
 X_COLUMNS = ("global_step", "step", "epoch", "iteration", "iter", "cycle")
@@ -78,16 +79,8 @@ def _records(path: Path) -> list:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return list(csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"))))[:MAX_ROWS]
-    if suffix == ".jsonl":
-        rows = []
-        for line in data.splitlines()[:MAX_ROWS]:
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+    if suffix == ".jsonl":  # what parses: a script may still be writing its last line
+        return [row for _, row in json_objects(data.splitlines()[:MAX_ROWS], skip_bad=True)]
     document = orjson.loads(data)
     if isinstance(document, dict):
         lists = {k: v for k, v in document.items() if isinstance(v, list)}
