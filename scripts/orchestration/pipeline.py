@@ -169,6 +169,18 @@ def script(category: str, name: str) -> str:
     return str(REPO_ROOT / "scripts" / category / f"{name}.py")
 
 
+def experiment_step(phase: str, config: str, logdir: str, after: list) -> Step:
+    """A phase's experiment: config and seeds, log folder, and the data steps' runs handed over."""
+    argv = [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS)]
+    return Step(
+        f"experiment_{phase}",
+        "run_experiment",
+        [*argv, "--logdir", logdir, *HANDED_TO_EXPERIMENT],
+        after,
+        folders=[logdir],
+    )
+
+
 def steps_for(phase: str, data: str, external: bool, data_name: str | None, strict: bool) -> list:
     """The steps of a phase, in order."""
     number = phase[-1]
@@ -249,22 +261,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
     if phase in ("phase5", "phase6", "phase7"):
         logdir = f"experiments/results/{phase}"
         steps += [
-            Step(
-                f"experiment_{phase}",
-                "run_experiment",
-                [
-                    script("orchestration", "run_experiment"),
-                    "--config",
-                    config,
-                    "--seeds",
-                    str(SEEDS),
-                    "--logdir",
-                    logdir,
-                    *HANDED_TO_EXPERIMENT,
-                ],
-                data_steps,
-                folders=[logdir],
-            ),
+            experiment_step(phase, config, logdir, data_steps),
             Step(
                 f"render_{phase}",
                 "tensor_visualizer",
@@ -298,22 +295,7 @@ def steps_for(phase: str, data: str, external: bool, data_name: str | None, stri
     elif phase == "phase8":
         logdir, archive = "experiments/results/phase8", "experiments/results/archive/phase8"
         steps += [
-            Step(
-                "experiment_phase8",
-                "run_experiment",
-                [
-                    script("orchestration", "run_experiment"),
-                    "--config",
-                    config,
-                    "--seeds",
-                    str(SEEDS),
-                    "--logdir",
-                    logdir,
-                    *HANDED_TO_EXPERIMENT,
-                ],
-                data_steps,
-                folders=[logdir],
-            ),
+            experiment_step("phase8", config, logdir, data_steps),
             Step(
                 "archive_phase8",
                 "archive_results",

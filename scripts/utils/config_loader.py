@@ -1,26 +1,12 @@
-"""Load TOML, JSON or YAML configs into one plain structure, with a hash.
+"""Print a config (TOML, JSON or YAML) resolved, with its hash; check it against a shape; export
+the shapes' JSON Schemas.
 
-* Every format loads into dicts, lists, str, int, float, bool and None.
-  Dates and times become ISO 8601 strings (zoned ones in canonical UTC, like
-  ``2025-10-31T12:00:00Z``), so the same settings hash the same in any format.
-* Duplicate keys are an error in every format, JSON and YAML included.
-* YAML is read as YAML 1.2 (ruamel.yaml, safe loading): ``0755`` is 755,
-  ``1:30`` is the text "1:30", only true/false are booleans (no ``on``/``no``
-  surprises). Tags that construct objects are refused, keys must be strings,
-  and alias expansion is bounded, so an alias bomb is refused at once.
-* Errors name the file, line and column: exit 2 with one JSON record.
-* Limits (limits.py): a regular file of at most 256 MB; integers within 64
-  bits; strings of valid Unicode; at most 64 levels of nesting, in files and
-  in ``--set`` keys and values alike. Beyond them: exit 2 naming the key.
-* ``--set key.sub=value`` overrides (or adds) a key; the value is read as
-  TOML where it parses (``1e-3``, ``true``, ``[1, 2]``), else as a string.
-* The config hash is the SHA-256 of the resolved config's canonical JSON
-  (sorted keys, UTF-8, trailing newline): see ``jsonio.canonical_json``.
-
-Usage:
     python scripts/utils/config_loader.py trainer/config/phase7.toml --set learner.lr=0.01
     python scripts/utils/config_loader.py my.yaml --schema experiment
     python scripts/utils/config_loader.py --export-schemas docs/schemas
+
+How each format is read (duplicate keys, YAML 1.2, limits), what ``--set``
+does and how the hash is made: ``scripts/utils/config/loading.py``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""Deterministic seeds: one base seed, named streams, explicit Generators.
+"""Print the seeds of named streams, derived from a seeds file, as JSON.
 
-``seeds.toml`` holds ``base_seed`` (0 <= seed < 2**63) and an optional
-``[streams]`` table of explicit per-stream seeds. Any other stream's seed is
-derived from the base seed and the stream's key with NumPy's SeedSequence:
-
-    key     = the stream name, or (name, sub-key, ...) such as (name, sample_id, epoch)
-    key_int = int.from_bytes(sha256(orjson.dumps([name, sub-key, ...])), "little")
-    seed    = SeedSequence(base_seed, spawn_key=(key_int,)).generate_state(1, uint64)[0] >> 1
-
-The key is hashed with SHA-256, never Python's salted ``hash()``, so a seed
-is the same on every platform and under every PYTHONHASHSEED. Code receives
-``numpy.random.Generator`` objects (PCG64) and never touches global state;
-``seed_globals()`` seeds Python's ``random``, NumPy's legacy global state
-and CuPy (only if already imported) as a safety net for third-party code.
-
-Usage:
     python scripts/utils/seed_manager.py --seeds scripts/utils/seeds.toml \\
         --stream dreamer --stream learner
+
+How a stream's seed is derived from the base seed and its name, and what
+``seeds.toml`` holds: ``scripts/utils/config/seeds.py`` (the library every
+script seeds from).
 """
 
 from __future__ import annotations
