@@ -257,13 +257,7 @@ def main(argv=None) -> int:
         default=None,
         help=f"registry file (default: <workspace>/{REGISTRY})",
     )
-    parser.add_argument(
-        "--data-name",
-        metavar="NAME",
-        default=None,
-        help="name of the data root for a folder outside the workspace "
-        "(default: the folder's name)",
-    )
+    cli.add_data_name_option(parser)
     cli.add_workers_option(parser, "hashing threads")
     cli.add_scheduler_option(parser)
     parser.add_argument(

@@ -669,13 +669,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="exit 2 if any file is skipped (by the table, the listing, or --skip-errors)",
     )
-    parser.add_argument(
-        "--data-name",
-        metavar="NAME",
-        default=None,
-        help="name of the data root for a folder outside the workspace "
-        "(default: the folder's name)",
-    )
+    cli.add_data_name_option(parser)
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)
     cli.add_common_options(parser)

@@ -790,13 +790,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--strict", action="store_true", help="exit 2 if any file cannot be read or is skipped"
     )
-    parser.add_argument(
-        "--data-name",
-        metavar="NAME",
-        default=None,
-        help="name of the data root for a folder outside the workspace "
-        "(default: the folder's name)",
-    )
+    cli.add_data_name_option(parser)
     cli.add_workers_option(parser, "processes")
     cli.add_scheduler_option(parser)
     cli.add_seeds_option(parser)

@@ -178,6 +178,16 @@ def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_data_name_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-name``: the name a folder outside the workspace has in the records (data_roots)."""
+    parser.add_argument(
+        "--data-name",
+        metavar="NAME",
+        default=None,
+        help="name of the data root for a folder outside the workspace (default: its name)",
+    )
+
+
 def add_seeds_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds",
