@@ -5,7 +5,9 @@
     python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --data-name cohort_a --strict
     python scripts/orchestration/pipeline.py phase7 --data /mnt/scans --scheduler tcp://head-node:8786
 
-Phases (the spec's phase table), each building on the steps before it:
+Phases (the spec's phase table), each building on the steps before it; the
+step table, with what each step runs, waits for, consumes and writes, is the
+data file ``scripts/orchestration/steps.toml`` (``--steps`` prints it filled in):
 
 * phase5, phase6 (Dreamer + Learner testing): sample data (unless ``--data``)
   -> metadata -> split and preprocess (the files metadata could read) ->
@@ -137,7 +139,7 @@ SHOWN_SKIPPED = 5
 # RUN_FOLDER).
 HANDOVER = re.compile(r"\{table\}|\{run:([a-z0-9_]+)\}")
 RUN_FOLDER = r"experiments/results/[a-z][a-z0-9_]*_[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?"
-HANDED_TO_EXPERIMENT = ["--set", "data.source={run:preprocess}", "--set", "data.split={run:split}"]
+STEP_TABLE = Path(__file__).with_name("steps.toml")
 
 
 class StepFailed(CheckFailed):
@@ -165,161 +167,50 @@ class Step:
     # the pipeline records what it writes (config resolution)
 
 
-def script(category: str, name: str) -> str:
-    return str(REPO_ROOT / "scripts" / category / f"{name}.py")
-
-
-def experiment_step(phase: str, config: str, logdir: str, after: list) -> Step:
-    """A phase's experiment: config and seeds, log folder, and the data steps' runs handed over."""
-    argv = [script("orchestration", "run_experiment"), "--config", config, "--seeds", str(SEEDS)]
-    return Step(
-        f"experiment_{phase}",
-        "run_experiment",
-        [*argv, "--logdir", logdir, *HANDED_TO_EXPERIMENT],
-        after,
-        folders=[logdir],
-    )
-
-
 def steps_for(phase: str, data: str, external: bool, data_name: str | None, strict: bool) -> list:
-    """The steps of a phase, in order."""
-    number = phase[-1]
-    config = str(REPO_ROOT / f"trainer/config/phase{number}.toml")
-    if phase == "phase9":  # deployment tooling needs no data
-        steps = [
-            Step(
-                "env_check",
-                "env_check",
-                [script("orchestration", "env_check")],
-                files=["env/environment.json"],
-            )
-        ]
-        for n in "56789":
-            steps.append(
-                Step(
-                    f"config_phase{n}",
-                    "config_loader",
-                    [
-                        script("utils", "config_loader"),
-                        str(REPO_ROOT / f"trainer/config/phase{n}.toml"),
-                    ],
-                    files=[f"env/config_phase{n}.json"],
-                    in_process=True,
-                )
-            )
-        return steps
-    naming = ["--data-name", data_name] if data_name else []
-    strictness = ["--strict"] if strict else []
-    steps = (
-        []
-        if external
-        else [
-            Step(
-                "sample",
-                "sample_data",
-                [script("data_tools", "sample_data")],
-                folders=["data/sample", "data/.sample.partial", "data/.sample.old"],
-            )
-        ]
-    )
-    base = [] if external else ["sample"]
-    table = "{table}"
-    steps += [
-        Step(
-            "metadata",
-            "metadata_extractor",
-            [script("data_tools", "metadata_extractor"), data, *naming, *strictness],
-            base,
-        ),
-        Step(
-            "split",
-            "dataset_splitter",
-            [script("data_tools", "dataset_splitter"), table],
-            ["metadata"],
-        ),
-        Step(
-            "preprocess",
-            "image_preprocessor",
-            [
-                script("data_tools", "image_preprocessor"),
-                data,
-                "--table",
-                table,
-                *naming,
-                *(strictness or ["--skip-errors"]),
-            ],
-            ["metadata"],
-        ),
-        Step(
-            "hash",
-            "hash_integrity",
-            [script("data_tools", "hash_integrity"), "hash", data, *naming, *strictness],
-            base,
-        ),
+    """The steps of a phase, in order, from the step table (steps.toml) filled in for this call."""
+    planned = {
+        "{data}": [data],
+        "{data_name}": ["--data-name", data_name] if data_name else [],
+        "{strict}": ["--strict"] if strict else [],
+        "{skip_policy}": ["--strict"] if strict else ["--skip-errors"],
+    }
+    words = {
+        "{phase}": phase,
+        "{repo}": str(REPO_ROOT),
+        "{config}": str(REPO_ROOT / f"trainer/config/{phase}.toml"),
+        "{seeds}": str(SEEDS),
+        "{logdir}": f"experiments/results/{phase}",
+    }
+
+    def fill(text: str) -> str:
+        for word, value in words.items():
+            text = text.replace(word, value)
+        return text
+
+    rows = [
+        row
+        for row in load_config_file(STEP_TABLE)["step"]
+        if phase in row["phases"] and not (external and row.get("sample_only"))
     ]
-    data_steps = ["split", "preprocess", "hash"]
-    if phase in ("phase5", "phase6", "phase7"):
-        logdir = f"experiments/results/{phase}"
-        steps += [
-            experiment_step(phase, config, logdir, data_steps),
-            Step(
-                f"render_{phase}",
-                "tensor_visualizer",
-                [script("visualization", "tensor_visualizer"), logdir],
-                [f"experiment_{phase}"],
-            ),
-        ]
-        if phase == "phase7":
-            steps += [
-                Step(
-                    "animate_phase7",
-                    "dream_animation",
-                    [script("visualization", "dream_animation"), logdir],
-                    ["experiment_phase7"],
-                ),
-                Step(
-                    "plot_phase7",
-                    "metric_plotter",
-                    [script("visualization", "metric_plotter"), logdir],
-                    ["experiment_phase7"],
-                ),
-            ]
+    names = {fill(row["name"]) for row in rows}
+    steps = []
+    for row in rows:
+        args = [fill(word) for arg in row.get("args", []) for word in planned.get(arg, [arg])]
         steps.append(
             Step(
-                f"report_{phase}",
-                "html_report",
-                [script("visualization", "html_report"), logdir],
-                [step.name for step in steps if step.name.endswith(phase)],
+                fill(row["name"]),
+                row["script"].rpartition("/")[2],
+                [str(REPO_ROOT / "scripts" / f"{row['script']}.py"), *args],
+                [name for name in map(fill, row.get("after", [])) if name in names],
+                folders=[fill(path) for path in row.get("folders", [])],
+                files=[fill(path) for path in row.get("files", [])],
+                keep_folders_on_resume=row.get("keep_on_resume", False),
+                consumes=[fill(path) for path in row.get("moves", [])],
+                resume_from=fill(row["resume_from"]) if "resume_from" in row else None,
+                in_process=row.get("in_process", False),
             )
         )
-    elif phase == "phase8":
-        logdir, archive = "experiments/results/phase8", "experiments/results/archive/phase8"
-        steps += [
-            experiment_step("phase8", config, logdir, data_steps),
-            Step(
-                "archive_phase8",
-                "archive_results",
-                [script("orchestration", "archive_results"), logdir, "--archive", "tar.gz"],
-                ["experiment_phase8"],
-                folders=[archive],
-                files=[f"{archive}.tar.gz"],
-                keep_folders_on_resume=True,
-                consumes=[logdir],
-                resume_from=f"{archive}/MANIFEST.json",
-            ),
-            Step(
-                "verify_archive_phase8",
-                "archive_results",
-                [script("orchestration", "archive_results"), "--verify", f"{archive}.tar.gz"],
-                ["archive_phase8"],
-            ),
-            Step(
-                "verify_hashes_phase8",
-                "hash_integrity",
-                [script("data_tools", "hash_integrity"), "verify", archive, data, *naming],
-                ["archive_phase8", "hash"],
-            ),
-        ]
     return steps
 
 
