@@ -440,6 +440,7 @@ def split_table(args, log) -> int:
     with RunRecorder(
         "dataset_splitter", argv=args.argv, workspace=workspace, seeds=seeds, log=log, config=config
     ) as record:
+        record.consume(source)
         if previous is None:
             with atomic_output(record.output_path("split.json")) as handle:
                 handle.write(lib.manifest_bytes(manifest))

@@ -512,6 +512,8 @@ def preprocess_files(args, log) -> int:
         extra={"backend": backend},
     ) as record:
         record.data_roots = found.root_records()
+        if args.table:
+            record.consume(args.table)
         if args.volumes:
             tasks, not_stacked = lib.volume_tasks(
                 images,

@@ -159,8 +159,9 @@ def check_memory(config: dict, source=None) -> None:
         )
 
 
-def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list, str]:
-    """``(samples (n, size, size, 3) float64 in [0, 1], each sample's source, description)``."""
+def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list, str, Path | None]:
+    """``(samples (n, size, size, 3) float64 in [0, 1], each sample's source, description, the
+    preprocessor run folder read or None)``."""
     size, count, source = (
         config["data"]["size"],
         config["data"]["samples"],
@@ -210,14 +211,15 @@ def load_samples(workspace: Path, config: dict, seeds) -> tuple[np.ndarray, list
             tint = rng.uniform(0.85, 1.0, 3)
             images.append(np.clip(gray[..., None] * tint, 0, 1))
             sources.append(f"synthetic/{index}")
-        description = "synthetic phantom slices"
-    return np.stack(images[:count]), sources[:count], description
+        description, folder = "synthetic phantom slices", None
+    return np.stack(images[:count]), sources[:count], description, folder
 
 
 def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, split: str = "auto"):
     """Train and validation indices: a dataset_splitter run's (``split``: its folder, as the
     pipeline hands it over, or "auto": the newest) when it covers the samples (its "train" and
-    "val" splits), else ("seeded", or no such run) a seeded split of ``val_fraction``."""
+    "val" splits), else ("seeded", or no such run) a seeded split of ``val_fraction``; with a
+    description and the splitter run folder read (or None)."""
     folder = None
     if split == "auto":
         run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
@@ -236,10 +238,11 @@ def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, sp
         train = np.array([i for i, s in enumerate(splits) if s == "train"], dtype=np.int64)
         val = np.array([i for i, s in enumerate(splits) if s == "val"], dtype=np.int64)
         if len(train) >= 1 and len(val) >= 1:
-            return train, val, f"dataset_splitter run {Path(folder).name}"
+            return train, val, f"dataset_splitter run {Path(folder).name}", workspace / folder
     order = seeds.generator("reference_split").permutation(len(sources))
     val = max(1, int(round(len(sources) * val_fraction)))
-    return np.sort(order[val:]), np.sort(order[:val]), f"seeded, val_fraction {val_fraction}"
+    seeded = f"seeded, val_fraction {val_fraction}"
+    return np.sort(order[val:]), np.sort(order[:val]), seeded, None
 
 
 # --------------------------------------------------------------------------
@@ -407,7 +410,8 @@ def run_reference(
     resume: bool = False,
     should_stop=lambda: False,
 ) -> dict:
-    """Run (or resume) the experiment into ``logdir``; returns a summary.
+    """Run (or resume) the experiment into ``logdir``; returns a summary (``read``: the run folders
+    it took its data and split from, for the recorder, not the report's results).
 
     ``should_stop()`` is polled between cycles: when it says so, the run
     returns with ``stopped`` set; ``--resume`` continues from the last checkpoint.
@@ -426,8 +430,8 @@ def _run_reference(
         config["learner"],
         config["bridge"],
     )
-    samples, sources, data_source = load_samples(workspace, config, seeds)
-    train_idx, val_idx, split_source = split_indices(
+    samples, sources, data_source, data_folder = load_samples(workspace, config, seeds)
+    train_idx, val_idx, split_source, split_folder = split_indices(
         workspace,
         sources,
         config["data"]["val_fraction"],
@@ -532,4 +536,5 @@ def _run_reference(
         "train_samples": int(train.shape[0]),
         "val_samples": int(val.shape[0]),
         "final": rows[-1] if rows else None,
+        "read": [str(folder) for folder in (data_folder, split_folder) if folder is not None],
     }

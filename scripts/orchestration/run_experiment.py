@@ -323,6 +323,8 @@ def launch(
             )
             if summary["stopped"]:
                 record.status = "interrupted"
+        for folder in summary.pop("read", []):
+            record.consume(folder)
         if logdir is not None:
             for path in sorted(p for p in logdir.rglob("*") if p.is_file()):
                 record.claim_output(path)

@@ -201,6 +201,8 @@ def animate(args, log) -> int:
     with RunRecorder(
         "dream_animation", argv=args.argv, workspace=workspace, log=log, config=config
     ) as record:
+        for given in args.inputs:
+            record.consume(given)
         atomic_write_bytes(record.output_path("replay.gif"), gif_bytes(pictures, args.fps))
         results = {
             "frames": len(frames),

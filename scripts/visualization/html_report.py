@@ -56,7 +56,7 @@ from scripts.utils.formats.tensors import read_cten, read_sten
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.records.run_reports import command_path
-from scripts.utils.workspace import RESULTS, inside, path_inside, resolve_workspace
+from scripts.utils.workspace import RESULTS, inside, path_inside, resolve_workspace, run_report
 from scripts.visualization.curves import METRICS, SHOWN_METRICS, plot_curves, read_metrics
 from scripts.visualization.renders import png_bytes, spectrum_figure
 
@@ -595,6 +595,7 @@ def write_report(args, log) -> int:
         log=log,
         config={"run": report["run_id"]},
     ) as record:
+        record.consume(workspace / run_report(report["run_id"]), report["run_id"])
         record.output_path("report.html").write_text(text, encoding="utf-8")
         record.results.update(run=report["run_id"], html=f"{record.folder}/report.html")
     path = workspace / record.folder / "report.html"

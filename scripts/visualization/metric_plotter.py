@@ -148,6 +148,8 @@ def plot_metrics(args, log) -> int:
             "runs": sorted(runs),
         },
     ) as record:
+        for given in args.inputs:
+            record.consume(given)
         curves, marked = plot_curves(runs, metrics, args.log_scale)
         fft, periods = plot_fft(runs, fft_series)
         for suffix in suffixes:

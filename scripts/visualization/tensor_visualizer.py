@@ -184,6 +184,8 @@ def render_tensors(args, log) -> int:
         log=log,
         config={"log_axis": args.log_axis},
     ) as record:
+        for given in args.inputs:
+            record.consume(given)
         results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
         drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
         failing = [

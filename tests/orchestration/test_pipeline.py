@@ -1,5 +1,7 @@
 import shutil
+from pathlib import Path
 
+from scripts.orchestration.pipeline import HANDOVER, PHASES, steps_for
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO, json_lines, run_script, single_error
 
@@ -50,8 +52,18 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
     ]
     assert experiment["results"]["data"] == f"image_preprocessor run {run_of['preprocess']}"
     assert experiment["results"]["split"] == f"dataset_splitter run {run_of['split']}"
+    assert experiment["consumed"] == {
+        f"experiments/results/{run_of[step]}": run_of[step] for step in ("preprocess", "split")
+    }
+    table = f"experiments/results/{run_of['metadata']}/metadata.jsonl"
     splitter = read_json(workspace / next(s["report"] for s in steps if s["step"] == "split"))
-    assert splitter["argv"][0] == f"experiments/results/{run_of['metadata']}/metadata.jsonl"
+    assert splitter["argv"][0] == table
+    for step in ("split", "preprocess"):
+        report = read_json(workspace / next(s["report"] for s in steps if s["step"] == step))
+        assert report["consumed"] == {table: run_of["metadata"]}
+    render = read_json(workspace / next(s["report"] for s in steps if s["step"] == "render_phase5"))
+    assert render["consumed"] == {"experiments/results/phase5": run_of["experiment_phase5"]}
+    assert "consumed" not in read_json(workspace / steps[0]["report"])  # the sample reads no run
 
     again = phase(workspace, "phase5")
     assert [s["status"] for s in summary_of(again)["steps"]] == ["up to date"] * 8
@@ -87,6 +99,19 @@ def test_user_data_and_bad_input(workspace, tmp_path):
         name = "phase4" if not args else "phase5"
         bad = phase(workspace, name, *args)
         assert bad.returncode == 2 and fragment in single_error(bad.stderr)["error"]
+
+
+def test_the_step_table_names_real_scripts_and_only_earlier_steps():
+    for name in PHASES:
+        for external in (False, True):
+            steps = steps_for(name, "/data", external, "cohort", False)
+            seen = set()
+            for step in steps:
+                assert Path(step.argv[0]).is_file(), step.argv[0]
+                assert not any("{" in arg for arg in step.argv if not HANDOVER.search(arg))
+                assert set(step.after) <= seen, (name, step.name)
+                seen.add(step.name)
+            assert ("sample" in seen) == (not external and name != "phase9")
 
 
 def test_the_steps_of_a_phase_are_data_that_make_steps_prints():

@@ -74,6 +74,7 @@ from scripts.utils.records.registry import (
     hash_file,
     journal_from_bytes,
     read_manifest,
+    read_registry,
     registry_entry,
     update_manifest,
     update_registry,
@@ -151,6 +152,21 @@ def run_order(run_id: str) -> tuple:
     """Sort key of run ids of one script: by stamp, then suffix."""
     stamp, _, number = run_id.rpartition("_")[2].partition("-")
     return stamp, int(number or 1)
+
+
+def producing_run(workspace: Path, name: str) -> str | None:
+    """The run that produced workspace file or folder ``name``: the run whose folder or report it
+    is, else the one run that registered it (or every file under it), else None."""
+    parts = name.split("/")
+    if parts[:2] == RESULTS.split("/") and len(parts) > 2:
+        candidate = parts[2].removesuffix(".json")
+        if RUN_ID.match(candidate):
+            return candidate
+    files = read_registry(Path(workspace) / REGISTRY)
+    if name in files:
+        return files[name].get("run")
+    runs = {entry.get("run") for file, entry in files.items() if file.startswith(name + "/")}
+    return runs.pop() if len(runs) == 1 else None
 
 
 def check_records(workspace: Path) -> None:
@@ -344,12 +360,24 @@ class RunRecorder:
         self.results: dict = {}  # the script's own results, in the report
         self.status = "ok"  # or "interrupted", "failed": recorded all the same
         self.data_roots: dict = {}  # {name: {files, listing_sha256}} of data roots read
+        self.consumed: dict = {}  # {workspace name: run id} of other runs' outputs read
         self.run_id = None
         self._claimed: list = []
         self._created: list = []  # claimed outputs that did not exist when claimed
         self._registry_changes: list = []
         self._staging = None
         self._run_lock = None
+
+    def consume(self, path, run_id: str | None = None) -> None:
+        """Note that this run read ``path``, a workspace file or folder another run produced: the
+        report's ``consumed`` names it and that run (``run_id``, else the run whose folder or
+        registered files hold it; None when no one run does). A path outside the workspace is
+        not another run's output and is not noted."""
+        try:
+            name = relative_to_workspace(self.workspace, Path(path).resolve())
+        except InputError:
+            return
+        self.consumed[name] = run_id or producing_run(self.workspace, name)
 
     # -- naming ------------------------------------------------------------
 
@@ -481,6 +509,8 @@ class RunRecorder:
         }
         if self.data_roots:
             report["data_roots"] = dict(sorted(self.data_roots.items()))
+        if self.consumed:
+            report["consumed"] = dict(sorted(self.consumed.items()))
         return report
 
     def _commit(self) -> None:

@@ -123,6 +123,11 @@ REPORT_SCHEMA = {
             },
         },
         "data_roots": {"type": "object"},
+        "consumed": {
+            "type": "object",
+            "propertyNames": NAME,
+            "additionalProperties": {"anyOf": [{"type": "null"}, TEXT]},
+        },
     },
 }
 _VALIDATOR = Draft202012Validator(REPORT_SCHEMA)

@@ -61,6 +61,28 @@ def test_a_run_writes_report_registry_manifest_and_seed_log(workspace):
     assert not list(workspace.rglob("*.partial"))
 
 
+def test_a_report_names_the_runs_whose_outputs_it_consumed(workspace, tmp_path):
+    first = record_demo(workspace, outputs=("table.jsonl",))
+    with RunRecorder("logdir_writer", workspace=workspace) as run:  # a log folder outside runs
+        (workspace / "experiments/results/logs").mkdir()
+        run.claim_output(workspace / "experiments/results/logs/metrics.csv").write_text("a\n1\n")
+    writer = run.run_id
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("x\n")
+    with RunRecorder("reader", workspace=workspace) as run:
+        run.consume(workspace / f"experiments/results/{first}/table.jsonl")
+        run.consume(workspace / "experiments/results/logs")
+        run.consume(workspace / "data/unregistered.txt")
+        run.consume(outside)  # not another run's output: not noted
+    report = read_json(workspace / f"experiments/results/{run.run_id}.json")
+    assert report["consumed"] == {
+        "data/unregistered.txt": None,
+        f"experiments/results/{first}/table.jsonl": first,
+        "experiments/results/logs": writer,
+    }
+    assert "consumed" not in read_json(workspace / f"experiments/results/{first}.json")
+
+
 def test_global_rngs_are_seeded_for_every_run(workspace):
     import random
 
