@@ -41,13 +41,12 @@ if __name__ == "__main__" and __package__ in (
 
     use_project_python()
 
-import orjson
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.arrays import read_arrays
 from scripts.utils.json_logger import progress
-from scripts.utils.jsonio import as_float, read_json
+from scripts.utils.jsonio import as_float, json_objects, read_json
 from scripts.utils.limits import MAX_TABLE_BYTES, read_input_bytes
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
@@ -59,17 +58,12 @@ def read_rows(path: Path) -> tuple[list, list]:
         return [], []
     data = read_input_bytes(path, MAX_TABLE_BYTES, "metrics file")
     complete = data[: data.rfind(b"\n") + 1]  # a partial last line waits for the next read
-    rows, garbage = [], []
-    for number, line in enumerate(complete.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-            rows.append(row)
-        except (orjson.JSONDecodeError, ValueError):
-            garbage.append((number, line[:80].decode("utf-8", "backslashreplace")))
+    garbage = []
+
+    def note_garbage(number: int, line: bytes) -> None:
+        garbage.append((number, line[:80].decode("utf-8", "backslashreplace")))
+
+    rows = [row for _, row in json_objects(complete.splitlines(), on_bad=note_garbage)]
     return rows, garbage
 
 

@@ -339,11 +339,12 @@ def _repair_tail(handle) -> str | None:
         return f"cut a torn last line of {len(fragment)} bytes (a writer was killed mid-append)"
 
 
-def json_objects(lines, file=None, skip_bad: bool = False):
+def json_objects(lines, file=None, skip_bad: bool = False, on_bad=None):
     """``(line number, object)`` for each non-blank line of ``lines`` (bytes) that is a JSON object.
 
     Another line is an InputError naming ``file``, the line and the column, or, with ``skip_bad``,
-    passed over (a reader that takes what it can, such as a metrics file being written).
+    passed over (a reader that takes what it can, such as a metrics file being written);
+    ``on_bad(number, line)``, when given, is told of each line passed over.
     """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -351,14 +352,19 @@ def json_objects(lines, file=None, skip_bad: bool = False):
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            if skip_bad:
+            if skip_bad or on_bad:
+                if on_bad:
+                    on_bad(number, line)
                 continue
             raise InputError(
                 f"invalid JSON line: {exc.msg}", file=file, line=number, column=exc.colno
             )
         if isinstance(row, dict):
             yield number, row
-        elif not skip_bad:
+        elif skip_bad or on_bad:
+            if on_bad:
+                on_bad(number, line)
+        else:
             raise InputError("each line must be a JSON object", file=file, line=number)
 
 
