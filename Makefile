@@ -32,7 +32,7 @@ TEST_WORKERS ?= 2
 FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu lock test lint format fuzz bench clean clean-venv \
+.PHONY: help setup setup-gpu lock test lint format fuzz bench bench-large clean clean-venv \
         phase5 phase6 phase7 phase8 phase9 verify report steps
 
 help:
@@ -46,6 +46,7 @@ help:
 	$(info   format      ruff format, then ruff check --fix)
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
+	$(info   bench-large the data-folder growth benchmark up to 10^6 files (about 10 minutes))
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
 	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)
@@ -90,6 +91,9 @@ fuzz: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) bench/run_bench.py
+
+bench-large: $(VENV_STAMP)
+	$(PY) bench/run_bench.py --large --only tree_growth --repeat 2
 
 clean: $(VENV_STAMP)
 	$(PY) scripts/utils/clean_workspace.py

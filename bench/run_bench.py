@@ -37,7 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 
-from bench import bench_data_tools, bench_orchestration, bench_visualization  # noqa: E402
+from bench import (  # noqa: E402
+    bench_data_tools,
+    bench_growth,
+    bench_orchestration,
+    bench_visualization,
+)
 from bench.common import best_of_alternating, figure, plot_scaling  # noqa: E402
 from bench.sample_logs import write_corpus_log, write_sample_log  # noqa: E402
 from scripts.utils import cli  # noqa: E402
@@ -171,6 +176,7 @@ def bench_log_converter(scratch: Path, quick: bool, repeat: int) -> list:
 BENCHMARKS = {
     "log_converter": bench_log_converter,
     **bench_data_tools.BENCHMARKS,
+    **bench_growth.BENCHMARKS,
     **bench_orchestration.BENCHMARKS,
     **bench_visualization.BENCHMARKS,
 }
@@ -188,10 +194,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small inputs (a smoke test, not a measurement)"
     )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="add the 10^6-file point to tree_growth (make bench-large; about 10 minutes)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds per benchmark (best is kept)")
     cli.add_common_options(parser)
 
     def run(args, log):
+        if args.large:
+            os.environ[bench_growth.LARGE_ENV] = "1"
         names = args.only or sorted(BENCHMARKS)
         results = []
         with RunRecorder("bench", workspace=args.workspace, log=log) as record:
@@ -210,11 +223,17 @@ def main(argv=None) -> int:
             )
             if curves:
                 plot_scaling(curves, record.output_path("scaling.png"))
+            growth = [item["growth"]["points"] for item in results if "growth" in item]
+            if growth:
+                bench_growth.plot_growth(growth[0], record.output_path("growth.png"))
             record.results.update(
                 {
                     "benchmarks": results,
                     "scaling_plot": f"experiments/results/{record.run_id}/scaling.png"
                     if curves
+                    else None,
+                    "growth_plot": f"experiments/results/{record.run_id}/growth.png"
+                    if growth
                     else None,
                     "quick": args.quick,
                     "machine": {

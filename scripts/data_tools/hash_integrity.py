@@ -16,12 +16,19 @@ run. The registry changes with the run's commit, so a failed or killed run
 changes nothing. ``hash`` reads and rewrites the whole registry, folding in
 its journal (a large registry's appended runs; see scripts/utils/records/registry.py).
 
-A stat cache beside the registry (``.<registry>.statcache.json``: inode,
-size, mtime_ns, ctime_ns per file) lets both commands skip reading files
-that have not changed. Following git's racy-timestamp rule, a file whose
-mtime is not older than the cache file itself is hashed again (it may have
-changed in the same clock tick as the cache was written). ``--full`` ignores
-the cache.
+A stat cache beside the registry (``.<registry>.statcache.json``, and one
+``.<registry>.@<root>.statcache.json`` per data root: inode, size, mtime_ns,
+ctime_ns per file) lets both commands skip reading files that have not
+changed. Following git's racy-timestamp rule, a file whose mtime is not
+older than the cache file itself is hashed again (it may have changed in the
+same clock tick as the cache was written). A ``verify`` that finds the tree
+right leaves a snapshot of its listing (names and stats; tree_snapshots.py):
+the next ``verify`` or ``hash`` of the same paths whose listing is the same,
+while the registry has changed only elsewhere, takes that outcome without
+opening the stat cache, the registry or any file: a million unchanged files
+cost a walk and a stat of each. ``--full`` ignores the cache and the
+snapshots. A verify's report counts the matched files and lists the others
+(changed, new, missing, moved).
 
 A file that cannot be read, and anything that is not a regular file
 (symbolic links, FIFOs, sockets, devices), is skipped and listed with its
@@ -46,6 +53,7 @@ Usage:
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -63,7 +71,7 @@ from scripts.utils.compute import cluster
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output
-from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.data_roots import bind_roots, collect_inputs
 from scripts.utils.records.registry import (
     REGISTRY,
     StatCache,
@@ -74,9 +82,16 @@ from scripts.utils.records.registry import (
     update_registry,
 )
 from scripts.utils.records.run_records import RunRecorder
+from scripts.utils.records.tree_snapshots import (
+    TreeSnapshots,
+    give_roots_their_listings,
+    registry_token,
+    roots_listings,
+)
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
 
 CATEGORIES = ("matched", "changed", "new", "missing", "moved")
+SNAPSHOT = "registry"  # the kind of check a snapshot vouches for: the tree matches the registry
 
 
 def registry_changes(files: dict, hashed: dict, scopes, keep, run_id: str) -> dict:
@@ -156,12 +171,102 @@ def hash_or_verify(args, log) -> int:
     registry = Path(args.registry).resolve() if args.registry else default_registry
     if args.registry:
         relative_to_workspace(workspace, registry)  # a registry outside the workspace is refused
-    inputs = collect_inputs(workspace, args.paths, args.data_name, log)
+    inputs = collect_inputs(workspace, args.paths, args.data_name, log, bind=False)
+    gc.freeze()  # the listing lives to the end: later collections need not walk its million objects
     scopes = inputs.given
     skipped = list(inputs.skipped)
-    cache = (
-        StatCache(StatCache.path_for(registry), {}, 0) if args.full else StatCache.load(registry)
-    )
+    listing, newest_ns = inputs.stat_digest, inputs.newest_ns
+    snapshots = TreeSnapshots.load(registry)
+    known = None
+    if not (args.full or args.export):
+        known = snapshots.lookup(SNAPSHOT, scopes, listing, newest_ns, registry)
+    if known is not None and not (
+        isinstance(known[0], dict)
+        and known[0].get("files") == len(inputs.files)
+        and give_roots_their_listings(known[0], inputs.roots)
+    ):
+        known = None  # a snapshot of another shape: the full check
+    cache = None
+    if known is not None:  # the same listing as a check that found the registry right
+        hashed, token = None, known[1]
+        log.info("hashed", files=len(inputs.files), read=0, unchanged_listing=True)
+    else:
+        token = registry_token(registry)  # before the registry is read: what the check is against
+        cache = StatCache(StatCache.path_for(registry), empty=args.full)
+        hashed = hash_tree(args, inputs, cache, skipped, log)
+    bind_roots(workspace, inputs.roots, log)
+    skipped.sort(key=lambda item: item["file"])
+    for item in skipped[:20]:
+        log.warning("skipped_file", **item)
+    if skipped and args.strict:
+        raise InputError(
+            f"{len(skipped)} files were skipped (--strict)",
+            file=skipped[0]["file"],
+            reason=skipped[0]["reason"],
+        )
+    if args.command == "hash" and hashed is not None and not hashed:
+        raise InputError("no file could be hashed under the given paths", file=args.paths[0])
+
+    with RunRecorder(
+        "hash_integrity",
+        argv=args.argv,
+        workspace=workspace,
+        log=log,
+        config={"command": args.command, "paths": scopes, "full": args.full},
+    ) as record:
+        record.data_roots = inputs.root_records()
+        files = len(inputs.files) if hashed is None else len(hashed)
+        if args.command == "hash":
+            if hashed is None:
+                counts = {"added": 0, "changed": 0, "unchanged": files, "removed": 0}
+            else:
+                keep = {item["file"] for item in skipped}
+                counts = registry_changes(
+                    dict(read_registry(registry)), hashed, scopes, keep, record.run_id
+                )
+                apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)
+                if registry == default_registry:
+                    record.change_registry(apply)  # with the run's own commit: all or nothing
+                else:
+                    update_registry(registry, apply)
+            record.results.update(counts, files=files)
+            summary = None
+        else:
+            outcome = (
+                audit(read_registry(registry), scopes, hashed)
+                if hashed is not None
+                else {name: [] for name in CATEGORIES}
+            )
+            summary = {name: len(outcome[name]) for name in CATEGORIES}
+            if hashed is None:
+                summary["matched"] = files
+            record.results.update({name: outcome[name] for name in CATEGORIES[1:]})
+            record.results["matched"] = summary["matched"]
+            record.results["summary"] = summary
+        record.results["skipped"] = skipped
+        if args.export == "-":
+            sys.stdout.buffer.write(sha256sum_lines(hashed))
+            sys.stdout.flush()
+        elif args.export:
+            with atomic_output(record.claim_output(args.export)) as handle:
+                handle.write(sha256sum_lines(hashed))
+    if cache is not None:
+        cache.save()  # after the run: a run that fails leaves the bookkeeping as it was
+    if summary is None:
+        return 0
+    log.info("audit", **summary)
+    if sum(summary.values()) == summary["matched"] == files and len(skipped) == len(inputs.skipped):
+        outcome = {"files": files, "roots": roots_listings(inputs.roots)}
+        snapshots.remember(SNAPSHOT, scopes, listing, outcome, token)
+        snapshots.save()  # the next verify of this same listing needs no more than the listing
+    elif sum(summary.values()) != summary["matched"]:
+        raise CheckFailed("the tree differs from the registry", **summary, report=record.report)
+    return 0
+
+
+def hash_tree(args, inputs, cache: StatCache, skipped: list, log) -> dict:
+    """Every listed file's hashes (the stat cache's where it vouches for them); unreadable files
+    are added to ``skipped``."""
     address = cluster.scheduler_address(args.scheduler)
     with (
         cluster.cluster_executor(address, log) as executor,
@@ -175,61 +280,11 @@ def hash_or_verify(args, log) -> int:
             progress=bar,
             on_error=lambda name, reason: skipped.append({"file": name, "reason": reason}),
         )
-    skipped.sort(key=lambda item: item["file"])
     read = sum(1 for h in hashed.values() if not h["cached"])
     log.info(
         "hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped)
     )
-    for item in skipped[:20]:
-        log.warning("skipped_file", **item)
-    if skipped and args.strict:
-        raise InputError(
-            f"{len(skipped)} files were skipped (--strict)",
-            file=skipped[0]["file"],
-            reason=skipped[0]["reason"],
-        )
-    if args.command == "hash" and not hashed:
-        raise InputError("no file could be hashed under the given paths", file=args.paths[0])
-
-    with RunRecorder(
-        "hash_integrity",
-        argv=args.argv,
-        workspace=workspace,
-        log=log,
-        config={"command": args.command, "paths": scopes, "full": args.full},
-    ) as record:
-        record.data_roots = inputs.root_records()
-        if args.command == "hash":
-            keep = {item["file"] for item in skipped}
-            counts = registry_changes(
-                dict(read_registry(registry)), hashed, scopes, keep, record.run_id
-            )
-            apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)
-            if registry == default_registry:
-                record.change_registry(apply)  # with the run's own commit: all or nothing
-            else:
-                update_registry(registry, apply)
-            record.results.update(counts, files=len(hashed))
-            outcome = None
-        else:
-            outcome = audit(read_registry(registry), scopes, hashed)
-            record.results.update({name: outcome[name] for name in CATEGORIES})
-            record.results["summary"] = {name: len(outcome[name]) for name in CATEGORIES}
-        record.results["skipped"] = skipped
-        if args.export == "-":
-            sys.stdout.buffer.write(sha256sum_lines(hashed))
-            sys.stdout.flush()
-        elif args.export:
-            with atomic_output(record.claim_output(args.export)) as handle:
-                handle.write(sha256sum_lines(hashed))
-    cache.save()
-
-    if outcome is not None:
-        summary = {name: len(outcome[name]) for name in CATEGORIES}
-        log.info("audit", **summary)
-        if sum(summary.values()) != summary["matched"]:
-            raise CheckFailed("the tree differs from the registry", **summary, report=record.report)
-    return 0
+    return hashed
 
 
 def main(argv=None) -> int:

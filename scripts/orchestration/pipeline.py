@@ -74,6 +74,7 @@ its error on.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -116,6 +117,11 @@ from scripts.utils.records.registry import (
 )
 from scripts.utils.records.run_records import portable_argv, records_lock, recover, retract_runs
 from scripts.utils.records.run_reports import checked_report
+from scripts.utils.records.tree_snapshots import (
+    TreeSnapshots,
+    give_roots_their_listings,
+    roots_listings,
+)
 from scripts.utils.step_view import StepView
 from scripts.utils.workspace import (
     REPO_ROOT,
@@ -140,6 +146,7 @@ SHOWN_SKIPPED = 5
 HANDOVER = re.compile(r"\{table\}|\{run:([a-z0-9_]+)\}")
 RUN_FOLDER = r"experiments/results/[a-z][a-z0-9_]*_[0-9]{8}T[0-9]{6}Z(?:-[0-9]+)?"
 STEP_TABLE = Path(__file__).with_name("steps.toml")
+DATA_SNAPSHOT = "data_fingerprint"  # the kind of snapshot that vouches for the data's fingerprint
 
 
 class StepFailed(CheckFailed):
@@ -289,6 +296,37 @@ def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
     for item in inputs.skipped:
         digest.update(f"{item['file']}\0skipped\n".encode())
     return digest.hexdigest()
+
+
+class DataSnapshot:
+    """The data's fingerprint, or the last call's when the data's listing (names and stats) is the
+    same: an unchanged folder of a million files costs a walk and a stat of each
+    (tree_snapshots.py). Made before the data roots are bound: a snapshot also vouches for their
+    listing hashes."""
+
+    def __init__(self, workspace: Path, inputs):
+        self.inputs = inputs
+        self.listing, newest_ns = inputs.stat_digest, inputs.newest_ns
+        self.snapshots = TreeSnapshots.load(workspace / REGISTRY)
+        found = self.snapshots.lookup(DATA_SNAPSHOT, inputs.given, self.listing, newest_ns)
+        self.known = None
+        if (
+            found is not None
+            and isinstance(found[0], dict)
+            and isinstance(found[0].get("fingerprint"), str)
+            and give_roots_their_listings(found[0], inputs.roots)
+        ):
+            self.known = found[0]["fingerprint"]
+
+    def fingerprint(self, cache: StatCache, executor=None) -> str:
+        if self.known is not None:
+            return self.known
+        fingerprint = data_fingerprint(self.inputs, cache, executor)
+        cache.save()
+        outcome = {"fingerprint": fingerprint, "roots": roots_listings(self.inputs.roots)}
+        self.snapshots.remember(DATA_SNAPSHOT, self.inputs.given, self.listing, outcome)
+        self.snapshots.save()
+        return fingerprint
 
 
 def portable(arg: str, workspace: Path) -> str:
@@ -845,12 +883,14 @@ def run_phase(
         raise InputError("--data-name names the --data folder; give --data too", value=data_name)
     external = data_arg is not None and phase != "phase9"
     inputs = check_data(data_arg, workspace, data_name, log) if external else None
+    gc.freeze()  # the data's listing lives to the end: collections need not walk its objects
     ensure_layout(workspace)
     for records in (
         REGISTRY,
         MANIFEST,
     ):  # their contents are checked when first read, before any step runs
         check_writable(workspace / records)
+    data_snapshot = DataSnapshot(workspace, inputs) if inputs is not None else None
     if inputs is not None:
         bind_roots(workspace, inputs.roots, log)
     lock = FileLock(str(workspace / PIPELINE_LOCK))
@@ -891,9 +931,8 @@ def run_phase(
             if live:  # the steps report their progress as JSON records, shown as bars
                 step_env = dict(step_env or os.environ, **{PROGRESS_ENV: "json"})
             pipeline = Pipeline(workspace, log, step_env)
-            if inputs is not None:
-                fingerprint = data_fingerprint(inputs, pipeline.cache, executor)
-                pipeline.cache.save()
+            if data_snapshot is not None:
+                fingerprint = data_snapshot.fingerprint(pipeline.cache, executor)
             else:
                 fingerprint = "sample"
             steps = steps_for(phase, data, inputs is not None, data_name, strict)

@@ -95,7 +95,14 @@ from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
 
 DEFAULT_EPOCH = "1761912000"
-BOOKKEEPING = ("*.lock", "*.tmp", "*.partial", "*.statcache.json", "*/__pycache__/*")
+BOOKKEEPING = (
+    "*.lock",
+    "*.tmp",
+    "*.partial",
+    "*.statcache.json",
+    "*.snapshots.json",
+    "*/__pycache__/*",
+)
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time
 MAX_RUNS = 24  # all runs of one verification, the first two included
 KEEP_FILES, KEEP_BYTES = 50, 64 << 20  # differing files whose two versions the report keeps

@@ -91,6 +91,59 @@ def test_stat_cache_is_used_and_the_racy_rule_rehashes(sample_workspace):
     assert hash_tree(sample_workspace, command="verify").returncode == 0  # so it was hashed again
 
 
+def events(result, name):
+    return [r for r in json_lines(result.stderr) if r["event"] == name]
+
+
+def test_an_unchanged_tree_is_verified_from_its_listing_and_any_change_is_still_caught(
+    sample_workspace, monkeypatch
+):
+    monkeypatch.setenv("CRH_REGISTRY_JOURNAL_BYTES", "0")  # runs append to the registry's journal
+    assert hash_tree(sample_workspace).returncode == 0
+    sample = sample_workspace / "data/sample"
+    for path in sample.rglob("*"):  # older than the snapshot to come, past any clock tick
+        past = path.stat().st_mtime_ns - 10**9
+        os.utime(path, ns=(past, past))
+    first = hash_tree(sample_workspace, command="verify")
+    assert first.returncode == 0 and not events(first, "hashed")[0].get("unchanged_listing")
+    second = hash_tree(sample_workspace, command="verify")
+    assert second.returncode == 0, second.stderr
+    assert events(second, "hashed")[0] == {
+        **events(second, "hashed")[0],
+        "read": 0,
+        "unchanged_listing": True,
+    }
+    assert events(second, "audit")[0]["matched"] == 21
+    report = read_json(sample_workspace / events(second, "run_recorded")[0]["report"])
+    assert report["results"]["matched"] == 21 and report["results"]["summary"]["matched"] == 21
+    assert hash_tree(sample_workspace, command="hash").returncode == 0  # hash takes it too
+
+    # the same size and the mtime put back: the ctime still tells
+    target = sample / "png/phantom_gray8.png"
+    info = target.stat()
+    target.write_bytes(b"\0" * info.st_size)
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    tampered = hash_tree(sample_workspace, command="verify")
+    assert tampered.returncode == 1 and single_error(tampered.stderr)["changed"] == 1
+
+
+def test_a_registry_changed_under_the_tree_is_checked_in_full(sample_workspace, monkeypatch):
+    monkeypatch.setenv("CRH_REGISTRY_JOURNAL_BYTES", "0")
+    hash_tree(sample_workspace)
+    for path in (sample_workspace / "data/sample").rglob("*"):
+        past = path.stat().st_mtime_ns - 10**9
+        os.utime(path, ns=(past, past))
+    assert hash_tree(sample_workspace, command="verify").returncode == 0
+    registry = sample_workspace / "data/hash_registry.json"
+    journal = registry.with_name(".hash_registry.json.journal.jsonl")
+    name = "data/sample/png/phantom_gray8.png"
+    entry = {"sha256": "0" * 64, "crc32": "00000000", "size": 1, "run": "x_20250101T000000Z"}
+    with open(journal, "ab") as handle:
+        handle.write(orjson.dumps({"set": {name: entry}}) + b"\n")
+    result = hash_tree(sample_workspace, command="verify")
+    assert result.returncode == 1 and single_error(result.stderr)["changed"] == 1
+
+
 def test_worker_count_does_not_change_the_registry(sample_workspace, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(sample_workspace, copy)

@@ -222,7 +222,7 @@ def files(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".lock", ".statcache.json"))
+        if p.is_file() and not p.name.endswith((".lock", ".statcache.json", ".snapshots.json"))
     }
 
 

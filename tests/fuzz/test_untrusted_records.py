@@ -166,7 +166,7 @@ def files(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".lock", ".statcache.json"))
+        if p.is_file() and not p.name.endswith((".lock", ".statcache.json", ".snapshots.json"))
     }
 
 

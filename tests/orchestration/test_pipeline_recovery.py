@@ -41,7 +41,7 @@ PHASE7_STEPS = [
     "plot_phase7",
     "report_phase7",
 ]
-BOOKKEEPING = (".lock", ".statcache.json", ".data_roots.json")
+BOOKKEEPING = (".lock", ".statcache.json", ".snapshots.json", ".data_roots.json")
 R = "experiments/results"
 
 

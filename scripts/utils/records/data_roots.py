@@ -35,11 +35,17 @@ them (``convmv -f latin1 -t utf8``, say).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import stat as stat_module
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
+from functools import cached_property
+from operator import attrgetter, itemgetter
 from pathlib import Path
+
+import orjson
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import locked_update
@@ -48,18 +54,36 @@ from scripts.utils.workspace import DATA_ROOT_MARK, inside, relative_to_workspac
 
 BINDINGS = "meta/chronicle/.data_roots.json"
 FORBIDDEN_IN_NAMES = set('/\\:*?"<>|') | {chr(code) for code in range(32)}
-BOOKKEEPING_SUFFIXES = (".lock", ".tmp", ".statcache.json")
+BOOKKEEPING_SUFFIXES = (".lock", ".tmp", ".statcache.json", ".snapshots.json")
 
 
 @dataclass
 class DataRoot:
     name: str
     path: Path  # absolute, resolved; logs only
-    files: int = 0
-    listing_sha256: str = ""
-    quick_check: str = (
-        ""  # the listing with times: tells a moved folder from another one (bindings only)
-    )
+    listed: list = field(default_factory=list, repr=False)  # its files, as the listing gives them
+    known: dict | None = None  # its listing hashes, when a tree snapshot vouches for them
+
+    @property
+    def files(self) -> int:
+        return len(self.listed)
+
+    @cached_property
+    def listings(self) -> dict:
+        """``listing_sha256`` (names and sizes) and ``quick_check`` (the listing with times: tells
+        a moved folder from another one, bindings only), computed on first use."""
+        if self.known is not None:
+            return self.known
+        plain, timed = listing_sha256s(self.listed, len(DATA_ROOT_MARK) + len(self.name) + 1)
+        return {"listing_sha256": plain, "quick_check": timed}
+
+    @property
+    def listing_sha256(self) -> str:
+        return self.listings["listing_sha256"]
+
+    @property
+    def quick_check(self) -> str:
+        return self.listings["quick_check"]
 
     def record(self) -> dict:
         """What a report says of the root: never its location."""
@@ -76,6 +100,8 @@ class Inputs:
     roots: dict  # {root name: DataRoot}
     skipped: list  # [{"file": name, "reason": why}], sorted by name
     given: list  # the record name of each input given ("" for the workspace itself), sorted
+    stat_digest: str = ""  # names and stats as listed, and what was skipped (StatTally)
+    newest_ns: int = 0  # the newest mtime or ctime listed
 
     def root_records(self) -> dict:
         return {name: root.record() for name, root in sorted(self.roots.items())}
@@ -113,11 +139,60 @@ def not_utf8(name: str) -> dict:
     }
 
 
-def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool) -> list:
+MTIME, CTIME = attrgetter("st_mtime_ns"), attrgetter("st_ctime_ns")
+
+
+class StatTally:
+    """The stat digest of a listing, taken as it is listed: a SHA-256 over each folder's entry
+    names and, per file, Python's 64-bit hash of (inode, size, mtime_ns, ctime_ns), and the
+    newest mtime or ctime seen. Integers are not salted, so the digest is the same in every
+    process; a changed stat goes unnoticed with a chance of 2^-64, and a ctime cannot be chosen
+    by whoever changes a file. Two listings of an unchanged tree give the same digest as long as
+    the file system lists each folder in the same order (tree_snapshots.py)."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.newest_ns = 0
+
+    def add_file(self, name: str, info) -> None:
+        """One file listed on its own (an input that is a file)."""
+        self.add_folder(name, [name], [info])
+
+    def add_folder(self, folder: str, names: list, infos: list) -> None:
+        stats = array(
+            "q", [hash((i.st_ino, i.st_size, i.st_mtime_ns, i.st_ctime_ns)) for i in infos]
+        )
+        if infos:
+            newest = max(max(map(MTIME, infos)), max(map(CTIME, infos)))
+            self.newest_ns = max(self.newest_ns, newest)
+        text = "\0".join([folder, *names]).encode("utf-8", "surrogateescape")
+        self.sha.update(len(text).to_bytes(8, "little") + text + stats.tobytes())
+
+    def digest(self, skipped=()) -> str:
+        sha = self.sha.copy()
+        sha.update(orjson.dumps(list(skipped)))
+        return sha.hexdigest()
+
+
+def list_folder(
+    folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool, tally: StatTally | None = None
+) -> list:
     """``[(name, absolute path (str), stat)]`` of the regular files under ``folder`` (names
-    ``prefix`` + relative)."""
+    ``prefix`` + relative); ``tally`` takes their stat digest on the way."""
     found = []
     stack = [(str(folder), prefix)]
+    collecting = gc.isenabled()
+    gc.disable()  # a million small tuples: the cyclic collector would scan them over and over
+    try:
+        _walk(stack, found, skipped, skip_bookkeeping, tally or StatTally())
+    finally:
+        if collecting:
+            gc.enable()
+    return found
+
+
+def _walk(stack: list, found: list, skipped: list, skip_bookkeeping: bool, tally) -> None:
+    is_dir, is_file, keep = stat_module.S_ISDIR, stat_module.S_ISREG, found.append  # hot loop
     while stack:
         current, relative = stack.pop()
         try:
@@ -130,9 +205,11 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
                 }
             )
             continue
+        names, infos = [], []
         for entry in entries:
-            name = relative + entry.name
-            if printable_name(entry.name) != entry.name:
+            base = entry.name
+            name = relative + base
+            if not base.isascii() and printable_name(base) != base:
                 skipped.append(not_utf8(name))
                 continue
             try:
@@ -140,32 +217,39 @@ def list_folder(folder: Path, prefix: str, skipped: list, skip_bookkeeping: bool
             except OSError as exc:
                 skipped.append({"file": name, "reason": f"cannot stat: {exc.strerror}"})
                 continue
-            if stat_module.S_ISDIR(info.st_mode):
+            mode = info.st_mode
+            if is_file(mode):
+                if not (skip_bookkeeping and base[:1] == "." and is_bookkeeping(base)):
+                    keep((name, entry.path, info))
+                    names.append(base)
+                    infos.append(info)
+            elif is_dir(mode):
                 stack.append((entry.path, name + "/"))
-            elif stat_module.S_ISREG(info.st_mode):
-                if not (skip_bookkeeping and entry.name[:1] == "." and is_bookkeeping(entry.name)):
-                    found.append((name, entry.path, info))
             elif stat_module.S_ISLNK(info.st_mode):
                 skipped.append({"file": name, "reason": "symbolic link (not followed)"})
             else:
                 skipped.append(
                     {"file": name, "reason": "not a regular file (FIFO, socket or device)"}
                 )
-    return found
+        tally.add_folder(relative, names, infos)
 
 
-def listing_sha256(files, strip: int, with_times: bool = False) -> str:
-    """SHA-256 of every (root-relative path, size[, mtime in whole seconds]), in name order.
+def listing_sha256s(files, strip: int) -> tuple[str, str]:
+    """SHA-256 of every (root-relative path, size), in name order, and of every (path, size, mtime
+    in whole seconds).
 
     Reports use names and sizes, so that a copy of the data gives the same
-    record; the binding of a root name adds the times, the quick check that
+    record; the binding of a root name uses the times too, the quick check that
     tells a moved folder (``mv``, ``rsync -a``) from another one.
     """
-    digest = hashlib.sha256()
-    for name, _, info in files:
-        times = f"\0{info.st_mtime_ns // 10**9}" if with_times else ""
-        digest.update(f"{name[strip:]}\0{info.st_size}{times}\n".encode())
-    return digest.hexdigest()
+    lines = [f"{name[strip:]}\0{info.st_size}" for name, _, info in files]
+    plain = hashlib.sha256("".join(f"{line}\n" for line in lines).encode())
+    timed = hashlib.sha256(
+        "".join(
+            f"{line}\0{info.st_mtime_ns // 10**9}\n" for line, (_, _, info) in zip(lines, files)
+        ).encode()
+    )
+    return plain.hexdigest(), timed.hexdigest()
 
 
 def collect_inputs(
@@ -182,6 +266,7 @@ def collect_inputs(
     """
     files, skipped, roots = [], [], {}
     outside, given_names = [], set()
+    tally = StatTally()
     for given in inputs:
         path = Path(given)
         try:
@@ -204,11 +289,12 @@ def collect_inputs(
             given_names.add("" if relative == "." else relative)
             if resolved.is_dir():
                 files += list_folder(
-                    resolved, "" if relative == "." else relative + "/", skipped, True
+                    resolved, "" if relative == "." else relative + "/", skipped, True, tally
                 )
             elif resolved.is_file():
                 info = resolved.stat()
                 files.append((relative_to_workspace(workspace, resolved), str(resolved), info))
+                tally.add_file(files[-1][0], info)
             else:
                 skipped.append(
                     {
@@ -249,9 +335,10 @@ def collect_inputs(
             continue
         given_names.add(f"{DATA_ROOT_MARK}{name}" if resolved.is_dir() else prefix + resolved.name)
         if resolved.is_dir():
-            listed = list_folder(resolved, prefix, skipped, False)
+            listed = list_folder(resolved, prefix, skipped, False, tally)
         elif resolved.is_file():
             listed = [(prefix + resolved.name, str(resolved), resolved.stat())]
+            tally.add_file(listed[0][0], listed[0][2])
         else:
             skipped.append(
                 {
@@ -262,15 +349,16 @@ def collect_inputs(
             listed = []
         files += listed
 
-    unique = {}
-    for item in files:
-        unique.setdefault(item[0], item)
-    files = [unique[name] for name in sorted(unique)]
+    if len(inputs) > 1:  # overlapping inputs list a file twice
+        files = list({item[0]: item for item in reversed(files)}.values())
+    files.sort(key=itemgetter(0))  # fast: each folder is listed whole, so the list is in runs
     for name, root in roots.items():
         prefix = f"{DATA_ROOT_MARK}{name}/"
-        own = [item for item in files if item[0].startswith(prefix)]
-        root.files, root.listing_sha256 = len(own), listing_sha256(own, len(prefix))
-        root.quick_check = listing_sha256(own, len(prefix), with_times=True)
+        root.listed = (
+            files
+            if len(roots) == 1 and len(outside) == len(inputs)
+            else [item for item in files if item[0].startswith(prefix)]
+        )
     if log is not None:
         for root in roots.values():
             log.info("data_root", name=root.name, path=str(root.path), files=root.files)
@@ -284,11 +372,21 @@ def collect_inputs(
             file=printable_name(str(inputs[0])) if inputs else None,
             skipped=len(skipped) or None,
         )
-    return Inputs(workspace, files, roots, skipped, sorted(given_names))
+    return Inputs(
+        workspace,
+        files,
+        roots,
+        skipped,
+        sorted(given_names),
+        tally.digest(skipped),
+        tally.newest_ns,
+    )
 
 
 def bind_roots(workspace: Path, roots: dict, log=None) -> None:
     """Bind each root name to its folder in this workspace (see the module docstring)."""
+    if not roots:
+        return
     path = Path(workspace) / BINDINGS
     moved = []
 

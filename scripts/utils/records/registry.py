@@ -33,9 +33,11 @@ ignore it and the next writer cuts it off. Folding is idempotent (a fold
 killed before the journal is deleted applies the same lines twice, with the
 same result).
 
-The stat cache (``.<registry>.statcache.json`` beside the registry) keeps,
-per name, the hashes last computed and the file's stat when they were
-(inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
+The stat cache (``.<registry>.statcache.json`` beside the registry, and one
+``.<registry>.@<root>.statcache.json`` per data root, each read only when a
+name of its own is looked up: checking a run's outputs never reads the cache
+of a million data files) keeps, per name, the hashes last computed and the
+file's stat when they were (inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
 mtime is older than the cache file itself (git's racy-timestamp rule: it may
 have changed within the same clock tick), is not read again. The cache is
 machine-local bookkeeping, never an artifact: deleting it only costs time.
@@ -455,77 +457,96 @@ def registry_entry(hashed: dict, run_id: str) -> dict:
 
 class StatCache:
     """Hashes of files whose stat has not changed since they were computed (see the module
-    docstring)."""
+    docstring). Each data root's files have a cache file of their own, read when first asked."""
 
-    def __init__(self, path: Path, entries: dict, written_ns: int, read_only: bool = False):
-        self.path = path
-        self.entries = entries
-        self.written_ns = written_ns
-        self.read_only = read_only
-        self.updates: dict = {}
+    def __init__(self, path: Path, up_to_bytes: int | None = None, empty: bool = False):
+        self.path = path  # the workspace's files; a data root's: shard_path
+        self.up_to_bytes = up_to_bytes
+        self.empty = empty  # start from nothing (hash everything again), still saving
+        self.shards: dict = {}  # {shard: (entries, written_ns, read_only)}, read on first use
+        self.updates: dict = {}  # {shard: {name: entry}}
 
     @staticmethod
     def path_for(registry_path: Path) -> Path:
         registry_path = Path(registry_path)
         return registry_path.with_name(f".{registry_path.name}.statcache.json")
 
+    @staticmethod
+    def shard_of(name: str) -> str:
+        """``@root`` for a file under a data root, "" for a workspace file."""
+        return name.split("/", 1)[0] if name.startswith("@") else ""
+
+    def shard_path(self, shard: str) -> Path:
+        if not shard:
+            return self.path
+        return self.path.with_name(
+            self.path.name.replace(".statcache.json", f".{shard}.statcache.json")
+        )
+
     @classmethod
     def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> StatCache:
         """The cache beside ``registry_path``; a missing or unreadable cache is simply empty.
 
-        With ``up_to_bytes``, a larger cache file is not read, and this one
-        never saves: a run adding a few outputs does not rewrite a cache of
+        With ``up_to_bytes``, a larger cache file is not read, and is never
+        saved: a run adding a few outputs does not rewrite a cache of
         millions of files (those outputs are hashed again when next checked).
         """
-        path = cls.path_for(registry_path)
+        return cls(cls.path_for(registry_path), up_to_bytes)
+
+    def _shard(self, shard: str) -> tuple:
+        found = self.shards.get(shard)
+        if found is None:
+            found = self.shards[shard] = ({}, 0, False) if self.empty else self._read(shard)
+        return found
+
+    def _read(self, shard: str) -> tuple:
+        path = self.shard_path(shard)
         try:
-            if up_to_bytes is not None and os.stat(path).st_size > up_to_bytes:
-                return cls(path, {}, 0, read_only=True)
-        except OSError:
-            pass
-        try:
+            size = os.stat(path).st_size
+            if self.up_to_bytes is not None and size > self.up_to_bytes:
+                return {}, 0, True
             entries = read_json(path)["files"]
             if not isinstance(entries, dict):
                 raise TypeError
-            return cls(path, entries, os.stat(path).st_mtime_ns)
+            return entries, os.stat(path).st_mtime_ns, False
         except (InputError, KeyError, TypeError, OSError):
-            return cls(path, {}, 0)
+            return {}, 0, False
 
     def lookup(self, name: str, stat) -> dict | None:
         """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else
         None."""
-        hit = self.entries.get(name)
+        entries, written_ns, _ = self._shard(self.shard_of(name))
+        hit = entries.get(name)
         if hit is None or not isinstance(hit, dict):
             return None
-        if hit.get("stat") == stat_key(stat) and stat.st_mtime_ns < self.written_ns:
+        if hit.get("stat") == stat_key(stat) and stat.st_mtime_ns < written_ns:
             return hit
         return None
 
     def remember(self, name: str, hashed: dict) -> None:
-        self.updates[name] = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
+        entry = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
+        self.updates.setdefault(self.shard_of(name), {})[name] = entry
 
     def save(self) -> None:
-        """Merge this process's updates into the file (locked, atomic). Failing to save is
+        """Merge this process's updates into the files (locked, atomic). Failing to save is
         harmless."""
-        if not self.updates or self.read_only:
-            return
-        try:
-            with holding(lock_for(self.path), self.path):
-                try:
-                    current = read_json(self.path)["files"] if self.path.exists() else {}
-                    if not isinstance(current, dict):
+        for shard, updates in sorted(self.updates.items()):
+            if self._shard(shard)[2]:  # too large to read: left as it is
+                continue
+            path = self.shard_path(shard)
+            try:
+                with holding(lock_for(path), path):
+                    try:
+                        current = read_json(path)["files"] if path.exists() else {}
+                        if not isinstance(current, dict):
+                            current = {}
+                    except (InputError, KeyError, TypeError):
                         current = {}
-                except (InputError, KeyError, TypeError):
-                    current = {}
-                for name, entry in self.updates.items():
-                    if entry is None:
-                        current.pop(name, None)
-                    else:
-                        current[name] = entry
-                atomic_write_bytes(self.path, canonical_json({"files": current}, checked=False))
-            self.updates = {}
-        except (OSError, InputError):
-            pass
+                    current.update(updates)
+                    atomic_write_bytes(path, canonical_json({"files": current}, checked=False))
+            except (OSError, InputError):
+                pass
+        self.updates = {}
 
 
 def hash_files(

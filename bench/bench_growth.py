@@ -1,0 +1,213 @@
+"""How the cost of a data folder grows with its files: 10^4 -> 10^5 (-> 10^6 with ``--large``).
+
+Imported by ``bench/run_bench.py`` (``make bench``; ``make bench-large`` adds the 10^6 point).
+Each point is a folder of small generated files outside the workspace (a data root, as
+``make phase7 DATA=...`` reads one), 1,000 to a folder. For each point, run as a user runs
+them (one process each, so the time includes Python's start and the run records, and the
+peak memory is the process's own):
+
+* first call: ``hash_integrity.py hash`` of the folder (every file read);
+* the first ``verify`` (the stat cache vouches for every file; it leaves a snapshot);
+* second call: ``verify`` again on the unchanged folder (the snapshot: a walk and a stat);
+* one file changed: ``verify`` (finds it) and ``hash`` (records it);
+* the pipeline's data fingerprint on the unchanged folder (in this process, as the pipeline
+  computes it before it decides that no step needs redoing);
+
+beside a bare ``os.scandir`` + ``stat`` pass over the same tree, the floor of any check.
+Figures: the second call and the fingerprint at the largest point against that pass (target:
+at most 2x), and the first call's files per second against ``hash_files`` alone on the same
+files (the hashing engine without the records; target: at least 90%). The points are plotted
+in ``growth.png`` beside the report (run_bench.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import best_of_alternating, figure
+from scripts.orchestration.pipeline import DataSnapshot
+from scripts.utils.records.data_roots import collect_inputs
+from scripts.utils.records.registry import REGISTRY, StatCache, hash_files
+
+REPO = Path(__file__).resolve().parents[1]
+HASH_INTEGRITY = REPO / "scripts/data_tools/hash_integrity.py"
+LARGE_ENV = "CRH_BENCH_LARGE"  # set by run_bench.py --large (make bench-large)
+PER_FOLDER = 1000
+
+
+def points(quick: bool) -> tuple:
+    if quick:
+        return (1_000, 10_000)
+    if os.environ.get(LARGE_ENV) == "1":
+        return (10_000, 100_000, 1_000_000)
+    return (10_000, 100_000)
+
+
+def write_small_files(root: Path, files: int) -> None:
+    """``files`` files of 64 bytes, each different, 1,000 to a folder."""
+    for index in range(files):
+        folder = root / f"d{index // PER_FOLDER:04d}"
+        if index % PER_FOLDER == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{index:07d}.bin").write_bytes(index.to_bytes(8, "little") * 8)
+
+
+def stat_pass(root: Path) -> None:
+    """Walk the folders and stat every file, nothing else: the floor of any re-check."""
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    entry.stat(follow_symlinks=False)
+
+
+def run_cli(*args) -> dict:
+    """One ``hash_integrity.py`` call as its own process: wall seconds, peak memory, exit code."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, str(HASH_INTEGRITY), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    peak_mib = None
+    if hasattr(os, "wait4"):  # POSIX: the child's own peak resident memory
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    else:
+        process.wait()
+    return {
+        "seconds": round(time.perf_counter() - start, 4),
+        "peak_mib": None if peak_mib is None else round(peak_mib, 1),
+        "exit_code": process.returncode,
+    }
+
+
+def measure_point(scratch: Path, files: int, repeat: int) -> dict:
+    data, workspace = scratch / f"growth_data_{files}", scratch / f"growth_ws_{files}"
+    write_small_files(data, files)
+    workspace.mkdir()
+    common = [data, "--workspace", workspace, "--data-name", "growth"]
+    past = time.time() - 2  # every file older than what the calls write, past any clock tick
+    for folder, _, names in os.walk(data):
+        for name in names:
+            os.utime(os.path.join(folder, name), (past, past))
+
+    first = run_cli("hash", *common)
+    cached = run_cli("verify", *common)
+    second = min((run_cli("verify", *common) for _ in range(max(2, repeat))), key=_seconds)
+    stat_seconds = best_of_alternating({"stat": lambda: stat_pass(data)}, max(2, repeat))["stat"]
+
+    # the pipeline's data fingerprint, second call (the first one leaves the snapshot)
+    def fingerprint():
+        inputs = collect_inputs(workspace, [data], "growth", bind=False)
+        snapshot = DataSnapshot(workspace, inputs)
+        return snapshot.fingerprint(StatCache.load(workspace / REGISTRY))
+
+    fingerprint()
+    fingerprint_seconds = best_of_alternating({"f": fingerprint}, max(2, repeat))["f"]
+
+    # the hashing engine alone on the same files, no records, no stat cache
+    listed = collect_inputs(workspace, [data], "growth", bind=False).files
+    engine_seconds = best_of_alternating(
+        {"engine": lambda: hash_files(listed, workers=os.cpu_count() or 1)}, 1
+    )["engine"]
+
+    changed = data / "d0000" / "f0000000.bin"
+    changed.write_bytes(b"changed, and longer than before")
+    os.utime(changed, (past, past))
+    change_verify = run_cli("verify", *common)
+    change_hash = run_cli("hash", *common)
+    return {
+        "files": files,
+        "stat_pass_seconds": round(stat_seconds, 4),
+        "first_call": first,
+        "first_verify": cached,
+        "second_call": second,
+        "data_fingerprint_seconds": round(fingerprint_seconds, 4),
+        "hash_engine_seconds": round(engine_seconds, 4),
+        "one_file_changed": {"verify": change_verify, "hash": change_hash},
+    }
+
+
+def _seconds(call: dict) -> float:
+    return call["seconds"]
+
+
+def plot_growth(rows: list, path: Path) -> None:
+    from scripts.utils.formats.plotting import pyplot
+
+    plt = pyplot()
+    fig, (times, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    files = [row["files"] for row in rows]
+    series = {
+        "first call (hash)": [row["first_call"] for row in rows],
+        "second call (verify, unchanged)": [row["second_call"] for row in rows],
+        "one file changed (verify)": [row["one_file_changed"]["verify"] for row in rows],
+        "one file changed (hash)": [row["one_file_changed"]["hash"] for row in rows],
+    }
+    for label, calls in series.items():
+        times.loglog(files, [call["seconds"] for call in calls], "o-", label=label)
+        if all(call["peak_mib"] is not None for call in calls):
+            memory.semilogx(files, [call["peak_mib"] for call in calls], "o-", label=label)
+    times.loglog(files, [row["stat_pass_seconds"] for row in rows], "k--", label="bare stat pass")
+    times.set(xlabel="files", ylabel="seconds", title="hash_integrity on a data folder")
+    memory.set(xlabel="files", ylabel="peak MiB", title="peak memory per call")
+    for axis in (times, memory):
+        axis.set_xticks(files, [f"{count:,}" for count in files])
+        axis.minorticks_off()
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def bench_tree_growth(scratch: Path, quick: bool, repeat: int) -> list:
+    rows = [measure_point(scratch, files, repeat) for files in points(quick)]
+    largest = rows[-1]
+    growth = {"points": rows}  # run_bench.py plots them (plot_growth)
+    files = largest["files"]
+    return [
+        figure(
+            "reverify_unchanged_tree",
+            f"hash_integrity.py verify, second call on an unchanged folder of {files:,} files "
+            "(a process: start, walk, stat, records)",
+            largest["second_call"]["seconds"],
+            "s",
+            "a bare os.scandir + stat pass over the same tree",
+            largest["stat_pass_seconds"],
+            0.5,
+            {"growth": growth, "peak_mib": largest["second_call"]["peak_mib"]},
+            higher_is_better=False,
+        ),
+        figure(
+            "data_fingerprint_unchanged_tree",
+            f"the pipeline's data fingerprint, second call on {files:,} unchanged files "
+            "(listing included)",
+            largest["data_fingerprint_seconds"],
+            "s",
+            "a bare os.scandir + stat pass over the same tree",
+            largest["stat_pass_seconds"],
+            0.5,
+            higher_is_better=False,
+        ),
+        figure(
+            "first_call_vs_hash_engine",
+            f"hash_integrity.py hash, first call on {files:,} files (a process, with records)",
+            files / largest["first_call"]["seconds"],
+            "files/s",
+            "hash_files alone on the same files (no records, no stat cache)",
+            files / largest["hash_engine_seconds"],
+            0.9,
+        ),
+    ]
+
+
+BENCHMARKS = {"tree_growth": bench_tree_growth}
