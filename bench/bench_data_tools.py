@@ -27,8 +27,7 @@ from scripts.data_tools.sample_data import dicom_slices
 from scripts.data_tools.volumes import assemble_volume, slice_headers, volume_plan
 from scripts.utils.config.seeds import SeedManager
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
-from scripts.utils.records.data_roots import collect_inputs
-from scripts.utils.records.registry import StatCache, hash_files
+from scripts.utils.records.registry import hash_files
 
 
 def _write_tree(root: Path, files: int, size: int) -> list:
@@ -138,66 +137,6 @@ def bench_hashing(scratch: Path, quick: bool, repeat: int) -> list:
         )
     shutil.rmtree(workspace)
     return out
-
-
-def bench_reverify(scratch: Path, quick: bool, repeat: int) -> list:
-    files, size = (2_000, 16 << 10) if quick else (20_000, 16 << 10)
-    workspace = scratch / "reverify_ws"
-    _write_tree(workspace / "tree", files, size)
-    registry = workspace / "data" / "hash_registry.json"
-    registry.parent.mkdir(parents=True)
-    cpus = os.cpu_count() or 1
-
-    def listed():
-        return collect_inputs(workspace, [workspace / "tree"]).files
-
-    cache = StatCache.load(registry)
-    hash_files(listed(), cache, workers=cpus)
-    cache.save()
-    time.sleep(0.05)
-    os.utime(StatCache.path_for(registry))  # the cache is newer than every file
-
-    def full():
-        hash_files(listed(), workers=cpus)
-
-    def cached():
-        result = hash_files(listed(), StatCache.load(registry), workers=cpus)
-        assert all(entry["cached"] for entry in result.values())
-
-    # the floor of any re-verify: walk the folders and stat every file, nothing else
-    def stat_pass():
-        stack = [str(workspace / "tree")]
-        while stack:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        entry.stat(follow_symlinks=False)
-
-    best = best_of_alternating({"full": full, "cached": cached, "stat": stat_pass}, repeat)
-    shutil.rmtree(workspace)
-    return [
-        figure(
-            "reverify_unchanged_tree",
-            "verify with the stat cache (list, stat, compare)",
-            best["cached"],
-            "s",
-            "the same verify reading and hashing every file",
-            best["full"],
-            50.0,
-            {
-                "input": {"files": files, "bytes_each": size},
-                "stat_pass_seconds": round(best["stat"], 4),
-                "bound": {
-                    "ratio_at_most": round(best["full"] / best["stat"], 2),
-                    "why": "a re-verify must at least stat every file (os.scandir + stat, no "
-                    "Python work): the full hash divided by that pass",
-                },
-            },
-            higher_is_better=False,
-        )
-    ]
 
 
 def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
@@ -734,7 +673,6 @@ BENCHMARKS = {
     "dask_cluster": bench_dask_cluster,
     "registry_growth": bench_registry_growth,
     "hashing": bench_hashing,
-    "reverify": bench_reverify,
     "splitter": bench_splitter,
     "metadata": bench_metadata,
     "preprocess": bench_preprocess,
