@@ -46,7 +46,7 @@ help:
 	$(info   format      ruff format, then ruff check --fix)
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
-	$(info   bench-large the data-folder growth benchmark up to 10^6 files (about 10 minutes))
+	$(info   bench-large the data-folder growth benchmark up to 10^6 files (about 6 minutes))
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
 	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)

@@ -160,6 +160,7 @@ def plot_growth(rows: list, path: Path) -> None:
             memory.semilogx(files, [call["peak_mib"] for call in calls], "o-", label=label)
     times.loglog(files, [row["stat_pass_seconds"] for row in rows], "k--", label="bare stat pass")
     times.set(xlabel="files", ylabel="seconds", title="hash_integrity on a data folder")
+    times.yaxis.set_major_formatter(lambda value, _: f"{value:g}")  # plain numbers, no mathtext
     memory.set(xlabel="files", ylabel="peak MiB", title="peak memory per call")
     for axis in (times, memory):
         axis.set_xticks(files, [f"{count:,}" for count in files])

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--large",
         action="store_true",
-        help="add the 10^6-file point to tree_growth (make bench-large; about 10 minutes)",
+        help="add the 10^6-file point to tree_growth (make bench-large; about 6 minutes)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds per benchmark (best is kept)")
     cli.add_common_options(parser)
