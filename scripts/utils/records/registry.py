@@ -37,9 +37,10 @@ The stat cache (``.<registry>.statcache.json`` beside the registry, and one
 ``.<registry>.@<root>.statcache.json`` per data root, each read only when a
 name of its own is looked up: checking a run's outputs never reads the cache
 of a million data files) keeps, per name, the hashes last computed and the
-file's stat when they were (inode, size, mtime_ns, ctime_ns). A file whose stat still matches, and whose
-mtime is older than the cache file itself (git's racy-timestamp rule: it may
-have changed within the same clock tick), is not read again. The cache is
+file's stat when they were (inode, size, mtime_ns, ctime_ns). A file whose
+stat still matches, and whose mtime is older than the cache file itself
+(git's racy-timestamp rule: it may have changed within the same clock tick),
+is not read again. The cache is
 machine-local bookkeeping, never an artifact: deleting it only costs time.
 """
 
