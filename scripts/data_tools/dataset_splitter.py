@@ -20,6 +20,8 @@ differ from the targets, which the manifest shows.
 The split manifest (``split.json``) holds record -> split, group -> split,
 achieved counts by records and groups, class ratios, and everything needed to
 re-derive it: ``--verify MANIFEST`` does so and exits 1 on any difference.
+``split.parquet`` beside it holds the record -> split table (columns ``id``,
+``split``, sorted by id) for pandas, polars and DuckDB.
 
 Usage:
     python scripts/data_tools/dataset_splitter.py
@@ -57,8 +59,10 @@ import orjson
 from scripts.utils import cli
 from scripts.utils.config.seeds import SeedManager
 from scripts.utils.errors import CheckFailed, InputError
+from scripts.utils.formats.parquet import columns_parquet
 from scripts.utils.jsonio import (
     atomic_output,
+    atomic_write_bytes,
     canonical_json,
     json_objects,
     read_json,
@@ -308,6 +312,17 @@ def manifest_bytes(manifest: dict) -> bytes:
     return canonical_json(manifest, checked=False)
 
 
+def split_parquet(manifest: dict) -> bytes:
+    """The record -> split assignments as Parquet: columns ``id`` and ``split``, sorted by id."""
+    assignments = manifest["assignments"]
+    if isinstance(assignments, Assignments):
+        ids, splits = assignments.ids, list(map(assignments.names.__getitem__, assignments.indices))
+    else:
+        ids = sorted(assignments)
+        splits = list(map(assignments.__getitem__, ids))
+    return columns_parquet({"id": ids, "split": splits})
+
+
 class Assignments(Mapping):
     """record id -> split name, held as ids sorted and split indices; the dict is built only when
     looked into."""
@@ -444,6 +459,7 @@ def split_table(args, log) -> int:
         if previous is None:
             with atomic_output(record.output_path("split.json")) as handle:
                 handle.write(lib.manifest_bytes(manifest))
+            atomic_write_bytes(record.output_path("split.parquet"), lib.split_parquet(manifest))
             record.results.update(counts=manifest["counts"], split=f"{record.folder}/split.json")
             log.info(
                 "split",

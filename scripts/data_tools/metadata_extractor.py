@@ -1,8 +1,9 @@
-"""DICOM and PNG metadata -> tables (JSON lines and CSV), de-identified by the standard by default.
+"""DICOM and PNG metadata -> tables (JSON lines, CSV, Parquet), de-identified by the standard by
+default.
 
 Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
 
-* ``metadata.jsonl`` / ``.csv``: one row per file under the given folders
+* ``metadata.jsonl`` / ``.csv`` / ``.parquet``: one row per file under the given folders
   (default: the sample dataset). Every row: ``path`` (workspace-relative,
   or ``@<root>/<path>`` for a folder outside the workspace, a data root:
   see scripts/utils/records/data_roots.py; ``--data-name`` names it), ``kind``
@@ -21,11 +22,13 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
   columns. PNG rows: width, height, mode, bit depth, color type, and every
   text chunk (tEXt, zTXt, iTXt) wherever it sits. ``--columns a,b,c``
   keeps only those columns (``path`` always comes first).
-* ``series.jsonl`` / ``.csv``: one row per DICOM series: files, slices, shape, pixel spacing,
-  orientation, the slice spacing measured from the positions, and consistency flags (mixed
-  orientation or shape, duplicate positions, gaps, irregular spacing, missing geometry, one slice,
-  no valid pixel spacing); ``volume_ok`` says whether the series stacks into one regular volume
-  (``image_preprocessor.py --volumes``).
+* ``series.jsonl`` / ``.csv`` / ``.parquet``: one row per DICOM series: files, slices, shape,
+  pixel spacing, orientation, the slice spacing measured from the positions, and consistency
+  flags (mixed orientation or shape, duplicate positions, gaps, irregular spacing, missing
+  geometry, one slice, no valid pixel spacing); ``volume_ok`` says whether the series stacks into
+  one regular volume (``image_preprocessor.py --volumes``).
+* The Parquet tables (for pandas, polars, DuckDB) hold the same rows with typed columns
+  (scripts/utils/formats/parquet.py), byte-identical from run to run.
 * ``tags.jsonl`` with ``--all-tags``: every public attribute of each DICOM
   file, flattened: ``Keyword`` at the top level, ``Sequence[i].Keyword``
   inside sequences (``(gggg,eeee)`` for attributes without a keyword);
@@ -108,9 +111,10 @@ from scripts.utils.formats.dicom_header import (
     series_geometry,
     tag_of,
 )
+from scripts.utils.formats.parquet import parquet_bytes
 from scripts.utils.formats.png import png_row
 from scripts.utils.json_logger import progress
-from scripts.utils.jsonio import atomic_output, joined
+from scripts.utils.jsonio import atomic_output, atomic_write_bytes, joined
 from scripts.utils.limits import PNG_SIGNATURE, read_input_bytes
 from scripts.utils.records.data_roots import collect_inputs
 from scripts.utils.records.run_records import RunRecorder
@@ -714,6 +718,10 @@ def extract_table(args, log) -> int:
             handle.write(lib.table_jsonl(series, SERIES_COLUMNS))
         with atomic_output(record.output_path("series.csv")) as handle:
             handle.write(lib.table_csv(series, SERIES_COLUMNS))
+        atomic_write_bytes(record.output_path("metadata.parquet"), parquet_bytes(rows, columns))
+        atomic_write_bytes(
+            record.output_path("series.parquet"), parquet_bytes(series, SERIES_COLUMNS)
+        )
         if args.all_tags:
             with atomic_output(record.output_path("tags.jsonl")) as handle:
                 handle.write(lib.tags_jsonl(rows))

@@ -2,6 +2,7 @@ import csv
 
 import numpy as np
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from scripts.data_tools import dataset_splitter as sp
@@ -136,6 +137,11 @@ def test_cli_splits_the_metadata_table_and_verifies(sample_workspace):
     manifest = read_json(manifest_path)
     assert sum(c["records"] for c in manifest["counts"].values()) == 21
     assert [name for name, _ in manifest["splits"]] == ["train", "val", "test"]
+    table = pq.read_table(manifest_path.with_name("split.parquet")).to_pylist()
+    assert table == [
+        {"id": key, "split": manifest["assignments"][key]}
+        for key in sorted(manifest["assignments"])
+    ]
     ok = run_script(
         "data_tools", "dataset_splitter", "--verify", manifest_path, "--workspace", sample_workspace
     )

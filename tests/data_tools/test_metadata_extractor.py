@@ -4,6 +4,7 @@ import zlib
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pydicom.data
 import pytest
 
@@ -46,7 +47,16 @@ def test_sample_rows_are_deidentified(sample_workspace):
         for row in dicom
     )
     assert all(row["private_tags"] == 2 for row in dicom)
+    table = pq.read_table(folder / "metadata.parquet")
+    assert table.num_rows == 21 and table.column("path").to_pylist() == [r["path"] for r in rows]
+    assert table.column("rows").to_pylist() == [row["rows"] for row in rows]  # typed, not text
+    series = pq.read_table(folder / "series.parquet").to_pylist()
+    assert series == [
+        {key: row.get(key) for key in mx.SERIES_COLUMNS}
+        for row in json_lines((folder / "series.jsonl").read_bytes())
+    ]
     text = (folder / "metadata.jsonl").read_text() + (folder / "metadata.csv").read_text()
+    text += str(table.to_pylist())
     for secret in ("Lovelace", "P001", "1950", "Example General Hospital"):
         assert secret not in text
     first = dicom[0]

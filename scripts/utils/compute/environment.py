@@ -38,6 +38,7 @@ LOCK_FILE = REPO_ROOT / "requirements.lock"
 # Libraries whose output bytes can differ between releases.
 BYTE_RELEVANT = (
     "numpy",
+    "pyarrow",
     "scipy",
     "orjson",
     "pydicom",
