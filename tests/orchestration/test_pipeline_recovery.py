@@ -333,6 +333,28 @@ def test_changed_data_redoes_the_data_steps(outside, tmp_path):
     assert registry["@scans/png/phantom_gray8.png"]["size"] == target.stat().st_size
 
 
+def test_a_file_rewritten_with_its_size_and_mtime_kept_is_still_a_change(outside, tmp_path):
+    data = tmp_path / "scans"
+    shutil.copytree(outside["data"], data)
+    workspace = tmp_path / "ws"
+    shutil.copytree(outside["clean"], workspace)
+    assert make("phase7", workspace, data)[0] == 0
+    code, stderr = make("phase7", workspace, data)  # the data's listing vouches for it now
+    assert code == 0 and set(statuses(stderr).values()) == {"up to date"}
+    target = data / "png/phantom_gray8.png"
+    target.chmod(0o644)
+    before = target.stat()
+    damaged = bytearray(target.read_bytes())
+    damaged[-20] ^= 0xFF  # one byte of the image data: same size
+    target.write_bytes(bytes(damaged))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # the mtime put back
+    code, stderr = make("phase7", workspace, data)
+    assert code == 0, stderr.decode()[-2000:]
+    assert statuses(stderr)["metadata"] == "done" and statuses(stderr)["hash"] == "done"
+    registry = read_json(workspace / "data/hash_registry.json")["files"]
+    assert registry["@scans/png/phantom_gray8.png"]["sha256"] == hashlib.sha256(damaged).hexdigest()
+
+
 def test_a_damaged_sample_dicom_is_regenerated_identically(tmp_path):
     clean, damaged = tmp_path / "clean", tmp_path / "damaged"
     code, stderr = make("phase6", clean)
