@@ -280,7 +280,7 @@ def hash_tree(args, inputs, cache: StatCache, skipped: list, log) -> dict:
             progress=bar,
             on_error=lambda name, reason: skipped.append({"file": name, "reason": reason}),
         )
-    read = sum(1 for h in hashed.values() if not h["cached"])
+    read = sum(map(len, cache.updates.values()))  # the files hashed this time
     log.info(
         "hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped)
     )

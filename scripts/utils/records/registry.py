@@ -465,6 +465,7 @@ class StatCache:
         self.up_to_bytes = up_to_bytes
         self.empty = empty  # start from nothing (hash everything again), still saving
         self.shards: dict = {}  # {shard: (entries, written_ns, read_only)}, read on first use
+        self.read_as: dict = {}  # {shard: the file's (size, mtime_ns, inode) when it was read}
         self.updates: dict = {}  # {shard: {name: entry}}
 
     @staticmethod
@@ -506,10 +507,12 @@ class StatCache:
             size = os.stat(path).st_size
             if self.up_to_bytes is not None and size > self.up_to_bytes:
                 return {}, 0, True
+            before = os.stat(path)
             entries = read_json(path)["files"]
             if not isinstance(entries, dict):
                 raise TypeError
-            return entries, os.stat(path).st_mtime_ns, False
+            self.read_as[shard] = _file_state(before)
+            return entries, before.st_mtime_ns, False
         except (InputError, KeyError, TypeError, OSError):
             return {}, 0, False
 
@@ -537,17 +540,31 @@ class StatCache:
             path = self.shard_path(shard)
             try:
                 with holding(lock_for(path), path):
-                    try:
-                        current = read_json(path)["files"] if path.exists() else {}
-                        if not isinstance(current, dict):
-                            current = {}
-                    except (InputError, KeyError, TypeError):
-                        current = {}
+                    current = self._current(shard, path)
                     current.update(updates)
                     atomic_write_bytes(path, canonical_json({"files": current}, checked=False))
             except (OSError, InputError):
                 pass
         self.updates = {}
+
+    def _current(self, shard: str, path: Path) -> dict:
+        """The shard's entries as the file holds them now: those read, when nobody has written it
+        since (no second read of a cache of a million files), else read again."""
+        try:
+            unchanged = _file_state(os.stat(path)) == self.read_as.get(shard)
+        except FileNotFoundError:
+            return {}
+        if unchanged:
+            return self.shards[shard][0]
+        try:
+            current = read_json(path)["files"]
+        except (InputError, KeyError, TypeError):
+            return {}
+        return current if isinstance(current, dict) else {}
+
+
+def _file_state(info) -> tuple:
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 def hash_files(
@@ -558,7 +575,8 @@ def hash_files(
     progress=None,
     on_error=None,
 ) -> dict:
-    """``{name: {sha256, crc32, size, stat, cached}}`` for ``files``, in name order.
+    """``{name: {sha256, crc32, size, stat}}`` for ``files``, in name order (an entry the cache
+    vouches for is the cache's own: read it, do not change it).
 
     ``files`` holds ``(name, path)`` or ``(name, path, os.stat_result)``: a
     stat taken while listing saves a second one. A file the cache vouches for
@@ -579,7 +597,7 @@ def hash_files(
                 stat = None
             hit = cache.lookup(name, stat) if stat is not None else None
             if hit is not None:
-                results[name] = dict(hit, cached=True)
+                results[name] = hit
                 continue
         to_hash.append((name, path))
 
@@ -609,7 +627,7 @@ def hash_files(
                     raise InputError(result, file=name)
                 on_error(name, result)
                 continue
-            results[name] = dict(result, cached=False)
+            results[name] = result
             if cache is not None:
                 cache.remember(name, result)
     finally:
