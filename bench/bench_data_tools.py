@@ -19,8 +19,8 @@ import numpy as np
 from bench.bench_growth import run_cli
 from bench.common import best_of_alternating, figure, scaling
 from scripts.data_tools import (
-    dataset_splitter,
     metadata_extractor,
+    splits,
 )
 from scripts.data_tools.phantoms import phantom_hu
 from scripts.data_tools.pixels import preprocess_pixels
@@ -192,11 +192,11 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
         list(pool.map(abs, range(cpus)))  # start the workers outside the timing
 
     def ours():
-        manifest = dataset_splitter.split_records(rows, ratios, key, "id", "patient", executor=pool)
-        atomic_write_bytes(manifest_path, dataset_splitter.manifest_bytes(manifest))
+        manifest = splits.split_records(rows, ratios, key, "id", "patient", executor=pool)
+        atomic_write_bytes(manifest_path, splits.manifest_bytes(manifest))
 
     def ours_core():
-        dataset_splitter.assign_records(group_array, ratios, key)
+        splits.assign_records(group_array, ratios, key)
 
     def sklearn():
         next(
@@ -213,10 +213,8 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
         random.Random(7).shuffle(order)
         shuffled = [{"id": f"r{i:07d}", "patient": f"p{i % groups}"} for i in order]
         start = time.perf_counter()
-        manifest = dataset_splitter.split_records(
-            shuffled, ratios, key, "id", "patient", executor=pool
-        )
-        shuffled_bytes = dataset_splitter.manifest_bytes(manifest)
+        manifest = splits.split_records(shuffled, ratios, key, "id", "patient", executor=pool)
+        shuffled_bytes = splits.manifest_bytes(manifest)
         shuffled_seconds = time.perf_counter() - start
         assert shuffled_bytes == manifest_path.read_bytes(), "the manifest depends on the row order"
     finally:
@@ -227,8 +225,8 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
     grown_rows = rows + [
         {"id": f"n{i:07d}", "patient": f"q{i % (groups // 10)}"} for i in range(records // 10)
     ]
-    before = dataset_splitter.split_records(rows, ratios, key, "id", "patient")["assignments"]
-    after = dataset_splitter.split_records(grown_rows, ratios, key, "id", "patient")["assignments"]
+    before = splits.split_records(rows, ratios, key, "id", "patient")["assignments"]
+    after = splits.split_records(grown_rows, ratios, key, "id", "patient")["assignments"]
     ours_moved = sum(after[record_id] != split for record_id, split in before.items())
     grown_groups = np.array([row["patient"] for row in grown_rows])
     _, test_before = next(
@@ -271,7 +269,7 @@ def bench_splitter(scratch: Path, quick: bool, repeat: int) -> list:
         ),
         figure(
             "split_assignment_only",
-            "dataset_splitter.assign_records: keyed-hash split of every record (same "
+            "splits.assign_records: keyed-hash split of every record (same "
             "groups array as sklearn gets)",
             best["core"],
             "s",

@@ -5,7 +5,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from scripts.data_tools import dataset_splitter as sp
+from scripts.data_tools import splits as sp
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import read_json
 from tests.conftest import json_lines, run_script, single_error
