@@ -7,7 +7,7 @@
 Each group goes to a split by a keyed hash of its key (see dataset_splitter.py): a group's split
 depends on nothing but its own key, so adding records never moves an existing one. The work is
 done a column at a time: ``split_columns`` takes the columns as Arrow arrays (what
-``read_columns`` gives for a JSON-lines or CSV table), ``split_records`` the rows as dicts; both
+``read_columns`` gives for a JSON-lines table), ``split_records`` the rows as dicts; both
 give the same manifest.
 """
 
@@ -110,6 +110,12 @@ def assign_records(groups, ratios: dict, key: bytes, executor: Executor | None =
     """
     groups = groups.tolist() if isinstance(groups, np.ndarray) else list(groups)
     names = list(dict.fromkeys(groups))
+    per_group = dict(zip(names, group_splits(names, ratios, key, executor).tolist()))
+    return list(map(per_group.__getitem__, groups)), per_group
+
+
+def group_splits(names: list, ratios: dict, key: bytes, executor: Executor | None = None):
+    """The split index of each distinct group in ``names`` (a NumPy array, in that order)."""
     if executor is not None and len(names) >= PARALLEL_GROUPS:
         size = -(-len(names) // 16)
         chunks = [names[start : start + size] for start in range(0, len(names), size)]
@@ -117,8 +123,7 @@ def assign_records(groups, ratios: dict, key: bytes, executor: Executor | None =
     else:
         digests = _hash_chunk(key, names)
     positions = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
-    per_group = dict(zip(names, np.searchsorted(_bounds(ratios), positions, side="right").tolist()))
-    return list(map(per_group.__getitem__, groups)), per_group
+    return np.searchsorted(_bounds(ratios), positions, side="right")
 
 
 def assign_groups(groups, ratios: dict, key: bytes) -> dict:
@@ -221,13 +226,107 @@ def split_records(
     names = list(ratios)
     per_record, per_group = assign_records(groups, ratios, key, executor)
     assignments = Assignments.from_records(ids, per_record, names, source)
-    group_splits = dict(zip(per_group, map(names.__getitem__, per_group.values())))
-    group_indices = list(per_group.values())
     counts = {
-        name: {"records": per_record.count(index), "groups": group_indices.count(index)}
+        name: {"records": per_record.count(index), "groups": list(per_group.values()).count(index)}
         for index, name in enumerate(names)
     }
-    manifest = {
+    manifest = describe(
+        ratios, assignments, per_group, counts, id_column, group_column, stratify, excluded
+    )
+    manifest["records_without_group"] = without_group
+    if stratify:
+        manifest["class_ratios"], manifest["mixed_label_groups"] = class_balance(
+            dict(zip(ids, zip(groups, labels))), assignments, ratios
+        )
+    return manifest
+
+
+def read_columns(path: Path, names: list) -> dict | None:
+    """The columns ``names`` of a JSON-lines table as Arrow text arrays, read by Arrow's own
+    reader (a missing or empty value is null; the fields not named are not parsed); None where
+    it cannot give exactly what ``read_records`` gives (a value that is not text, a malformed
+    line, another format: CSV keeps Python's reader and its field-size limit): the row reader
+    then takes the file and names any error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as arrow_json
+
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return None
+    schema = pa.schema([(name, pa.string()) for name in names])
+    options = arrow_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        if not path.is_file():
+            return None
+        table = arrow_json.read_json(path, parse_options=options)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    columns = {}
+    for name in names:
+        column = table.column(name).combine_chunks()
+        columns[name] = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    return columns
+
+
+def split_columns(
+    columns: dict,
+    ratios: dict,
+    key: bytes,
+    id_column: str,
+    group_column: str,
+    source="records",
+    executor: Executor | None = None,
+) -> dict | None:
+    """``split_records`` on Arrow text columns (``read_columns``): the same manifest, a column at a
+    time in Arrow and NumPy. None where the row path must decide (an id or group column that is
+    null throughout: missing, or a message to give)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids, groups = columns[id_column], columns[group_column]
+    if len(ids) == 0 or ids.null_count or groups.null_count == len(groups):
+        return None
+    errors = columns.get("error")
+    excluded = []
+    if errors is not None and errors.null_count < len(errors):
+        failed = pc.is_valid(errors)
+        excluded = pc.filter(ids, failed).to_pylist()
+        ids, groups = pc.filter(ids, pc.invert(failed)), pc.filter(groups, pc.invert(failed))
+        if len(ids) == 0:
+            raise InputError("every record has an error: nothing to split", file=source)
+    without_group = groups.null_count
+    if without_group:
+        own = pc.binary_join_element_wise(pa.scalar("record:"), ids, "")
+        groups = pc.if_else(pc.is_null(groups), own, groups)
+
+    encoded = pc.dictionary_encode(groups)
+    distinct = encoded.dictionary.to_pylist()  # first seen first, as assign_records finds them
+    group_index = group_splits(distinct, ratios, key, executor)
+    per_record = group_index[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    names = list(ratios)
+    assignments = ColumnAssignments.from_columns(ids, per_record, names, source)
+    record_counts = np.bincount(per_record, minlength=len(names))
+    group_counts = np.bincount(group_index, minlength=len(names))
+    counts = {
+        name: {"records": int(record_counts[index]), "groups": int(group_counts[index])}
+        for index, name in enumerate(names)
+    }
+    per_group = dict(zip(distinct, group_index.tolist()))
+    manifest = describe(
+        ratios, assignments, per_group, counts, id_column, group_column, None, excluded
+    )
+    manifest["records_without_group"] = without_group
+    return manifest
+
+
+def describe(
+    ratios, assignments, per_group, counts, id_column, group_column, stratify, excluded
+) -> dict:
+    """The manifest around the assignments (``per_group``: {group: split index})."""
+    names = list(ratios)
+    split_of_group = dict(zip(per_group, map(names.__getitem__, per_group.values())))
+    return {
         "format": "crh-split",
         "version": 1,
         # A list, not a mapping: the order of the splits sets the hash bounds,
@@ -239,30 +338,33 @@ def split_records(
         "assignment": "keyed BLAKE2b(group, digest_size=8, key from the seeds), big-endian, "
         "against cumulative ratios x 2**64",
         "assignments": assignments,  # canonical JSON writes the keys sorted
-        "groups": group_splits,
+        "groups": split_of_group,
         "counts": counts,
         "achieved_ratios": {
             name: {
                 "records": c["records"] / len(assignments),
-                "groups": c["groups"] / len(group_splits),
+                "groups": c["groups"] / len(split_of_group),
             }
             for name, c in counts.items()
         },
         "excluded_records": sorted(excluded),
-        "records_without_group": without_group,
     }
-    if stratify:
-        manifest["class_ratios"], manifest["mixed_label_groups"] = class_balance(
-            dict(zip(ids, zip(groups, labels))), assignments, ratios
-        )
-    return manifest
 
 
 def manifest_bytes(manifest: dict) -> bytes:
     """split.json's canonical bytes. Its floats are finite ratios, so orjson writes it alone,
     unchecked."""
     assignments = manifest["assignments"]
-    if isinstance(assignments, Assignments):
+    if isinstance(assignments, ColumnAssignments):
+        written = sorted_arrow_object(
+            assignments.id_array, assignments.index_array, assignments.names
+        )
+        manifest = {
+            **manifest,
+            "assignments": written
+            or sorted_object(assignments.ids, assignments.indices, assignments.names),
+        }
+    elif isinstance(assignments, Assignments):
         manifest = {
             **manifest,
             "assignments": sorted_object(assignments.ids, assignments.indices, assignments.names),
@@ -273,12 +375,52 @@ def manifest_bytes(manifest: dict) -> bytes:
 def split_parquet(manifest: dict) -> bytes:
     """The record -> split assignments as Parquet: columns ``id`` and ``split``, sorted by id."""
     assignments = manifest["assignments"]
-    if isinstance(assignments, Assignments):
+    if isinstance(assignments, ColumnAssignments):
+        ids = assignments.id_array
+        splits = [assignments.names[index] for index in assignments.index_array.tolist()]
+    elif isinstance(assignments, Assignments):
         ids, splits = assignments.ids, list(map(assignments.names.__getitem__, assignments.indices))
     else:
         ids = sorted(assignments)
         splits = list(map(assignments.__getitem__, ids))
     return columns_parquet({"id": ids, "split": splits})
+
+
+def sorted_arrow_object(keys, indices: np.ndarray, values: list):
+    """``jsonio.sorted_object`` for keys held as an Arrow text array (sorted, unique): the JSON
+    object ``{keys[i]: values[indices[i]]}`` laid out byte by byte with NumPy, as an orjson
+    Fragment; None when a key holds a character JSON escapes (a quote, a backslash, a control
+    character), which sorted_object then writes."""
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[
+        keys.offset : keys.offset + len(keys) + 1
+    ].astype(np.int64)
+    data = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if data.size and (data.min() < 0x20 or np.any((data == 0x22) | (data == 0x5C))):
+        return None
+    lengths = np.diff(offsets)
+    # each item is '"' key '":' value ','; the last one's ',' becomes the closing brace
+    tails = [b'":' + orjson.dumps(value) + b"," for value in values]
+    sizes = lengths + 1 + np.array([len(tail) for tail in tails], dtype=np.int64)[indices]
+    starts = np.empty(len(keys) + 1, dtype=np.int64)
+    starts[0] = 1  # after the opening brace
+    np.cumsum(sizes, out=starts[1:])
+    starts[1:] += 1
+    out = np.empty(int(starts[-1]), dtype=np.uint8)
+    out[0] = ord("{")
+    out[starts[:-1]] = ord('"')
+    key_starts = starts[:-1] + 1
+    edges = np.zeros(out.size + 1, dtype=np.int8)  # +1 where a key begins, -1 where it ends
+    edges[key_starts] += 1
+    edges[key_starts + lengths] -= 1
+    np.cumsum(edges, out=edges)  # 1 inside a key, 0 elsewhere
+    out[edges[:-1].view(bool)] = data  # the keys' bytes, in order
+    tail_starts = key_starts + lengths
+    for code, tail in enumerate(tails):
+        at = tail_starts[indices == code]
+        for position, byte in enumerate(tail):
+            out[at + position] = byte
+    out[-1] = ord("}")
+    return orjson.Fragment(out.tobytes())
 
 
 class Assignments(Mapping):
@@ -314,6 +456,43 @@ class Assignments(Mapping):
 
     def __len__(self):
         return len(self.ids)
+
+
+class ColumnAssignments(Assignments):
+    """Assignments held as an Arrow id array (sorted) and a NumPy array of split indices; the
+    Python lists are made only when asked for."""
+
+    def __init__(self, id_array, index_array: np.ndarray, names: list):
+        self.id_array, self.index_array, self.names = id_array, index_array, names
+
+    @classmethod
+    def from_columns(cls, ids, indices: np.ndarray, names: list, source) -> ColumnAssignments:
+        """Sort by id (Arrow compares UTF-8 bytes, which orders as Python orders text) and refuse
+        a duplicate id; a column already in id order is only checked."""
+        import pyarrow.compute as pc
+
+        ahead = pc.less(ids.slice(0, len(ids) - 1), ids.slice(1))
+        if len(ids) > 1 and not pc.all(ahead).as_py():
+            order = pc.sort_indices(ids)
+            ids, indices = ids.take(order), indices[order.to_numpy()]
+            same = pc.equal(ids.slice(0, len(ids) - 1), ids.slice(1))
+            if pc.any(same).as_py():
+                duplicate = ids[pc.index(same, True).as_py()].as_py()
+                raise InputError(
+                    f"duplicate record id {duplicate!r}", file=source, record_id=duplicate
+                )
+        return cls(ids, indices, names)
+
+    @cached_property
+    def ids(self) -> list:
+        return self.id_array.to_pylist()
+
+    @cached_property
+    def indices(self) -> list:
+        return self.index_array.tolist()
+
+    def __len__(self):
+        return len(self.id_array)
 
 
 def class_balance(records: dict, assignments: dict, ratios: dict):

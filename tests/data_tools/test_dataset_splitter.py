@@ -1,4 +1,5 @@
 import csv
+import random
 
 import numpy as np
 import orjson
@@ -223,3 +224,46 @@ def test_manifest_bytes_equal_a_plain_canonical_dump():
     plain = {**manifest, "assignments": dict(manifest["assignments"].items())}
     assert sp.manifest_bytes(manifest) == canonical_json(plain)
     assert orjson.loads(sp.manifest_bytes(manifest))["assignments"] == plain["assignments"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson"])
+@pytest.mark.parametrize("in_order", [True, False])
+@pytest.mark.parametrize("odd_ids", [["é", "ü/ß"], ["é", '"quoted"', "back\\slash"]])
+def test_the_column_path_writes_the_bytes_of_the_row_path(tmp_path, suffix, in_order, odd_ids):
+    rng = random.Random(3)
+    ids = [f"r{i:05d}" for i in range(2000)]
+    if not in_order:
+        rng.shuffle(ids)
+    rows = []
+    for record_id in ids:
+        row = {"id": record_id, "patient": f"p{rng.randrange(300)}" if rng.random() > 0.1 else None}
+        if rng.random() < 0.05:
+            row["error"] = "unreadable"
+        if rng.random() < 0.05:
+            row["id"] += rng.choice(odd_ids)  # the second set needs JSON escapes
+        rows.append(row)
+    path = tmp_path / f"records{suffix}"
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    ratios, key = {"train": 0.7, "val": 0.15, "test": 0.15}, b"k" * 8
+    by_rows = sp.split_records(sp.read_records(path), ratios, key, "id", "patient", source=path)
+    columns = sp.read_columns(path, ["id", "patient", "error"])
+    by_columns = sp.split_columns(columns, ratios, key, "id", "patient", source=path)
+    assert isinstance(by_columns["assignments"], sp.ColumnAssignments)
+    assert sp.manifest_bytes(by_columns) == sp.manifest_bytes(by_rows)
+    assert sp.split_parquet(by_columns) == sp.split_parquet(by_rows)
+
+
+def test_tables_the_column_readers_cannot_take_go_to_the_row_path(tmp_path):
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_bytes(b'{"id": 1, "patient": "a"}\n{"id": 2, "patient": "b"}\n')
+    assert sp.read_columns(numbers, ["id", "patient", "error"]) is None  # ids are not text
+    table = tmp_path / "table.csv"
+    table.write_text("id,patient\nr1,a\n")
+    assert sp.read_columns(table, ["id", "patient", "error"]) is None  # Python's CSV reader
+    no_group = tmp_path / "no_group.jsonl"
+    no_group.write_text('{"id": "r1", "subject": "a"}\n{"id": "r2", "subject": "b"}\n')
+    columns = sp.read_columns(no_group, ["id", "patient", "error"])
+    ratios, key = {"train": 0.5, "test": 0.5}, b"k" * 8
+    assert sp.split_columns(columns, ratios, key, "id", "patient") is None  # the rows name it
+    with pytest.raises(InputError, match="column 'patient' not found"):
+        sp.split_records(sp.read_records(no_group), ratios, key, "id", "patient")
