@@ -186,6 +186,7 @@ def hash_or_verify(args, log) -> int:
         and give_roots_their_listings(known[0], inputs.roots)
     ):
         known = None  # a snapshot of another shape: the full check
+    bind_roots(workspace, inputs.roots, log)  # a name taken by another folder: exit 2 before work
     cache = None
     if known is not None:  # the same listing as a check that found the registry right
         hashed, token = None, known[1]
@@ -194,7 +195,6 @@ def hash_or_verify(args, log) -> int:
         token = registry_token(registry)  # before the registry is read: what the check is against
         cache = StatCache(StatCache.path_for(registry), empty=args.full)
         hashed = hash_tree(args, inputs, cache, skipped, log)
-    bind_roots(workspace, inputs.roots, log)
     skipped.sort(key=lambda item: item["file"])
     for item in skipped[:20]:
         log.warning("skipped_file", **item)
