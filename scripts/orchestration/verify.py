@@ -263,7 +263,14 @@ class Runs:
                 self.log.info("killed_for_resume", command=template, variations=sorted(varied))
                 return
             process.stderr.close()
-        self.log.warning("resume_not_killed", note="the run ended before the kill point")
+        # It ran to the end: a second run in this workspace would find that one's records (a run
+        # twice, not a resumed one), so it starts from an empty workspace, resume untested.
+        shutil.rmtree(workspace)
+        workspace.mkdir(parents=True)
+        self.log.warning(
+            "resume_not_killed",
+            note="the run ended before the kill point; run again from an empty workspace",
+        )
 
 
 # --------------------------------------------------------------------------

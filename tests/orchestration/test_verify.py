@@ -4,6 +4,7 @@ import pytest
 
 from scripts.orchestration import verify as vf
 from scripts.orchestration.variations import other_locale
+from scripts.utils.json_logger import JsonLogger
 from scripts.utils.jsonio import read_json
 from tests.conftest import REPO, json_lines, run_script, single_error
 
@@ -170,6 +171,19 @@ def test_resume_kills_at_a_seeded_point_within_the_first_runs_time():
     points = {vf.resume_point(str(epoch), 10.0) for epoch in range(50)}
     assert min(points) >= 5.0 and max(points) <= 8.0 and len(points) > 40
     assert vf.resume_point("1761912000", 10.0) == vf.resume_point("1761912000", 10.0)
+
+
+def test_a_resume_run_that_ends_before_the_kill_runs_again_from_an_empty_workspace(tmp_path):
+    script = tmp_path / "append.py"
+    script.write_text("open('runs.txt', 'a').write('one run\\n')\n")
+    log = JsonLogger("verify", log_file=tmp_path / "log.jsonl")
+    runs = vf.Runs([f"{sys.executable} {script}"], tmp_path / "scratch", "1761912000", log)
+    runs.first_run_seconds = 30.0  # the kill point lies far beyond this quick command's end
+    workspace = runs.run("resumed", {"resume"})
+    log.close()
+    assert (workspace / "runs.txt").read_text() == "one run\n"  # not two runs in one workspace
+    events = [row["event"] for row in json_lines((tmp_path / "log.jsonl").read_bytes())]
+    assert "resume_not_killed" in events
 
 
 def test_the_terminal_summary_fits_one_screen():
