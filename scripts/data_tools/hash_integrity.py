@@ -13,22 +13,25 @@ folder outside it is a data root, whose files are named
 the data folder is only read, never written. An entry that is already right
 keeps the run that produced it; new and changed files are credited to this
 run. The registry changes with the run's commit, so a failed or killed run
-changes nothing. ``hash`` reads and rewrites the whole registry, folding in
-its journal (a large registry's appended runs; see scripts/utils/records/registry.py).
+changes nothing. ``hash`` writes what changed: for a large registry, one
+journal line of the entries set and dropped (see scripts/utils/records/registry.py).
 
-A stat cache beside the registry (``.<registry>.statcache.json``, and one
-``.<registry>.@<root>.statcache.json`` per data root: inode, size, mtime_ns,
-ctime_ns per file) lets both commands skip reading files that have not
-changed. Following git's racy-timestamp rule, a file whose mtime is not
-older than the cache file itself is hashed again (it may have changed in the
-same clock tick as the cache was written). A ``verify`` that finds the tree
-right leaves a snapshot of its listing (names and stats; tree_snapshots.py):
-the next ``verify`` or ``hash`` of the same paths whose listing is the same,
-while the registry has changed only elsewhere, takes that outcome without
-opening the stat cache, the registry or any file: a million unchanged files
-cost a walk and a stat of each. ``--full`` ignores the cache and the
-snapshots. A verify's report counts the matched files and lists the others
-(changed, new, missing, moved).
+A stat cache (inode, size, mtime_ns, ctime_ns and the hashes per file, in
+the SQLite index beside the registry) lets both commands skip reading files
+that have not changed. Following git's racy-timestamp rule, a file whose
+mtime is not older than the save of its cache row is hashed again (it may
+have changed in the same clock tick). A ``verify`` that finds the tree right,
+and a ``hash`` that skipped no file, leave a snapshot of the listing (names
+and stats, per folder; tree_snapshots.py). The next ``verify`` or ``hash`` of
+the same paths whose listing is the same, while the registry has changed
+only elsewhere, takes that outcome without opening the stat cache, the
+registry or any file: a million unchanged files cost a walk and a stat of
+each. When the listing differs, only the folders whose listing changed, or
+whose entries the registry's journal set or dropped since, are checked
+(their files through the stat cache, their entries from the index); every
+other folder is as the snapshot found it. ``--full`` ignores the cache and
+the snapshots. A verify's report counts the matched files and lists the
+others (changed, new, missing, moved).
 
 A file that cannot be read, and anything that is not a regular file
 (symbolic links, FIFOs, sockets, devices), is skipped and listed with its
@@ -72,20 +75,22 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output
 from scripts.utils.records.data_roots import bind_roots, collect_inputs
+from scripts.utils.records.local_index import folder_of
 from scripts.utils.records.registry import (
     REGISTRY,
     StatCache,
+    add_to_registry,
+    entries_in_folders,
     hash_files,
-    prune,
     read_registry,
+    registry_state,
     under,
-    update_registry,
 )
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.records.tree_snapshots import (
     TreeSnapshots,
     give_roots_their_listings,
-    registry_token,
+    registry_touched,
     roots_listings,
 )
 from scripts.utils.workspace import relative_to_workspace, resolve_workspace
@@ -94,14 +99,16 @@ CATEGORIES = ("matched", "changed", "new", "missing", "moved")
 SNAPSHOT = "registry"  # the kind of check a snapshot vouches for: the tree matches the registry
 
 
-def registry_changes(files: dict, hashed: dict, scopes, keep, run_id: str) -> dict:
-    """Bring the registry ``files`` in line with ``hashed`` (in place); return the counts.
+def registry_changes(files: dict, hashed: dict, scopes, keep, run_id: str) -> tuple:
+    """What brings the registry entries ``files`` in line with ``hashed``: ``(entries to set,
+    names to drop, counts)``.
 
     Entries that are already right keep their run; new and changed ones are
     credited to ``run_id``; entries under ``scopes`` that are neither hashed
-    nor in ``keep`` (files skipped this time) are removed.
+    nor in ``keep`` (files skipped this time) are dropped.
     """
     counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": 0}
+    changes = {}
     for name, entry in hashed.items():
         old = files.get(name)
         new = {"sha256": entry["sha256"], "crc32": entry["crc32"], "size": entry["size"]}
@@ -109,9 +116,51 @@ def registry_changes(files: dict, hashed: dict, scopes, keep, run_id: str) -> di
             counts["unchanged"] += 1
             continue
         counts["changed" if old is not None else "added"] += 1
-        files[name] = dict(new, run=run_id)
-    counts["removed"] = len(prune(files, scopes, set(hashed) | set(keep)))
-    return counts
+        changes[name] = dict(new, run=run_id)
+    present = set(hashed) | set(keep)
+    gone = sorted(name for name in files if under(name, scopes) and name not in present)
+    counts["removed"] = len(gone)
+    return changes, gone, counts
+
+
+def changed_part(inputs, snapshots: TreeSnapshots, registry: Path):
+    """The part of the listing a check must look at, when a snapshot of an earlier check of these
+    paths kept its folder digests: ``(files to check, registry entries of their folders under the
+    paths, registry state they were read at)``; every other listed file is as that check found
+    it. None when the whole tree must be checked."""
+    tally, scopes = inputs.tally, inputs.given
+    if tally is None or inputs.skipped:
+        return None
+    found = snapshots.changed_folders(SNAPSHOT, scopes, tally, registry)
+    if found is None:
+        return None
+    _, state, changed = found
+    while True:  # read the entries, then look again at what the journal gained meanwhile
+        read = entries_in_folders(
+            registry, {key if key not in tally.alone else folder_of(key) for key in changed}
+        )
+        if read is None:
+            return None
+        entries, now = read
+        touched = registry_touched(registry, state, scopes, now)
+        if touched is None:
+            return None
+        more = {name if name in tally.alone else folder_of(name) for name in touched[1]} - changed
+        if not more:
+            break
+        changed |= more
+        state = now
+
+    def key_of(name: str) -> str:
+        return name if name in tally.alone else folder_of(name)
+
+    files = [item for item in inputs.files if key_of(item[0]) in changed]
+    expected = {
+        name: entry
+        for name, entry in entries.items()
+        if key_of(name) in changed and under(name, scopes)
+    }
+    return files, expected, now
 
 
 def audit(registry_files: dict, scopes, hashed: dict) -> dict:
@@ -177,24 +226,31 @@ def hash_or_verify(args, log) -> int:
     skipped = list(inputs.skipped)
     listing, newest_ns = inputs.stat_digest, inputs.newest_ns
     snapshots = TreeSnapshots.load(registry)
-    known = None
+    known = part = None
     if not (args.full or args.export):
         known = snapshots.lookup(SNAPSHOT, scopes, listing, newest_ns, registry)
-    if known is not None and not (
-        isinstance(known[0], dict)
-        and known[0].get("files") == len(inputs.files)
-        and give_roots_their_listings(known[0], inputs.roots)
-    ):
-        known = None  # a snapshot of another shape: the full check
+        if known is not None and not (
+            isinstance(known[0], dict)
+            and known[0].get("files") == len(inputs.files)
+            and give_roots_their_listings(known[0], inputs.roots)
+        ):
+            known = None  # a snapshot of another shape: the full check
+        if known is None:
+            part = changed_part(inputs, snapshots, registry)
     bind_roots(workspace, inputs.roots, log)  # a name taken by another folder: exit 2 before work
-    cache = None
+    cache = StatCache.load(registry, empty=args.full)
     if known is not None:  # the same listing as a check that found the registry right
-        hashed, token = None, known[1]
+        hashed, token, expected = {}, known[1], {}
         log.info("hashed", files=len(inputs.files), read=0, unchanged_listing=True)
+    elif part is not None:  # only the folders that changed since such a check
+        files, expected, token = part
+        hashed = hash_tree(args, files, cache, skipped, log)
+        log.info("changed_folders", files=len(files), unchanged=len(inputs.files) - len(files))
     else:
-        token = registry_token(registry)  # before the registry is read: what the check is against
-        cache = StatCache(StatCache.path_for(registry), empty=args.full)
-        hashed = hash_tree(args, inputs, cache, skipped, log)
+        token = registry_state(registry)  # before the registry is read: what the check is against
+        hashed = hash_tree(args, inputs.files, cache, skipped, log)
+        expected = None  # the whole registry, read when needed
+    vouched = len(inputs.files) - len(hashed) - (len(skipped) - len(inputs.skipped))
     skipped.sort(key=lambda item: item["file"])
     for item in skipped[:20]:
         log.warning("skipped_file", **item)
@@ -204,7 +260,7 @@ def hash_or_verify(args, log) -> int:
             file=skipped[0]["file"],
             reason=skipped[0]["reason"],
         )
-    if args.command == "hash" and hashed is not None and not hashed:
+    if args.command == "hash" and not hashed and not vouched:
         raise InputError("no file could be hashed under the given paths", file=args.paths[0])
 
     with RunRecorder(
@@ -215,31 +271,26 @@ def hash_or_verify(args, log) -> int:
         config={"command": args.command, "paths": scopes, "full": args.full},
     ) as record:
         record.data_roots = inputs.root_records()
-        files = len(inputs.files) if hashed is None else len(hashed)
+        files = len(hashed) + vouched
+        if expected is None:
+            expected = read_registry(registry)
         if args.command == "hash":
-            if hashed is None:
-                counts = {"added": 0, "changed": 0, "unchanged": files, "removed": 0}
+            keep = {item["file"] for item in skipped}
+            changes, gone, counts = registry_changes(expected, hashed, scopes, keep, record.run_id)
+            counts["unchanged"] += vouched
+            if registry == default_registry:
+                record.set_registry_entries(changes, gone)  # with the run's own commit
             else:
-                keep = {item["file"] for item in skipped}
-                counts = registry_changes(
-                    dict(read_registry(registry)), hashed, scopes, keep, record.run_id
-                )
-                apply = lambda files: registry_changes(files, hashed, scopes, keep, record.run_id)
-                if registry == default_registry:
-                    record.change_registry(apply)  # with the run's own commit: all or nothing
-                else:
-                    update_registry(registry, apply)
+                add_to_registry(registry, changes, drop=gone)
             record.results.update(counts, files=files)
             summary = None
         else:
-            outcome = (
-                audit(read_registry(registry), scopes, hashed)
-                if hashed is not None
-                else {name: [] for name in CATEGORIES}
-            )
-            summary = {name: len(outcome[name]) for name in CATEGORIES}
-            if hashed is None:
-                summary["matched"] = files
+            outcome = audit(expected, scopes, hashed)
+            outcome["matched"] = len(outcome["matched"]) + vouched
+            summary = {
+                name: outcome[name] if name == "matched" else len(outcome[name])
+                for name in CATEGORIES
+            }
             record.results.update({name: outcome[name] for name in CATEGORIES[1:]})
             record.results["matched"] = summary["matched"]
             record.results["summary"] = summary
@@ -250,37 +301,37 @@ def hash_or_verify(args, log) -> int:
         elif args.export:
             with atomic_output(record.claim_output(args.export)) as handle:
                 handle.write(sha256sum_lines(hashed))
-    if cache is not None:
-        cache.save()  # after the run: a run that fails leaves the bookkeeping as it was
-    if summary is None:
-        return 0
-    log.info("audit", **summary)
-    if sum(summary.values()) == summary["matched"] == files and len(skipped) == len(inputs.skipped):
+    cache.save()  # after the run: a run that fails leaves the bookkeeping as it was
+    if summary is not None:
+        log.info("audit", **summary)
+        if sum(summary.values()) != summary["matched"]:
+            raise CheckFailed("the tree differs from the registry", **summary, report=record.report)
+    if known is None and len(skipped) == len(inputs.skipped):
+        # The tree is the registry as it stood at `token`, but for what this run's own journal
+        # line (if any) changed: the next check finds those folders touched and looks at them.
         outcome = {"files": files, "roots": roots_listings(inputs.roots)}
-        snapshots.remember(SNAPSHOT, scopes, listing, outcome, token)
-        snapshots.save()  # the next verify of this same listing needs no more than the listing
-    elif sum(summary.values()) != summary["matched"]:
-        raise CheckFailed("the tree differs from the registry", **summary, report=record.report)
+        snapshots.remember(SNAPSHOT, scopes, listing, outcome, token, inputs.tally)
+        snapshots.save()  # the next check of this same listing needs no more than the listing
     return 0
 
 
-def hash_tree(args, inputs, cache: StatCache, skipped: list, log) -> dict:
-    """Every listed file's hashes (the stat cache's where it vouches for them); unreadable files
+def hash_tree(args, files: list, cache: StatCache, skipped: list, log) -> dict:
+    """The hashes of ``files`` (the stat cache's where it vouches for them); unreadable files
     are added to ``skipped``."""
     address = cluster.scheduler_address(args.scheduler)
     with (
         cluster.cluster_executor(address, log) as executor,
-        progress(total=len(inputs.files), desc="hashing", unit="file") as bar,
+        progress(total=len(files), desc="hashing", unit="file") as bar,
     ):
         hashed = hash_files(
-            inputs.files,
+            files,
             cache,
             executor=executor,
             workers=args.workers,
             progress=bar,
             on_error=lambda name, reason: skipped.append({"file": name, "reason": reason}),
         )
-    read = sum(map(len, cache.updates.values()))  # the files hashed this time
+    read = len(cache.updates)  # the files hashed this time
     log.info(
         "hashed", files=len(hashed), read=read, from_cache=len(hashed) - read, skipped=len(skipped)
     )

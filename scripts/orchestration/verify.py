@@ -101,6 +101,8 @@ BOOKKEEPING = (
     "*.partial",
     "*.statcache.json",
     "*.snapshots.json",
+    "*.index.sqlite",
+    "*.index.sqlite-journal",
     "*/__pycache__/*",
 )
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time

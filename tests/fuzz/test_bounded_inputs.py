@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from scripts.utils.records.data_roots import BOOKKEEPING_SUFFIXES
 from tests.conftest import SMALL_RUN, script_path
 from tests.fuzz.harness import check_outcome, run_script
 
@@ -222,7 +223,7 @@ def files(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".lock", ".statcache.json", ".snapshots.json"))
+        if p.is_file() and not p.name.endswith(BOOKKEEPING_SUFFIXES)
     }
 
 

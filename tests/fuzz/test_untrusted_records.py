@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from scripts.utils.records.data_roots import BOOKKEEPING_SUFFIXES
 from tests.conftest import REPO, small_experiment
 from tests.fuzz.harness import check_outcome, run_script
 
@@ -166,7 +167,7 @@ def files(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".lock", ".statcache.json", ".snapshots.json"))
+        if p.is_file() and not p.name.endswith(BOOKKEEPING_SUFFIXES)
     }
 
 

@@ -41,7 +41,14 @@ PHASE7_STEPS = [
     "plot_phase7",
     "report_phase7",
 ]
-BOOKKEEPING = (".lock", ".statcache.json", ".snapshots.json", ".data_roots.json")
+BOOKKEEPING = (
+    ".lock",
+    ".statcache.json",
+    ".snapshots.json",
+    ".index.sqlite",
+    ".index.sqlite-journal",
+    ".data_roots.json",
+)
 R = "experiments/results"
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from scripts.orchestration import sweep
 from scripts.utils.errors import InputError
+from scripts.utils.records.data_roots import BOOKKEEPING_SUFFIXES
 from tests.conftest import REPO, json_lines, run_script, single_error
 
 pytest.importorskip("distributed")
@@ -32,7 +33,7 @@ def files(workspace) -> dict:
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".lock", ".statcache.json", ".snapshots.json"))
+        if p.is_file() and not p.name.endswith(BOOKKEEPING_SUFFIXES)
     }
 
 

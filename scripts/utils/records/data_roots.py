@@ -54,7 +54,14 @@ from scripts.utils.workspace import DATA_ROOT_MARK, inside, relative_to_workspac
 
 BINDINGS = "meta/chronicle/.data_roots.json"
 FORBIDDEN_IN_NAMES = set('/\\:*?"<>|') | {chr(code) for code in range(32)}
-BOOKKEEPING_SUFFIXES = (".lock", ".tmp", ".statcache.json", ".snapshots.json")
+BOOKKEEPING_SUFFIXES = (
+    ".lock",
+    ".tmp",
+    ".statcache.json",
+    ".snapshots.json",
+    ".index.sqlite",
+    ".index.sqlite-journal",
+)
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Inputs:
     given: list  # the record name of each input given ("" for the workspace itself), sorted
     stat_digest: str = ""  # names and stats as listed, and what was skipped (StatTally)
     newest_ns: int = 0  # the newest mtime or ctime listed
+    tally: StatTally | None = field(default=None, repr=False)  # per folder: digest and newest
 
     def root_records(self) -> dict:
         return {name: root.record() for name, root in sorted(self.roots.items())}
@@ -143,30 +151,36 @@ MTIME, CTIME = attrgetter("st_mtime_ns"), attrgetter("st_ctime_ns")
 
 
 class StatTally:
-    """The stat digest of a listing, taken as it is listed: a SHA-256 over each folder's entry
-    names and, per file, Python's 64-bit hash of (inode, size, mtime_ns, ctime_ns), and the
-    newest mtime or ctime seen. Integers are not salted, so the digest is the same in every
-    process; a changed stat goes unnoticed with a chance of 2^-64, and a ctime cannot be chosen
-    by whoever changes a file. Two listings of an unchanged tree give the same digest as long as
-    the file system lists each folder in the same order (tree_snapshots.py)."""
+    """The stat digest of a listing, taken as it is listed: per folder, a digest of its entry
+    names and, per file, Python's 64-bit hash of (inode, size, mtime_ns, ctime_ns), with the
+    newest mtime or ctime seen there; the listing's digest is the SHA-256 of the folders' digests
+    in listing order. Integers are not salted, so the digests are the same in every process; a
+    changed stat goes unnoticed with a chance of 2^-64, and a ctime cannot be chosen by whoever
+    changes a file. Two listings of an unchanged tree give the same digests as long as the file
+    system lists each folder in the same order (tree_snapshots.py)."""
 
     def __init__(self):
         self.sha = hashlib.sha256()
         self.newest_ns = 0
+        self.folders: dict = {}  # {folder (local_index.folder_of of its files): (digest, newest)}
+        self.alone: set = set()  # the keys of `folders` that are a file given on its own
 
     def add_file(self, name: str, info) -> None:
-        """One file listed on its own (an input that is a file)."""
+        """One file listed on its own (an input that is a file): its own key is its name."""
+        self.alone.add(name)
         self.add_folder(name, [name], [info])
 
     def add_folder(self, folder: str, names: list, infos: list) -> None:
         stats = array(
             "q", [hash((i.st_ino, i.st_size, i.st_mtime_ns, i.st_ctime_ns)) for i in infos]
         )
-        if infos:
-            newest = max(max(map(MTIME, infos)), max(map(CTIME, infos)))
-            self.newest_ns = max(self.newest_ns, newest)
+        newest = max(max(map(MTIME, infos)), max(map(CTIME, infos))) if infos else 0
+        self.newest_ns = max(self.newest_ns, newest)
         text = "\0".join([folder, *names]).encode("utf-8", "surrogateescape")
-        self.sha.update(len(text).to_bytes(8, "little") + text + stats.tobytes())
+        digest = hashlib.sha256(len(text).to_bytes(8, "little") + text + stats.tobytes()).digest()
+        self.sha.update(digest)
+        key = folder[:-1] if folder.endswith("/") else folder
+        self.folders[key] = (digest[:16], newest)
 
     def digest(self, skipped=()) -> str:
         sha = self.sha.copy()
@@ -242,13 +256,18 @@ def listing_sha256s(files, strip: int) -> tuple[str, str]:
     record; the binding of a root name uses the times too, the quick check that
     tells a moved folder (``mv``, ``rsync -a``) from another one.
     """
-    lines = [f"{name[strip:]}\0{info.st_size}" for name, _, info in files]
-    plain = hashlib.sha256("".join(f"{line}\n" for line in lines).encode())
-    timed = hashlib.sha256(
-        "".join(
-            f"{line}\0{info.st_mtime_ns // 10**9}\n" for line, (_, _, info) in zip(lines, files)
-        ).encode()
-    )
+    plain, timed = hashlib.sha256(), hashlib.sha256()
+    for start in range(0, len(files), 10_000):  # in blocks: a million lines are never held
+        lines = [
+            f"{name[strip:]}\0{info.st_size}" for name, _, info in files[start : start + 10_000]
+        ]
+        plain.update("".join(f"{line}\n" for line in lines).encode())
+        timed.update(
+            "".join(
+                f"{line}\0{info.st_mtime_ns // 10**9}\n"
+                for line, (_, _, info) in zip(lines, files[start : start + 10_000])
+            ).encode()
+        )
     return plain.hexdigest(), timed.hexdigest()
 
 
@@ -380,6 +399,7 @@ def collect_inputs(
         sorted(given_names),
         tally.digest(skipped),
         tally.newest_ns,
+        tally,
     )
 
 

@@ -17,30 +17,34 @@ id to its record. Both are rewritten atomically under a cross-platform lock
 (jsonio.locked_update); a file that is not one of them is bad input (exit 2)
 and is left as it is.
 
-A registry of millions of entries is not rewritten for every run. Once the
-registry file is larger than ``$CRH_REGISTRY_JOURNAL_BYTES`` (default 4 MiB,
-about 20,000 entries), a run that only adds entries appends one line,
-``{"set": {name: entry}}``, to the journal beside it
+A registry of millions of entries is not rewritten for every change. Once
+the registry file is larger than ``$CRH_REGISTRY_JOURNAL_BYTES`` (default 4 MiB,
+about 20,000 entries), a commit that only sets and drops entries (a run's
+outputs, ``hash_integrity.py hash``) appends one line,
+``{"set": {name: entry}, "drop": [name, ...]}``, to the journal beside it
 (``.hash_registry.json.journal.jsonl``, fsync'd under the registry's lock).
-The registry is the file with the journal's lines applied in order; every
-reader here (``read_registry``) merges them. The journal is folded into the
-file (atomically, then deleted) when it reaches an eighth of the file's size
-(so the cost per entry stays constant), before any other kind of change
-(``hash_integrity.py hash``, recovery, retraction), and at the end of every
-pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format and
-is whole after every phase. A line torn by a kill has no newline: readers
+The registry is the file with the journal's lines applied in order (each
+line's drops, then its sets); every reader here (``read_registry``) merges
+them. The journal is folded into the file (atomically, then deleted) when it
+reaches an eighth of the file's size (so the cost per entry stays constant),
+before any other kind of change (recovery, retraction), and at the end of
+every pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format
+and is whole after every phase. A line torn by a kill has no newline: readers
 ignore it and the next writer cuts it off. Folding is idempotent (a fold
 killed before the journal is deleted applies the same lines twice, with the
 same result).
 
-The stat cache (``.<registry>.statcache.json`` beside the registry, and one
-``.<registry>.@<root>.statcache.json`` per data root, each read only when a
-name of its own is looked up: checking a run's outputs never reads the cache
-of a million data files) keeps, per name, the hashes last computed and the
-file's stat when they were (inode, size, mtime_ns, ctime_ns). A file whose
-stat still matches, and whose mtime is older than the cache file itself
-(git's racy-timestamp rule: it may have changed within the same clock tick),
-is not read again. The cache is
+Lookups by folder go through the local index (local_index.py, an SQLite
+file beside the registry, bookkeeping): the stat cache, and a mirror of the
+registry's entries (``entries_in_folders``) brought up to date from the
+journal's new lines, so that checking a few changed folders of a million
+files reads those folders' rows and no more.
+
+The stat cache (``StatCache``) keeps, per name, the hashes last computed and
+the file's stat when they were (inode, size, mtime_ns, ctime_ns). A file
+whose stat still matches, and whose mtime is older than the file-system time
+of the save that wrote its row (git's racy-timestamp rule: it may have
+changed within the same clock tick), is not read again. The cache is
 machine-local bookkeeping, never an artifact: deleting it only costs time.
 """
 
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +74,7 @@ from scripts.utils.jsonio import (
     read_json,
     remove_stale_temps,
 )
+from scripts.utils.records import local_index
 from scripts.utils.workspace import checked_run_id
 
 REGISTRY = "data/hash_registry.json"
@@ -185,13 +191,10 @@ def read_journal(path: Path) -> list:
             raise InputError(
                 f"registry journal line {number} is not JSON: {exc.msg}", file=journal, line=number
             )
-        if (
-            not isinstance(change, dict)
-            or not isinstance(change.get("set", {}), dict)
-            or not all(isinstance(entry, dict) for entry in change.get("set", {}).values())
-        ):
+        if not journal_line_ok(change):
             raise InputError(
-                f'registry journal line {number} is not {{"set": {{name: entry}}}}',
+                f'registry journal line {number} is not {{"set": {{name: entry}}, "drop": '
+                "[name, ...]}",
                 file=journal,
                 line=number,
             )
@@ -199,7 +202,25 @@ def read_journal(path: Path) -> list:
     return changes
 
 
+def journal_line_ok(change) -> bool:
+    return (
+        isinstance(change, dict)
+        and isinstance(change.get("set", {}), dict)
+        and all(isinstance(entry, dict) for entry in change.get("set", {}).values())
+        and isinstance(change.get("drop", []), list)
+        and all(isinstance(name, str) for name in change.get("drop", []))
+    )
+
+
+def journal_names(change: dict) -> list:
+    """The names a journal line sets or drops."""
+    return [*change.get("drop", []), *change.get("set", {})]
+
+
 def apply_journal_line(files: dict, change: dict) -> None:
+    """Drop, then set: a line's own entries win."""
+    for name in change.get("drop", []):
+        files.pop(name, None)
     files.update(change.get("set", {}))
 
 
@@ -209,11 +230,13 @@ def _fold(path: Path) -> None:
     journal = journal_path(path)
     if not journal.exists():
         return
+    before = registry_state(path)
     document = checked_registry(read_json(path), path) if path.exists() else empty_registry()
     for change in read_journal(path):
         apply_journal_line(document["files"], change)
     atomic_write_bytes(path, canonical_json(document, checked=False))
     journal.unlink()
+    _mirror_follows_fold(path, before)
 
 
 def fold_journal(path: Path, force: bool = False) -> bool:
@@ -262,14 +285,15 @@ def _last_newline(handle) -> int:
     return -1
 
 
-def add_to_registry(path: Path, entries: dict, change=None):
-    """Apply ``change(files)`` if given, add ``entries``; return a function that undoes exactly
-    this.
+def add_to_registry(path: Path, entries: dict, change=None, drop=()):
+    """Apply ``change(files)`` if given, drop the names in ``drop``, add ``entries``; return a
+    function that undoes exactly this.
 
-    Through the journal when the registry file is large and nothing but
-    adding is asked (the undo then cuts the journal back); otherwise one
-    rewrite (the undo restores the file and journal as they were).
+    Through the journal when the registry file is large and no ``change`` is
+    asked (the undo then cuts the journal back); otherwise one rewrite (the
+    undo restores the file and journal as they were).
     """
+    line = {"set": entries, "drop": sorted(drop)} if drop else {"set": entries}
     path = Path(path)
     journal = journal_path(path)
     with holding(lock_for(path), path):
@@ -283,7 +307,7 @@ def add_to_registry(path: Path, entries: dict, change=None):
             length = _journal_length(journal)
             try:
                 with open(journal, "ab") as handle:
-                    handle.write(canonical_json({"set": entries}, checked=False))
+                    handle.write(canonical_json(line, checked=False))
                     handle.flush()
                     os.fsync(handle.fileno())
             except BaseException:
@@ -304,7 +328,7 @@ def add_to_registry(path: Path, entries: dict, change=None):
         def add(files):
             if change is not None:
                 change(files)
-            files.update(entries)
+            apply_journal_line(files, line)
 
         _rewrite(path, add)
 
@@ -409,6 +433,186 @@ def prune(files: dict, scopes, present) -> list:
 
 
 # --------------------------------------------------------------------------
+# Where the registry stands, and its mirror in the local index
+# --------------------------------------------------------------------------
+
+
+def _file_stat(path: Path) -> list | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+
+def registry_state(registry: Path) -> dict:
+    """Where the registry stands: its file's stat, and its journal's inode and length up to the
+    last complete line (None for a file that does not exist)."""
+    journal = journal_path(registry)
+    try:
+        info = os.stat(journal)
+        length = _complete_length(journal, info.st_size)
+        journal_state = [info.st_ino, length, _journal_tail(journal, length)]
+    except FileNotFoundError:
+        journal_state = None
+    return {"file": _file_stat(registry), "journal": journal_state}
+
+
+TAIL_BYTES = 256
+
+
+def _journal_tail(journal: Path, length: int) -> str:
+    """SHA-256 of the journal's last bytes before ``length``: tells a journal that grew from one
+    that was cut back (an undone commit) and written again."""
+    with open(journal, "rb") as handle:
+        handle.seek(max(0, length - TAIL_BYTES))
+        return hashlib.sha256(handle.read(min(length, TAIL_BYTES))).hexdigest()
+
+
+def journal_grew(registry: Path, before: dict | None, after: dict) -> bool:
+    """Whether the registry went from state ``before`` to ``after`` (registry_state) only by new
+    journal lines: the same file, the same journal, longer, with its old end where it was."""
+    if not isinstance(before, dict) or before.get("file") != after["file"]:
+        return False
+    old, new = before.get("journal"), after["journal"]
+    if old is None:
+        return True
+    if new is None or not (isinstance(old, list) and len(old) == 3):
+        return False
+    if old[0] != new[0] or not isinstance(old[1], int) or old[1] > new[1]:
+        return False
+    try:
+        return _journal_tail(journal_path(registry), old[1]) == old[2]
+    except OSError:
+        return False
+
+
+def journal_lines_since(registry: Path, before: dict | None, after: dict) -> list:
+    """The journal lines added between states ``before`` and ``after`` (journal_grew holds),
+    parsed; a line that is not one raises InputError."""
+    old, new = (before or {}).get("journal"), after["journal"]
+    start = old[1] if old else 0
+    if new is None or new[1] == start:
+        return []
+    with open(journal_path(registry), "rb") as handle:
+        handle.seek(start)
+        added = handle.read(new[1] - start)
+    changes = []
+    for line in added.splitlines():
+        try:
+            change = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"registry journal line is not JSON: {exc.msg}", file=registry)
+        if not journal_line_ok(change):
+            raise InputError("registry journal line is not a registry change", file=registry)
+        changes.append(change)
+    return changes
+
+
+def _complete_length(journal: Path, size: int) -> int:
+    with open(journal, "rb") as handle:
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return size
+        end = size
+        while end > 0:  # a torn last line is not part of the registry yet
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            found = handle.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+        return 0
+
+
+MIRRORED = "registry"  # the local index's state row: the registry_state its entries reflect
+
+
+def entries_in_folders(path: Path, folders) -> tuple[dict, dict] | None:
+    """``({name: entry}, registry_state)``: the registry's entries in ``folders``
+    (local_index.folder_of) as the registry stands, read from the local index's mirror after
+    bringing it up to date; None where there is no index.
+
+    Under the registry's lock: the journal's new lines are applied (the
+    cost follows what was added), or, when the registry file was rewritten
+    since (not by a fold: _fold carries the mirror over), the mirror is
+    built again from the whole registry.
+    """
+    path = Path(path)
+    with local_index.opened(path) as db:
+        if db is None:
+            return None
+        try:
+            with holding(lock_for(path), path):
+                state = _sync_mirror(path, db)
+                found = {}
+                for folder in sorted(set(folders)):
+                    for name, entry in db.execute(
+                        "SELECT name, entry FROM entries WHERE folder = ?", (folder,)
+                    ):
+                        found[name] = orjson.loads(entry)
+                return found, state
+        except sqlite3.Error:
+            return None
+
+
+def _mirrored_state(db) -> dict | None:
+    row = db.execute("SELECT value FROM state WHERE key = ?", (MIRRORED,)).fetchone()
+    return orjson.loads(row[0]) if row else None
+
+
+def _set_mirrored_state(db, state: dict) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO state VALUES (?, ?)", (MIRRORED, orjson.dumps(state).decode())
+    )
+
+
+def _sync_mirror(path: Path, db) -> dict:
+    state = registry_state(path)
+    mirrored = _mirrored_state(db)
+    if mirrored == state:
+        return state
+    with local_index.transaction(db):
+        if journal_grew(path, mirrored, state):
+            for change in journal_lines_since(path, mirrored, state):
+                db.executemany(
+                    "DELETE FROM entries WHERE folder = ? AND name = ?",
+                    [(local_index.folder_of(name), name) for name in change.get("drop", [])],
+                )
+                _insert_entries(db, change.get("set", {}))
+        else:
+            db.execute("DELETE FROM entries")
+            _insert_entries(db, read_registry(path))
+        _set_mirrored_state(db, state)
+    return state
+
+
+def _insert_entries(db, files: dict) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+        ((local_index.folder_of(name), name, orjson.dumps(entry)) for name, entry in files.items()),
+    )
+
+
+def _mirror_follows_fold(path: Path, before: dict) -> None:
+    """After a fold (the same entries, a new file): a mirror that held ``before`` holds the folded
+    registry too. Call it holding the lock."""
+    if not local_index.path_for(path).exists():
+        return
+    with local_index.opened(path) as db:
+        if db is None:
+            return
+        try:
+            with local_index.transaction(db):
+                if _mirrored_state(db) == before:
+                    _set_mirrored_state(db, registry_state(path))
+        except sqlite3.Error:
+            pass
+
+
+# --------------------------------------------------------------------------
 # Hashing
 # --------------------------------------------------------------------------
 
@@ -458,113 +662,117 @@ def registry_entry(hashed: dict, run_id: str) -> dict:
 
 class StatCache:
     """Hashes of files whose stat has not changed since they were computed (see the module
-    docstring). Each data root's files have a cache file of their own, read when first asked."""
+    docstring), in the local index (local_index.py): looked up a folder at a time, saved as one
+    transaction of the rows this process hashed."""
 
-    def __init__(self, path: Path, up_to_bytes: int | None = None, empty: bool = False):
-        self.path = path  # the workspace's files; a data root's: shard_path
-        self.up_to_bytes = up_to_bytes
+    def __init__(self, registry_path: Path, empty: bool = False):
+        self.registry_path = Path(registry_path)
         self.empty = empty  # start from nothing (hash everything again), still saving
-        self.shards: dict = {}  # {shard: (entries, written_ns, read_only)}, read on first use
-        self.read_as: dict = {}  # {shard: the file's (size, mtime_ns, inode) when it was read}
-        self.updates: dict = {}  # {shard: {name: entry}}
-
-    @staticmethod
-    def path_for(registry_path: Path) -> Path:
-        registry_path = Path(registry_path)
-        return registry_path.with_name(f".{registry_path.name}.statcache.json")
-
-    @staticmethod
-    def shard_of(name: str) -> str:
-        """``@root`` for a file under a data root, "" for a workspace file."""
-        return name.split("/", 1)[0] if name.startswith("@") else ""
-
-    def shard_path(self, shard: str) -> Path:
-        if not shard:
-            return self.path
-        return self.path.with_name(
-            self.path.name.replace(".statcache.json", f".{shard}.statcache.json")
-        )
+        self.folders: dict = {}  # {folder: {name: (stat, sha256, crc32, size, generation)}}
+        self.written: dict | None = None  # {generation: written_ns}, read on first lookup
+        self.updates: dict = {}  # {name: hashed entry} to save
+        self._db = None
+        self._unusable = False
 
     @classmethod
-    def load(cls, registry_path: Path, up_to_bytes: int | None = None) -> StatCache:
-        """The cache beside ``registry_path``; a missing or unreadable cache is simply empty.
+    def load(cls, registry_path: Path, empty: bool = False) -> StatCache:
+        """The cache beside ``registry_path``; nothing is read before the first lookup, and a
+        missing or unreadable index is simply empty."""
+        return cls(registry_path, empty)
 
-        With ``up_to_bytes``, a larger cache file is not read, and is never
-        saved: a run adding a few outputs does not rewrite a cache of
-        millions of files (those outputs are hashed again when next checked).
-        """
-        return cls(cls.path_for(registry_path), up_to_bytes)
+    def _index(self):
+        if self._db is None and not self._unusable:
+            self._db = local_index.open_index(self.registry_path)
+            self._unusable = self._db is None
+        return self._db
 
-    def _shard(self, shard: str) -> tuple:
-        found = self.shards.get(shard)
-        if found is None:
-            found = self.shards[shard] = ({}, 0, False) if self.empty else self._read(shard)
-        return found
-
-    def _read(self, shard: str) -> tuple:
-        path = self.shard_path(shard)
-        try:
-            size = os.stat(path).st_size
-            if self.up_to_bytes is not None and size > self.up_to_bytes:
-                return {}, 0, True
-            before = os.stat(path)
-            entries = read_json(path)["files"]
-            if not isinstance(entries, dict):
-                raise TypeError
-            self.read_as[shard] = _file_state(before)
-            return entries, before.st_mtime_ns, False
-        except (InputError, KeyError, TypeError, OSError):
-            return {}, 0, False
+    def _folder(self, folder: str) -> dict:
+        rows = self.folders.get(folder)
+        if rows is not None:
+            return rows
+        rows = {}
+        db = None if self.empty else self._index()
+        if db is not None:
+            try:
+                if self.written is None:
+                    self.written = dict(
+                        db.execute("SELECT generation, written_ns FROM generations")
+                    )
+                rows = {
+                    name: rest
+                    for name, *rest in db.execute(
+                        "SELECT name, stat, sha256, crc32, size, generation FROM stats "
+                        "WHERE folder = ?",
+                        (folder,),
+                    )
+                }
+            except sqlite3.Error:
+                rows = {}
+        self.folders[folder] = rows
+        return rows
 
     def lookup(self, name: str, stat) -> dict | None:
         """The cached hashes of ``name`` if ``stat`` (an os.stat_result) shows it unchanged, else
         None."""
-        entries, written_ns, _ = self._shard(self.shard_of(name))
-        hit = entries.get(name)
-        if hit is None or not isinstance(hit, dict):
+        hit = self._folder(local_index.folder_of(name)).get(name)
+        if hit is None:
             return None
-        if hit.get("stat") == stat_key(stat) and stat.st_mtime_ns < written_ns:
-            return hit
+        key, sha256, crc, size, generation = hit
+        written_ns = self.written.get(generation)
+        if key == stat_text(stat) and written_ns is not None and stat.st_mtime_ns < written_ns:
+            return {"sha256": sha256, "crc32": crc, "size": size, "stat": stat_key(stat)}
         return None
 
     def remember(self, name: str, hashed: dict) -> None:
-        entry = {key: hashed[key] for key in ("sha256", "crc32", "size", "stat")}
-        self.updates.setdefault(self.shard_of(name), {})[name] = entry
+        self.updates[name] = hashed
 
     def save(self) -> None:
-        """Merge this process's updates into the files (locked, atomic). Failing to save is
-        harmless."""
-        for shard, updates in sorted(self.updates.items()):
-            if self._shard(shard)[2]:  # too large to read: left as it is
-                continue
-            path = self.shard_path(shard)
-            try:
-                with holding(lock_for(path), path):
-                    current = self._current(shard, path)
-                    current.update(updates)
-                    atomic_write_bytes(path, canonical_json({"files": current}, checked=False))
-            except (OSError, InputError):
-                pass
+        """Write this process's updates in one transaction, then stamp them with the file
+        system's time of that write. Failing to save is harmless."""
+        self._unusable = False  # the workspace's data folder may have been made since a lookup
+        db = self._index()
+        if not self.updates or db is None:
+            self.close()
+            return
+        rows = [
+            (
+                local_index.folder_of(name),
+                name,
+                ":".join(map(str, hashed["stat"])),
+                hashed["sha256"],
+                hashed["crc32"],
+                hashed["size"],
+            )
+            for name, hashed in self.updates.items()
+        ]
+        try:
+            with local_index.transaction(db):
+                generation = db.execute("INSERT INTO generations VALUES (NULL, NULL)").lastrowid
+                db.executemany(
+                    "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [row + (generation,) for row in rows],
+                )
+            written_ns = local_index.file_time_now(self.registry_path)
+            with local_index.transaction(db):  # entries of a save never stamped are never trusted
+                db.execute(
+                    "UPDATE generations SET written_ns = ? WHERE generation = ?",
+                    (written_ns, generation),
+                )
+        except sqlite3.Error:
+            pass
         self.updates = {}
+        self.close()
 
-    def _current(self, shard: str, path: Path) -> dict:
-        """The shard's entries as the file holds them now: those read, when nobody has written it
-        since (no second read of a cache of a million files), else read again."""
-        try:
-            unchanged = _file_state(os.stat(path)) == self.read_as.get(shard)
-        except FileNotFoundError:
-            return {}
-        if unchanged:
-            return self.shards[shard][0]
-        try:
-            current = read_json(path)["files"]
-        except (InputError, KeyError, TypeError):
-            return {}
-        return current if isinstance(current, dict) else {}
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._db, self._unusable = None, False
 
 
-def _file_state(info) -> tuple:
-    return info.st_size, info.st_mtime_ns, info.st_ino
+def stat_text(stat) -> str:
+    """A stat as the cache keeps it: inode, size, mtime_ns and ctime_ns (an inode may not fit
+    SQLite's 64-bit integers)."""
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
 def hash_files(

@@ -72,7 +72,6 @@ from scripts.utils.records.registry import (
     check_writable,
     fold_journal,
     hash_file,
-    journal_from_bytes,
     read_manifest,
     read_registry,
     registry_entry,
@@ -365,6 +364,8 @@ class RunRecorder:
         self._claimed: list = []
         self._created: list = []  # claimed outputs that did not exist when claimed
         self._registry_changes: list = []
+        self._registry_set: dict = {}  # entries the commit sets, and names it drops
+        self._registry_drop: set = set()
         self._staging = None
         self._run_lock = None
 
@@ -448,6 +449,12 @@ class RunRecorder:
         """Apply ``change(files)`` to the registry in the commit's rewrite (so a failed run
         changes nothing)."""
         self._registry_changes.append(change)
+
+    def set_registry_entries(self, entries: dict, drop=()) -> None:
+        """Set ``entries`` and drop the names in ``drop`` with the commit: for a large registry one
+        journal line, whatever its size (registry.add_to_registry)."""
+        self._registry_set.update(entries)
+        self._registry_drop.update(drop)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -534,7 +541,8 @@ class RunRecorder:
             self._abandon()
             raise
         report_rel = run_report(self.run_id)
-        entries = {path: registry_entry(h, self.run_id) for path, h in hashed.items()}
+        entries = dict(self._registry_set)
+        entries.update({path: registry_entry(h, self.run_id) for path, h in hashed.items()})
         entries[report_rel] = {**bytes_entry(report_bytes), "run": self.run_id}
 
         def change(files):
@@ -552,7 +560,10 @@ class RunRecorder:
                 else:
                     self._staging.rmdir()
                 undo_registry = add_to_registry(
-                    registry_path, entries, change if self._registry_changes else None
+                    registry_path,
+                    entries,
+                    change if self._registry_changes else None,
+                    self._registry_drop - set(entries),
                 )
                 update_manifest(
                     manifest_path,
@@ -576,7 +587,7 @@ class RunRecorder:
             # still under the lock: recovery must not see the run without its seed line
             self._log_seed()
         fold_journal(registry_path)  # when due: the registry's content does not change
-        cache = StatCache.load(registry_path, up_to_bytes=journal_from_bytes())
+        cache = StatCache.load(registry_path)
         for path, h in hashed.items():
             cache.remember(path, h)
         cache.save()

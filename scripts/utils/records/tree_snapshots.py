@@ -29,9 +29,17 @@ any file. It is trusted only when
   length on: the cost follows what was added (a fold rewrites the file,
   and the next check is a full one).
 
-Anything else (another order from the file system, a touched file, a
-changed registry) is a miss and the full check runs: a snapshot can only
-save work, never change a result. The snapshots live in
+A snapshot taken with its folders (``remember(..., tally=...)``) also keeps
+each folder's stat digest and newest time, in the local index
+(local_index.py). A listing that differs is then compared folder by folder
+(``changed_folders``): the folders whose digest differs, that appeared or
+went, that hold a file as new as the snapshot, or that the registry's journal
+touched since are the ones to check again; the rest are as the last check
+found them. A rewritten registry file (a fold) or another order from the
+file system makes every folder one to check: the full check.
+
+Anything else (a touched file, a changed registry) is a miss: a snapshot can
+only save work, never change a result. The snapshots live in
 ``.<registry>.snapshots.json`` beside the registry (the last 64 checks),
 machine-local bookkeeping like the stat cache: deleting it only costs time.
 """
@@ -39,80 +47,51 @@ machine-local bookkeeping like the stat cache: deleting it only costs time.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import orjson
 
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, holding, lock_for, read_json
-from scripts.utils.records.registry import journal_path, under
+from scripts.utils.records import local_index
+from scripts.utils.records.local_index import folder_of
+from scripts.utils.records.registry import (
+    journal_grew,
+    journal_lines_since,
+    journal_names,
+    registry_state,
+    under,
+)
 
 KEPT = 64
 LISTINGS = ("listing_sha256", "quick_check")  # a data root's listing hashes (data_roots.py)
 
 
-def _file_stat(path: Path) -> list | None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [info.st_size, info.st_mtime_ns, info.st_ino]
-
-
-def registry_token(registry: Path) -> dict:
-    """Where the registry stands: its file's stat and its journal's length (up to the last
-    complete line) and inode."""
-    journal = journal_path(registry)
-    try:
-        info = os.stat(journal)
-        length = _complete_length(journal, info.st_size)
-        journal_state = [info.st_ino, length]
-    except FileNotFoundError:
-        journal_state = None
-    return {"file": _file_stat(registry), "journal": journal_state}
-
-
-def _complete_length(journal: Path, size: int) -> int:
-    with open(journal, "rb") as handle:
-        if size == 0:
-            return 0
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return size
-        end = size
-        while end > 0:  # a torn last line is not part of the registry yet
-            start = max(0, end - (1 << 16))
-            handle.seek(start)
-            found = handle.read(end - start).rfind(b"\n")
-            if found >= 0:
-                return start + found + 1
-            end = start
-        return 0
-
-
 def registry_moved_on(registry: Path, token: dict, scopes) -> dict | None:
-    """The registry's token now if, since ``token``, nothing under ``scopes`` changed in it (only
+    """The registry's state now if, since ``token``, nothing under ``scopes`` changed in it (only
     journal lines naming other files were added); None if anything else happened."""
-    if not isinstance(token, dict) or token.get("file") != _file_stat(registry):
+    touched = registry_touched(registry, token, scopes)
+    if touched is None or touched[1]:
         return None
-    now = registry_token(registry)
-    before, after = token.get("journal"), now["journal"]
-    if before == after:
-        return now
-    if after is None or (before is not None and (before[0] != after[0] or after[1] < before[1])):
+    return touched[0]
+
+
+def registry_touched(registry: Path, token: dict, scopes, now=None) -> tuple[dict, set] | None:
+    """``(state now, names under scopes set or dropped since token)`` when the registry changed
+    since ``token`` only by journal lines (read from the recorded length on); None otherwise.
+    ``now``: a later state (registry_state) to compare with instead of the present one."""
+    now = registry_state(registry) if now is None else now
+    if now == token:
+        return now, set()
+    if not journal_grew(registry, token, now):
         return None
-    start = before[1] if before is not None else 0
-    with open(journal_path(registry), "rb") as handle:
-        handle.seek(start)
-        added = handle.read(after[1] - start)
-    for line in added.splitlines():
-        try:
-            names = orjson.loads(line).get("set", {})
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        if not isinstance(names, dict) or any(under(name, scopes) for name in names):
-            return None
-    return now
+    try:
+        changes = journal_lines_since(registry, token, now)
+    except (InputError, OSError):
+        return None
+    names = {name for change in changes for name in journal_names(change)}
+    return now, {name for name in names if under(name, scopes)}
 
 
 def give_roots_their_listings(outcome, roots: dict) -> bool:
@@ -143,11 +122,13 @@ def roots_listings(roots: dict) -> dict:
 class TreeSnapshots:
     """The snapshots beside a registry (see the module docstring)."""
 
-    def __init__(self, path: Path, entries: dict, written_ns: int):
-        self.path = path
+    def __init__(self, registry: Path, entries: dict, written_ns: int):
+        self.registry = Path(registry)
+        self.path = self.path_for(registry)
         self.entries = entries
         self.written_ns = written_ns
         self.updates: dict = {}
+        self.folder_updates: dict = {}  # {key: (listing, {folder: (digest, newest)}, before)}
 
     @staticmethod
     def path_for(registry: Path) -> Path:
@@ -162,9 +143,9 @@ class TreeSnapshots:
             entries = read_json(path)["snapshots"]
             if not isinstance(entries, dict):
                 raise TypeError
-            return cls(path, entries, os.stat(path).st_mtime_ns)
+            return cls(registry, entries, os.stat(path).st_mtime_ns)
         except (InputError, KeyError, TypeError, OSError):
-            return cls(path, {}, 0)
+            return cls(registry, {}, 0)
 
     @staticmethod
     def key(kind: str, scopes) -> str:
@@ -186,12 +167,59 @@ class TreeSnapshots:
                 return None
         return found.get("outcome"), token
 
-    def remember(self, kind: str, scopes, digest: str, outcome, token=None) -> None:
-        self.updates[self.key(kind, scopes)] = {
+    def changed_folders(self, kind: str, scopes, tally, registry: Path):
+        """``(outcome, registry state now, changed, unchanged files)`` against the last check of
+        ``kind`` over ``scopes`` whose folder digests were kept, when the listing differs from it:
+        ``changed`` holds the folder keys (data_roots.StatTally) whose listing changed or cannot
+        be trusted (a file as new as the snapshot), or where the registry's journal set or dropped
+        a name since; every other folder is as the check found it. None when there is nothing to
+        compare with (the full check runs)."""
+        key = self.key(kind, scopes)
+        found = self.entries.get(key)
+        if not isinstance(found, dict) or not isinstance(found.get("listing"), str):
+            return None
+        before = self._folders(key, found["listing"], registry)
+        if before is None:
+            return None
+        touched = registry_touched(registry, found.get("registry"), scopes)
+        if touched is None:
+            return None
+        state, names = touched
+        changed = {
+            folder
+            for folder, (digest, newest) in tally.folders.items()
+            if before.get(folder) != digest or newest >= self.written_ns
+        }
+        changed.update(folder for folder in before if folder not in tally.folders)
+        changed.update(name if name in tally.alone else folder_of(name) for name in names)
+        self.folder_updates[key] = (None, None, before)
+        return found.get("outcome"), state, changed
+
+    @staticmethod
+    def _folders(key: str, listing: str, registry: Path) -> dict | None:
+        with local_index.opened(registry) as db:
+            if db is None:
+                return None
+            try:
+                kept = db.execute("SELECT listing FROM listings WHERE snapshot = ?", (key,))
+                if kept.fetchone() != (listing,):
+                    return None
+                rows = db.execute("SELECT folder, digest FROM folders WHERE snapshot = ?", (key,))
+                return dict(rows)
+            except sqlite3.Error:
+                return None
+
+    def remember(self, kind: str, scopes, digest: str, outcome, token=None, tally=None) -> None:
+        """Keep this check's outcome for the next one; with ``tally``, its folder digests too."""
+        key = self.key(kind, scopes)
+        self.updates[key] = {
             "listing": digest,
             "outcome": outcome,
             "registry": token,
         }
+        if tally is not None:
+            before = self.folder_updates.get(key, (None, None, None))[2]
+            self.folder_updates[key] = (digest, tally.folders, before)
 
     @staticmethod
     def _order(entry) -> int:
@@ -202,6 +230,7 @@ class TreeSnapshots:
         Failing to save is harmless."""
         if not self.updates:
             return
+        self._save_folders()
         try:
             with holding(lock_for(self.path), self.path):
                 try:
@@ -218,3 +247,34 @@ class TreeSnapshots:
             self.updates = {}
         except (OSError, InputError):
             pass
+
+    def _save_folders(self) -> None:
+        """The folder digests, in the local index, before the snapshot that names their listing:
+        only the rows that differ from those the check started from."""
+        saving = {key: item for key, item in self.folder_updates.items() if item[0] is not None}
+        if not saving:
+            return
+        with local_index.opened(self.registry) as db:
+            if db is None:
+                return
+            try:
+                with local_index.transaction(db):
+                    for key, (listing, folders, before) in saving.items():
+                        if before is None:
+                            db.execute("DELETE FROM folders WHERE snapshot = ?", (key,))
+                            before = {}
+                        gone = [(key, folder) for folder in before if folder not in folders]
+                        db.executemany(
+                            "DELETE FROM folders WHERE snapshot = ? AND folder = ?", gone
+                        )
+                        db.executemany(
+                            "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?)",
+                            [
+                                (key, folder, digest, newest)
+                                for folder, (digest, newest) in folders.items()
+                                if before.get(folder) != digest
+                            ],
+                        )
+                        db.execute("INSERT OR REPLACE INTO listings VALUES (?, ?)", (key, listing))
+            except sqlite3.Error:
+                pass

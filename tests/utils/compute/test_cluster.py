@@ -45,7 +45,16 @@ def artifacts(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file() and not p.name.endswith((".statcache.json", ".snapshots.json", ".lock"))
+        if p.is_file()
+        and not p.name.endswith(
+            (
+                ".statcache.json",
+                ".snapshots.json",
+                ".index.sqlite",
+                ".index.sqlite-journal",
+                ".lock",
+            )
+        )
     }
 
 

@@ -4,11 +4,10 @@ import time
 import orjson
 
 from scripts.utils.records.data_roots import collect_inputs
-from scripts.utils.records.registry import journal_path
+from scripts.utils.records.registry import journal_path, registry_state
 from scripts.utils.records.tree_snapshots import (
     TreeSnapshots,
     registry_moved_on,
-    registry_token,
 )
 
 SCOPES = ["data/tree"]
@@ -83,7 +82,7 @@ def test_the_registry_may_grow_by_other_files_but_not_change_under_the_scope(tmp
             handle.write(orjson.dumps({"set": {name: {"sha256": "0" * 64}}}) + b"\n")
 
     append("experiments/results/a.json")
-    token = registry_token(registry)
+    token = registry_state(registry)
     assert registry_moved_on(registry, token, SCOPES) == token
     append("experiments/results/b.json")
     moved_on = registry_moved_on(registry, token, SCOPES)
@@ -95,7 +94,7 @@ def test_the_registry_may_grow_by_other_files_but_not_change_under_the_scope(tmp
     assert registry_moved_on(registry, token, SCOPES) is None
     journal.write_bytes(b"")  # the journal cut back
     assert registry_moved_on(registry, token, SCOPES) is None
-    fresh = registry_token(registry)
+    fresh = registry_state(registry)
     registry.write_bytes(b'{"files": {} }\n')  # the file rewritten (a fold)
     assert registry_moved_on(registry, fresh, SCOPES) is None
 
