@@ -29,6 +29,11 @@ Outputs, under ``experiments/results/metadata_extractor_<stamp>/``:
   one regular volume (``image_preprocessor.py --volumes``).
 * The Parquet tables (for pandas, polars, DuckDB) hold the same rows with typed columns
   (scripts/utils/formats/parquet.py), byte-identical from run to run.
+* Rows go to the tables as they come, in input order, and are not kept (``TableStream``): the
+  JSON lines and CSV are written as a stream, the Parquet table is read back from the JSON lines
+  in blocks of 16,384 rows (a row group each), and the series table is built from a few fields
+  per DICOM file (its geometry and identifiers). Memory follows the files being read, not the
+  table, on one machine or as a cluster's client.
 * ``tags.jsonl`` with ``--all-tags``: every public attribute of each DICOM
   file, flattened: ``Keyword`` at the top level, ``Sequence[i].Keyword``
   inside sequences (``(gggg,eeee)`` for attributes without a keyword);
@@ -111,10 +116,10 @@ from scripts.utils.formats.dicom_header import (
     series_geometry,
     tag_of,
 )
-from scripts.utils.formats.parquet import parquet_bytes
+from scripts.utils.formats.parquet import jsonl_parquet, parquet_bytes
 from scripts.utils.formats.png import png_row
 from scripts.utils.json_logger import progress
-from scripts.utils.jsonio import atomic_output, atomic_write_bytes, joined
+from scripts.utils.jsonio import joined
 from scripts.utils.limits import PNG_SIGNATURE, read_input_bytes
 from scripts.utils.records.data_roots import collect_inputs
 from scripts.utils.records.run_records import RunRecorder
@@ -486,20 +491,19 @@ def quiet_pydicom_log():
 # --------------------------------------------------------------------------
 
 
-def extract_rows(
+def iter_rows(
     files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None
-) -> list:
-    """Rows for ``files`` (``(path, name)`` pairs) in the given order.
+):
+    """Rows for ``files`` (``(path, name)`` pairs), yielded one at a time in the given order.
 
     The work runs on ``executor`` when given (any ``concurrent.futures``
     executor, a Dask cluster's included), in batches of files, one task each
     (utils/compute/cluster.py); else on a process pool of ``workers``, else inline.
-    Results are merged in input order, so the table does not depend on the choice.
+    Results come in input order, so the table does not depend on the choice.
     """
     settings = settings or Settings()
     own_pool = executor is None and workers > 1 and len(files) > 1
     pool = ProcessPoolExecutor(max_workers=workers) if own_pool else executor
-    rows = []
     try:
         with progress(total=len(files), desc="metadata", unit="file") as bar:
             if pool is None:
@@ -511,12 +515,18 @@ def extract_rows(
                     pool, extract_batch, cluster.batches(items, parallelism), settings
                 )
             for row in results:
-                rows.append(row)
+                yield row
                 bar.update(1)
     finally:
         if own_pool:
             pool.shutdown()
-    return rows
+
+
+def extract_rows(
+    files, settings: Settings | None = None, workers: int = 1, executor: Executor | None = None
+) -> list:
+    """``iter_rows`` as a list (a table small enough to hold)."""
+    return list(iter_rows(files, settings, workers, executor))
 
 
 def extract_batch(items: list, settings: Settings) -> list:
@@ -573,6 +583,78 @@ def series_rows(rows) -> list:
     return sorted(table, key=lambda item: item["first_path"])
 
 
+SERIES_FIELDS = (
+    "kind",
+    "error",
+    "_slices",
+    "study_uid",
+    "series_uid",
+    "patient_id",
+    "modality",
+    "series_description",
+    "path",
+    "rows",
+    "columns",
+    "slice_thickness",
+)
+
+
+class TableStream:
+    """The tables of a run, written a row at a time as the rows come (rows are never all held):
+    ``metadata.jsonl`` and ``.csv`` (and ``tags.jsonl``) under ``folder``; what the run reports
+    and the series table need is kept, a few fields per DICOM file. ``finish`` writes the
+    Parquet table from the JSON lines and the series tables."""
+
+    def __init__(self, folder: Path, columns, all_tags: bool):
+        self.folder, self.columns = Path(folder), columns
+        self.jsonl = open(self.folder / "metadata.jsonl", "wb")
+        self.csv_text = open(self.folder / "metadata.csv", "w", encoding="utf-8", newline="")
+        self.csv = csv.writer(self.csv_text, lineterminator="\n")
+        self.csv.writerow(columns)
+        self.tags = open(self.folder / "tags.jsonl", "wb") if all_tags else None
+        self.files = 0
+        self.kinds: dict = {}
+        self.failed: list = []  # {"file", "reason"} of rows that could not be read
+        self.leaking = 0  # rows whose path holds a Patient ID
+        self.first_leaking = None
+        self.text_chunks_removed = 0
+        self.slices: list = []  # SERIES_FIELDS of each DICOM row with geometry
+
+    def add(self, row: dict) -> None:
+        self.files += 1
+        kind = row["kind"] or "unreadable"
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if row["error"]:
+            self.failed.append({"file": row["path"], "reason": row["error"]})
+        if row.get("phi_in_path"):
+            self.leaking += 1
+            self.first_leaking = self.first_leaking or row["path"]
+        self.text_chunks_removed += row.get("text_chunks_removed") or 0
+        if row["kind"] == "dicom" and not row["error"] and row.get("_slices"):
+            self.slices.append({field: row.get(field) for field in SERIES_FIELDS})
+        self.jsonl.write(table_jsonl([row], self.columns))
+        self.csv.writerow(csv_cells(row, self.columns))
+        if self.tags is not None:
+            self.tags.write(tags_jsonl([row]))
+
+    def close(self) -> None:
+        for handle in (self.jsonl, self.csv_text, self.tags):
+            if handle is not None:
+                handle.close()
+
+    def finish(self) -> list:
+        """Close the streams, write ``metadata.parquet`` and the series tables; the series."""
+        self.close()
+        jsonl_parquet(
+            self.folder / "metadata.jsonl", self.columns, self.folder / "metadata.parquet"
+        )
+        series = series_rows(self.slices)
+        (self.folder / "series.jsonl").write_bytes(table_jsonl(series, SERIES_COLUMNS))
+        (self.folder / "series.csv").write_bytes(table_csv(series, SERIES_COLUMNS))
+        (self.folder / "series.parquet").write_bytes(parquet_bytes(series, SERIES_COLUMNS))
+        return series
+
+
 def table_jsonl(rows, columns=COLUMNS) -> bytes:
     return joined(
         orjson.dumps(
@@ -607,21 +689,26 @@ def parse_columns(text) -> tuple:
     return ("path",) + tuple(dict.fromkeys(name for name in chosen if name != "path"))
 
 
+def csv_cells(row: dict, columns) -> list:
+    """One row's CSV cells: null is empty, lists, objects and booleans are JSON."""
+    cells = []
+    for column in columns:
+        value = row.get(column)
+        if value is None:
+            cells.append("")
+        elif isinstance(value, (list, dict, bool)):
+            cells.append(orjson.dumps(value).decode())
+        else:
+            cells.append(value)
+    return cells
+
+
 def table_csv(rows, columns=COLUMNS) -> bytes:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            if value is None:
-                cells.append("")
-            elif isinstance(value, (list, dict, bool)):
-                cells.append(orjson.dumps(value).decode())
-            else:
-                cells.append(value)
-        writer.writerow(cells)
+        writer.writerow(csv_cells(row, columns))
     return text.getvalue().encode("utf-8")
 
 
@@ -655,45 +742,6 @@ def extract_table(args, log) -> int:
     key, key_source = (
         (None, None) if args.keep_phi else lib.deidentification_key(args.deid_key_file, seeds, log)
     )
-    with cluster.cluster_executor(
-        cluster.scheduler_address(args.scheduler), log, carries_secret=key is not None
-    ) as executor:
-        rows = lib.extract_rows(
-            files, Settings(key, options, args.all_tags), args.workers, executor
-        )
-    failed = [row for row in rows if row["error"]]
-    skipped = sorted(
-        inputs.skipped + [{"file": row["path"], "reason": row["error"]} for row in failed],
-        key=lambda item: item["file"],
-    )
-    leaking = [row["path"] for row in rows if row.get("phi_in_path")]
-    if leaking:
-        log.warning(
-            "phi_in_paths",
-            files=len(leaking),
-            first=leaking[0],
-            note="these paths contain Patient IDs; rename the folders before sharing the table",
-        )
-    for item in skipped[:20]:
-        log.warning("skipped_file", **item)
-    if skipped and args.strict:
-        raise InputError(
-            f"{len(skipped)} of {len(rows) + len(inputs.skipped)} files could not be read "
-            f"(--strict)",
-            file=skipped[0]["file"],
-            reason=skipped[0]["reason"],
-        )
-    series = lib.series_rows(rows)
-    deid = None
-    if key is not None:
-        deid = dict(
-            lib.deidentifier(key, options).report(),
-            key_source=key_source,
-            applies_to="every value written: table, series table, --all-tags, warnings and errors",
-            png_text_chunks=f"removed ({sum(row.get('text_chunks_removed') or 0 for row in rows)} "
-            f"chunks): free text",
-            paths="kept (see phi_in_path)",
-        )
     config = {
         "keep_phi": args.keep_phi,
         "inputs": inputs.given,
@@ -701,48 +749,73 @@ def extract_table(args, log) -> int:
         "all_tags": args.all_tags,
         "deidentification_options": list(options),
     }
-    with RunRecorder(
-        "metadata_extractor",
-        argv=args.argv,
-        workspace=workspace,
-        seeds=seeds,
-        log=log,
-        config=config,
-    ) as record:
+    with (
+        cluster.cluster_executor(
+            cluster.scheduler_address(args.scheduler), log, carries_secret=key is not None
+        ) as executor,
+        RunRecorder(
+            "metadata_extractor",
+            argv=args.argv,
+            workspace=workspace,
+            seeds=seeds,
+            log=log,
+            config=config,
+        ) as record,
+    ):
         record.data_roots = inputs.root_records()
-        with atomic_output(record.output_path("metadata.jsonl")) as handle:
-            handle.write(lib.table_jsonl(rows, columns))
-        with atomic_output(record.output_path("metadata.csv")) as handle:
-            handle.write(lib.table_csv(rows, columns))
-        with atomic_output(record.output_path("series.jsonl")) as handle:
-            handle.write(lib.table_jsonl(series, SERIES_COLUMNS))
-        with atomic_output(record.output_path("series.csv")) as handle:
-            handle.write(lib.table_csv(series, SERIES_COLUMNS))
-        atomic_write_bytes(record.output_path("metadata.parquet"), parquet_bytes(rows, columns))
-        atomic_write_bytes(
-            record.output_path("series.parquet"), parquet_bytes(series, SERIES_COLUMNS)
+        stream = lib.TableStream(
+            record.output_path("metadata.jsonl").parent, columns, args.all_tags
         )
-        if args.all_tags:
-            with atomic_output(record.output_path("tags.jsonl")) as handle:
-                handle.write(lib.tags_jsonl(rows))
-        kinds = {}
-        for row in rows:
-            kinds[row["kind"] or "unreadable"] = kinds.get(row["kind"] or "unreadable", 0) + 1
+        try:  # the rows go to the tables as they come; a failed run leaves no table behind
+            for row in lib.iter_rows(
+                files, Settings(key, options, args.all_tags), args.workers, executor
+            ):
+                stream.add(row)
+        finally:
+            stream.close()
+        skipped = sorted(inputs.skipped + stream.failed, key=lambda item: item["file"])
+        if stream.leaking:
+            log.warning(
+                "phi_in_paths",
+                files=stream.leaking,
+                first=stream.first_leaking,
+                note="these paths contain Patient IDs; rename the folders before sharing the table",
+            )
+        for item in skipped[:20]:
+            log.warning("skipped_file", **item)
+        if skipped and args.strict:
+            raise InputError(
+                f"{len(skipped)} of {stream.files + len(inputs.skipped)} files could not be read "
+                f"(--strict)",
+                file=skipped[0]["file"],
+                reason=skipped[0]["reason"],
+            )
+        series = stream.finish()
+        deid = None
+        if key is not None:
+            deid = dict(
+                lib.deidentifier(key, options).report(),
+                key_source=key_source,
+                applies_to="every value written: table, series table, --all-tags, warnings and "
+                "errors",
+                png_text_chunks=f"removed ({stream.text_chunks_removed} chunks): free text",
+                paths="kept (see phi_in_path)",
+            )
         record.results.update(
-            files=len(rows),
-            errors=len(failed),
-            kinds=dict(sorted(kinds.items())),
+            files=stream.files,
+            errors=len(stream.failed),
+            kinds=dict(sorted(stream.kinds.items())),
             series=len(series),
             series_not_volumes=sum(not s["volume_ok"] for s in series),
-            paths_with_patient_ids=len(leaking),
+            paths_with_patient_ids=stream.leaking,
             skipped=skipped,
             deidentification=deid or "none: --keep-phi",
             table=f"{record.folder}/metadata.jsonl",
         )
     log.info(
         "extracted",
-        files=len(rows),
-        errors=len(failed),
+        files=stream.files,
+        errors=len(stream.failed),
         skipped=len(skipped),
         series=len(series),
         table=f"{record.folder}/metadata.jsonl",

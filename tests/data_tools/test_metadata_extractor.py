@@ -1,5 +1,7 @@
 import csv
+import gc
 import io
+import weakref
 import zlib
 from pathlib import Path
 
@@ -271,3 +273,36 @@ def test_options_need_deidentification(sample_workspace):
         sample_workspace,
     )
     assert both.returncode == 2 and "exclude" in single_error(both.stderr)["error"]
+
+
+class Row(dict):
+    """A row that can be watched with a weak reference."""
+
+
+def test_the_tables_are_written_as_the_rows_come_and_no_row_is_kept(sample_workspace, tmp_path):
+    inputs = collect_inputs(sample_workspace, [PYDICOM_TEST_FILES, sample_workspace / "data"])
+    files = [(Path(path), name) for name, path, _ in inputs.files]
+    settings = mx.Settings(b"k" * 32, (), True)
+    rows = mx.extract_rows(files, settings)
+    expected = {
+        "metadata.jsonl": mx.table_jsonl(rows, mx.COLUMNS),
+        "metadata.csv": mx.table_csv(rows, mx.COLUMNS),
+        "tags.jsonl": mx.tags_jsonl(rows),
+        "series": mx.series_rows(rows),
+        "parquet": mx.parquet_bytes(rows, mx.COLUMNS),
+    }
+    del rows
+    stream, watched = mx.TableStream(tmp_path, mx.COLUMNS, all_tags=True), []
+    for row in mx.iter_rows(files, settings):
+        row = Row(row)
+        watched.append(weakref.ref(row))
+        stream.add(row)
+    del row
+    gc.collect()
+    assert not [ref for ref in watched if ref() is not None]  # all gone once written
+    assert stream.files == len(watched) > 100 and stream.slices
+    assert stream.finish() == expected["series"]
+    for name in ("metadata.jsonl", "metadata.csv", "tags.jsonl"):
+        assert (tmp_path / name).read_bytes() == expected[name], name
+    streamed = pq.read_table(tmp_path / "metadata.parquet")
+    assert streamed.to_pylist() == pq.read_table(io.BytesIO(expected["parquet"])).to_pylist()
