@@ -12,6 +12,7 @@ import pytest
 
 from scripts.data_tools import metadata_extractor as mx
 from scripts.utils.formats import png
+from scripts.utils.formats.parquet import parquet_bytes
 from scripts.utils.jsonio import read_json
 from scripts.utils.records.data_roots import collect_inputs
 from tests.conftest import json_lines, run_script, single_error, tree
@@ -289,7 +290,7 @@ def test_the_tables_are_written_as_the_rows_come_and_no_row_is_kept(sample_works
         "metadata.csv": mx.table_csv(rows, mx.COLUMNS),
         "tags.jsonl": mx.tags_jsonl(rows),
         "series": mx.series_rows(rows),
-        "parquet": mx.parquet_bytes(rows, mx.COLUMNS),
+        "parquet": parquet_bytes(rows, mx.COLUMNS),
     }
     del rows
     stream, watched = mx.TableStream(tmp_path, mx.COLUMNS, all_tags=True), []
