@@ -164,7 +164,7 @@ def split_table(args, log) -> int:
         record.consume(source)
         if previous is None:
             with atomic_output(record.output_path("split.json")) as handle:
-                handle.write(splits.manifest_bytes(manifest))
+                splits.write_manifest(handle, manifest)
             atomic_write_bytes(record.output_path("split.parquet"), splits.split_parquet(manifest))
             record.results.update(counts=manifest["counts"], split=f"{record.folder}/split.json")
             log.info(

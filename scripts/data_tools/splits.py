@@ -372,6 +372,35 @@ def manifest_bytes(manifest: dict) -> bytes:
     return canonical_json(manifest, checked=False)
 
 
+MANIFEST_BLOCK = 1 << 16  # records laid out at a time by write_manifest
+
+
+def write_manifest(handle, manifest: dict, block: int = MANIFEST_BLOCK) -> None:
+    """``manifest_bytes(manifest)`` written to ``handle`` in pieces: the assignments of a manifest
+    on columns are laid out ``block`` records at a time, so the document is never whole in
+    memory (ids that need JSON escapes, and manifests on rows, are written whole)."""
+    assignments = manifest["assignments"]
+    if (
+        not isinstance(assignments, ColumnAssignments)
+        or len(assignments) <= block
+        or _needs_escapes(assignments.id_array)
+    ):
+        handle.write(manifest_bytes(manifest))
+        return
+    marker = b"\x01"  # a control character: in canonical JSON only ever escaped, so unique
+    head, tail = canonical_json(
+        {**manifest, "assignments": orjson.Fragment(marker)}, checked=False
+    ).split(marker)
+    handle.write(head + b"{")
+    keys, indices = assignments.id_array, assignments.index_array
+    for start in range(0, len(keys), block):
+        piece = _arrow_object(
+            keys.slice(start, block), indices[start : start + block], assignments.names
+        )
+        handle.write((b"," if start else b"") + piece[1:-1])
+    handle.write(b"}" + tail)
+
+
 def split_parquet(manifest: dict) -> bytes:
     """The record -> split assignments as Parquet: columns ``id`` and ``split``, sorted by id."""
     assignments = manifest["assignments"]
@@ -391,12 +420,29 @@ def sorted_arrow_object(keys, indices: np.ndarray, values: list):
     object ``{keys[i]: values[indices[i]]}`` laid out byte by byte with NumPy, as an orjson
     Fragment; None when a key holds a character JSON escapes (a quote, a backslash, a control
     character), which sorted_object then writes."""
+    if _needs_escapes(keys):
+        return None
+    return orjson.Fragment(_arrow_object(keys, indices, values))
+
+
+def _key_bytes(keys) -> tuple:
+    """An Arrow text array's offsets (int64, from 0 at its first key's start) and its bytes."""
     offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[
         keys.offset : keys.offset + len(keys) + 1
     ].astype(np.int64)
     data = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    if data.size and (data.min() < 0x20 or np.any((data == 0x22) | (data == 0x5C))):
-        return None
+    return offsets, data
+
+
+def _needs_escapes(keys) -> bool:
+    """Whether a key holds a character JSON escapes (a quote, a backslash, a control character)."""
+    _, data = _key_bytes(keys)
+    return bool(data.size and (data.min() < 0x20 or np.any((data == 0x22) | (data == 0x5C))))
+
+
+def _arrow_object(keys, indices: np.ndarray, values: list) -> bytes:
+    """sorted_arrow_object's bytes, for keys that need no escapes."""
+    offsets, data = _key_bytes(keys)
     lengths = np.diff(offsets)
     # each item is '"' key '":' value ','; the last one's ',' becomes the closing brace
     tails = [b'":' + orjson.dumps(value) + b"," for value in values]
@@ -420,7 +466,7 @@ def sorted_arrow_object(keys, indices: np.ndarray, values: list):
         for position, byte in enumerate(tail):
             out[at + position] = byte
     out[-1] = ord("}")
-    return orjson.Fragment(out.tobytes())
+    return out.tobytes()
 
 
 class Assignments(Mapping):

@@ -1,4 +1,5 @@
 import csv
+import io
 import random
 
 import numpy as np
@@ -251,6 +252,10 @@ def test_the_column_path_writes_the_bytes_of_the_row_path(tmp_path, suffix, in_o
     assert isinstance(by_columns["assignments"], sp.ColumnAssignments)
     assert sp.manifest_bytes(by_columns) == sp.manifest_bytes(by_rows)
     assert sp.split_parquet(by_columns) == sp.split_parquet(by_rows)
+    for block in (1, 7, 500, 10**6):  # written a block of records at a time: the same bytes
+        written = io.BytesIO()
+        sp.write_manifest(written, by_columns, block=block)
+        assert written.getvalue() == sp.manifest_bytes(by_rows)
 
 
 def test_tables_the_column_readers_cannot_take_go_to_the_row_path(tmp_path):
