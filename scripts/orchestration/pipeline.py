@@ -106,6 +106,7 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json, 
 from scripts.utils.limits import printable_name
 from scripts.utils.records.data_roots import bind_roots, collect_inputs
 from scripts.utils.records.holdings import WorkspaceRecords
+from scripts.utils.records.local_index import folder_of
 from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
@@ -285,15 +286,27 @@ def code_fingerprint(entry: Path, also=()) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
-    """Names and contents of the data files, read only where the stat cache cannot vouch for
-    them."""
-    hashed = hash_files(inputs.files, cache, executor, on_error=lambda name, reason: None)
-    digest = hashlib.sha256()
-    for name in sorted(set(hashed) | {name for name, _, _ in inputs.files}):
+def folder_contents(inputs, files: list, cache: StatCache, executor=None) -> dict:
+    """``{folder: SHA-256 of its files' names and contents}`` for ``files`` (listed, in name
+    order), grouped by the listing's folders (data_roots.StatTally; a file given on its own is
+    its own folder). Files are read only where the stat cache cannot vouch for them."""
+    hashed = hash_files(files, cache, executor, on_error=lambda name, reason: None)
+    alone = inputs.tally.alone if inputs.tally is not None else set()
+    digests: dict = {}
+    for name, _, _ in files:
         entry = hashed.get(name)
+        folder = name if name in alone else folder_of(name)
+        digest = digests.get(folder) or digests.setdefault(folder, hashlib.sha256())
         digest.update(f"{name}\0{entry['sha256'] if entry else 'unreadable'}\n".encode())
-    for item in inputs.skipped:
+    return {folder: digest.hexdigest() for folder, digest in digests.items()}
+
+
+def data_fingerprint(contents: dict, skipped) -> str:
+    """The data's names and contents, from its folders' content digests, and what was skipped."""
+    digest = hashlib.sha256()
+    for folder in sorted(contents):
+        digest.update(f"{folder}\0{contents[folder]}\n".encode())
+    for item in skipped:
         digest.update(f"{item['file']}\0skipped\n".encode())
     return digest.hexdigest()
 
@@ -301,13 +314,16 @@ def data_fingerprint(inputs, cache: StatCache, executor=None) -> str:
 class DataSnapshot:
     """The data's fingerprint, or the last call's when the data's listing (names and stats) is the
     same: an unchanged folder of a million files costs a walk and a stat of each
-    (tree_snapshots.py). Made before the data roots are bound: a snapshot also vouches for their
-    listing hashes."""
+    (tree_snapshots.py). When the listing differs, only the folders whose listing changed are
+    read again (through the stat cache); the others keep the content digests the last call
+    found. Made before the data roots are bound: a snapshot also vouches for their listing
+    hashes."""
 
     def __init__(self, workspace: Path, inputs):
         self.inputs = inputs
         self.listing, newest_ns = inputs.stat_digest, inputs.newest_ns
-        self.snapshots = TreeSnapshots.load(workspace / REGISTRY)
+        self.registry = workspace / REGISTRY
+        self.snapshots = TreeSnapshots.load(self.registry)
         found = self.snapshots.lookup(DATA_SNAPSHOT, inputs.given, self.listing, newest_ns)
         self.known = None
         if (
@@ -321,12 +337,48 @@ class DataSnapshot:
     def fingerprint(self, cache: StatCache, executor=None) -> str:
         if self.known is not None:
             return self.known
-        fingerprint = data_fingerprint(self.inputs, cache, executor)
+        inputs = self.inputs
+        contents = self._unchanged_contents()
+        if contents is None:
+            contents = folder_contents(inputs, inputs.files, cache, executor)
+        else:
+            alone = inputs.tally.alone
+            files = [
+                item
+                for item in inputs.files
+                if (item[0] if item[0] in alone else folder_of(item[0])) not in contents
+            ]
+            contents.update(folder_contents(inputs, files, cache, executor))
+        fingerprint = data_fingerprint(contents, inputs.skipped)
         cache.save()
-        outcome = {"fingerprint": fingerprint, "roots": roots_listings(self.inputs.roots)}
-        self.snapshots.remember(DATA_SNAPSHOT, self.inputs.given, self.listing, outcome)
+        outcome = {"fingerprint": fingerprint, "roots": roots_listings(inputs.roots)}
+        self.snapshots.remember(
+            DATA_SNAPSHOT,
+            inputs.given,
+            self.listing,
+            outcome,
+            tally=inputs.tally,
+            contents=contents,
+        )
         self.snapshots.save()
         return fingerprint
+
+    def _unchanged_contents(self) -> dict | None:
+        """The content digests of the folders whose listing is as at the last call, or None when
+        there is no such call to compare with."""
+        if self.inputs.tally is None:
+            return None
+        found = self.snapshots.changed_folders(
+            DATA_SNAPSHOT, self.inputs.given, self.inputs.tally, self.registry, False
+        )
+        if found is None:
+            return None
+        changed = found[2]
+        kept = self.snapshots.contents(DATA_SNAPSHOT, self.inputs.given)
+        listed = set(self.inputs.tally.folders)
+        if not set(kept) <= listed | changed:
+            return None  # content digests of another shape: read everything
+        return {folder: digest for folder, digest in kept.items() if folder not in changed}
 
 
 def portable(arg: str, workspace: Path) -> str:

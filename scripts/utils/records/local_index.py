@@ -19,7 +19,8 @@ that one folder's rows cost one indexed read:
   to date from the journal's new lines, or rebuilt when the registry file
   was rewritten by someone else (registry.entries_in_folders);
 * ``folders`` and ``listings``: per tree snapshot, each folder's stat digest
-  (tree_snapshots.py), which tells the folders that changed since.
+  (tree_snapshots.py), which tells the folders that changed since; ``contents``:
+  per snapshot of the pipeline's data fingerprint, each folder's content digest.
 
 SQLite makes every write a transaction (a killed process leaves the last
 committed state) and lets several processes share the file. A file that is
@@ -36,7 +37,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stats (
     folder TEXT NOT NULL, name TEXT NOT NULL, stat TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS folders (
     PRIMARY KEY (snapshot, folder)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS listings (snapshot TEXT PRIMARY KEY, listing TEXT NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contents (
+    snapshot TEXT NOT NULL, folder TEXT NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (snapshot, folder)) WITHOUT ROWID;
 """
 SUFFIX = ".index.sqlite"
 BUSY_TIMEOUT_S = 120  # another process's transaction: wait for it (a rebuild takes seconds)

@@ -129,6 +129,8 @@ class TreeSnapshots:
         self.written_ns = written_ns
         self.updates: dict = {}
         self.folder_updates: dict = {}  # {key: (listing, {folder: (digest, newest)}, before)}
+        self.content_updates: dict = {}  # {key: {folder: content digest}}
+        self.contents_before: dict = {}  # {key: {folder: content digest}} as kept
 
     @staticmethod
     def path_for(registry: Path) -> Path:
@@ -167,7 +169,7 @@ class TreeSnapshots:
                 return None
         return found.get("outcome"), token
 
-    def changed_folders(self, kind: str, scopes, tally, registry: Path):
+    def changed_folders(self, kind: str, scopes, tally, registry: Path, against_registry=True):
         """``(outcome, registry state now, changed, unchanged files)`` against the last check of
         ``kind`` over ``scopes`` whose folder digests were kept, when the listing differs from it:
         ``changed`` holds the folder keys (data_roots.StatTally) whose listing changed or cannot
@@ -178,13 +180,16 @@ class TreeSnapshots:
         found = self.entries.get(key)
         if not isinstance(found, dict) or not isinstance(found.get("listing"), str):
             return None
-        before = self._folders(key, found["listing"], registry)
-        if before is None:
+        kept = self._folders(key, found["listing"], registry)
+        if kept is None:
             return None
-        touched = registry_touched(registry, found.get("registry"), scopes)
-        if touched is None:
-            return None
-        state, names = touched
+        before, self.contents_before[key] = kept
+        state, names = None, set()
+        if against_registry:
+            touched = registry_touched(registry, found.get("registry"), scopes)
+            if touched is None:
+                return None
+            state, names = touched
         changed = {
             folder
             for folder, (digest, newest) in tally.folders.items()
@@ -195,8 +200,15 @@ class TreeSnapshots:
         self.folder_updates[key] = (None, None, before)
         return found.get("outcome"), state, changed
 
+    def contents(self, kind: str, scopes) -> dict:
+        """The folder content digests kept with the snapshot that ``changed_folders`` compared
+        with (empty when none were kept)."""
+        return self.contents_before.get(self.key(kind, scopes)) or {}
+
     @staticmethod
-    def _folders(key: str, listing: str, registry: Path) -> dict | None:
+    def _folders(key: str, listing: str, registry: Path) -> tuple | None:
+        """``({folder: stat digest}, {folder: content digest})`` kept for snapshot ``key`` if it
+        is of ``listing``."""
         with local_index.opened(registry) as db:
             if db is None:
                 return None
@@ -205,12 +217,17 @@ class TreeSnapshots:
                 if kept.fetchone() != (listing,):
                     return None
                 rows = db.execute("SELECT folder, digest FROM folders WHERE snapshot = ?", (key,))
-                return dict(rows)
+                digests = dict(rows)
+                rows = db.execute("SELECT folder, digest FROM contents WHERE snapshot = ?", (key,))
+                return digests, dict(rows)
             except sqlite3.Error:
                 return None
 
-    def remember(self, kind: str, scopes, digest: str, outcome, token=None, tally=None) -> None:
-        """Keep this check's outcome for the next one; with ``tally``, its folder digests too."""
+    def remember(
+        self, kind: str, scopes, digest: str, outcome, token=None, tally=None, contents=None
+    ) -> None:
+        """Keep this check's outcome for the next one; with ``tally``, its folder digests too
+        (and with ``contents``, each folder's content digest)."""
         key = self.key(kind, scopes)
         self.updates[key] = {
             "listing": digest,
@@ -220,6 +237,8 @@ class TreeSnapshots:
         if tally is not None:
             before = self.folder_updates.get(key, (None, None, None))[2]
             self.folder_updates[key] = (digest, tally.folders, before)
+            if contents is not None:
+                self.content_updates[key] = contents
 
     @staticmethod
     def _order(entry) -> int:
@@ -275,6 +294,23 @@ class TreeSnapshots:
                                 if before.get(folder) != digest
                             ],
                         )
+                        self._save_contents(db, key)
                         db.execute("INSERT OR REPLACE INTO listings VALUES (?, ?)", (key, listing))
             except sqlite3.Error:
                 pass
+
+    def _save_contents(self, db, key: str) -> None:
+        contents = self.content_updates.get(key)
+        before = self.contents_before.get(key)
+        if contents is None or before is None:
+            db.execute("DELETE FROM contents WHERE snapshot = ?", (key,))
+            before = {}
+        contents = contents or {}
+        db.executemany(
+            "DELETE FROM contents WHERE snapshot = ? AND folder = ?",
+            [(key, folder) for folder in before if folder not in contents],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO contents VALUES (?, ?, ?)",
+            [(key, f, d) for f, d in contents.items() if before.get(f) != d],
+        )
