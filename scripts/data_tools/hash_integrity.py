@@ -5,6 +5,8 @@
     verify  PATH...   audit the files under PATH against the registry, like
                       hashdeep: matched, changed, new, missing, moved; exit 1
                       on any difference
+    fold              write the registry file with its journal applied (the
+                      same entries; for tools that read the file alone, jq)
 
 The registry is ``data/hash_registry.json`` (the one the run records use) or
 ``--registry FILE``. Files in the workspace are named workspace-relative; a
@@ -51,6 +53,7 @@ Usage:
     python scripts/data_tools/hash_integrity.py hash data/sample
     python scripts/data_tools/hash_integrity.py hash /mnt/scans --data-name scans
     python scripts/data_tools/hash_integrity.py verify data/sample --export -
+    python scripts/data_tools/hash_integrity.py fold
     python scripts/data_tools/hash_integrity.py hash /mnt/archive --scheduler tcp://head-node:8786
 """
 
@@ -80,7 +83,9 @@ from scripts.utils.records.registry import (
     REGISTRY,
     StatCache,
     add_to_registry,
+    check_registry,
     entries_in_folders,
+    fold_journal,
     hash_files,
     read_registry,
     registry_state,
@@ -220,6 +225,14 @@ def hash_or_verify(args, log) -> int:
     registry = Path(args.registry).resolve() if args.registry else default_registry
     if args.registry:
         relative_to_workspace(workspace, registry)  # a registry outside the workspace is refused
+    if args.command == "fold":
+        if args.paths:
+            raise InputError("fold takes no paths", value=args.paths[0])
+        check_registry(registry)
+        log.info("folded", registry=str(registry), folded=fold_journal(registry, force=True))
+        return 0
+    if not args.paths:
+        raise InputError(f"{args.command} needs at least one PATH")
     inputs = collect_inputs(workspace, args.paths, args.data_name, log, bind=False)
     gc.freeze()  # the listing lives to the end: later collections need not walk its million objects
     scopes = inputs.given
@@ -348,12 +361,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "command",
-        choices=("hash", "verify"),
-        help="hash: record; verify: audit (exit 1 on differences)",
+        choices=("hash", "verify", "fold"),
+        help="hash: record; verify: audit (exit 1 on differences); fold: the registry file whole",
     )
     parser.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
         help="files or folders (outside the workspace: data roots)",
     )

@@ -333,3 +333,23 @@ def test_the_first_hash_in_a_fresh_workspace_leaves_its_stat_cache(tmp_path):
     assert call("hash").returncode == 0
     verified = call("verify")
     assert verified.returncode == 0 and events(verified, "hashed")[0]["read"] == 0
+
+
+def test_fold_leaves_every_entry_in_the_registry_file(sample_workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRH_REGISTRY_JOURNAL_BYTES", "0")  # hash appends to the journal
+    root = tmp_path / "scans"
+    scans_tree(root)
+    assert hash_tree(sample_workspace, path=root).returncode == 0
+    (root / "d1" / "f0.bin").write_bytes(b"changed")
+    assert hash_tree(sample_workspace, path=root).returncode == 0  # one small journal line
+    registry = sample_workspace / "data/hash_registry.json"
+    journal = registry.with_name(".hash_registry.json.journal.jsonl")
+    assert journal.exists()
+    assert read_json(registry)["files"]["@scans/d1/f0.bin"]["size"] != len(b"changed")
+    whole = read_registry(registry)
+    folded = run_script("data_tools", "hash_integrity", "fold", "--workspace", sample_workspace)
+    assert folded.returncode == 0, folded.stderr
+    assert not journal.exists() and read_json(registry)["files"] == whole
+    for wrong in (["fold", "data"], ["hash"]):
+        result = run_script("data_tools", "hash_integrity", *wrong, "--workspace", sample_workspace)
+        assert result.returncode == 2 and single_error(result.stderr)["event"] == "bad_input"
