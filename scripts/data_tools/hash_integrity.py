@@ -78,7 +78,6 @@ from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.json_logger import progress
 from scripts.utils.jsonio import atomic_output
 from scripts.utils.records.data_roots import bind_roots, collect_inputs
-from scripts.utils.records.local_index import folder_of
 from scripts.utils.records.registry import (
     REGISTRY,
     StatCache,
@@ -139,31 +138,25 @@ def changed_part(inputs, snapshots: TreeSnapshots, registry: Path):
     found = snapshots.changed_folders(SNAPSHOT, scopes, tally, registry)
     if found is None:
         return None
-    _, state, changed = found
+    state, changed = found
     while True:  # read the entries, then look again at what the journal gained meanwhile
-        read = entries_in_folders(
-            registry, {key if key not in tally.alone else folder_of(key) for key in changed}
-        )
+        read = entries_in_folders(registry, set(map(tally.folder_of_key, changed)))
         if read is None:
             return None
         entries, now = read
         touched = registry_touched(registry, state, scopes, now)
         if touched is None:
             return None
-        more = {name if name in tally.alone else folder_of(name) for name in touched[1]} - changed
+        more = set(map(tally.key_of, touched[1])) - changed
         if not more:
             break
         changed |= more
         state = now
-
-    def key_of(name: str) -> str:
-        return name if name in tally.alone else folder_of(name)
-
-    files = [item for item in inputs.files if key_of(item[0]) in changed]
+    files = [item for item in inputs.files if tally.key_of(item[0]) in changed]
     expected = {
         name: entry
         for name, entry in entries.items()
-        if key_of(name) in changed and under(name, scopes)
+        if tally.key_of(name) in changed and under(name, scopes)
     }
     return files, expected, now
 

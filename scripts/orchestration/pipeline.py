@@ -291,11 +291,10 @@ def folder_contents(inputs, files: list, cache: StatCache, executor=None) -> dic
     order), grouped by the listing's folders (data_roots.StatTally; a file given on its own is
     its own folder). Files are read only where the stat cache cannot vouch for them."""
     hashed = hash_files(files, cache, executor, on_error=lambda name, reason: None)
-    alone = inputs.tally.alone if inputs.tally is not None else set()
     digests: dict = {}
     for name, _, _ in files:
         entry = hashed.get(name)
-        folder = name if name in alone else folder_of(name)
+        folder = inputs.tally.key_of(name) if inputs.tally is not None else folder_of(name)
         digest = digests.get(folder) or digests.setdefault(folder, hashlib.sha256())
         digest.update(f"{name}\0{entry['sha256'] if entry else 'unreadable'}\n".encode())
     return {folder: digest.hexdigest() for folder, digest in digests.items()}
@@ -342,12 +341,8 @@ class DataSnapshot:
         if contents is None:
             contents = folder_contents(inputs, inputs.files, cache, executor)
         else:
-            alone = inputs.tally.alone
-            files = [
-                item
-                for item in inputs.files
-                if (item[0] if item[0] in alone else folder_of(item[0])) not in contents
-            ]
+            key_of = inputs.tally.key_of
+            files = [item for item in inputs.files if key_of(item[0]) not in contents]
             contents.update(folder_contents(inputs, files, cache, executor))
         fingerprint = data_fingerprint(contents, inputs.skipped)
         cache.save()
@@ -373,7 +368,7 @@ class DataSnapshot:
         )
         if found is None:
             return None
-        changed = found[2]
+        changed = found[1]
         kept = self.snapshots.contents(DATA_SNAPSHOT, self.inputs.given)
         listed = set(self.inputs.tally.folders)
         if not set(kept) <= listed | changed:

@@ -50,6 +50,7 @@ import orjson
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import locked_update
 from scripts.utils.limits import name_hex, printable_name
+from scripts.utils.records.local_index import folder_of
 from scripts.utils.workspace import DATA_ROOT_MARK, inside, relative_to_workspace
 
 BINDINGS = "meta/chronicle/.data_roots.json"
@@ -162,7 +163,7 @@ class StatTally:
     def __init__(self):
         self.sha = hashlib.sha256()
         self.newest_ns = 0
-        self.folders: dict = {}  # {folder (local_index.folder_of of its files): (digest, newest)}
+        self.folders: dict = {}  # {folder (folder_of its files): (digest, newest)}
         self.alone: set = set()  # the keys of `folders` that are a file given on its own
 
     def add_file(self, name: str, info) -> None:
@@ -181,6 +182,15 @@ class StatTally:
         self.sha.update(digest)
         key = folder[:-1] if folder.endswith("/") else folder
         self.folders[key] = (digest[:16], newest)
+
+    def key_of(self, name: str) -> str:
+        """The key in ``folders`` a record name belongs to: its folder, or itself when it is a
+        file given on its own."""
+        return name if name in self.alone else folder_of(name)
+
+    def folder_of_key(self, key: str) -> str:
+        """The folder (local_index.folder_of) holding the files of key ``key``."""
+        return folder_of(key) if key in self.alone else key
 
     def digest(self, skipped=()) -> str:
         sha = self.sha.copy()

@@ -55,7 +55,6 @@ import orjson
 from scripts.utils.errors import InputError
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, holding, lock_for, read_json
 from scripts.utils.records import local_index
-from scripts.utils.records.local_index import folder_of
 from scripts.utils.records.registry import (
     journal_grew,
     journal_lines_since,
@@ -170,7 +169,7 @@ class TreeSnapshots:
         return found.get("outcome"), token
 
     def changed_folders(self, kind: str, scopes, tally, registry: Path, against_registry=True):
-        """``(outcome, registry state now, changed, unchanged files)`` against the last check of
+        """``(registry state now, changed)`` against the last check of
         ``kind`` over ``scopes`` whose folder digests were kept, when the listing differs from it:
         ``changed`` holds the folder keys (data_roots.StatTally) whose listing changed or cannot
         be trusted (a file as new as the snapshot), or where the registry's journal set or dropped
@@ -196,9 +195,9 @@ class TreeSnapshots:
             if before.get(folder) != digest or newest >= self.written_ns
         }
         changed.update(folder for folder in before if folder not in tally.folders)
-        changed.update(name if name in tally.alone else folder_of(name) for name in names)
+        changed.update(map(tally.key_of, names))
         self.folder_updates[key] = (None, None, before)
-        return found.get("outcome"), state, changed
+        return state, changed
 
     def contents(self, kind: str, scopes) -> dict:
         """The folder content digests kept with the snapshot that ``changed_folders`` compared
