@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 
 
-def best_of_alternating(functions: dict, repeat: int) -> dict:
-    """Run each function in turn, ``repeat`` rounds; keep each one's best wall time."""
+def best_of_alternating(functions: dict, repeat: int, before=None) -> dict:
+    """Run each function in turn, ``repeat`` rounds; keep each one's best wall time. ``before``,
+    if given, runs untimed before each call."""
     best = {name: float("inf") for name in functions}
     for _ in range(repeat):
         for name, function in functions.items():
+            if before is not None:
+                before()
             start = time.perf_counter()
             function()
             best[name] = min(best[name], time.perf_counter() - start)

@@ -90,10 +90,11 @@ PARALLEL_GROUPS = 100_000  # below this many distinct groups, one process is fas
 def _hash_chunk(key: bytes, groups: list) -> bytes:
     """8 bytes of keyed BLAKE2b per group, joined (a MAC: without the key the split cannot be
     predicted)."""
-    keyed = hashlib.blake2b(key=key, digest_size=8)  # copies of it skip hashing the key block again
+    # copies of one keyed hash skip hashing the key block again
+    copy = hashlib.blake2b(key=key, digest_size=8).copy
     digests = []
     for group in groups:
-        one = keyed.copy()
+        one = copy()
         one.update(group.encode("utf-8"))
         digests.append(one.digest())
     return b"".join(digests)
@@ -441,32 +442,20 @@ def _needs_escapes(keys) -> bool:
 
 
 def _arrow_object(keys, indices: np.ndarray, values: list) -> bytes:
-    """sorted_arrow_object's bytes, for keys that need no escapes."""
-    offsets, data = _key_bytes(keys)
-    lengths = np.diff(offsets)
-    # each item is '"' key '":' value ','; the last one's ',' becomes the closing brace
-    tails = [b'":' + orjson.dumps(value) + b"," for value in values]
-    sizes = lengths + 1 + np.array([len(tail) for tail in tails], dtype=np.int64)[indices]
-    starts = np.empty(len(keys) + 1, dtype=np.int64)
-    starts[0] = 1  # after the opening brace
-    np.cumsum(sizes, out=starts[1:])
-    starts[1:] += 1
-    out = np.empty(int(starts[-1]), dtype=np.uint8)
-    out[0] = ord("{")
-    out[starts[:-1]] = ord('"')
-    key_starts = starts[:-1] + 1
-    edges = np.zeros(out.size + 1, dtype=np.int8)  # +1 where a key begins, -1 where it ends
-    edges[key_starts] += 1
-    edges[key_starts + lengths] -= 1
-    np.cumsum(edges, out=edges)  # 1 inside a key, 0 elsewhere
-    out[edges[:-1].view(bool)] = data  # the keys' bytes, in order
-    tail_starts = key_starts + lengths
-    for code, tail in enumerate(tails):
-        at = tail_starts[indices == code]
-        for position, byte in enumerate(tail):
-            out[at + position] = byte
-    out[-1] = ord("}")
-    return out.tobytes()
+    """sorted_arrow_object's bytes, for keys that need no escapes: Arrow joins each key with its
+    value's tail (``":"value","``) in one kernel, and its text buffer is the object's body."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(keys) == 0:
+        return b"{}"
+    tails = pa.array(['":' + orjson.dumps(value).decode() + ',"' for value in values])
+    items = pc.binary_join_element_wise(keys, tails.take(pa.array(indices)), "")
+    _, data = _key_bytes(items)
+    body = bytearray(b'{"')
+    body += memoryview(data[:-2])  # the last item's ',"' becomes the closing brace
+    body += b"}"
+    return bytes(body)
 
 
 class Assignments(Mapping):
