@@ -20,14 +20,14 @@ and is left as it is.
 A registry of millions of entries is not rewritten for every change. Once
 the registry file is larger than ``$CRH_REGISTRY_JOURNAL_BYTES`` (default 4 MiB,
 about 20,000 entries), a commit that only sets and drops entries (a run's
-outputs, ``hash_integrity.py hash``) appends one line,
+outputs, ``hash_integrity.py hash``, recovery and retraction) appends one line,
 ``{"set": {name: entry}, "drop": [name, ...]}``, to the journal beside it
 (``.hash_registry.json.journal.jsonl``, fsync'd under the registry's lock).
 The registry is the file with the journal's lines applied in order (each
 line's drops, then its sets); every reader here (``read_registry``) merges
 them. The journal is folded into the file (atomically, then deleted) when it
 reaches an eighth of the file's size (so the cost per entry stays constant),
-before any other kind of change (recovery, retraction), and at the end of
+before any change other than setting and dropping entries, and at the end of
 every pipeline (``make phaseN``): ``data/hash_registry.json`` keeps its format
 and is whole after every phase. A line torn by a kill has no newline: readers
 ignore it and the next writer cuts it off. Folding is idempotent (a fold
@@ -297,24 +297,8 @@ def add_to_registry(path: Path, entries: dict, change=None, drop=()):
     path = Path(path)
     journal = journal_path(path)
     with holding(lock_for(path), path):
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = -1
-        journal_size = journal.stat().st_size if journal.exists() else 0
-        if change is None and size >= journal_from_bytes() and journal_size * FOLD_FRACTION < size:
-            checked_registry_head(path)
-            length = _journal_length(journal)
-            try:
-                with open(journal, "ab") as handle:
-                    handle.write(canonical_json(line, checked=False))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            except BaseException:
-                _cut(
-                    journal, length
-                )  # a line written but not synced must not outlive the failed commit
-                raise
+        if change is None and _takes_journal(path):
+            length = _append_journal(path, line)
 
             def undo():
                 with holding(lock_for(path), path):
@@ -322,7 +306,7 @@ def add_to_registry(path: Path, entries: dict, change=None, drop=()):
 
             return undo
 
-        previous = path.read_bytes() if size >= 0 else None
+        previous = path.read_bytes() if path.exists() else None
         previous_journal = journal.read_bytes() if journal.exists() else None
 
         def add(files):
@@ -342,6 +326,60 @@ def add_to_registry(path: Path, entries: dict, change=None, drop=()):
                 atomic_write_bytes(journal, previous_journal)
 
     return restore
+
+
+def drop_from_registry(path: Path, select) -> dict:
+    """Drop the entries for which ``select(name, entry)`` is true; return them, ``{name: entry}``.
+
+    Finding them reads the registry whole; writing costs what is dropped: one
+    journal line when the registry file is large (as ``add_to_registry``),
+    else one rewrite.
+    """
+    path = Path(path)
+    with holding(lock_for(path), path):
+        if not _takes_journal(path):
+            dropped = {}
+
+            def drop(files):
+                for name in sorted(n for n, e in files.items() if select(n, e)):
+                    dropped[name] = files.pop(name)
+
+            _rewrite(path, drop)
+            return dropped
+        files = read_registry(path)
+        dropped = {name: files[name] for name in sorted(files) if select(name, files[name])}
+        if dropped:
+            _append_journal(path, {"set": {}, "drop": list(dropped)})
+        return dropped
+
+
+def _takes_journal(path: Path) -> bool:
+    """Whether a change to ``path`` goes to its journal: the file is large, and its journal not yet
+    due for a fold. Call it holding the lock."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    journal = journal_path(path)
+    journal_size = journal.stat().st_size if journal.exists() else 0
+    return size >= journal_from_bytes() and journal_size * FOLD_FRACTION < size
+
+
+def _append_journal(path: Path, line: dict) -> int:
+    """Append ``line`` to the journal, fsync'd; return the journal's length before it (what an undo
+    cuts back to). Call it holding the lock."""
+    checked_registry_head(path)
+    journal = journal_path(path)
+    length = _journal_length(journal)
+    try:
+        with open(journal, "ab") as handle:
+            handle.write(canonical_json(line, checked=False))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        _cut(journal, length)  # a line written but not synced must not outlive the failed commit
+        raise
+    return length
 
 
 def _cut(journal: Path, length: int) -> None:

@@ -70,13 +70,13 @@ from scripts.utils.records.registry import (
     bytes_entry,
     check_registry,
     check_writable,
+    drop_from_registry,
     fold_journal,
     hash_file,
     read_manifest,
     read_registry,
     registry_entry,
     update_manifest,
-    update_registry,
 )
 from scripts.utils.workspace import (
     RESULTS,
@@ -255,13 +255,9 @@ def recover(workspace: Path, log=None) -> dict:
                 removed.append(run_report(run_id))
     dropped = []
     if dead and (workspace / REGISTRY).exists():
-
-        def drop(files):
-            for name in [n for n, e in files.items() if e.get("run") in dead]:
-                dropped.append(name)
-                del files[name]
-
-        update_registry(workspace / REGISTRY, drop)
+        dropped = list(
+            drop_from_registry(workspace / REGISTRY, lambda name, entry: entry.get("run") in dead)
+        )
     appended = _roll_seed_log_forward(workspace, runs)
     if log is not None and (removed or dropped or appended):
         log.warning(
@@ -314,19 +310,17 @@ def retract_runs(workspace: Path, run_ids, log=None) -> list:
         return []
     elsewhere = []
     with holding(records_lock(workspace), workspace / RECORDS_LOCK):
-
-        def drop(files):
-            for name in sorted(n for n, e in files.items() if e.get("run") in targets):
-                run = files.pop(name)["run"]
-                if (
-                    name != run_report(run)
-                    and not name.startswith(run_folder(run) + "/")
-                    and not name.startswith("@")
-                ):
-                    elsewhere.append(name)
-
         if (workspace / REGISTRY).exists():
-            update_registry(workspace / REGISTRY, drop)
+            dropped = drop_from_registry(
+                workspace / REGISTRY, lambda name, entry: entry.get("run") in targets
+            )
+            elsewhere = [
+                name
+                for name, entry in dropped.items()
+                if name != run_report(entry["run"])
+                and not name.startswith(run_folder(entry["run"]) + "/")
+                and not name.startswith("@")
+            ]
         if (workspace / MANIFEST).exists():
             update_manifest(workspace / MANIFEST, lambda runs: [runs.pop(r, None) for r in targets])
         for run_id in sorted(targets):

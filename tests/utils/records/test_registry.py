@@ -14,6 +14,7 @@ from scripts.utils.jsonio import canonical_json, read_json
 from scripts.utils.records import registry
 from scripts.utils.records.registry import (
     add_to_registry,
+    drop_from_registry,
     fold_journal,
     journal_path,
     read_registry,
@@ -129,6 +130,31 @@ def test_other_changes_fold_first_so_nothing_dropped_comes_back(big):
     assert not journal_path(big).exists()
     files = read_registry(big)
     assert "doomed/a" not in files and "kept/a" in files
+
+
+def test_dropping_from_a_large_registry_writes_one_journal_line(big, tmp_path, monkeypatch):
+    add_to_registry(big, {"doomed/a": entry("dead", 1), "kept/a": entry("alive", 2)})
+    add_to_registry(big, {"doomed/b": entry("dead", 3)})
+    before = big.read_bytes()
+    dropped = drop_from_registry(big, lambda name, e: e["run"] == "dead")
+    assert dropped == {"doomed/a": entry("dead", 1), "doomed/b": entry("dead", 3)}
+    assert big.read_bytes() == before  # the big file is not rewritten
+    last = orjson.loads(journal_path(big).read_bytes().splitlines()[-1])
+    assert last == {"set": {}, "drop": ["doomed/a", "doomed/b"]}
+    assert drop_from_registry(big, lambda name, e: e["run"] == "dead") == {}  # nothing: no line
+    assert len(journal_path(big).read_bytes().splitlines()) == 3
+    fold_journal(big, force=True)
+    # the same drop on a small registry (rewritten): the same file
+    monkeypatch.delenv(registry.JOURNAL_BYTES_ENV)
+    small = tmp_path / "small" / "hash_registry.json"
+    update_registry(
+        small, lambda files: files.update({f"bulk/{i:05d}": entry("seed", i) for i in range(2_000)})
+    )
+    add_to_registry(small, {"doomed/a": entry("dead", 1), "kept/a": entry("alive", 2)})
+    add_to_registry(small, {"doomed/b": entry("dead", 3)})
+    assert drop_from_registry(small, lambda name, e: e["run"] == "dead") == dropped
+    assert not journal_path(small).exists()
+    assert small.read_bytes() == big.read_bytes()
 
 
 WRITER = """

@@ -516,6 +516,25 @@ def test_disk_full_is_exit_2_and_nothing_is_half_done(tmp_path):
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+def test_retraction_in_a_large_registry_is_a_journal_line_with_the_same_result(
+    workspace, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(registry.JOURNAL_BYTES_ENV, "0")  # every registry counts as large
+    first = record_demo(workspace, outputs=("a.txt",))
+    second = record_demo(workspace, outputs=("b.txt",))
+    before = (workspace / REGISTRY).read_bytes()
+    assert run_records.retract_runs(workspace, [first]) == []
+    assert (workspace / REGISTRY).read_bytes() == before  # not rewritten: a journal line
+    assert all(e["run"] != first for e in read_registry(workspace / REGISTRY).values())
+    registry.fold_journal(workspace / REGISTRY, force=True)
+    monkeypatch.delenv(registry.JOURNAL_BYTES_ENV)
+    twin = tmp_path / "twin"
+    record_demo(twin, outputs=("a.txt",)), record_demo(twin, outputs=("b.txt",))
+    run_records.retract_runs(twin, [first])
+    for relative in (REGISTRY, MANIFEST, f"experiments/results/{second}.json"):
+        assert (workspace / relative).read_bytes() == (twin / relative).read_bytes(), relative
+
+
 def test_retracted_runs_vanish_and_their_names_and_seed_lines_are_reused(workspace, tmp_path):
     first = record_demo(workspace, outputs=("a.txt",))
     second = record_demo(workspace, outputs=("b.txt",))
