@@ -231,7 +231,9 @@ def bench_tree_growth(scratch: Path, quick: bool, repeat: int) -> list:
             "s",
             "a bare os.scandir + stat pass over the same tree",
             largest["stat_pass_seconds"],
-            0.5,
+            # the 2x target is set for 10^6 files (make bench-large); below that the process's
+            # fixed start-up cost is a large part of the time, and the figure is context
+            0.5 if files >= 10**6 else None,
             {"growth": growth, "peak_mib": largest["second_call"]["peak_mib"]},
             higher_is_better=False,
         ),
