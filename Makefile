@@ -22,7 +22,9 @@ SCHEDULER ?=
 RUN ?=
 # What a user names (a folder may be called anything) reaches the scripts as data: in the environment,
 # unexpanded, and never written into a recipe (scripts/orchestration/make_targets.py turns it into options).
-MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN PHASE
+CRATE ?=
+KEY ?=
+MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN PHASE CRATE KEY
 unexport $(MAKE_INPUTS)
 $(foreach name,$(MAKE_INPUTS),$(eval export CRH_MAKE_$(name) := $$(value $(name))))
 VENV_STAMP = $(VENV)/.lock-sha256
@@ -33,7 +35,7 @@ FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-gpu lock test lint format fuzz bench bench-large clean clean-venv \
-        phase5 phase6 phase7 phase8 phase9 verify report steps
+        phase5 phase6 phase7 phase8 phase9 verify report steps certify check-proof
 
 help:
 	$(info Targets:)
@@ -55,6 +57,8 @@ help:
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
 	$(info   report      one self-contained HTML page for the newest phase run (RUN=path for another); prints its path)
 	$(info   steps       print the steps of PHASE=phase7 (or another): what each runs, consumes and writes)
+	$(info   certify     a signed RO-Crate of PHASE=phase7 (or all, or RUN=report) in experiments/proofs/; KEY=pem signs)
+	$(info   check-proof check CRATE=dir offline: signature, every file, the profile (KEY=public pem pins the signer))
 	@$(PYTHON) -c "pass"
 
 $(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py
@@ -101,7 +105,7 @@ clean: $(VENV_STAMP)
 clean-venv:
 	$(PYTHON) -c "import shutil; shutil.rmtree('$(VENV)', ignore_errors=True)"
 
-phase5 phase6 phase7 phase8 phase9 verify report steps: $(VENV_STAMP)
+phase5 phase6 phase7 phase8 phase9 verify report steps certify check-proof: $(VENV_STAMP)
 	$(PY) scripts/orchestration/make_targets.py $@
 
 phase%: $(VENV_STAMP)

@@ -7,7 +7,7 @@ through a shell.
 
 A folder name may hold anything a file system allows: quotes, backticks,
 ``$(...)``, newlines. The Makefile therefore never writes DATA, DATA_NAME,
-STRICT, SCHEDULER, RUN or WORKSPACE into a recipe. It hands each over in
+STRICT, SCHEDULER, RUN, PHASE, CRATE, KEY or WORKSPACE into a recipe. It hands each over in
 the environment as ``CRH_MAKE_<NAME>``, unexpanded (``$(value NAME)``, so
 make does not run a ``$(shell ...)`` in it either, and ``unexport`` keeps
 make from exporting it expanded), and this command turns them into the
@@ -50,6 +50,14 @@ def target_argv(target: str, environ=None) -> tuple[str, list]:
         return "html_report", ([given("RUN")] if given("RUN") else []) + argv
     if target == "steps":
         return "pipeline", [given("PHASE") or "phase7", "--steps"]
+    if target == "certify":
+        what = given("RUN") or given("PHASE") or "phase7"
+        return "certify", [what, *argv] + (["--key", given("KEY")] if given("KEY") else [])
+    if target == "check-proof":
+        crate = given("CRATE") or os.path.join(
+            given("WORKSPACE") or ".", "experiments/proofs/phase7"
+        )
+        return "check_proof", [crate] + (["--key", given("KEY")] if given("KEY") else [])
     argv = [target, *argv]
     for name, option in (
         ("DATA", "--data"),
@@ -73,6 +81,10 @@ def main(argv=None) -> int:
         from scripts.orchestration.pipeline import main as run
     elif command == "verify":
         from scripts.orchestration.verify import main as run
+    elif command == "certify":
+        from scripts.orchestration.certify import main as run
+    elif command == "check_proof":
+        from scripts.orchestration.check_proof import main as run
     else:
         from scripts.visualization.html_report import main as run
     return run(command_argv)

@@ -81,6 +81,7 @@ import orjson
 
 from scripts.orchestration.causes import FILE_NAME, CauseSearch, name_pattern
 from scripts.orchestration.external_runs import anchored
+from scripts.orchestration.proofs import certify_verify, default_crate_folder, verify_claim
 from scripts.orchestration.variations import (
     VARIATIONS,
     changed_settings,
@@ -91,8 +92,11 @@ from scripts.utils import cli, timestamps
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.artifact_diff import LIMIT, compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json
+from scripts.utils.records import signing
+from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.run_records import RunRecorder
 from scripts.utils.workspace import REPO_ROOT, RESULTS, resolve_workspace
+from scripts.visualization.pages import build_page
 
 DEFAULT_EPOCH = "1761912000"
 BOOKKEEPING = (
@@ -694,59 +698,84 @@ def verify_twice(args, log) -> int:
             runs=runs.count,
             total_seconds=round(timer.elapsed(), 2),
         )
+        paths = list(found)
+        identical = not paths
+        summary = {
+            "identical": identical,
+            "artifacts": len(written),
+            "differing": len(paths),
+            "varied": varied,
+            "runs": runs.count,
+            "spec_table": table,
+            **{k: causes[k] for k in ("causes", "unexplained") if k in causes},
+        }
+        with RunRecorder(
+            "verify",
+            workspace=workspace,
+            log=log,
+            config={
+                "commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
+                "varied": varied,
+                "source_date_epoch": epoch,
+                "include": args.include,
+                "exclude": args.exclude,
+            },
+        ) as record:
+            record.results.update(
+                **summary,
+                differences=[{"artifact": path, **result} for path, result in found.items()],
+                settings=settings,
+            )
+            for (run, relative), data in kept.items():
+                atomic_write_bytes(record.output_path(f"differences/{run}/{relative}"), data)
+            if not identical:
+                record.status = "check_failed"
+        summary["report"] = record.report
+        if args.certify:
+            records = WorkspaceRecords(workspace)
+            report = records.report(record.run_id)
+            out = (
+                Path(args.certify_out)
+                if args.certify_out
+                else default_crate_folder(workspace, record.run_id)
+            )
+            crate = certify_verify(
+                first,
+                out,
+                signing.workspace_signer(workspace, Path(args.key) if args.key else None),
+                verify_claim(summary, settings, written),
+                workspace / record.report,
+                record.report,
+                build_page(workspace, report),
+                [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
+                log,
+            )
+            summary["crate"] = crate["crate"]
+        if sys.stdout.isatty():
+            sys.stdout.write(summary_text(summary, shutil.get_terminal_size().columns))
+            sys.stdout.flush()
+        else:
+            cli.print_json(summary)
+        if not identical:
+            first_cause = (causes.get("causes") or [{}])[0]
+            raise CheckFailed(
+                f"{len(paths)} artifacts differ between the runs",
+                first=paths[0],
+                causes=[" + ".join(c["variations"]) for c in causes.get("causes", [])],
+                first_cause=first_cause.get("variations"),
+                report=record.report,
+            )
+        log.info(
+            "identical",
+            artifacts=len(written),
+            varied=varied,
+            spec_table=table,
+            report=record.report,
+        )
+        return 0
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    identical = not paths
-    summary = {
-        "identical": identical,
-        "artifacts": len(written),
-        "differing": len(paths),
-        "varied": varied,
-        "runs": runs.count,
-        "spec_table": table,
-        **{k: causes[k] for k in ("causes", "unexplained") if k in causes},
-    }
-    with RunRecorder(
-        "verify",
-        workspace=workspace,
-        log=log,
-        config={
-            "commands": [c.replace(str(REPO_ROOT), "<repo>") for c in commands],
-            "varied": varied,
-            "source_date_epoch": epoch,
-            "include": args.include,
-            "exclude": args.exclude,
-        },
-    ) as record:
-        record.results.update(
-            **summary,
-            differences=[{"artifact": path, **result} for path, result in found.items()],
-            settings=settings,
-        )
-        for (run, relative), data in kept.items():
-            atomic_write_bytes(record.output_path(f"differences/{run}/{relative}"), data)
-        if not identical:
-            record.status = "check_failed"
-    summary["report"] = record.report
-    if sys.stdout.isatty():
-        sys.stdout.write(summary_text(summary, shutil.get_terminal_size().columns))
-        sys.stdout.flush()
-    else:
-        cli.print_json(summary)
-    if not identical:
-        first_cause = (causes.get("causes") or [{}])[0]
-        raise CheckFailed(
-            f"{len(paths)} artifacts differ between the runs",
-            first=paths[0],
-            causes=[" + ".join(c["variations"]) for c in causes.get("causes", [])],
-            first_cause=first_cause.get("variations"),
-            report=record.report,
-        )
-    log.info(
-        "identical", artifacts=len(written), varied=varied, spec_table=table, report=record.report
-    )
-    return 0
 
 
 def main(argv=None) -> int:
@@ -812,6 +841,19 @@ def main(argv=None) -> int:
         help="runs at most, all told (the first two included), when looking for causes",
     )
     parser.add_argument("--keep", metavar="DIR", help="keep the workspaces under DIR/runs/")
+    parser.add_argument(
+        "--certify",
+        action="store_true",
+        help="also write a signed crate of the first run and the verdict (docs/proofs.md)",
+    )
+    parser.add_argument(
+        "--certify-out",
+        metavar="DIR",
+        help="the crate's folder (default: experiments/proofs/<verify run id>)",
+    )
+    parser.add_argument(
+        "--key", metavar="PEM", help="Ed25519 private key (default: the workspace's own)"
+    )
     cli.add_common_options(parser)
     return cli.run(parser, verify_twice, argv)
 

@@ -1,0 +1,316 @@
+"""Proof crates: certify a phase, a run of a scikit-learn script and a verify; check them offline;
+catch every kind of tampering, each named."""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pydicom
+import pytest
+
+from scripts.utils.records import crates, signing
+from scripts.utils.records.crates import check_crate
+from tests.conftest import json_lines, run_script, single_error
+from tests.orchestration.test_pipeline import phase
+from tests.visualization.test_html_report import chromium
+
+TRAINING = Path(__file__).with_name("training")
+
+
+def certify(workspace, *args):
+    result = run_script("orchestration", "certify", *args, "--workspace", workspace, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json_lines(result.stdout)[0]
+
+
+def check_proof(crate, *args):
+    return run_script("orchestration", "check_proof", crate, *args, timeout=600)
+
+
+def crate_bytes(folder: Path) -> dict:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def phase_crate(tmp_path_factory):
+    os.environ["SOURCE_DATE_EPOCH"] = "1761912000"  # module fixtures run before the autouse one
+    workspace = tmp_path_factory.mktemp("proof") / "ws"
+    workspace.mkdir()
+    result = phase(workspace, "phase5")
+    assert result.returncode == 0, result.stderr
+    summary = certify(workspace, "phase5")
+    return workspace, Path(summary["crate"])
+
+
+@pytest.fixture
+def crate_copy(phase_crate, tmp_path):
+    copy = tmp_path / "crate"
+    shutil.copytree(phase_crate[1], copy)
+    return copy
+
+
+def test_a_phase_crate_checks_out_offline_and_is_the_same_bytes_twice(phase_crate, tmp_path):
+    workspace, crate = phase_crate
+    result = check_proof(crate)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert b"VERIFIED" in result.stdout and b"provenance-run-crate 0.5: conforms" in result.stdout
+    again = certify(workspace, "phase5", "--out", tmp_path / "again")
+    assert crate_bytes(Path(again["crate"])) == crate_bytes(crate)
+
+
+def test_every_output_is_listed_with_its_digest_and_the_action_that_made_it(phase_crate):
+    workspace, crate = phase_crate
+    graph = {e["@id"]: e for e in orjson.loads((crate / crates.METADATA).read_bytes())["@graph"]}
+    registry = orjson.loads((workspace / "data/hash_registry.json").read_bytes())["files"]
+    made_by = {}
+    for entity_id, entity in graph.items():
+        if entity.get("@type") == "CreateAction" and entity_id.startswith("#run-"):
+            for result in entity["result"]:
+                made_by[result["@id"]] = entity_id
+    statement = signing.payload_of((crate / crates.ENVELOPE).read_bytes())
+    not_enclosed = statement["predicate"]["not_enclosed"]
+    assert not_enclosed and all(name.endswith(".dcm") for name in not_enclosed)
+    for name, entry in registry.items():
+        entity_id = name if name not in not_enclosed else f"#not-enclosed/{name}"
+        assert graph[entity_id]["sha256"] == entry["sha256"], name
+        assert graph[entity_id]["contentSize"] == str(entry["size"])
+        assert made_by[entity_id] == f"#run-{entry['run']}", name
+        assert (crate / name).is_file() == (name not in not_enclosed)
+    signed = {s["name"] for s in statement["subject"]}
+    assert signed == set(crates.enclosed_digests(crate))
+    assert statement["predicateType"] == signing.PREDICATE_TYPE
+
+
+def test_no_dicom_and_no_value_de_identification_removes_travels_in_a_crate(phase_crate):
+    workspace, crate = phase_crate
+    removed = set()
+    for path in (workspace / "data").rglob("*.dcm"):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"):
+            value = str(header.get(keyword, "") or "")
+            if len(value) >= 4:
+                removed.add(value.encode())
+    assert removed
+    for name, data in crate_bytes(crate).items():
+        assert data[128:132] != b"DICM", name
+        for value in removed:
+            assert value not in data, (name, value)
+
+
+def tamper_changed_byte(crate):
+    target = crate / "experiments/results/phase5/metrics.csv"
+    data = bytearray(target.read_bytes())
+    data[10] ^= 1
+    target.write_bytes(bytes(data))
+    return ["experiments/results/phase5/metrics.csv: SHA-256", "(changed)"]
+
+
+def tamper_removed_file(crate):
+    (crate / "experiments/results/phase5/metrics.csv").unlink()
+    return ["experiments/results/phase5/metrics.csv: signed but missing from the crate (removed)"]
+
+
+def tamper_added_file(crate):
+    (crate / "experiments/results/phase5/extra.txt").write_text("not from the run\n")
+    return ["experiments/results/phase5/extra.txt: in the crate but not signed (added)"]
+
+
+def tamper_edited_metadata(crate):
+    path = crate / crates.METADATA
+    data = path.read_bytes()
+    assert b"CompletedActionStatus" in data
+    path.write_bytes(data.replace(b"CompletedActionStatus", b"FailedActionStatus", 1))
+    return ["ro-crate-metadata.json: SHA-256", "(changed)"]
+
+
+def tamper_signed_by_another_key(crate, tmp_path):
+    other = signing.workspace_signer(tmp_path / "intruder")
+    statement = signing.payload_of((crate / crates.ENVELOPE).read_bytes())
+    (crate / crates.ENVELOPE).write_bytes(signing.sign(other, statement))
+    return [f"not by the given key {signing_key_id(crate)}"]
+
+
+def tamper_swapped_public_key(crate, tmp_path):
+    other = signing.workspace_signer(tmp_path / "intruder")
+    (crate / crates.PUBLIC_KEY).write_bytes(signing.public_key_pem(other))
+    return ["proof.dsse.json: the envelope is signed by key", other.public_key.keyid]
+
+
+def signing_key_id(crate):
+    return signing.public_key((crate / crates.PUBLIC_KEY).read_bytes()).keyid
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        tamper_changed_byte,
+        tamper_removed_file,
+        tamper_added_file,
+        tamper_edited_metadata,
+        tamper_signed_by_another_key,
+        tamper_swapped_public_key,
+    ],
+)
+def test_each_kind_of_tampering_is_caught_and_named(crate_copy, tmp_path, tamper):
+    assert check_crate(crate_copy, profile=False)["ok"]
+    arguments = (crate_copy, tmp_path) if "key" in tamper.__name__ else (crate_copy,)
+    expected = tamper(*arguments)
+    verdict = check_crate(crate_copy, profile=False)
+    assert not verdict["ok"]
+    text = "\n".join(verdict["failures"])
+    for fragment in expected:
+        assert fragment in text, text
+
+
+def test_a_forgery_re_signed_with_its_own_key_is_caught_by_the_pinned_key(crate_copy, tmp_path):
+    """Change a file, sign a new statement over the new digests with another key and enclose that
+    key: everything is consistent inside the crate, so only the signer's published key tells."""
+    published = (crate_copy / crates.PUBLIC_KEY).read_bytes()
+    tamper_changed_byte(crate_copy)
+    statement = signing.payload_of((crate_copy / crates.ENVELOPE).read_bytes())
+    forged = crates.enclosed_digests(crate_copy)
+    statement["subject"] = [{"name": n, "digest": {"sha256": d}} for n, d in forged.items()]
+    intruder = signing.workspace_signer(tmp_path / "intruder")
+    (crate_copy / crates.ENVELOPE).write_bytes(signing.sign(intruder, statement))
+    (crate_copy / crates.PUBLIC_KEY).write_bytes(signing.public_key_pem(intruder))
+    verdict = check_crate(crate_copy, profile=False)
+    assert verdict["key"] == intruder.public_key.keyid  # the fingerprint to compare is printed
+    pinned = check_crate(crate_copy, published, profile=False)
+    assert not pinned["ok"]
+    text = "\n".join(pinned["failures"])
+    assert "the enclosed public key" in text and "is not the given key" in text, text
+    assert "the envelope is signed by key" in text, text
+
+
+def test_the_profile_check_names_a_broken_rule(crate_copy):
+    path = crate_copy / crates.METADATA
+    document = orjson.loads(path.read_bytes())
+    for entity in document["@graph"]:
+        entity.pop("programmingLanguage", None)
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    verdict = check_crate(crate_copy)
+    profile_failures = [f for f in verdict["failures"] if "profile provenance-run-crate" in f]
+    assert any(
+        "programmingLanguage" in f and "workflow-ro-crate-1.0_2.2" in f for f in profile_failures
+    ), verdict["failures"]
+
+
+def test_check_proof_exits_1_naming_each_failure_and_2_for_no_crate(crate_copy, tmp_path):
+    tamper_removed_file(crate_copy)
+    tamper_added_file(crate_copy)
+    result = check_proof(crate_copy, "--no-profile")
+    assert result.returncode == 1
+    assert b"FAILED     3 checks" in result.stdout, result.stdout  # removed: signed and listed
+    assert b"(removed)" in result.stdout and b"(added)" in result.stdout
+    error = single_error(result.stderr)
+    assert len(error["failures"]) == 3
+    missing = check_proof(tmp_path / "nothing-here")
+    assert missing.returncode == 2 and single_error(missing.stderr)["file"].endswith("nothing-here")
+
+
+def test_the_preview_is_our_page_and_opens_in_chromium(phase_crate, tmp_path):
+    _, crate = phase_crate
+    page = (crate / crates.PREVIEW).read_text(encoding="utf-8")
+    assert "<html" in page and "run_experiment" in page
+    browser = chromium()
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            (crate / crates.PREVIEW).as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0 and b"run_experiment" in dom.stdout
+    assert b"CONSOLE" not in dom.stderr, dom.stderr.decode(errors="replace")[-2000:]
+
+
+def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tmp_path):
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        f'[experiment]\nkind = "external"\n[external]\n'
+        f'command = ["{sys.executable}", "{TRAINING / "sgd_digits.py"}", "--out", "{{logdir}}"]\n'
+    )
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        "--config",
+        config,
+        "--logdir",
+        workspace / "experiments/results/digits",
+        "--workspace",
+        workspace,
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json_lines(result.stdout)[0]["report"] if json_lines(result.stdout) else None
+    report = report or next(
+        str(p) for p in (workspace / "experiments/results").glob("run_experiment_*.json")
+    )
+    summary = certify(workspace, report, "--out", tmp_path / "crate")
+    crate = Path(summary["crate"])
+    assert check_proof(crate).returncode == 0
+    names = set(crates.enclosed_digests(crate))
+    assert "experiments/results/digits/model.pkl" in names
+    enclosed_report = next(crate.glob("experiments/results/run_experiment_*.json"))
+    external = orjson.loads(enclosed_report.read_bytes())["external"]
+    assert external  # the script's code hashes and its Python travel in the signed report
+    workflow = orjson.loads((crate / crates.WORKFLOW).read_bytes())
+    assert workflow["steps"][0]["external"][1].endswith("sgd_digits.py")
+
+
+def test_verify_certify_signs_the_verdict_over_every_compared_artifact(workspace, tmp_path):
+    result = run_script(
+        "orchestration",
+        "verify",
+        "--command",
+        f"{sys.executable} {TRAINING / 'sgd_digits.py'} --out results",
+        "--vary",
+        "time",
+        "--vary",
+        "hashseed",
+        "--certify",
+        "--certify-out",
+        tmp_path / "proof",
+        "--workspace",
+        workspace,
+        cwd=workspace,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[0]
+    crate = Path(summary["crate"])
+    checked = check_proof(crate, "--json")
+    assert checked.returncode == 0, checked.stdout
+    statement = signing.payload_of((crate / crates.ENVELOPE).read_bytes())
+    claim = statement["predicate"]["claim"]
+    assert claim["identical"] and claim["varied"] == ["time", "hashseed"]
+    assert set(claim["compared_sha256"]) == {
+        "results/metrics.json",
+        "results/confusion.csv",
+        "results/model.pkl",
+    }
+    signed = {s["name"] for s in statement["subject"]}
+    assert set(claim["compared_sha256"]) <= signed and summary["report"] in signed
+    graph = orjson.loads((crate / crates.METADATA).read_bytes())["@graph"]
+    comparison = next(e for e in graph if e["@id"] == "#comparison")
+    assert comparison["@type"] == "AssessAction"
+    assert re.search(r'"value": "true"', (crate / crates.METADATA).read_text())
+    envelope = orjson.loads((crate / crates.ENVELOPE).read_bytes())
+    assert orjson.loads(base64.b64decode(envelope["payload"])) == statement
