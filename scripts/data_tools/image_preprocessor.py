@@ -512,6 +512,8 @@ def preprocess_files(args, log) -> int:
         extra={"backend": backend},
     ) as record:
         record.data_roots = found.root_records()
+        for name in found.workspace_inputs():
+            record.consume(workspace / name)
         if args.table:
             record.consume(args.table)
         if args.volumes:

@@ -763,6 +763,8 @@ def extract_table(args, log) -> int:
         ) as record,
     ):
         record.data_roots = inputs.root_records()
+        for name in inputs.workspace_inputs():
+            record.consume(workspace / name)
         stream = lib.TableStream(
             record.output_path("metadata.jsonl").parent, columns, args.all_tags
         )

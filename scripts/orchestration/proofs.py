@@ -40,7 +40,7 @@ from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
 from scripts.utils.records import crates, signing
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import hash_file
-from scripts.utils.records.run_records import run_order
+from scripts.utils.records.run_records import reads_record, run_order
 from scripts.visualization.pages import build_page
 
 STATE = "meta/chronicle/pipeline_state.json"
@@ -124,16 +124,19 @@ def is_dicom(path: Path) -> bool:
 
 
 def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> tuple:
-    """``({name: file}, {run id: (outputs, inputs)}, data roots)`` for the runs of ``steps``.
+    """``({name: file}, {run id: (outputs, inputs)}, data roots, {run id: undeclared reads})``
+    for the runs of ``steps``.
 
     Each file: {sha256, size, enclosed, run (the producing run, or None)}. A
     run's report and outputs come from the registry; its inputs are what its
     report says it consumed (files, or every registered file under a
-    folder). Every enclosed file is hashed again here: a workspace file that
-    no longer matches its record is refused.
+    folder), and every registered file it was traced opening for reading
+    (read_tracing) that it did not declare: those are also returned, by run.
+    Every enclosed file is hashed again here: a workspace file that no
+    longer matches its record is refused.
     """
     registry = records.registry()
-    files, per_run = {}, {}
+    files, per_run, undeclared = {}, {}, {}
     for _, run_id in steps:
         report = records.report(run_id)
         outputs = sorted(records.outputs(run_id))
@@ -143,9 +146,12 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> tupl
                 n for n in registry if n == consumed or n.startswith(consumed.rstrip("/") + "/")
             ]
             inputs.update(n for n in under if not n.startswith("@"))
+        read = traced_reads(workspace, run_id)
+        undeclared[run_id] = sorted(read - inputs - set(outputs))
+        inputs |= {n for n in undeclared[run_id] if n in registry or (workspace / n).is_file()}
         per_run[run_id] = (outputs, sorted(inputs - set(outputs)))
         for name in outputs + sorted(inputs):
-            entry = registry[name]
+            entry = registry.get(name) or unregistered_entry(workspace / name)
             files[name] = {
                 "sha256": entry["sha256"],
                 "size": entry["size"],
@@ -171,7 +177,25 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> tupl
                 "certified (rerun the step, or restore the file)",
                 file=name,
             )
-    return files, per_run, data_roots
+    return files, per_run, data_roots, undeclared
+
+
+def unregistered_entry(path: Path) -> dict:
+    """A file a run read that no run recorded (placed by hand): hashed now."""
+    hashed = hash_file(path)
+    return {"sha256": hashed["sha256"], "size": hashed["size"], "run": None}
+
+
+def traced_reads(workspace: Path, run_id: str) -> set:
+    """The workspace files a run opened for reading (run_records: ``.<run id>.reads.json``);
+    empty when it was not traced (recorded before tracing, or killed before saving them)."""
+    path = Path(workspace) / reads_record(run_id)
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return set()
+    names = document.get("read") if isinstance(document, dict) else None
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
 
 # --------------------------------------------------------------------------
@@ -209,7 +233,7 @@ def certify_runs(
     """
     workspace = Path(workspace)
     records = WorkspaceRecords(workspace)
-    files, per_run, data_roots = crate_files(workspace, records, steps)
+    files, per_run, data_roots, undeclared = crate_files(workspace, records, steps)
     reports = {run_id: records.report(run_id) for _, run_id in steps}
     runs_signed = {run_id: records.manifest()[run_id]["report_sha256"] for run_id in reports}
     if not steps:
@@ -244,7 +268,11 @@ def certify_runs(
     atomic_write_bytes(
         partial / crates.WORKFLOW, canonical_json(workflow_description(steps, reports))
     )
-    page = preview_html if preview_html is not None else build_page(workspace, main_report(reports))
+    page = (
+        preview_html
+        if preview_html is not None
+        else build_page(workspace, main_report(reports), undeclared)
+    )
     atomic_write_bytes(partial / crates.PREVIEW, page.encode("utf-8"))
     graph = crate_graph(
         {**files, **extras},
@@ -257,6 +285,7 @@ def certify_runs(
         license_url,
         extra_entities,
         published or max(runs_signed, key=run_order),
+        undeclared,
     )
     crates.write_metadata(partial, graph)
     subjects = crates.enclosed_digests(partial)
@@ -265,6 +294,7 @@ def certify_runs(
         "claim": claim or {"recorded": True},
         "runs": dict(sorted(runs_signed.items())),
         "data_roots": data_roots,
+        "read_but_not_declared": {run: names for run, names in sorted(undeclared.items()) if names},
         "not_enclosed": {
             name: {"sha256": f["sha256"], "size": f["size"]}
             for name, f in sorted(files.items())
@@ -291,6 +321,7 @@ def certify_runs(
         "files": len(subjects),
         "not_enclosed": len(predicate["not_enclosed"]),
         "data_roots": sorted(data_roots),
+        "read_but_not_declared": sum(map(len, undeclared.values())),
         "key": signer.public_key.keyid,
     }
     if log is not None:
@@ -360,7 +391,17 @@ def file_id(name: str, entry: dict) -> str:
 
 
 def crate_graph(
-    files, per_run, data_roots, steps, reports, kind, claim, license_url, extra_entities, published
+    files,
+    per_run,
+    data_roots,
+    steps,
+    reports,
+    kind,
+    claim,
+    license_url,
+    extra_entities,
+    published,
+    undeclared,
 ) -> dict:
     """The crate's entities, as {@id: properties} in the order they are written; ``extra_entities``
     (verify's runs and comparisons) are added and mentioned by the root."""
@@ -436,6 +477,15 @@ def crate_graph(
             "description": f"environment hash {report.get('env_hash')}; arguments "
             + orjson.dumps(report.get("argv", [])).decode(),
         }
+        if undeclared.get(run_id):
+            graph[f"#undeclared-{run_id}"] = {
+                "@type": "PropertyValue",
+                "name": "read but not declared",
+                "value": str(len(undeclared[run_id])),
+                "description": "opened for reading (Python's audit hooks), not declared as an "
+                "input: " + ", ".join(undeclared[run_id]),
+            }
+            graph[f"#run-{run_id}"]["object"].append({"@id": f"#undeclared-{run_id}"})
         graph[f"#control-{step}"] = {
             "@type": "ControlAction",
             "name": f"orchestrate {step}",

@@ -66,7 +66,7 @@ from scripts.orchestration.external_runs import (
     external_command,
     interpreter_environment,
 )
-from scripts.utils import cli
+from scripts.utils import cli, read_tracing
 from scripts.utils.compute.environment import git_state
 from scripts.utils.config.loading import config_sha256, load_config
 from scripts.utils.config.schema import validate
@@ -159,12 +159,27 @@ def command_environment(command: list, code_dir: Path) -> dict | None:
     return env
 
 
-def run_external(config: dict, logdir: Path, command: list, code_dir: Path, log) -> dict:
+def traced_environment(env: dict | None, reads_folder) -> dict | None:
+    """``env`` (None: ours) with read tracing on, when there is a folder to trace into."""
+    if reads_folder is None:
+        return env
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(read_tracing.SITE_FOLDER), env.get("PYTHONPATH", "")) if p
+    )
+    env[read_tracing.READS_ENV] = str(reads_folder)
+    return env
+
+
+def run_external(
+    config: dict, logdir: Path, command: list, code_dir: Path, log, reads_folder=None
+) -> dict:
     """Run ``command`` (external_command's filling) in its log folder; its stdout and its stderr
     become JSON lines in output.jsonl and stderr.jsonl (two files, so that neither depends on how
     the two streams interleave). The placeholders are the same text in every run and rerun: {config}
     is ``config.json`` and {logdir} is ``.`` (the command's working directory is its log folder),
-    {seed} a number below 2**32.
+    {seed} a number below 2**32. With ``reads_folder``, a Python command's reads are traced
+    into it (read_tracing's ``sitecustomize`` first on its ``PYTHONPATH``).
     """
     from scripts.utils.formats.log_convert import convert_stream
 
@@ -178,7 +193,7 @@ def run_external(config: dict, logdir: Path, command: list, code_dir: Path, log)
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 cwd=logdir,
-                env=command_environment(command, code_dir),
+                env=traced_environment(command_environment(command, code_dir), reads_folder),
             )
         except OSError as exc:
             raise InputError(
@@ -309,7 +324,7 @@ def launch(
             record.extra["external"] = record_external(
                 config, external_seed(seeds), command, code_dir, workspace, target
             )
-            summary = run_external(config, target, command, code_dir, log)
+            summary = run_external(config, target, command, code_dir, log, record.reads_folder)
             summary.update(
                 metrics_summary(
                     target, config["external"].get("metrics"), config["external"].get("goals")

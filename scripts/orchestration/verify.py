@@ -107,6 +107,7 @@ BOOKKEEPING = (
     "*.snapshots.json",
     "*.index.sqlite",
     "*.index.sqlite-journal",
+    "*.reads.json",
     "*/__pycache__/*",
 )
 RESUME_BETWEEN = (0.5, 0.8)  # the kill point, as a share of the first run's time

@@ -553,8 +553,25 @@ def _box(where: str):
 # --------------------------------------------------------------------------
 
 
-def build_page(workspace: Path, report: dict) -> str:
+def build_page(workspace: Path, report: dict, undeclared_reads: dict | None = None) -> str:
+    """The page of ``report``; ``undeclared_reads`` ({run id: [file]}, a proof crate's preview)
+    adds the files runs opened for reading without declaring them."""
     registry = WorkspaceRecords(workspace).registry()
     title = f"{report.get('script')} — {report['run_id']}"
     sections = verify_sections(workspace, report) if report.get("script") == "verify" else []
+    if undeclared_reads is not None:
+        sections.append(reads_section(undeclared_reads))
     return page(title, sections + run_sections(workspace, report, registry))
+
+
+def reads_section(undeclared_reads: dict) -> str:
+    """The files each run read (traced through Python's audit hooks) but did not declare."""
+    rows = [[run_id, name] for run_id, names in sorted(undeclared_reads.items()) for name in names]
+    if not rows:
+        body = "<p>Every workspace file the runs opened for reading was declared.</p>"
+    else:
+        body = (
+            "<p>Opened for reading (Python's audit hooks) but not declared as an input: "
+            f"{len(rows)} files.</p>" + table(["run", "file"], rows[:ARTIFACT_ROWS], mono=(1,))
+        )
+    return section("Files read but not declared", body, "undeclared-reads")

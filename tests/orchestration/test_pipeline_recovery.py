@@ -47,6 +47,7 @@ BOOKKEEPING = (
     ".snapshots.json",
     ".index.sqlite",
     ".index.sqlite-journal",
+    ".reads.json",
     ".data_roots.json",
 )
 R = "experiments/results"

@@ -314,3 +314,55 @@ def test_verify_certify_signs_the_verdict_over_every_compared_artifact(workspace
     assert re.search(r'"value": "true"', (crate / crates.METADATA).read_text())
     envelope = orjson.loads((crate / crates.ENVELOPE).read_bytes())
     assert orjson.loads(base64.b64decode(envelope["payload"])) == statement
+
+
+READS_A_FILE = """
+import argparse, json
+from pathlib import Path
+parser = argparse.ArgumentParser()
+parser.add_argument("labels")
+parser.add_argument("--out", default="results")
+args = parser.parse_args()
+labels = Path(args.labels).read_text().split(",")
+Path(args.out, "metrics.json").write_text(json.dumps({"classes": len(labels)}))
+"""
+
+
+def test_a_file_read_but_not_declared_is_named_in_the_crate_and_its_page(workspace, tmp_path):
+    labels = workspace / "data" / "labels.txt"  # put there by hand: no run declared it
+    labels.parent.mkdir(parents=True)
+    labels.write_text("cat,dog,bird\n")
+    script = tmp_path / "train.py"
+    script.write_text(READS_A_FILE)
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        f'[experiment]\nkind = "external"\n[external]\n'
+        f'command = ["{sys.executable}", "{script}", "{labels}", "--out", "{{logdir}}"]\n'
+    )
+    result = run_script(
+        "orchestration",
+        "run_experiment",
+        "--config",
+        config,
+        "--logdir",
+        workspace / "experiments/results/labels",
+        "--workspace",
+        workspace,
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    report = next((workspace / "experiments/results").glob("run_experiment_*.json"))
+    summary = certify(workspace, report, "--out", tmp_path / "crate")
+    assert summary["read_but_not_declared"] == 1
+    crate = Path(summary["crate"])
+    assert check_proof(crate).returncode == 0
+    predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert predicate["read_but_not_declared"] == {report.stem: ["data/labels.txt"]}
+    assert (crate / "data/labels.txt").read_text() == "cat,dog,bird\n"  # enclosed, signed
+    graph = {e["@id"]: e for e in orjson.loads((crate / crates.METADATA).read_bytes())["@graph"]}
+    action = graph[f"#run-{report.stem}"]
+    assert {"@id": "data/labels.txt"} in action["object"]
+    assert "data/labels.txt" in graph[f"#undeclared-{report.stem}"]["description"]
+    page = (crate / crates.PREVIEW).read_text(encoding="utf-8")
+    section = page.split('<section id="undeclared-reads">')[1].split("</section>")[0]
+    assert "data/labels.txt" in section

@@ -62,6 +62,7 @@ BOOKKEEPING_SUFFIXES = (
     ".snapshots.json",
     ".index.sqlite",
     ".index.sqlite-journal",
+    ".reads.json",
 )
 
 
@@ -114,6 +115,11 @@ class Inputs:
 
     def root_records(self) -> dict:
         return {name: root.record() for name, root in sorted(self.roots.items())}
+
+    def workspace_inputs(self) -> list:
+        """The inputs given that are workspace files or folders (another run's outputs, so a
+        run declares them with ``RunRecorder.consume``)."""
+        return [name for name in self.given if name and not name.startswith("@")]
 
 
 def check_root_name(name: str, given_as=None) -> str:

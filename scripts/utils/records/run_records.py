@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from scripts.utils import timestamps
+from scripts.utils import read_tracing, timestamps
 from scripts.utils.compute.environment import environment_fingerprint, environment_hash
 from scripts.utils.config.loading import config_sha256
 from scripts.utils.config.seeds import SeedManager, append_seed_line, log_seed
@@ -180,6 +181,16 @@ def check_records(workspace: Path) -> None:
 # --------------------------------------------------------------------------
 # Recovery and retraction
 # --------------------------------------------------------------------------
+
+
+READ_FOLDERS = ("data/", "experiments/", "env/")  # the workspace's files that can be inputs
+RECORD_FILES = {REGISTRY}  # read by the recorder itself (as is meta/: manifest, seed log)
+READS_SUFFIX = ".reads.json"
+
+
+def reads_record(run_id: str) -> str:
+    """Where a run's traced reads are kept: hidden, beside its report (bookkeeping)."""
+    return f"{RESULTS}/.{run_id}{READS_SUFFIX}"
 
 
 def records_lock(workspace: Path) -> FileLock:
@@ -362,6 +373,7 @@ class RunRecorder:
         self._registry_drop: set = set()
         self._staging = None
         self._run_lock = None
+        self.reads_folder = None  # where the read tracer writes while the run is open
 
     def consume(self, path, run_id: str | None = None) -> None:
         """Note that this run read ``path``, a workspace file or folder another run produced: the
@@ -459,6 +471,8 @@ class RunRecorder:
         with holding(records_lock(self.workspace), self.workspace / RECORDS_LOCK):
             recover(self.workspace, self.log)
             self._reserve()
+        self.reads_folder = Path(tempfile.mkdtemp(prefix="crh-reads-"))
+        read_tracing.start(self.reads_folder)
         self._timer = timestamps.Stopwatch()
         if self.log:
             self.log.info("run_started", run_id=self.run_id, workspace=str(self.workspace))
@@ -486,6 +500,44 @@ class RunRecorder:
     def _abandon(self) -> None:
         self._release_run_lock()
         shutil.rmtree(self._staging, ignore_errors=True)
+        self._stop_tracing()
+
+    def _stop_tracing(self) -> set:
+        """Stop tracing this run's reads; the absolute paths it read (empty if not traced)."""
+        if self.reads_folder is None:
+            return set()
+        read_tracing.stop(self.reads_folder)
+        paths = read_tracing.traced_paths(self.reads_folder)
+        shutil.rmtree(self.reads_folder, ignore_errors=True)
+        self.reads_folder = None
+        return paths
+
+    def _save_reads(self, paths: set) -> None:
+        """The workspace files the run opened for reading, beside its report as bookkeeping
+        (``.<run id>.reads.json``): which ones depends on caches and workers, so they are
+        not an artifact. Left out: the records (registry, meta/), hidden and staged files
+        (the run's own ``.partial`` folder), folders. Files outside the workspace are only
+        counted: no absolute path."""
+        names, outside = set(), 0
+        for path in paths:
+            try:
+                relative = Path(path).relative_to(self.workspace).as_posix()
+            except ValueError:
+                outside += 1
+                continue
+            parts = relative.split("/")
+            if (
+                relative.startswith(READ_FOLDERS)
+                and relative not in RECORD_FILES
+                and not relative.startswith("meta/")
+                and not any(part.startswith(".") or part.endswith(".partial") for part in parts)
+                and Path(path).is_file()
+            ):
+                names.add(relative)
+        atomic_write_bytes(
+            self.workspace / reads_record(self.run_id),
+            canonical_json({"read": sorted(names), "outside_workspace": outside}),
+        )
 
     def _report(self, hashed: dict) -> dict:
         fingerprint = environment_fingerprint()
@@ -580,6 +632,7 @@ class RunRecorder:
                 raise
             # still under the lock: recovery must not see the run without its seed line
             self._log_seed()
+        self._save_reads(self._stop_tracing())
         fold_journal(registry_path)  # when due: the registry's content does not change
         cache = StatCache.load(registry_path)
         for path, h in hashed.items():
