@@ -259,7 +259,8 @@ def read_columns(path: Path, names: list) -> dict | None:
     try:
         if not path.is_file():
             return None
-        table = arrow_json.read_json(path, parse_options=options)
+        with open(path, "rb") as handle:  # a Python open: read_tracing sees it
+            table = arrow_json.read_json(handle, parse_options=options)
     except (pa.ArrowException, OSError, ValueError):
         return None
     columns = {}

@@ -125,6 +125,7 @@ from scripts.utils.records.tree_snapshots import (
 )
 from scripts.utils.step_view import StepView
 from scripts.utils.workspace import (
+    PIPELINE_STATE,
     REPO_ROOT,
     SEED_LOG,
     checked_run_id,
@@ -137,7 +138,7 @@ from scripts.utils.workspace import (
 
 PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
 TERMINAL_LOG = "meta/chronicle/pipeline.jsonl"  # the JSON log when the terminal shows the live view
-STATE = "meta/chronicle/pipeline_state.json"
+STATE = PIPELINE_STATE
 PIPELINE_LOCK = "meta/chronicle/.pipeline.lock"
 SEEDS = REPO_ROOT / "scripts/utils/seeds.toml"
 SHOWN_SKIPPED = 5
@@ -1144,6 +1145,21 @@ def finish_phase(args, workspace: Path, log, live: bool) -> int:
         "reports": len(summary),
         "skipped": skipped,
     }
+    if args.certify:
+        # imported here: the page and the crypto libraries cost a plain phase 0.15 s to load
+        from scripts.orchestration.proofs import certify_runs, default_crate_folder, phase_runs
+        from scripts.utils.records import signing
+
+        signer = signing.workspace_signer(workspace, Path(args.key) if args.key else None)
+        crate = certify_runs(
+            workspace,
+            phase_runs(workspace, args.phase),
+            default_crate_folder(workspace, args.phase),
+            "phase",
+            signer,
+            log=log,
+        )
+        record["crate"] = crate["crate"]
     log.info("summary", **record)
     if live:
         sys.stderr.write(
@@ -1192,6 +1208,17 @@ def main(argv=None) -> int:
         help="terminal: a live view of the steps, the JSON log kept in "
         "meta/chronicle/pipeline.jsonl; "
         "json: JSON lines on stderr; auto: terminal when stderr is one and no --log-file",
+    )
+    parser.add_argument(
+        "--certify",
+        action="store_true",
+        help="then write a signed crate of the phase's runs to experiments/proofs/PHASE "
+        "(docs/proofs.md)",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="PEM",
+        help="with --certify: the Ed25519 private key (default: the workspace's own)",
     )
     cli.add_scheduler_option(parser)
     cli.add_common_options(parser)

@@ -41,10 +41,10 @@ from scripts.utils.records import crates, signing
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import hash_file
 from scripts.utils.records.run_records import reads_record, run_order
+from scripts.utils.workspace import PIPELINE_STATE
 from scripts.visualization.pages import build_page
 
-STATE = "meta/chronicle/pipeline_state.json"
-PHASES = ("phase5", "phase6", "phase7", "phase8", "phase9")
+STATE = PIPELINE_STATE
 PROOFS = "experiments/proofs"
 LICENSE_NOT_STATED = "#license-not-stated"
 ENGINE = "#crh"
@@ -651,5 +651,50 @@ def certify_verify(
         extra_entities=verify_entities(claim, report_name),
         commands=commands,
         published=Path(report_name).stem,
+        log=log,
+    )
+
+
+# --------------------------------------------------------------------------
+# A rerun's crate
+# --------------------------------------------------------------------------
+
+
+def certify_rerun(
+    workspace: Path, report: dict, out: Path | None, signer, claim: dict, rerun_report: str, log
+) -> dict:
+    """The crate of a rerun: the recorded run (its report, outputs and inputs), the rerun's report,
+    and the claim that re-running it from its record gave the same outputs (or how many
+    differ)."""
+    run_id = Path(rerun_report).stem
+    entities = {
+        "#rerun": {
+            "@type": "CreateAction",
+            "name": f"{report['run_id']} run again from its record alone, in a fresh workspace",
+            "instrument": {"@id": f"#tool-{report['script']}"},
+        },
+        "#verdict": {
+            "@type": "PropertyValue",
+            "name": "identical",
+            "value": "true" if claim["identical"] else "false",
+            "description": f"{claim['outputs']} outputs compared, {claim['differing']} differ",
+        },
+        "#comparison": {
+            "@type": "AssessAction",
+            "name": "every recorded output compared with the rerun's",
+            "object": [{"@id": f"#run-{report['run_id']}"}, {"@id": "#rerun"}],
+            "result": [{"@id": "#verdict"}, {"@id": rerun_report}],
+        },
+    }
+    return certify_runs(
+        workspace,
+        [(report["script"], report["run_id"])],
+        out or default_crate_folder(workspace, run_id),
+        "rerun",
+        signer,
+        claim=claim,
+        extra_files={rerun_report: Path(workspace) / rerun_report},
+        extra_entities=entities,
+        published=run_id,
         log=log,
     )

@@ -55,6 +55,7 @@ if __name__ == "__main__" and __package__ in (
 
 import orjson
 
+from scripts.orchestration.proofs import certify_rerun
 from scripts.utils import cli
 from scripts.utils.compute.environment import (
     differences,
@@ -65,6 +66,7 @@ from scripts.utils.compute.environment import (
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.formats.artifact_diff import compare
 from scripts.utils.jsonio import atomic_write_bytes, canonical_json, read_json
+from scripts.utils.records import signing
 from scripts.utils.records.data_roots import BINDINGS
 from scripts.utils.records.holdings import WorkspaceRecords
 from scripts.utils.records.registry import (
@@ -440,17 +442,28 @@ def rerun_command(args, log) -> int:
         )
         if not identical:
             record.status = "check_failed"
-    cli.print_json(
-        {
-            "run": report["run_id"],
-            "identical": identical,
-            "outputs": len(report.get("outputs") or {}),
-            "differing": len(found),
-            **outcome,
-            "forced": [b["what"] for b in blocking],
-            "report": record.report,
-        }
-    )
+    printed = {
+        "run": report["run_id"],
+        "identical": identical,
+        "outputs": len(report.get("outputs") or {}),
+        "differing": len(found),
+        **outcome,
+        "forced": [b["what"] for b in blocking],
+        "report": record.report,
+    }
+    if args.certify:
+        claim = {k: printed[k] for k in ("run", "identical", "outputs", "differing", "forced")}
+        claim.update(original=outcome["original"], rerun=outcome["rerun"])
+        printed["crate"] = certify_rerun(
+            workspace,
+            report,
+            Path(args.certify_out) if args.certify_out else None,
+            signing.workspace_signer(workspace, Path(args.key) if args.key else None),
+            claim,
+            record.report,
+            log,
+        )["crate"]
+    cli.print_json(printed)
     if not same_outcome:
         raise CheckFailed(
             "the re-run did not end as the recorded run did",
@@ -499,6 +512,19 @@ def main(argv=None) -> int:
         "the recorded folder when it lay in the workspace, else the current folder)",
     )
     parser.add_argument("--keep", metavar="DIR", help="keep the fresh workspace under DIR/ws")
+    parser.add_argument(
+        "--certify",
+        action="store_true",
+        help="also write a signed crate of the run and the rerun's verdict (docs/proofs.md)",
+    )
+    parser.add_argument(
+        "--certify-out",
+        metavar="DIR",
+        help="the crate's folder (default: experiments/proofs/<rerun run id>)",
+    )
+    parser.add_argument(
+        "--key", metavar="PEM", help="Ed25519 private key (default: the workspace's own)"
+    )
     cli.add_common_options(parser)
     return cli.run(parser, rerun_command, argv)
 

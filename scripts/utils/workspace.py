@@ -20,6 +20,7 @@ WORKSPACE_ENV = "CRH_WORKSPACE"
 LAYOUT = ("data", "meta/chronicle", "experiments/results", "env")
 RESULTS = "experiments/results"
 SEED_LOG = "meta/chronicle/seeds.jsonl"
+PIPELINE_STATE = "meta/chronicle/pipeline_state.json"  # each step: its fingerprint and run
 DATA_ROOT_MARK = "@"  # names starting with it are data-root files, never workspace files
 RUN_ID = re.compile(r"^[A-Za-z0-9_]{1,64}_[0-9]{8}T[0-9]{6}Z(-[0-9]{1,6})?$")
 MAX_NAME_CHARS = 4096

@@ -58,9 +58,14 @@ def test_phase5_runs_then_skips_then_redoes_what_changed(workspace):
     table = f"experiments/results/{run_of['metadata']}/metadata.jsonl"
     splitter = read_json(workspace / next(s["report"] for s in steps if s["step"] == "split"))
     assert splitter["argv"][0] == table
-    for step in ("split", "preprocess"):
+    sample = {"data/sample": run_of["sample"]}  # the files read from the sample folder
+    for step, consumed in (
+        ("metadata", sample),
+        ("split", {table: run_of["metadata"]}),
+        ("preprocess", {table: run_of["metadata"], **sample}),
+    ):
         report = read_json(workspace / next(s["report"] for s in steps if s["step"] == step))
-        assert report["consumed"] == {table: run_of["metadata"]}
+        assert report["consumed"] == consumed, step
     render = read_json(workspace / next(s["report"] for s in steps if s["step"] == "render_phase5"))
     assert render["consumed"] == {"experiments/results/phase5": run_of["experiment_phase5"]}
     assert "consumed" not in read_json(workspace / steps[0]["report"])  # the sample reads no run

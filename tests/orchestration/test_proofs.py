@@ -15,7 +15,7 @@ import pytest
 
 from scripts.utils.records import crates, signing
 from scripts.utils.records.crates import check_crate
-from tests.conftest import json_lines, run_script, single_error
+from tests.conftest import json_lines, run_script, single_error, small_experiment
 from tests.orchestration.test_pipeline import phase
 from tests.visualization.test_html_report import chromium
 
@@ -366,3 +366,51 @@ def test_a_file_read_but_not_declared_is_named_in_the_crate_and_its_page(workspa
     page = (crate / crates.PREVIEW).read_text(encoding="utf-8")
     section = page.split('<section id="undeclared-reads">')[1].split("</section>")[0]
     assert "data/labels.txt" in section
+
+
+def test_a_rerun_certifies_that_the_record_alone_gave_the_same_outputs(workspace, tmp_path):
+    report = small_experiment(workspace, "experiments/results/exp")
+    path = workspace / "experiments/results" / f"{report['run_id']}.json"
+    result = run_script(
+        "orchestration",
+        "rerun",
+        path,
+        "--force",
+        "--certify",
+        "--certify-out",
+        tmp_path / "proof",
+        "--workspace",
+        workspace,
+        cwd=workspace,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json_lines(result.stdout)[0]
+    crate = Path(summary["crate"])
+    assert check_proof(crate).returncode == 0
+    predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert predicate["kind"] == "rerun" and predicate["claim"]["identical"]
+    assert predicate["claim"]["outputs"] == len(report["outputs"]) > 0
+    signed = set(crates.enclosed_digests(crate))
+    assert set(report["outputs"]) <= signed and summary["report"] in signed
+
+
+def test_the_pipeline_certifies_a_phase_on_a_named_data_root_without_its_path(
+    phase_crate, tmp_path
+):
+    scans = tmp_path / "scans at a private path"
+    shutil.copytree(phase_crate[0] / "data/sample/dicom", scans)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = phase(workspace, "phase5", "--data", scans, "--data-name", "cohort", "--certify")
+    assert result.returncode == 0, result.stderr
+    summary = [r for r in json_lines(result.stdout) if r.get("event") == "summary"][0]
+    crate = Path(summary["crate"])
+    assert crate == workspace / "experiments/proofs/phase5"
+    assert check_proof(crate).returncode == 0
+    predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert set(predicate["data_roots"]) == {"cohort"}
+    assert predicate["data_roots"]["cohort"]["files"] > 0
+    for name, data in crate_bytes(crate).items():
+        assert str(tmp_path).encode() not in data, name  # no absolute path travels
+        assert data[128:132] != b"DICM", name

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from scripts.utils import read_tracing
+from scripts.utils.read_tracing import sitecustomize as tracer
 
 PROGRAM = """
 import json, os, sys
@@ -59,12 +60,12 @@ def test_start_and_stop_in_process_nest_and_leave_no_hook_writing(tmp_path):
     outer.mkdir(), inner.mkdir()
     probe = tmp_path / "probe.txt"
     probe.write_text("x")
-    read_tracing.start(outer)
-    read_tracing.start(inner)
+    tracer.start(outer)
+    tracer.start(inner)
     probe.read_text()
-    read_tracing.stop(inner)
+    tracer.stop(inner)
     (tmp_path / "probe.txt").read_bytes()
-    read_tracing.stop(outer)
+    tracer.stop(outer)
     probe.read_text()  # stopped: not traced anywhere
     assert read_tracing.traced_paths(inner) == {str(probe)}
     lines = b"".join(p.read_bytes() for p in outer.glob("*.txt")).splitlines()

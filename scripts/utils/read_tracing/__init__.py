@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scripts.utils.read_tracing.sitecustomize import start, stop
-
 SITE_FOLDER = Path(__file__).resolve().parent  # put first on an external command's PYTHONPATH
 READS_ENV = "CRH_READS_DIR"
-
-__all__ = ["SITE_FOLDER", "READS_ENV", "start", "stop", "traced_paths"]
 
 
 def traced_paths(folder: Path) -> set:

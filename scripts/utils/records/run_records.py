@@ -49,7 +49,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from scripts.utils import read_tracing, timestamps
+from scripts.utils import timestamps
 from scripts.utils.compute.environment import environment_fingerprint, environment_hash
 from scripts.utils.config.loading import config_sha256
 from scripts.utils.config.seeds import SeedManager, append_seed_line, log_seed
@@ -63,6 +63,8 @@ from scripts.utils.jsonio import (
     read_json_lines,
 )
 from scripts.utils.limits import printable_name
+from scripts.utils.read_tracing import sitecustomize as tracer
+from scripts.utils.read_tracing import traced_paths
 from scripts.utils.records.registry import (
     MANIFEST,
     REGISTRY,
@@ -472,7 +474,7 @@ class RunRecorder:
             recover(self.workspace, self.log)
             self._reserve()
         self.reads_folder = Path(tempfile.mkdtemp(prefix="crh-reads-"))
-        read_tracing.start(self.reads_folder)
+        tracer.start(self.reads_folder)
         self._timer = timestamps.Stopwatch()
         if self.log:
             self.log.info("run_started", run_id=self.run_id, workspace=str(self.workspace))
@@ -506,8 +508,8 @@ class RunRecorder:
         """Stop tracing this run's reads; the absolute paths it read (empty if not traced)."""
         if self.reads_folder is None:
             return set()
-        read_tracing.stop(self.reads_folder)
-        paths = read_tracing.traced_paths(self.reads_folder)
+        tracer.stop(self.reads_folder)
+        paths = traced_paths(self.reads_folder)
         shutil.rmtree(self.reads_folder, ignore_errors=True)
         self.reads_folder = None
         return paths
@@ -534,10 +536,14 @@ class RunRecorder:
                 and Path(path).is_file()
             ):
                 names.add(relative)
-        atomic_write_bytes(
-            self.workspace / reads_record(self.run_id),
-            canonical_json({"read": sorted(names), "outside_workspace": outside}),
-        )
+        try:
+            atomic_write_bytes(
+                self.workspace / reads_record(self.run_id),
+                canonical_json({"read": sorted(names), "outside_workspace": outside}),
+            )
+        except OSError as error:  # bookkeeping: the run stands without it
+            if self.log:
+                self.log.warning("reads_not_saved", run_id=self.run_id, error=str(error))
 
     def _report(self, hashed: dict) -> dict:
         fingerprint = environment_fingerprint()
@@ -632,7 +638,8 @@ class RunRecorder:
                 raise
             # still under the lock: recovery must not see the run without its seed line
             self._log_seed()
-        self._save_reads(self._stop_tracing())
+            # and recovery deletes the temp files of reports (.*.json.*.tmp) it finds
+            self._save_reads(self._stop_tracing())
         fold_journal(registry_path)  # when due: the registry's content does not change
         cache = StatCache.load(registry_path)
         for path, h in hashed.items():

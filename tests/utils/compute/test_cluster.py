@@ -22,6 +22,7 @@ import pytest
 
 from scripts.utils.compute import cluster
 from scripts.utils.errors import InputError
+from scripts.utils.records.data_roots import BOOKKEEPING_SUFFIXES
 from tests.conftest import REPO, json_lines, run_script, single_error
 
 distributed = pytest.importorskip("distributed")
@@ -45,16 +46,7 @@ def artifacts(workspace: Path) -> dict:
     return {
         p.relative_to(workspace).as_posix(): p.read_bytes()
         for p in sorted(workspace.rglob("*"))
-        if p.is_file()
-        and not p.name.endswith(
-            (
-                ".statcache.json",
-                ".snapshots.json",
-                ".index.sqlite",
-                ".index.sqlite-journal",
-                ".lock",
-            )
-        )
+        if p.is_file() and not p.name.endswith(BOOKKEEPING_SUFFIXES)
     }
 
 
