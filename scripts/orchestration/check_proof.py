@@ -18,6 +18,7 @@ JSON instead.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (
@@ -29,6 +30,7 @@ if __name__ == "__main__" and __package__ in (
 
     use_project_python()
 
+from scripts.orchestration.proofs import rerun_crate
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.records.crates import check_crate, verdict_text
@@ -45,6 +47,16 @@ def check(args, log) -> int:
         except OSError as exc:
             raise InputError(f"cannot read the public key: {exc.strerror}", file=args.key)
     verdict = check_crate(folder, key_pem, profile=not args.no_profile)
+    if args.rerun and verdict["ok"]:
+        with tempfile.TemporaryDirectory(prefix="crh-proof-rerun-") as scratch:
+            steps = rerun_crate(
+                folder, Path(scratch), Path(args.code_dir) if args.code_dir else None, log
+            )
+        verdict["rerun"] = steps
+        for step in steps:
+            if "rerun" not in step and not step.get("identical"):
+                verdict["failures"].append(rerun_failure(step))
+        verdict["ok"] = not verdict["failures"]
     if args.json:
         cli.print_json({k: v for k, v in verdict.items() if k != "statement"})
     else:
@@ -60,6 +72,12 @@ def check(args, log) -> int:
     return 0
 
 
+def rerun_failure(step: dict) -> str:
+    if "differing" in step:
+        return f"re-run of {step['step']} ({step['run']}): {step['differing']} outputs differ"
+    return f"re-run of {step['step']} ({step['run']}) failed: {' '.join(step.get('error', []))}"
+
+
 def main(argv=None) -> int:
     parser = cli.ScriptParser(
         "check_proof",
@@ -70,6 +88,15 @@ def main(argv=None) -> int:
     parser.add_argument("--key", metavar="PEM", help="the signer's public key, to pin it")
     parser.add_argument("--json", action="store_true", help="the verdict as JSON")
     parser.add_argument("--no-profile", action="store_true", help="skip the RO-Crate profile check")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="then re-run every step from the crate in a fresh folder and check its outputs "
+        "against the signed digests (needs this project's scripts and environment)",
+    )
+    parser.add_argument(
+        "--code-dir", metavar="DIR", help="with --rerun: where an external command's code is"
+    )
     cli.add_common_options(parser, workspace=False)
     return cli.run(parser, check, argv)
 

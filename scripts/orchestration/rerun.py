@@ -55,7 +55,7 @@ if __name__ == "__main__" and __package__ in (
 
 import orjson
 
-from scripts.orchestration.proofs import certify_rerun
+from scripts.orchestration.proofs import NOT_RERUNNABLE, certify_rerun
 from scripts.utils import cli
 from scripts.utils.compute.environment import (
     differences,
@@ -371,7 +371,7 @@ def rerun_command(args, log) -> int:
                 "now": exc.details["actual_sha256"],
             }
         ]
-    if report.get("script") in ("rerun", "verify", "html_report", "compare_runs", None):
+    if report.get("script") in (*NOT_RERUNNABLE, None):
         raise InputError(
             "this run records no work to re-run",
             run=report.get("run_id"),

@@ -414,3 +414,50 @@ def test_the_pipeline_certifies_a_phase_on_a_named_data_root_without_its_path(
     for name, data in crate_bytes(crate).items():
         assert str(tmp_path).encode() not in data, name  # no absolute path travels
         assert data[128:132] != b"DICM", name
+
+
+def test_rerun_from_the_crate_alone_gives_every_signed_output(phase_crate):
+    _, crate = phase_crate
+    result = check_proof(crate, "--rerun", "--no-profile")
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    lines = [line for line in result.stdout.decode().splitlines() if line.startswith("re-run")]
+    assert len(lines) == 8 and sum("identical" in line for line in lines) == 7, lines
+    assert "report_phase5: skipped" in result.stdout.decode()  # rerun.py re-runs no page
+
+
+def test_rerun_catches_an_author_who_signed_outputs_the_code_does_not_make(phase_crate, crate_copy):
+    """Every check of the crate passes (the author's own key signed it, every digest agrees) but
+    the split it holds is not the one the splitter makes: only re-running shows it."""
+    workspace, _ = phase_crate
+    split = next(crate_copy.glob("experiments/results/dataset_splitter_*/split.json"))
+    report_path = split.parent.with_suffix(".json")
+    name = split.relative_to(crate_copy).as_posix()
+    forged = split.read_bytes().replace(b'"train"', b'"test"', 1)
+    assert forged != split.read_bytes()
+    split.write_bytes(forged)
+    new_digest = crates.enclosed_digests(crate_copy)[name]
+    report = orjson.loads(report_path.read_bytes())
+    old_digest = report["outputs"][name]["sha256"]
+    report["outputs"][name]["sha256"] = new_digest
+    report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_SORT_KEYS))
+    metadata = crate_copy / crates.METADATA
+    text = metadata.read_text().replace(old_digest, new_digest)
+    report_name = report_path.relative_to(crate_copy).as_posix()
+    graph = orjson.loads(text)
+    for entity in graph["@graph"]:
+        if entity.get("@id") == report_name:
+            entity["sha256"] = crates.enclosed_digests(crate_copy)[report_name]
+    metadata.write_bytes(orjson.dumps(graph, option=orjson.OPT_INDENT_2))
+    statement = signing.payload_of((crate_copy / crates.ENVELOPE).read_bytes())
+    statement["subject"] = [
+        {"name": n, "digest": {"sha256": d}} for n, d in crates.enclosed_digests(crate_copy).items()
+    ]
+    author = signing.workspace_signer(workspace)
+    (crate_copy / crates.ENVELOPE).write_bytes(signing.sign(author, statement))
+    assert check_crate(crate_copy, profile=False)["ok"]  # consistent, and signed by the author
+    result = check_proof(crate_copy, "--rerun", "--no-profile")
+    assert result.returncode == 1
+    assert b"re-run     split: DIFFERENT (1)" in result.stdout, result.stdout
+    assert single_error(result.stderr)["failures"] == [
+        f"re-run of split ({split.parent.name}): 1 outputs differ"
+    ]

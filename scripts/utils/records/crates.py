@@ -309,8 +309,17 @@ def verdict_text(verdict: dict) -> str:
             else "does not conform"
         ),
     ]
+    for step in verdict.get("rerun") or []:
+        state = step.get("rerun") or (
+            "identical" if step.get("identical") else f"DIFFERENT ({step.get('differing', '?')})"
+        )
+        forced = f"; forced: {', '.join(step['forced'])}" if step.get("forced") else ""
+        lines.append(f"re-run     {step['step']}: {state}{forced}"[:200])
     if verdict["ok"]:
-        lines.append("VERIFIED   the signature, every file and the profile check out")
+        lines.append(
+            "VERIFIED   the signature, every file and the profile check out"
+            + ("; every re-run step gave the signed outputs" if verdict.get("rerun") else "")
+        )
     else:
         lines.append(f"FAILED     {len(verdict['failures'])} checks:")
         shown = verdict["failures"][:15]
