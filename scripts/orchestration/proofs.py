@@ -420,6 +420,40 @@ def _file_entity(name: str, entry: dict) -> dict:
     return properties
 
 
+def external_code_entities(run_id: str, report: dict) -> dict:
+    """An external command's code as the run recorded it: its command, each file with its SHA-256
+    (named from the code folder; not enclosed), the git state of their repositories, and the
+    Python that ran it (its packages are in the enclosed report)."""
+    external = report.get("external")
+    if not isinstance(external, dict):
+        return {}
+    code = external.get("code") or {}
+    files = code.get("files") or {}
+    parts = {
+        f"#code-{run_id}/{name}": {
+            "@type": "SoftwareSourceCode",
+            "name": name,
+            "sha256": digest,
+            "description": "the external command's code (not enclosed: its SHA-256 as recorded)",
+        }
+        for name, digest in sorted(files.items())
+    }
+    environment = external.get("environment") or {}
+    python = environment.get("python") if isinstance(environment, dict) else None
+    return {
+        **parts,
+        f"#code-{run_id}": {
+            "@type": "SoftwareApplication",
+            "name": "external command: " + " ".join(map(str, external.get("command") or [])),
+            "hasPart": [{"@id": entity_id} for entity_id in parts],
+            "description": "git: "
+            + orjson.dumps(code.get("git") or [], option=orjson.OPT_SORT_KEYS).decode()
+            + "; Python: "
+            + orjson.dumps(python, option=orjson.OPT_SORT_KEYS).decode(),
+        },
+    }
+
+
 def file_id(name: str, entry: dict) -> str:
     """A file's @id: its crate path when enclosed, else a local identifier."""
     return name if entry["enclosed"] else f"#not-enclosed/{name}"
@@ -497,6 +531,7 @@ def crate_graph(
             "name": "base_seed",
             "value": str(seed.get("base_seed")),
         }
+        graph.update(external_code_entities(run_id, report))
         graph[f"#run-{run_id}"] = {
             "@type": "CreateAction",
             "name": f"{step}: {run_id}",
@@ -512,6 +547,11 @@ def crate_graph(
             "description": f"environment hash {report.get('env_hash')}; arguments "
             + orjson.dumps(report.get("argv", [])).decode(),
         }
+        if f"#code-{run_id}" in graph:
+            graph[f"#run-{run_id}"]["instrument"] = [
+                graph[f"#run-{run_id}"]["instrument"],
+                {"@id": f"#code-{run_id}"},
+            ]
         if undeclared.get(run_id):
             graph[f"#undeclared-{run_id}"] = {
                 "@type": "PropertyValue",

@@ -273,6 +273,8 @@ def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tm
     assert external  # the script's code hashes and its Python travel in the signed report
     workflow = orjson.loads((crate / crates.WORKFLOW).read_bytes())
     assert workflow["steps"][0]["external"][1].endswith("sgd_digits.py")
+    code = external_code_in(crate)  # the script's code, by name and SHA-256, in the metadata
+    assert code == external["code"]["files"] and any(n.endswith("sgd_digits.py") for n in code)
 
 
 def test_verify_certify_signs_the_verdict_over_every_compared_artifact(workspace, tmp_path):
@@ -461,3 +463,8 @@ def test_rerun_catches_an_author_who_signed_outputs_the_code_does_not_make(phase
     assert single_error(result.stderr)["failures"] == [
         f"re-run of split ({split.parent.name}): 1 outputs differ"
     ]
+
+
+def external_code_in(crate: Path) -> dict:
+    graph = orjson.loads((crate / crates.METADATA).read_bytes())["@graph"]
+    return {e["name"]: e["sha256"] for e in graph if e.get("@type") == "SoftwareSourceCode"}
