@@ -468,3 +468,13 @@ def test_rerun_catches_an_author_who_signed_outputs_the_code_does_not_make(phase
 def external_code_in(crate: Path) -> dict:
     graph = orjson.loads((crate / crates.METADATA).read_bytes())["@graph"]
     return {e["name"]: e["sha256"] for e in graph if e.get("@type") == "SoftwareSourceCode"}
+
+
+def test_a_malformed_crate_is_a_named_failure_never_a_traceback(crate_copy):
+    (crate_copy / crates.METADATA).write_text('{"@context": 5, "@graph": [1, 2]}')
+    (crate_copy / crates.ENVELOPE).write_text("not an envelope")
+    result = check_proof(crate_copy)
+    assert result.returncode == 1, result.stderr
+    failures = single_error(result.stderr)["failures"]
+    assert any("not a DSSE envelope" in f for f in failures), failures
+    assert any("profile provenance-run-crate" in f for f in failures), failures

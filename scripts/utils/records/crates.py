@@ -230,7 +230,10 @@ def profile_issues(folder: Path) -> list:
         offline=True,
         cache_path=_context_cache(),
     )
-    result = services.validate(settings)
+    try:
+        result = services.validate(settings)
+    except Exception as exc:  # noqa: BLE001 - the validator's own failure on a malformed crate
+        return [f"the validator could not check it: {type(exc).__name__}: {str(exc)[:300]}"]
     return sorted({f"{issue.message} ({issue.check.identifier})" for issue in result.get_issues()})
 
 
