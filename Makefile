@@ -34,14 +34,15 @@ TEST_WORKERS ?= 2
 FUZZ_EXAMPLES ?= 150
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gpu lock test lint format fuzz bench bench-large clean clean-venv \
+.PHONY: help setup setup-gpu lock test lint format fuzz bench bench-large device-wheels device-check \
+        clean clean-venv \
         phase5 phase6 phase7 phase8 phase9 verify report steps certify check-proof
 
 help:
 	$(info Targets:)
 	$(info   help        list the targets (this text))
 	$(info   setup       create the virtual environment $(VENV) from requirements.lock)
-	$(info   setup-gpu   add CuPy (CUDA 12) from requirements-gpu.lock to the environment)
+	$(info   setup-gpu   add CuPy to the environment: CUDA 13 or 12 as nvidia-smi reports (requirements-gpu13.lock / -gpu.lock))
 	$(info   lock        re-resolve requirements.in + requirements-dev.in into requirements.lock (and the GPU lock) with uv)
 	$(info   test        lint, then the test suite (pytest in TEST_WORKERS=2 processes; PYTEST_ARGS=... passes options))
 	$(info   lint        ruff check and ruff format --check (configured in pyproject.toml))
@@ -49,6 +50,8 @@ help:
 	$(info   fuzz        the long fuzz run: FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) hostile inputs per reader; writes fuzz-report.json)
 	$(info   bench       run the benchmarks; writes experiments/results/bench_<stamp>.json)
 	$(info   bench-large the data-folder growth benchmark up to 10^6 files (about 6 minutes))
+	$(info   device-wheels  the wheels a bare GPU machine lacks, for CPython 3.12, into device-wheels/)
+	$(info   device-check   CuPy against NumPy on a GPU, in one command with the machine's python3 (skips without one))
 	$(info   clean       remove generated outputs from data/, meta/chronicle/, experiments/results/, env/)
 	$(info   clean-venv  remove the virtual environment)
 	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)
@@ -67,13 +70,15 @@ $(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py
 setup: $(VENV_STAMP)
 
 setup-gpu: $(VENV_STAMP)
-	$(PY) -m pip install --require-hashes --no-input --disable-pip-version-check -r requirements-gpu.lock
+	$(PYTHON) scripts/utils/venv_setup.py --venv $(VENV) --gpu
 
 lock: $(VENV_STAMP)
 	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
 	    --custom-compile-command "make lock" requirements-dev.in -o requirements.lock
 	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
 	    --custom-compile-command "make lock" requirements-gpu.in -c requirements.lock -o requirements-gpu.lock
+	$(PY) -m uv pip compile --universal --generate-hashes --python-version 3.10 \
+	    --custom-compile-command "make lock" requirements-gpu13.in -c requirements.lock -o requirements-gpu13.lock
 
 test: $(VENV_STAMP) lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
@@ -95,6 +100,12 @@ fuzz: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) bench/run_bench.py
+
+device-wheels: $(VENV_STAMP)
+	$(PY) bench/device_wheels.py
+
+device-check:
+	$(PYTHON) bench/device_check.py
 
 bench-large: $(VENV_STAMP)
 	$(PY) bench/run_bench.py --large --only tree_growth --repeat 2

@@ -10,6 +10,11 @@ the venv.
 
 Usage (the Makefile does this for you):
     python3 scripts/utils/venv_setup.py --venv .venv --lock requirements.lock
+    python3 scripts/utils/venv_setup.py --venv .venv --gpu     # make setup-gpu: CuPy, CUDA 12 or 13
+
+``--gpu`` adds CuPy to the venv for the CUDA the driver supports (the
+``CUDA Version`` nvidia-smi reports: 13 or later takes requirements-gpu13.lock,
+else requirements-gpu.lock, CUDA 12).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import argparse
 import hashlib
 import json  # stdlib only here: orjson is not installed yet
 import os
+import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -45,6 +52,44 @@ def venv_python(folder: Path) -> Path:
     return folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+GPU_LOCKS = {12: "requirements-gpu.lock", 13: "requirements-gpu13.lock"}
+
+
+def driver_cuda_major() -> int | None:
+    """The newest CUDA major version the driver supports (nvidia-smi's header), or None."""
+    found = shutil.which("nvidia-smi")
+    if found is None:
+        return None
+    try:
+        text = subprocess.run([found], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def gpu_lock(major: int | None) -> Path:
+    """The GPU lock for a driver's CUDA major version (CUDA 12 when unknown)."""
+    return PROJECT / GPU_LOCKS[13 if (major or 12) >= 13 else 12]
+
+
+def install_gpu(folder: Path) -> int:
+    major = driver_cuda_major()
+    lock = gpu_lock(major)
+    log("info", "gpu_install", venv=str(folder), cuda_driver=major, lock=lock.name)
+    command = [str(venv_python(folder)), "-m", "pip", "install", "--no-input",
+               "--disable-pip-version-check", "--require-hashes", "-r", str(lock)]  # fmt: skip
+    if subprocess.run(command).returncode != 0:
+        log(
+            "error",
+            "gpu_install_failed",
+            error="pip could not install the GPU lock",
+            lock=lock.name,
+        )
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Create or refresh the virtual environment from the lock file.",
@@ -56,7 +101,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--lock", default="requirements.lock", help="hashed lock file (default: requirements.lock)"
     )
+    parser.add_argument(
+        "--gpu", action="store_true", help="add CuPy for the driver's CUDA (12 or 13) to the venv"
+    )
     args = parser.parse_args(argv)
+    if args.gpu:
+        return install_gpu(Path(args.venv))
 
     if sys.version_info < MIN_PYTHON:
         log(
