@@ -49,14 +49,14 @@ def quantize(xp, values):
 def max_abs(xp, values) -> float:
     if values.size == 0:
         return 0.0
-    return max(float(values.max()), -float(values.min()))
+    return max(float(values.max().item()), -float(values.min().item()))
 
 
 def _norm_bound(xp, qa, qb) -> float:
     """Cauchy-Schwarz: every |partial sum| <= sum |a_ik b_kj| <= max_i |a_i| * max_j |b_j|
     (2-norms)."""
-    rows = float(xp.sqrt(xp.einsum("ik,ik->i", qa, qa).max())) if qa.size else 0.0
-    columns = float(xp.sqrt(xp.einsum("kj,kj->j", qb, qb).max())) if qb.size else 0.0
+    rows = float(xp.sqrt(xp.einsum("ik,ik->i", qa, qa).max()).item()) if qa.size else 0.0
+    columns = float(xp.sqrt(xp.einsum("kj,kj->j", qb, qb).max()).item()) if qb.size else 0.0
     return rows * columns * _MARGIN
 
 
@@ -161,7 +161,7 @@ def blas_threads():
 
 def fixed_sum(xp, values) -> float:
     """Sum in fixed point (2**-20 steps, int64): the same bits on any backend or thread count."""
-    return float(xp.sum(xp.rint(values * SCALE).astype(xp.int64))) / SCALE
+    return float(xp.sum(xp.rint(values * SCALE).astype(xp.int64)).item()) / SCALE
 
 
 def fixed_mean(xp, values) -> float:
