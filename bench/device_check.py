@@ -56,11 +56,17 @@ def use_device_wheels() -> None:
     no index) and put them on this process's and its children's path."""
     wheels = sorted(WHEELS.glob("*.whl")) if WHEELS.is_dir() else []
     if wheels and not SITE.is_dir():
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
              "--target", str(SITE), *map(str, wheels)],
-            check=True,
+            capture_output=True,
         )  # fmt: skip
+        if done.returncode != 0:  # wheels for another Python (make device-wheels: CPython 3.12)
+            shutil.rmtree(SITE, ignore_errors=True)
+            sys.stderr.write(
+                f"device-wheels/ could not be installed for Python {sys.version.split()[0]} "
+                "(make device-wheels downloads them for CPython 3.12): going on without them\n"
+            )
     if SITE.is_dir():
         sys.path.insert(0, str(SITE))
         os.environ["PYTHONPATH"] = os.pathsep.join(
