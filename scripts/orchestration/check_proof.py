@@ -30,7 +30,7 @@ if __name__ == "__main__" and __package__ in (
 
     use_project_python()
 
-from scripts.orchestration.proofs import rerun_crate
+from scripts.orchestration.proof_rerun import rerun_crate
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.records.crates import check_crate, verdict_text

@@ -55,7 +55,8 @@ if __name__ == "__main__" and __package__ in (
 
 import orjson
 
-from scripts.orchestration.proofs import NOT_RERUNNABLE, certify_rerun
+from scripts.orchestration.proof_rerun import NOT_RERUNNABLE
+from scripts.orchestration.proofs import certify_rerun
 from scripts.utils import cli
 from scripts.utils.compute.environment import (
     differences,
