@@ -63,6 +63,7 @@ def test_a_phase_crate_checks_out_offline_and_is_the_same_bytes_twice(phase_crat
     result = check_proof(crate)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"VERIFIED" in result.stdout and b"provenance-run-crate 0.5: conforms" in result.stdout
+    assert b"reads      every file read was declared" in result.stdout
     again = certify(workspace, "phase5", "--out", tmp_path / "again")
     assert crate_bytes(Path(again["crate"])) == crate_bytes(crate)
 
@@ -357,7 +358,9 @@ def test_a_file_read_but_not_declared_is_named_in_the_crate_and_its_page(workspa
     summary = certify(workspace, report, "--out", tmp_path / "crate")
     assert summary["read_but_not_declared"] == 1
     crate = Path(summary["crate"])
-    assert check_proof(crate).returncode == 0
+    checked = check_proof(crate)
+    assert checked.returncode == 0
+    assert f"reads      {report.stem}: 1 read but not declared".encode() in checked.stdout
     predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
     assert predicate["read_but_not_declared"] == {report.stem: ["data/labels.txt"]}
     assert (crate / "data/labels.txt").read_text() == "cat,dog,bird\n"  # enclosed, signed

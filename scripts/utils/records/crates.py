@@ -303,6 +303,14 @@ def verdict_text(verdict: dict) -> str:
         f"{len(predicate.get('data_roots') or {})} data roots by listing hash",
         f"kind       {predicate.get('kind', '?')}, {len(predicate.get('runs') or {})} runs",
         "claim      " + orjson.dumps(_short_claim(claim)).decode()[:300],
+        "reads      "
+        + (
+            ", ".join(
+                f"{run}: {len(names)} read but not declared"
+                for run, names in sorted((predicate.get("read_but_not_declared") or {}).items())
+            )[:300]
+            or "every file read was declared"
+        ),
         f"profile    {VALIDATION_PROFILE} {PROFILE_VERSION}: "
         + (
             "not checked"
