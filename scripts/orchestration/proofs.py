@@ -32,6 +32,7 @@ import graphlib
 import mimetypes
 import shlex
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -142,9 +143,20 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> tuple:
-    """``({name: file}, {run id: (outputs, inputs)}, data roots, {run id: undeclared reads})``
-    for the runs of ``steps``.
+@dataclass
+class CrateContents:
+    """What a crate holds, gathered from the records before anything is written."""
+
+    steps: list  # [(step name, run id)], in the order the runs need
+    reports: dict  # {run id: its report}
+    files: dict  # {name: {sha256, size, run (producing run or None), enclosed}}
+    per_run: dict  # {run id: (outputs, inputs)}
+    data_roots: dict  # {root name: {files, listing_sha256}}
+    undeclared: dict  # {run id: [files it read but did not declare]}
+
+
+def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> CrateContents:
+    """What the runs of ``steps`` put in a crate.
 
     Each file: {sha256, size, enclosed, run (the producing run, or None)}. A
     run's report and outputs come from the registry; its inputs are what its
@@ -196,7 +208,8 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> tupl
                 "certified (rerun the step, or restore the file)",
                 file=name,
             )
-    return files, per_run, data_roots, undeclared
+    reports = {run_id: records.report(run_id) for _, run_id in steps}
+    return CrateContents(list(steps), reports, files, per_run, data_roots, undeclared)
 
 
 def unregistered_entry(path: Path) -> dict:
@@ -252,11 +265,14 @@ def certify_runs(
     """
     workspace = Path(workspace)
     records = WorkspaceRecords(workspace)
-    files, per_run, data_roots, undeclared = crate_files(workspace, records, steps)
-    reports = {run_id: records.report(run_id) for _, run_id in steps}
-    runs_signed = {run_id: records.manifest()[run_id]["report_sha256"] for run_id in reports}
+    contents = crate_files(workspace, records, steps)
+    files = contents.files
+    manifest = records.manifest()
+    runs_signed = {run_id: manifest[run_id]["report_sha256"] for run_id in contents.reports}
     if not steps:
-        steps, reports, per_run = command_steps(commands or [], extra_files or {})
+        contents.steps, contents.reports, contents.per_run = command_steps(
+            commands or [], extra_files or {}
+        )
     out = Path(out)
     replaced = out.is_dir() and (out / crates.METADATA).exists()  # an earlier crate: replaced
     if out.exists() and not replaced and (not out.is_dir() or any(out.iterdir())):
@@ -271,49 +287,38 @@ def certify_runs(
             target = partial / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(workspace / name, target)
-    extras = {}
     for name, source in sorted((extra_files or {}).items()):
         if name in files or is_dicom(Path(source)):
             continue
         target = partial / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-        extras[name] = {
+        files[name] = {
             "sha256": hash_file(target)["sha256"],
             "size": target.stat().st_size,
             "run": None,
             "enclosed": True,
         }
-    atomic_write_bytes(
-        partial / crates.WORKFLOW, canonical_json(workflow_description(steps, reports))
-    )
+    workflow = workflow_description(contents.steps, contents.reports)
+    atomic_write_bytes(partial / crates.WORKFLOW, canonical_json(workflow))
     page = (
         preview_html
         if preview_html is not None
-        else build_page(workspace, main_report(reports), undeclared)
+        else build_page(workspace, main_report(contents.reports), contents.undeclared)
     )
     atomic_write_bytes(partial / crates.PREVIEW, page.encode("utf-8"))
-    graph = crate_graph(
-        {**files, **extras},
-        per_run,
-        data_roots,
-        steps,
-        reports,
-        kind,
-        claim,
-        license_url,
-        extra_entities,
-        published or max(runs_signed, key=run_order),
-        undeclared,
-    )
+    published = published or max(runs_signed, key=run_order)
+    graph = crate_graph(contents, kind, claim, license_url, extra_entities, published)
     crates.write_metadata(partial, graph)
     subjects = crates.enclosed_digests(partial)
     predicate = {
         "kind": kind,
         "claim": claim or {"recorded": True},
         "runs": dict(sorted(runs_signed.items())),
-        "data_roots": data_roots,
-        "read_but_not_declared": {run: names for run, names in sorted(undeclared.items()) if names},
+        "data_roots": contents.data_roots,
+        "read_but_not_declared": {
+            run: names for run, names in sorted(contents.undeclared.items()) if names
+        },
         "not_enclosed": {
             name: {"sha256": f["sha256"], "size": f["size"]}
             for name, f in sorted(files.items())
@@ -336,11 +341,11 @@ def certify_runs(
     summary = {
         "crate": str(out),
         "kind": kind,
-        "runs": len(reports),
+        "runs": len(runs_signed),
         "files": len(subjects),
         "not_enclosed": len(predicate["not_enclosed"]),
-        "data_roots": sorted(data_roots),
-        "read_but_not_declared": sum(map(len, undeclared.values())),
+        "data_roots": sorted(contents.data_roots),
+        "read_but_not_declared": sum(map(len, contents.undeclared.values())),
         "key": signer.public_key.keyid,
     }
     if log is not None:
@@ -444,20 +449,17 @@ def file_id(name: str, entry: dict) -> str:
 
 
 def crate_graph(
-    files,
-    per_run,
-    data_roots,
-    steps,
-    reports,
-    kind,
-    claim,
-    license_url,
-    extra_entities,
-    published,
-    undeclared,
+    contents: CrateContents, kind: str, claim, license_url, extra_entities, published: str
 ) -> dict:
     """The crate's entities, as {@id: properties} in the order they are written; ``extra_entities``
     (verify's runs and comparisons) are added and mentioned by the root."""
+    files, per_run, steps, reports = (
+        contents.files,
+        contents.per_run,
+        contents.steps,
+        contents.reports,
+    )
+    data_roots, undeclared = contents.data_roots, contents.undeclared
     graph = {}
     scripts = sorted({reports[run_id]["script"] for _, run_id in steps})
     commit = next(

@@ -242,28 +242,22 @@ def test_the_preview_is_our_page_and_opens_in_chromium(phase_crate, tmp_path):
     assert b"CONSOLE" not in dom.stderr, dom.stderr.decode(errors="replace")[-2000:]
 
 
-def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tmp_path):
+def external_run(workspace, tmp_path, command: list, logdir: str) -> Path:
+    """Record ``command`` as an external run (run_experiment); its report."""
     config = tmp_path / "experiment.toml"
-    config.write_text(
-        f'[experiment]\nkind = "external"\n[external]\n'
-        f'command = ["{sys.executable}", "{TRAINING / "sgd_digits.py"}", "--out", "{{logdir}}"]\n'
-    )
+    listed = ", ".join(f'"{arg}"' for arg in [sys.executable, *command, "--out", "{logdir}"])
+    config.write_text(f'[experiment]\nkind = "external"\n[external]\ncommand = [{listed}]\n')
     result = run_script(
-        "orchestration",
-        "run_experiment",
-        "--config",
-        config,
-        "--logdir",
-        workspace / "experiments/results/digits",
-        "--workspace",
-        workspace,
-        cwd=workspace,
-    )
+        "orchestration", "run_experiment", "--config", config,
+        "--logdir", workspace / "experiments/results" / logdir,
+        "--workspace", workspace, cwd=workspace,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    report = json_lines(result.stdout)[0]["report"] if json_lines(result.stdout) else None
-    report = report or next(
-        str(p) for p in (workspace / "experiments/results").glob("run_experiment_*.json")
-    )
+    return next((workspace / "experiments/results").glob("run_experiment_*.json"))
+
+
+def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tmp_path):
+    report = external_run(workspace, tmp_path, [TRAINING / "sgd_digits.py"], "digits")
     summary = certify(workspace, report, "--out", tmp_path / "crate")
     crate = Path(summary["crate"])
     assert check_proof(crate).returncode == 0
@@ -337,24 +331,7 @@ def test_a_file_read_but_not_declared_is_named_in_the_crate_and_its_page(workspa
     labels.write_text("cat,dog,bird\n")
     script = tmp_path / "train.py"
     script.write_text(READS_A_FILE)
-    config = tmp_path / "experiment.toml"
-    config.write_text(
-        f'[experiment]\nkind = "external"\n[external]\n'
-        f'command = ["{sys.executable}", "{script}", "{labels}", "--out", "{{logdir}}"]\n'
-    )
-    result = run_script(
-        "orchestration",
-        "run_experiment",
-        "--config",
-        config,
-        "--logdir",
-        workspace / "experiments/results/labels",
-        "--workspace",
-        workspace,
-        cwd=workspace,
-    )
-    assert result.returncode == 0, result.stderr
-    report = next((workspace / "experiments/results").glob("run_experiment_*.json"))
+    report = external_run(workspace, tmp_path, [script, labels], "labels")
     summary = certify(workspace, report, "--out", tmp_path / "crate")
     assert summary["read_but_not_declared"] == 1
     crate = Path(summary["crate"])
