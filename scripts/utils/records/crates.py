@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -260,8 +259,9 @@ def _serve_context_offline(cache_name: str) -> None:
     from requests_cache import CachedSession
     from urllib3 import HTTPResponse
 
-    bundled = json.loads((Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld").read_bytes())
-    body = json.dumps({"@context": {**bundled["@context"], **CONTEXT_1_1_IRIS}}).encode()
+    context_file = Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld"
+    bundled = orjson.loads(context_file.read_bytes())
+    body = orjson.dumps({"@context": {**bundled["@context"], **CONTEXT_1_1_IRIS}})
     url = CONTEXT_1_1
 
     class Bundled(HTTPAdapter):
