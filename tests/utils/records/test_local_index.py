@@ -146,7 +146,7 @@ def test_a_stat_cache_save_killed_anywhere_leaves_a_usable_index(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SAVER.format(repo=str(REPO)))
     saved = 0
-    for delay in (0.05, 0.31, 0.12, 0.47, 0.2):
+    for kills, delay in enumerate((0.05, 0.31, 0.12, 0.47, 0.2), start=1):
         saver = subprocess.Popen(
             [sys.executable, str(script), str(registry_path), str(target)], stdout=subprocess.PIPE
         )
@@ -158,7 +158,8 @@ def test_a_stat_cache_save_killed_anywhere_leaves_a_usable_index(tmp_path):
         db = sqlite3.connect(local_index.path_for(registry_path))
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         unstamped = db.execute("SELECT count(*) FROM generations WHERE written_ns IS NULL")
-        assert unstamped.fetchone()[0] <= 1  # at most the save that was killed
+        # each kill may leave its save's rows unstamped (never trusted): at most one per kill
+        assert unstamped.fetchone()[0] <= kills
         db.close()
         if rounds:  # this saver's last finished round is in, and trusted (the killed one,
             # writing the next folder, may have left its rows unstamped: untrusted, by design)
