@@ -46,12 +46,13 @@ def check(args, log) -> int:
             key_pem = Path(args.key).read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read the public key: {exc.strerror}", file=args.key)
+    code_dir = Path(args.code_dir).resolve()  # the re-runs run in a scratch folder
+    if not code_dir.is_dir():
+        raise InputError("no such code folder", file=args.code_dir)
     verdict = check_crate(folder, key_pem, profile=not args.no_profile)
     if args.rerun and verdict["ok"]:
         with tempfile.TemporaryDirectory(prefix="crh-proof-rerun-") as scratch:
-            steps = rerun_crate(
-                folder, Path(scratch), Path(args.code_dir) if args.code_dir else None, log
-            )
+            steps = rerun_crate(folder, Path(scratch), code_dir, log)
         verdict["rerun"] = steps
         for step in steps:
             if "rerun" not in step and not step.get("identical"):
@@ -73,9 +74,12 @@ def check(args, log) -> int:
 
 
 def rerun_failure(step: dict) -> str:
-    if "differing" in step:
-        return f"re-run of {step['step']} ({step['run']}): {step['differing']} outputs differ"
-    return f"re-run of {step['step']} ({step['run']}) failed: {' '.join(step.get('error', []))}"
+    head = f"re-run of {step['step']} ({step['run']})"
+    if "differing" not in step:
+        return f"{head} failed: {' '.join(step.get('error', []))}"
+    code = [reason for reason in step.get("forced") or [] if "command's code" in reason]
+    hint = f" ({'; '.join(code)}: --code-dir names the folder it is in)" if code else ""
+    return f"{head}: {step['differing']} outputs differ{hint}"
 
 
 def main(argv=None) -> int:
@@ -95,7 +99,10 @@ def main(argv=None) -> int:
         "against the signed digests (needs this project's scripts and environment)",
     )
     parser.add_argument(
-        "--code-dir", metavar="DIR", help="with --rerun: where an external command's code is"
+        "--code-dir",
+        metavar="DIR",
+        default=".",
+        help="with --rerun: where an external command's code is (default: the current folder)",
     )
     cli.add_common_options(parser, workspace=False)
     return cli.run(parser, check, argv)

@@ -673,7 +673,7 @@ def verify_entities(claim: dict, verify_report: str) -> dict:
             "@type": "PropertyValue",
             "name": "cause",
             "value": " + ".join(cause.get("variations", [])),
-            "description": ", ".join(map(str, cause.get("artifacts", [])[:20])),
+            "description": crates.cause_text(cause),
         }
     entities["#comparison"] = {
         "@type": "AssessAction",

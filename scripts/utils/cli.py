@@ -40,7 +40,19 @@ from scripts.utils.jsonio import canonical_json, encode_nonfinite
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows every default."""
+    """Keeps the description's line breaks and shows each default that says something (not a
+    None or a False flag, nor one the help already states)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if (
+            action.default is None
+            or action.default is False
+            or "(default" in help
+            or "default:" in help
+        ):
+            return help
+        return super()._get_help_string(action)
 
 
 def usage_examples(doc: str | None) -> list:

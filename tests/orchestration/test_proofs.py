@@ -257,10 +257,24 @@ def external_run(workspace, tmp_path, command: list, logdir: str) -> Path:
 
 
 def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tmp_path):
-    report = external_run(workspace, tmp_path, [TRAINING / "sgd_digits.py"], "digits")
+    shutil.copy(TRAINING / "sgd_digits.py", tmp_path)  # beside the config, named relatively
+    report = external_run(workspace, tmp_path, ["sgd_digits.py"], "digits")
     summary = certify(workspace, report, "--out", tmp_path / "crate")
     crate = Path(summary["crate"])
     assert check_proof(crate).returncode == 0
+    # the reviewer's folder: the crate, and the code the crate names by its hashes
+    reviewer = tmp_path / "reviewer"
+    shutil.copytree(crate, reviewer / "crate")
+    shutil.copy(TRAINING / "sgd_digits.py", (reviewer / "code").mkdir() or reviewer / "code")
+    rerun = run_script(
+        "orchestration", "check_proof", "crate", "--rerun", "--code-dir", "code", "--json",
+        cwd=reviewer, timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert [step["identical"] for step in json_lines(rerun.stdout)[0]["rerun"]] == [True]
+    without_code = check_proof(reviewer / "crate", "--rerun")  # run from elsewhere: no code
+    assert without_code.returncode == 1
+    assert "--code-dir" in single_error(without_code.stderr)["failures"][0]
     names = set(crates.enclosed_digests(crate))
     assert "experiments/results/digits/model.pkl" in names
     enclosed_report = next(crate.glob("experiments/results/run_experiment_*.json"))

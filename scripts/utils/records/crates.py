@@ -302,14 +302,18 @@ def verdict_text(verdict: dict) -> str:
         f"{len(predicate.get('not_enclosed') or {})} listed by digest only, "
         f"{len(predicate.get('data_roots') or {})} data roots by listing hash",
         f"kind       {predicate.get('kind', '?')}, {len(predicate.get('runs') or {})} runs",
-        "claim      " + orjson.dumps(_short_claim(claim)).decode()[:300],
+        *claim_lines(claim),
         "reads      "
         + (
             ", ".join(
                 f"{run}: {len(names)} read but not declared"
                 for run, names in sorted((predicate.get("read_but_not_declared") or {}).items())
             )[:300]
-            or "every file read was declared"
+            or (
+                "every file read was declared"
+                if predicate.get("runs")
+                else "not traced (the crate holds no run's record)"
+            )
         ),
         f"profile    {VALIDATION_PROFILE} {PROFILE_VERSION}: "
         + (
@@ -331,6 +335,8 @@ def verdict_text(verdict: dict) -> str:
             "VERIFIED   the signature, every file and the profile check out"
             + ("; every re-run step gave the signed outputs" if verdict.get("rerun") else "")
         )
+        if isinstance(claim, dict) and claim.get("identical") is False:
+            lines.append("           (what is signed is a claim that the runs differ: see above)")
     else:
         lines.append(f"FAILED     {len(verdict['failures'])} checks:")
         shown = verdict["failures"][:15]
@@ -340,8 +346,55 @@ def verdict_text(verdict: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _short_claim(claim):
+def claim_lines(claim) -> list:
+    """The signed claim in words: what was recorded, or what a verify or a rerun found (each
+    cause of a difference on a line of its own, the first five)."""
     if not isinstance(claim, dict):
-        return claim
-    keep = ("recorded", "identical", "varied", "artifacts", "differing", "causes", "outputs")
-    return {key: claim[key] for key in keep if key in claim}
+        return [f"claim      {orjson.dumps(claim).decode()[:200]}"]
+    if claim.get("recorded"):
+        return ["claim      recorded: these files came from these runs"]
+    if "varied" in claim:  # a verify
+        varied = ", ".join(map(str, claim.get("varied") or []))
+        if claim.get("identical"):
+            return [
+                f"claim      identical: {claim.get('artifacts')} artifacts, the same bytes "
+                f"when run again varied ({varied})"
+            ]
+        causes = claim.get("causes") or []
+        lines = [
+            f"claim      NOT identical: {claim.get('differing')} of {claim.get('artifacts')} "
+            f"artifacts differ when run again varied ({varied})"
+        ]
+        for cause in causes[:5]:
+            lines.append(f"cause      {cause_text(cause)}"[:200])
+        if len(causes) > 5:
+            lines.append(f"cause      ... and {len(causes) - 5} more (--json)")
+        if claim.get("unexplained"):
+            lines.append(f"cause      {len(claim['unexplained'])} artifacts differ unexplained")
+        return lines
+    if "outputs" in claim:  # a rerun
+        state = (
+            f"identical: {claim.get('outputs')} outputs, the same bytes"
+            if claim.get("identical")
+            else f"NOT identical: {claim.get('differing')} of {claim.get('outputs')} outputs differ"
+        )
+        forced = claim.get("forced") or []
+        return [
+            f"claim      re-run of {claim.get('run')} {state}"
+            + (f"; forced: {', '.join(map(str, forced))}" if forced else "")
+        ]
+    return [f"claim      {orjson.dumps(claim, option=orjson.OPT_SORT_KEYS).decode()[:200]}"]
+
+
+def cause_text(cause: dict) -> str:
+    """One cause of a difference, as verify reported it: the variations, the artifacts they
+    changed, and the fix it suggests."""
+    if not isinstance(cause, dict):
+        return str(cause)
+    names = [
+        item.get("artifact", "?") if isinstance(item, dict) else str(item)
+        for item in cause.get("artifacts") or []
+    ]
+    text = " + ".join(map(str, cause.get("variations") or [])) or "?"
+    text += ": " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return text + (f" (fix: {cause['fix']})" if cause.get("fix") else "")
