@@ -401,14 +401,17 @@ def changed_since(recorded: dict, now: dict) -> list:
                 }
             )
     for key in ("python", "torch"):
-        if key in old_env and old_env.get(key) != new_env.get(key):
-            found.append(
-                {
-                    "what": f"the command's {key} changed",
-                    "recorded": old_env.get(key),
-                    "now": new_env.get(key),
-                }
-            )
+        before, after = old_env.get(key), new_env.get(key)
+        if key in old_env and before != after:
+            what = f"the command's {key} changed"
+            if isinstance(before, dict) and isinstance(after, dict):  # torch: name its fields
+                fields = sorted(
+                    k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+                )
+                what += (
+                    " (" + ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in fields) + ")"
+                )
+            found.append({"what": what, "recorded": before, "now": after})
     return found
 
 

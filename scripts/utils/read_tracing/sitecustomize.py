@@ -83,8 +83,12 @@ def _run_the_shadowed_sitecustomize() -> None:
     import importlib.machinery
     import importlib.util
 
+    # the one shadowed is the next on the path: searching every other folder would find, where
+    # two such hooks are on the path, the one that ran this one, and run it again
     here = os.path.dirname(os.path.abspath(__file__))
-    others = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != here]
+    folders = [os.path.abspath(entry or os.curdir) for entry in sys.path]
+    after = sys.path[folders.index(here) + 1 :] if here in folders else sys.path
+    others = [entry for entry in after if os.path.abspath(entry or os.curdir) != here]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
     if spec is None or spec.loader is None:
         return
