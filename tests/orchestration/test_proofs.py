@@ -125,6 +125,16 @@ def tamper_added_file(crate):
     return ["experiments/results/phase5/extra.txt: in the crate but not signed (added)"]
 
 
+def tamper_file_replaced_by_a_link(crate, tmp_path):
+    """Same bytes, kept outside the crate and linked in: the crate no longer holds them."""
+    target = crate / "experiments/results/phase5/metrics.csv"
+    outside = tmp_path / "metrics.csv"
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    target.symlink_to(outside)
+    return ["experiments/results/phase5/metrics.csv: a symbolic link (a crate holds files only)"]
+
+
 def tamper_edited_metadata(crate):
     path = crate / crates.METADATA
     data = path.read_bytes()
@@ -157,13 +167,18 @@ def signing_key_id(crate):
         tamper_removed_file,
         tamper_added_file,
         tamper_edited_metadata,
+        pytest.param(
+            tamper_file_replaced_by_a_link,
+            marks=pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges"),
+        ),
         tamper_signed_by_another_key,
         tamper_swapped_public_key,
     ],
 )
 def test_each_kind_of_tampering_is_caught_and_named(crate_copy, tmp_path, tamper):
     assert check_crate(crate_copy, profile=False)["ok"]
-    arguments = (crate_copy, tmp_path) if "key" in tamper.__name__ else (crate_copy,)
+    takes_a_folder = "key" in tamper.__name__ or "link" in tamper.__name__
+    arguments = (crate_copy, tmp_path) if takes_a_folder else (crate_copy,)
     expected = tamper(*arguments)
     verdict = check_crate(crate_copy, profile=False)
     assert not verdict["ok"]

@@ -165,6 +165,11 @@ def check_crate(folder: Path, key_pem: bytes | None = None, profile: bool = True
     result["statement"] = statement
     present = enclosed_digests(folder)
     result["files"] = len(present)
+    failures.extend(
+        f"{path.relative_to(folder).as_posix()}: a symbolic link (a crate holds files only)"
+        for path in sorted(folder.rglob("*"))
+        if path.is_symlink()
+    )
     if isinstance(statement, dict):
         signed = {}
         for subject in statement.get("subject") or []:
