@@ -16,6 +16,10 @@ is there (plus the wheels, installed by ``make device-check`` into
   type, as verify lists them);
 * the image preprocessor on the sample data under both backends: each
   array within ``PREPROCESS_TOLERANCE`` (float32 values in [0, 1]);
+* the tensor renders (tensor_visualizer) of the first experiment's dreams
+  and bridge under both backends: every PNG's pixels within
+  ``RENDER_TOLERANCE_LEVELS`` (the views are element-wise and correctly
+  rounded, so the same bytes are expected);
 * the GPU's time against the CPU's, as ratios; ``nvidia-smi`` and the
   CuPy and CUDA versions.
 
@@ -43,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"phase7": "trainer/config/phase7.toml", "large": "trainer/config/large.toml"}
 PREPROCESS_TOLERANCE = 1e-6  # max |cupy - numpy| per value of a [0, 1] float32 array
+RENDER_TOLERANCE_LEVELS = 1  # max |cupy - numpy| per pixel value of a render, in PNG levels
 EPOCH = "1761912000"  # every run at the same stamp: the same run ids, the same bytes
 TIME_LIMIT_S = 280  # the whole check fits a 5-minute slot
 
@@ -176,13 +181,20 @@ def compare_experiment(scratch: Path, name: str, device: str) -> dict:
                 details.append({"file": relative, "where": "only one backend wrote it"})
     return {
         "config": CONFIGS[name],
+        "numpy_run": host["folder"],  # the renders are compared on it (not in the report)
         "files": len(before),
         "identical": not differing,
         "differing": differing,
         "differences": details,
-        "numpy_seconds": round(host["seconds"], 3),
-        "device_seconds": round(gpu["seconds"], 3),
-        "speedup": round(host["seconds"] / gpu["seconds"], 3),
+        **timings(host["seconds"], gpu["seconds"]),
+    }
+
+
+def timings(numpy_seconds: float, device_seconds: float) -> dict:
+    return {
+        "numpy_seconds": round(numpy_seconds, 3),
+        "device_seconds": round(device_seconds, 3),
+        "speedup": round(numpy_seconds / device_seconds, 3),
     }
 
 
@@ -223,9 +235,51 @@ def compare_preprocessing(scratch: Path, device: str) -> dict:
         "max_abs_difference": worst,
         "within_tolerance": not over,
         "over": over[:20],
-        "numpy_seconds": round(seconds["host"], 3),
-        "device_seconds": round(seconds["device"], 3),
-        "speedup": round(seconds["host"] / seconds["device"], 3),
+        **timings(seconds["host"], seconds["device"]),
+    }
+
+
+def compare_renders(scratch: Path, run_folder: Path, device: str) -> dict:
+    """tensor_visualizer on one run's dreams and bridge under both backends: each PNG's pixels."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    folders, seconds = {}, {}
+    for side, backend in (("host", "numpy"), ("device", device)):
+        workspace = scratch / f"renders-{side}"
+        workspace.mkdir(parents=True)
+        seconds[side] = run(
+            "scripts/visualization/tensor_visualizer.py",
+            run_folder,
+            "--backend",
+            backend,
+            workspace=workspace,
+        )
+        (folders[side],) = (workspace / "experiments/results").glob("tensor_visualizer_*/")
+    host, gpu = digests(folders["host"]), digests(folders["device"])
+    worst, over = 0, []
+    for name in sorted(set(host) | set(gpu)):
+        if host.get(name) == gpu.get(name):
+            continue
+        if name not in host or name not in gpu:
+            over.append({"png": name, "where": "only one backend wrote it"})
+            continue
+        a, b = (iio.imread(folders[side] / name).astype(np.int64) for side in ("host", "device"))
+        if a.shape != b.shape:
+            over.append({"png": name, "where": f"shape {a.shape} against {b.shape}"})
+            continue
+        levels = int(np.max(np.abs(a - b))) if a.size else 0
+        worst = max(worst, levels)
+        if levels > RENDER_TOLERANCE_LEVELS:
+            over.append({"png": name, "max_level_difference": levels})
+    return {
+        "pngs": len(host),
+        "identical": sum(host.get(n) == gpu.get(n) for n in host),
+        "tolerance_levels": RENDER_TOLERANCE_LEVELS,
+        "max_level_difference": worst,
+        "within_tolerance": not over,
+        "over": over[:20],
+        **timings(seconds["host"], seconds["device"]),
     }
 
 
@@ -249,6 +303,14 @@ def summary_text(report: dict) -> str:
         f"preprocess  {'within' if pre['within_tolerance'] else 'OVER'} {pre['tolerance']:g} "
         f"(max |d| {pre['max_abs_difference']:.3g} over {pre['arrays']} arrays); "
         f"numpy {pre['numpy_seconds']} s, device {pre['device_seconds']} s, x{pre['speedup']}"
+    )
+    renders = report["renders"]
+    lines.append(
+        f"renders     {'within' if renders['within_tolerance'] else 'OVER'} "
+        f"{renders['tolerance_levels']} level ({renders['identical']} of {renders['pngs']} PNGs "
+        f"identical, max {renders['max_level_difference']} levels); "
+        f"numpy {renders['numpy_seconds']} s, device {renders['device_seconds']} s, "
+        f"x{renders['speedup']}"
     )
     lines.append(f"verdict     {'PASS' if report['passed'] else 'FAIL'} in {report['seconds']} s")
     return "\n".join(lines) + "\n"
@@ -284,13 +346,18 @@ def main(argv=None) -> int:
                 name: compare_experiment(Path(scratch), name, args.device_backend) for name in names
             }
             preprocessing = compare_preprocessing(Path(scratch), args.device_backend)
+            first_run = experiments[names[0]].pop("numpy_run")
+            for result in experiments.values():
+                result.pop("numpy_run", None)
+            renders = compare_renders(Path(scratch), first_run, args.device_backend)
         passed = all(e["identical"] for e in experiments.values())
-        passed = passed and preprocessing["within_tolerance"]
+        passed = passed and preprocessing["within_tolerance"] and renders["within_tolerance"]
         report = {
             "device": status,
             "python": sys.version.split()[0],
             "experiments": experiments,
             "preprocessing": preprocessing,
+            "renders": renders,
             "passed": passed,
             "seconds": round(time.perf_counter() - start, 1),
         }

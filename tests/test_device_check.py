@@ -52,7 +52,10 @@ def test_the_whole_check_runs_with_numpy_in_the_gpus_place(tmp_path):
     assert phase7["identical"] and phase7["files"] > 50 and phase7["differing"] == []
     assert report["preprocessing"]["arrays"] > 50
     assert report["preprocessing"]["max_abs_difference"] == 0.0
-    assert b"experiment  phase7: IDENTICAL" in done.stdout
+    renders = report["renders"]  # the first experiment's dreams and bridge, both backends
+    assert renders["within_tolerance"] and renders["pngs"] > 100
+    assert renders["identical"] == renders["pngs"] and renders["max_level_difference"] == 0
+    assert b"experiment  phase7: IDENTICAL" in done.stdout and b"renders     within" in done.stdout
 
 
 def test_every_device_wheel_is_pinned_by_the_lock():

@@ -14,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.utils.formats.arrays import to_numpy
 from scripts.utils.formats.plotting import pyplot
 from scripts.utils.jsonio import atomic_write_bytes
 
 DRIFT_LIMIT_DB = 0.5
 
 
-def energy_drift_db(source: np.ndarray, rendered: np.ndarray) -> float:
-    """10 log10(E_rendered / E_source), E = sum of squares (0 when both are 0)."""
+def energy_drift_db(source, rendered: np.ndarray) -> float:
+    """10 log10(E_rendered / E_source), E = sum of squares (0 when both are 0). ``source`` may be
+    on the device: the sums run on the host, in NumPy's order, so the figure is the same bits
+    whichever backend rendered."""
+    source = to_numpy(source)
     source_energy = float(np.sum(np.square(source, dtype=np.float64)))
     rendered_energy = float(np.sum(np.square(rendered, dtype=np.float64)))
     if source_energy == 0 and rendered_energy == 0:
@@ -31,12 +35,19 @@ def energy_drift_db(source: np.ndarray, rendered: np.ndarray) -> float:
     return 10 * math.log10(rendered_energy / source_energy)
 
 
-def png_bytes(values: np.ndarray, bits: int) -> bytes:
+def quantized(values, bits: int, xp=np) -> np.ndarray:
+    """Values in [0, 1] (clipped) as 8- or 16-bit levels, computed on ``xp``, on the host."""
+    top = 255 if bits == 8 else 65535
+    return to_numpy(
+        xp.rint(xp.clip(values, 0, 1) * top).astype(xp.uint8 if bits == 8 else xp.uint16)
+    )
+
+
+def png_bytes(values, bits: int, xp=np) -> bytes:
     """Values in [0, 1] (clipped) as an 8- or 16-bit gray or RGB PNG."""
     import imageio.v3 as iio
 
-    top = 255 if bits == 8 else 65535
-    pixels = np.rint(np.clip(values, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
+    pixels = quantized(values, bits, xp)
     if bits == 16 and pixels.ndim == 3:
         from PIL import (
             Image,
@@ -61,12 +72,13 @@ def decode_png(data: bytes, shape) -> np.ndarray:
     return values
 
 
-def render_direct(values: np.ndarray, path: Path) -> dict:
-    """Write a direct render (8-bit, or 16-bit when 8-bit drifts too far); return its drift."""
-    drift = None
+def render_direct(values, path: Path, xp=np) -> dict:
+    """Write a direct render (8-bit, or 16-bit when 8-bit drifts too far); return its drift.
+    ``values`` live on ``xp`` (NumPy or CuPy); only the quantized pixels come to the host."""
+    drift, source = None, to_numpy(values)
     for bits in (8, 16):
-        data = png_bytes(values, bits)
-        drift = energy_drift_db(values, decode_png(data, values.shape))
+        data = png_bytes(values, bits, xp)
+        drift = energy_drift_db(source, decode_png(data, values.shape))
         if abs(drift) <= DRIFT_LIMIT_DB:
             break
     atomic_write_bytes(path, data)

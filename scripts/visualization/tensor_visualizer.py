@@ -43,7 +43,7 @@ import numpy as np
 
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.formats.arrays import read_arrays
+from scripts.utils.formats.arrays import BACKENDS, array_module, read_arrays, to_numpy
 from scripts.utils.formats.colour import rgb_to_hsl
 from scripts.utils.formats.plotting import pyplot, save_figure
 from scripts.utils.formats.tensors import ChromaticTensor, check_values, read_cten, read_sten
@@ -56,9 +56,11 @@ from scripts.visualization.renders import DRIFT_LIMIT_DB, render_direct, spectru
 SUFFIXES = (".cten", ".sten", ".npy", ".npz")
 
 
-def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
-    rgb = tensor.rgb.astype(np.float64)
-    hue, saturation, lightness = rgb_to_hsl(np.clip(rgb, 0, 1))
+def render_cten(tensor: ChromaticTensor, folder: Path, xp=np) -> list:
+    """The direct renders of a tensor (its views computed on ``xp``: NumPy or CuPy, the same
+    bits) and its matplotlib panel; one result per render."""
+    rgb = xp.asarray(tensor.rgb).astype(xp.float64)
+    hue, saturation, lightness = rgb_to_hsl(xp.clip(rgb, 0, 1), xp)
     views = {
         "rgb": rgb,
         "hue": hue / (2 * math.pi),
@@ -66,16 +68,17 @@ def render_cten(tensor: ChromaticTensor, folder: Path) -> list:
         "lightness": lightness,
     }
     if tensor.coherence is not None:
-        views["coherence"] = tensor.coherence.astype(np.float64)
+        views["coherence"] = xp.asarray(tensor.coherence).astype(xp.float64)
     results = [
-        dict(render_direct(values, folder / f"{name}.png"), view=name)
+        dict(render_direct(values, folder / f"{name}.png", xp), view=name)
         for name, values in views.items()
     ]
 
     plt = pyplot()
     columns = len(views)
     figure, axes = plt.subplots(1, columns, figsize=(2.6 * columns, 2.8))
-    for axis, (name, values) in zip(axes, views.items()):
+    for axis, (name, device_values) in zip(axes, views.items()):
+        values = to_numpy(device_values)  # matplotlib draws from the host
         if name == "rgb":
             axis.imshow(np.clip(values, 0, 1), interpolation="nearest")
         else:
@@ -139,10 +142,13 @@ def expand_run_folders(inputs) -> list:
     return expanded
 
 
-def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, record=None) -> list:
+def visualize(
+    workspace: Path, inputs, out_root: Path, log_axis: bool = False, record=None, xp=np
+) -> list:
     """Render every supported file under ``inputs``; one result dict per rendered tensor.
 
-    ``record`` (a RunRecorder), when given, notes the data roots read.
+    ``record`` (a RunRecorder), when given, notes the data roots read; ``xp`` (NumPy or CuPy:
+    ``array_module``) computes the direct renders.
     """
     inputs = expand_run_folders(inputs)
     found = collect_inputs(workspace, inputs)
@@ -158,7 +164,7 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
         for path, name in files:
             stem = name.replace("/", "__")
             if path.suffix == ".cten":
-                renders = render_cten(read_cten(path), out_root / stem)
+                renders = render_cten(read_cten(path), out_root / stem, xp)
                 results.append({"source": name, "kind": "cten", "renders": renders})
             elif path.suffix == ".sten":
                 render_sten(read_sten(path), out_root / stem, log_axis)
@@ -167,7 +173,7 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
                 )
             else:
                 for array_name, tensor in load_array(path):
-                    renders = render_cten(tensor, out_root / array_name.replace("/", "__"))
+                    renders = render_cten(tensor, out_root / array_name.replace("/", "__"), xp)
                     results.append(
                         {"source": f"{name}:{array_name}", "kind": "array", "renders": renders}
                     )
@@ -177,16 +183,18 @@ def visualize(workspace: Path, inputs, out_root: Path, log_axis: bool = False, r
 
 def render_tensors(args, log) -> int:
     workspace = resolve_workspace(args.workspace)
+    xp, backend = array_module(args.backend)
     with RunRecorder(
         "tensor_visualizer",
         argv=args.argv,
         workspace=workspace,
         log=log,
         config={"log_axis": args.log_axis},
+        extra={"backend": backend},
     ) as record:
         for given in args.inputs:
             record.consume(given)
-        results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record)
+        results = visualize(workspace, args.inputs, record.output_dir, args.log_axis, record, xp)
         drifts = [r for result in results for r in result["renders"] if "drift_db" in r]
         failing = [
             {"source": result["source"], **r}
@@ -235,6 +243,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--log-axis", action="store_true", help="log frequency axis for every spectrum"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="numpy",
+        help="array backend for the direct renders (cupy: on the GPU, the same bytes)",
     )
     cli.add_common_options(parser)
     return cli.run(parser, render_tensors, argv)

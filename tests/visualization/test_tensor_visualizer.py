@@ -105,7 +105,9 @@ def test_the_drift_check_is_measured_on_dreams_that_differ_and_fails_a_distorted
 
     honest = renders.png_bytes
     monkeypatch.setattr(
-        renders, "png_bytes", lambda values, bits: honest(np.clip(values, 0, 1) ** 0.8, bits)
+        renders,
+        "png_bytes",
+        lambda values, bits, xp: honest(xp.clip(values, 0, 1) ** 0.8, bits, xp),
     )
     monkeypatch.chdir(run_workspace)
     code = tv.main(["run", "--workspace", str(run_workspace), "--quiet"])

@@ -5,8 +5,9 @@ docs/design.md's bridge.
     hue, saturation, lightness = rgb_to_hsl(rgb)              # rgb: (..., 3) floats in [0, 1]
     spectrum = bridge_encode(rgb, {"f_min": 55.0, "octaves": 5.0, "bins": 48})   # a SpectralTensor
 
-Both are NumPy-only and deterministic (no reductions whose order depends on
-threads): the same input gives the same bytes on every machine.
+Both are deterministic (no reductions whose order depends on threads): the
+same input gives the same bytes on every machine; ``rgb_to_hsl`` also runs
+on CuPy (``xp``), with the same bits.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ import numpy as np
 from scripts.utils.formats.tensors import SpectralTensor
 
 
-def rgb_to_hsl(rgb: np.ndarray):
-    """Hue in radians [0, 2*pi), saturation and lightness in [0, 1] (HSL)."""
+def rgb_to_hsl(rgb, xp=np):
+    """Hue in radians [0, 2*pi), saturation and lightness in [0, 1] (HSL), on ``xp`` (NumPy or
+    CuPy: element-wise and correctly rounded, so the same bits on both)."""
     high, low = rgb.max(axis=-1), rgb.min(axis=-1)
     lightness = (high + low) / 2
     delta = high - low
-    saturation = np.where(delta == 0, 0.0, delta / np.maximum(1e-12, 1 - np.abs(2 * lightness - 1)))
+    saturation = xp.where(delta == 0, 0.0, delta / xp.maximum(1e-12, 1 - xp.abs(2 * lightness - 1)))
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    safe = np.where(delta == 0, 1.0, delta)
-    hue = np.where(
-        high == r, ((g - b) / safe) % 6, np.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    safe = xp.where(delta == 0, 1.0, delta)
+    hue = xp.where(
+        high == r, ((g - b) / safe) % 6, xp.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4)
     )
-    hue = np.where(delta == 0, 0.0, hue) * (math.pi / 3)
-    return hue % (2 * math.pi), np.clip(saturation, 0, 1), lightness
+    hue = xp.where(delta == 0, 0.0, hue) * (math.pi / 3)
+    return hue % (2 * math.pi), xp.clip(saturation, 0, 1), lightness
 
 
 def bridge_encode(rgb: np.ndarray, bcfg: dict) -> SpectralTensor:

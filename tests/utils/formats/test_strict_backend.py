@@ -9,8 +9,10 @@ import pytest
 
 import scripts.data_tools.image_preprocessor as preprocessor
 import scripts.orchestration.reference_experiment as reference
+import scripts.visualization.tensor_visualizer as visualizer
 from scripts.data_tools.sample_data import main as sample_data
 from scripts.orchestration.run_experiment import main as run_experiment
+from scripts.utils.formats.tensors import ChromaticTensor, write_cten
 from tests.conftest import REPO, SMALL_RUN
 from tests.strict_xp import cupyx_modules, strict
 
@@ -95,3 +97,28 @@ def test_the_preprocessor_on_the_strict_namespace_gives_numpys_arrays(
     assert len(host) > 20 and set(device) == set(host)
     for key in host:
         assert np.array_equal(host[key], device[key]) and host[key].dtype == device[key].dtype, key
+
+
+def test_the_tensor_renders_on_the_strict_namespace_are_numpys_bytes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    tensors = tmp_path / "tensors"
+    tensors.mkdir()
+    colours = rng.random((12, 10, 3), dtype=np.float32)
+    colours[0, :3] = [0.5, 0.5, 0.5]  # grey: no saturation, hue 0
+    write_cten(tensors / "dream.cten", ChromaticTensor(colours, colours[..., 1]))
+    dark = np.full((8, 8, 3), 0.0013, np.float32)  # 8 bits drift too far: the 16-bit path
+    write_cten(tensors / "dark.cten", ChromaticTensor(dark))
+    np.savez(tensors / "gray.npz", slice=rng.random((9, 7)))
+
+    def run(name):
+        workspace = tmp_path / name
+        argv = [str(tensors), "--workspace", str(workspace), "--quiet"]
+        assert visualizer.main(argv) == 0
+        found = outputs(workspace / "experiments/results")
+        return {name: digest for name, digest in found.items() if not name.startswith(".")}
+
+    host = run("numpy")
+    monkeypatch.setattr(visualizer, "array_module", lambda backend: (strict, "numpy"))
+    device = run("strict")
+    pngs = [name for name in host if name.endswith(".png")]
+    assert len(pngs) >= 14 and device == host  # every render, and the report's drift figures
