@@ -24,7 +24,9 @@ RUN ?=
 # unexpanded, and never written into a recipe (scripts/orchestration/make_targets.py turns it into options).
 CRATE ?=
 KEY ?=
-MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN PHASE CRATE KEY
+CERTIFY ?=
+RERUN ?=
+MAKE_INPUTS = WORKSPACE DATA DATA_NAME STRICT SCHEDULER RUN PHASE CRATE KEY CERTIFY RERUN
 unexport $(MAKE_INPUTS)
 $(foreach name,$(MAKE_INPUTS),$(eval export CRH_MAKE_$(name) := $$(value $(name))))
 VENV_STAMP = $(VENV)/.lock-sha256
@@ -57,11 +59,14 @@ help:
 	$(info   phase5..9   the phase pipeline on the sample data; DATA=dir for yours: anywhere, only read)
 	$(info   ..........  DATA_NAME=name names it, STRICT=1 fails on any skipped file, WORKSPACE=dir for where)
 	$(info   ..........  SCHEDULER=tcp://host:8786 or local:N runs the data steps on a Dask cluster)
+	$(info   ..........  CERTIFY=1 then signs a crate of the phase (as make certify))
 	$(info   verify      run phase5..9 twice (the second varied), compare every artifact, explain and bisect)
+	$(info   ..........  CERTIFY=1 signs what it found as a crate in experiments/proofs/ (KEY=pem signs))
 	$(info   report      one self-contained HTML page for the newest phase run (RUN=path for another); prints its path)
 	$(info   steps       print the steps of PHASE=phase7 (or another): what each runs, consumes and writes)
 	$(info   certify     a signed RO-Crate of PHASE=phase7 (or all, or RUN=report) in experiments/proofs/; KEY=pem signs)
 	$(info   check-proof check CRATE=dir offline: signature, every file, the profile (KEY=public pem pins the signer))
+	$(info   ..........  RERUN=1 also re-runs every step from the crate and checks the outputs)
 	@$(PYTHON) -c "pass"
 
 $(VENV_STAMP): requirements.lock pyproject.toml scripts/utils/venv_setup.py

@@ -7,8 +7,9 @@ through a shell.
 
 A folder name may hold anything a file system allows: quotes, backticks,
 ``$(...)``, newlines. The Makefile therefore never writes DATA, DATA_NAME,
-STRICT, SCHEDULER, RUN, PHASE, CRATE, KEY or WORKSPACE into a recipe. It hands each over in
-the environment as ``CRH_MAKE_<NAME>``, unexpanded (``$(value NAME)``, so
+STRICT, SCHEDULER, RUN, PHASE, CRATE, KEY, CERTIFY, RERUN or WORKSPACE into a
+recipe. It hands each over in the environment as ``CRH_MAKE_<NAME>``,
+unexpanded (``$(value NAME)``, so
 make does not run a ``$(shell ...)`` in it either, and ``unexport`` keeps
 make from exporting it expanded), and this command turns them into the
 command's options as a list of arguments. An empty variable is not given.
@@ -44,20 +45,23 @@ def target_argv(target: str, environ=None) -> tuple[str, list]:
         return environ.get(PREFIX + name, "")
 
     argv = ["--workspace", given("WORKSPACE") or "."]
+    certify = given("CERTIFY").strip().lower() in TRUE
+    key = ["--key", given("KEY")] if given("KEY") else []
     if target == "verify":
-        return "verify", argv
+        return "verify", argv + (["--certify", *key] if certify else [])
     if target == "report":
         return "html_report", ([given("RUN")] if given("RUN") else []) + argv
     if target == "steps":
         return "pipeline", [given("PHASE") or "phase7", "--steps"]
     if target == "certify":
         what = given("RUN") or given("PHASE") or "phase7"
-        return "certify", [what, *argv] + (["--key", given("KEY")] if given("KEY") else [])
+        return "certify", [what, *argv, *key]
     if target == "check-proof":
         crate = given("CRATE") or os.path.join(
             given("WORKSPACE") or ".", "experiments/proofs/phase7"
         )
-        return "check_proof", [crate] + (["--key", given("KEY")] if given("KEY") else [])
+        rerun = given("RERUN").strip().lower() in TRUE
+        return "check_proof", [crate, *key] + (["--rerun"] if rerun else [])
     argv = [target, *argv]
     for name, option in (
         ("DATA", "--data"),
@@ -68,6 +72,8 @@ def target_argv(target: str, environ=None) -> tuple[str, list]:
             argv += [option, given(name)]
     if given("STRICT").strip().lower() in TRUE:
         argv.append("--strict")
+    if certify:
+        argv += ["--certify", *key]
     return "pipeline", argv
 
 
