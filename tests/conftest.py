@@ -13,6 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED_EPOCH = "1761912000"  # 2025-10-31T12:00:00Z
+# The files that take longest (a minute or more of one worker each), in that order
+LONGEST_FILES = ("test_pipeline_recovery.py", "test_bench.py", "test_verify.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The longest files first. ``make test`` hands whole files to its workers in collection
+    order (xdist's --dist loadfile), so a long file collected last (test_bench.py: tests/ is
+    collected after its folders) ran alone at the end while the other worker sat idle."""
+    rank = {name: number for number, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture
