@@ -495,6 +495,7 @@ def archive_or_verify(args, log) -> int:
     ) as record:
         moved = move_run(workspace, source, destination, log)
         record.change_registry(registry_moves(workspace, source, destination, moved["files"]))
+        record.consume(destination)  # the run's files, read to pack and check them, now there
         record.claim_output(destination / MANIFEST_NAME)
         record.results.update(
             files=len(moved["files"]), destination=relative_to_workspace(workspace, destination)

@@ -178,7 +178,10 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> Crat
             ]
             inputs.update(n for n in under if not n.startswith("@"))
         read = traced_reads(workspace, run_id)
-        undeclared[run_id] = sorted(read - inputs - set(outputs))
+        # what a run wrote and read back is no input: also under the names its report gave them
+        # (an archive step may have moved them since)
+        written = set(outputs) | set(report.get("outputs") or {})
+        undeclared[run_id] = sorted(read - inputs - written)
         inputs |= {n for n in undeclared[run_id] if n in registry or (workspace / n).is_file()}
         per_run[run_id] = (outputs, sorted(inputs - set(outputs)))
         for name in outputs + sorted(inputs):

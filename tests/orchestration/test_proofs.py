@@ -413,13 +413,15 @@ def test_the_pipeline_certifies_a_phase_on_a_named_data_root_without_its_path(
     shutil.copytree(phase_crate[0] / "data/sample/dicom", scans)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    result = phase(workspace, "phase5", "--data", scans, "--data-name", "cohort", "--certify")
+    # phase8: its archive step moves the experiment's run, then reads it to pack and check it
+    result = phase(workspace, "phase8", "--data", scans, "--data-name", "cohort", "--certify")
     assert result.returncode == 0, result.stderr
     summary = [r for r in json_lines(result.stdout) if r.get("event") == "summary"][0]
     crate = Path(summary["crate"])
-    assert crate == workspace / "experiments/proofs/phase5"
+    assert crate == workspace / "experiments/proofs/phase8"
     assert check_proof(crate).returncode == 0
     predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert predicate["read_but_not_declared"] == {}  # every step declares what it reads
     assert set(predicate["data_roots"]) == {"cohort"}
     assert predicate["data_roots"]["cohort"]["files"] > 0
     for name, data in crate_bytes(crate).items():

@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -6,6 +7,7 @@ from scripts.orchestration import verify as vf
 from scripts.orchestration.variations import other_locale
 from scripts.utils.json_logger import JsonLogger
 from scripts.utils.jsonio import read_json
+from scripts.utils.records import crates, signing
 from tests.conftest import REPO, json_lines, run_script, single_error
 
 LEAKY_STEP = REPO / "tests/orchestration/leaky_step.py"  # writes through our run records
@@ -141,9 +143,13 @@ def test_a_pipeline_with_run_records_is_explained_through_its_files_too(workspac
 
 
 def test_the_real_pipeline_is_identical_under_every_variation(workspace):
-    result = verify(workspace, "--phases", "phase5,phase9", "--no-bisect")
+    result = verify(workspace, "--phases", "phase5,phase9", "--no-bisect", "--certify")
     assert result.returncode == 0, result.stderr
     summary = json_lines(result.stdout)[0]
+    # every step declares what it reads (the archive step reads a run it moved; an experiment
+    # reads back what it wrote)
+    envelope = (Path(summary["crate"]) / crates.ENVELOPE).read_bytes()
+    assert signing.payload_of(envelope)["predicate"]["read_but_not_declared"] == {}
     assert set(summary["varied"]) >= {
         "cpu",
         "workers",
