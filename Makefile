@@ -65,7 +65,7 @@ help:
 	$(info   report      one self-contained HTML page for the newest phase run (RUN=path for another); prints its path)
 	$(info   steps       print the steps of PHASE=phase7 (or another): what each runs, consumes and writes)
 	$(info   certify     a signed RO-Crate of PHASE=phase7 (or all, or RUN=report) in experiments/proofs/; KEY=pem signs)
-	$(info   check-proof check CRATE=dir offline: signature, every file, the profile (KEY=public pem pins the signer))
+	$(info   check-proof check CRATE=dir offline: signature, every file, the profile (KEY=public pem or key id pins the signer))
 	$(info   ..........  RERUN=1 also re-runs every step from the crate and checks the outputs)
 	@$(PYTHON) -c "pass"
 

@@ -2,12 +2,13 @@
 
     python scripts/orchestration/check_proof.py experiments/proofs/phase7
     python scripts/orchestration/check_proof.py proof/ --key lab-ed25519.pub.pem   # pin the signer
+    python scripts/orchestration/check_proof.py proof/ --key 9c3ed115...  # or by its 64-hex key id
     make check-proof CRATE=experiments/proofs/phase7
 
 Checks, each failure named (the file, or the rule): the DSSE envelope's
 signature against ``--key`` (a public key, PEM) or else the key the crate
-encloses (its fingerprint is printed: compare it with the one the authors
-published); that the signed subjects are exactly the crate's files, each
+encloses, which ``--key KEY_ID`` pins to the fingerprint the authors published
+(without it, the fingerprint is printed: compare it yourself); that the signed subjects are exactly the crate's files, each
 with its signed SHA-256 (a changed byte, a file removed or added); that the
 metadata's SHA-256s are the files'; and the Provenance Run Crate profile
 (roc-validator, offline). Exit 0 with a one-screen verdict, 1 naming each
@@ -17,6 +18,7 @@ JSON instead.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -35,13 +37,17 @@ from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
 from scripts.utils.records.crates import check_crate, verdict_text
 
+KEY_ID = re.compile(r"[0-9a-fA-F]{64}")  # a key's fingerprint, as certify and the verdict print it
+
 
 def check(args, log) -> int:
     folder = Path(args.crate)
     if not folder.is_dir():
         raise InputError("no such crate folder", file=args.crate)
-    key_pem = None
-    if args.key:
+    key_pem, key_id = None, None
+    if args.key and KEY_ID.fullmatch(args.key) and not Path(args.key).exists():
+        key_id = args.key.lower()
+    elif args.key:
         try:
             key_pem = Path(args.key).read_bytes()
         except OSError as exc:
@@ -49,7 +55,7 @@ def check(args, log) -> int:
     code_dir = Path(args.code_dir).resolve()  # the re-runs run in a scratch folder
     if not code_dir.is_dir():
         raise InputError("no such code folder", file=args.code_dir)
-    verdict = check_crate(folder, key_pem, profile=not args.no_profile)
+    verdict = check_crate(folder, key_pem, profile=not args.no_profile, key_id=key_id)
     if args.rerun and verdict["ok"]:
         with tempfile.TemporaryDirectory(prefix="crh-proof-rerun-") as scratch:
             steps = rerun_crate(folder, Path(scratch), code_dir, log)
@@ -89,7 +95,11 @@ def main(argv=None) -> int:
         description="Check a proof crate offline: signature, files, profile, claim.",
     )
     parser.add_argument("crate", metavar="CRATE", help="the crate's folder")
-    parser.add_argument("--key", metavar="PEM", help="the signer's public key, to pin it")
+    parser.add_argument(
+        "--key",
+        metavar="PEM|ID",
+        help="the signer's public key (a PEM file) or its key id (64 hex digits), to pin it",
+    )
     parser.add_argument("--json", action="store_true", help="the verdict as JSON")
     parser.add_argument("--no-profile", action="store_true", help="skip the RO-Crate profile check")
     parser.add_argument(

@@ -205,6 +205,13 @@ def test_a_forgery_re_signed_with_its_own_key_is_caught_by_the_pinned_key(crate_
     text = "\n".join(pinned["failures"])
     assert "the enclosed public key" in text and "is not the given key" in text, text
     assert "the envelope is signed by key" in text, text
+    # the published fingerprint pins the signer as well as the published key does
+    author = signing.public_key(published, "published").keyid
+    by_id = check_proof(crate_copy, "--key", author, "--no-profile")
+    assert by_id.returncode == 1, by_id.stdout
+    assert f"is not the given key {author}" in by_id.stdout.decode()
+    as_intruder = check_proof(crate_copy, "--key", intruder.public_key.keyid, "--no-profile")
+    assert b"is not the given key" not in as_intruder.stdout  # that key did sign it
 
 
 def test_the_profile_check_names_a_broken_rule(crate_copy):

@@ -126,9 +126,12 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------
 
 
-def check_crate(folder: Path, key_pem: bytes | None = None, profile: bool = True) -> dict:
+def check_crate(
+    folder: Path, key_pem: bytes | None = None, profile: bool = True, key_id: str | None = None
+) -> dict:
     """Everything a reviewer checks, offline. Returns {"ok", "failures": [text], "statement",
-    "key", "files", "profile"}; a failure names the file or the rule."""
+    "key", "files", "profile"}; a failure names the file or the rule. The signer is pinned by
+    ``key_pem`` (their public key) or ``key_id`` (its fingerprint, as certify prints it)."""
     folder = Path(folder)
     failures = []
     result = {"crate": str(folder), "failures": failures, "statement": None, "key": None}
@@ -155,6 +158,12 @@ def check_crate(folder: Path, key_pem: bytes | None = None, profile: bool = True
                 failures.append(f"{PUBLIC_KEY}: missing, and no key given (--key)")
             else:
                 key = signing.public_key(enclosed_pem, PUBLIC_KEY)
+                if key_id is not None and key.keyid != key_id:
+                    failures.append(
+                        f"{PUBLIC_KEY}: the enclosed public key ({key.keyid}) is not the given "
+                        f"key {key_id}"
+                    )
+                    key = None
             if key is not None:
                 result["key"] = key.keyid
                 statement = signing.verified_statement(envelope_path.read_bytes(), key)
