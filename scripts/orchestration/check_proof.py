@@ -8,8 +8,9 @@
 Checks, each failure named (the file, or the rule): the DSSE envelope's
 signature against ``--key`` (a public key, PEM) or else the key the crate
 encloses, which ``--key KEY_ID`` pins to the fingerprint the authors published
-(without it, the fingerprint is printed: compare it yourself); that the signed subjects are exactly the crate's files, each
-with its signed SHA-256 (a changed byte, a file removed or added); that the
+(without it, the fingerprint is printed: compare it yourself); that the
+signed subjects are exactly the crate's files, each with its signed SHA-256
+(a changed byte, a file removed or added); that the
 metadata's SHA-256s are the files'; and the Provenance Run Crate profile
 (roc-validator, offline). Exit 0 with a one-screen verdict, 1 naming each
 failure, 2 for a folder that is not there. ``--json`` prints the verdict as
