@@ -214,13 +214,18 @@ def test_a_forgery_re_signed_with_its_own_key_is_caught_by_the_pinned_key(crate_
     assert b"is not the given key" not in as_intruder.stdout  # that key did sign it
 
 
-def test_the_profile_check_names_a_broken_rule(crate_copy):
-    path = crate_copy / crates.METADATA
+def test_the_profile_check_names_a_broken_rule_wherever_the_crate_lies(crate_copy, tmp_path):
+    # the validator itself misreads a path with a space: it must still check there
+    spaced = tmp_path / "sent by the authors" / "proof crate"
+    spaced.parent.mkdir()
+    shutil.copytree(crate_copy, spaced)
+    assert check_crate(spaced)["ok"], check_crate(spaced)["failures"]
+    path = spaced / crates.METADATA
     document = orjson.loads(path.read_bytes())
     for entity in document["@graph"]:
         entity.pop("programmingLanguage", None)
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    verdict = check_crate(crate_copy)
+    verdict = check_crate(spaced)
     profile_failures = [f for f in verdict["failures"] if "profile provenance-run-crate" in f]
     assert any(
         "programmingLanguage" in f and "workflow-ro-crate-1.0_2.2" in f for f in profile_failures
