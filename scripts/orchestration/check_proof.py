@@ -36,15 +36,22 @@ if __name__ == "__main__" and __package__ in (
 from scripts.orchestration.proof_rerun import rerun_crate
 from scripts.utils import cli
 from scripts.utils.errors import CheckFailed, InputError
-from scripts.utils.records.crates import check_crate, verdict_text
+from scripts.utils.records.crates import check_crate, unpack_crate, verdict_text
 
 KEY_ID = re.compile(r"[0-9a-fA-F]{64}")  # a key's fingerprint, as certify and the verdict print it
 
 
 def check(args, log) -> int:
-    folder = Path(args.crate)
-    if not folder.is_dir():
-        raise InputError("no such crate folder", file=args.crate)
+    with tempfile.TemporaryDirectory(prefix="crh-proof-") as scratch:
+        folder = Path(args.crate)
+        if folder.is_file():  # a crate sent as a ZIP file
+            folder = unpack_crate(folder, Path(scratch))
+        elif not folder.is_dir():
+            raise InputError("no such crate folder or ZIP file", file=args.crate)
+        return check_folder(folder, args, log)
+
+
+def check_folder(folder: Path, args, log) -> int:
     key_pem, key_id = None, None
     if args.key and KEY_ID.fullmatch(args.key) and not Path(args.key).exists():
         key_id = args.key.lower()
@@ -57,6 +64,7 @@ def check(args, log) -> int:
     if not code_dir.is_dir():
         raise InputError("no such code folder", file=args.code_dir)
     verdict = check_crate(folder, key_pem, profile=not args.no_profile, key_id=key_id)
+    verdict["crate"] = args.crate  # as the reviewer named it (a ZIP file is unpacked elsewhere)
     if args.rerun and verdict["ok"]:
         with tempfile.TemporaryDirectory(prefix="crh-proof-rerun-") as scratch:
             steps = rerun_crate(folder, Path(scratch), code_dir, log)
@@ -73,10 +81,10 @@ def check(args, log) -> int:
     if not verdict["ok"]:
         raise CheckFailed(
             f"{len(verdict['failures'])} checks failed",
-            crate=str(folder),
+            crate=args.crate,
             failures=verdict["failures"][:20],
         )
-    log.info("proof_checked", crate=str(folder), key=verdict["key"], files=verdict["files"])
+    log.info("proof_checked", crate=args.crate, key=verdict["key"], files=verdict["files"])
     return 0
 
 
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
         doc=__doc__,
         description="Check a proof crate offline: signature, files, profile, claim.",
     )
-    parser.add_argument("crate", metavar="CRATE", help="the crate's folder")
+    parser.add_argument("crate", metavar="CRATE", help="the crate's folder, or a ZIP file of it")
     parser.add_argument(
         "--key",
         metavar="PEM|ID",

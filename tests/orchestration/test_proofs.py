@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import orjson
@@ -230,6 +231,34 @@ def test_the_profile_check_names_a_broken_rule_wherever_the_crate_lies(crate_cop
     assert any(
         "programmingLanguage" in f and "workflow-ro-crate-1.0_2.2" in f for f in profile_failures
     ), verdict["failures"]
+
+
+def zipped(folder: Path, archive: Path, top: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                out.write(path, top + path.relative_to(folder).as_posix())
+    return archive
+
+
+def test_a_crate_sent_as_a_zip_file_is_checked_and_a_hostile_one_refused(crate_copy, tmp_path):
+    for top in ("", "proof/"):  # zipped from inside the folder, or with it
+        archive = zipped(crate_copy, tmp_path / f"crate{len(top)}.zip", top)
+        result = check_proof(archive, "--no-profile")
+        assert result.returncode == 0 and b"VERIFIED" in result.stdout, result.stdout
+        assert f"crate      {archive}".encode() in result.stdout
+    tamper_changed_byte(crate_copy)
+    changed = check_proof(zipped(crate_copy, tmp_path / "changed.zip"), "--no-profile")
+    assert changed.returncode == 1 and b"(changed)" in changed.stdout
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(hostile, "w") as out:
+        out.writestr("../outside.txt", b"escapes the folder")
+    refused = check_proof(hostile)
+    assert refused.returncode == 2, refused.stderr
+    assert single_error(refused.stderr)["member"] == "../outside.txt"
+    assert not (tmp_path / "outside.txt").exists()
+    (tmp_path / "not.zip").write_bytes(b"plain text")
+    assert check_proof(tmp_path / "not.zip").returncode == 2
 
 
 def test_check_proof_exits_1_naming_each_failure_and_2_for_no_crate(crate_copy, tmp_path):

@@ -31,10 +31,11 @@ import hashlib
 import io
 import tempfile
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import orjson
 
+from scripts.utils.errors import InputError
 from scripts.utils.jsonio import canonical_json
 from scripts.utils.records import signing
 
@@ -100,6 +101,45 @@ def write_metadata(folder: Path, graph: dict) -> None:
                 ContextEntity(crate, profile, properties={"@type": "CreativeWork", "name": profile})
             )
         crate.metadata.write(folder)
+
+
+def unpack_crate(archive: Path, into: Path) -> Path:
+    """A crate sent as a ZIP file, unpacked into ``into``; returns its folder (the archive's
+    root, or its one top folder). Exit 2 (InputError) for what is not a ZIP file, a member that
+    would land outside ``into``, a link, or a member longer than the archive says."""
+    import shutil
+    import stat
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for info in zipped.infolist():
+                name = info.filename
+                parts = PurePosixPath(name.replace("\\", "/")).parts
+                drive = bool(parts) and parts[0].endswith(":")  # C:/... from Windows
+                if name.startswith(("/", "\\")) or ".." in parts or drive:
+                    raise InputError("a member would land outside the crate", file=str(archive),
+                                     member=name)  # fmt: skip
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise InputError("a member is a link", file=str(archive), member=name)
+                target = into.joinpath(*parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(info) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                if target.stat().st_size != info.file_size:
+                    raise InputError("a member is not the size the archive gives",
+                                     file=str(archive), member=name)  # fmt: skip
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise InputError(f"not a readable ZIP file: {exc}", file=str(archive))
+    if (into / METADATA).is_file():
+        return into
+    folders = [path for path in into.iterdir() if path.is_dir()]
+    if len(folders) == 1 and (folders[0] / METADATA).is_file():
+        return folders[0]
+    return into  # the check names the missing metadata file
 
 
 def enclosed_digests(folder: Path) -> dict:
