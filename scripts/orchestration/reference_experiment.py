@@ -219,7 +219,8 @@ def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, sp
     """Train and validation indices: a dataset_splitter run's (``split``: its folder, as the
     pipeline hands it over, or "auto": the newest) when it covers the samples (its "train" and
     "val" splits), else ("seeded", or no such run) a seeded split of ``val_fraction``; with a
-    description and the splitter run folder read (or None)."""
+    description and the splitter run folder read (or None): read even when its split did not
+    cover the samples, since that decided the seeded split."""
     folder = None
     if split == "auto":
         run_id = WorkspaceRecords(workspace).latest("dataset_splitter")
@@ -242,7 +243,8 @@ def split_indices(workspace: Path, sources: list, val_fraction: float, seeds, sp
     order = seeds.generator("reference_split").permutation(len(sources))
     val = max(1, int(round(len(sources) * val_fraction)))
     seeded = f"seeded, val_fraction {val_fraction}"
-    return np.sort(order[val:]), np.sort(order[:val]), seeded, None
+    read = workspace / folder if folder is not None else None
+    return np.sort(order[val:]), np.sort(order[:val]), seeded, read
 
 
 # --------------------------------------------------------------------------

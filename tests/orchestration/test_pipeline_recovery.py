@@ -26,6 +26,7 @@ import pytest
 from bench.file_access import FileAccessWatch
 from scripts.orchestration import pipeline
 from scripts.utils.jsonio import read_json
+from scripts.utils.records import crates, signing
 from tests.conftest import FIXED_EPOCH, REPO, json_lines, run_script, single_error
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGKILL")
@@ -382,8 +383,12 @@ def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
         Path(pydicom.data.__file__).parent / "test_files"
     )  # many vendors and codecs, some without pixels
     workspace = tmp_path / "ws"
-    code, stderr = make("phase5", workspace, data)
+    code, stderr = make("phase5", workspace, data, "CERTIFY=1")
     assert code == 0, stderr.decode()[-2000:]
+    # every step declares what it read: the experiment read the split, though it did not cover
+    # these samples (a seeded split was taken)
+    envelope = (workspace / "experiments/proofs/phase5" / crates.ENVELOPE).read_bytes()
+    assert signing.payload_of(envelope)["predicate"]["read_but_not_declared"] == {}
     found = summary(stderr)
     assert (
         found["skipped"]["metadata"] >= 5
