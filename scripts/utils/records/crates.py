@@ -195,7 +195,11 @@ def check_crate(
                             f"given key ({key.keyid})"
                         )
             elif enclosed_pem is None:
-                failures.append(f"{PUBLIC_KEY}: missing, and no key given (--key)")
+                failures.append(
+                    f"{PUBLIC_KEY}: missing, and no key given (--key)"
+                    if key_id is None
+                    else f"{PUBLIC_KEY}: missing (a key id alone cannot check a signature)"
+                )
             else:
                 key = signing.public_key(enclosed_pem, PUBLIC_KEY)
                 if key_id is not None and key.keyid != key_id:
