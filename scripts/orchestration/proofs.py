@@ -153,6 +153,7 @@ class CrateContents:
     per_run: dict  # {run id: (outputs, inputs)}
     data_roots: dict  # {root name: {files, listing_sha256}}
     undeclared: dict  # {run id: [files it read but did not declare]}
+    untraced: list  # [run ids whose external command's reads could not be traced]
 
 
 def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> CrateContents:
@@ -167,7 +168,7 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> Crat
     longer matches its record is refused.
     """
     registry = records.registry()
-    files, per_run, undeclared = {}, {}, {}
+    files, per_run, undeclared, untraced = {}, {}, {}, []
     for _, run_id in steps:
         report = records.report(run_id)
         outputs = sorted(records.outputs(run_id))
@@ -177,7 +178,9 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> Crat
                 n for n in registry if n == consumed or n.startswith(consumed.rstrip("/") + "/")
             ]
             inputs.update(n for n in under if not n.startswith("@"))
-        read = traced_reads(workspace, run_id)
+        read, command_untraced = traced_reads(workspace, run_id)
+        if command_untraced:
+            untraced.append(run_id)
         # what a run wrote and read back is no input: also under the names its report gave them
         # (an archive step may have moved them since)
         written = set(outputs) | set(report.get("outputs") or {})
@@ -212,7 +215,7 @@ def crate_files(workspace: Path, records: WorkspaceRecords, steps: list) -> Crat
                 file=name,
             )
     reports = {run_id: records.report(run_id) for _, run_id in steps}
-    return CrateContents(list(steps), reports, files, per_run, data_roots, undeclared)
+    return CrateContents(list(steps), reports, files, per_run, data_roots, undeclared, untraced)
 
 
 def unregistered_entry(path: Path) -> dict:
@@ -221,16 +224,20 @@ def unregistered_entry(path: Path) -> dict:
     return {"sha256": hashed["sha256"], "size": hashed["size"], "run": None}
 
 
-def traced_reads(workspace: Path, run_id: str) -> set:
-    """The workspace files a run opened for reading (run_records: ``.<run id>.reads.json``);
-    empty when it was not traced (recorded before tracing, or killed before saving them)."""
+def traced_reads(workspace: Path, run_id: str) -> tuple[set, bool]:
+    """The workspace files a run opened for reading (run_records: ``.<run id>.reads.json``),
+    empty when it was not traced (recorded before tracing, or killed before saving them); and
+    whether it ran an external command none of whose reads could be traced (not Python)."""
     path = Path(workspace) / reads_record(run_id)
     try:
         document = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
-        return set()
-    names = document.get("read") if isinstance(document, dict) else None
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+        return set(), False
+    if not isinstance(document, dict):
+        return set(), False
+    names = document.get("read")
+    read = {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    return read, document.get("command_traced") is False
 
 
 # --------------------------------------------------------------------------
@@ -322,6 +329,7 @@ def certify_runs(
         "read_but_not_declared": {
             run: names for run, names in sorted(contents.undeclared.items()) if names
         },
+        **({"reads_not_traced": sorted(contents.untraced)} if contents.untraced else {}),
         "not_enclosed": {
             name: {"sha256": f["sha256"], "size": f["size"]}
             for name, f in sorted(files.items())

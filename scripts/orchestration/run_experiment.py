@@ -179,11 +179,17 @@ def run_external(
     the two streams interleave). The placeholders are the same text in every run and rerun: {config}
     is ``config.json`` and {logdir} is ``.`` (the command's working directory is its log folder),
     {seed} a number below 2**32. With ``reads_folder``, a Python command's reads are traced
-    into it (read_tracing's ``sitecustomize`` first on its ``PYTHONPATH``).
+    into a folder of its own there (read_tracing's ``sitecustomize`` first on its
+    ``PYTHONPATH``), and the summary's ``command_traced`` says whether any of its processes
+    was: not for a command that runs no Python (bookkeeping, not for the report).
     """
     from scripts.utils.formats.log_convert import convert_stream
 
     atomic_write_bytes(logdir / "config.json", canonical_json(config))
+    command_reads = None
+    if reads_folder is not None:
+        command_reads = Path(reads_folder) / "command"
+        command_reads.mkdir(exist_ok=True)
     with (
         tempfile.TemporaryFile() as stderr
     ):  # nameless: nothing is left behind if this process is killed
@@ -193,7 +199,7 @@ def run_external(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 cwd=logdir,
-                env=traced_environment(command_environment(command, code_dir), reads_folder),
+                env=traced_environment(command_environment(command, code_dir), command_reads),
             )
         except OSError as exc:
             raise InputError(
@@ -211,6 +217,8 @@ def run_external(
             error_records = convert_stream(stderr, sink)["records"]
     log.info("external_done", exit_code=code, records=records, stderr_records=error_records)
     summary = {"exit_code": code, "output_records": records, "stderr_records": error_records}
+    if command_reads is not None:
+        summary["command_traced"] = any(command_reads.glob("*.txt"))
     if code != 0:
         summary["stderr_tail"] = output_tail(logdir / "stderr.jsonl")
         summary["output_tail"] = output_tail(logdir / "output.jsonl")
@@ -340,6 +348,7 @@ def launch(
                 record.status = "interrupted"
         for folder in summary.pop("read", []):
             record.consume(folder)
+        record.command_traced = summary.pop("command_traced", None)
         if logdir is not None:
             for path in sorted(p for p in logdir.rglob("*") if p.is_file()):
                 record.claim_output(path)

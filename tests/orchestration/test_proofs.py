@@ -339,7 +339,30 @@ def test_a_run_of_a_scikit_learn_script_is_certified_with_its_code(workspace, tm
     workflow = orjson.loads((crate / crates.WORKFLOW).read_bytes())
     assert workflow["steps"][0]["external"][1].endswith("sgd_digits.py")
     code = external_code_in(crate)  # the script's code, by name and SHA-256, in the metadata
+    predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert "reads_not_traced" not in predicate  # a Python command is traced
     assert code == external["code"]["files"] and any(n.endswith("sgd_digits.py") for n in code)
+
+
+@pytest.mark.skipif(shutil.which("cp") is None, reason="needs a cp program")
+def test_a_command_that_runs_no_python_is_said_to_be_untraced(workspace, tmp_path):
+    (tmp_path / "labels.txt").write_text("a,b\n")
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        '[experiment]\nkind = "external"\n'
+        f'[external]\ncommand = ["{shutil.which("cp")}", "labels.txt", "copied.txt"]\n'
+    )
+    result = run_script(
+        "orchestration", "run_experiment", "--config", config, "--workspace", workspace,
+        cwd=workspace,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = next((workspace / "experiments/results").glob("run_experiment_*.json"))
+    crate = Path(certify(workspace, report, "--out", tmp_path / "crate")["crate"])
+    predicate = signing.payload_of((crate / crates.ENVELOPE).read_bytes())["predicate"]
+    assert predicate["reads_not_traced"] == [report.stem]  # not "every file read was declared"
+    checked = check_proof(crate, "--no-profile")
+    assert checked.returncode == 0 and b"(its command runs no Python)" in checked.stdout
 
 
 def test_verify_certify_signs_the_verdict_over_every_compared_artifact(workspace, tmp_path):

@@ -15,9 +15,10 @@ READS_ENV = "CRH_READS_DIR"
 
 
 def traced_paths(folder: Path) -> set:
-    """Every absolute path the traced processes opened for reading (any process, any order)."""
+    """Every absolute path the traced processes opened for reading (any process, any order;
+    an external command's processes write into a folder of their own inside ``folder``)."""
     found = set()
-    for part in sorted(Path(folder).glob("*.txt")):
+    for part in sorted(Path(folder).rglob("*.txt")):
         for line in part.read_bytes().splitlines():
             if line:
                 found.add(os.fsdecode(line))

@@ -382,18 +382,7 @@ def verdict_text(verdict: dict) -> str:
         f"{len(predicate.get('data_roots') or {})} data roots by listing hash",
         f"kind       {predicate.get('kind', '?')}, {len(predicate.get('runs') or {})} runs",
         *claim_lines(claim),
-        "reads      "
-        + (
-            ", ".join(
-                f"{run}: {len(names)} read but not declared"
-                for run, names in sorted((predicate.get("read_but_not_declared") or {}).items())
-            )[:300]
-            or (
-                "every file read was declared"
-                if predicate.get("runs")
-                else "not traced (the crate holds no run's record)"
-            )
-        ),
+        "reads      " + reads_text(predicate),
         f"profile    {VALIDATION_PROFILE} {PROFILE_VERSION}: "
         + (
             "not checked"
@@ -423,6 +412,23 @@ def verdict_text(verdict: dict) -> str:
         if len(verdict["failures"]) > len(shown):
             lines.append(f"  ... and {len(verdict['failures']) - len(shown)} more (--json)")
     return "\n".join(lines) + "\n"
+
+
+def reads_text(predicate: dict) -> str:
+    """What the crate says of the files its runs read: those not declared, and the runs whose
+    reads could not be traced (an external command that runs no Python)."""
+    undeclared = predicate.get("read_but_not_declared") or {}
+    untraced = [str(run) for run in predicate.get("reads_not_traced") or []]
+    parts = [
+        f"{run}: {len(names)} read but not declared" for run, names in sorted(undeclared.items())
+    ]
+    if untraced:
+        parts.append(f"not traced for {', '.join(untraced)} (its command runs no Python)")
+    if parts:
+        return "; ".join(parts)[:300]
+    if not predicate.get("runs"):
+        return "not traced (the crate holds no run's record)"
+    return "every file read was declared"
 
 
 def claim_lines(claim) -> list:

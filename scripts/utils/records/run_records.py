@@ -376,6 +376,7 @@ class RunRecorder:
         self._staging = None
         self._run_lock = None
         self.reads_folder = None  # where the read tracer writes while the run is open
+        self.command_traced = None  # an external command's: were any of its reads traced?
 
     def consume(self, path, run_id: str | None = None) -> None:
         """Note that this run read ``path``, a workspace file or folder another run produced: the
@@ -539,7 +540,14 @@ class RunRecorder:
         try:
             atomic_write_bytes(
                 self.workspace / reads_record(self.run_id),
-                canonical_json({"read": sorted(names), "outside_workspace": outside}),
+                canonical_json(
+                    {"read": sorted(names), "outside_workspace": outside}
+                    | (
+                        {}
+                        if self.command_traced is None
+                        else {"command_traced": self.command_traced}
+                    )
+                ),
             )
         except OSError as error:  # bookkeeping: the run stands without it
             if self.log:

@@ -58,3 +58,11 @@ def test_a_verified_crate_that_claims_a_difference_is_not_read_as_a_match():
     text = crates.verdict_text(verdict)
     assert "VERIFIED" in text and "a claim that the runs differ" in text
     assert "reads      not traced" in text  # no run record: nothing was traced
+
+
+def test_the_reads_line_tells_undeclared_reads_and_untraced_commands_apart():
+    predicate = {"runs": {"r1": "x", "r2": "y"}, "read_but_not_declared": {"r1": ["a", "b"]}}
+    assert crates.reads_text(predicate) == "r1: 2 read but not declared"
+    predicate["reads_not_traced"] = ["r2"]
+    assert crates.reads_text(predicate).endswith("not traced for r2 (its command runs no Python)")
+    assert crates.reads_text({"runs": {"r1": "x"}}) == "every file read was declared"
