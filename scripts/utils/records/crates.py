@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tempfile
+import textwrap
 import warnings
 from pathlib import Path, PurePosixPath
 
@@ -381,7 +382,7 @@ def verdict_text(verdict: dict) -> str:
         f"{len(predicate.get('not_enclosed') or {})} listed by digest only, "
         f"{len(predicate.get('data_roots') or {})} data roots by listing hash",
         f"kind       {predicate.get('kind', '?')}, {len(predicate.get('runs') or {})} runs",
-        *claim_lines(claim),
+        *(wrapped for line in claim_lines(claim) for wrapped in at_80_columns(line)),
         "reads      " + reads_text(predicate),
         f"profile    {VALIDATION_PROFILE} {PROFILE_VERSION}: "
         + (
@@ -412,6 +413,13 @@ def verdict_text(verdict: dict) -> str:
         if len(verdict["failures"]) > len(shown):
             lines.append(f"  ... and {len(verdict['failures']) - len(shown)} more (--json)")
     return "\n".join(lines) + "\n"
+
+
+def at_80_columns(line: str) -> list:
+    """A verdict line broken between words to fit 80 columns, its continuation under the text."""
+    return textwrap.wrap(
+        line, 80, subsequent_indent=" " * 11, break_long_words=False, break_on_hyphens=False
+    ) or [line]
 
 
 def reads_text(predicate: dict) -> str:
